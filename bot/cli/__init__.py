@@ -1,0 +1,140 @@
+"""The `heapbot` command line.
+
+Two families of commands share one parser:
+- file commands (``heapbot top --profile FILE``) run the engine on local files;
+- service commands (``heapbot top payments``) capture from the registry, store
+  in Redis and answer through the same handlers as Slack.
+Each subcommand names the function that runs it as "module:function"; the
+module is imported only when the command runs, so ``heapbot top --profile``
+starts fast and never touches Redis or Slack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+
+from bot.errors import HeapbotError
+
+Runner = Callable[[argparse.Namespace], int]
+
+SAMPLE_TYPES = "inuse_space, inuse_objects, alloc_space, alloc_objects (heap) or goroutine"
+
+
+def _add_report_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--type", dest="sample_type", metavar="T",
+                   help=f"sample type: {SAMPLE_TYPES}; default: the profile's default")
+    p.add_argument("--cum", action="store_true", help="sort by cumulative value (top -cum)")
+    p.add_argument("-n", "--nodes", type=int, default=None, metavar="N",
+                   help="rows to show (default 10 for text, every row for json; 0 = every row)")
+    p.add_argument("--focus", metavar="RE", help="keep only samples with a frame matching RE")
+    p.add_argument("--ignore", metavar="RE", help="drop samples with a frame matching RE")
+    p.add_argument("--hide", metavar="RE", help="hide frames matching RE from the stacks")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="heapbot",
+        description="Go heap and goroutine profiling: pprof-exact tables, diffs and leak hunts.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, runner: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(runner=runner)
+        return p
+
+    p = add("top", "bot.cli.dispatch:top", "top table of a profile file or a live service")
+    p.add_argument("service", nargs="?", help="registry service to capture (omit with --profile)")
+    p.add_argument("--profile", metavar="FILE", help="a heap/goroutine profile (.pb.gz or raw)")
+    _add_report_options(p)
+
+    p = add("diff", "bot.cli.dispatch:diff", "difference between two profiles (pprof -diff_base)")
+    p.add_argument("service", nargs="?", help="registry service (omit with --base/--profile)")
+    p.add_argument("--base", metavar="OLD", help="the earlier profile file")
+    p.add_argument("--profile", metavar="NEW", help="the later profile file")
+    p.add_argument("--since", default="previous", metavar="REF",
+                   help="service mode: previous | deploy | 1h | 30m | SNAPSHOT_ID")
+    _add_report_options(p)
+
+    p = add("peek", "bot.cli.dispatch:peek", "callers and callees of matching functions")
+    p.add_argument("service", nargs="?")
+    p.add_argument("regex", nargs="?", metavar="FUNC_RE")
+    p.add_argument("--profile", metavar="FILE")
+    _add_report_options(p)
+
+    p = add("list", "bot.cli.dispatch:list_", "per-line values of matching functions")
+    p.add_argument("service", nargs="?")
+    p.add_argument("regex", nargs="?", metavar="FUNC_RE")
+    p.add_argument("--profile", metavar="FILE")
+    _add_report_options(p)
+
+    p = add("goroutines", "bot.cli.dispatch:goroutines", "goroutine count and stack groups")
+    p.add_argument("service", nargs="?")
+    p.add_argument("--profile", metavar="FILE", help="goroutine profile: proto or ?debug=1 text")
+    p.add_argument("-n", "--nodes", type=int, default=None, metavar="N")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+
+    p = add("memstats", "bot.cli.dispatch:memstats", "runtime.MemStats from heap?debug=1")
+    p.add_argument("service", nargs="?")
+    p.add_argument("--file", metavar="FILE", help="saved output of /debug/pprof/heap?debug=1")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+
+    p = add("leaks", "bot.cli.dispatch:leaks", "suspected leak sites over stored captures")
+    p.add_argument("service")
+    p.add_argument("--sample", metavar="NxDURATION", help="take N captures first, e.g. 3x30s")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+
+    p = add("capture", "bot.cli.dispatch:capture", "capture a service now and store it")
+    p.add_argument("service")
+    p.add_argument("--force", action="store_true", help="ignore the per-service cooldown")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+
+    p = add("history", "bot.cli.dispatch:history", "stored captures of a service")
+    p.add_argument("service")
+    p.add_argument("-n", "--limit", type=int, default=20)
+    p.add_argument("--format", choices=("text", "json"), default="text")
+
+    p = add("stats", "bot.cli.dispatch:stats", "MemStats of a live service and the change")
+    p.add_argument("service")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+
+    p = add("deploy", "bot.cli.dispatch:deploy", "record a deploy marker")
+    p.add_argument("service")
+    p.add_argument("version")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+
+    p = add("services", "bot.cli.dispatch:services", "services in the registry")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+
+    p = add("ask", "bot.cli.dispatch:ask", "run one /heap command in the terminal")
+    p.add_argument("text", help='e.g. "/heap top demo"')
+
+    add("console", "bot.cli.dispatch:console", "a prompt for /heap commands, no Slack needed")
+    add("serve", "bot.cli.dispatch:serve", "run the Slack bot (HTTP or Socket Mode)")
+    return parser
+
+
+def _resolve(spec: str) -> Runner:
+    module_name, _, func_name = spec.partition(":")
+    return getattr(importlib.import_module(module_name), func_name)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _resolve(args.runner)(args)
+    except HeapbotError as exc:
+        print(f"heapbot: {exc.user_message()}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
