@@ -1,0 +1,1 @@
+"""pytest fixtures: redis (being written)."""

@@ -1,0 +1,1 @@
+"""pytest fixtures: slack_standin (being written)."""
