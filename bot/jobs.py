@@ -1,0 +1,272 @@
+"""A durable job queue on a Redis Stream, shared by every heapbot replica.
+
+Webhooks only validate and enqueue; workers (bot/worker.py) do the slow part.
+Delivery is at-least-once: a job stays in the consumer group's pending list
+until the worker acks it, after its effects are durable. A replica that dies
+mid-job leaves the entry pending, and another replica takes it over with
+XAUTOCLAIM once it has been idle long enough. A job delivered too many times
+(a poison job) moves to a dead-letter stream instead of looping forever.
+Duplicate deliveries of one webhook are dropped with a SET NX dedupe key that
+is set in the same Lua script as the XADD, so a job is never half-enqueued.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+
+from bot.errors import StoreUnavailableError
+from bot.metrics import JOBS, QUEUE_DEPTH
+
+log = logging.getLogger(__name__)
+
+STREAM = "heapbot:jobs"
+DEAD_LETTER = "heapbot:jobs:dead"
+GROUP = "heapbot-workers"
+DEDUPE_PREFIX = "heapbot:jobs:dedupe:"
+PROGRESS_PREFIX = "heapbot:jobs:progress:"
+
+# KEYS[1] stream, KEYS[2] dedupe key ("" = none); ARGV: ttl_ms, maxlen, field/value pairs.
+_ENQUEUE_LUA = """
+if KEYS[2] ~= '' then
+  if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then
+    return false
+  end
+end
+local args = {KEYS[1], 'MAXLEN', '~', ARGV[2], '*'}
+for i = 3, #ARGV do args[#args + 1] = ARGV[i] end
+local id = redis.call('XADD', unpack(args))
+if KEYS[2] ~= '' then redis.call('SET', KEYS[2], id, 'XX', 'KEEPTTL') end
+return id
+"""
+
+
+@dataclass(slots=True)
+class Job:
+    """One delivery of a queued job."""
+
+    id: str
+    kind: str
+    payload: dict[str, Any]
+    enqueued_at: float
+    deliveries: int = 1
+    raw: dict[str, str] = field(default_factory=dict)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _job_from_entry(entry_id: Any, fields: Mapping[Any, Any] | None) -> Job | None:
+    """A Job from a stream entry; None for an entry trimmed away while pending."""
+    if not fields:
+        return None
+    raw = {_text(k): _text(v) for k, v in fields.items()}
+    try:
+        payload = json.loads(raw.get("payload", "{}"))
+    except json.JSONDecodeError:
+        payload = {"_unreadable": raw.get("payload", "")}
+    return Job(
+        id=_text(entry_id),
+        kind=raw.get("kind", ""),
+        payload=payload if isinstance(payload, dict) else {"value": payload},
+        enqueued_at=float(raw.get("enqueued_at", "0") or 0),
+        raw=raw,
+    )
+
+
+class JobQueue:
+    """The `heapbot:jobs` stream and its consumer group.
+
+    ``claim_idle_ms``: how long a pending job must sit untouched before another
+    replica may take it over (keep it above the longest job; short in tests).
+    ``max_deliveries``: deliveries after which a job goes to the dead-letter stream.
+    """
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        stream: str = STREAM,
+        group: str = GROUP,
+        dead_letter: str = DEAD_LETTER,
+        claim_idle_ms: int = 60_000,
+        max_deliveries: int = 5,
+        dedupe_ttl_s: float = 3600,
+        maxlen: int = 10_000,
+    ) -> None:
+        self.redis = redis
+        self.stream = stream
+        self.group = group
+        self.dead_letter = dead_letter
+        self.claim_idle_ms = claim_idle_ms
+        self.max_deliveries = max_deliveries
+        self.dedupe_ttl_ms = int(dedupe_ttl_s * 1000)
+        self.maxlen = maxlen
+        self._enqueue_script = redis.register_script(_ENQUEUE_LUA)
+        self._group_ready = False
+
+    async def ensure_group(self) -> None:
+        """Create the stream and consumer group if they do not exist yet."""
+        if self._group_ready:
+            return
+        try:
+            await self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._group_ready = True
+
+    async def enqueue(
+        self, kind: str, payload: Mapping[str, Any], dedupe_key: str | None = None
+    ) -> str | None:
+        """Add a job; returns its id, or None when ``dedupe_key`` was seen recently."""
+        fields = {
+            "kind": kind,
+            "payload": json.dumps(dict(payload), separators=(",", ":"), default=str),
+            "enqueued_at": f"{time.time():.6f}",
+        }
+        argv: list[Any] = [self.dedupe_ttl_ms, self.maxlen]
+        for key, value in fields.items():
+            argv += [key, value]
+        keys = [self.stream, DEDUPE_PREFIX + dedupe_key if dedupe_key else ""]
+        try:
+            await self.ensure_group()
+            job_id = await self._enqueue_script(keys=keys, args=argv)
+        except RedisError as exc:
+            raise StoreUnavailableError(
+                f"heapbot could not queue the {kind} job: Redis failed ({type(exc).__name__}).",
+                hint="Check that Redis is up (REDIS_URL); the sender may retry.",
+            ) from exc
+        if job_id is None:
+            JOBS.labels(kind=kind, outcome="duplicate").inc()
+            log.info("dropped duplicate %s job", kind, extra={"dedupe_key": dedupe_key})
+            return None
+        JOBS.labels(kind=kind, outcome="enqueued").inc()
+        return _text(job_id)
+
+    async def read(self, consumer: str, count: int = 1, block_ms: int = 1000) -> list[Job]:
+        """New jobs for ``consumer`` (blocks up to ``block_ms``)."""
+        await self.ensure_group()
+        response = await self.redis.xreadgroup(
+            self.group, consumer, {self.stream: ">"}, count=count, block=block_ms
+        )
+        jobs: list[Job] = []
+        for _stream, entries in response or []:
+            for entry_id, fields in entries:
+                job = _job_from_entry(entry_id, fields)
+                if job is None:
+                    await self.redis.xack(self.stream, self.group, entry_id)
+                else:
+                    jobs.append(job)
+        return jobs
+
+    async def claim_stale(self, consumer: str, count: int = 10) -> list[Job]:
+        """Take over jobs left pending by a replica that died or hung.
+
+        Jobs past ``max_deliveries`` go to the dead-letter stream instead.
+        """
+        await self.ensure_group()
+        response = await self.redis.xautoclaim(
+            self.stream, self.group, consumer, self.claim_idle_ms, start_id="0-0", count=count
+        )
+        entries = response[1] if len(response) > 1 else []
+        jobs: list[Job] = []
+        for entry in entries:
+            entry_id, fields = entry if entry else (None, None)
+            if entry_id is None:
+                continue
+            job = _job_from_entry(entry_id, fields)
+            if job is None:  # trimmed from the stream while pending: nothing left to run
+                await self.redis.xack(self.stream, self.group, entry_id)
+                continue
+            job.deliveries = await self._delivery_count(job.id)
+            if job.deliveries > self.max_deliveries:
+                await self.dead_letter_job(job, f"delivered {job.deliveries} times")
+                continue
+            JOBS.labels(kind=job.kind, outcome="reclaimed").inc()
+            log.warning("took over job %s (%s), delivery %d", job.id, job.kind, job.deliveries)
+            jobs.append(job)
+        return jobs
+
+    async def _delivery_count(self, job_id: str) -> int:
+        pending = await self.redis.xpending_range(self.stream, self.group, job_id, job_id, 1)
+        return int(pending[0]["times_delivered"]) if pending else 1
+
+    async def ack(self, job: Job, outcome: str = "done") -> None:
+        """Mark a job finished; call only once its effects are durable."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xack(self.stream, self.group, job.id)
+            pipe.xdel(self.stream, job.id)
+            pipe.delete(PROGRESS_PREFIX + job.id)
+            await pipe.execute()
+        JOBS.labels(kind=job.kind, outcome=outcome).inc()
+
+    async def dead_letter_job(self, job: Job, reason: str) -> None:
+        """Move a job that keeps failing to the dead-letter stream, with the reason."""
+        fields = dict(job.raw) or {"kind": job.kind, "payload": json.dumps(job.payload)}
+        fields.update({"job_id": job.id, "reason": reason[:500], "dead_at": f"{time.time():.3f}"})
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(self.dead_letter, fields, maxlen=self.maxlen, approximate=True)
+            pipe.xack(self.stream, self.group, job.id)
+            pipe.xdel(self.stream, job.id)
+            await pipe.execute()
+        JOBS.labels(kind=job.kind, outcome="dead").inc()
+        log.error("job %s (%s) moved to %s: %s", job.id, job.kind, self.dead_letter, reason)
+
+    async def fail(self, job: Job, reason: str) -> bool:
+        """A job raised: dead-letter it after max deliveries, else leave it to be retried.
+
+        Returns True when the job went to the dead-letter stream.
+        """
+        if job.deliveries >= self.max_deliveries:
+            await self.dead_letter_job(job, reason)
+            return True
+        JOBS.labels(kind=job.kind, outcome="failed").inc()
+        return False
+
+    async def depth(self) -> int:
+        """Jobs not yet finished: waiting to be read plus pending (read, not acked)."""
+        try:
+            groups = await self.redis.xinfo_groups(self.stream)
+        except ResponseError:
+            return 0
+        depth = 0
+        for group in groups:
+            if _text(group.get("name", "")) != self.group:
+                continue
+            depth += int(group.get("pending", 0) or 0)
+            lag = group.get("lag")
+            if lag is None:  # Redis < 7 has no lag: count entries after last-delivered-id
+                last = _text(group.get("last-delivered-id", "0-0"))
+                lag = len(await self.redis.xrange(self.stream, min=f"({last}", count=10_000))
+            depth += int(lag)
+        QUEUE_DEPTH.set(depth)
+        return depth
+
+    async def dead_jobs(self, count: int = 100) -> list[dict[str, str]]:
+        """Entries of the dead-letter stream (for operators and tests)."""
+        entries = await self.redis.xrange(self.dead_letter, count=count)
+        return [{_text(k): _text(v) for k, v in fields.items()} for _id, fields in entries]
+
+    # Progress of multi-step jobs, so a retried job skips steps already done.
+
+    async def progress(self, job: Job) -> dict[str, str]:
+        """Steps of this job already done, with what each recorded (e.g. a message ts)."""
+        data = await self.redis.hgetall(PROGRESS_PREFIX + job.id)
+        return {_text(k): _text(v) for k, v in data.items()}
+
+    async def record_step(self, job: Job, step: str, value: str = "1") -> None:
+        """Record that ``step`` of ``job`` is done (kept a week; removed on ack)."""
+        key = PROGRESS_PREFIX + job.id
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, step, value)
+            pipe.expire(key, 7 * 24 * 3600)
+            await pipe.execute()

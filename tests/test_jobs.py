@@ -1,0 +1,85 @@
+"""The Redis-stream job queue against a real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+
+import redis.asyncio as aioredis
+
+from bot.jobs import DEAD_LETTER, STREAM, JobQueue
+
+
+async def test_enqueue_read_ack_empties_the_queue(redis_client: aioredis.Redis) -> None:
+    queue = JobQueue(redis_client)
+    job_id = await queue.enqueue("capture", {"service": "demo", "reason": "test"})
+    assert job_id
+    assert await queue.depth() == 1
+    jobs = await queue.read("replica-a", block_ms=100)
+    assert [(j.id, j.kind, j.payload) for j in jobs] == [
+        (job_id, "capture", {"service": "demo", "reason": "test"})
+    ]
+    assert jobs[0].deliveries == 1
+    assert await queue.depth() == 1  # read but not acked: still pending
+    await queue.ack(jobs[0])
+    assert await queue.depth() == 0
+    assert await queue.read("replica-a", block_ms=50) == []
+
+
+async def test_duplicate_delivery_is_dropped(redis_client: aioredis.Redis) -> None:
+    queue = JobQueue(redis_client)
+    first = await queue.enqueue("alert", {"group": "g1"}, dedupe_key="am:g1:firing")
+    second = await queue.enqueue("alert", {"group": "g1"}, dedupe_key="am:g1:firing")
+    other = await queue.enqueue("alert", {"group": "g1"}, dedupe_key="am:g1:resolved")
+    assert first and other and second is None
+    assert await redis_client.xlen(STREAM) == 2
+
+
+async def test_pending_job_of_a_dead_consumer_is_claimed(redis_client: aioredis.Redis) -> None:
+    queue = JobQueue(redis_client, claim_idle_ms=200)
+    job_id = await queue.enqueue("capture", {"service": "demo"})
+    taken = await queue.read("replica-dies", block_ms=100)
+    assert [j.id for j in taken] == [job_id]
+    # Not idle long enough yet: nobody may take it.
+    assert await queue.claim_stale("replica-b") == []
+    await asyncio.sleep(0.3)
+    claimed = await queue.claim_stale("replica-b")
+    assert [(j.id, j.deliveries) for j in claimed] == [(job_id, 2)]
+    pending = await redis_client.xpending_range(STREAM, queue.group, "-", "+", 10)
+    assert [(p["message_id"].decode(), p["consumer"].decode()) for p in pending] == [
+        (job_id, "replica-b")
+    ]
+    await queue.ack(claimed[0])
+    assert await queue.depth() == 0
+
+
+async def test_poison_job_goes_to_dead_letter(redis_client: aioredis.Redis) -> None:
+    queue = JobQueue(redis_client, claim_idle_ms=50, max_deliveries=3)
+    job_id = await queue.enqueue("capture", {"service": "broken"})
+    runs = 0
+    jobs = await queue.read("a", block_ms=100)
+    while jobs:
+        runs += 1
+        dead = await queue.fail(jobs[0], "capture failed: connection refused")
+        if dead:
+            break
+        await asyncio.sleep(0.08)
+        jobs = await queue.claim_stale("b")
+    assert runs == 3
+    assert await queue.depth() == 0
+    dead_jobs = await queue.dead_jobs()
+    assert len(dead_jobs) == 1
+    assert dead_jobs[0]["job_id"] == job_id
+    assert dead_jobs[0]["kind"] == "capture"
+    assert "connection refused" in dead_jobs[0]["reason"]
+    assert await redis_client.xlen(DEAD_LETTER) == 1
+
+
+async def test_progress_is_kept_per_job_until_ack(redis_client: aioredis.Redis) -> None:
+    queue = JobQueue(redis_client)
+    await queue.enqueue("alert", {"service": "demo"})
+    (job,) = await queue.read("a", block_ms=100)
+    assert await queue.progress(job) == {}
+    await queue.record_step(job, "summary", "1700000000.000100")
+    assert await queue.progress(job) == {"summary": "1700000000.000100"}
+    await queue.ack(job)
+    assert await queue.progress(job) == {}
