@@ -1,0 +1,3 @@
+module heapbot.dev/demo
+
+go 1.24
