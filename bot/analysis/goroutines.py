@@ -1,0 +1,586 @@
+"""Goroutine dumps → groups of goroutines that wait at the same place.
+
+Go serves the goroutine profile in three shapes and heapbot reads them all:
+
+- ``/debug/pprof/goroutine`` — a profile.proto (gzip or raw) whose samples
+  are stacks with a count; the stacks include the runtime frames
+  (``runtime.gopark``, ``runtime.chansend1`` ...), so the wait state is
+  inferred from them;
+- ``?debug=1`` — the legacy text: ``N @ 0x.. 0x..`` then ``#\\t0x.. func+0x.. file:line``;
+  Go hides the leading runtime frames there, so the state is often unknown;
+- ``?debug=2`` — one block per goroutine: ``goroutine 7 [chan send, 5 minutes]:``
+  with the frames and ``created by`` (the state is Go's own word).
+
+Every shape ends as a :class:`GoroutineReport`: the total and the stacks
+grouped by a signature (function names, runtime prefix dropped, so the same
+stack gets the same signature whatever the shape), sorted by count.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.analysis.summary import GoroutineGroupSummary
+from bot.errors import ProfileError
+
+# Top-level packages of the Go standard library (first element of the import path).
+_STDLIB_WORDS = (
+    "archive bufio builtin bytes cmp compress container context crypto database debug embed "
+    "encoding errors expvar flag fmt go hash html image index internal io iter log maps math "
+    "mime net os path plugin reflect regexp runtime slices sort strconv strings structs sync "
+    "syscall testing text time unicode unique unsafe weak vendor"
+)
+STDLIB_ROOTS = frozenset(_STDLIB_WORDS.split())
+
+# States in which a goroutine cannot make progress on its own: growth of such
+# a group is a goroutine leak (Uber's LeakProf looks at exactly these).
+BLOCKED_STATES = frozenset({
+    "chan send", "chan receive", "chan send (nil chan)", "chan receive (nil chan)",
+    "select", "select (no cases)", "mutex", "sync.Mutex.Lock", "sync.RWMutex.Lock",
+    "sync.RWMutex.RLock", "semacquire", "sync.WaitGroup.Wait", "sync.Cond.Wait",
+})
+
+_MAX_INPUT = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One stack frame: function, source file and line."""
+
+    function: str
+    file: str = ""
+    line: int = 0
+
+    @property
+    def location(self) -> str:
+        if not self.file:
+            return ""
+        return f"{self.file}:{self.line}" if self.line else self.file
+
+
+@dataclass(slots=True)
+class GoroutineGroup:
+    """Goroutines with one stack signature, and where they wait."""
+
+    count: int
+    frames: list[Frame]  # innermost first
+    state: str
+    wait_frame: Frame | None
+    creator: str = ""
+    creator_location: str = ""
+    wait_minutes: int | None = None  # the longest wait Go reported (debug=2 only)
+
+    @property
+    def signature(self) -> str:
+        return stack_signature(self.frames)
+
+    @property
+    def wait_function(self) -> str:
+        return self.wait_frame.function if self.wait_frame else ""
+
+    @property
+    def wait_location(self) -> str:
+        return self.wait_frame.location if self.wait_frame else ""
+
+    @property
+    def top_function(self) -> str:
+        return self.frames[0].function if self.frames else ""
+
+    @property
+    def blocked(self) -> bool:
+        return self.state in BLOCKED_STATES
+
+    def summary(self) -> GoroutineGroupSummary:
+        return GoroutineGroupSummary(
+            signature=self.signature, count=self.count, state=self.state,
+            wait_function=self.wait_function, wait_location=self.wait_location,
+            top_function=self.top_function, creator=self.creator,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "count": self.count, "state": self.state, "wait_function": self.wait_function,
+            "wait_location": self.wait_location, "creator": self.creator,
+            "signature": self.signature, "wait_minutes": self.wait_minutes,
+            "frames": [{"function": f.function, "location": f.location} for f in self.frames],
+        }
+
+
+@dataclass(slots=True)
+class GoroutineReport:
+    """All goroutines of one dump (or of several instances merged)."""
+
+    total: int
+    groups: list[GoroutineGroup] = field(default_factory=list)
+    source: str = "proto"  # proto | debug=1 | debug=2
+
+    def summaries(self) -> list[GoroutineGroupSummary]:
+        return [g.summary() for g in self.groups]
+
+    def by_state(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for g in self.groups:
+            counts[g.state] = counts.get(g.state, 0) + g.count
+        return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"total": self.total, "source": self.source, "by_state": self.by_state(),
+                "groups": [g.to_json() for g in self.groups]}
+
+
+# ---------------------------------------------------------------- package helpers
+
+def package_path(function: str) -> str:
+    """Import path of a Go function name: ``github.com/a/b.(*T).M`` → ``github.com/a/b``."""
+    slash = function.rfind("/")
+    dot = function.find(".", slash + 1)
+    return function[:dot] if dot >= 0 else function
+
+
+def is_runtime(function: str) -> bool:
+    """Frames of the Go runtime itself (hidden by Go in ?debug=1 dumps)."""
+    return function.startswith(("runtime.", "internal/runtime/")) or function == "runtime"
+
+
+def is_stdlib(function: str) -> bool:
+    """True for the standard library, false for ``main.``, module paths and unknown roots."""
+    pkg = package_path(function)
+    if pkg in ("main", "command-line-arguments") or not pkg:
+        return False
+    root = pkg.split("/", 1)[0]
+    return "." not in root and root in STDLIB_ROOTS
+
+
+def is_own_code(function: str) -> bool:
+    """Code of the service or its dependencies: not runtime, not standard library."""
+    return bool(function) and not is_stdlib(function) and not is_runtime(function)
+
+
+def stack_signature(frames: Sequence[Frame]) -> str:
+    """Function names joined outermost→innermost, leading runtime frames dropped.
+
+    ?debug=1 dumps hide the leading runtime frames and proto dumps keep them;
+    dropping them here gives one stack the same signature in every shape.
+    """
+    names = [f.function for f in frames if f.function != "runtime.goexit"]
+    start = 0
+    while start < len(names) - 1 and is_runtime(names[start]):
+        start += 1
+    return ";".join(reversed(names[start:]))
+
+
+# ---------------------------------------------------------------- state inference
+
+_STATE_BY_FUNCTION: tuple[tuple[str, str], ...] = (
+    ("runtime.chansend", "chan send"),
+    ("runtime.chanrecv", "chan receive"),
+    ("runtime.selectgo", "select"),
+    ("runtime.block", "select (no cases)"),
+    ("sync.runtime_SemacquireMutex", "mutex"),
+    ("internal/sync.runtime_SemacquireMutex", "mutex"),
+    ("sync.runtime_SemacquireRWMutex", "mutex"),
+    ("sync.runtime_SemacquireRWMutexR", "mutex"),
+    ("sync.runtime_SemacquireWaitGroup", "sync.WaitGroup.Wait"),
+    ("sync.runtime_notifyListWait", "sync.Cond.Wait"),
+    ("sync.runtime_Semacquire", "semacquire"),
+    ("internal/poll.runtime_pollWait", "IO wait"),
+    ("runtime.netpollblock", "IO wait"),
+    ("time.Sleep", "sleep"),
+    ("runtime.timeSleep", "sleep"),
+    ("syscall.Syscall", "syscall"),
+    ("syscall.Syscall6", "syscall"),
+    ("syscall.RawSyscall", "syscall"),
+    ("internal/runtime/syscall.Syscall6", "syscall"),
+)
+
+
+
+def infer_state(frames: Sequence[Frame]) -> str:
+    """Wait state from the innermost frames (proto and ?debug=1 carry no state word)."""
+    if not frames:
+        return "unknown"
+    for frame in frames[:8]:
+        name = frame.function
+        for prefix, state in _STATE_BY_FUNCTION:
+            if name == prefix or (name.startswith(prefix) and not name[len(prefix):][:1].isalpha()):
+                if state == "chan send" and "nil" in name:
+                    return "chan send (nil chan)"
+                return state
+    top = frames[0].function
+    if top.startswith("runtime/pprof.") or top == "runtime.goroutineProfileWithLabels":
+        return "running"
+    if any(f.function.startswith("runtime/pprof.") for f in frames[:6]):
+        return "running"
+    if top in ("runtime.gopark", "runtime.goparkunlock"):
+        return "waiting"
+    if is_runtime(top):
+        return "runnable"
+    return "waiting"
+
+
+def _normalise_state(word: str) -> str:
+    """Go's ?debug=2 state word, without the wait time; Go ≥ 1.24's lock words → "mutex"."""
+    state = word.split(",")[0].strip()
+    if state in ("sync.Mutex.Lock", "sync.RWMutex.Lock", "sync.RWMutex.RLock"):
+        return "mutex"
+    return state
+
+
+_MACHINERY_PREFIXES = ("runtime.", "internal/", "sync.", "sync/atomic.", "time.Sleep",
+                       "syscall.", "runtime/pprof.")
+
+
+def wait_frame(frames: Sequence[Frame]) -> Frame | None:
+    """Where the goroutine waits, in terms its authors recognise.
+
+    The first frame of the service's own code (not runtime, not standard
+    library); if the whole stack is standard library (an HTTP server's
+    connection goroutine), the first frame that is not runtime/sync plumbing.
+    """
+    real = [f for f in frames if f.function and f.function != "runtime.goexit"]
+    for f in real:
+        if is_own_code(f.function):
+            return f
+    for f in real:
+        if not f.function.startswith(_MACHINERY_PREFIXES):
+            return f
+    return real[0] if real else None
+
+
+# ---------------------------------------------------------------- parsing
+
+def parse_goroutines(data: bytes | str) -> GoroutineReport:
+    """Parse a goroutine dump: proto (gzip or raw), ``?debug=1`` or ``?debug=2`` text."""
+    if isinstance(data, str):
+        data = data.encode()
+    if not data:
+        raise ProfileError("The goroutine dump is empty.",
+                           hint="Fetch /debug/pprof/goroutine (proto) or ?debug=1 / ?debug=2.")
+    if data[:2] == b"\x1f\x8b":
+        data = _gunzip(data)
+    head = data.lstrip()[:64]
+    if head.startswith(b"goroutine profile: total"):
+        return _parse_debug1(data.decode("utf-8", "replace"))
+    if head.startswith(b"goroutine ") and re.match(rb"goroutine \d+ (gp=\S+ m=\S+ (mp=\S+ )?)?\[",
+                                                   head):
+        return _parse_debug2(data.decode("utf-8", "replace"))
+    if head and all(32 <= b < 127 or b in b"\t\r\n" for b in head):
+        kind = "an HTML page" if head.startswith(b"<") else "text that is not a goroutine dump"
+        raise ProfileError(
+            f"This is {kind}, not a goroutine profile.",
+            hint="Fetch /debug/pprof/goroutine (proto), ?debug=1 or ?debug=2 from the service.",
+        )
+    return _report_from_proto(data)
+
+
+def _gunzip(data: bytes) -> bytes:
+    try:
+        out = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        result = out.decompress(data, _MAX_INPUT)
+        if out.unconsumed_tail:
+            raise ProfileError("The goroutine profile inflates past 256 MiB; refusing it.")
+        if not out.eof:
+            raise ProfileError("The goroutine profile is truncated (gzip stream ends early).",
+                               hint="Fetch it again; the transfer was probably cut off.")
+        return result
+    except (zlib.error, gzip.BadGzipFile) as exc:
+        raise ProfileError(f"The goroutine profile is not valid gzip ({exc}).",
+                           hint="Fetch /debug/pprof/goroutine again.") from exc
+
+
+def _group(stacks: Iterable[tuple[int, list[Frame], str | None, str, str, int | None]],
+           source: str) -> GoroutineReport:
+    """Merge stacks with one signature; most goroutines first."""
+    groups: dict[str, GoroutineGroup] = {}
+    total = 0
+    for count, frames, state, creator, creator_loc, minutes in stacks:
+        total += count
+        sig = stack_signature(frames)
+        if state is None:
+            state = infer_state(frames)
+        g = groups.get(sig)
+        if g is None:
+            groups[sig] = GoroutineGroup(count=count, frames=frames, state=state,
+                                         wait_frame=wait_frame(frames), creator=creator,
+                                         creator_location=creator_loc, wait_minutes=minutes)
+            continue
+        g.count += count
+        if minutes is not None:
+            g.wait_minutes = max(g.wait_minutes or 0, minutes)
+    ordered = sorted(groups.values(), key=lambda g: (-g.count, g.wait_function, g.signature))
+    return GoroutineReport(total=total, groups=ordered, source=source)
+
+
+_DEBUG1_FRAME = re.compile(r"^#\s+0x[0-9a-f]+\s+(\S+?)\+0x[0-9a-f]+\s+(.*?):(\d+)\s*$")
+_DEBUG1_BARE = re.compile(r"^#\s+0x[0-9a-f]+\s*$")
+
+
+def _parse_debug1(text: str) -> GoroutineReport:
+    lines = text.splitlines()
+    m = re.match(r"goroutine profile: total (\d+)", lines[0].strip())
+    declared = int(m.group(1)) if m else None
+    stacks: list[tuple[int, list[Frame], str | None, str, str, int | None]] = []
+    count: int | None = None
+    frames: list[Frame] = []
+
+    def flush() -> None:
+        if count is not None:
+            bottom = _bottom_function(frames)
+            stacks.append((count, list(frames), None, bottom, "", None))
+
+    for raw in lines[1:]:
+        line = raw.rstrip()
+        head = re.match(r"^(\d+) @( 0x[0-9a-f]+)*\s*$", line)
+        if head:
+            flush()
+            count, frames = int(head.group(1)), []
+            continue
+        fm = _DEBUG1_FRAME.match(line)
+        if fm and count is not None:
+            frames.append(Frame(fm.group(1), fm.group(2).strip(), int(fm.group(3))))
+        elif _DEBUG1_BARE.match(line) and count is not None:
+            frames.append(Frame("?"))
+    flush()
+    if not stacks and declared:
+        raise ProfileError("The ?debug=1 goroutine dump has a total but no stacks.",
+                           hint="The text was probably cut off; fetch it again.")
+    report = _group(stacks, "debug=1")
+    if declared is not None:
+        report.total = declared
+    return report
+
+
+_DEBUG2_HEADER = re.compile(r"^goroutine (\d+)(?: gp=\S+ m=\S+(?: mp=\S+)?)? \[([^\]]*)\]:\s*$")
+_DEBUG2_CALL = re.compile(r"^(\S.*?)(?:\([^()]*\))?\s*$")
+_DEBUG2_FILE = re.compile(r"^\t(.*?):(\d+)(?: \+0x[0-9a-f]+)?\s*$")
+_CREATED_BY = re.compile(r"^created by (\S+)(?: in goroutine \d+)?\s*$")
+
+
+def _parse_debug2(text: str) -> GoroutineReport:
+    stacks: list[tuple[int, list[Frame], str | None, str, str, int | None]] = []
+    for block in re.split(r"\n\s*\n", text.strip()):
+        lines = block.splitlines()
+        if not lines:
+            continue
+        head = _DEBUG2_HEADER.match(lines[0])
+        if not head:
+            continue
+        words = [w.strip() for w in head.group(2).split(",")]
+        state = _normalise_state(words[0])
+        minutes = None
+        for w in words[1:]:
+            mm = re.match(r"(\d+) minutes?", w)
+            if mm:
+                minutes = int(mm.group(1))
+        frames: list[Frame] = []
+        creator = creator_loc = ""
+        i = 1
+        while i < len(lines):
+            line = lines[i]
+            created = _CREATED_BY.match(line)
+            if created:
+                creator = created.group(1)
+                if i + 1 < len(lines):
+                    fm = _DEBUG2_FILE.match(lines[i + 1])
+                    if fm:
+                        creator_loc = f"{fm.group(1)}:{fm.group(2)}"
+                break
+            if line.startswith("...") or not line.strip():
+                i += 1
+                continue
+            call = _DEBUG2_CALL.match(line)
+            file, lineno = "", 0
+            if i + 1 < len(lines):
+                fm = _DEBUG2_FILE.match(lines[i + 1])
+                if fm:
+                    file, lineno = fm.group(1), int(fm.group(2))
+                    i += 1
+            if call:
+                frames.append(Frame(call.group(1), file, lineno))
+            i += 1
+        if not creator:
+            creator = _bottom_function(frames)
+        stacks.append((1, frames, state, creator, creator_loc, minutes))
+    if not stacks:
+        raise ProfileError("The ?debug=2 goroutine dump holds no goroutine.",
+                           hint="Fetch /debug/pprof/goroutine?debug=2 again.")
+    return _group(stacks, "debug=2")
+
+
+def _bottom_function(frames: Sequence[Frame]) -> str:
+    """The goroutine's start function: the outermost frame that is not runtime.goexit."""
+    for f in reversed(frames):
+        if f.function not in ("runtime.goexit", "?"):
+            return f.function
+    return ""
+
+
+# ---------------------------------------------------------------- proto
+
+def _report_from_proto(data: bytes) -> GoroutineReport:
+    stacks = _proto_stacks(data)
+    return _group(((count, frames, None, _bottom_function(frames), "", None)
+                   for count, frames in stacks), "proto")
+
+
+def _proto_stacks(data: bytes) -> list[tuple[int, list[Frame]]]:
+    """Count and frames (innermost first) of each sample of a goroutine profile.proto."""
+    types, samples, locations = _decode_profile(data)
+    if "goroutine" not in types and len(types) != 1:
+        raise ProfileError(
+            f"This profile holds {', '.join(types) or 'no sample types'}, not goroutines.",
+            hint="Fetch /debug/pprof/goroutine for goroutines; heap profiles go to `top`.",
+        )
+    index = types.index("goroutine") if "goroutine" in types else 0
+    out: list[tuple[int, list[Frame]]] = []
+    for location_ids, values in samples:
+        frames: list[Frame] = []
+        for loc_id in location_ids:
+            frames.extend(locations.get(loc_id, [Frame("?")]))
+        out.append((values[index] if index < len(values) else 0, frames))
+    return out
+
+
+# A small decoder of profile.proto for goroutine profiles (a few kB): only the
+# fields needed for stacks. Field numbers are pprof's proto/profile.proto.
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(buf):
+            raise ProfileError("The goroutine profile is truncated (varint runs past the end).")
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise ProfileError("The goroutine profile is not a profile.proto (bad varint).")
+
+
+def _fields(buf: bytes) -> Iterable[tuple[int, int, int | bytes]]:
+    pos, end = 0, len(buf)
+    while pos < end:
+        key, pos = _varint(buf, pos)
+        number, wire = key >> 3, key & 7
+        if number == 0:
+            raise ProfileError("The goroutine profile is not a profile.proto (field 0).")
+        if wire == 0:
+            value, pos = _varint(buf, pos)
+            yield number, wire, value
+        elif wire == 2:
+            size, pos = _varint(buf, pos)
+            if pos + size > end:
+                raise ProfileError("The goroutine profile is truncated.",
+                                   hint="Fetch /debug/pprof/goroutine again.")
+            yield number, wire, buf[pos:pos + size]
+            pos += size
+        elif wire == 1:
+            pos += 8
+        elif wire == 5:
+            pos += 4
+        else:
+            raise ProfileError("The goroutine profile is not a profile.proto (bad wire type).",
+                               hint="Fetch /debug/pprof/goroutine (proto) or ?debug=1 text.")
+        if pos > end:
+            raise ProfileError("The goroutine profile is truncated.")
+
+
+def _ints(wire: int, value: int | bytes) -> list[int]:
+    if wire == 0:
+        return [int(value)]  # type: ignore[arg-type]
+    out: list[int] = []
+    pos, buf = 0, value
+    assert isinstance(buf, bytes)
+    while pos < len(buf):
+        v, pos = _varint(buf, pos)
+        out.append(v - (1 << 64) if v >= 1 << 63 else v)
+    return out
+
+
+def _decode_profile(
+    data: bytes,
+) -> tuple[list[str], list[tuple[list[int], list[int]]], dict[int, list[Frame]]]:
+    strings: list[str] = []
+    sample_type_refs: list[int] = []
+    raw_samples: list[bytes] = []
+    raw_locations: list[bytes] = []
+    raw_functions: list[bytes] = []
+    for number, wire, value in _fields(data):
+        if wire != 2:
+            continue
+        assert isinstance(value, bytes)
+        if number == 1:
+            ref = next((int(v) for n, w, v in _fields(value) if n == 1 and w == 0), 0)
+            sample_type_refs.append(ref)
+        elif number == 2:
+            raw_samples.append(value)
+        elif number == 4:
+            raw_locations.append(value)
+        elif number == 5:
+            raw_functions.append(value)
+        elif number == 6:
+            strings.append(value.decode("utf-8", "replace"))
+    if not sample_type_refs or not strings:
+        raise ProfileError("This is not a goroutine profile (no sample types in it).",
+                           hint="Fetch /debug/pprof/goroutine (proto), ?debug=1 or ?debug=2.")
+
+    def string(i: int) -> str:
+        if not 0 <= i < len(strings):
+            raise ProfileError("The goroutine profile is corrupt (string index out of range).")
+        return strings[i]
+
+    functions: dict[int, tuple[str, str]] = {}
+    for raw in raw_functions:
+        fid = name = filename = 0
+        for n, w, v in _fields(raw):
+            if w != 0:
+                continue
+            if n == 1:
+                fid = int(v)  # type: ignore[arg-type]
+            elif n == 2:
+                name = int(v)  # type: ignore[arg-type]
+            elif n == 4:
+                filename = int(v)  # type: ignore[arg-type]
+        functions[fid] = (string(name), string(filename))
+    locations: dict[int, list[Frame]] = {}
+    for raw in raw_locations:
+        lid = 0
+        frames: list[Frame] = []
+        for n, w, v in _fields(raw):
+            if n == 1 and w == 0:
+                lid = int(v)  # type: ignore[arg-type]
+            elif n == 4 and w == 2:
+                fid = line = 0
+                for n2, w2, v2 in _fields(v):  # type: ignore[arg-type]
+                    if n2 == 1 and w2 == 0:
+                        fid = int(v2)  # type: ignore[arg-type]
+                    elif n2 == 2 and w2 == 0:
+                        line = int(v2)  # type: ignore[arg-type]
+                if fid not in functions:
+                    raise ProfileError("The goroutine profile is corrupt "
+                                       "(a location names an unknown function).")
+                name, filename = functions[fid]
+                frames.append(Frame(name, filename, line))
+        locations[lid] = frames or [Frame("?")]
+    samples: list[tuple[list[int], list[int]]] = []
+    for raw in raw_samples:
+        ids: list[int] = []
+        values: list[int] = []
+        for n, w, v in _fields(raw):
+            if n == 1:
+                ids.extend(_ints(w, v))
+            elif n == 2:
+                values.extend(_ints(w, v))
+        for loc_id in ids:
+            if loc_id not in locations:
+                raise ProfileError("The goroutine profile is corrupt "
+                                   "(a sample names an unknown location).")
+        samples.append((ids, values))
+    return [string(i) for i in sample_type_refs], samples, locations
