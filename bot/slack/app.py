@@ -1,0 +1,44 @@
+"""The Bolt AsyncApp: verification, listeners, and nothing else.
+
+Bolt verifies each HTTP request's signature and timestamp (401 before any
+listener runs); the listener groups in :mod:`bot.slack.listeners` are
+registered one ``register(app, deps)`` at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from slack_bolt.async_app import AsyncApp
+
+from bot.errors import ConfigError
+from bot.settings import Settings
+from bot.slack.deps import SlackDeps
+from bot.slack.listeners import register_listeners
+
+log = logging.getLogger(__name__)
+
+
+def signing_secret_of(settings: Settings) -> str:
+    secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret \
+        else ""
+    if not secret:
+        raise ConfigError("SLACK_SIGNING_SECRET is not set, so heapbot cannot verify requests.",
+                          hint="Copy the Signing Secret from the app's Basic Information page, "
+                               "or set SLACK_APP_TOKEN to use Socket Mode instead.")
+    return secret
+
+
+def build_bolt_app(deps: SlackDeps, settings: Settings, *, socket_mode: bool = False) -> AsyncApp:
+    """An AsyncApp posting through ``deps.client``; HTTP mode requires a signing secret."""
+    secret = "" if socket_mode else signing_secret_of(settings)
+    app = AsyncApp(
+        client=deps.client,
+        signing_secret=secret,
+        request_verification_enabled=not socket_mode,
+        process_before_response=False,
+        raise_error_for_unhandled_request=False,
+        logger=logging.getLogger("heapbot.bolt"),
+    )
+    register_listeners(app, deps)
+    return app

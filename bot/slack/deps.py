@@ -1,0 +1,32 @@
+"""What every listener needs, built once per process."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.slack.ratelimit import ChannelRateLimiter
+from bot.slack.seen import SeenSet
+from bot.slack.threads import ThreadMemory
+from bot.slack.work import CommandRunner
+
+
+@dataclass(slots=True)
+class SlackDeps:
+    runtime: Any
+    client: AsyncWebClient
+    runner: CommandRunner
+    threads: ThreadMemory
+    limiter: ChannelRateLimiter
+    # Slack redelivers an event it thinks we missed; do its work once.
+    seen_events: SeenSet = field(default_factory=lambda: SeenSet(ttl=3600))
+
+
+def build_deps(runtime: Any, client: AsyncWebClient, threads: ThreadMemory,
+               *, channel_interval: float = 1.0, max_running: int = 8) -> SlackDeps:
+    limiter = ChannelRateLimiter(channel_interval)
+    runner = CommandRunner(runtime, client, threads, limiter, max_running=max_running)
+    return SlackDeps(runtime=runtime, client=client, runner=runner, threads=threads,
+                     limiter=limiter)

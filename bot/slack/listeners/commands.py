@@ -1,0 +1,51 @@
+"""The /heap slash command: ack at once with a short ephemeral text, work afterwards."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from slack_bolt.async_app import AsyncApp
+
+import handlers
+from bot.slack.deps import SlackDeps
+from bot.slack.work import ReplyTarget
+
+log = logging.getLogger(__name__)
+
+HEAP_COMMAND = re.compile(r"^/heap")  # /heap, and /heap-staging style per-env names
+BUSY_TEXT = "heapbot is busy with many commands right now; please try again in a minute."
+
+Ack = Callable[..., Awaitable[Any]]
+
+
+def ack_text_for(deps: SlackDeps, text: str) -> str:
+    """handlers.ack_text, never failing: the ack must go out whatever the text is."""
+    try:
+        return handlers.ack_text(deps.runtime, text)
+    except Exception:
+        log.exception("ack_text failed")
+        return "Working on it…"
+
+
+async def on_heap_command(deps: SlackDeps, ack: Ack, command: dict[str, Any]) -> None:
+    """Ack with what heapbot is about to do, then run the command in the background."""
+    started = time.monotonic()
+    text = str(command.get("text") or "")
+    if not deps.runner.has_room():
+        await ack(text=BUSY_TEXT)
+        return
+    await ack(text=ack_text_for(deps, text))
+    target = ReplyTarget(channel=str(command.get("channel_id") or ""),
+                         user_id=str(command.get("user_id") or ""),
+                         response_url=command.get("response_url"))
+    deps.runner.submit(text, target, source="slack", started=started)
+
+
+def register(app: AsyncApp, deps: SlackDeps) -> None:
+    @app.command(HEAP_COMMAND)
+    async def heap_command(ack: Ack, command: dict[str, Any]) -> None:
+        await on_heap_command(deps, ack, command)

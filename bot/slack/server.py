@@ -1,0 +1,217 @@
+"""One aiohttp server for everything HTTP: Slack events, webhooks, health, metrics.
+
+HTTP mode serves ``POST /slack/events`` (slash commands, buttons and events all
+arrive on this one URL, as the app manifest configures). With ``SLACK_APP_TOKEN``
+set, Slack talks over Socket Mode instead and the server keeps only the other
+routes. ``heapbot serve`` runs it (:func:`serve_cli`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import importlib.util
+import inspect
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.signature import SignatureVerifier
+
+from bot.metrics import ACK_SECONDS
+from bot.settings import Settings, get_settings
+from bot.slack.app import build_bolt_app, signing_secret_of
+from bot.slack.client import build_web_client
+from bot.slack.deps import SlackDeps, build_deps
+from bot.slack.seen import SeenSet
+from bot.slack.socket_mode import TimedSocketModeHandler, build_socket_handler
+from bot.slack.threads import ThreadMemory, redis_of
+
+log = logging.getLogger(__name__)
+
+EVENTS_PATH = "/slack/events"
+SIGNATURE_WINDOW_SECONDS = 5 * 60  # Bolt rejects timestamps older than this
+
+
+@dataclass(slots=True)
+class SlackState:
+    """What the server knows about its Slack side (for /readyz and shutdown)."""
+
+    deps: SlackDeps
+    bolt: AsyncApp
+    socket_mode: bool
+    ready: bool = False  # auth.test passed (HTTP) or the socket is connected
+    socket_handler: TimedSocketModeHandler | None = None
+    background: list[asyncio.Task[Any]] = field(default_factory=list)
+
+
+SLACK_STATE = web.AppKey("heapbot_slack", SlackState)
+
+
+class ReplayGuard:
+    """Refuses a correctly signed request that was already received (a replay).
+
+    Bolt checks the signature and the 5-minute timestamp window but would run
+    the same captured request again; remembering each valid signature for the
+    window closes that gap. Invalid signatures are left to Bolt (401) and never
+    stored, so garbage cannot fill the set.
+    """
+
+    def __init__(self, signing_secret: str) -> None:
+        self.verifier = SignatureVerifier(signing_secret)
+        self.seen = SeenSet(ttl=SIGNATURE_WINDOW_SECONDS + 60)
+
+    def is_replay(self, body: str, timestamp: str | None, signature: str | None) -> bool:
+        if not timestamp or not signature:
+            return False
+        if not self.verifier.is_valid(body, timestamp, signature):
+            return False
+        return not self.seen.add(signature)
+
+
+def _events_handler(bolt: AsyncApp, guard: ReplayGuard) -> Any:
+    async def slack_events(request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        body = await request.text()
+        if guard.is_replay(body, request.headers.get("X-Slack-Request-Timestamp"),
+                           request.headers.get("X-Slack-Signature")):
+            log.warning("refused a replayed Slack request")
+            return web.json_response({"error": "replayed request"}, status=401)
+        bolt_response = await bolt.async_dispatch(await to_bolt_request(request))
+        response = await to_aiohttp_response(bolt_response)
+        ACK_SECONDS.observe(time.perf_counter() - started)
+        return response
+
+    return slack_events
+
+
+def _optional(module_name: str) -> Any | None:
+    """Import a module other engineers own if it exists in this build."""
+    if importlib.util.find_spec(module_name) is None:
+        return None
+    return importlib.import_module(module_name)
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"ok": True})
+
+
+def build_web_app(runtime: Any, settings: Settings, *, socket_mode: bool | None = None,
+                  channel_interval: float = 1.0, max_running: int = 8) -> web.Application:
+    """The aiohttp app: Slack (HTTP or Socket Mode), webhooks, health and metrics routes."""
+    if socket_mode is None:
+        socket_mode = bool(settings.slack_app_token
+                           and settings.slack_app_token.get_secret_value())
+    client = build_web_client(settings)
+    threads = ThreadMemory(redis_of(runtime))
+    deps = build_deps(runtime, client, threads, channel_interval=channel_interval,
+                      max_running=max_running)
+    bolt = build_bolt_app(deps, settings, socket_mode=socket_mode)
+    state = SlackState(deps=deps, bolt=bolt, socket_mode=socket_mode)
+
+    app = web.Application(client_max_size=2 * 1024 * 1024)
+    app[SLACK_STATE] = state
+    if not socket_mode:
+        app.router.add_post(EVENTS_PATH, _events_handler(bolt, ReplayGuard(
+            signing_secret_of(settings))))
+
+    ops = _optional("bot.ops")
+    if ops is not None:
+        ops.register_routes(app, runtime, lambda: state.ready)
+    else:
+        app.router.add_get("/healthz", _healthz)
+    webhooks = _optional("bot.webhooks")
+    if webhooks is not None:
+        webhooks.register_routes(app, runtime, settings)
+
+    async def on_startup(app: web.Application) -> None:
+        state.background.append(asyncio.create_task(_check_slack(state, settings),
+                                                    name="slack-startup"))
+        worker = _optional("bot.worker")
+        if worker is not None:
+            state.background.append(worker.start_worker(runtime, settings, client))
+
+    async def on_cleanup(app: web.Application) -> None:
+        await deps.runner.drain()
+        for task in state.background:
+            task.cancel()
+        await asyncio.gather(*state.background, return_exceptions=True)
+        if state.socket_handler is not None:
+            await state.socket_handler.close_async()
+
+    app.on_startup.append(on_startup)
+    app.on_cleanup.append(on_cleanup)
+    return app
+
+
+async def _check_slack(state: SlackState, settings: Settings) -> None:
+    """Check the bot token (auth.test), then connect Socket Mode when it is on."""
+    try:
+        await state.deps.client.auth_test()
+    except (SlackApiError, SlackClientError, OSError) as exc:
+        log.error("Slack auth.test failed (%s); check SLACK_BOT_TOKEN and SLACK_API_URL",
+                  type(exc).__name__)
+        return
+    if state.socket_mode:
+        handler = build_socket_handler(state.bolt, settings)
+        state.socket_handler = handler
+        await handler.connect_async()
+        log.info("connected to Slack over Socket Mode")
+    state.ready = True
+
+
+def slack_state(app: web.Application) -> SlackState:
+    return app[SLACK_STATE]
+
+
+# -- heapbot serve --------------------------------------------------------------------------
+
+
+def _configure_logging(settings: Settings) -> None:
+    level = getattr(logging, settings.log_level.upper(), logging.INFO)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # slack_sdk logs request headers (the bot token) and Socket Mode URLs at DEBUG.
+    for name in ("slack_sdk", "slack_bolt", "heapbot.bolt"):
+        logging.getLogger(name).setLevel(max(level, logging.INFO))
+
+
+async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+    """Run until SIGINT/SIGTERM (or ``stop`` is set): the server, then a clean shutdown."""
+    from bot.runtime import Runtime
+
+    runtime = Runtime.create(settings)
+    if inspect.isawaitable(runtime):
+        runtime = await runtime
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    runner = web.AppRunner(build_web_app(runtime, settings), access_log=None)
+    try:
+        await runner.setup()
+        await web.TCPSite(runner, settings.host, settings.port).start()
+        mode = "Socket Mode" if runner.app[SLACK_STATE].socket_mode else \
+            f"HTTP mode, Slack request URL http://<public host>:{settings.port}{EVENTS_PATH}"
+        log.info("heapbot serving on %s:%s (%s)", settings.host, settings.port, mode)
+        await stop.wait()
+        log.info("shutting down: finishing running commands")
+    finally:
+        await runner.cleanup()
+        closing = runtime.close()
+        if inspect.isawaitable(closing):
+            await closing
+
+
+def serve_cli(args: argparse.Namespace) -> int:
+    """``heapbot serve``: settings from the environment; config errors become one message."""
+    settings = get_settings()
+    _configure_logging(settings)
+    asyncio.run(serve(settings))
+    return 0

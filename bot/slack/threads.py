@@ -1,0 +1,66 @@
+"""Which service a Slack thread is about, so follow-ups need no service name.
+
+``/heap top payments`` posts a message; its ts becomes the thread key
+``heapbot:thread:{channel}:{ts}`` → ``payments``. A later ``@heapbot diff`` in
+that thread (or a button on a message in it) finds the service here. Losing
+this memory only means the user has to name the service, so Redis errors are
+logged and counted, never shown.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from bot.metrics import REDIS_ERRORS
+
+log = logging.getLogger(__name__)
+
+THREAD_TTL_SECONDS = 90 * 24 * 3600
+
+
+def thread_key(channel: str, ts: str) -> str:
+    return f"heapbot:thread:{channel}:{ts}"
+
+
+class ThreadMemory:
+    """Thread → service in Redis (``None`` client: remembers nothing)."""
+
+    def __init__(self, redis: aioredis.Redis | None, ttl: int = THREAD_TTL_SECONDS) -> None:
+        self.redis = redis
+        self.ttl = ttl
+
+    async def remember(self, channel: str, ts: str, service: str) -> None:
+        if self.redis is None or not (channel and ts and service):
+            return
+        try:
+            await self.redis.set(thread_key(channel, ts), service, ex=self.ttl)
+        except (RedisError, OSError) as exc:
+            REDIS_ERRORS.labels("thread_remember").inc()
+            log.warning("could not remember thread %s:%s: %s", channel, ts, exc)
+
+    async def service_of(self, channel: str, ts: str | None) -> str | None:
+        if self.redis is None or not (channel and ts):
+            return None
+        try:
+            value = await self.redis.get(thread_key(channel, ts))
+        except (RedisError, OSError) as exc:
+            REDIS_ERRORS.labels("thread_lookup").inc()
+            log.warning("could not look up thread %s:%s: %s", channel, ts, exc)
+            return None
+        if value is None:
+            return None
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def redis_of(runtime: Any) -> aioredis.Redis | None:
+    """The redis.asyncio client the snapshot store already holds, if it exposes one."""
+    store = getattr(runtime, "store", None)
+    for name in ("redis", "client", "_redis"):
+        client = getattr(store, name, None)
+        if isinstance(client, aioredis.Redis):
+            return client
+    return None

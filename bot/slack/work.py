@@ -1,0 +1,138 @@
+"""Run /heap commands after the ack, in the background, and publish their replies.
+
+Slack wants an ack within 3 s; a capture can take much longer. Listeners ack
+first and hand the command to :class:`CommandRunner`, which keeps a reference
+to every task (so none is garbage-collected mid-flight), bounds how many run at
+once, and posts the Reply where the command came from: a new message in the
+channel, or the thread the request came from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from slack_sdk.web.async_client import AsyncWebClient
+
+import handlers
+from bot.errors import HeapbotError
+from bot.metrics import REPLY_SECONDS
+from bot.reply import Reply
+from bot.slack.publish import post_ephemeral, post_reply
+from bot.slack.ratelimit import ChannelRateLimiter
+from bot.slack.threads import ThreadMemory
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True, frozen=True)
+class ReplyTarget:
+    """Where a command came from and so where its reply goes."""
+
+    channel: str
+    user_id: str = ""
+    thread_ts: str | None = None  # reply into this thread; None → a new channel message
+    response_url: str | None = None  # for ephemeral replies
+
+
+def command_word(text: str) -> str:
+    """The /heap subcommand named in ``text``, for metrics ("unknown" if unparsable)."""
+    try:
+        word = handlers.parse(text).command
+    except HeapbotError:
+        return "unknown"
+    return word if word in handlers.COMMANDS else "unknown"
+
+
+class CommandRunner:
+    """Background execution of commands with bounded concurrency and kept references."""
+
+    def __init__(self, runtime: Any, client: AsyncWebClient, threads: ThreadMemory,
+                 limiter: ChannelRateLimiter, *, max_running: int = 8,
+                 max_pending: int = 200) -> None:
+        self.runtime = runtime
+        self.client = client
+        self.threads = threads
+        self.limiter = limiter
+        self.max_pending = max_pending
+        self._slots = asyncio.Semaphore(max_running)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._tasks)
+
+    def has_room(self) -> bool:
+        return len(self._tasks) < self.max_pending
+
+    def submit(self, text: str, target: ReplyTarget, *, source: str = "slack",
+               started: float | None = None) -> asyncio.Task[None]:
+        """Start running ``text`` for ``target``; the task is kept until it finishes."""
+        started = time.monotonic() if started is None else started
+        task = asyncio.create_task(self.run(text, target, source=source, started=started),
+                                   name=f"heap:{command_word(text)}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def run(self, text: str, target: ReplyTarget, *, source: str = "slack",
+                  started: float | None = None) -> str:
+        """Run one command and publish its reply; return the posted ts ("" if ephemeral)."""
+        started = time.monotonic() if started is None else started
+        async with self._slots:
+            thread_service = await self.threads.service_of(target.channel, target.thread_ts)
+            invocation = handlers.Invocation(
+                text=text, user_id=target.user_id, channel_id=target.channel,
+                thread_service=thread_service, source=source)
+            try:
+                reply = await handlers.run(self.runtime, invocation)
+            except Exception:  # handlers.run turns errors into replies; this is a bug
+                error_id = secrets.token_hex(4)
+                log.exception("internal error %s running a Slack command", error_id)
+                reply = Reply.failure(
+                    f"heapbot hit an internal error (id {error_id}); it is in heapbot's log.")
+            ts = await self.publish(reply, target)
+        REPLY_SECONDS.labels(command_word(text)).observe(time.monotonic() - started)
+        return ts
+
+    async def publish(self, reply: Reply, target: ReplyTarget) -> str:
+        """Post ``reply`` and remember which service its thread is about."""
+        try:
+            ts = await post_reply(self.client, target.channel, reply, target.thread_ts,
+                                  user_id=target.user_id or None,
+                                  response_url=target.response_url, limiter=self.limiter)
+        except HeapbotError as exc:
+            log.warning("could not publish a reply in %s: %s", target.channel, exc.message)
+            await self._tell_asker(exc, target)
+            return ""
+        except Exception:
+            log.exception("could not publish a reply in %s", target.channel)
+            return ""
+        if ts and reply.service:
+            await self.threads.remember(target.channel, target.thread_ts or ts, reply.service)
+        return ts
+
+    async def _tell_asker(self, exc: HeapbotError, target: ReplyTarget) -> None:
+        """Best effort: tell the asker privately that their reply could not be posted."""
+        if not (target.response_url or target.user_id):
+            return
+        failure = Reply.failure(f"heapbot could not post its reply here: {exc.user_message()}")
+        try:
+            await post_ephemeral(self.client, target.channel, failure, user_id=target.user_id,
+                                 response_url=target.response_url, thread_ts=target.thread_ts)
+        except Exception as second:  # nothing more we can do than log it
+            log.warning("could not tell the asker either: %s", second)
+
+    async def drain(self, timeout: float = 30.0) -> None:
+        """Let running commands finish (on shutdown); cancel what is left after ``timeout``."""
+        if not self._tasks:
+            return
+        _done, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
