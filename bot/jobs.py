@@ -17,9 +17,11 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import redis.asyncio as aioredis
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from redis.exceptions import RedisError, ResponseError
 
 from bot.errors import StoreUnavailableError
@@ -46,6 +48,61 @@ local id = redis.call('XADD', unpack(args))
 if KEYS[2] ~= '' then redis.call('SET', KEYS[2], id, 'XX', 'KEEPTTL') end
 return id
 """
+
+
+class QueueSettings(BaseSettings):
+    """Knobs of the queue, webhooks, paged threads and watches (environment variables).
+
+    Kept apart from bot.settings so the queue's owner can tune them without
+    touching the shared settings; tests pass their own instance.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
+
+    claim_idle_seconds: float = Field(60.0, gt=0, validation_alias="HEAPBOT_JOB_CLAIM_IDLE_SECONDS")
+    max_deliveries: int = Field(5, ge=1, validation_alias="HEAPBOT_JOB_MAX_DELIVERIES")
+    concurrency: int = Field(4, ge=1, le=64, validation_alias="HEAPBOT_JOB_CONCURRENCY")
+    dedupe_seconds: float = Field(3600.0, gt=0, validation_alias="HEAPBOT_WEBHOOK_DEDUPE_SECONDS")
+    consumer_name: str = Field("", validation_alias="HEAPBOT_WORKER_NAME")
+    alert_service_labels: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["service", "app", "job", "app_kubernetes_io_name", "container"],
+        validation_alias="HEAPBOT_ALERT_SERVICE_LABELS",
+    )
+    alert_channel: str = Field("", validation_alias="HEAPBOT_ALERT_CHANNEL")
+    watch_min_interval_seconds: float = Field(
+        60.0, gt=0, validation_alias="HEAPBOT_WATCH_MIN_INTERVAL_SECONDS"
+    )
+    watch_poll_seconds: float = Field(5.0, gt=0, validation_alias="HEAPBOT_WATCH_POLL_SECONDS")
+    watch_goroutine_threshold: int = Field(
+        10_000, ge=1, validation_alias="HEAPBOT_WATCH_GOROUTINE_THRESHOLD"
+    )
+    max_body_bytes: int = Field(1024 * 1024, ge=1024, validation_alias="HEAPBOT_WEBHOOK_MAX_BYTES")
+
+    @field_validator("alert_service_labels", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    def queue(self, redis: aioredis.Redis) -> JobQueue:
+        """A JobQueue on ``redis`` with these settings."""
+        return JobQueue(redis, claim_idle_ms=int(self.claim_idle_seconds * 1000),
+                        max_deliveries=self.max_deliveries, dedupe_ttl_s=self.dedupe_seconds)
+
+
+def redis_of(runtime: Any) -> aioredis.Redis:
+    """The redis.asyncio client the Runtime's store uses (one connection pool per process)."""
+    store = getattr(runtime, "store", None)
+    for owner in (store, runtime):
+        for name in ("redis", "client", "_redis", "_client"):
+            client = getattr(owner, name, None)
+            if isinstance(client, aioredis.Redis):
+                return client
+    raise StoreUnavailableError(
+        "heapbot's store has no Redis connection, so alerts and watches cannot be queued.",
+        hint="Set REDIS_URL, or let heapbot start its embedded Redis (HEAPBOT_DATA_DIR).",
+    )
 
 
 @dataclass(slots=True)
@@ -270,3 +327,19 @@ class JobQueue:
             pipe.hset(key, step, value)
             pipe.expire(key, 7 * 24 * 3600)
             await pipe.execute()
+
+
+@dataclass(slots=True)
+class WorkContext:
+    """What job handlers (paged threads, watches, deploy, capture) share in one replica."""
+
+    runtime: Any
+    settings: Any
+    config: QueueSettings
+    queue: JobQueue
+    slack: Any  # slack_sdk AsyncWebClient, or None when Slack is not configured
+    consumer: str = "heapbot"
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        return self.queue.redis

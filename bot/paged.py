@@ -1,0 +1,470 @@
+"""Paged threads: what an on-call engineer sees before opening a laptop.
+
+A firing alert (or a watch whose verdict turns bad) captures heap, goroutines
+and MemStats, posts a summary to the service's channel, and fills its thread
+with the top table, the diff against the pre-incident baseline, the goroutine
+groups, the trend chart and the raw profile. The thread's ts lives in Redis
+(``heapbot:incident:<key>``), so a re-fire of the same group replies in the
+same thread and a resolve closes it with the diff over the whole incident.
+
+Jobs are delivered at least once. Each step records its progress in Redis
+(bot.jobs.JobQueue.record_step) and a retried job skips what is done, so a
+crash mid-thread does not post the summary twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass, fields
+from datetime import UTC, datetime
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from bot.errors import HeapbotError, NotFoundError
+from bot.jobs import Job, WorkContext
+from bot.reply import Action, Attachment, Reply
+
+log = logging.getLogger(__name__)
+
+INCIDENT_PREFIX = "heapbot:incident:"
+INCIDENT_TTL_SECONDS = 30 * 24 * 3600
+OPEN, RESOLVED = "open", "resolved"
+MAX_PROFILE_FILES = 3
+
+_RELEASE_LUA = (
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+)
+_REFRESH_LUA = (
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) "
+    "end return 0"
+)
+
+
+@dataclass(slots=True)
+class Incident:
+    """One paged thread: where it is and what it compares against."""
+
+    key: str
+    service: str
+    channel: str
+    ts: str = ""
+    status: str = OPEN
+    title: str = ""
+    source: str = ""
+    opened_at: float = 0.0
+    opened_by_job: str = ""
+    first_snapshot: str = ""
+    baseline_snapshot: str = ""
+    resolved_at: float = 0.0
+
+    @classmethod
+    def from_hash(cls, data: dict[bytes, bytes]) -> Incident:
+        text = {k.decode(): v.decode() for k, v in data.items()}
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name in text:
+                values[f.name] = float(text[f.name]) if f.type == "float" else text[f.name]
+        return cls(**values)
+
+
+async def load_incident(redis: aioredis.Redis, key: str) -> Incident | None:
+    data = await redis.hgetall(INCIDENT_PREFIX + key)
+    return Incident.from_hash(data) if data else None
+
+
+async def save_incident(redis: aioredis.Redis, incident: Incident) -> None:
+    key = INCIDENT_PREFIX + incident.key
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.hset(key, mapping={k: str(v) for k, v in asdict(incident).items()})
+        pipe.expire(key, INCIDENT_TTL_SECONDS)
+        await pipe.execute()
+
+
+@contextlib.asynccontextmanager
+async def incident_lock(redis: aioredis.Redis, key: str, ttl_seconds: float,
+                        wait_seconds: float = 600) -> AsyncIterator[None]:
+    """Serialise jobs of one incident across replicas.
+
+    The lock expires ``ttl_seconds`` after its holder dies (the same idle time
+    after which the holder's job is taken over) and is refreshed while held.
+    """
+    name = INCIDENT_PREFIX + key + ":lock"
+    token = secrets.token_hex(8)
+    ttl_ms = max(1000, int(ttl_seconds * 1000))
+    deadline = time.monotonic() + wait_seconds
+    while not await redis.set(name, token, nx=True, px=ttl_ms):
+        if time.monotonic() > deadline:
+            raise HeapbotError(f"Another replica has held the incident {key} for too long.")
+        await asyncio.sleep(0.1)
+
+    async def refresh() -> None:
+        while True:
+            await asyncio.sleep(ttl_ms / 3000)
+            await redis.eval(_REFRESH_LUA, 1, name, token, ttl_ms)
+
+    refresher = asyncio.create_task(refresh())
+    try:
+        yield
+    finally:
+        refresher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await refresher
+        await redis.eval(_RELEASE_LUA, 1, name, token)
+
+
+# -- formatting ------------------------------------------------------------
+
+
+def format_bytes(value: float) -> str:
+    """pprof-style units (bot.analysis.units when it is there)."""
+    try:
+        from bot.analysis.units import format_value
+
+        return format_value(int(value), "bytes")
+    except ImportError:
+        sign = "-" if value < 0 else ""
+        value = abs(value)
+        for unit in ("B", "kB", "MB", "GB", "TB"):
+            if value < 1024 or unit == "TB":
+                return f"{sign}{value:.2f}{unit}" if unit != "B" else f"{sign}{int(value)}B"
+            value /= 1024
+        return f"{sign}{value}"
+
+
+def _signed_bytes(delta: float) -> str:
+    return ("+" if delta >= 0 else "-") + format_bytes(abs(delta))
+
+
+def _clock(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%H:%M:%S UTC")
+
+
+def _goroutines(snapshot: Any) -> int | None:
+    value = getattr(snapshot, "goroutine_total", None)
+    if value is None and getattr(snapshot, "summary", None) is not None:
+        value = snapshot.summary.goroutine_total
+    return value
+
+
+def describe_now(snapshot: Any) -> str:
+    heap = getattr(snapshot, "heap_inuse", None)
+    parts = [f"heap in use {format_bytes(heap)}" if heap is not None else "heap in use unknown"]
+    goroutines = _goroutines(snapshot)
+    if goroutines is not None:
+        parts.append(f"{goroutines:,} goroutines")
+    return ", ".join(parts)
+
+
+def describe_change(before: Any, after: Any) -> str:
+    """"heap +18.20MB (+45%), goroutines +1,000" between two stored snapshots."""
+    parts = []
+    if before.heap_inuse is not None and after.heap_inuse is not None:
+        delta = after.heap_inuse - before.heap_inuse
+        pct = f" ({delta / before.heap_inuse * 100:+.0f}%)" if before.heap_inuse else ""
+        parts.append(f"heap {_signed_bytes(delta)}{pct}")
+    g0, g1 = _goroutines(before), _goroutines(after)
+    if g0 is not None and g1 is not None:
+        parts.append(f"goroutines {g1 - g0:+,}")
+    return ", ".join(parts) or "no comparable numbers"
+
+
+# -- Runtime and Slack plumbing ----------------------------------------------
+
+
+def snapshot_of(captured: Any) -> Any:
+    """The StoredSnapshot inside whatever Runtime.capture returned."""
+    for name in ("snapshot", "stored", "meta"):
+        value = getattr(captured, name, None)
+        if value is not None and hasattr(value, "id"):
+            return value
+    if hasattr(captured, "id") and hasattr(captured, "taken_at"):
+        return captured
+    raise TypeError(f"Runtime.capture returned {type(captured).__name__} without a snapshot")
+
+
+def channel_for(ctx: WorkContext, service: str, explicit: str = "") -> str:
+    if explicit:
+        return explicit
+    try:
+        configured = ctx.runtime.registry.resolve(service).channel
+    except HeapbotError:
+        configured = None
+    return configured or ctx.config.alert_channel
+
+
+async def post(ctx: WorkContext, channel: str, reply: Reply, thread_ts: str | None = None) -> str:
+    """Post a visible reply (errors included: nobody is there to see an ephemeral one)."""
+    from bot.slack.publish import post_reply
+
+    reply.ephemeral = False
+    ts = await post_reply(ctx.slack, channel, reply, thread_ts=thread_ts)
+    if thread_ts is None and reply.service:
+        with contextlib.suppress(Exception):
+            from bot.slack.threads import ThreadMemory
+
+            await ThreadMemory(ctx.redis).remember(channel, ts, reply.service)
+    return ts
+
+
+async def run_command(ctx: WorkContext, text: str, channel: str, service: str) -> Reply:
+    """A /heap command through the same handlers as Slack (table, diff, goroutines)."""
+    import handlers
+
+    inv = handlers.Invocation(text=text, channel_id=channel, thread_service=service,
+                              source="alert")
+    return await handlers.run(ctx.runtime, inv)
+
+
+async def capture_step(ctx: WorkContext, job: Job, service: str, trigger: str,
+                       requested_by: str, step: str = "capture") -> Any:
+    """Capture once per job: a retried job reuses the snapshot it already took."""
+    done = await ctx.queue.progress(job)
+    if step in done:
+        try:
+            return await ctx.runtime.store.get(service, done[step])
+        except NotFoundError:
+            log.warning("snapshot %s of job %s is gone; capturing again", done[step], job.id)
+    captured = await ctx.runtime.capture(service, trigger=trigger, requested_by=requested_by,
+                                         force=True)
+    snapshot = snapshot_of(captured)
+    await ctx.queue.record_step(job, step, snapshot.id)
+    return snapshot
+
+
+async def post_step(ctx: WorkContext, job: Job, step: str, channel: str, thread_ts: str | None,
+                    build: Callable[[], Awaitable[Reply | None]]) -> str:
+    """Post the reply ``build`` makes unless this job already posted ``step``; returns its ts."""
+    done = await ctx.queue.progress(job)
+    if step in done:
+        return done[step]
+    reply = await build()
+    ts = ""
+    if reply is not None:
+        ts = await post(ctx, channel, reply, thread_ts=thread_ts)
+    await ctx.queue.record_step(job, step, ts or "-")
+    return ts
+
+
+# -- the thread's parts -------------------------------------------------------
+
+
+async def _leak_line(ctx: WorkContext, service: str) -> str:
+    try:
+        from bot.analysis.leaks import analyze
+
+        summaries = await ctx.runtime.store.summaries(service)
+        deploys = await ctx.runtime.store.deploys(service)
+        report = await asyncio.to_thread(analyze, summaries, deploys)
+    except ImportError:
+        return ""
+    except Exception:  # a leak analysis problem must not stop the page
+        log.exception("leak analysis failed for %s", service)
+        return ""
+    suspects = list(getattr(report, "suspects", []) or [])
+    if not suspects:
+        return f"Leak analysis: {getattr(report, 'verdict', 'unknown')}."
+    top = suspects[0]
+    growth = getattr(top, "growth_per_hour", None)
+    unit = getattr(top, "unit", "")
+    rate = ""
+    if isinstance(growth, int | float):
+        rate = (f", {_signed_bytes(growth)}/h" if unit in ("bytes", "B")
+                else f", {growth:+,.0f} {unit}/h".rstrip())
+    return (f"Top leak suspect ({report.verdict}): `{top.function}` "
+            f"({getattr(top, 'kind', 'heap')}{rate}).")
+
+
+async def chart_reply(ctx: WorkContext, service: str) -> Reply | None:
+    from bot.render.chart import history_png
+
+    summaries = await ctx.runtime.store.summaries(service, limit=500)
+    if not summaries:
+        return None
+    deploys = await ctx.runtime.store.deploys(service)
+    png = await asyncio.to_thread(history_png, summaries, deploys)
+    return Reply(title=f"{service}: heap in use and goroutines over time", service=service,
+                 context=[f"{len(summaries)} captures, {len(deploys)} deploys marked"],
+                 attachments=[Attachment(f"{service}-history.png", png,
+                                         f"{service} heap and goroutines", kind="chart")])
+
+
+async def profile_reply(ctx: WorkContext, service: str, snapshot: Any) -> Reply | None:
+    raw = await ctx.runtime.store.raw_profiles(service, snapshot.id, "heap")
+    if not raw:
+        return None
+    files = [Attachment(f"{service}-{snapshot.id}-{index}.heap.pb.gz", data,
+                        f"heap profile of {snapshot.instances[index].target}"
+                        if index < len(snapshot.instances) else "heap profile")
+             for index, data in raw[:MAX_PROFILE_FILES]]
+    more = f" (first {MAX_PROFILE_FILES} of {len(raw)} instances)" if len(raw) > len(files) else ""
+    return Reply(title=f"Raw heap profile{'s' if len(files) > 1 else ''}{more}",
+                 context=[f"`go tool pprof -top {files[0].filename}` reads it"],
+                 attachments=files, service=service, snapshot_id=snapshot.id)
+
+
+async def _baseline_before(ctx: WorkContext, service: str, when: float | None,
+                           exclude: str) -> Any | None:
+    if when is None:
+        return None
+    return await ctx.runtime.store.before(service, when, exclude=exclude)
+
+
+async def _deploy_baseline(ctx: WorkContext, service: str, current: Any) -> tuple[Any, Any]:
+    """(last deploy marker, first snapshot after it) — either may be None."""
+    deploys = await ctx.runtime.store.deploys(service)
+    if not deploys:
+        return None, None
+    marker = deploys[-1]
+    after = await ctx.runtime.store.list(service, limit=0, since=marker.taken_at)
+    after = [s for s in after if s.id != current.id]
+    return marker, (min(after, key=lambda s: s.taken_at) if after else None)
+
+
+async def open_thread(ctx: WorkContext, job: Job, *, service: str, incident_key: str,
+                      channel: str, title: str, lines: Sequence[str], started_at: float | None,
+                      source: str, trigger: str, icon: str = ":rotating_light:") -> Incident:
+    """Capture, post the summary, then the thread: top, diff, goroutines, chart, profile."""
+    snapshot = await capture_step(ctx, job, service, trigger, f"{source}: {title}"[:200])
+    baseline = await _baseline_before(ctx, service, started_at or snapshot.taken_at - 1,
+                                      exclude=snapshot.id)
+    marker, after_deploy = await _deploy_baseline(ctx, service, snapshot)
+
+    async def summary() -> Reply:
+        sections = [line for line in lines if line]
+        if baseline is not None:
+            sections.append(f"Since the last capture before it started ({_clock(baseline.taken_at)}"
+                            f", `{baseline.id}`): {describe_change(baseline, snapshot)}.")
+        else:
+            sections.append("No capture before it started: this capture is the baseline now.")
+        if marker is not None and after_deploy is not None:
+            sections.append(f"Since the last deploy ({marker.version}, {_clock(marker.taken_at)})"
+                            f": {describe_change(after_deploy, snapshot)}.")
+        elif marker is not None:
+            sections.append(f"Last deploy: {marker.version} at {_clock(marker.taken_at)} (no "
+                            "capture since then to compare with).")
+        else:
+            sections.append("No deploy recorded (`/heap deploy` or POST /hooks/deploy adds one).")
+        leak = await _leak_line(ctx, service)
+        if leak:
+            sections.append(leak)
+        sections.append("In the thread: top table, diff vs the baseline, goroutine groups, "
+                        "trend chart and the raw profile.")
+        answered = f"{snapshot.answered}/{len(snapshot.instances)} instances"
+        return Reply(
+            title=f"{title} — {service}",
+            context=[f"{icon} {source}", f"captured {answered} at {_clock(snapshot.taken_at)}"],
+            summary=f"Now: {describe_now(snapshot)}.",
+            sections=sections,
+            actions=[Action("Leaks", f"leaks {service}"),
+                     Action("Diff since deploy", f"diff {service} since deploy")],
+            service=service, snapshot_id=snapshot.id,
+        )
+
+    ts = await post_step(ctx, job, "summary", channel, None, summary)
+    incident = Incident(
+        key=incident_key, service=service, channel=channel, ts=ts, status=OPEN, title=title,
+        source=source, opened_at=time.time(), opened_by_job=job.id, first_snapshot=snapshot.id,
+        baseline_snapshot=baseline.id if baseline is not None else "",
+    )
+    existing = await load_incident(ctx.redis, incident_key)
+    if existing is None or existing.ts != ts:
+        await save_incident(ctx.redis, incident)
+
+    async def diff() -> Reply | None:
+        if baseline is None:
+            return None
+        return await run_command(ctx, f"diff {service} since {baseline.id}", channel, service)
+
+    steps: list[tuple[str, Callable[[], Awaitable[Reply | None]]]] = [
+        ("top", lambda: run_command(ctx, f"top {service}", channel, service)),
+        ("diff", diff),
+        ("goroutines", lambda: run_command(ctx, f"goroutines {service}", channel, service)),
+        ("chart", lambda: chart_reply(ctx, service)),
+        ("profile", lambda: profile_reply(ctx, service, snapshot)),
+    ]
+    for name, build in steps:
+        await post_step(ctx, job, name, channel, ts, build)
+    return incident
+
+
+async def follow_up(ctx: WorkContext, job: Job, incident: Incident, *, resolved: bool,
+                    note: str = "") -> None:
+    """A re-fire (reply in the thread) or a resolve (final capture, diff over the incident)."""
+    service = incident.service
+    trigger = "alert" if incident.source != "watch" else "watch"
+    snapshot = await capture_step(ctx, job, service, trigger,
+                                  f"{incident.source}: {incident.title}"[:200])
+    try:
+        first = await ctx.runtime.store.get(service, incident.first_snapshot)
+    except NotFoundError:
+        first = None
+    minutes = max(0, int((snapshot.taken_at - incident.opened_at) / 60))
+
+    async def message() -> Reply:
+        change = (f"Since the incident's first capture ({_clock(first.taken_at)}): "
+                  f"{describe_change(first, snapshot)}." if first is not None else "")
+        if resolved:
+            title = f":white_check_mark: Resolved after {minutes}m: {incident.title}"
+        else:
+            title = f":repeat: Still firing ({minutes}m): {incident.title}"
+        return Reply(title=title, summary=f"Now: {describe_now(snapshot)}.",
+                     sections=[s for s in (note, change) if s], service=service,
+                     snapshot_id=snapshot.id)
+
+    await post_step(ctx, job, "follow_up", incident.channel, incident.ts, message)
+
+    async def diff() -> Reply | None:
+        if first is None or first.id == snapshot.id:
+            return None
+        return await run_command(ctx, f"diff {service} since {first.id}", incident.channel,
+                                 service)
+
+    await post_step(ctx, job, "incident_diff", incident.channel, incident.ts, diff)
+    if resolved:
+        incident.status = RESOLVED
+        incident.resolved_at = time.time()
+        await save_incident(ctx.redis, incident)
+
+
+async def handle_alert(ctx: WorkContext, job: Job) -> str:
+    """Run one alert job (from /hooks/alertmanager or /hooks/pagerduty); returns the outcome."""
+    p = job.payload
+    service, key, status = p["service"], p["incident_key"], p.get("status", "firing")
+    channel = channel_for(ctx, service)
+    if ctx.slack is None or not channel:
+        why = "Slack is not configured" if ctx.slack is None else "the service has no channel"
+        log.warning("alert for %s not posted: %s (capturing anyway)", service, why)
+        if status == "firing":
+            await capture_step(ctx, job, service, "alert", f"{p.get('source')}: {p.get('title')}")
+        return "not_posted"
+    async with incident_lock(ctx.redis, key, ctx.config.claim_idle_seconds):
+        incident = await load_incident(ctx.redis, key)
+        done = await ctx.queue.progress(job)
+        resuming_open = "summary" in done or (incident is not None and
+                                              incident.opened_by_job == job.id)
+        if status == "firing":
+            if incident is not None and incident.status == OPEN and not resuming_open:
+                await follow_up(ctx, job, incident, resolved=False,
+                                note=p.get("summary", ""))
+                return "refired"
+            lines = [p.get("summary", ""),
+                     f"{p.get('alerts', 1)} alert(s), severity {p['severity']}"
+                     if p.get("severity") else "",
+                     f"Started {_clock(p['starts_at'])}" if p.get("starts_at") else "",
+                     p.get("link", "")]
+            await open_thread(ctx, job, service=service, incident_key=key, channel=channel,
+                              title=p.get("title", "alert"), lines=lines,
+                              started_at=p.get("starts_at"), source=p.get("source", "alert"),
+                              trigger="alert")
+            return "opened"
+        if incident is None or incident.status != OPEN:
+            log.info("resolve for %s has no open thread (key %s); nothing to close", service, key)
+            return "no_thread"
+        await follow_up(ctx, job, incident, resolved=True)
+        return "resolved"

@@ -1,0 +1,430 @@
+"""Alert and automation webhooks: validate, enqueue, answer fast.
+
+Routes (mounted on the same aiohttp app as /slack/events):
+- ``POST /hooks/alertmanager``: Prometheus Alertmanager webhook (payload version 4);
+- ``POST /hooks/pagerduty``: PagerDuty webhooks v3, signed (``X-PagerDuty-Signature``);
+- ``POST /hooks/deploy``: ``{"service", "version"}`` records a deploy marker;
+- ``POST /hooks/capture``: ``{"service", "reason"}`` takes a capture.
+
+Nothing slow happens here: the work runs from the Redis-stream queue
+(bot/jobs.py, bot/worker.py), so senders get a 2xx well under a second. An
+alert for a service heapbot does not know gets a 2xx too (with the label values
+that were tried), because a 4xx/5xx would only make Alertmanager retry forever.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import datetime
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from bot.errors import HeapbotError, UnknownServiceError
+from bot.jobs import JobQueue, QueueSettings, redis_of
+from bot.metrics import WEBHOOKS
+from bot.settings import Settings
+
+log = logging.getLogger(__name__)
+
+QUEUE_KEY: web.AppKey[JobQueue] = web.AppKey("heapbot_job_queue", JobQueue)
+
+FIRING, RESOLVED = "firing", "resolved"
+PAGERDUTY_OPEN = {"incident.triggered", "incident.reopened"}
+PAGERDUTY_CLOSE = {"incident.resolved"}
+
+
+class _Loose(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+def _str_map(value: Any) -> Any:
+    """Label and annotation values as strings (Alertmanager sends strings; be lenient)."""
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        return {str(k): "" if v is None else str(v) for k, v in value.items()}
+    return value
+
+
+class AlertmanagerAlert(_Loose):
+    status: str = FIRING
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    starts_at: str | None = Field(None, alias="startsAt")
+    ends_at: str | None = Field(None, alias="endsAt")
+    fingerprint: str = ""
+    generator_url: str = Field("", alias="generatorURL")
+
+    _maps = field_validator("labels", "annotations", mode="before")(_str_map)
+
+
+class AlertmanagerPayload(_Loose):
+    """Alertmanager's webhook body, version 4; unknown and missing fields tolerated."""
+
+    version: str = "4"
+    group_key: str = Field("", alias="groupKey")
+    status: str = FIRING
+    receiver: str = ""
+    group_labels: dict[str, str] = Field(default_factory=dict, alias="groupLabels")
+    common_labels: dict[str, str] = Field(default_factory=dict, alias="commonLabels")
+    common_annotations: dict[str, str] = Field(default_factory=dict, alias="commonAnnotations")
+    external_url: str = Field("", alias="externalURL")
+    alerts: list[AlertmanagerAlert] = Field(default_factory=list)
+
+    _maps = field_validator("group_labels", "common_labels", "common_annotations",
+                            mode="before")(_str_map)
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_text(cls, value: Any) -> Any:
+        return str(value) if value is not None else "4"
+
+
+class ServiceRequest(_Loose):
+    service: str = Field(min_length=1, max_length=200)
+    version: str = Field("", max_length=200)
+    reason: str = Field("", max_length=500)
+    by: str = Field("", max_length=200)
+
+
+class WebhookRejected(Exception):
+    """A request refused with an HTTP status and a message for the sender."""
+
+    def __init__(self, status: int, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.extra = extra
+
+
+def parse_time(text: str | None) -> float | None:
+    """Unix seconds from an RFC 3339 time (nanosecond fractions allowed); None for Go's zero."""
+    if not text or text.startswith("0001-01-01"):
+        return None
+    match = re.match(r"^(.*?T\d{2}:\d{2}:\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:?\d{2})?$", text.strip())
+    if not match:
+        return None
+    base, fraction, zone = match.groups()
+    zone = "+00:00" if zone in (None, "Z") else zone
+    stamp = base + (f".{fraction[:6].ljust(6, '0')}" if fraction else "") + zone
+    try:
+        return datetime.fromisoformat(stamp).timestamp()
+    except ValueError:
+        return None
+
+
+def _short_hash(*parts: str) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:24]
+
+
+class Webhooks:
+    """The route handlers, holding the Runtime, settings and queue they share."""
+
+    def __init__(self, runtime: Any, settings: Settings, config: QueueSettings,
+                 queue: JobQueue | None = None) -> None:
+        self.runtime = runtime
+        self.settings = settings
+        self.config = config
+        self._queue = queue
+
+    def queue(self, app: web.Application) -> JobQueue:
+        if self._queue is None:
+            self._queue = app.get(QUEUE_KEY) or self.config.queue(redis_of(self.runtime))
+        return self._queue
+
+    # -- shared plumbing -------------------------------------------------
+
+    async def _body(self, request: web.Request) -> bytes:
+        limit = self.config.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise WebhookRejected(413, f"The body is larger than {limit} bytes; heapbot "
+                                       "refuses it.")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.content.iter_chunked(64 * 1024):
+            size += len(chunk)
+            if size > limit:
+                raise WebhookRejected(413, f"The body is larger than {limit} bytes; heapbot "
+                                           "refuses it.")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    @staticmethod
+    def _json(body: bytes) -> Any:
+        if not body.strip():
+            raise WebhookRejected(400, "The body is empty; send a JSON object.")
+        try:
+            return json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise WebhookRejected(400, f"The body is not valid JSON ({exc.__class__.__name__} "
+                                       f"at position {getattr(exc, 'pos', '?')}).") from None
+
+    @staticmethod
+    def _validation_message(exc: ValidationError, what: str) -> str:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "body"
+        return f"The body is not a valid {what}: {where}: {first.get('msg', 'invalid')}."
+
+    @staticmethod
+    def _bearer_or_basic_ok(request: web.Request, secret: str) -> bool:
+        """Accept ``Authorization: Bearer <secret>`` or basic auth whose password is it."""
+        header = request.headers.get("Authorization", "")
+        scheme, _, value = header.partition(" ")
+        value = value.strip()
+        if scheme.lower() == "bearer":
+            return hmac.compare_digest(value.encode(), secret.encode())
+        if scheme.lower() == "basic":
+            try:
+                decoded = base64.b64decode(value, validate=True).decode()
+            except (ValueError, UnicodeDecodeError):
+                return False
+            _user, _, password = decoded.partition(":")
+            return hmac.compare_digest(password.encode(), secret.encode())
+        return False
+
+    def _resolve(self, name: str) -> Any | None:
+        try:
+            return self.runtime.registry.resolve(name)
+        except UnknownServiceError:
+            return None
+
+    def _service_from_labels(self, labels: dict[str, str]) -> tuple[Any | None, dict[str, str]]:
+        """The first configured label whose value names a registry service (or alias)."""
+        tried: dict[str, str] = {}
+        for key in self.config.alert_service_labels:
+            value = labels.get(key)
+            if not value:
+                continue
+            tried[key] = value
+            service = self._resolve(value)
+            if service is not None:
+                return service, tried
+        return None, tried
+
+    # -- Alertmanager ----------------------------------------------------
+
+    async def alertmanager(self, request: web.Request) -> web.Response:
+        token = self.settings.alertmanager_token
+        if token is not None and not self._bearer_or_basic_ok(request, token.get_secret_value()):
+            raise WebhookRejected(401, "Missing or wrong credentials: send the token set in "
+                                       "HEAPBOT_ALERTMANAGER_TOKEN as a bearer token.")
+        data = self._json(await self._body(request))
+        try:
+            payload = AlertmanagerPayload.model_validate(data)
+        except ValidationError as exc:
+            raise WebhookRejected(400, self._validation_message(exc, "Alertmanager payload")) \
+                from None
+
+        by_service: dict[str, tuple[Any, list[AlertmanagerAlert]]] = {}
+        unmatched: list[dict[str, str]] = []
+        for alert in payload.alerts:
+            labels = {**payload.common_labels, **alert.labels}
+            service, tried = self._service_from_labels(labels)
+            if service is None:
+                unmatched.append(tried)
+                continue
+            by_service.setdefault(service.name, (service, []))[1].append(alert)
+
+        if not by_service:
+            tried_values = sorted({f"{k}={v}" for t in unmatched for k, v in t.items()})
+            reason = ("No alert in this notification names a service heapbot knows "
+                      f"(labels tried: {', '.join(self.config.alert_service_labels)}).")
+            log.warning("alertmanager webhook ignored: %s values: %s", reason, tried_values)
+            WEBHOOKS.labels(source="alertmanager", outcome="unknown_service").inc()
+            return web.json_response({"ok": False, "status": 422, "error": reason,
+                                      "tried": tried_values}, status=200)
+
+        queue = self.queue(request.app)
+        queued = []
+        for name, (_service, alerts) in sorted(by_service.items()):
+            firing = [a for a in alerts if a.status == FIRING]
+            status = FIRING if firing else RESOLVED
+            shown = firing or alerts
+            labels = {**payload.common_labels, **shown[0].labels}
+            annotations = {**payload.common_annotations, **shown[0].annotations}
+            starts = [t for t in (parse_time(a.starts_at) for a in shown) if t is not None]
+            incident_key = "am:" + _short_hash(payload.group_key or payload.receiver, name)
+            content = sorted(f"{a.fingerprint}/{a.status}/{a.starts_at}" for a in alerts)
+            job_payload = {
+                "source": "alertmanager",
+                "service": name,
+                "status": status,
+                "incident_key": incident_key,
+                "title": labels.get("alertname", "alert"),
+                "severity": labels.get("severity", ""),
+                "summary": annotations.get("summary") or annotations.get("description", ""),
+                "starts_at": min(starts) if starts else None,
+                "alerts": len(shown),
+                "link": shown[0].generator_url or payload.external_url,
+            }
+            dedupe = "am:" + _short_hash(payload.group_key, name, status, *content)
+            job_id = await queue.enqueue("alert", job_payload, dedupe_key=dedupe)
+            queued.append({"service": name, "status": status, "job": job_id,
+                           "duplicate": job_id is None})
+        WEBHOOKS.labels(source="alertmanager", outcome="accepted").inc()
+        body: dict[str, Any] = {"ok": True, "queued": queued}
+        if unmatched:
+            body["unmatched"] = sorted({f"{k}={v}" for t in unmatched for k, v in t.items()})
+        return web.json_response(body, status=202)
+
+    # -- PagerDuty -------------------------------------------------------
+
+    def _pagerduty_signed(self, body: bytes, header: str, secret: str) -> bool:
+        expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+        ok = False
+        for part in header.split(","):
+            version, _, signature = part.strip().partition("=")
+            if version == "v1" and hmac.compare_digest(expected, signature.strip().lower()):
+                ok = True  # keep comparing: the time spent does not depend on which matched
+        return ok
+
+    async def pagerduty(self, request: web.Request) -> web.Response:
+        secret = self.settings.pagerduty_secret
+        if secret is None:
+            raise WebhookRejected(503, "PagerDuty webhooks are not set up: set "
+                                       "PAGERDUTY_WEBHOOK_SECRET to the subscription's secret.")
+        body = await self._body(request)
+        header = request.headers.get("X-PagerDuty-Signature", "")
+        if not header or not self._pagerduty_signed(body, header, secret.get_secret_value()):
+            raise WebhookRejected(401, "The X-PagerDuty-Signature does not match this body; "
+                                       "check PAGERDUTY_WEBHOOK_SECRET.")
+        data = self._json(body)
+        event = data.get("event") if isinstance(data, dict) else None
+        if not isinstance(event, dict):
+            raise WebhookRejected(400, "The body has no `event` object (PagerDuty webhooks v3).")
+        event_type = str(event.get("event_type", ""))
+        incident = event.get("data") if isinstance(event.get("data"), dict) else {}
+        if event_type not in PAGERDUTY_OPEN | PAGERDUTY_CLOSE:
+            WEBHOOKS.labels(source="pagerduty", outcome="ignored").inc()
+            return web.json_response({"ok": True, "ignored": event_type or "no event_type"})
+        pd_service = incident.get("service") if isinstance(incident.get("service"), dict) else {}
+        names = [str(pd_service.get(k, "")) for k in ("summary", "name")]
+        service = None
+        tried: list[str] = []
+        for candidate in _name_variants(n for n in names if n):
+            tried.append(candidate)
+            service = self._resolve(candidate)
+            if service is not None:
+                break
+        if service is None:
+            reason = "The incident's PagerDuty service names no service heapbot knows."
+            log.warning("pagerduty webhook ignored: %s tried: %s", reason, tried)
+            WEBHOOKS.labels(source="pagerduty", outcome="unknown_service").inc()
+            return web.json_response({"ok": False, "status": 422, "error": reason,
+                                      "tried": tried}, status=200)
+        incident_id = str(incident.get("id", "")) or str(event.get("id", ""))
+        job_payload = {
+            "source": "pagerduty",
+            "service": service.name,
+            "status": FIRING if event_type in PAGERDUTY_OPEN else RESOLVED,
+            "incident_key": "pd:" + _short_hash(incident_id, service.name),
+            "title": str(incident.get("title", "PagerDuty incident"))[:200],
+            "severity": str(incident.get("urgency", "")),
+            "summary": str(incident.get("title", ""))[:500],
+            "starts_at": parse_time(str(incident.get("created_at") or event.get("occurred_at")
+                                        or "")),
+            "alerts": 1,
+            "link": str(incident.get("html_url", "")),
+        }
+        event_id = str(event.get("id", "")) or _short_hash(body.decode("utf-8", "replace"))
+        job_id = await self.queue(request.app).enqueue("alert", job_payload,
+                                                       dedupe_key="pd:" + event_id)
+        WEBHOOKS.labels(source="pagerduty", outcome="accepted").inc()
+        return web.json_response({"ok": True, "queued": [{
+            "service": service.name, "status": job_payload["status"], "job": job_id,
+            "duplicate": job_id is None}]}, status=202)
+
+    # -- deploy and capture ----------------------------------------------
+
+    async def _service_request(self, request: web.Request,
+                               source: str) -> tuple[Any, ServiceRequest]:
+        token = self.settings.webhook_token
+        if token is None:
+            raise WebhookRejected(403, f"/hooks/{source} is off: set HEAPBOT_WEBHOOK_TOKEN and "
+                                       "send it as a bearer token.")
+        if not self._bearer_or_basic_ok(request, token.get_secret_value()):
+            raise WebhookRejected(401, "Missing or wrong credentials: send HEAPBOT_WEBHOOK_TOKEN "
+                                       "as `Authorization: Bearer <token>`.")
+        data = self._json(await self._body(request))
+        try:
+            body = ServiceRequest.model_validate(data)
+        except ValidationError as exc:
+            raise WebhookRejected(400, self._validation_message(exc, f"{source} request")) \
+                from None
+        try:
+            service = self.runtime.registry.resolve(body.service)
+        except UnknownServiceError as exc:
+            raise WebhookRejected(422, exc.user_message()) from None
+        return service, body
+
+    async def deploy(self, request: web.Request) -> web.Response:
+        service, body = await self._service_request(request, "deploy")
+        if not body.version:
+            raise WebhookRejected(400, "The body needs a `version` (e.g. the git sha or tag).")
+        job_id = await self.queue(request.app).enqueue(
+            "deploy", {"service": service.name, "version": body.version,
+                       "by": body.by or "webhook"})
+        WEBHOOKS.labels(source="deploy", outcome="accepted").inc()
+        return web.json_response({"ok": True, "service": service.name, "job": job_id},
+                                 status=202)
+
+    async def capture(self, request: web.Request) -> web.Response:
+        service, body = await self._service_request(request, "capture")
+        job_id = await self.queue(request.app).enqueue(
+            "capture", {"service": service.name, "reason": body.reason or "webhook",
+                        "by": body.by or "webhook"})
+        WEBHOOKS.labels(source="capture", outcome="accepted").inc()
+        return web.json_response({"ok": True, "service": service.name, "job": job_id},
+                                 status=202)
+
+
+def _name_variants(names: Iterable[str]) -> list[str]:
+    """PagerDuty service names as registry keys: as is, slugged, and the first word."""
+    out: list[str] = []
+    for name in names:
+        slug = re.sub(r"[^a-z0-9_.-]+", "-", name.strip().lower()).strip("-")
+        for variant in (name.strip(), slug, slug.split("-")[0] if slug else ""):
+            if variant and variant not in out:
+                out.append(variant)
+    return out
+
+
+Handler = Callable[[web.Request], Awaitable[web.Response]]
+
+
+def _guarded(source: str, handler: Handler) -> Handler:
+    """Turn rejections and user-facing errors into one clear JSON message, never a traceback."""
+
+    async def route(request: web.Request) -> web.Response:
+        try:
+            return await handler(request)
+        except WebhookRejected as exc:
+            WEBHOOKS.labels(source=source, outcome=f"rejected_{exc.status}").inc()
+            log.info("webhook %s rejected (%d): %s", source, exc.status, exc.message)
+            headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+            return web.json_response({"ok": False, "error": exc.message, **exc.extra},
+                                     status=exc.status, headers=headers)
+        except HeapbotError as exc:  # e.g. Redis down: ask the sender to retry later
+            WEBHOOKS.labels(source=source, outcome="error").inc()
+            log.error("webhook %s failed: %s", source, exc.user_message())
+            return web.json_response({"ok": False, "error": exc.user_message()}, status=503)
+
+    return route
+
+
+def register_routes(app: web.Application, runtime: Any, settings: Settings, *,
+                    config: QueueSettings | None = None, queue: JobQueue | None = None) -> None:
+    """Mount /hooks/{alertmanager,pagerduty,deploy,capture} on ``app``."""
+    hooks = Webhooks(runtime, settings, config or QueueSettings(), queue)
+    app.router.add_post("/hooks/alertmanager", _guarded("alertmanager", hooks.alertmanager))
+    app.router.add_post("/hooks/pagerduty", _guarded("pagerduty", hooks.pagerduty))
+    app.router.add_post("/hooks/deploy", _guarded("deploy", hooks.deploy))
+    app.router.add_post("/hooks/capture", _guarded("capture", hooks.capture))
