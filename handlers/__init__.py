@@ -167,7 +167,7 @@ def parse(text: str) -> ParsedCommand:
         raise UsageError(f"That command is too long ({len(text)} characters).",
                          hint=f"Keep it under {MAX_TEXT_CHARS} characters.")
     try:
-        tokens = shlex.split(text)
+        tokens = _split(text)
     except ValueError as exc:  # "No closing quotation", "No escaped character"
         raise UsageError(f"Could not read that command: {str(exc).lower()}.",
                          hint="Close every quote, or leave quotes out.") from None
@@ -185,6 +185,15 @@ def parse(text: str) -> ParsedCommand:
         raise UsageError(f"heapbot has no command `{_short(tokens[0])}`.",
                          hint=_did_you_mean_command(word))
     return ParsedCommand(word, tokens[1:])
+
+
+def _split(text: str) -> list[str]:
+    """shlex with quotes but no backslash escapes: regexes like ``main\\.Put`` stay intact."""
+    lexer = shlex.shlex(text, posix=True)
+    lexer.whitespace_split = True
+    lexer.escape = ""
+    lexer.commenters = ""
+    return list(lexer)
 
 
 def _short(text: str, limit: int = 40) -> str:
@@ -257,6 +266,10 @@ def check_access(service: Any, inv: Invocation) -> None:
     so only chat surfaces are checked.
     """
     if inv.source in ("console", "cli"):
+        return
+    registry_check = getattr(service, "check_access", None)
+    if callable(registry_check):  # bot.registry.ServiceConfig knows its own lists
+        registry_check(inv.channel_id, tuple(inv.user_groups or ()))
         return
     allow_channels = list(getattr(service, "allow_channels", None) or [])
     allow_groups = list(getattr(service, "allow_usergroups", None) or [])

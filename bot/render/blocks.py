@@ -205,7 +205,9 @@ def fallback_text(reply: Reply) -> str:
     if reply.summary:
         parts.append(_clip_escaped(reply.summary, 1000))
     if reply.table is not None and reply.table.rows:
-        parts.append("```\n" + table_text(reply.table) + "\n```")
+        room = min(MAX_TEXT, MAX_FALLBACK - sum(len(p) + 2 for p in parts)) - 8
+        if room > 200:
+            parts.append("```\n" + table_text(reply.table, room) + "\n```")
     for section in reply.sections:
         if not section:
             continue

@@ -1,0 +1,220 @@
+"""Helpers the /heap handlers share: argument parsing, formatting, standard actions.
+
+Argument parsing is a small hand-written parser instead of argparse, because
+argparse prints to stderr and exits on bad input; here every mistake becomes a
+:class:`bot.errors.UsageError` whose hint is the command's usage line.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from bot.errors import UsageError
+from bot.reply import Action, Column, Table
+
+HEAP_SAMPLE_TYPES = ("inuse_space", "inuse_objects", "alloc_space", "alloc_objects")
+DEFAULT_ROWS = 10
+MAX_ROWS = 200
+
+
+@dataclass(slots=True)
+class Args:
+    """Positional arguments and options of one command."""
+
+    positionals: list[str] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self.options.get(name, default)
+
+
+def usage_error(message: str, usage: str) -> UsageError:
+    """A UsageError whose hint is the usage line."""
+    return UsageError(message, hint=f"Usage: `{usage}`")
+
+
+def parse_args(argv: Sequence[str], usage: str, *, flags: Mapping[str, str] = {},
+               valued: Mapping[str, str] = {}, min_positionals: int = 0,
+               max_positionals: int = 1) -> Args:
+    """Split argv into positionals and options.
+
+    ``flags`` maps an option spelling (``--cum``) to its key; ``valued`` does the
+    same for options that take a value (``--type T`` or ``--type=T``).
+    """
+    args = Args()
+    tokens = list(argv)
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        if token.startswith("-") and len(token) > 1 and not _is_number(token):
+            name, eq, inline = token.partition("=")
+            if name in flags and not eq:
+                args.options[flags[name]] = True
+            elif name in valued:
+                if eq:
+                    value = inline
+                elif i + 1 < len(tokens):
+                    i += 1
+                    value = tokens[i]
+                else:
+                    raise usage_error(f"`{name}` needs a value.", usage)
+                args.options[valued[name]] = value
+            else:
+                raise usage_error(f"Unknown option `{_shown(name)}`.", usage)
+        else:
+            args.positionals.append(token)
+        i += 1
+    if len(args.positionals) < min_positionals:
+        raise usage_error("Some arguments are missing.", usage)
+    if len(args.positionals) > max_positionals:
+        extra = " ".join(_shown(p) for p in args.positionals[max_positionals:])
+        raise usage_error(f"Unexpected argument `{extra}`.", usage)
+    return args
+
+
+def _is_number(token: str) -> bool:
+    return bool(re.fullmatch(r"-?\d+", token))
+
+
+def _shown(text: str, limit: int = 40) -> str:
+    """User text quoted back: backticks removed, length capped."""
+    text = text.replace("`", "'")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def parse_count(text: str | None, usage: str, *, default: int = DEFAULT_ROWS,
+                what: str = "N") -> int:
+    """A row count between 1 and MAX_ROWS (0 means every row, capped at MAX_ROWS)."""
+    if text is None:
+        return default
+    if not re.fullmatch(r"\d{1,6}", text):
+        raise usage_error(f"{what} must be a whole number of rows, not `{_shown(text)}`.", usage)
+    value = int(text)
+    return MAX_ROWS if value == 0 else min(value, MAX_ROWS)
+
+
+def check_regex(text: str | None, usage: str, what: str = "regular expression") -> str | None:
+    """Validate a user regex (Python syntax, close to Go's RE2 for function names)."""
+    if text is None:
+        return None
+    try:
+        re.compile(text)
+    except re.error as exc:
+        raise usage_error(f"`{_shown(text)}` is not a valid {what}: {exc.msg}.", usage) from None
+    return text
+
+
+def check_sample_type(text: str | None, usage: str) -> str | None:
+    """Accept the four heap sample types (the engine re-checks against the profile)."""
+    if text is None:
+        return None
+    name = text.strip().lower()
+    if name not in HEAP_SAMPLE_TYPES:
+        raise usage_error(f"`{_shown(text)}` is not a heap sample type; use one of "
+                          + ", ".join(HEAP_SAMPLE_TYPES) + ".", usage)
+    return name
+
+
+def format_time(ts: float | None, *, now: float | None = None) -> str:
+    """"14:02 UTC" today, "Nov 20 14:02 UTC" on another day."""
+    if not ts:
+        return "unknown time"
+    when = datetime.fromtimestamp(ts, tz=UTC)
+    today = datetime.fromtimestamp(now, tz=UTC) if now else datetime.now(tz=UTC)
+    if when.date() == today.date():
+        return when.strftime("%H:%M:%S UTC")
+    return when.strftime("%b %d %H:%M UTC")
+
+
+def format_age(seconds: float) -> str:
+    """"45s", "12m", "3h 5m", "2d 4h"."""
+    seconds = max(0, int(seconds))
+    if seconds < 90:
+        return f"{seconds}s"
+    minutes = seconds // 60
+    if minutes < 90:
+        return f"{minutes}m"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours}h {minutes}m" if minutes else f"{hours}h"
+    days, hours = divmod(hours, 24)
+    return f"{days}d {hours}h" if hours else f"{days}d"
+
+
+def short_build_id(build_id: str | None) -> str:
+    """The first 12 characters of a GNU/Go build id: enough to tell builds apart."""
+    return (build_id or "")[:12]
+
+
+def format_pct(value: float) -> str:
+    """pprof prints percentages with two decimals."""
+    return f"{value:.2f}%"
+
+
+def signed(value: int, unit: str) -> str:
+    """A change with its sign, pprof units: "+18.20MB", "-512kB", "0"."""
+    from bot.analysis.units import format_value
+
+    if value == 0:
+        return "0"
+    text = format_value(abs(value), unit)
+    return ("+" if value > 0 else "-") + text
+
+
+TOP_COLUMNS = ("flat", "flat%", "sum%", "cum", "cum%")
+
+
+def top_table(report: Any, *, caption: str = "", with_status: bool = False) -> Table:
+    """pprof's top table (flat, flat%, sum%, cum, cum%, function) from a TopReport.
+
+    Values keep their sign (a diff's rows can shrink), formatted as pprof does.
+    """
+    from bot.analysis.units import format_value
+
+    unit = report.unit
+    columns = [Column("function", "left"), *(Column(name) for name in TOP_COLUMNS)]
+    if with_status:
+        columns.append(Column("", "left"))
+    rows = []
+    for row in report.rows:
+        cells = [
+            row.function,
+            _signed_value(row.flat, unit, format_value),
+            format_pct(row.flat_pct),
+            format_pct(row.sum_pct),
+            _signed_value(row.cum, unit, format_value),
+            format_pct(row.cum_pct),
+        ]
+        if with_status:
+            cells.append(getattr(row, "status", "") or "")
+        rows.append(cells)
+    return Table(columns=columns, rows=rows, caption=caption)
+
+
+def _signed_value(value: int, unit: str, format_value: Any) -> str:
+    return format_value(value, unit) if value >= 0 else "-" + format_value(-value, unit)
+
+
+def standard_actions(service: str, snapshot_id: str | None = None,
+                     *, skip: Iterable[str] = ()) -> list[Action]:
+    """The follow-ups offered under every capture: diff, goroutines, leaks, again, download."""
+    skipped = set(skip)
+    actions = [
+        Action("Diff vs previous", f"diff {service} since previous", "primary"),
+        Action("Goroutines", f"goroutines {service}"),
+        Action("Leaks", f"leaks {service}"),
+        Action("Capture again", f"capture {service}"),
+    ]
+    if snapshot_id:
+        actions.append(Action("Download profile", f"top {service} --snapshot {snapshot_id} "
+                                                  "--download"))
+    return [a for a in actions if a.label not in skipped]
+
+
+def plural(count: int, word: str) -> str:
+    """"1 instance", "3 instances"."""
+    return f"{count:,} {word}{'' if count == 1 else 's'}"

@@ -1,0 +1,67 @@
+"""`/heap help [COMMAND]`: what heapbot can do, or one command's usage and meaning."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.reply import Column, Reply, Table
+from handlers import ALIASES, COMMANDS, USAGES, Invocation
+from handlers._common import parse_args
+
+USAGE = "/heap help [COMMAND]"
+
+DESCRIPTIONS: dict[str, str] = {
+    "top": "Capture every instance now and show pprof's top table (same numbers as "
+           "`go tool pprof -top`). N rows, --cum to sort by cumulative, --type for "
+           "inuse/alloc space or objects, --focus RE to keep matching stacks.",
+    "diff": "Capture now and compare with an earlier capture: the previous one, the last "
+            "deploy, one from 1h/30m/2d ago, or a snapshot id. Growth shows as +.",
+    "goroutines": "Goroutine count and groups by stack, with where each group waits "
+                  "(chan send, select, mutex, IO wait).",
+    "stats": "runtime.MemStats (HeapAlloc, HeapInuse, HeapIdle, HeapReleased, Sys, NextGC, "
+             "NumGC) and goroutines, with the change since the previous capture.",
+    "history": "Stored captures of a service with heap, goroutines and deploys, and a chart.",
+    "peek": "Callers and callees of the functions matching FUNC_RE, with values (pprof -peek).",
+    "list": "Per-line values of the functions matching FUNC_RE (pprof -list, file:line).",
+    "deploy": "Record a deploy marker, so `diff since deploy` and leak analysis know about it.",
+    "services": "The services heapbot knows, their instances and last capture.",
+    "capture": "Capture heap, goroutines and MemStats of every instance and store them.",
+    "leaks": "Name suspected leak sites from stored captures; --sample 3x30s takes captures "
+             "first.",
+    "watch": "Capture on a schedule and post when a leak looks likely.",
+    "unwatch": "Stop watching a service.",
+    "watches": "The watches that are set up.",
+    "help": "This help, or one command's usage.",
+}
+
+
+async def handle(runtime: Any, argv: list[str], inv: Invocation) -> Reply:
+    """List every command, or explain one."""
+    args = parse_args(argv, USAGE, max_positionals=1)
+    if args.positionals:
+        word = args.positionals[0].lower().lstrip("/")
+        word = ALIASES.get(word, word)
+        if word not in COMMANDS:
+            from bot.errors import UsageError
+            from handlers import _did_you_mean_command
+
+            raise UsageError(f"There is no command `{word[:40]}` to explain.",
+                             hint=_did_you_mean_command(word))
+        return Reply(
+            title=f"/heap {word}",
+            summary=f"`{USAGES[word]}`",
+            sections=[DESCRIPTIONS.get(word, "")],
+            ephemeral=True,
+            data={"command": word, "usage": USAGES[word]},
+        )
+    rows = [[USAGES[c], DESCRIPTIONS.get(c, "").split(". ")[0].rstrip(".")]
+            for c in COMMANDS if c != "help"]
+    return Reply(
+        title="heapbot: Go heap and goroutine profiling",
+        summary="Start with `/heap top SERVICE`; follow the buttons under each answer. "
+                "`/heap help COMMAND` explains one command.",
+        table=Table(columns=[Column("command", "left"), Column("what it does", "left")],
+                    rows=rows),
+        ephemeral=True,
+        data={"commands": {c: USAGES[c] for c in COMMANDS}},
+    )
