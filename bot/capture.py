@@ -1,0 +1,366 @@
+"""Fetch heap, goroutine and MemStats from every instance of a service.
+
+Every instance is fetched concurrently (bounded), each request has its own
+deadline and size cap, and one instance failing never fails the capture: the
+result lists each instance with a reason a person can act on. Only when no
+instance yields a heap profile does the capture fail, with a summary of why.
+
+Safety: redirects are followed only to the same scheme, host and port (a
+profiled service must not be able to point heapbot at another host), and auth
+headers come from environment variables and are never logged or stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urljoin, urlsplit, urlunsplit
+
+import httpx
+
+from bot.errors import CaptureError, HeapbotError
+from bot.registry import ServiceConfig
+
+if TYPE_CHECKING:
+    from bot.pprof import Profile
+
+log = logging.getLogger(__name__)
+
+MAX_REDIRECTS = 5
+USER_AGENT = "heapbot (+https://github.com/heapbot)"
+KINDS = ("heap", "goroutine", "memstats")
+
+
+class FetchFailure(Exception):
+    """One request failed; the message is the human reason shown per instance."""
+
+
+@dataclass(slots=True)
+class InstanceResult:
+    """What one instance answered. ``ok`` means a usable heap profile arrived."""
+
+    target: str  # base URL actually fetched (after DNS expansion)
+    ok: bool
+    error: str | None = None
+    heap: bytes | None = None
+    goroutine: bytes | None = None
+    memstats_text: str | None = None
+    elapsed: float = 0.0
+    source: str = ""  # the registry target this came from (differs for dns+http)
+    warnings: list[str] = field(default_factory=list)  # goroutine/memstats problems
+    heap_profile: Profile | None = None  # parsed heap, when bot.pprof is available
+
+
+@dataclass(slots=True)
+class CaptureResult:
+    """Every instance's outcome for one capture of one service."""
+
+    service: str
+    instances: list[InstanceResult]
+    started_at: float  # unix seconds
+    elapsed: float
+
+    @property
+    def ok_instances(self) -> list[InstanceResult]:
+        return [i for i in self.instances if i.ok]
+
+    @property
+    def failed_instances(self) -> list[InstanceResult]:
+        return [i for i in self.instances if not i.ok]
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.failed_instances) and bool(self.ok_instances)
+
+
+def summarize_failures(instances: Sequence[InstanceResult]) -> str:
+    """"connection refused (2), timeout after 10s (1)" for a failed capture."""
+    reasons = Counter(i.error or "unknown error" for i in instances if not i.ok)
+    return "; ".join(f"{reason} ({count})" if count > 1 else reason
+                     for reason, count in reasons.most_common())
+
+
+def _same_origin(a: str, b: str) -> bool:
+    pa, pb = urlsplit(a), urlsplit(b)
+    default = {"http": 80, "https": 443}
+    return (
+        pa.scheme == pb.scheme
+        and (pa.hostname or "").lower() == (pb.hostname or "").lower()
+        and (pa.port or default.get(pa.scheme)) == (pb.port or default.get(pb.scheme))
+    )
+
+
+def _looks_like_html(data: bytes) -> bool:
+    head = data[:512].lstrip().lower()
+    return head.startswith((b"<!doctype html", b"<html", b"<head", b"<body", b"<?xml", b"<"))
+
+
+def _format_bytes(n: int) -> str:
+    return f"{n / (1024 * 1024):.0f} MiB" if n >= 1024 * 1024 else f"{n} bytes"
+
+
+def _path_of(url: str) -> str:
+    parts = urlsplit(url)
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+def _parse_heap(data: bytes, max_compressed: int) -> Profile | None:
+    """Parse with the engine (off the event loop); None when bot.pprof is not there yet."""
+    try:
+        from bot.pprof import Limits, parse_profile
+    except ImportError:
+        return None
+    limits = Limits(max_compressed=max(max_compressed, len(data)))
+    return parse_profile(data, limits)
+
+
+class Capturer:
+    """Captures services over HTTP with one shared connection pool."""
+
+    def __init__(
+        self,
+        *,
+        max_concurrency: int = 32,
+        retries: int = 2,
+        backoff_seconds: float = 0.2,
+        environ: Mapping[str, str] | None = None,
+        verify: bool | str = True,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.retries = retries
+        self.backoff_seconds = backoff_seconds
+        self.environ = environ
+        self._limit = asyncio.Semaphore(max_concurrency)
+        self._client = httpx.AsyncClient(
+            follow_redirects=False,
+            verify=verify,
+            transport=transport,
+            headers={"User-Agent": USER_AGENT},
+            limits=httpx.Limits(max_connections=max_concurrency * 3,
+                                max_keepalive_connections=max_concurrency),
+            trust_env=False,  # never route pprof traffic (and credentials) via an env proxy
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def capture(self, service: ServiceConfig) -> CaptureResult:
+        """Fetch every instance; raises CaptureError only when none answered usefully."""
+        headers = service.request_headers(self.environ)  # ConfigError if an env var is unset
+        started = time.time()
+        clock = time.monotonic()
+        bases = await self.expand_targets(service)
+        per_service = asyncio.Semaphore(service.concurrency)
+
+        async def one(base: str, source: str, dns_error: str | None) -> InstanceResult:
+            if dns_error:
+                return InstanceResult(target=base, ok=False, error=dns_error, source=source)
+            async with per_service, self._limit:
+                return await self._capture_instance(service, base, source, headers)
+
+        instances = list(await asyncio.gather(*(one(*b) for b in bases)))
+        result = CaptureResult(service=service.name, instances=instances, started_at=started,
+                               elapsed=time.monotonic() - clock)
+        if not result.ok_instances:
+            raise CaptureError(
+                f"No instance of `{service.name}` answered with a heap profile "
+                f"({len(instances)} tried): {summarize_failures(instances)}.",
+                hint="Check that the targets in the registry are right and that the service "
+                "imports net/http/pprof on that port.",
+            )
+        for bad in result.failed_instances:
+            log.warning("capture %s: instance %s failed: %s", service.name, bad.target, bad.error)
+        return result
+
+    async def expand_targets(self, service: ServiceConfig) -> list[tuple[str, str, str | None]]:
+        """(base URL, registry target, DNS error) per instance; dns+ targets resolve now."""
+        out: list[tuple[str, str, str | None]] = []
+        loop = asyncio.get_running_loop()
+        for target in service.targets:
+            parts = urlsplit(target)
+            if not parts.scheme.startswith("dns+"):
+                out.append((target, target, None))
+                continue
+            scheme = parts.scheme.removeprefix("dns+")
+            host, port = parts.hostname or "", parts.port
+            try:
+                infos = await asyncio.wait_for(
+                    loop.getaddrinfo(host, port, type=socket.SOCK_STREAM),
+                    timeout=service.timeout_seconds,
+                )
+            except (OSError, TimeoutError) as exc:
+                reason = "timed out" if isinstance(exc, TimeoutError) else (
+                    exc.strerror or str(exc))
+                out.append((target, target, f"DNS name {host} did not resolve ({reason})"))
+                continue
+            addresses = sorted({info[4][0] for info in infos})
+            if not addresses:
+                out.append((target, target, f"DNS name {host} has no addresses"))
+            for address in addresses:
+                netloc = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+                out.append((urlunsplit((scheme, netloc, parts.path, "", "")), target, None))
+        return out
+
+    async def _capture_instance(self, service: ServiceConfig, base: str, source: str,
+                                headers: dict[str, str]) -> InstanceResult:
+        clock = time.monotonic()
+        prefix = base.rstrip("/") + service.pprof_prefix
+        heap_url = prefix + "/heap" + ("?gc=1" if service.gc else "")
+        urls = {"heap": heap_url, "goroutine": prefix + "/goroutine",
+                "memstats": prefix + "/heap?debug=1"}
+
+        async def get(kind: str) -> bytes | FetchFailure:
+            try:
+                return await self._fetch(service, urls[kind], headers)
+            except FetchFailure as failure:
+                return failure
+
+        heap, goroutine, memstats = await asyncio.gather(*(get(k) for k in KINDS))
+        result = InstanceResult(target=base, ok=False, source=source)
+        if isinstance(heap, FetchFailure):
+            result.error = str(heap)
+        elif _looks_like_html(heap):
+            result.error = f"not a profile (got an HTML page from {_path_of(heap_url)})"
+        else:
+            try:
+                result.heap_profile = await asyncio.to_thread(
+                    _parse_heap, heap, service.max_profile_bytes)
+                result.heap, result.ok = heap, True
+            except HeapbotError as exc:
+                result.error = f"not a heap profile: {exc.message}"
+
+        if isinstance(goroutine, FetchFailure):
+            result.warnings.append(f"goroutine: {goroutine}")
+        elif _looks_like_html(goroutine):
+            result.warnings.append("goroutine: not a profile (got an HTML page)")
+        else:
+            result.goroutine = goroutine
+
+        if isinstance(memstats, FetchFailure):
+            result.warnings.append(f"memstats: {memstats}")
+        else:
+            text = memstats.decode("utf-8", errors="replace")
+            if "# runtime.MemStats" in text:
+                result.memstats_text = text
+            elif _looks_like_html(memstats):
+                result.warnings.append("memstats: got an HTML page, not heap?debug=1 text")
+            else:
+                result.warnings.append("memstats: heap?debug=1 has no # runtime.MemStats block")
+        result.elapsed = time.monotonic() - clock
+        return result
+
+    async def _fetch(self, service: ServiceConfig, url: str, headers: dict[str, str]) -> bytes:
+        """GET with deadline, size cap, same-origin redirects and connect retries."""
+        attempt = 0
+        while True:
+            try:
+                async with asyncio.timeout(service.timeout_seconds):
+                    return await self._fetch_once(service, url, headers)
+            except TimeoutError:
+                raise FetchFailure(
+                    f"timeout: no complete answer within {service.timeout_seconds:g}s "
+                    f"from {_path_of(url)}"
+                ) from None
+            except httpx.ConnectError as exc:
+                if attempt >= self.retries:
+                    raise FetchFailure(_connect_reason(exc)) from None
+            except httpx.TimeoutException:
+                raise FetchFailure(
+                    f"timeout: no answer within {service.timeout_seconds:g}s"
+                ) from None
+            except httpx.HTTPError as exc:
+                raise FetchFailure(f"HTTP error: {type(exc).__name__}") from None
+            attempt += 1
+            await asyncio.sleep(self.backoff_seconds * (2 ** (attempt - 1)))
+
+    async def _fetch_once(self, service: ServiceConfig, url: str,
+                          headers: dict[str, str]) -> bytes:
+        origin = url
+        limit = service.max_profile_bytes
+        for _ in range(MAX_REDIRECTS + 1):
+            timeout = httpx.Timeout(service.timeout_seconds)
+            async with self._client.stream("GET", url, headers=headers,
+                                           timeout=timeout) as response:
+                status = response.status_code
+                if status in (301, 302, 303, 307, 308):
+                    location = response.headers.get("location", "")
+                    target = urljoin(url, location)
+                    if not location or not _same_origin(origin, target):
+                        raise FetchFailure(
+                            f"refused a redirect to another host ({_origin_text(target)}); "
+                            "heapbot only follows redirects on the same scheme, host and port"
+                        )
+                    url = target
+                    continue
+                if status != 200:
+                    raise FetchFailure(await _status_reason(service, response, url))
+                declared = response.headers.get("content-length")
+                if declared and declared.isdigit() and int(declared) > limit:
+                    raise FetchFailure(_too_large(url, limit))
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > limit:
+                        raise FetchFailure(_too_large(url, limit))
+                    chunks.append(chunk)
+                return b"".join(chunks)
+        raise FetchFailure(f"too many redirects (more than {MAX_REDIRECTS}) from {_path_of(url)}")
+
+
+def _origin_text(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}" if parts.netloc else url[:80]
+
+
+def _too_large(url: str, limit: int) -> str:
+    return (f"too large: {_path_of(url)} is over the {_format_bytes(limit)} limit "
+            "(raise max_profile_bytes in the registry if this is expected)")
+
+
+def _connect_reason(exc: httpx.ConnectError) -> str:
+    text = str(exc).lower()
+    if "refused" in text:
+        return "connection refused (is the service running, and is the port right?)"
+    if "name or service not known" in text or "nodename" in text or "getaddrinfo" in text:
+        return "cannot resolve the host name"
+    if "ssl" in text or "certificate" in text:
+        return "TLS handshake failed (certificate or https on an http port?)"
+    if "unreachable" in text:
+        return "network unreachable"
+    return "cannot connect"
+
+
+async def _status_reason(service: ServiceConfig, response: httpx.Response, url: str) -> str:
+    status = response.status_code
+    path = _path_of(url)
+    if status == 404:
+        return f"404 on {path} — is net/http/pprof imported?"
+    if status in (401, 403):
+        if service.auth_header_env or service.headers_env:
+            return (f"{status} on {path}: the credentials from the registry's env vars were "
+                    "refused")
+        return f"{status} on {path}: the endpoint needs auth (set auth_header_env in the registry)"
+    snippet = ""
+    content_type = response.headers.get("content-type", "")
+    if content_type.startswith("text/plain"):
+        body = b""
+        async for chunk in response.aiter_bytes():
+            body += chunk
+            if len(body) > 300:
+                break
+        line = body.decode("utf-8", errors="replace").strip().splitlines()
+        if line:
+            snippet = ": " + line[0][:160]
+    return f"HTTP {status} on {path}{snippet}"
+
+
+def instance_summary(instances: Sequence[InstanceResult]) -> dict[str, Any]:
+    """Counts for replies: answered, total."""
+    return {"answered": sum(1 for i in instances if i.ok), "total": len(instances)}

@@ -1,0 +1,467 @@
+"""Snapshots in Redis: stored whole or not at all, indexed per service, kept for a while.
+
+Key layout (every key of one service shares the hash tag ``{service}`` so a
+MULTI/EXEC touching them stays in one Redis Cluster slot):
+
+- ``heapbot:{svc}:snap:<id>``  hash: ``meta`` (JSON), ``summary`` (JSON) and
+  ``raw:<instance>:<kind>`` (the bytes as fetched, compressed) per instance;
+- ``heapbot:{svc}:index``      sorted set of snapshot ids scored by capture time;
+- ``heapbot:{svc}:deploys``    sorted set of deploy markers (JSON) scored by time.
+
+Snapshot ids sort by time (``20261121-224512-a3f9``) and are short enough to
+type in ``/heap diff payments since <id>``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, WatchError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from bot import metrics
+from bot.analysis.summary import ProfileSummary, SnapshotSummary
+from bot.errors import HeapbotError, NotFoundError, StoreError, StoreUnavailableError
+
+if TYPE_CHECKING:
+    from bot.pprof import Profile
+
+log = logging.getLogger(__name__)
+
+RAW_KINDS = ("heap", "goroutine", "memstats")
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def new_snapshot_id(taken_at: float) -> str:
+    """A time-sortable, human-typeable id: UTC date-time plus 4 random hex digits."""
+    stamp = datetime.fromtimestamp(taken_at, tz=UTC).strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{secrets.token_hex(2)}"
+
+
+def _key(service: str, *parts: str) -> str:
+    return ":".join(["heapbot", "{" + service + "}", *parts])
+
+
+def _pack(data: bytes) -> bytes:
+    """Compress unless already gzip; a one-byte tag lets ``_unpack`` return the original."""
+    if data[:2] == _GZIP_MAGIC:
+        return b"R" + data
+    return b"G" + gzip.compress(data, compresslevel=6, mtime=0)
+
+
+def _unpack(stored: bytes) -> bytes:
+    tag, body = stored[:1], stored[1:]
+    return gzip.decompress(body) if tag == b"G" else body
+
+
+@dataclass(slots=True)
+class InstanceMeta:
+    """One instance's outcome, as stored (no profile bytes, no headers)."""
+
+    target: str
+    ok: bool
+    error: str | None = None
+    elapsed: float = 0.0
+    source: str = ""
+    build_id: str = ""
+    warnings: list[str] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)  # raw kinds stored for it
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> InstanceMeta:
+        known = {k: data[k] for k in cls.__slots__ if k in data}  # type: ignore[attr-defined]
+        return cls(**known)
+
+
+@dataclass(slots=True)
+class DeployMarker:
+    """A deploy: recorded by someone (``/heap deploy``) or seen as a build-id change."""
+
+    taken_at: float  # when (unix seconds); named like snapshots so analyses line them up
+    version: str
+    by: str = ""
+    source: str = "manual"  # manual | build-id | webhook
+    build_id: str = ""
+    previous_build_id: str = ""
+
+    @property
+    def at(self) -> float:
+        return self.taken_at
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> DeployMarker:
+        data = json.loads(text)
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+@dataclass(slots=True)
+class StoredSnapshot:
+    """A snapshot's metadata and summary; raw profiles are fetched on demand."""
+
+    id: str
+    service: str
+    taken_at: float
+    trigger: str = "user"  # user | watch | alert | schedule
+    requested_by: str = ""
+    instances: list[InstanceMeta] = field(default_factory=list)
+    build_id: str = ""
+    goroutine_total: int | None = None
+    memstats: dict[str, int] = field(default_factory=dict)  # merged over instances
+    memstats_per_instance: dict[str, dict[str, int]] = field(default_factory=dict)
+    summary: SnapshotSummary | None = None
+    elapsed: float = 0.0
+
+    @property
+    def answered(self) -> int:
+        return sum(1 for i in self.instances if i.ok)
+
+    @property
+    def heap_inuse(self) -> int | None:
+        """In-use heap bytes from the summary, else HeapInuse from MemStats."""
+        if self.summary and "inuse_space" in self.summary.heap.totals:
+            return self.summary.heap.totals["inuse_space"]
+        return self.memstats.get("HeapInuse")
+
+    def meta_dict(self) -> dict[str, Any]:
+        data = {
+            "id": self.id, "service": self.service, "taken_at": self.taken_at,
+            "trigger": self.trigger, "requested_by": self.requested_by,
+            "instances": [asdict(i) for i in self.instances], "build_id": self.build_id,
+            "goroutine_total": self.goroutine_total, "memstats": self.memstats,
+            "memstats_per_instance": self.memstats_per_instance, "elapsed": self.elapsed,
+        }
+        return data
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-friendly view for ``--format json`` and ``Reply.data``."""
+        data = self.meta_dict()
+        data["heap_inuse"] = self.heap_inuse
+        return data
+
+    @classmethod
+    def from_stored(cls, meta: Mapping[str, Any], summary: Mapping[str, Any] | None
+                    ) -> StoredSnapshot:
+        return cls(
+            id=meta["id"], service=meta["service"], taken_at=float(meta["taken_at"]),
+            trigger=meta.get("trigger", "user"), requested_by=meta.get("requested_by", ""),
+            instances=[InstanceMeta.from_dict(i) for i in meta.get("instances", [])],
+            build_id=meta.get("build_id", ""), goroutine_total=meta.get("goroutine_total"),
+            memstats={k: int(v) for k, v in (meta.get("memstats") or {}).items()},
+            memstats_per_instance={
+                t: {k: int(v) for k, v in m.items()}
+                for t, m in (meta.get("memstats_per_instance") or {}).items()
+            },
+            summary=SnapshotSummary.from_dict(summary) if summary else None,
+            elapsed=float(meta.get("elapsed", 0.0)),
+        )
+
+
+def build_summary(
+    *,
+    snapshot_id: str,
+    service: str,
+    taken_at: float,
+    build_id: str,
+    instances: int,
+    heap: Profile | None,
+    goroutine_reports: Sequence[Any] = (),
+    memstats: Mapping[str, int] | None = None,
+    trigger: str = "user",
+) -> SnapshotSummary:
+    """The precomputed summary stored with a snapshot (the one place that builds it).
+
+    Pieces whose engine module has not landed are left empty rather than
+    guessed, so history and leak analysis never read invented numbers.
+    """
+    heap_summary = ProfileSummary()
+    if heap is not None:
+        try:
+            from bot.analysis.summarize import summarize_heap
+        except ImportError:
+            summarize_heap = None  # type: ignore[assignment]
+        if summarize_heap is not None:
+            heap_summary = summarize_heap(heap)
+    groups: dict[str, Any] = {}
+    total = 0
+    for report in goroutine_reports:
+        total += int(getattr(report, "total", 0))
+        for group in report.summaries():
+            seen = groups.get(group.signature)
+            if seen is None:
+                groups[group.signature] = group
+            else:  # the same stack on several instances: one group, counts summed
+                groups[group.signature] = type(group)(**{**asdict(seen),
+                                                        "count": seen.count + group.count})
+    ordered = sorted(groups.values(), key=lambda g: (-g.count, g.signature))
+    return SnapshotSummary(
+        snapshot_id=snapshot_id, service=service, taken_at=taken_at, build_id=build_id,
+        instances=instances, heap=heap_summary, goroutine_total=total,
+        goroutine_groups=ordered, memstats=dict(memstats or {}), trigger=trigger,
+    )
+
+
+def _redacted_location(url: str) -> str:
+    """host:port/db of a Redis URL, never its password."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return parts.path
+    return f"{parts.hostname or 'localhost'}:{parts.port or 6379}{parts.path or ''}"
+
+
+class SnapshotStore:
+    """Snapshots, their index and deploy markers in Redis (redis.asyncio)."""
+
+    def __init__(self, client: aioredis.Redis, *, location: str = "redis") -> None:
+        self.redis = client
+        self.location = location
+
+    @classmethod
+    def from_url(cls, url: str) -> SnapshotStore:
+        """A store on the Redis named by ``url`` (redis://, rediss://, unix://)."""
+        client = aioredis.Redis.from_url(
+            url, socket_connect_timeout=5, socket_timeout=30, health_check_interval=30,
+        )
+        return cls(client, location=_redacted_location(url))
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    @asynccontextmanager
+    async def _errors(self, operation: str) -> AsyncIterator[None]:
+        """Turn Redis failures into messages a person can act on."""
+        try:
+            yield
+        except HeapbotError:
+            raise
+        except (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError) as exc:
+            metrics.REDIS_ERRORS.labels(operation).inc()
+            log.warning("redis %s failed: %s", operation, type(exc).__name__)
+            raise StoreUnavailableError(
+                f"heapbot's history store (Redis at {self.location}) cannot be reached.",
+                hint="Commands that need stored captures will work again once Redis is back; "
+                "check REDIS_URL or the embedded redis-server in HEAPBOT_DATA_DIR.",
+            ) from None
+        except RedisError as exc:
+            metrics.REDIS_ERRORS.labels(operation).inc()
+            log.warning("redis %s failed: %s", operation, exc)
+            raise StoreError(
+                f"heapbot's history store (Redis at {self.location}) failed to {operation}: "
+                f"{str(exc)[:200]}",
+                hint="Try again; if it persists, check the Redis server's log.",
+            ) from None
+
+    async def ping(self) -> float:
+        """Round-trip time in seconds; StoreUnavailableError when Redis does not answer."""
+        async with self._errors("ping"):
+            start = time.perf_counter()
+            await self.redis.ping()
+            return time.perf_counter() - start
+
+    # -- writing ------------------------------------------------------------------
+
+    async def save(
+        self,
+        snapshot: StoredSnapshot,
+        raw: Mapping[tuple[int, str], bytes] | None = None,
+        *,
+        retention_count: int = 500,
+        retention_days: float = 30.0,
+    ) -> list[DeployMarker]:
+        """Store the snapshot and its raw profiles in one MULTI/EXEC; enforce retention.
+
+        Returns the deploy markers this save added (a build-id change since the
+        previous snapshot of the service counts as a deploy).
+        """
+        svc = snapshot.service
+        index = _key(svc, "index")
+        deploys = _key(svc, "deploys")
+        snap_key = _key(svc, "snap", snapshot.id)
+        mapping: dict[str, bytes | str] = {"meta": json.dumps(snapshot.meta_dict())}
+        if snapshot.summary is not None:
+            mapping["summary"] = json.dumps(snapshot.summary.to_dict())
+        for (instance, kind), data in (raw or {}).items():
+            if kind not in RAW_KINDS:
+                raise ValueError(f"unknown raw kind {kind!r}")
+            mapping[f"raw:{instance}:{kind}"] = _pack(data)
+        ttl = max(1, int(retention_days * 86400))
+        async with self._errors("save a snapshot"):
+            for _ in range(10):  # optimistic: retry when another writer touched the index
+                async with self.redis.pipeline(transaction=True) as pipe:
+                    try:
+                        await pipe.watch(index)
+                        previous_ids = await pipe.zrevrangebyscore(
+                            index, snapshot.taken_at, "-inf", start=0, num=1)
+                        previous_build = ""
+                        if previous_ids:
+                            prev_meta = await pipe.hget(
+                                _key(svc, "snap", previous_ids[0].decode()), "meta")
+                            if prev_meta:
+                                previous_build = json.loads(prev_meta).get("build_id", "")
+                        cutoff = snapshot.taken_at - retention_days * 86400
+                        too_old = await pipe.zrangebyscore(index, "-inf", f"({cutoff}")
+                        count = await pipe.zcard(index)
+                        overflow = count + 1 - retention_count
+                        by_count = (await pipe.zrange(index, 0, overflow - 1)
+                                    if overflow > 0 else [])
+                        drop = {m.decode() for m in [*too_old, *by_count]}
+                        markers: list[DeployMarker] = []
+                        if (previous_build and snapshot.build_id
+                                and previous_build != snapshot.build_id):
+                            markers.append(DeployMarker(
+                                taken_at=snapshot.taken_at,
+                                version=f"build {snapshot.build_id[:12]}", by="heapbot",
+                                source="build-id", build_id=snapshot.build_id,
+                                previous_build_id=previous_build))
+                        pipe.multi()
+                        pipe.hset(snap_key, mapping=mapping)
+                        pipe.expire(snap_key, ttl)
+                        pipe.zadd(index, {snapshot.id: snapshot.taken_at})
+                        for old in drop:
+                            pipe.delete(_key(svc, "snap", old))
+                            pipe.zrem(index, old)
+                        for marker in markers:
+                            pipe.zadd(deploys, {marker.to_json(): marker.taken_at})
+                        pipe.zremrangebyscore(deploys, "-inf", f"({cutoff}")
+                        await pipe.execute()
+                        return markers
+                    except WatchError:
+                        continue
+            raise StoreError(
+                f"Could not store the snapshot of `{svc}`: the index kept changing under "
+                "concurrent writers.", hint="Try the capture again.")
+
+    async def add_deploy(self, service: str, version: str, by: str = "",
+                         at: float | None = None, source: str = "manual") -> DeployMarker:
+        """Record an explicit deploy marker (``/heap deploy``, deploy webhook)."""
+        marker = DeployMarker(taken_at=time.time() if at is None else float(at),
+                              version=version, by=by, source=source)
+        async with self._errors("record a deploy"):
+            await self.redis.zadd(_key(service, "deploys"), {marker.to_json(): marker.taken_at})
+        return marker
+
+    # -- reading ------------------------------------------------------------------
+
+    async def _load(self, service: str, ids: Sequence[str], *, with_summary: bool = True
+                    ) -> list[StoredSnapshot]:
+        if not ids:
+            return []
+        fields = ["meta", "summary"] if with_summary else ["meta"]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for snapshot_id in ids:
+                pipe.hmget(_key(service, "snap", snapshot_id), fields)
+            rows = await pipe.execute()
+        out: list[StoredSnapshot] = []
+        for row in rows:
+            if not row or not row[0]:
+                continue  # expired between index read and fetch
+            summary = json.loads(row[1]) if with_summary and row[1] else None
+            out.append(StoredSnapshot.from_stored(json.loads(row[0]), summary))
+        return out
+
+    async def get(self, service: str, snapshot_id: str) -> StoredSnapshot:
+        """One snapshot by id; NotFoundError names the service and the id."""
+        async with self._errors("read a snapshot"):
+            found = await self._load(service, [snapshot_id])
+        if not found:
+            raise NotFoundError(
+                f"`{service}` has no stored snapshot `{snapshot_id}`.",
+                hint=f"`/heap history {service}` lists the stored ones.")
+        return found[0]
+
+    async def latest(self, service: str) -> StoredSnapshot | None:
+        async with self._errors("read the latest snapshot"):
+            ids = await self.redis.zrevrange(_key(service, "index"), 0, 0)
+            found = await self._load(service, [i.decode() for i in ids])
+        return found[0] if found else None
+
+    async def before(self, service: str, when: float, *, exclude: str | None = None
+                     ) -> StoredSnapshot | None:
+        """The newest snapshot taken at or before ``when`` (skipping ``exclude``)."""
+        async with self._errors("read snapshots"):
+            ids = await self.redis.zrevrangebyscore(
+                _key(service, "index"), when, "-inf", start=0, num=2)
+            wanted = [i.decode() for i in ids if i.decode() != exclude][:1]
+            found = await self._load(service, wanted)
+        return found[0] if found else None
+
+    async def list(self, service: str, limit: int = 20, *, since: float | None = None,
+                   with_summary: bool = False) -> list[StoredSnapshot]:
+        """Newest first, at most ``limit`` (0 = all), optionally only after ``since``."""
+        async with self._errors("list snapshots"):
+            low = "-inf" if since is None else since
+            ids = await self.redis.zrevrangebyscore(
+                _key(service, "index"), "+inf", low,
+                start=0 if limit else None, num=limit or None)
+            return await self._load(service, [i.decode() for i in ids],
+                                    with_summary=with_summary)
+
+    async def count(self, service: str) -> int:
+        async with self._errors("count snapshots"):
+            return int(await self.redis.zcard(_key(service, "index")))
+
+    async def summaries(self, service: str, since: float | None = None,
+                        until: float | None = None, limit: int = 0) -> list[SnapshotSummary]:
+        """Stored summaries oldest first (what trends and leak analysis read)."""
+        async with self._errors("read summaries"):
+            ids = await self.redis.zrevrangebyscore(
+                _key(service, "index"), "+inf" if until is None else until,
+                "-inf" if since is None else since,
+                start=0 if limit else None, num=limit or None)
+            snaps = await self._load(service, [i.decode() for i in ids])
+        return [s.summary for s in reversed(snaps) if s.summary is not None]
+
+    async def raw_profile(self, service: str, snapshot_id: str, instance: int | str,
+                          kind: str = "heap") -> bytes:
+        """The bytes one instance answered (heap/goroutine as fetched, memstats text)."""
+        if isinstance(instance, str):
+            snap = await self.get(service, snapshot_id)
+            targets = [i.target for i in snap.instances]
+            if instance not in targets:
+                raise NotFoundError(f"Snapshot `{snapshot_id}` has no instance {instance}.")
+            instance = targets.index(instance)
+        async with self._errors("read a raw profile"):
+            data = await self.redis.hget(_key(service, "snap", snapshot_id),
+                                         f"raw:{instance}:{kind}")
+        if data is None:
+            raise NotFoundError(
+                f"Snapshot `{snapshot_id}` of `{service}` holds no {kind} data for instance "
+                f"{instance}.", hint="That instance may have failed during the capture.")
+        return _unpack(data)
+
+    async def raw_profiles(self, service: str, snapshot_id: str, kind: str = "heap"
+                           ) -> list[tuple[int, bytes]]:
+        """Every instance's raw bytes of one kind, by instance index."""
+        async with self._errors("read raw profiles"):
+            key = _key(service, "snap", snapshot_id)
+            names = [f.decode() for f in await self.redis.hkeys(key)]
+            wanted = sorted((int(n.split(":")[1]), n) for n in names
+                            if n.startswith("raw:") and n.endswith(f":{kind}"))
+            if not wanted:
+                return []
+            values = await self.redis.hmget(key, [n for _, n in wanted])
+        return [(i, _unpack(v)) for (i, _), v in zip(wanted, values, strict=True)
+                if v is not None]
+
+    async def deploys(self, service: str, since: float | None = None,
+                      until: float | None = None) -> list[DeployMarker]:
+        """Deploy markers oldest first, optionally within [since, until]."""
+        async with self._errors("read deploy markers"):
+            rows = await self.redis.zrangebyscore(
+                _key(service, "deploys"), "-inf" if since is None else since,
+                "+inf" if until is None else until)
+        return [DeployMarker.from_json(r) for r in rows]
