@@ -1,0 +1,247 @@
+"""The job worker every heapbot replica runs: queue consumer plus watch scheduler.
+
+Each replica is one consumer of the ``heapbot:jobs`` group. It reads new jobs,
+runs a few at a time, acks each after its effects are durable, keeps its
+running jobs from looking idle (XCLAIM to itself, which resets the idle
+time), and periodically takes over jobs that another replica left pending
+for longer than ``claim_idle_seconds`` (XAUTOCLAIM). Run it inside
+``heapbot serve`` (bot/slack/server.py calls :func:`start_worker`) or alone
+with ``python -m bot.worker``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from bot.errors import HeapbotError
+from bot.jobs import Job, JobQueue, QueueSettings, WorkContext, redis_of
+from bot.metrics import REDIS_ERRORS
+
+log = logging.getLogger(__name__)
+
+JobHandler = Callable[[WorkContext, Job], Awaitable[str]]
+
+
+async def run_deploy(ctx: WorkContext, job: Job) -> str:
+    """Record a deploy marker sent to /hooks/deploy."""
+    p = job.payload
+    await ctx.runtime.add_deploy(p["service"], p["version"], p.get("by", "webhook"))
+    return "done"
+
+
+async def run_capture(ctx: WorkContext, job: Job) -> str:
+    """Take the capture asked for on /hooks/capture (stored like any other)."""
+    from bot.paged import capture_step
+
+    p = job.payload
+    by = f"{p.get('by', 'webhook')}: {p.get('reason', '')}".strip(": ")[:200]
+    await capture_step(ctx, job, p["service"], "user", by)
+    return "done"
+
+
+async def run_alert(ctx: WorkContext, job: Job) -> str:
+    from bot.paged import handle_alert
+
+    return await handle_alert(ctx, job)
+
+
+async def run_watch_tick(ctx: WorkContext, job: Job) -> str:
+    from bot.watches import run_tick
+
+    return await run_tick(ctx, job)
+
+
+HANDLERS: dict[str, JobHandler] = {
+    "alert": run_alert,
+    "deploy": run_deploy,
+    "capture": run_capture,
+    "watch_tick": run_watch_tick,
+}
+
+
+def default_consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Worker:
+    """One replica's consumer loop; :meth:`run` until cancelled."""
+
+    def __init__(self, ctx: WorkContext, handlers: dict[str, JobHandler] | None = None) -> None:
+        self.ctx = ctx
+        self.handlers = handlers or HANDLERS
+        self.running: dict[str, asyncio.Task[None]] = {}
+        self.slots = asyncio.Semaphore(ctx.config.concurrency)
+
+    @property
+    def queue(self) -> JobQueue:
+        return self.ctx.queue
+
+    async def process(self, job: Job) -> None:
+        """Run one job; ack when it is done, dead-letter it when it keeps failing."""
+        handler = self.handlers.get(job.kind)
+        if handler is None:
+            await self.queue.dead_letter_job(job, f"no handler for job kind {job.kind!r}")
+            return
+        started = time.monotonic()
+        try:
+            outcome = await handler(self.ctx, job)
+        except asyncio.CancelledError:
+            raise  # shutting down: the job stays pending and another replica takes it over
+        except HeapbotError as exc:
+            log.warning("job %s (%s) failed: %s", job.id, job.kind, exc.user_message())
+            await self.queue.fail(job, exc.user_message())
+            return
+        except Exception as exc:
+            log.exception("job %s (%s) crashed", job.id, job.kind)
+            await self.queue.fail(job, f"{type(exc).__name__}: {exc}")
+            return
+        await self.queue.ack(job, outcome or "done")
+        log.info("job %s (%s) %s in %.2fs", job.id, job.kind, outcome,
+                 time.monotonic() - started)
+
+    def _start(self, job: Job) -> None:
+        async def guarded() -> None:
+            try:
+                await self.process(job)
+            except (RedisError, OSError) as exc:  # Redis went away mid-ack: retried later
+                REDIS_ERRORS.labels("job").inc()
+                log.warning("job %s (%s): Redis error %s", job.id, job.kind, exc)
+            finally:
+                self.running.pop(job.id, None)
+                self.slots.release()
+
+        self.running[job.id] = asyncio.create_task(guarded(), name=f"job-{job.id}")
+
+    async def _heartbeat(self) -> None:
+        """Reset the idle time of running jobs so no other replica takes them over."""
+        interval = self.ctx.config.claim_idle_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            ids = list(self.running)
+            if not ids:
+                continue
+            try:
+                await self.queue.redis.xclaim(self.queue.stream, self.queue.group,
+                                              self.ctx.consumer, 0, ids, justid=True)
+            except (RedisError, OSError) as exc:
+                log.warning("heartbeat failed: %s", exc)
+
+    async def run(self) -> None:
+        await self.queue.ensure_group()
+        heartbeat = asyncio.create_task(self._heartbeat(), name="job-heartbeat")
+        claim_every = max(0.2, self.ctx.config.claim_idle_seconds / 2)
+        next_claim = 0.0
+        try:
+            while True:
+                await self.slots.acquire()
+                self.slots.release()
+                try:
+                    jobs: list[Job] = []
+                    if time.monotonic() >= next_claim:
+                        next_claim = time.monotonic() + claim_every
+                        jobs = await self.queue.claim_stale(self.ctx.consumer,
+                                                            count=self.ctx.config.concurrency)
+                    if not jobs:
+                        free = max(1, self.ctx.config.concurrency - len(self.running))
+                        block = int(min(1000, claim_every * 1000))
+                        jobs = await self.queue.read(self.ctx.consumer, count=free,
+                                                     block_ms=block)
+                    await self.queue.depth()
+                except (RedisError, OSError) as exc:
+                    REDIS_ERRORS.labels("job_read").inc()
+                    log.warning("job queue unreachable (%s); retrying in 1 s", exc)
+                    await asyncio.sleep(1)
+                    continue
+                for job in jobs:
+                    if job.id in self.running:
+                        continue
+                    await self.slots.acquire()
+                    self._start(job)
+        finally:
+            heartbeat.cancel()
+            await self._drain()
+
+    async def _drain(self, grace_seconds: float = 10) -> None:
+        """On shutdown give running jobs a moment, then leave the rest pending for others."""
+        tasks = list(self.running.values())
+        if not tasks:
+            return
+        _done, pending = await asyncio.wait(tasks, timeout=grace_seconds)
+        for task in pending:
+            task.cancel()
+        for task in pending:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+async def _run_all(ctx: WorkContext) -> None:
+    from bot.watches import WatchScheduler
+
+    scheduler = asyncio.create_task(WatchScheduler(ctx).run(), name="watch-scheduler")
+    try:
+        await Worker(ctx).run()
+    finally:
+        scheduler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await scheduler
+
+
+def start_worker(runtime: Any, settings: Any, slack_client: Any, *,
+                 config: QueueSettings | None = None) -> asyncio.Task[None]:
+    """Start this replica's job consumer and watch scheduler; cancel the task to stop them."""
+    config = config or QueueSettings()
+    queue = config.queue(redis_of(runtime))
+    ctx = WorkContext(runtime=runtime, settings=settings, config=config, queue=queue,
+                      slack=slack_client, consumer=config.consumer_name or default_consumer_name())
+    log.info("job worker %s started", ctx.consumer)
+    return asyncio.create_task(_run_all(ctx), name=f"heapbot-worker-{ctx.consumer}")
+
+
+async def serve_worker() -> None:
+    """A standalone worker process: Runtime from the environment, until SIGTERM/SIGINT."""
+    from bot.runtime import Runtime
+    from bot.settings import get_settings
+
+    settings = get_settings()
+    runtime = Runtime.create(settings)
+    if inspect.isawaitable(runtime):
+        runtime = await runtime
+    slack = None
+    if settings.slack_bot_token is not None:
+        from bot.slack.client import build_web_client
+
+        slack = build_web_client(settings)
+    task = start_worker(runtime, settings, slack)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    waiter = asyncio.create_task(stop.wait())
+    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    closed = runtime.close()
+    if inspect.isawaitable(closed):
+        await closed
+
+
+def main() -> None:
+    logging.basicConfig(level=os.environ.get("HEAPBOT_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    asyncio.run(serve_worker())
+
+
+if __name__ == "__main__":
+    main()
