@@ -1,0 +1,127 @@
+"""`/heap watch`, `/heap unwatch` and `/heap watches`.
+
+``/heap watch SERVICE every 15m [in #channel] [--goroutines N]`` stores a watch
+that every replica's scheduler runs (bot/watches.py); the thread it opens when
+the verdict turns goes to the given channel, else the one the command came
+from, else the service's registry channel.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from typing import Any
+
+from bot.errors import UsageError
+from bot.jobs import QueueSettings, redis_of
+from bot.reply import Action, Column, Reply, Table
+from bot.watches import Watch, WatchStore, format_duration, parse_channel, parse_duration
+
+USAGE = "/heap watch SERVICE every 15m [in #channel] [--goroutines N]"
+USAGES = {
+    "watch": USAGE,
+    "unwatch": "/heap unwatch SERVICE",
+    "watches": "/heap watches",
+}
+
+
+def _usage(command: str, message: str) -> UsageError:
+    return UsageError(message, hint=f"Usage: `{USAGES[command]}`")
+
+
+def parse_watch(argv: list[str], min_interval: float) -> tuple[str, float, str, int | None]:
+    """(service, interval seconds, channel or "", goroutine threshold or None)."""
+    if not argv:
+        raise _usage("watch", "`/heap watch` needs a SERVICE.")
+    service, rest = argv[0], list(argv[1:])
+    interval: float | None = None
+    channel = ""
+    threshold: int | None = None
+    while rest:
+        word = rest.pop(0)
+        lowered = word.lower()
+        if lowered == "every" and rest:
+            interval = parse_duration(rest.pop(0))
+        elif lowered == "in" and rest:
+            channel = parse_channel(rest.pop(0))
+        elif lowered.startswith("--goroutines"):
+            value = word.partition("=")[2] or (rest.pop(0) if rest else "")
+            if not value.isdigit() or int(value) < 1:
+                raise _usage("watch", "`--goroutines` needs a whole number, e.g. 5000.")
+            threshold = int(value)
+        else:
+            raise _usage("watch", f"Unexpected `{word[:40].replace('`', '')}`.")
+    if interval is None:
+        raise _usage("watch", "Say how often, e.g. `every 15m`.")
+    if interval < min_interval:
+        raise UsageError(
+            f"Every {format_duration(interval)} is too often: the shortest interval is "
+            f"{format_duration(min_interval)}.",
+            hint="Captures pause the service's allocator briefly; pick a longer interval.")
+    return service, interval, channel, threshold
+
+
+def _store(runtime: Any) -> WatchStore:
+    return WatchStore(redis_of(runtime))
+
+
+async def handle_watch(runtime: Any, argv: list[str], inv: Any) -> Reply:
+    config = QueueSettings()
+    service, interval, channel, threshold = parse_watch(argv, config.watch_min_interval_seconds)
+    configured = getattr(runtime.registry.resolve(service), "channel", None)
+    channel = channel or getattr(inv, "channel_id", "") or configured or config.alert_channel
+    if not channel:
+        raise _usage("watch", "Say where to post, e.g. `in #payments-oncall`.")
+    store = _store(runtime)
+    previous = await store.get(service)
+    watch = Watch(service=service, interval_seconds=interval, channel=channel,
+                  created_by=getattr(inv, "user_id", ""), created_at=time.time(),
+                  goroutine_threshold=threshold)
+    await store.put(watch)
+    shown = f"<#{channel}>" if channel[:1] in "CG" and channel.isupper() else channel
+    limit = threshold or config.watch_goroutine_threshold
+    return Reply(
+        title=f"Watching {service} every {format_duration(interval)}",
+        summary=(f"Replaced the earlier watch (every "
+                 f"{format_duration(previous.interval_seconds)})." if previous else
+                 "heapbot captures it on that schedule and keeps the history."),
+        sections=[f"A thread opens in {shown} when the leak verdict turns to \"leak likely\" "
+                  f"or goroutines reach {limit:,}; once per turn, not every capture."],
+        actions=[Action("Stop watching", f"unwatch {service}", style="danger"),
+                 Action("Watches", "watches")],
+        service=service, data={"watch": asdict(watch)},
+    )
+
+
+async def handle_unwatch(runtime: Any, argv: list[str], inv: Any) -> Reply:
+    if len(argv) != 1:
+        raise _usage("unwatch", "`/heap unwatch` takes one SERVICE.")
+    service = argv[0]
+    removed = await _store(runtime).remove(service)
+    if not removed:
+        return Reply(title=f"{service} was not watched", ephemeral=True, service=service,
+                     sections=["`/heap watches` lists the watches."])
+    return Reply(title=f"Stopped watching {service}", service=service,
+                 summary="No more scheduled captures; its history stays.")
+
+
+async def handle_watches(runtime: Any, argv: list[str], inv: Any) -> Reply:
+    if argv:
+        raise _usage("watches", "`/heap watches` takes no arguments.")
+    watches = await _store(runtime).all()
+    if not watches:
+        return Reply(title="No watches", sections=[f"Add one with `{USAGE}`."],
+                     data={"watches": []})
+    rows = [[w.service, format_duration(w.interval_seconds), w.channel,
+             f"{w.goroutine_threshold:,}" if w.goroutine_threshold else "default"]
+            for w in watches]
+    return Reply(
+        title=f"{len(watches)} watch{'es' if len(watches) != 1 else ''}",
+        table=Table([Column("service", "left"), Column("every", "left"),
+                     Column("channel", "left"), Column("goroutine limit")], rows),
+        data={"watches": [{"service": w.service, "interval_seconds": w.interval_seconds,
+                           "channel": w.channel} for w in watches]},
+    )
+
+
+handle = handle_watch
