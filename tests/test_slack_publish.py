@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 
 import pytest
@@ -126,4 +127,4 @@ async def test_burst_of_posts_to_one_channel_is_spaced(slack_standin):
     await asyncio.gather(*(post_reply(client, "C1", _reply(), limiter=limiter) for _ in range(3)))
     times = [r.at for r in slack_standin.calls("chat.postMessage")]
     assert len(times) == 3
-    assert all(b - a >= 0.2 for a, b in zip(times, times[1:], strict=False))
+    assert all(b - a >= 0.2 for a, b in itertools.pairwise(times))

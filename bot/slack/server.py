@@ -104,8 +104,12 @@ async def _healthz(request: web.Request) -> web.Response:
 
 
 def build_web_app(runtime: Any, settings: Settings, *, socket_mode: bool | None = None,
-                  channel_interval: float = 1.0, max_running: int = 8) -> web.Application:
-    """The aiohttp app: Slack (HTTP or Socket Mode), webhooks, health and metrics routes."""
+                  channel_interval: float = 1.0, max_running: int = 8,
+                  start_worker: bool = True) -> web.Application:
+    """The aiohttp app: Slack (HTTP or Socket Mode), webhooks, health and metrics routes.
+
+    ``start_worker`` also runs this replica's job worker (bot.worker) beside the server.
+    """
     if socket_mode is None:
         socket_mode = bool(settings.slack_app_token
                            and settings.slack_app_token.get_secret_value())
@@ -128,14 +132,14 @@ def build_web_app(runtime: Any, settings: Settings, *, socket_mode: bool | None 
     else:
         app.router.add_get("/healthz", _healthz)
     webhooks = _optional("bot.webhooks")
-    if webhooks is not None:
+    if webhooks is not None and runtime is not None:
         webhooks.register_routes(app, runtime, settings)
 
     async def on_startup(app: web.Application) -> None:
         state.background.append(asyncio.create_task(_check_slack(state, settings),
                                                     name="slack-startup"))
-        worker = _optional("bot.worker")
-        if worker is not None:
+        worker = _optional("bot.worker") if start_worker else None
+        if worker is not None and runtime is not None:
             state.background.append(worker.start_worker(runtime, settings, client))
 
     async def on_cleanup(app: web.Application) -> None:

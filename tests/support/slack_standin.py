@@ -504,3 +504,30 @@ async def slack_standin() -> AsyncIterator[SlackStandIn]:
         yield standin
     finally:
         await standin.stop()
+
+
+# -- running the bot's aiohttp app on a free port -------------------------------------------
+
+
+class RunningWebApp:
+    """An aiohttp Application served on 127.0.0.1:<free port> (the bot under test)."""
+
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+        self.runner = web.AppRunner(app, access_log=None)
+        self.url = ""
+
+    async def start(self) -> RunningWebApp:
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    @property
+    def events_url(self) -> str:
+        return self.url + "/slack/events"
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()

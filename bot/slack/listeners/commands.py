@@ -36,9 +36,9 @@ async def on_heap_command(deps: SlackDeps, ack: Ack, command: dict[str, Any]) ->
     started = time.monotonic()
     text = str(command.get("text") or "")
     if not deps.runner.has_room():
-        await ack(text=BUSY_TEXT)
+        await ack(text=BUSY_TEXT, response_type="ephemeral")
         return
-    await ack(text=ack_text_for(deps, text))
+    await ack(text=ack_text_for(deps, text), response_type="ephemeral")
     target = ReplyTarget(channel=str(command.get("channel_id") or ""),
                          user_id=str(command.get("user_id") or ""),
                          response_url=command.get("response_url"))

@@ -1,0 +1,168 @@
+"""The bot's HTTP and Socket Mode surfaces over real sockets, against the Slack stand-in.
+
+These exercise the transport with commands that need no capture (help, a typo);
+tests/test_slack_flow.py runs captures of the live demo service through it.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from pydantic import SecretStr
+
+from bot.settings import Settings
+from bot.slack.server import SLACK_STATE, build_web_app
+from tests.support.slack_standin import RunningWebApp, SignedSender, SlackStandIn
+
+SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+
+
+def slack_settings(standin: SlackStandIn, **extra: str) -> Settings:
+    return Settings(SLACK_BOT_TOKEN=SecretStr("xoxb-test-token"),
+                    SLACK_SIGNING_SECRET=SecretStr(SECRET), SLACK_API_URL=standin.api_url,
+                    **extra)
+
+
+async def _until_ready(bot: RunningWebApp, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not bot.app[SLACK_STATE].ready:
+        assert time.monotonic() < deadline, "bot never finished its Slack startup"
+        import asyncio
+
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def bot(slack_standin: SlackStandIn) -> AsyncIterator[RunningWebApp]:
+    running = await RunningWebApp(build_web_app(None, slack_settings(slack_standin))).start()
+    try:
+        await _until_ready(running)
+        slack_standin.reset()  # drop the startup auth.test
+        yield running
+    finally:
+        await running.stop()
+
+
+@pytest.fixture
+def sender(bot: RunningWebApp, slack_standin: SlackStandIn) -> SignedSender:
+    return SignedSender(bot.events_url, SECRET, slack_standin)
+
+
+async def test_healthz_answers(bot):
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session, session.get(bot.url + "/healthz") as resp:
+        assert resp.status == 200
+
+
+async def test_url_verification_echoes_the_challenge(sender):
+    resp = await sender.url_verification("3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P")
+    assert resp.status == 200
+    assert "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P" in resp.text
+
+
+async def test_bad_signature_is_refused_before_any_work(sender, slack_standin):
+    body = sender.slash_command_body("help")
+    resp = await sender.send(body, "application/x-www-form-urlencoded",
+                             signature="v0=" + "0" * 64)
+    assert resp.status == 401
+    await _quiet(slack_standin)
+
+
+async def test_signature_with_another_secret_is_refused(bot, slack_standin):
+    other = SignedSender(bot.events_url, "not-the-signing-secret", slack_standin)
+    resp = await other.slash_command("top demo")
+    assert resp.status == 401
+    await _quiet(slack_standin)
+
+
+async def test_stale_timestamp_is_refused(sender, slack_standin):
+    body = sender.slash_command_body("help")
+    resp = await sender.send(body, "application/x-www-form-urlencoded",
+                             timestamp=int(time.time()) - 6 * 60)
+    assert resp.status == 401
+    await _quiet(slack_standin)
+
+
+async def test_replayed_request_is_refused(sender, slack_standin):
+    first = await sender.slash_command("help")
+    assert first.status == 200
+    await slack_standin.wait_for(slack_standin.responses)
+    again = await sender.send_raw(first.body, first.request_headers)
+    assert again.status == 401
+    await _quiet(slack_standin, seconds=0.5)
+    assert len(slack_standin.responses()) == 1
+
+
+async def _quiet(standin: SlackStandIn, seconds: float = 0.3) -> None:
+    """Nothing beyond what was already recorded reaches Slack for a while."""
+    import asyncio
+
+    count = len(standin.requests)
+    await asyncio.sleep(seconds)
+    assert [r.method for r in standin.requests[count:]] == []
+    if count == 0:
+        assert standin.requests == []
+
+
+async def test_slash_command_is_acked_in_the_response_then_answered(sender, slack_standin):
+    resp = await sender.slash_command("help", channel_id="C0HELP")
+    assert resp.status == 200
+    assert resp.elapsed < 1.0
+    assert "heapbot can do" in json.loads(resp.text)["text"]
+    [answer] = await slack_standin.wait_for(slack_standin.responses)
+    assert answer["response_type"] == "ephemeral"
+    assert "/heap top SERVICE" in answer["text"]
+
+
+async def test_a_typo_gets_one_clear_private_message(sender, slack_standin):
+    resp = await sender.slash_command("tpo demo")
+    assert resp.status == 200
+    [answer] = await slack_standin.wait_for(slack_standin.responses)
+    assert "no command `tpo`" in answer["text"] and "/heap top" in answer["text"]
+    assert "Traceback" not in answer["text"]
+    assert slack_standin.posts() == []
+
+
+async def test_mention_in_a_thread_answers_in_that_thread(sender, slack_standin):
+    resp = await sender.app_mention("help top", channel_id="C0T", thread_ts="1700000000.000042")
+    assert resp.status == 200
+    [answer] = await slack_standin.wait_for(slack_standin.ephemerals)
+    assert (answer["channel"], answer["thread_ts"]) == ("C0T", "1700000000.000042")
+    assert answer["user"] == "U0ALICE" and "/heap top SERVICE" in answer["text"]
+
+
+async def test_button_runs_its_command(sender, slack_standin):
+    resp = await sender.block_action(value="help diff", message_ts="1700000000.000007",
+                                     action_id="heap_action_0")
+    assert resp.status == 200
+    [answer] = await slack_standin.wait_for(slack_standin.responses)
+    assert "/heap diff SERVICE" in answer["text"]
+
+
+async def test_socket_mode_acks_over_the_socket_and_replies(slack_standin):
+    settings = slack_settings(slack_standin, SLACK_APP_TOKEN="xapp-1-test")
+    running = await RunningWebApp(build_web_app(None, settings)).start()
+    try:
+        await slack_standin.wait_socket()
+        await _until_ready(running)
+        assert running.app[SLACK_STATE].socket_mode
+        response_url = slack_standin.response_url()
+        payload = {"token": "legacy", "team_id": "T0HEAPBOT", "channel_id": "C0SOCK",
+                   "user_id": "U0ALICE", "command": "/heap", "text": "help",
+                   "response_url": response_url, "api_app_id": "AHEAPBOT",
+                   "trigger_id": secrets.token_hex(8)}
+        envelope_id = await slack_standin.send_envelope("slash_commands", payload)
+        ack = await slack_standin.wait_ack(envelope_id)
+        assert "heapbot can do" in ack["payload"]["text"]
+        [answer] = await slack_standin.wait_for(slack_standin.responses)
+        assert "/heap top SERVICE" in answer["text"]
+        assert any(r.method == "apps.connections.open" and
+                   r.headers.get("Authorization") == "Bearer xapp-1-test"
+                   for r in slack_standin.requests)
+    finally:
+        await running.stop()
