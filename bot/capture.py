@@ -325,7 +325,14 @@ def _too_large(url: str, limit: int) -> str:
 
 
 def _connect_reason(exc: httpx.ConnectError) -> str:
-    text = str(exc).lower()
+    chain: list[BaseException] = []
+    seen: BaseException | None = exc
+    while seen is not None and len(chain) < 8:  # httpx wraps the OSError that says why
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    if any(isinstance(e, ConnectionRefusedError) for e in chain):
+        return "connection refused (is the service running, and is the port right?)"
+    text = " ".join(str(e) for e in chain).lower()
     if "refused" in text:
         return "connection refused (is the service running, and is the port right?)"
     if "name or service not known" in text or "nodename" in text or "getaddrinfo" in text:

@@ -1,0 +1,511 @@
+"""The Runtime: the one facade handlers, webhooks and watches use.
+
+It ties the registry, the capturer and the snapshot store together and adds
+what none of them can do alone: single-flight (twenty people typing
+``/heap top payments`` at once cause one fetch per instance, in one process
+via a shared future and across replicas via a Redis lock), the per-service
+cooldown, and turning ``since deploy`` / ``since 1h`` into a stored snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import LockError, RedisError
+
+from bot import metrics
+from bot.capture import Capturer, CaptureResult, InstanceResult
+from bot.errors import (
+    CaptureError,
+    HeapbotError,
+    NotFoundError,
+    StoreError,
+    StoreUnavailableError,
+    UsageError,
+)
+from bot.registry import Registry, ServiceConfig, load_registry
+from bot.store import (
+    DeployMarker,
+    InstanceMeta,
+    SnapshotStore,
+    StoredSnapshot,
+    build_summary,
+    new_snapshot_id,
+)
+
+if TYPE_CHECKING:
+    from bot.analysis.goroutines import GoroutineReport
+    from bot.analysis.summary import SnapshotSummary
+    from bot.pprof import Profile
+    from bot.redis_server import EmbeddedRedis
+    from bot.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SINCE_HELP = "previous, deploy, a duration like 30m, 1h or 2d, or a snapshot id"
+_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+@dataclass(slots=True)
+class Captured:
+    """A capture as handlers use it: stored snapshot plus parsed data."""
+
+    snapshot: StoredSnapshot
+    heap: Profile | None = None  # merged over the instances that answered
+    goroutines: GoroutineReport | None = None  # merged over instances
+    memstats: dict[str, int] = field(default_factory=dict)  # merged (summed)
+    instances: list[InstanceMeta] = field(default_factory=list)
+    reused: bool = False  # inside the cooldown: an earlier capture was returned
+    shared: bool = False  # another request's (or replica's) capture was joined
+    age_seconds: float = 0.0
+    stored: bool = True  # False when Redis was down (the capture is still usable)
+    store_error: str | None = None
+    deploys_detected: list[DeployMarker] = field(default_factory=list)
+
+    @property
+    def service(self) -> str:
+        return self.snapshot.service
+
+    @property
+    def snapshot_id(self) -> str:
+        return self.snapshot.id
+
+    @property
+    def profile(self) -> Profile | None:
+        return self.heap
+
+
+def parse_duration(text: str) -> float | None:
+    """Seconds in "90s", "30m", "1h", "2d", "1h30m"; None when it is not a duration."""
+    match = _DURATION.match(text.strip().lower())
+    if not match or not any(match.groups()):
+        return None
+    days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
+    return float(days * 86400 + hours * 3600 + minutes * 60 + seconds)
+
+
+def merge_goroutine_reports(reports: Sequence[GoroutineReport]) -> GoroutineReport | None:
+    """One report over several instances: groups with the same stack signature summed."""
+    if not reports:
+        return None
+    if len(reports) == 1:
+        return reports[0]
+    from bot.analysis.goroutines import GoroutineGroup, GoroutineReport
+
+    merged: dict[str, GoroutineGroup] = {}
+    for report in reports:
+        for group in report.groups:
+            seen = merged.get(group.signature)
+            if seen is None:
+                merged[group.signature] = GoroutineGroup(
+                    count=group.count, frames=list(group.frames), state=group.state,
+                    wait_frame=group.wait_frame, creator=group.creator,
+                    creator_location=group.creator_location, wait_minutes=group.wait_minutes)
+            else:
+                seen.count += group.count
+                if group.wait_minutes is not None:
+                    seen.wait_minutes = max(seen.wait_minutes or 0, group.wait_minutes)
+    groups = sorted(merged.values(), key=lambda g: (-g.count, g.signature))
+    return GoroutineReport(total=sum(r.total for r in reports), groups=groups,
+                           source=reports[0].source)
+
+
+def _parse_profiles(blobs: Sequence[bytes]) -> Profile | None:
+    """Parse and merge heap profiles (CPU-heavy: called via asyncio.to_thread)."""
+    try:
+        from bot.pprof import merge_profiles, parse_profile
+    except ImportError:
+        return None
+    profiles = [parse_profile(b) for b in blobs]
+    if not profiles:
+        return None
+    return profiles[0] if len(profiles) == 1 else merge_profiles(profiles)
+
+
+def _merge_parsed(profiles: Sequence[Profile]) -> Profile | None:
+    if not profiles:
+        return None
+    if len(profiles) == 1:
+        return profiles[0]
+    from bot.pprof import merge_profiles
+
+    return merge_profiles(profiles)
+
+
+def _goroutine_reports(blobs: Sequence[bytes]) -> list[GoroutineReport]:
+    try:
+        from bot.analysis.goroutines import parse_goroutines
+    except ImportError:
+        return []
+    reports = []
+    for blob in blobs:
+        try:
+            reports.append(parse_goroutines(blob))
+        except HeapbotError as exc:
+            log.warning("goroutine profile skipped: %s", exc.message)
+    return reports
+
+
+def _memstats(texts: dict[str, str]) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
+    """Merged MemStats fields and per-instance fields."""
+    try:
+        from bot.analysis.memstats import merge_memstats, parse_memstats
+    except ImportError:
+        return {}, {}
+    parsed = {}
+    for target, text in texts.items():
+        try:
+            parsed[target] = parse_memstats(text)
+        except HeapbotError as exc:
+            log.warning("memstats of %s skipped: %s", target, exc.message)
+    if not parsed:
+        return {}, {}
+    merged = merge_memstats(list(parsed.values()))
+    return dict(merged.fields), {t: dict(m.fields) for t, m in parsed.items()}
+
+
+def _digest(result: CaptureResult, snapshot_id: str, trigger: str, requested_by: str
+            ) -> tuple[StoredSnapshot, dict[tuple[int, str], bytes], Profile | None,
+                       GoroutineReport | None]:
+    """Everything CPU-heavy about a fresh capture, off the event loop."""
+    instances: list[InstanceMeta] = []
+    raw: dict[tuple[int, str], bytes] = {}
+    heaps: list[Profile] = []
+    goroutine_blobs: list[bytes] = []
+    memstats_texts: dict[str, str] = {}
+    for index, inst in enumerate(result.instances):
+        build_id = getattr(inst.heap_profile, "main_build_id", "") or ""
+        kinds = []
+        if inst.ok and inst.heap is not None:
+            raw[(index, "heap")] = inst.heap
+            kinds.append("heap")
+            if inst.heap_profile is not None:
+                heaps.append(inst.heap_profile)
+        if inst.ok and inst.goroutine is not None:
+            raw[(index, "goroutine")] = inst.goroutine
+            goroutine_blobs.append(inst.goroutine)
+            kinds.append("goroutine")
+        if inst.ok and inst.memstats_text is not None:
+            raw[(index, "memstats")] = inst.memstats_text.encode()
+            memstats_texts[inst.target] = inst.memstats_text
+            kinds.append("memstats")
+        instances.append(InstanceMeta(
+            target=inst.target, ok=inst.ok, error=inst.error, elapsed=round(inst.elapsed, 4),
+            source=inst.source, build_id=build_id, warnings=list(inst.warnings), kinds=kinds))
+    heap = _merge_parsed(heaps)
+    reports = _goroutine_reports(goroutine_blobs)
+    goroutines = merge_goroutine_reports(reports)
+    memstats, per_instance = _memstats(memstats_texts)
+    builds = Counter(i.build_id for i in instances if i.ok and i.build_id)
+    build_id = builds.most_common(1)[0][0] if builds else ""
+    answered = sum(1 for i in instances if i.ok)
+    summary = build_summary(
+        snapshot_id=snapshot_id, service=result.service, taken_at=result.started_at,
+        build_id=build_id, instances=answered, heap=heap, goroutine_reports=reports,
+        memstats=memstats, trigger=trigger)
+    snapshot = StoredSnapshot(
+        id=snapshot_id, service=result.service, taken_at=result.started_at, trigger=trigger,
+        requested_by=requested_by, instances=instances, build_id=build_id,
+        goroutine_total=goroutines.total if goroutines is not None else None,
+        memstats=memstats, memstats_per_instance=per_instance, summary=summary,
+        elapsed=round(result.elapsed, 4))
+    return snapshot, raw, heap, goroutines
+
+
+class Runtime:
+    """Registry + capturer + store, with single-flight and since-resolution."""
+
+    def __init__(self, *, registry: Registry, store: SnapshotStore, capturer: Capturer,
+                 settings: Settings | None = None, embedded: EmbeddedRedis | None = None,
+                 lock_timeout: float | None = None) -> None:
+        self.registry = registry
+        self.store = store
+        self.capturer = capturer
+        self.settings = settings
+        self.embedded = embedded
+        self.lock_timeout = lock_timeout
+        self._inflight: dict[str, asyncio.Future[Captured]] = {}
+
+    @classmethod
+    async def create(cls, settings: Settings, *, registry: Registry | None = None,
+                     capturer: Capturer | None = None) -> Runtime:
+        """Load the registry, connect to REDIS_URL or start the embedded Redis."""
+        registry = registry if registry is not None else load_registry(settings.config_path)
+        if not registry.found:
+            log.warning("no registry at %s: heapbot starts with no services. %s",
+                        registry.path, registry.setup_hint())
+        embedded = None
+        if settings.redis_url:
+            store = SnapshotStore.from_url(settings.redis_url)
+        else:
+            from bot.redis_server import EmbeddedRedis
+
+            embedded = EmbeddedRedis(settings.data_dir)
+            url = await asyncio.to_thread(embedded.ensure)
+            store = SnapshotStore.from_url(url)
+            store.location = f"embedded redis-server in {settings.data_dir}"
+        return cls(registry=registry, store=store, capturer=capturer or Capturer(),
+                   settings=settings, embedded=embedded)
+
+    async def close(self) -> None:
+        """Close connections; stop the embedded Redis if this process started it."""
+        for pending in list(self._inflight.values()):
+            pending.cancel()
+        await self.capturer.aclose()
+        with contextlib.suppress(Exception):
+            await self.store.close()
+        if self.embedded is not None and self.embedded.started_here:
+            await asyncio.to_thread(self.embedded.stop)
+
+    def service(self, name: str) -> ServiceConfig:
+        return self.registry.resolve(name)
+
+    # -- capture -------------------------------------------------------------------
+
+    async def capture(self, service: str, trigger: str = "user", requested_by: str = "",
+                      force: bool = False) -> Captured:
+        """Capture every instance and store the snapshot (or reuse/join a recent one)."""
+        config = self.registry.resolve(service)
+        pending = self._inflight.get(config.name)
+        if pending is not None:  # someone in this process is capturing it right now
+            result = await asyncio.shield(pending)
+            return _joined(result)
+        future: asyncio.Future[Captured] = asyncio.get_running_loop().create_future()
+        self._inflight[config.name] = future
+        try:
+            result = await self._capture_once(config, trigger, requested_by, force)
+        except BaseException as exc:
+            if not future.done():
+                future.set_exception(exc)
+                future.exception()  # retrieved: no "never retrieved" warning if unused
+            raise
+        else:
+            future.set_result(result)
+            return result
+        finally:
+            self._inflight.pop(config.name, None)
+
+    async def _capture_once(self, config: ServiceConfig, trigger: str, requested_by: str,
+                            force: bool) -> Captured:
+        now = time.time()
+        latest: StoredSnapshot | None = None
+        store_error: str | None = None
+        try:
+            latest = await self.store.latest(config.name)
+        except StoreError as exc:
+            store_error = exc.user_message()
+        if (not force and latest is not None and config.cooldown_seconds > 0
+                and now - latest.taken_at < config.cooldown_seconds):
+            metrics.CAPTURES.labels(config.name, "reused").inc()
+            return await self._from_stored(latest, reused=True)
+
+        lock = None
+        if store_error is None:
+            ttl = self.lock_timeout or (config.timeout_seconds * 3 + 30)
+            lock = self.store.redis.lock(f"heapbot:{{{config.name}}}:capture-lock",
+                                         timeout=ttl, sleep=0.05, blocking_timeout=ttl)
+            try:
+                if not await lock.acquire(blocking=False):
+                    # Another replica is capturing: wait for it and use what it stored.
+                    acquired = await lock.acquire(blocking=True)
+                    newest = await self.store.latest(config.name)
+                    if newest is not None and (latest is None or newest.id != latest.id):
+                        if acquired:
+                            await _release(lock)
+                        metrics.CAPTURES.labels(config.name, "reused").inc()
+                        return _joined(await self._from_stored(newest))
+                    if not acquired:
+                        lock = None  # the holder vanished without storing: capture anyway
+            except (RedisError, OSError) as exc:
+                log.warning("capture lock for %s unavailable: %s", config.name,
+                            type(exc).__name__)
+                lock = None
+        try:
+            return await self._fresh(config, trigger, requested_by, store_error)
+        finally:
+            if lock is not None:
+                await _release(lock)
+
+    async def _fresh(self, config: ServiceConfig, trigger: str, requested_by: str,
+                     store_error: str | None) -> Captured:
+        clock = time.monotonic()
+        try:
+            result = await self.capturer.capture(config)
+        except CaptureError:
+            metrics.CAPTURES.labels(config.name, "failed").inc()
+            raise
+        finally:
+            metrics.CAPTURE_SECONDS.labels(config.name).observe(time.monotonic() - clock)
+        snapshot_id = new_snapshot_id(result.started_at)
+        snapshot, raw, heap, goroutines = await asyncio.to_thread(
+            _digest, result, snapshot_id, trigger, requested_by)
+        metrics.CAPTURES.labels(config.name, "partial" if result.partial else "ok").inc()
+        captured = Captured(snapshot=snapshot, heap=heap, goroutines=goroutines,
+                            memstats=dict(snapshot.memstats), instances=snapshot.instances)
+        if store_error is not None:
+            captured.stored, captured.store_error = False, store_error
+            return captured
+        try:
+            captured.deploys_detected = await self.store.save(
+                snapshot, raw, retention_count=config.retention_count,
+                retention_days=config.retention_days)
+        except StoreError as exc:
+            captured.stored, captured.store_error = False, exc.user_message()
+            log.warning("snapshot of %s not stored: %s", config.name, exc.message)
+        return captured
+
+    async def _from_stored(self, snapshot: StoredSnapshot, *, reused: bool = False
+                           ) -> Captured:
+        heap = await self.load_profile(snapshot, missing_ok=True)
+        goroutines = None
+        blobs = [b for _, b in await self.store.raw_profiles(
+            snapshot.service, snapshot.id, "goroutine")]
+        if blobs:
+            goroutines = merge_goroutine_reports(
+                await asyncio.to_thread(_goroutine_reports, blobs))
+        return Captured(snapshot=snapshot, heap=heap, goroutines=goroutines,
+                        memstats=dict(snapshot.memstats), instances=snapshot.instances,
+                        reused=reused, age_seconds=max(0.0, time.time() - snapshot.taken_at))
+
+    # -- stored snapshots --------------------------------------------------------------
+
+    async def load_profile(self, snapshot: StoredSnapshot, kind: str = "heap", *,
+                           missing_ok: bool = False) -> Profile | None:
+        """The merged profile of ``kind`` rebuilt from the snapshot's stored raw bytes."""
+        blobs = [b for _, b in await self.store.raw_profiles(snapshot.service, snapshot.id,
+                                                             kind)]
+        if not blobs:
+            if missing_ok:
+                return None
+            raise NotFoundError(
+                f"Snapshot `{snapshot.id}` of `{snapshot.service}` holds no {kind} profile.",
+                hint=f"`/heap capture {snapshot.service}` takes a new one.")
+        return await asyncio.to_thread(_parse_profiles, blobs)
+
+    async def get(self, service: str, snapshot_id: str) -> StoredSnapshot:
+        return await self.store.get(self.registry.resolve(service).name, snapshot_id)
+
+    async def history(self, service: str, limit: int = 20) -> list[StoredSnapshot]:
+        """Stored snapshots, newest first (with summaries)."""
+        name = self.registry.resolve(service).name
+        return await self.store.list(name, limit, with_summary=True)
+
+    async def summaries(self, service: str, since: float | str | None = None
+                        ) -> list[SnapshotSummary]:
+        """Stored summaries oldest first; ``since`` is unix seconds or a since-reference."""
+        name = self.registry.resolve(service).name
+        if isinstance(since, str):
+            since = (await self.resolve_since(name, since, None)).taken_at
+        return await self.store.summaries(name, since=since)
+
+    async def deploys(self, service: str, since: float | None = None) -> list[DeployMarker]:
+        return await self.store.deploys(self.registry.resolve(service).name, since=since)
+
+    async def add_deploy(self, service: str, version: str, by: str = "",
+                         at: float | None = None) -> DeployMarker:
+        version = version.strip()
+        if not version or len(version) > 200:
+            raise UsageError("A deploy needs a VERSION (at most 200 characters).",
+                             hint="Usage: `/heap deploy SERVICE VERSION`")
+        return await self.store.add_deploy(self.registry.resolve(service).name, version, by,
+                                           at)
+
+    async def resolve_since(self, service: str, ref: str | None,
+                            before: StoredSnapshot | float | None = None) -> StoredSnapshot:
+        """The stored snapshot that ``ref`` names, relative to ``before`` (default: now).
+
+        ``previous``: the capture before ``before``. ``deploy``: the first capture
+        at or after the latest deploy (growth since the deploy), else the last one
+        before it. ``30m``/``1h``/``2d``: the newest capture at least that old.
+        Otherwise ``ref`` is a snapshot id.
+        """
+        name = self.registry.resolve(service).name
+        ref = (ref or "previous").strip()
+        exclude = before.id if isinstance(before, StoredSnapshot) else None
+        when = (before.taken_at if isinstance(before, StoredSnapshot)
+                else float(before) if before is not None else time.time())
+        low = ref.lower()
+        if low in ("previous", "prev", "last"):
+            found = await self.store.before(name, when, exclude=exclude)
+            if found is None:
+                raise NotFoundError(
+                    f"There is no earlier capture of `{name}` to compare with.",
+                    hint=f"Capture again later (`/heap capture {name}`) and compare then.")
+            return found
+        if low == "deploy":
+            markers = await self.store.deploys(name, until=when)
+            if not markers:
+                raise NotFoundError(
+                    f"No deploy of `{name}` is recorded.",
+                    hint=f"`/heap deploy {name} VERSION` records one; heapbot also notices "
+                    "a new build between two captures.")
+            marker = markers[-1]
+            after = [s for s in await self.store.list(name, 0, since=marker.taken_at)
+                     if s.id != exclude and s.taken_at <= when]
+            if after:
+                return after[-1]  # list is newest first: the first capture after the deploy
+            found = await self.store.before(name, marker.taken_at, exclude=exclude)
+            if found is None:
+                raise NotFoundError(
+                    f"`{name}` has no capture since its deploy {marker.version} other than "
+                    "this one.", hint="Capture again later to see the change since the deploy.")
+            return found
+        seconds = parse_duration(low)
+        if seconds is not None:
+            found = await self.store.before(name, when - seconds, exclude=exclude)
+            if found is None:
+                oldest = await self.store.list(name, 0)
+                hint = (f"The oldest stored capture is from {_age_text(when - oldest[-1].taken_at)}"
+                        " ago." if oldest else f"`/heap capture {name}` starts the history.")
+                raise NotFoundError(f"`{name}` has no capture from {ref} ago or earlier.",
+                                    hint=hint)
+            return found
+        if re.fullmatch(r"\d{8}-\d{6}-[0-9a-f]{4}", low):
+            return await self.store.get(name, low)
+        raise UsageError(f"`since {ref}` is not something heapbot understands.",
+                         hint=f"Use {SINCE_HELP}.")
+
+
+def _joined(captured: Captured) -> Captured:
+    """A copy for a request that joined another's capture."""
+    return Captured(
+        snapshot=captured.snapshot, heap=captured.heap, goroutines=captured.goroutines,
+        memstats=captured.memstats, instances=captured.instances, reused=captured.reused,
+        shared=True, age_seconds=max(0.0, time.time() - captured.snapshot.taken_at),
+        stored=captured.stored, store_error=captured.store_error,
+        deploys_detected=captured.deploys_detected)
+
+
+async def _release(lock: Any) -> None:
+    with contextlib.suppress(LockError, RedisError, OSError):
+        await lock.release()
+
+
+def _age_text(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds / 86400:.1f}d"
+
+
+__all__ = [
+    "SINCE_HELP",
+    "CaptureResult",
+    "Captured",
+    "InstanceResult",
+    "Runtime",
+    "StoreUnavailableError",
+    "merge_goroutine_reports",
+    "parse_duration",
+]
