@@ -1,0 +1,339 @@
+"""Webhook routes over real HTTP against a real Redis: validate, authenticate, enqueue.
+
+These tests stop at the queue (what the routes promise); tests/test_paged.py
+follows the jobs through the worker into Slack threads.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import redis.asyncio as aioredis
+from aiohttp import web
+from pydantic import SecretStr
+
+from bot.jobs import STREAM, JobQueue, QueueSettings
+from bot.registry import Registry, load_registry
+from bot.settings import Settings
+from bot.store import SnapshotStore
+from bot.webhooks import register_routes
+
+AM_TOKEN = "am-secret-token"
+PD_SECRET = "pd-signing-secret"
+HOOK_TOKEN = "deploy-hook-token"
+
+
+@dataclass
+class RegistryAndStore:
+    """The two Runtime parts the routes read (a real registry file and a real store)."""
+
+    registry: Registry
+    store: SnapshotStore
+
+
+def write_registry(tmp_path: Path, target: str = "http://127.0.0.1:9") -> Path:
+    path = tmp_path / "heapbot.yaml"
+    path.write_text(
+        "services:\n"
+        "  payments:\n"
+        f"    targets: [\"{target}\"]\n"
+        "    channel: C0PAY\n"
+        "    aliases: [pay, payments-api]\n"
+    )
+    return path
+
+
+def settings_for(tmp_path: Path, **secrets: str) -> Settings:
+    values: dict[str, Any] = {"config_path": write_registry(tmp_path)}
+    for name, value in secrets.items():
+        values[name] = SecretStr(value)
+    return Settings(**values)
+
+
+@pytest.fixture
+async def hooks(tmp_path: Path, redis_url: str) -> AsyncIterator[tuple[str, aioredis.Redis]]:
+    """A running aiohttp app with the webhook routes; yields (base URL, redis)."""
+    settings = settings_for(tmp_path, alertmanager_token=AM_TOKEN, pagerduty_secret=PD_SECRET,
+                            webhook_token=HOOK_TOKEN)
+    store = SnapshotStore.from_url(redis_url)
+    runtime = RegistryAndStore(load_registry(settings.config_path), store)
+    app = web.Application()
+    register_routes(app, runtime, settings, config=QueueSettings(max_body_bytes=64 * 1024))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}", store.redis
+    finally:
+        await runner.cleanup()
+        await store.close()
+
+
+def alertmanager_payload(status: str = "firing", job: str = "payments-api",
+                         group_key: str = '{}:{alertname="HeapGrowing"}') -> dict[str, Any]:
+    """What Alertmanager 0.27 sends (webhook version 4), with its real field names."""
+    return {
+        "receiver": "heapbot",
+        "status": status,
+        "alerts": [{
+            "status": status,
+            "labels": {"alertname": "HeapGrowing", "job": job, "instance": "10.0.0.5:6060",
+                       "severity": "page"},
+            "annotations": {"summary": "go_memstats_heap_inuse_bytes grew 40% in 1h"},
+            "startsAt": "2026-11-21T21:58:03.123456789Z",
+            "endsAt": "0001-01-01T00:00:00Z" if status == "firing" else "2026-11-21T22:30:00Z",
+            "generatorURL": "http://prometheus:9090/graph?g0.expr=...",
+            "fingerprint": "c4b7f8e2a1d0c9b3",
+        }],
+        "groupLabels": {"alertname": "HeapGrowing"},
+        "commonLabels": {"alertname": "HeapGrowing", "severity": "page"},
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager:9093",
+        "version": "4",
+        "groupKey": group_key,
+        "truncatedAlerts": 0,
+        "unknownFutureField": {"x": 1},
+    }
+
+
+def pagerduty_payload(event_type: str = "incident.triggered",
+                      service_summary: str = "Payments") -> dict[str, Any]:
+    """A PagerDuty webhooks v3 event, shaped like PagerDuty's documented example."""
+    return {"event": {
+        "id": "01DEN4HPBQAAAG05V5QQYBRZMF",
+        "event_type": event_type,
+        "resource_type": "incident",
+        "occurred_at": "2026-11-21T22:00:00.000Z",
+        "agent": {"id": "PLH1HKV", "type": "user_reference"},
+        "client": None,
+        "data": {
+            "id": "PGR0VU2", "type": "incident", "number": 2,
+            "html_url": "https://acme.pagerduty.com/incidents/PGR0VU2",
+            "title": "Payments heap above 2 GB", "status": "triggered",
+            "created_at": "2026-11-21T21:59:00Z", "urgency": "high",
+            "service": {"id": "PF9KMXH", "summary": service_summary, "type": "service_reference",
+                        "html_url": "https://acme.pagerduty.com/services/PF9KMXH"},
+        },
+    }}
+
+
+def pd_signature(body: bytes, secret: str = PD_SECRET) -> str:
+    return "v1=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+async def post(url: str, body: bytes | str, headers: dict[str, str] | None = None
+               ) -> tuple[int, dict[str, Any], float]:
+    started = time.monotonic()
+    async with aiohttp.ClientSession() as session, session.post(
+        url, data=body, headers={"Content-Type": "application/json", **(headers or {})}
+    ) as resp:
+        text = await resp.text()
+        return resp.status, json.loads(text), time.monotonic() - started
+
+
+async def queued(redis: aioredis.Redis) -> list[dict[str, Any]]:
+    entries = await redis.xrange(STREAM)
+    return [{"kind": f[b"kind"].decode(), **json.loads(f[b"payload"])} for _, f in entries]
+
+
+BEARER = {"Authorization": f"Bearer {AM_TOKEN}"}
+
+
+async def test_alertmanager_firing_is_queued_fast(hooks: tuple[str, aioredis.Redis]) -> None:
+    url, redis = hooks
+    status, body, elapsed = await post(f"{url}/hooks/alertmanager",
+                                       json.dumps(alertmanager_payload()), BEARER)
+    assert status == 202, body
+    assert elapsed < 1.0
+    assert body["queued"][0]["service"] == "payments"  # job=payments-api is an alias
+    jobs = await queued(redis)
+    assert len(jobs) == 1
+    job = jobs[0]
+    assert (job["kind"], job["service"], job["status"], job["title"]) == (
+        "alert", "payments", "firing", "HeapGrowing")
+    assert job["summary"] == "go_memstats_heap_inuse_bytes grew 40% in 1h"
+    started = datetime(2026, 11, 21, 21, 58, 3, 123456, tzinfo=UTC).timestamp()
+    assert job["starts_at"] == pytest.approx(started, abs=1e-3)  # nanoseconds cut to micro
+
+
+async def test_duplicate_delivery_enqueues_once(hooks: tuple[str, aioredis.Redis]) -> None:
+    url, redis = hooks
+    payload = json.dumps(alertmanager_payload())
+    first = await post(f"{url}/hooks/alertmanager", payload, BEARER)
+    again = await post(f"{url}/hooks/alertmanager", payload, BEARER)
+    resolved = await post(f"{url}/hooks/alertmanager",
+                          json.dumps(alertmanager_payload("resolved")), BEARER)
+    assert first[1]["queued"][0]["duplicate"] is False
+    assert again[0] == 202 and again[1]["queued"][0]["duplicate"] is True
+    assert resolved[1]["queued"][0]["status"] == "resolved"
+    assert [j["status"] for j in await queued(redis)] == ["firing", "resolved"]
+    # Both notifications of the group share one incident key: the resolve finds the thread.
+    keys = {j["incident_key"] for j in await queued(redis)}
+    assert len(keys) == 1
+
+
+async def test_unknown_service_is_2xx_with_tried_labels(hooks: tuple[str, aioredis.Redis]
+                                                        ) -> None:
+    url, redis = hooks
+    status, body, _ = await post(f"{url}/hooks/alertmanager",
+                                 json.dumps(alertmanager_payload(job="billing")), BEARER)
+    assert status == 200
+    assert body["ok"] is False and body["status"] == 422
+    assert "job=billing" in body["tried"]
+    assert await queued(redis) == []
+
+
+@pytest.mark.parametrize("headers", [
+    {},
+    {"Authorization": "Bearer wrong"},
+    {"Authorization": "Basic " + base64.b64encode(b"am:wrong").decode()},
+])
+async def test_alertmanager_auth_refused(hooks: tuple[str, aioredis.Redis],
+                                         headers: dict[str, str]) -> None:
+    url, redis = hooks
+    status, body, _ = await post(f"{url}/hooks/alertmanager",
+                                 json.dumps(alertmanager_payload()), headers)
+    assert status == 401
+    assert "HEAPBOT_ALERTMANAGER_TOKEN" in body["error"]
+    assert AM_TOKEN not in json.dumps(body)
+    assert await queued(redis) == []
+
+
+async def test_alertmanager_basic_auth_accepted(hooks: tuple[str, aioredis.Redis]) -> None:
+    url, _redis = hooks
+    basic = {"Authorization": "Basic " + base64.b64encode(f"am:{AM_TOKEN}".encode()).decode()}
+    status, _body, _ = await post(f"{url}/hooks/alertmanager",
+                                  json.dumps(alertmanager_payload()), basic)
+    assert status == 202
+
+
+@pytest.mark.parametrize(("body", "status", "words"), [
+    ("{not json", 400, "not valid JSON"),
+    ("", 400, "empty"),
+    (json.dumps({"alerts": "nope"}), 400, "alerts"),
+    (json.dumps({"x": "a" * 70_000}), 413, "larger than"),
+])
+async def test_bad_bodies_get_one_clear_message(hooks: tuple[str, aioredis.Redis], body: str,
+                                                status: int, words: str) -> None:
+    url, redis = hooks
+    got, answer, _ = await post(f"{url}/hooks/alertmanager", body, BEARER)
+    assert got == status
+    assert words in answer["error"]
+    assert "Traceback" not in answer["error"]
+    assert await queued(redis) == []
+
+
+async def test_pagerduty_signed_event_is_queued(hooks: tuple[str, aioredis.Redis]) -> None:
+    url, redis = hooks
+    body = json.dumps(pagerduty_payload()).encode()
+    # During a secret rotation PagerDuty sends several signatures; any may match.
+    header = pd_signature(body, "old-secret") + "," + pd_signature(body)
+    status, answer, elapsed = await post(f"{url}/hooks/pagerduty", body,
+                                         {"X-PagerDuty-Signature": header})
+    assert status == 202, answer
+    assert elapsed < 1.0
+    (job,) = await queued(redis)
+    assert (job["service"], job["status"], job["source"]) == ("payments", "firing", "pagerduty")
+    # The same event delivered again is dropped.
+    await post(f"{url}/hooks/pagerduty", body, {"X-PagerDuty-Signature": header})
+    assert len(await queued(redis)) == 1
+
+
+@pytest.mark.parametrize("header", ["", "v1=deadbeef", "v0=abc", "garbage"])
+async def test_pagerduty_bad_signature_is_401_and_nothing_queued(
+        hooks: tuple[str, aioredis.Redis], header: str) -> None:
+    url, redis = hooks
+    body = json.dumps(pagerduty_payload()).encode()
+    status, answer, _ = await post(f"{url}/hooks/pagerduty", body,
+                                   {"X-PagerDuty-Signature": header} if header else {})
+    assert status == 401
+    assert "X-PagerDuty-Signature" in answer["error"]
+    assert await queued(redis) == []
+
+
+async def test_pagerduty_signature_is_over_the_raw_body(hooks: tuple[str, aioredis.Redis]
+                                                        ) -> None:
+    url, redis = hooks
+    body = json.dumps(pagerduty_payload()).encode()
+    tampered = body.replace(b"Payments heap", b"Billing heap")
+    status, _answer, _ = await post(f"{url}/hooks/pagerduty", tampered,
+                                    {"X-PagerDuty-Signature": pd_signature(body)})
+    assert status == 401
+    assert await queued(redis) == []
+
+
+async def test_pagerduty_other_events_are_acknowledged_and_ignored(
+        hooks: tuple[str, aioredis.Redis]) -> None:
+    url, redis = hooks
+    body = json.dumps(pagerduty_payload("incident.acknowledged")).encode()
+    status, answer, _ = await post(f"{url}/hooks/pagerduty", body,
+                                   {"X-PagerDuty-Signature": pd_signature(body)})
+    assert status == 200 and answer["ignored"] == "incident.acknowledged"
+    assert await queued(redis) == []
+
+
+async def test_deploy_and_capture_hooks(hooks: tuple[str, aioredis.Redis]) -> None:
+    url, redis = hooks
+    auth = {"Authorization": f"Bearer {HOOK_TOKEN}"}
+    status, answer, _ = await post(f"{url}/hooks/deploy",
+                                   json.dumps({"service": "pay", "version": "v1.4.2"}), auth)
+    assert status == 202 and answer["service"] == "payments"
+    status, answer, _ = await post(f"{url}/hooks/capture",
+                                   json.dumps({"service": "payments", "reason": "canary"}), auth)
+    assert status == 202
+    jobs = await queued(redis)
+    assert [(j["kind"], j["service"]) for j in jobs] == [("deploy", "payments"),
+                                                         ("capture", "payments")]
+    assert jobs[0]["version"] == "v1.4.2" and jobs[1]["reason"] == "canary"
+
+    status, answer, _ = await post(f"{url}/hooks/deploy",
+                                   json.dumps({"service": "paymnts", "version": "v2"}), auth)
+    assert status == 422 and "payments" in answer["error"]  # did-you-mean
+    status, answer, _ = await post(f"{url}/hooks/deploy",
+                                   json.dumps({"service": "payments", "version": "v2"}),
+                                   {"Authorization": "Bearer nope"})
+    assert status == 401
+    status, answer, _ = await post(f"{url}/hooks/deploy", json.dumps({"version": "v2"}), auth)
+    assert status == 400 and "service" in answer["error"]
+    assert len(await queued(redis)) == 2
+
+
+async def test_hooks_without_configured_secrets_refuse(tmp_path: Path, redis_url: str) -> None:
+    settings = settings_for(tmp_path)
+    store = SnapshotStore.from_url(redis_url)
+    app = web.Application()
+    register_routes(app, RegistryAndStore(load_registry(settings.config_path), store), settings,
+                    queue=JobQueue(store.redis))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    try:
+        body = json.dumps(pagerduty_payload()).encode()
+        status, answer, _ = await post(f"{url}/hooks/pagerduty", body,
+                                       {"X-PagerDuty-Signature": pd_signature(body)})
+        assert status == 503 and "PAGERDUTY_WEBHOOK_SECRET" in answer["error"]
+        status, answer, _ = await post(f"{url}/hooks/deploy",
+                                       json.dumps({"service": "payments", "version": "1"}))
+        assert status == 403 and "HEAPBOT_WEBHOOK_TOKEN" in answer["error"]
+        # Alertmanager auth is optional: no token configured means open.
+        status, _answer, _ = await post(f"{url}/hooks/alertmanager",
+                                        json.dumps(alertmanager_payload()))
+        assert status == 202
+    finally:
+        await runner.cleanup()
+        await store.close()
