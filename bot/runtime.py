@@ -201,7 +201,13 @@ def _digest(result: CaptureResult, snapshot_id: str, trigger: str, requested_by:
             target=inst.target, ok=inst.ok, error=inst.error, elapsed=round(inst.elapsed, 4),
             source=inst.source, build_id=build_id, warnings=list(inst.warnings), kinds=kinds))
     heap = _merge_parsed(heaps)
-    reports = _goroutine_reports(goroutine_blobs)
+    reports: list[GoroutineReport] = []
+    for meta, blob in zip([i for i in instances if "goroutine" in i.kinds], goroutine_blobs,
+                          strict=True):
+        parsed = _goroutine_reports([blob])
+        if parsed:
+            meta.goroutines = parsed[0].total
+            reports.extend(parsed)
     goroutines = merge_goroutine_reports(reports)
     memstats, per_instance = _memstats(memstats_texts)
     builds = Counter(i.build_id for i in instances if i.ok and i.build_id)

@@ -78,6 +78,7 @@ class InstanceMeta:
     build_id: str = ""
     warnings: list[str] = field(default_factory=list)
     kinds: list[str] = field(default_factory=list)  # raw kinds stored for it
+    goroutines: int | None = None  # this instance's goroutine count
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> InstanceMeta:

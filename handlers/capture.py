@@ -1,0 +1,104 @@
+"""`/heap capture SERVICE [--force]`: capture every instance now and store the snapshot.
+
+The reply is about the capture itself (which instances answered, how much heap
+and how many goroutines each holds), not a report: `top`, `diff` and `leaks`
+read what this stored.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.reply import Column, Reply, Table
+from handlers._common import (
+    failed_instances_text,
+    format_age,
+    format_time,
+    parse_args,
+    short_build_id,
+    standard_actions,
+)
+
+USAGE = "/heap capture SERVICE [--force]"
+
+
+def format_bytes(value: int | None) -> str:
+    """pprof-style bytes ("41.20MB"); "-" when unknown."""
+    if value is None:
+        return "-"
+    try:
+        from bot.analysis.units import format_value
+    except ImportError:
+        return f"{value / (1024 * 1024):.2f}MB"
+    return format_value(value, "bytes")
+
+
+def instance_table(snapshot: Any) -> Table:
+    """One row per instance: status, HeapInuse, goroutines, time taken, and why it failed."""
+    rows = []
+    for inst in snapshot.instances:
+        stats = snapshot.memstats_per_instance.get(inst.target, {})
+        status = "ok" if inst.ok else "failed"
+        note = inst.error or "; ".join(inst.warnings) or ""
+        rows.append([
+            inst.target, status, format_bytes(stats.get("HeapInuse")),
+            f"{inst.goroutines:,}" if inst.goroutines is not None else "-",
+            f"{inst.elapsed * 1000:.0f}ms", note,
+        ])
+    return Table(
+        columns=[Column("instance", "left"), Column("status", "left"), Column("heap in use"),
+                 Column("goroutines"), Column("took"), Column("note", "left")],
+        rows=rows,
+    )
+
+
+async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
+    """Capture (or reuse one inside the cooldown unless --force) and show the outcome."""
+    args = parse_args(argv, USAGE, flags={"--force": "force"}, min_positionals=1,
+                      max_positionals=1)
+    service = args.positionals[0]
+    captured = await runtime.capture(service, trigger="user",
+                                     requested_by=getattr(inv, "user_id", ""),
+                                     force=bool(args.get("force")))
+    snapshot = captured.snapshot
+    answered = sum(1 for i in snapshot.instances if i.ok)
+    total = len(snapshot.instances)
+    heap = snapshot.memstats.get("HeapInuse")
+    goroutines = snapshot.goroutine_total
+    facts = [f"heap in use {format_bytes(heap)}" if heap is not None else "",
+             f"{goroutines:,} goroutines" if goroutines is not None else "",
+             f"build {short_build_id(snapshot.build_id)}" if snapshot.build_id else ""]
+    context = [" · ".join([service, f"{answered}/{total} instances",
+                           f"captured {format_time(snapshot.taken_at)}",
+                           f"snapshot {snapshot.id}"])]
+    sections = []
+    if captured.reused:
+        title = f"Reused the capture of {service} from {format_age(captured.age_seconds)} ago"
+        sections.append("Inside the service's cooldown heapbot reuses the latest capture; "
+                        f"`/heap capture {service} --force` takes a new one now.")
+    elif captured.shared:
+        title = f"Captured {service}: {answered}/{total} instances (joined a capture in progress)"
+    else:
+        title = f"Captured {service}: {answered}/{total} instances"
+    if (failed := failed_instances_text(snapshot)):
+        sections.append(failed)
+    if not captured.stored:
+        sections.append(f"Not stored: {captured.store_error} The numbers here are right, "
+                        "but history, diff and leaks will not see this capture.")
+    for marker in captured.deploys_detected:
+        sections.append(f"New build since the previous capture ({marker.previous_build_id[:12]} "
+                        f"→ {marker.build_id[:12]}): recorded as a deploy.")
+    return Reply(
+        title=title,
+        context=context,
+        summary=", ".join(f for f in facts if f),
+        table=instance_table(snapshot),
+        sections=sections,
+        actions=standard_actions(service, snapshot.id, skip={"Capture again"}),
+        service=service,
+        snapshot_id=snapshot.id,
+        data={"snapshot": snapshot.to_json(), "reused": captured.reused,
+              "shared": captured.shared, "stored": captured.stored,
+              "age_seconds": round(captured.age_seconds, 3),
+              "instances_answered": answered, "instances_total": total},
+    )

@@ -1,0 +1,32 @@
+"""`/heap deploy SERVICE VERSION`: record a deploy marker.
+
+`diff since deploy` and the leak analysis use markers to split history into
+"before" and "after"; heapbot also records one when the build id changes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.reply import Action, Reply
+from handlers._common import format_time, parse_args
+
+USAGE = "/heap deploy SERVICE VERSION"
+
+
+async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
+    """Store the marker now and say what it enables."""
+    args = parse_args(argv, USAGE, min_positionals=2, max_positionals=2)
+    service, version = args.positionals
+    marker = await runtime.add_deploy(service, version, by=getattr(inv, "user_id", ""))
+    by = f" by {marker.by}" if marker.by else ""
+    return Reply(
+        title=f"Recorded deploy {version} of {service}",
+        context=[f"{service} · {format_time(marker.taken_at)}{by}"],
+        summary="`diff since deploy` and `leaks` now treat this as the start of the new build.",
+        actions=[Action("Capture now", f"capture {service}", "primary"),
+                 Action("History", f"history {service}")],
+        service=service,
+        data={"service": service, "version": marker.version, "by": marker.by,
+              "at": marker.taken_at, "source": marker.source},
+    )

@@ -1,0 +1,58 @@
+"""`/heap services`: the services in the registry, their instances and last capture."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from bot.errors import StoreError
+from bot.reply import Column, Reply, Table
+from handlers._common import format_age, parse_args
+
+USAGE = "/heap services"
+
+
+def _instances_text(targets: tuple[str, ...]) -> str:
+    """"3" for fixed targets, "2 + DNS" when some are resolved at capture time."""
+    fixed = sum(1 for t in targets if not t.startswith("dns+"))
+    dns = len(targets) - fixed
+    if not dns:
+        return str(fixed)
+    return f"{fixed} + DNS" if fixed else "DNS" if dns == 1 else f"DNS ×{dns}"
+
+
+async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
+    """One row per service; the last capture comes from the store when it is reachable."""
+    parse_args(argv, USAGE, max_positionals=0)
+    registry = runtime.registry
+    services = list(registry)
+    if not services:
+        return Reply(title="heapbot knows no services yet", sections=[registry.setup_hint()],
+                     data={"services": []})
+    now = time.time()
+    rows, data, store_problem = [], [], ""
+    for service in sorted(services, key=lambda s: s.name):
+        last = None
+        if not store_problem:
+            try:
+                last = await runtime.store.latest(service.name)
+            except StoreError as exc:
+                store_problem = exc.user_message()
+        last_text = "never" if last is None else f"{format_age(now - last.taken_at)} ago"
+        if store_problem:
+            last_text = "unknown"
+        rows.append([service.name, ", ".join(service.aliases) or "-",
+                     _instances_text(service.targets), service.channel or "-", last_text])
+        data.append({"name": service.name, "aliases": list(service.aliases),
+                     "targets": len(service.targets), "channel": service.channel,
+                     "last_capture": last.taken_at if last else None,
+                     "last_snapshot": last.id if last else None})
+    return Reply(
+        title=f"{len(services)} service{'s' if len(services) != 1 else ''} in the registry",
+        context=[f"registry {registry.path}" if registry.path else "registry"],
+        table=Table(columns=[Column("service", "left"), Column("aliases", "left"),
+                             Column("instances"), Column("channel", "left"),
+                             Column("last capture")], rows=rows),
+        sections=[f"Last captures unknown: {store_problem}"] if store_problem else [],
+        data={"services": data},
+    )
