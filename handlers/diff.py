@@ -1,0 +1,152 @@
+"""`/heap diff SERVICE [since previous|deploy|1h|ID]`: what grew, pprof -diff_base style.
+
+Captures now, resolves the earlier capture through the Runtime, and diffs the
+merged heap profiles with the engine: base negated and merged, percentages of
+the base total, rows by absolute change, "new"/"gone" marked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from bot.errors import UsageError
+from bot.reply import Action, Reply
+from handlers._common import (
+    capture_now,
+    check_regex,
+    check_sample_type,
+    context_lines,
+    failed_instances_text,
+    format_age,
+    format_time,
+    parse_args,
+    parse_count,
+    short_build_id,
+    signed,
+    stored,
+    top_table,
+)
+
+USAGE = "/heap diff SERVICE [since previous|deploy|1h|SNAPSHOT_ID]"
+
+FLAGS = {"--cum": "cum", "--force": "force"}
+VALUED = {"--type": "type", "-t": "type", "--focus": "focus", "--ignore": "ignore",
+          "--hide": "hide", "-n": "n", "--nodes": "n", "--since": "since"}
+
+
+def since_ref(positionals: list[str], option: str | None) -> str:
+    """`payments`, `payments since deploy`, `payments deploy`, `--since 1h` → the reference."""
+    rest = positionals[1:]
+    if rest and rest[0].lower() == "since":
+        rest = rest[1:]
+        if not rest:
+            raise UsageError("`since` needs a reference.", hint=f"Usage: `{USAGE}`")
+    if len(rest) > 1:
+        raise UsageError(f"Unexpected argument `{' '.join(rest[1:])[:40]}`.",
+                         hint=f"Usage: `{USAGE}`")
+    if rest and option:
+        raise UsageError("Give the reference once (either `since X` or `--since X`).",
+                         hint=f"Usage: `{USAGE}`")
+    return (rest[0] if rest else option or "previous").strip()
+
+
+async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
+    """Capture now, compare with the referenced capture, show the change table."""
+    from bot.analysis.diff import diff
+    from bot.analysis.top import TopOptions
+    from bot.analysis.units import format_value
+
+    args = parse_args(argv, USAGE, flags=FLAGS, valued=VALUED, min_positionals=1,
+                      max_positionals=3)
+    service = args.positionals[0]
+    ref = since_ref(args.positionals, args.get("since"))
+    count = parse_count(args.get("n"), USAGE)
+    sample_type = check_sample_type(args.get("type"), USAGE)
+    focus = check_regex(args.get("focus"), USAGE)
+    ignore = check_regex(args.get("ignore"), USAGE)
+    hide = check_regex(args.get("hide"), USAGE)
+
+    capture = await capture_now(runtime, service, inv.user_id, force=bool(args.get("force")))
+    base = await stored(runtime, service, ref, before=capture.snapshot)
+    if getattr(base, "id", None) == capture.snapshot_id:
+        return Reply(
+            title=f"{service}: nothing to compare yet",
+            context=context_lines(capture),
+            summary=f"`{ref}` names the capture just taken, so there is no change to show.",
+            sections=["Wait for the cooldown to pass (or `/heap capture` later), then diff "
+                      "again."],
+            service=service, snapshot_id=capture.snapshot_id, ephemeral=True,
+        )
+    base_profile = await runtime.load_profile(base)
+    options = TopOptions(sample_type=sample_type, sort="cum" if args.get("cum") else "flat",
+                         node_count=count, focus=focus, ignore=ignore, hide=hide)
+    report = await asyncio.to_thread(diff, base_profile, capture.profile, options)
+
+    base_time = format_time(getattr(base, "taken_at", 0.0))
+    span = format_age(capture.taken_at - float(getattr(base, "taken_at", capture.taken_at)))
+    base_total = report.base_total if report.base_total is not None else 0
+    new_total = base_total + sum_change(report, capture, base)
+    caption = (f"Change in {report.sample_type} from {base_time} to "
+               f"{format_time(capture.taken_at)} ({span}); % of the base total "
+               f"{format_value(base_total, report.unit)}; "
+               f"showing {len(report.rows)} of {report.node_total} changed nodes")
+    summary = growth_takeaway(report, base_total, new_total, base_time)
+    base_build = short_build_id(getattr(base, "build_id", ""))
+    now_build = short_build_id(getattr(capture.snapshot, "build_id", ""))
+    extra = f"vs {ref} ({base_time})"
+    sections = [s for s in [failed_instances_text(capture.snapshot)] if s]
+    if base_build and now_build and base_build != now_build:
+        sections.append(f"The binary changed between the captures (build {base_build} → "
+                        f"{now_build}): part of the change can be the deploy itself.")
+    return Reply(
+        title=f"{service}: {report.sample_type} change since {ref}",
+        context=context_lines(capture, extra),
+        summary=summary,
+        table=top_table(report, caption=caption, with_status=True),
+        sections=sections,
+        actions=[
+            Action("Leaks", f"leaks {service}", "primary"),
+            Action("Top now", f"top {service}"),
+            Action("Goroutines", f"goroutines {service}"),
+            Action("Diff since deploy", f"diff {service} since deploy"),
+        ],
+        service=service,
+        snapshot_id=capture.snapshot_id or None,
+        data={**report.to_json(), "service": service, "since": ref,
+              "base_snapshot_id": getattr(base, "id", ""), "snapshot_id": capture.snapshot_id},
+    )
+
+
+def sum_change(report: Any, capture: Any, base: Any) -> int:
+    """Total change of the sample type: from the stored summaries when both have it."""
+    new_summary = getattr(capture.snapshot, "summary", None)
+    base_summary = getattr(base, "summary", None)
+    name = report.sample_type
+    if new_summary is not None and base_summary is not None:
+        new_total = new_summary.heap.totals.get(name)
+        old_total = base_summary.heap.totals.get(name)
+        if new_total is not None and old_total is not None:
+            return int(new_total) - int(old_total)
+    return sum(int(r.flat) for r in report.rows)
+
+
+def growth_takeaway(report: Any, base_total: int, new_total: int, base_time: str) -> str:
+    """"main.leak +18.20MB since 14:02 (new); total 120MB, +25MB (+26%)"."""
+    unit = report.unit
+    from bot.analysis.units import format_value
+
+    change = new_total - base_total
+    pct = f" ({change / base_total * 100:+.0f}%)" if base_total else ""
+    total_text = (f"Total {format_value(max(new_total, 0), unit)}, {signed(change, unit)}"
+                  f"{pct} since {base_time}.")
+    if not report.rows:
+        return "No function changed. " + total_text
+    grown = max(report.rows, key=lambda r: r.flat)
+    if grown.flat <= 0:
+        shrunk = min(report.rows, key=lambda r: r.flat)
+        return (f"Nothing grew; the biggest drop is {shrunk.function} "
+                f"{signed(shrunk.flat, unit)}. " + total_text)
+    status = getattr(grown, "status", "")
+    note = " (new since then)" if status == "new" else ""
+    return f"Biggest growth: {grown.function} {signed(grown.flat, unit)}{note}. " + total_text

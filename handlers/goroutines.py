@@ -1,0 +1,102 @@
+"""`/heap goroutines SERVICE [N]`: how many goroutines, grouped by stack, and where they wait.
+
+A goroutine leak shows as one group that keeps growing while parked on a
+channel or a lock; each group's change since the previous capture is shown next
+to its count so that growth stands out.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.reply import Action, Column, Reply, Table
+from handlers._common import (
+    capture_now,
+    context_lines,
+    failed_instances_text,
+    format_time,
+    parse_args,
+    parse_count,
+    plural,
+    previous_snapshot,
+)
+
+USAGE = "/heap goroutines SERVICE [N]"
+VALUED = {"-n": "n", "--nodes": "n"}
+
+
+async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
+    """Capture and show the goroutine groups, largest first."""
+    args = parse_args(argv, USAGE, flags={"--force": "force"}, valued=VALUED,
+                      min_positionals=1, max_positionals=2)
+    service = args.positionals[0]
+    count = parse_count(args.positionals[1] if len(args.positionals) > 1 else args.get("n"),
+                        USAGE)
+    capture = await capture_now(runtime, service, inv.user_id, force=bool(args.get("force")))
+    report = capture.goroutines
+    snapshot = capture.snapshot
+    if report is None:
+        return Reply.failure(
+            f"No instance of `{service}` returned a goroutine profile. "
+            + (failed_instances_text(snapshot) or "Is net/http/pprof imported?"),
+            service=service)
+
+    previous = await previous_snapshot(runtime, service, snapshot)
+    before: dict[str, int] = {}
+    prev_total: int | None = None
+    if previous is not None and getattr(previous, "summary", None) is not None:
+        before = {g.signature: g.count for g in previous.summary.goroutine_groups}
+        prev_total = previous.summary.goroutine_total
+    elif previous is not None and getattr(previous, "goroutine_total", None) is not None:
+        prev_total = previous.goroutine_total
+    has_before = previous is not None and bool(before)
+
+    columns = [Column("goroutines"), Column("change"), Column("state", "left"),
+               Column("waits in", "left"), Column("at", "left"), Column("created by", "left")]
+    rows = []
+    for group in report.groups[:count]:
+        change = ""
+        if has_before:
+            delta = group.count - before.get(group.signature, 0)
+            change = "new" if group.signature not in before else (f"{delta:+,}" if delta else "0")
+        rows.append([f"{group.count:,}", change, group.state, group.wait_function or "?",
+                     group.wait_location or "", group.creator or ""])
+    if not has_before:
+        columns.pop(1)
+        rows = [[r[0], *r[2:]] for r in rows]
+    caption = (f"Showing {len(rows)} of {plural(len(report.groups), 'group')} "
+               f"({plural(report.total, 'goroutine')})")
+
+    when = format_time(getattr(previous, "taken_at", 0.0)) if previous is not None else ""
+    summary = f"{plural(report.total, 'goroutine')}"
+    if prev_total is not None:
+        summary += f", {report.total - prev_total:+,} since {when}"
+    if report.groups:
+        top = report.groups[0]
+        share = top.count / report.total * 100 if report.total else 0
+        summary += (f". The largest group ({top.count:,}, {share:.0f}%) is in {top.state} at "
+                    f"{top.wait_function or '?'}")
+        if top.wait_location:
+            summary += f" ({top.wait_location})"
+        if has_before and top.signature in before and top.count > before[top.signature]:
+            summary += f", {top.count - before[top.signature]:+,} since {when}"
+    summary += "."
+    states = ", ".join(f"{n:,} {s}" for s, n in report.by_state().items())
+    return Reply(
+        title=f"{service}: {plural(report.total, 'goroutine')}",
+        context=context_lines(capture, f"source {report.source}"),
+        summary=summary,
+        table=Table(columns=columns, rows=rows, caption=caption),
+        sections=[s for s in [f"By state: {states}." if states else "",
+                              failed_instances_text(snapshot)] if s],
+        actions=[
+            Action("Leaks", f"leaks {service}", "primary"),
+            Action("Top", f"top {service}"),
+            Action("Stats", f"stats {service}"),
+            Action("Capture again", f"capture {service}"),
+        ],
+        service=service,
+        snapshot_id=capture.snapshot_id or None,
+        data={**report.to_json(), "service": service, "snapshot_id": capture.snapshot_id,
+              "previous_total": prev_total},
+    )

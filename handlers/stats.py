@@ -1,0 +1,133 @@
+"""`/heap stats SERVICE`: runtime.MemStats and goroutines now, and the change since before.
+
+These are the numbers engineers read first in ``heap?debug=1``: HeapAlloc and
+HeapInuse (live objects), HeapIdle − HeapReleased (free memory the runtime still
+holds, which looks like growth in RSS but is not a leak), Sys, NextGC, NumGC.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.reply import Action, Column, Reply, Table
+from handlers._common import (
+    capture_now,
+    context_lines,
+    failed_instances_text,
+    format_time,
+    parse_args,
+    previous_snapshot,
+)
+
+USAGE = "/heap stats SERVICE"
+
+FIELDS = ("HeapAlloc", "HeapInuse", "HeapIdle", "HeapReleased", "HeapSys", "HeapObjects",
+          "Sys", "StackInuse", "NextGC", "NumGC", "goroutines")
+BYTE_FIELDS = frozenset({"HeapAlloc", "HeapInuse", "HeapIdle", "HeapReleased", "HeapSys",
+                         "Sys", "StackInuse", "NextGC"})
+
+
+def show(name: str, value: int | None) -> str:
+    """Bytes in pprof units, counts with thousands separators."""
+    from bot.analysis.units import format_value
+
+    if value is None:
+        return "-"
+    return format_value(value, "bytes") if name in BYTE_FIELDS else f"{value:,}"
+
+
+def change(name: str, now: int | None, before: int | None) -> str:
+    """The signed change, in the field's own unit."""
+    from bot.analysis.units import format_value
+
+    if now is None or before is None:
+        return ""
+    delta = now - before
+    if delta == 0:
+        return "0"
+    sign = "+" if delta > 0 else "-"
+    return sign + (format_value(abs(delta), "bytes") if name in BYTE_FIELDS else f"{abs(delta):,}")
+
+
+async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
+    """Capture and show MemStats with the change since the previous capture."""
+    args = parse_args(argv, USAGE, flags={"--force": "force"}, min_positionals=1,
+                      max_positionals=1)
+    service = args.positionals[0]
+    capture = await capture_now(runtime, service, inv.user_id, force=bool(args.get("force")))
+    snapshot = capture.snapshot
+    now: dict[str, int] = dict(capture.memstats)
+    goroutines = getattr(capture.goroutines, "total", None)
+    if goroutines is None:
+        goroutines = getattr(snapshot, "goroutine_total", None)
+    if goroutines is not None:
+        now["goroutines"] = int(goroutines)
+    if not capture.memstats:
+        return Reply.failure(
+            f"No instance of `{service}` returned runtime.MemStats (heap?debug=1). "
+            + (failed_instances_text(snapshot) or "Is net/http/pprof imported?"),
+            service=service)
+
+    previous = await previous_snapshot(runtime, service, snapshot)
+    before: dict[str, int] = {}
+    if previous is not None:
+        before = dict(getattr(previous, "memstats", None) or {})
+        prev_summary = getattr(previous, "summary", None)
+        if not before and prev_summary is not None:
+            before = dict(prev_summary.memstats)
+        prev_goroutines = getattr(previous, "goroutine_total", None)
+        if prev_goroutines is None and prev_summary is not None:
+            prev_goroutines = prev_summary.goroutine_total
+        if prev_goroutines is not None:
+            before["goroutines"] = int(prev_goroutines)
+    when = format_time(getattr(previous, "taken_at", 0.0)) if previous is not None else ""
+
+    columns = [Column("field", "left"), Column("now")]
+    if before:
+        columns += [Column(f"at {when}"), Column("change")]
+    rows = []
+    for name in FIELDS:
+        if name not in now and name not in before:
+            continue
+        row = [name, show(name, now.get(name))]
+        if before:
+            row += [show(name, before.get(name)), change(name, now.get(name), before.get(name))]
+        rows.append(row)
+
+    return Reply(
+        title=f"{service}: runtime.MemStats",
+        context=context_lines(capture, "summed over instances"),
+        summary=takeaway(now, before, when),
+        table=Table(columns=columns, rows=rows),
+        sections=[s for s in [failed_instances_text(snapshot)] if s],
+        actions=[Action("Top", f"top {service}", "primary"),
+                 Action("Goroutines", f"goroutines {service}"),
+                 Action("Diff vs previous", f"diff {service} since previous"),
+                 Action("Leaks", f"leaks {service}")],
+        service=service,
+        snapshot_id=capture.snapshot_id or None,
+        data={"service": service, "snapshot_id": capture.snapshot_id, "memstats": now,
+              "previous": before or None,
+              "previous_snapshot_id": getattr(previous, "id", None)},
+    )
+
+
+def takeaway(now: dict[str, int], before: dict[str, int], when: str) -> str:
+    """What the numbers say: live heap, its change, and free-but-held memory."""
+    parts = []
+    inuse = now.get("HeapInuse")
+    if inuse is not None:
+        text = f"HeapInuse {show('HeapInuse', inuse)}"
+        if "HeapInuse" in before:
+            text += f" ({change('HeapInuse', inuse, before['HeapInuse'])} since {when})"
+        parts.append(text)
+    held = max(0, now.get("HeapIdle", 0) - now.get("HeapReleased", 0))
+    if held:
+        parts.append(f"{show('HeapIdle', held)} is idle heap the runtime has not returned to "
+                     "the OS yet (HeapIdle − HeapReleased): it counts in RSS but is not a leak")
+    if "goroutines" in now:
+        text = f"{now['goroutines']:,} goroutines"
+        if "goroutines" in before:
+            text += f" ({now['goroutines'] - before['goroutines']:+,})"
+        parts.append(text)
+    return "; ".join(parts) + "." if parts else "No MemStats fields were reported."
