@@ -1,0 +1,223 @@
+"""Paged threads end to end: webhook over HTTP → Redis queue → worker → Slack stand-in.
+
+Real parts only: the demo Go service profiled over HTTP, a real redis-server,
+the Runtime, the handlers, and the Slack stand-in recording what Slack would
+receive (the summary, the thread's replies, the uploaded files' bytes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from pydantic import SecretStr
+
+from bot.jobs import QueueSettings
+from bot.paged import INCIDENT_PREFIX
+from bot.settings import Settings
+from bot.webhooks import register_routes
+from bot.worker import start_worker
+from tests.test_webhooks import alertmanager_payload, pagerduty_payload, pd_signature
+
+CHANNEL = "C0DEMO"
+PD_SECRET = "pd-signing-secret"
+
+
+@dataclass
+class Bot:
+    url: str
+    runtime: Any
+    standin: Any
+
+
+def write_registry(tmp_path: Path, targets: list[str]) -> Path:
+    path = tmp_path / "heapbot.yaml"
+    path.write_text(
+        "services:\n"
+        "  demo:\n"
+        f"    targets: {json.dumps(targets)}\n"
+        f"    channel: {CHANNEL}\n"
+        "    aliases: [demo-api]\n"
+        "    cooldown_seconds: 120\n"
+    )
+    return path
+
+
+@pytest.fixture
+async def bot(tmp_path: Path, redis_url: str, demo_service: Any,
+              slack_standin: Any) -> AsyncIterator[Bot]:
+    """Webhook routes plus one worker, against the demo service and the Slack stand-in."""
+    from bot.runtime import Runtime
+    from bot.slack.client import build_web_client
+
+    settings = Settings(config_path=write_registry(tmp_path, [demo_service.url]),
+                        redis_url=redis_url, slack_bot_token=SecretStr("xoxb-test"),
+                        slack_api_url=slack_standin.api_url,
+                        pagerduty_secret=SecretStr(PD_SECRET))
+    runtime = await Runtime.create(settings)
+    config = QueueSettings(claim_idle_seconds=5, consumer_name="replica-test")
+    app = web.Application()
+    register_routes(app, runtime, settings, config=config)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    worker = start_worker(runtime, settings, build_web_client(settings), config=config)
+    try:
+        yield Bot(f"http://127.0.0.1:{port}", runtime, slack_standin)
+    finally:
+        worker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker
+        await runner.cleanup()
+        await runtime.close()
+
+
+async def send(url: str, payload: dict[str, Any] | bytes,
+               headers: dict[str, str] | None = None) -> dict[str, Any]:
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    async with aiohttp.ClientSession() as session, session.post(
+        url, data=body, headers={"Content-Type": "application/json", **(headers or {})}
+    ) as resp:
+        assert resp.status in (200, 202), await resp.text()
+        return await resp.json()
+
+
+def text_of(post: dict[str, Any]) -> str:
+    """Everything a user reads in one message: fallback text and every block."""
+    return json.dumps({"text": post.get("text", ""), "blocks": post.get("blocks", [])},
+                      ensure_ascii=False)
+
+
+def top_level(standin: Any) -> list[dict[str, Any]]:
+    return [p for p in standin.posts(CHANNEL) if not p.get("thread_ts")]
+
+
+def thread(standin: Any, ts: str) -> list[dict[str, Any]]:
+    return [p for p in standin.posts(CHANNEL) if p.get("thread_ts") == ts]
+
+
+def firing_now(job: str = "demo", **kwargs: Any) -> dict[str, Any]:
+    payload = alertmanager_payload(job=job, **kwargs)
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    for alert in payload["alerts"]:
+        alert["startsAt"] = now
+    return payload
+
+
+async def summary_ts(standin: Any) -> str:
+    """The summary message's ts: the thread_ts its replies carry."""
+    replies = [p for p in standin.posts(CHANNEL) if p.get("thread_ts")]
+    assert replies, "no thread replies"
+    return replies[0]["thread_ts"]
+
+
+@pytest.mark.slow
+async def test_alertmanager_alert_opens_one_paged_thread(bot: Bot) -> None:
+    standin = bot.standin
+    baseline = await bot.runtime.capture("demo", trigger="user", force=True)
+    await asyncio.sleep(1.1)  # the alert starts after the baseline capture
+    payload = firing_now(job="demo-api")
+    answer = await send(f"{bot.url}/hooks/alertmanager", payload)
+    assert answer["queued"][0]["service"] == "demo"
+
+    def files_in_thread() -> list[Any] | None:
+        replies = [p for p in standin.posts(CHANNEL) if p.get("thread_ts")]
+        if not replies:
+            return None
+        ts = replies[0]["thread_ts"]
+        files = [f for f in standin.files() if f.thread_ts == ts]
+        return files if len(files) >= 2 else None
+
+    files = await standin.wait_for(files_in_thread, timeout=90)
+    ts = await summary_ts(standin)
+
+    (summary,) = top_level(standin)
+    shown = text_of(summary)
+    assert "HeapGrowing" in shown and "demo" in shown
+    assert "heap in use" in shown and "goroutines" in shown
+    assert "Since the last capture before it started" in shown
+    assert baseline.snapshot.id in shown
+
+    replies = thread(standin, ts)
+    texts = [text_of(r) for r in replies]
+    # top table, diff vs baseline, goroutine groups, chart and profile: all in the thread.
+    assert any("flat" in t and "cum" in t for t in texts), texts
+    assert any(baseline.snapshot.id in t for t in texts[1:]), "no diff against the baseline"
+    assert any("goroutine" in t.lower() for t in texts[2:])
+    chart = [f for f in files if f.filename.endswith(".png")]
+    profile = [f for f in files if f.filename.endswith(".pb.gz")]
+    assert chart and chart[0].content.startswith(b"\x89PNG\r\n\x1a\n")
+    assert profile
+    from bot.pprof import parse_profile
+
+    parsed = parse_profile(profile[0].content)
+    assert any(st.type == "inuse_space" for st in parsed.sample_types)
+    # The file holds exactly the bytes the demo answered, as stored with the snapshot.
+    incident = await _incident(bot)
+    stored = await bot.runtime.store.raw_profiles("demo", incident["first_snapshot"], "heap")
+    assert profile[0].content == stored[0][1]
+    assert incident["ts"] == ts and incident["status"] == "open"
+
+    # Alertmanager delivers the same notification again: nothing new is posted.
+    before = len(standin.posts(CHANNEL))
+    again = await send(f"{bot.url}/hooks/alertmanager", payload)
+    assert again["queued"][0]["duplicate"] is True
+    await asyncio.sleep(1.5)
+    assert len(standin.posts(CHANNEL)) == before
+
+    # A re-fire (another alert joins the group) replies in the same thread.
+    refire = json.loads(json.dumps(payload))
+    extra = json.loads(json.dumps(refire["alerts"][0]))
+    extra["fingerprint"] = "0a1b2c3d4e5f6a7b"
+    extra["labels"]["instance"] = "10.0.0.6:6060"
+    refire["alerts"].append(extra)
+    await send(f"{bot.url}/hooks/alertmanager", refire)
+    await standin.wait_for(lambda: any("Still firing" in text_of(p)
+                                       for p in thread(standin, ts)), timeout=60)
+
+    # The resolve closes the thread with the diff over the incident.
+    await send(f"{bot.url}/hooks/alertmanager", alertmanager_payload("resolved", job="demo"))
+    await standin.wait_for(lambda: any("Resolved" in text_of(p) for p in thread(standin, ts)),
+                           timeout=60)
+    assert len(top_level(standin)) == 1  # one thread for the whole incident
+    assert (await _incident(bot))["status"] == "resolved"
+
+
+async def _incident(bot: Bot) -> dict[str, str]:
+    redis = bot.runtime.store.redis
+    keys = [k async for k in redis.scan_iter(match=INCIDENT_PREFIX + "*")]
+    keys = [k for k in keys if not k.endswith(b":lock")]
+    assert len(keys) == 1, keys
+    return {k.decode(): v.decode() for k, v in (await redis.hgetall(keys[0])).items()}
+
+
+@pytest.mark.slow
+async def test_pagerduty_incident_opens_a_thread_and_resolves(bot: Bot) -> None:
+    standin = bot.standin
+    body = json.dumps(pagerduty_payload(service_summary="Demo API")).encode()
+    await send(f"{bot.url}/hooks/pagerduty", body, {"X-PagerDuty-Signature": pd_signature(body)})
+    await standin.wait_for(lambda: len([f for f in standin.files()]) >= 2, timeout=90)
+    (summary,) = top_level(standin)
+    assert "Payments heap above 2 GB" in text_of(summary)
+    ts = await summary_ts(standin)
+    # No capture before the incident: the thread says so instead of inventing a diff.
+    assert "No capture before it started" in text_of(summary)
+
+    resolved = pagerduty_payload("incident.resolved", service_summary="Demo API")
+    resolved["event"]["id"] = "01DEN4HPBQAAAG05V5QQYBRZZZ"
+    body = json.dumps(resolved).encode()
+    await send(f"{bot.url}/hooks/pagerduty", body, {"X-PagerDuty-Signature": pd_signature(body)})
+    await standin.wait_for(lambda: any("Resolved" in text_of(p) for p in thread(standin, ts)),
+                           timeout=60)
+    assert len(top_level(standin)) == 1
