@@ -1,0 +1,266 @@
+"""Service mode of the CLI, and the console: /heap commands without Slack.
+
+``heapbot top payments``, ``heapbot ask "/heap top payments"`` and the
+``heapbot console`` prompt all go through :func:`handlers.run`, exactly like
+Slack, and print the Reply with the terminal renderer (or ``reply.data`` as
+JSON with ``--format json``). Files a reply carries (a chart, a raw profile)
+are written under ``HEAPBOT_DATA_DIR/files`` and their paths printed.
+Exit status: 0 for an answer, 2 for an error reply.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import inspect
+import json
+import re
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.text import Text
+
+EXIT_OK, EXIT_ERROR = 0, 2
+PROMPT = "heap> "
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+# ------------------------------------------------------------------ Runtime lifecycle
+
+async def open_runtime() -> Any:
+    """The Runtime for this process (registry, store, capturer) from the environment."""
+    from bot.runtime import Runtime
+    from bot.settings import get_settings
+
+    runtime = Runtime.create(get_settings())
+    if inspect.isawaitable(runtime):
+        runtime = await runtime
+    return runtime
+
+
+async def close_runtime(runtime: Any) -> None:
+    """Close the Runtime whether its close() is sync or async."""
+    close = getattr(runtime, "close", None)
+    if close is None:
+        return
+    result = close()
+    if inspect.isawaitable(result):
+        await result
+
+
+# ------------------------------------------------------------------ argparse → /heap text
+
+def _report_options(args: argparse.Namespace, *, json_default_all: bool = True) -> list[str]:
+    argv: list[str] = []
+    nodes = getattr(args, "nodes", None)
+    if nodes is None and json_default_all and getattr(args, "format", "text") == "json":
+        nodes = 0  # JSON carries every row unless -n says otherwise
+    if nodes is not None:
+        argv += ["-n", str(nodes)]
+    if getattr(args, "cum", False):
+        argv.append("--cum")
+    for option, attr in (("--type", "sample_type"), ("--focus", "focus"),
+                         ("--ignore", "ignore"), ("--hide", "hide")):
+        value = getattr(args, attr, None)
+        if value:
+            argv += [option, value]
+    return argv
+
+
+def command_argv(args: argparse.Namespace) -> list[str]:
+    """Rebuild the handler's words from the parsed CLI options: ["top", "payments", "-n", "5"]."""
+    command = args.command
+    service = getattr(args, "service", None)
+    if command == "top":
+        return ["top", service, *_report_options(args)]
+    if command == "diff":
+        return ["diff", service, "since", args.since or "previous", *_report_options(args)]
+    if command in ("peek", "list"):
+        if not args.regex:
+            from bot.errors import UsageError
+
+            raise UsageError(f"`heapbot {command} SERVICE FUNC_RE` needs a FUNC_RE.")
+        return [command, service, args.regex, *_report_options(args, json_default_all=False)]
+    if command == "goroutines":
+        argv = ["goroutines", service]
+        nodes = args.nodes if args.nodes is not None else (0 if args.format == "json" else None)
+        return argv + (["-n", str(nodes)] if nodes is not None else [])
+    if command == "memstats":
+        return ["stats", service]
+    if command == "leaks":
+        return ["leaks", service] + (["--sample", args.sample] if args.sample else [])
+    if command == "capture":
+        return ["capture", service] + (["--force"] if args.force else [])
+    if command == "history":
+        return ["history", service, "-n", str(args.limit)]
+    if command == "deploy":
+        return ["deploy", service, args.version]
+    if command == "services":
+        return ["services"]
+    return [command, *([service] if service else [])]
+
+
+# ------------------------------------------------------------------ running and printing
+
+def _who() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name in a container is fine
+        return "cli"
+
+
+async def run_text(runtime: Any, text: str, source: str = "cli") -> Any:
+    """One /heap command through the same dispatcher Slack uses."""
+    import handlers
+
+    return await handlers.run(runtime, handlers.Invocation(text=text, user_id=_who(),
+                                                           source=source))
+
+
+def files_dir() -> Path:
+    from bot.settings import get_settings
+
+    return Path(get_settings().data_dir) / "files"
+
+
+def save_attachments(reply: Any, folder: Path | None = None) -> dict[str, Path]:
+    """Write the reply's files (chart PNG, raw profile) and say where."""
+    saved: dict[str, Path] = {}
+    if not reply.attachments:
+        return saved
+    folder = folder or files_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    for attachment in reply.attachments:
+        name = _SAFE_NAME.sub("_", attachment.filename).strip("._") or "attachment"
+        path = folder / name
+        path.write_bytes(attachment.content)
+        saved[attachment.filename] = path
+    return saved
+
+
+def print_result(reply: Any, output_format: str = "text", console: Console | None = None) -> int:
+    """Print a Reply (text or JSON); return the process exit status."""
+    from bot.render.terminal import print_reply
+
+    if output_format == "json":
+        if reply.error:
+            message = " ".join(reply.sections) or reply.title
+            print(f"heapbot: {message}", file=sys.stderr)
+            return EXIT_ERROR
+        saved = save_attachments(reply)
+        data = dict(reply.data or {})
+        if saved:
+            data["files"] = {name: str(path) for name, path in saved.items()}
+        print(json.dumps(data, indent=2, default=str))
+        return EXIT_OK
+    console = console or Console()
+    saved = save_attachments(reply)
+    print_reply(reply, console, saved)
+    return EXIT_ERROR if reply.error else EXIT_OK
+
+
+async def _run_once(text: str, output_format: str, source: str) -> int:
+    runtime = await open_runtime()
+    try:
+        reply = await run_text(runtime, text, source=source)
+    finally:
+        await close_runtime(runtime)
+    return print_result(reply, output_format)
+
+
+def run_service_command(args: argparse.Namespace) -> int:
+    """`heapbot top payments -n 5 --format json` and the other service-mode commands."""
+    text = shlex.join(command_argv(args))
+    return asyncio.run(_run_once(text, getattr(args, "format", "text"), "cli"))
+
+
+def ask(args: argparse.Namespace) -> int:
+    """`heapbot ask "/heap top payments"`: one command, printed like the console."""
+    return asyncio.run(_run_once(args.text, getattr(args, "format", "text"), "cli"))
+
+
+# ------------------------------------------------------------------ console
+
+def _setup_readline() -> Path | None:
+    """Line editing and a history file in the data dir, when readline is available."""
+    try:
+        import readline
+    except ImportError:
+        return None
+    import handlers
+
+    history = files_dir().parent / "console_history"
+    try:
+        history.parent.mkdir(parents=True, exist_ok=True)
+        if history.exists():
+            readline.read_history_file(history)
+    except OSError:
+        return None
+    words = sorted({*handlers.COMMANDS, "exit", "quit"})
+
+    def complete(text: str, state: int) -> str | None:
+        buffer = readline.get_line_buffer().lstrip()
+        if buffer.startswith("/heap "):
+            buffer = buffer[6:]
+        if " " in buffer:
+            return None
+        matches = [w + " " for w in words if w.startswith(text)]
+        return matches[state] if state < len(matches) else None
+
+    readline.set_completer(complete)
+    readline.parse_and_bind("tab: complete")
+    readline.set_history_length(1000)
+    return history
+
+
+def _save_history(path: Path | None) -> None:
+    if path is None:
+        return
+    try:
+        import readline
+
+        readline.write_history_file(path)
+    except OSError:
+        pass
+
+
+def console(args: argparse.Namespace) -> int:
+    """`heapbot console`: a prompt for /heap commands (exit, quit or Ctrl-D to leave)."""
+    import handlers
+
+    out = Console()
+    history = _setup_readline() if sys.stdin.isatty() else None
+    out.print(Text("heapbot console: type /heap commands (e.g. `/heap top demo`), "
+                   "`help`, or `exit`.", style="dim"))
+    with asyncio.Runner() as runner:
+        runtime = runner.run(open_runtime())
+        try:
+            while True:
+                try:
+                    line = input(PROMPT if sys.stdin.isatty() else "")
+                except EOFError:
+                    break
+                except KeyboardInterrupt:
+                    out.print()
+                    continue
+                line = line.strip()
+                if not line:
+                    continue
+                if line.lower() in ("exit", "quit", "/exit", "/quit", ":q"):
+                    break
+                out.print(Text(handlers.ack_text(runtime, line), style="dim italic"))
+                try:
+                    reply = runner.run(run_text(runtime, line, source="console"))
+                except KeyboardInterrupt:
+                    out.print(Text("interrupted", style="red"))
+                    continue
+                print_result(reply, "text", out)
+                out.print()
+        finally:
+            runner.run(close_runtime(runtime))
+            _save_history(history)
+    return EXIT_OK
