@@ -80,9 +80,9 @@ class CaptureResult:
 
 
 def summarize_failures(instances: Sequence[InstanceResult]) -> str:
-    """"connection refused (2), timeout after 10s (1)" for a failed capture."""
+    """"2× connection refused (…); timeout: …" for a failed capture."""
     reasons = Counter(i.error or "unknown error" for i in instances if not i.ok)
-    return "; ".join(f"{reason} ({count})" if count > 1 else reason
+    return "; ".join(f"{count}× {reason}" if count > 1 else reason
                      for reason, count in reasons.most_common())
 
 
