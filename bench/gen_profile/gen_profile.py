@@ -1,0 +1,47 @@
+"""Build and run bench/gen_profile to get a big real heap profile (cached in the temp dir).
+
+Benchmarks call :func:`big_heap_profile`; ``python bench/gen_profile/gen_profile.py``
+prints where the profile is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[1]))
+
+from bot.gotool import find_go, go_env  # noqa: E402
+
+
+def big_heap_profile(path: Path | None = None, stacks: int = 300_000) -> Path:
+    """A heap profile with ``stacks`` distinct stacks; reused while main.go is unchanged."""
+    key = hashlib.sha256((HERE / "main.go").read_bytes() + str(stacks).encode()).hexdigest()[:16]
+    target = path or Path(tempfile.gettempdir()) / f"heapbot-big-heap-{key}.pb.gz"
+    if target.exists() and target.stat().st_size > 0:
+        return target
+    partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
+    subprocess.run([find_go(), "run", ".", "-o", str(partial), "-stacks", str(stacks)],
+                   cwd=HERE, env=go_env(), check=True, timeout=600,
+                   stdout=subprocess.DEVNULL)
+    os.replace(partial, target)
+    return target
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("path", nargs="?", type=Path)
+    parser.add_argument("--stacks", type=int, default=300_000)
+    args = parser.parse_args()
+    profile = big_heap_profile(args.path, args.stacks)
+    print(f"{profile} {profile.stat().st_size} bytes")
+
+
+if __name__ == "__main__":
+    main()

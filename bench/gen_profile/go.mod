@@ -1,0 +1,3 @@
+module heapbot.dev/genprofile
+
+go 1.24
