@@ -196,6 +196,7 @@ _STATE_BY_FUNCTION: tuple[tuple[str, str], ...] = (
     ("syscall.Syscall6", "syscall"),
     ("syscall.RawSyscall", "syscall"),
     ("internal/runtime/syscall.Syscall6", "syscall"),
+    ("runtime.notetsleepg", "syscall"),
 )
 
 
