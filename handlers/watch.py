@@ -78,7 +78,8 @@ async def handle_watch(runtime: Any, argv: list[str], inv: Any) -> Reply:
                   created_by=getattr(inv, "user_id", ""), created_at=time.time(),
                   goroutine_threshold=threshold)
     await store.put(watch)
-    shown = f"<#{channel}>" if channel[:1] in "CG" and channel.isupper() else channel
+    # Slack links (<#C…>) are neutralised by the dispatcher, so name the place plainly.
+    shown = "this channel" if channel == getattr(inv, "channel_id", "") else f"`{channel}`"
     limit = threshold or config.watch_goroutine_threshold
     return Reply(
         title=f"Watching {service} every {format_duration(interval)}",

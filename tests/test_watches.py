@@ -1,0 +1,123 @@
+"""Watches: the command grammar, storage that survives restarts, and once-per-slot leases."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from bot.errors import UsageError
+from bot.jobs import STREAM, JobQueue, QueueSettings, WorkContext
+from bot.settings import Settings
+from bot.watches import Watch, WatchScheduler, WatchStore, parse_duration
+from handlers.watch import parse_watch
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["demo", "every", "15m"], ("demo", 900.0, "", None)),
+    (["demo", "every", "1h30m", "in", "<#C0OPS|ops>"], ("demo", 5400.0, "C0OPS", None)),
+    (["demo", "every", "2m", "in", "#payments-oncall", "--goroutines", "5000"],
+     ("demo", 120.0, "#payments-oncall", 5000)),
+])
+def test_watch_arguments(argv: list[str], expected: tuple[Any, ...]) -> None:
+    assert parse_watch(argv, 60) == expected
+
+
+@pytest.mark.parametrize(("argv", "words"), [
+    (["demo"], "every 15m"),
+    (["demo", "every", "10s"], "shortest interval is 1m"),
+    (["demo", "every", "soon"], "not a duration"),
+    (["demo", "every", "5m", "daily"], "Unexpected"),
+    (["demo", "every", "5m", "--goroutines", "lots"], "whole number"),
+])
+def test_bad_watch_arguments_say_what_to_do(argv: list[str], words: str) -> None:
+    with pytest.raises(UsageError) as err:
+        parse_watch(argv, 60)
+    assert words in err.value.user_message()
+
+
+def test_durations() -> None:
+    assert parse_duration("90s") == 90
+    assert parse_duration("1d") == 86400
+    with pytest.raises(UsageError):
+        parse_duration("-5m")
+
+
+@pytest.fixture
+async def runtime(tmp_path: Path, redis_url: str) -> AsyncIterator[Any]:
+    from bot.runtime import Runtime
+
+    config = tmp_path / "heapbot.yaml"
+    config.write_text("services:\n  payments:\n    targets: [\"http://127.0.0.1:9\"]\n"
+                      "    channel: C0PAY\n    aliases: [pay]\n")
+    rt = await Runtime.create(Settings(config_path=config, redis_url=redis_url))
+    try:
+        yield rt
+    finally:
+        await rt.close()
+
+
+async def test_watch_commands_store_list_and_remove(runtime: Any, redis_url: str) -> None:
+    import handlers
+
+    reply = await handlers.run(runtime, handlers.Invocation(
+        "watch pay every 15m", user_id="U1", channel_id="C0HERE", source="slack"))
+    assert not reply.error, reply.sections
+    assert reply.title == "Watching payments every 15m"
+    assert "A thread opens in this channel" in " ".join(reply.sections)
+
+    # A fresh connection (another replica, or after a restart) sees the same watch.
+    other = aioredis.Redis.from_url(redis_url)
+    try:
+        (watch,) = await WatchStore(other).all()
+        assert (watch.service, watch.interval_seconds, watch.channel, watch.created_by) == (
+            "payments", 900.0, "C0HERE", "U1")
+    finally:
+        await other.aclose()
+
+    listed = await handlers.run(runtime, handlers.Invocation("watches", source="slack"))
+    assert listed.table is not None
+    assert listed.table.rows == [["payments", "15m", "C0HERE", "default"]]
+
+    too_often = await handlers.run(runtime, handlers.Invocation("watch payments every 5s",
+                                                                source="slack"))
+    assert too_often.error and "too often" in too_often.sections[0]
+
+    gone = await handlers.run(runtime, handlers.Invocation("unwatch payments", source="slack"))
+    assert gone.title == "Stopped watching payments"
+    again = await handlers.run(runtime, handlers.Invocation("unwatch payments", source="slack"))
+    assert again.title == "payments was not watched"
+    empty = await handlers.run(runtime, handlers.Invocation("watches", source="slack"))
+    assert empty.title == "No watches"
+
+
+async def test_each_slot_is_enqueued_by_exactly_one_replica(redis_url: str) -> None:
+    clients = [aioredis.Redis.from_url(redis_url) for _ in range(3)]
+    try:
+        await WatchStore(clients[0]).put(Watch("payments", 60, "C0PAY"))
+        await WatchStore(clients[0]).put(Watch("search", 300, "C0SEARCH"))
+        schedulers = [
+            WatchScheduler(WorkContext(runtime=None, settings=None, config=QueueSettings(),
+                                       queue=JobQueue(c), slack=None, consumer=f"replica-{i}"))
+            for i, c in enumerate(clients)
+        ]
+        now = 1_800_000_000.0
+        won: list[tuple[str, int]] = []
+        # Every replica ticks many times within each slot, concurrently.
+        for offset in (0, 1, 30, 59.9, 60, 61, 119, 120):
+            results = await asyncio.gather(*(s.tick_once(now + offset) for s in schedulers
+                                             for _ in range(3)))
+            for result in results:
+                won.extend(result)
+        payments = sorted(slot for service, slot in won if service == "payments")
+        search = sorted(slot for service, slot in won if service == "search")
+        assert payments == [30_000_000, 30_000_001, 30_000_002]
+        assert search == [6_000_000]
+        assert await clients[0].xlen(STREAM) == 4
+    finally:
+        for client in clients:
+            await client.aclose()
