@@ -1,0 +1,189 @@
+"""`/heap leaks SERVICE [--sample 3x30s]`: suspected leak sites from the stored captures.
+
+The verdict comes from :func:`bot.analysis.leaks.analyze` over the service's
+stored summaries since the last deploy. With ``--sample NxD`` heapbot first
+takes N captures D apart (so a service with no history can be judged now);
+without it, when history is too short, the reply says how many captures are
+missing and offers the sample.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+from bot.analysis.leaks import (
+    LEAK_LIKELY,
+    NOT_ENOUGH_DATA,
+    HeapSite,
+    LeakReport,
+    analyze,
+    format_rate,
+    heap_sites,
+)
+from bot.errors import HeapbotError, UsageError
+from bot.reply import Action, Column, Reply, Table
+
+USAGE = "/heap leaks SERVICE [--sample 3x30s]"
+MAX_SAMPLES = 10
+MIN_INTERVAL_S = 1.0
+MAX_TOTAL_S = 15 * 60.0
+
+_TITLE = {
+    LEAK_LIKELY: "leak likely",
+    "growth bounded": "growth bounded, no leak",
+    "no growth": "no growth",
+    NOT_ENOUGH_DATA: "not enough captures yet",
+}
+
+
+def parse_sample(text: str) -> tuple[int, float]:
+    """``3x30s`` → (3, 30.0); bounded so one command cannot capture for an hour."""
+    from bot.runtime import parse_duration
+
+    match = re.fullmatch(r"(\d+)\s*[x×*]\s*(\S+)", text.strip().lower())
+    seconds = parse_duration(match.group(2)) if match else None
+    if not match or seconds is None:
+        raise UsageError(f"`--sample {text[:40]}` is not N×DURATION.",
+                         hint=f"For example `--sample 3x30s`. Usage: `{USAGE}`")
+    count = int(match.group(1))
+    if not 2 <= count <= MAX_SAMPLES:
+        raise UsageError(f"--sample takes 2 to {MAX_SAMPLES} captures, not {count}.",
+                         hint=f"Usage: `{USAGE}`")
+    if seconds < MIN_INTERVAL_S or seconds * (count - 1) > MAX_TOTAL_S:
+        raise UsageError("--sample captures must be at least 1s apart and span at most 15m.",
+                         hint=f"For example `--sample 3x30s`. Usage: `{USAGE}`")
+    return count, seconds
+
+
+def _parse_argv(argv: list[str]) -> tuple[str, str | None]:
+    service: str | None = None
+    sample: str | None = None
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        name, eq, inline = token.partition("=")
+        if name == "--sample":
+            if eq:
+                sample = inline
+            elif i + 1 < len(argv):
+                i += 1
+                sample = argv[i]
+            else:
+                raise UsageError("`--sample` needs a value like 3x30s.", hint=f"Usage: `{USAGE}`")
+        elif token.startswith("-"):
+            raise UsageError(f"Unknown option `{token[:40]}`.", hint=f"Usage: `{USAGE}`")
+        elif service is None:
+            service = token
+        else:
+            raise UsageError(f"Unexpected argument `{token[:40]}`.", hint=f"Usage: `{USAGE}`")
+        i += 1
+    if not service:
+        raise UsageError("Which service?", hint=f"Usage: `{USAGE}`")
+    return service, sample
+
+
+async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
+    """Judge the stored history (after sampling, if asked) and answer with the suspects."""
+    service, sample = _parse_argv(argv)
+    name = runtime.registry.resolve(service).name
+    sample_plan = parse_sample(sample) if sample else None
+    taken = 0
+    if sample_plan:
+        count, interval = sample_plan
+        for i in range(count):
+            if i:
+                await asyncio.sleep(interval)
+            await runtime.capture(name, trigger="user", requested_by=getattr(inv, "user_id", ""),
+                                  force=True)
+            taken += 1
+    summaries = await runtime.summaries(name)
+    deploys = await runtime.deploys(name)
+    sites = await _latest_sites(runtime, name)
+    report = await asyncio.to_thread(analyze, summaries, deploys, None, None, sites=sites,
+                                     service=name)
+    return build_reply(name, report, sampled=taken)
+
+
+async def _latest_sites(runtime: Any, service: str) -> dict[str, HeapSite]:
+    """File:line and own-code callers from the latest capture's raw heap profiles."""
+    try:
+        latest = await runtime.store.latest(service)
+        if latest is None:
+            return {}
+        blobs = [b for _, b in await runtime.store.raw_profiles(service, latest.id, "heap")]
+    except HeapbotError:
+        return {}
+    return await asyncio.to_thread(_sites_of, blobs)
+
+
+def _sites_of(blobs: list[bytes]) -> dict[str, HeapSite]:
+    sites: dict[str, HeapSite] = {}
+    for blob in blobs:
+        try:
+            for fn, site in heap_sites(blob).items():
+                sites.setdefault(fn, site)
+        except HeapbotError:
+            continue  # a bad instance profile only costs its file:line hints
+    return sites
+
+
+def build_reply(service: str, report: LeakReport, *, sampled: int = 0) -> Reply:
+    """The Reply for a LeakReport: verdict, suspects table, evidence, next steps."""
+    context = [f"{service} · {report.captures} captures analysed"]
+    if report.deploy:
+        context[0] += f" · since deploy {report.deploy}"
+    if report.restarts:
+        context[0] += f" · {report.restarts} restart(s) in the window"
+    if sampled:
+        context.append(f"took {sampled} new captures for this answer")
+    table = None
+    if report.suspects:
+        rows = [[s.function, s.kind, format_rate(s.growth_per_hour, s.unit), str(s.captures),
+                 f"{s.share:.0%}"] for s in report.suspects]
+        table = Table(columns=[Column("function", "left"), Column("kind", "left"),
+                               Column("growth/h"), Column("captures"), Column("share")],
+                      rows=rows,
+                      caption=f"{len(rows)} suspect(s), strongest evidence first")
+    sections: list[str] = []
+    for s in report.suspects[:5]:
+        lines = [f"{s.function} ({s.kind})"]
+        if s.site:
+            lines.append(f"site: {s.site}")
+        if s.own_caller:
+            lines.append(f"called from your code in {s.own_caller}")
+        lines.extend(f"• {e}" for e in s.evidence)
+        if s.hint:
+            lines.append(f"Hint: {s.hint}")
+        sections.append("\n".join(lines))
+    if report.not_suspects:
+        lines = ["Not suspects:"]
+        lines.extend(f"• {n.function}: {n.reason}" for n in report.not_suspects[:8])
+        if len(report.not_suspects) > 8:
+            lines.append(f"… {len(report.not_suspects) - 8} more")
+        sections.append("\n".join(lines))
+    if report.signals:
+        sections.append("MemStats: " + " ".join(report.signals))
+    if report.next_steps:
+        sections.append("Next: " + " ".join(report.next_steps))
+    actions: list[Action] = []
+    if report.verdict == NOT_ENOUGH_DATA:
+        actions.append(Action("Sample 3x30s", f"leaks {service} --sample 3x30s", "primary"))
+    for s in report.suspects[:2]:
+        if s.kind == "heap":
+            target = s.own_caller or s.function
+            actions.append(Action(f"List {target[:60]}", f"list {service} {re.escape(target)}"))
+    if report.suspects and any(s.kind == "goroutines" for s in report.suspects):
+        actions.append(Action("Goroutines", f"goroutines {service}"))
+    actions.append(Action("Capture again", f"top {service}"))
+    return Reply(
+        title=f"{service}: {_TITLE.get(report.verdict, report.verdict)}",
+        context=context,
+        summary=report.summary,
+        table=table,
+        sections=sections,
+        actions=actions,
+        service=service,
+        data={**report.to_json(), "service": service},
+    )
