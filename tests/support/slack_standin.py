@@ -47,6 +47,7 @@ class RecordedRequest:
     at: float = field(default_factory=time.monotonic)
     status: int = 200  # what the stand-in answered
     ok: bool = True  # False when it answered an error (HTTP or ``"ok": false``)
+    response: dict[str, Any] = field(default_factory=dict)  # the JSON the stand-in answered
 
 
 @dataclass(slots=True)
@@ -150,6 +151,11 @@ class SlackStandIn:
     def posts(self, channel: str | None = None) -> list[dict[str, Any]]:
         """Bodies of successful chat.postMessage calls (optionally to one channel)."""
         return [r.body for r in self.calls("chat.postMessage")
+                if channel is None or r.body.get("channel") == channel]
+
+    def post_ts(self, channel: str | None = None) -> list[str]:
+        """The ts values the stand-in gave successful chat.postMessage calls, in order."""
+        return [r.response["ts"] for r in self.calls("chat.postMessage")
                 if channel is None or r.body.get("channel") == channel]
 
     def ephemerals(self) -> list[dict[str, Any]]:
@@ -280,7 +286,7 @@ class SlackStandIn:
                 rec.ok = False
                 return web.json_response({"ok": False, "error": "unknown_method"})
             result = handler(rec.body)
-            rec.ok = bool(result.get("ok"))
+            rec.ok, rec.response = bool(result.get("ok")), result
             return web.json_response(result)
         finally:
             await self._notify()
