@@ -280,14 +280,22 @@ class Runtime:
                       force: bool = False) -> Captured:
         """Capture every instance and store the snapshot (or reuse/join a recent one)."""
         config = self.registry.resolve(service)
-        pending = self._inflight.get(config.name)
-        if pending is not None:  # someone in this process is capturing it right now
-            result = await asyncio.shield(pending)
-            return _joined(result)
+        while (pending := self._inflight.get(config.name)) is not None:
+            # Someone in this process is capturing it right now: share that capture.
+            try:
+                return _joined(await asyncio.shield(pending))
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not pending.cancelled() or (task is not None and task.cancelling()):
+                    raise  # we were cancelled ourselves
+                # the leader's request was cancelled, not ours: capture (or join) again
         future: asyncio.Future[Captured] = asyncio.get_running_loop().create_future()
         self._inflight[config.name] = future
         try:
             result = await self._capture_once(config, trigger, requested_by, force)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
         except BaseException as exc:
             if not future.done():
                 future.set_exception(exc)

@@ -248,3 +248,28 @@ async def test_no_registry_file_still_starts(tmp_path: Path, redis_url: str) -> 
     finally:
         await runtime.close()
 
+
+
+async def test_joiners_survive_the_leader_being_cancelled(runtimes: Any, proxies: Any) -> None:
+    fronts = await proxies(delay=0.5)
+    runtime = runtimes(registry_of([p.server.url for p in fronts]))
+    leader = asyncio.create_task(runtime.capture("demo"))
+    await asyncio.sleep(0.05)
+    joiners = [asyncio.create_task(runtime.capture("demo")) for _ in range(5)]
+    await asyncio.sleep(0.05)
+    leader.cancel()
+    results = await asyncio.gather(*joiners)
+    assert leader.cancelled()
+    assert len({r.snapshot.id for r in results}) == 1
+    assert all(r.snapshot.answered == 3 for r in results)
+
+
+async def test_a_failed_capture_fails_every_waiting_request(runtimes: Any) -> None:
+    from bot.errors import CaptureError
+    from tests.support.redis import free_port
+
+    runtime = runtimes(registry_of([f"http://127.0.0.1:{free_port()}"]))
+    outcomes = await asyncio.gather(*(runtime.capture("demo") for _ in range(5)),
+                                    return_exceptions=True)
+    assert all(isinstance(o, CaptureError) for o in outcomes)
+    assert await runtime.store.count("demo") == 0
