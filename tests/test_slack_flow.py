@@ -7,63 +7,20 @@ bot uploads for the same snapshot, so the expected numbers come from pprof itsel
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import subprocess
 import tempfile
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 
 from bot.gotool import find_go, go_env
-from bot.settings import Settings
-from bot.slack.server import SLACK_STATE, build_web_app
 from bot.slack.threads import thread_key
-from tests.support.slack_standin import RunningWebApp, SignedSender, SlackStandIn
+from tests.support.slack_standin import LiveSlackBot
 
 pytestmark = pytest.mark.slow
-# The top/diff engine (bot.analysis.top) lands separately; until then /heap top cannot answer.
-pytest.importorskip("bot.analysis.top")
 
-SECRET = "flow-test-signing-secret"
 CHANNEL = "C0PAYMENTS"
-
-
-@dataclass
-class LiveBot:
-    web: RunningWebApp
-    sender: SignedSender
-    standin: SlackStandIn
-    runtime: Any
-
-
-@pytest.fixture
-async def live_bot(slack_standin, redis_url, demo_service, tmp_path) -> AsyncIterator[LiveBot]:
-    from bot.runtime import Runtime
-
-    registry = tmp_path / "heapbot.yaml"
-    registry.write_text(
-        "services:\n  demo:\n    targets: [\"" + demo_service.url + "\"]\n"
-        "    cooldown_seconds: 0\n")
-    settings = Settings(SLACK_BOT_TOKEN=SecretStr("xoxb-flow"),
-                        SLACK_SIGNING_SECRET=SecretStr(SECRET),
-                        SLACK_API_URL=slack_standin.api_url, REDIS_URL=redis_url,
-                        HEAPBOT_CONFIG=str(registry), HEAPBOT_DATA_DIR=str(tmp_path / "data"))
-    runtime = await Runtime.create(settings)
-    web = await RunningWebApp(build_web_app(runtime, settings, start_worker=False)).start()
-    try:
-        for _ in range(500):
-            if web.app[SLACK_STATE].ready:
-                break
-            await asyncio.sleep(0.02)
-        yield LiveBot(web, SignedSender(web.events_url, SECRET, slack_standin), slack_standin,
-                      runtime)
-    finally:
-        await web.stop()
-        await runtime.close()
 
 
 def table_rows(blocks: list[dict[str, Any]]) -> list[list[str]]:
@@ -94,23 +51,30 @@ def pprof_top(profile_gz: bytes) -> dict[str, str]:
     return flat_by_function
 
 
-async def test_top_is_acked_at_once_then_posted_with_pprof_numbers(live_bot: LiveBot):
-    resp = await live_bot.sender.slash_command("top demo", channel_id=CHANNEL)
+def _needs_engine() -> None:
+    """The top/diff engine (bot.analysis.top) lands separately; without it /heap top fails."""
+    pytest.importorskip("bot.analysis.top")
+
+
+async def test_top_is_acked_at_once_then_posted_with_pprof_numbers(live_slack_bot: LiveSlackBot):
+    _needs_engine()
+    resp = await live_slack_bot.sender.slash_command("top demo", channel_id=CHANNEL)
     assert resp.status == 200 and "capturing demo" in resp.text
     assert resp.elapsed < 2.0  # Slack gives 3 s; the capture runs after the ack
-    assert live_bot.standin.posts(CHANNEL) == []  # nothing was posted before the ack
-    [post] = await live_bot.standin.wait_for(lambda: live_bot.standin.posts(CHANNEL), timeout=60)
+    assert live_slack_bot.standin.posts(CHANNEL) == []  # nothing was posted before the ack
+    standin = live_slack_bot.standin
+    [post] = await standin.wait_for(lambda: standin.posts(CHANNEL), timeout=60)
     assert post.get("thread_ts") is None
     rows = table_rows(post["blocks"])
     assert len(rows) >= 3
     assert "demo" in post["text"]
 
     # Download the same snapshot's profile via its button; pprof must agree with the table.
-    first_ts = live_bot.standin.post_ts()[0]
+    first_ts = live_slack_bot.standin.post_ts()[0]
     download = buttons(post["blocks"])["Download profile"]
-    await live_bot.sender.block_action(value=download["value"], message_ts=first_ts,
+    await live_slack_bot.sender.block_action(value=download["value"], message_ts=first_ts,
                                        channel_id=CHANNEL, action_id=download["action_id"])
-    [uploaded] = await live_bot.standin.wait_for(live_bot.standin.files, timeout=60)
+    [uploaded] = await live_slack_bot.standin.wait_for(live_slack_bot.standin.files, timeout=60)
     assert (uploaded.channel_id, uploaded.thread_ts) == (CHANNEL, first_ts)
     assert uploaded.filename.endswith(".pb.gz")
     assert gzip.decompress(uploaded.content)  # a gzip stream, whole
@@ -119,16 +83,17 @@ async def test_top_is_acked_at_once_then_posted_with_pprof_numbers(live_bot: Liv
         assert expected.get(function.removesuffix(" (inline)")) == flat, (function, flat)
 
 
-async def test_diff_button_and_mention_reply_in_the_first_messages_thread(live_bot: LiveBot):
-    standin = live_bot.standin
-    await live_bot.sender.slash_command("top demo", channel_id=CHANNEL)
+async def test_diff_button_and_mention_reply_in_the_first_messages_thread(
+        live_slack_bot: LiveSlackBot):
+    _needs_engine()
+    standin = live_slack_bot.standin
+    await live_slack_bot.sender.slash_command("top demo", channel_id=CHANNEL)
     [post] = await standin.wait_for(lambda: standin.posts(CHANNEL), timeout=60)
     first_ts = standin.post_ts()[0]
-    redis = live_bot.runtime.store.redis
-    assert (await redis.get(thread_key(CHANNEL, first_ts))) == b"demo"
+    assert await live_slack_bot.redis_value(thread_key(CHANNEL, first_ts)) == b"demo"
 
     diff = buttons(post["blocks"])["Diff vs previous"]
-    resp = await live_bot.sender.block_action(value=diff["value"], message_ts=first_ts,
+    resp = await live_slack_bot.sender.block_action(value=diff["value"], message_ts=first_ts,
                                               channel_id=CHANNEL, action_id=diff["action_id"])
     assert resp.status == 200
     posts = await standin.wait_for(lambda: standin.posts(CHANNEL)[1:], timeout=60)
@@ -136,7 +101,7 @@ async def test_diff_button_and_mention_reply_in_the_first_messages_thread(live_b
     assert "demo" in posts[0]["text"]
 
     # A mention inside the thread names no service: the thread's service is used.
-    resp = await live_bot.sender.app_mention("goroutines", channel_id=CHANNEL,
+    resp = await live_slack_bot.sender.app_mention("goroutines", channel_id=CHANNEL,
                                              thread_ts=first_ts)
     assert resp.status == 200
     posts = await standin.wait_for(lambda: standin.posts(CHANNEL)[2:], timeout=60)
@@ -145,18 +110,19 @@ async def test_diff_button_and_mention_reply_in_the_first_messages_thread(live_b
     assert "demo" in reply["text"] and "goroutine" in reply["text"].lower()
 
 
-async def test_rate_limited_post_is_retried_and_the_reply_arrives(live_bot: LiveBot):
-    standin = live_bot.standin
+async def test_rate_limited_post_is_retried_and_the_reply_arrives(live_slack_bot: LiveSlackBot):
+    _needs_engine()
+    standin = live_slack_bot.standin
     standin.fail("chat.postMessage", status=429, retry_after=1)
-    await live_bot.sender.slash_command("top demo", channel_id=CHANNEL)
+    await live_slack_bot.sender.slash_command("top demo", channel_id=CHANNEL)
     [post] = await standin.wait_for(lambda: standin.posts(CHANNEL), timeout=60)
     assert table_rows(post["blocks"])
     statuses = [r.status for r in standin.requests if r.method == "chat.postMessage"]
     assert statuses == [429, 200]
 
 
-async def test_unknown_service_gets_a_private_did_you_mean(live_bot: LiveBot):
-    await live_bot.sender.slash_command("top dmeo", channel_id=CHANNEL)
-    [answer] = await live_bot.standin.wait_for(live_bot.standin.responses, timeout=30)
+async def test_unknown_service_gets_a_private_did_you_mean(live_slack_bot: LiveSlackBot):
+    await live_slack_bot.sender.slash_command("top dmeo", channel_id=CHANNEL)
+    [answer] = await live_slack_bot.standin.wait_for(live_slack_bot.standin.responses, timeout=30)
     assert answer["response_type"] == "ephemeral" and "`demo`" in answer["text"]
-    assert live_bot.standin.posts() == []
+    assert live_slack_bot.standin.posts() == []

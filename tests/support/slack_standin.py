@@ -537,3 +537,55 @@ class RunningWebApp:
 
     async def stop(self) -> None:
         await self.runner.cleanup()
+
+
+SIGNING_SECRET = "heapbot-test-signing-secret"
+
+
+@dataclass
+class LiveSlackBot:
+    """The whole bot (Runtime on real Redis, aiohttp + Bolt) wired to the stand-in."""
+
+    web: RunningWebApp
+    sender: SignedSender
+    standin: SlackStandIn
+    runtime: Any
+
+    async def redis_value(self, key: str, timeout: float = 5.0) -> bytes | None:
+        """GET ``key`` once it exists (the bot writes it just after Slack answers)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = await self.runtime.store.redis.get(key)
+            if value is not None or time.monotonic() > deadline:
+                return value
+            await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def live_slack_bot(slack_standin: SlackStandIn, redis_url: str, demo_service: Any,
+                         tmp_path: Any) -> AsyncIterator[LiveSlackBot]:
+    """heapbot serving /slack/events on a free port; registry: ``demo`` → the demo service."""
+    from pydantic import SecretStr
+
+    from bot.runtime import Runtime
+    from bot.settings import Settings
+    from bot.slack.server import SLACK_STATE, build_web_app
+
+    registry = tmp_path / "heapbot.yaml"
+    registry.write_text("services:\n  demo:\n    targets: [\"" + demo_service.url + "\"]\n"
+                        "    cooldown_seconds: 0\n")
+    settings = Settings(SLACK_BOT_TOKEN=SecretStr("xoxb-test-token"),
+                        SLACK_SIGNING_SECRET=SecretStr(SIGNING_SECRET),
+                        SLACK_API_URL=slack_standin.api_url, REDIS_URL=redis_url,
+                        HEAPBOT_CONFIG=str(registry), HEAPBOT_DATA_DIR=str(tmp_path / "data"))
+    runtime = await Runtime.create(settings)
+    web_app = await RunningWebApp(build_web_app(runtime, settings, start_worker=False)).start()
+    try:
+        deadline = time.monotonic() + 10
+        while not web_app.app[SLACK_STATE].ready and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        yield LiveSlackBot(web_app, SignedSender(web_app.events_url, SIGNING_SECRET,
+                                                 slack_standin), slack_standin, runtime)
+    finally:
+        await web_app.stop()
+        await runtime.close()

@@ -1,0 +1,63 @@
+"""Threads through Slack with the live demo: a capture starts a thread, follow-ups land in it.
+
+Uses /heap capture and goroutines, which need no top/diff engine; test_slack_flow.py
+covers /heap top, Diff and Download.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.slack.threads import thread_key
+from tests.support.slack_standin import LiveSlackBot
+from tests.test_slack_flow import CHANNEL, buttons
+
+pytestmark = pytest.mark.slow
+
+
+async def test_capture_starts_a_thread_that_follow_ups_reply_in(live_slack_bot: LiveSlackBot):
+    standin = live_slack_bot.standin
+    resp = await live_slack_bot.sender.slash_command("capture demo", channel_id=CHANNEL)
+    assert resp.status == 200 and "capturing demo" in resp.text
+    [post] = await standin.wait_for(lambda: standin.posts(CHANNEL), timeout=60)
+    assert post.get("thread_ts") is None and "demo" in post["text"]
+    first_ts = standin.post_ts(CHANNEL)[0]
+    assert await live_slack_bot.redis_value(thread_key(CHANNEL, first_ts)) == b"demo"
+
+    # The Goroutines button on the capture message answers in its thread.
+    goroutines = buttons(post["blocks"])["Goroutines"]
+    resp = await live_slack_bot.sender.block_action(value=goroutines["value"], message_ts=first_ts,
+                                              channel_id=CHANNEL,
+                                              action_id=goroutines["action_id"])
+    assert resp.status == 200
+    [button_reply] = await standin.wait_for(lambda: standin.posts(CHANNEL)[1:], timeout=60)
+    assert button_reply["thread_ts"] == first_ts
+    count = live_bot_goroutine_count(button_reply["text"])
+
+    # @heapbot goroutines in the thread names no service; the thread says which.
+    resp = await live_slack_bot.sender.app_mention("goroutines", channel_id=CHANNEL,
+                                             thread_ts=first_ts)
+    assert resp.status == 200
+    [mention_reply] = await standin.wait_for(lambda: standin.posts(CHANNEL)[2:], timeout=60)
+    assert mention_reply["thread_ts"] == first_ts
+    assert "demo" in mention_reply["text"]
+    assert live_bot_goroutine_count(mention_reply["text"]) > 0 and count > 0
+
+
+async def test_mention_outside_any_known_thread_asks_for_the_service(live_slack_bot: LiveSlackBot):
+    standin = live_slack_bot.standin
+    await live_slack_bot.sender.app_mention("goroutines", channel_id=CHANNEL,
+                                      thread_ts="1600000000.000001")
+    [answer] = await standin.wait_for(standin.ephemerals, timeout=30)
+    assert answer["thread_ts"] == "1600000000.000001"
+    assert "needs a SERVICE" in answer["text"]
+    assert standin.posts() == []
+
+
+def live_bot_goroutine_count(text: str) -> int:
+    """The N of "demo: N goroutines" in a goroutines reply."""
+    import re
+
+    match = re.search(r"([\d,]+) goroutines", text)
+    assert match, text
+    return int(match.group(1).replace(",", ""))
