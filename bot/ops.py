@@ -1,0 +1,83 @@
+"""Operational HTTP routes: liveness, readiness and Prometheus metrics.
+
+- ``GET /healthz``: the process is alive and its event loop answers (Kubernetes
+  liveness; restarting would not fix anything else).
+- ``GET /readyz``: this replica can do its job: Redis answers a PING and, when the
+  server knows it, Slack accepted the token / the socket is connected. 503 with a
+  JSON reason otherwise, so a load balancer routes around it.
+- ``GET /metrics``: the default Prometheus registry (bot.metrics holds the metrics),
+  as Prometheus text or OpenMetrics, as the scraper's Accept header asks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import REGISTRY
+from prometheus_client.exposition import choose_encoder
+
+from bot.errors import HeapbotError
+from bot.logs import request_id_middleware
+
+READY_TIMEOUT_SECONDS = 2.0
+STARTED_AT = time.time()
+
+
+def _json(body: dict[str, Any], status: int = 200) -> web.Response:
+    return web.json_response(body, status=status, headers={"Cache-Control": "no-store"})
+
+
+async def _redis_check(runtime: Any) -> dict[str, Any]:
+    """``{"ok": bool, ...}`` for the Runtime's store; never raises."""
+    store = getattr(runtime, "store", None)
+    if store is None:
+        return {"ok": False, "reason": "heapbot has no snapshot store configured yet."}
+    try:
+        seconds = await asyncio.wait_for(store.ping(), READY_TIMEOUT_SECONDS)
+    except HeapbotError as exc:
+        return {"ok": False, "reason": exc.user_message()}
+    except TimeoutError:
+        return {"ok": False,
+                "reason": f"Redis did not answer PING within {READY_TIMEOUT_SECONDS:g} s."}
+    except Exception as exc:  # readiness must answer, whatever the store raised
+        return {"ok": False, "reason": f"Redis check failed ({type(exc).__name__})."}
+    return {"ok": True, "ping_ms": round(float(seconds) * 1000, 3)}
+
+
+def register_routes(app: web.Application, runtime: Any,
+                    slack_ready: Callable[[], bool] | None = None) -> None:
+    """Add /healthz, /readyz and /metrics to ``app`` and a request-id middleware."""
+    if request_id_middleware not in app.middlewares:
+        app.middlewares.append(request_id_middleware)
+
+    async def healthz(request: web.Request) -> web.Response:
+        return _json({"status": "ok", "uptime_seconds": round(time.time() - STARTED_AT, 1)})
+
+    async def readyz(request: web.Request) -> web.Response:
+        checks: dict[str, dict[str, Any]] = {"redis": await _redis_check(runtime)}
+        if slack_ready is not None:
+            ok = bool(slack_ready())
+            checks["slack"] = {"ok": ok} if ok else {
+                "ok": False,
+                "reason": "Slack has not accepted the bot token yet (auth.test) or the "
+                "Socket Mode connection is not open; check SLACK_BOT_TOKEN/SLACK_APP_TOKEN.",
+            }
+        failing = [name for name, check in checks.items() if not check["ok"]]
+        if failing:
+            reason = " ".join(checks[name]["reason"] for name in failing)
+            return _json({"status": "not ready", "reason": reason, "checks": checks}, 503)
+        return _json({"status": "ready", "checks": checks})
+
+    async def metrics(request: web.Request) -> web.Response:
+        # Prometheus text by default; OpenMetrics when the scraper asks for it.
+        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+        body = await asyncio.to_thread(encoder, REGISTRY)
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
