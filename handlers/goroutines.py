@@ -25,6 +25,14 @@ USAGE = "/heap goroutines SERVICE [N]"
 VALUED = {"-n": "n", "--nodes": "n"}
 
 
+def short_location(location: str | None) -> str:
+    """"…/go/src/net/fd_posix.go:68" → "net/fd_posix.go:68": the package dir and file."""
+    if not location:
+        return ""
+    parts = location.replace("\\", "/").split("/")
+    return "/".join(parts[-2:])
+
+
 async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
     """Capture and show the goroutine groups, largest first."""
     args = parse_args(argv, USAGE, flags={"--force": "force"}, valued=VALUED,
@@ -60,7 +68,7 @@ async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
             delta = group.count - before.get(group.signature, 0)
             change = "new" if group.signature not in before else (f"{delta:+,}" if delta else "0")
         rows.append([f"{group.count:,}", change, group.state, group.wait_function or "?",
-                     group.wait_location or "", group.creator or ""])
+                     short_location(group.wait_location), group.creator or ""])
     if not has_before:
         columns.pop(1)
         rows = [[r[0], *r[2:]] for r in rows]
@@ -77,7 +85,7 @@ async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
         summary += (f". The largest group ({top.count:,}, {share:.0f}%) is in {top.state} at "
                     f"{top.wait_function or '?'}")
         if top.wait_location:
-            summary += f" ({top.wait_location})"
+            summary += f" ({short_location(top.wait_location)})"
         if has_before and top.signature in before and top.count > before[top.signature]:
             summary += f", {top.count - before[top.signature]:+,} since {when}"
     summary += "."

@@ -31,11 +31,43 @@ _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 # ------------------------------------------------------------------ Runtime lifecycle
 
+def log_path() -> Path:
+    """Where the CLI and the console write heapbot's log (tracebacks stay off the screen)."""
+    from bot.settings import get_settings
+
+    return Path(get_settings().data_dir) / "heapbot.log"
+
+
+def configure_cli_logging() -> None:
+    """Log to HEAPBOT_DATA_DIR/heapbot.log (redacted), so the terminal shows only replies."""
+    import logging
+
+    from bot.settings import get_settings
+
+    path = log_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        stream = open(path, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the process
+    except OSError:
+        logging.getLogger().addHandler(logging.NullHandler())
+        return
+    try:
+        from bot.logs import configure_logging
+
+        configure_logging(get_settings(), stream=stream)
+    except ImportError:
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        logging.getLogger().addHandler(handler)
+        logging.getLogger().setLevel(logging.INFO)
+
+
 async def open_runtime() -> Any:
     """The Runtime for this process (registry, store, capturer) from the environment."""
     from bot.runtime import Runtime
     from bot.settings import get_settings
 
+    configure_cli_logging()
     runtime = Runtime.create(get_settings())
     if inspect.isawaitable(runtime):
         runtime = await runtime
@@ -160,6 +192,8 @@ def print_result(reply: Any, output_format: str = "text", console: Console | Non
     console = console or Console()
     saved = save_attachments(reply)
     print_reply(reply, console, saved)
+    if reply.error and any("internal error" in s for s in reply.sections):
+        console.print(Text(f"log: {log_path()}", style="dim"))
     return EXIT_ERROR if reply.error else EXIT_OK
 
 
