@@ -74,7 +74,8 @@ def test_unknown_service_suggests_close_names(tmp_path: Path) -> None:
          "  b:\n    targets: [\"http://b:1\"]\n",
          "heapbot.yaml: services.b: the name 'b' is already used by service `a`"),
         ("services: [1, 2]\n", "heapbot.yaml: services: Input should be a valid dictionary"),
-        ("services:\n  payments: {targets: [\"http://a:1\"\n", "heapbot.yaml: not valid YAML at line"),
+        ("services:\n  payments: {targets: [\"http://a:1\"\n",
+         "heapbot.yaml: not valid YAML at line"),
     ],
 )
 def test_invalid_files_name_file_service_and_key(tmp_path: Path, text: str,
