@@ -233,6 +233,9 @@ class Capture:
     memstats: dict[str, int] = field(default_factory=dict)
     reused: bool = False
     age_seconds: float = 0.0
+    stored: bool = True  # False when Redis was down: usable now, not kept
+    store_error: str | None = None
+    deploys_detected: list[Any] = field(default_factory=list)
 
     @property
     def snapshot_id(self) -> str:
@@ -276,6 +279,9 @@ async def capture_now(runtime: Any, service: str, requested_by: str = "", *,
         memstats=memstats,
         reused=bool(getattr(captured, "reused", False)),
         age_seconds=float(getattr(captured, "age_seconds", 0.0) or 0.0),
+        stored=bool(getattr(captured, "stored", True)),
+        store_error=getattr(captured, "store_error", None),
+        deploys_detected=list(getattr(captured, "deploys_detected", None) or []),
     )
 
 
@@ -330,6 +336,12 @@ def context_lines(capture: Capture, *extra: str) -> list[str]:
     if capture.reused:
         lines.append(f"reused the capture from {format_age(capture.age_seconds)} ago "
                      "(cooldown); `/heap capture` takes a new one")
-    if capture.snapshot_id:
+    if not capture.stored:
+        lines.append("not stored: " + (capture.store_error or "the snapshot store is unavailable")
+                     + " (history and diffs will not include this capture)")
+    elif capture.snapshot_id:
         lines.append(f"snapshot {capture.snapshot_id}")
+    for marker in capture.deploys_detected:
+        lines.append(f"new build noticed: deploy {getattr(marker, 'version', '') or '?'} "
+                     "recorded")
     return lines

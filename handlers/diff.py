@@ -68,6 +68,11 @@ async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
     hide = check_regex(args.get("hide"), USAGE)
 
     capture = await capture_now(runtime, service, inv.user_id, force=bool(args.get("force")))
+    if capture.profile is None:
+        return Reply.failure(
+            f"No instance of `{service}` returned a usable heap profile. "
+            + (failed_instances_text(capture.snapshot) or "Is net/http/pprof imported?"),
+            service=service)
     base = await stored(runtime, service, ref, before=capture.snapshot)
     if getattr(base, "id", None) == capture.snapshot_id:
         return Reply(

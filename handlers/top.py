@@ -78,6 +78,11 @@ async def top_reply(runtime: Any, capture: Capture, *, sample_type: str | None =
     from bot.analysis.units import format_value
 
     service, snapshot = capture.service, capture.snapshot
+    if capture.profile is None:
+        return Reply.failure(
+            f"No instance of `{service}` returned a usable heap profile. "
+            + (failed_instances_text(snapshot) or "Is net/http/pprof imported?"),
+            service=service)
     options = TopOptions(sample_type=sample_type, sort=sort, node_count=count, focus=focus,
                          ignore=ignore, hide=hide)
     report = await asyncio.to_thread(top, capture.profile, options)
