@@ -166,3 +166,55 @@ async def test_socket_mode_acks_over_the_socket_and_replies(slack_standin):
                    for r in slack_standin.requests)
     finally:
         await running.stop()
+
+
+async def test_heapbot_serve_answers_slack_and_stops_cleanly(slack_standin, redis_url, tmp_path):
+    """`heapbot serve` as a real process: HTTP mode on HEAPBOT_PORT, SIGTERM ends it with 0."""
+    import asyncio
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import aiohttp
+
+    from tests.support.redis import free_port
+
+    port = free_port()
+    registry = tmp_path / "heapbot.yaml"
+    registry.write_text("services:\n  payments:\n    targets: [\"http://127.0.0.1:9\"]\n")
+    env = {**os.environ, "SLACK_BOT_TOKEN": "xoxb-serve-test", "SLACK_SIGNING_SECRET": SECRET,
+           "SLACK_API_URL": slack_standin.api_url, "HEAPBOT_HOST": "127.0.0.1",
+           "HEAPBOT_PORT": str(port), "REDIS_URL": redis_url, "HEAPBOT_CONFIG": str(registry),
+           "HEAPBOT_DATA_DIR": str(tmp_path / "data"), "HEAPBOT_LOG_FORMAT": "text"}
+    env.pop("SLACK_APP_TOKEN", None)
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "bot", "serve"], env=env,
+                                   stdout=log, stderr=log)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        async with aiohttp.ClientSession() as session:
+            for _ in range(300):
+                try:
+                    async with session.get(url + "/healthz") as resp:
+                        if resp.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                assert process.poll() is None, log_path.read_text()
+                await asyncio.sleep(0.05)
+        sender = SignedSender(url + "/slack/events", SECRET, slack_standin)
+        resp = await sender.slash_command("help deploy")
+        assert resp.status == 200 and "heapbot can do" in resp.text
+        [answer] = await slack_standin.wait_for(slack_standin.responses)
+        assert "/heap deploy SERVICE VERSION" in answer["text"]
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, 20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(5)
+    log_text = log_path.read_text()
+    assert "xoxb-serve-test" not in log_text and SECRET not in log_text
+    assert "Traceback" not in log_text

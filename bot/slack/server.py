@@ -179,6 +179,10 @@ def slack_state(app: web.Application) -> SlackState:
 
 
 def _configure_logging(settings: Settings) -> None:
+    logs = _optional("bot.logs")
+    if logs is not None:  # JSON/text lines with secrets redacted
+        logs.configure_logging(settings)
+        return
     level = getattr(logging, settings.log_level.upper(), logging.INFO)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     # slack_sdk logs request headers (the bot token) and Socket Mode URLs at DEBUG.
@@ -190,6 +194,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     """Run until SIGINT/SIGTERM (or ``stop`` is set): the server, then a clean shutdown."""
     from bot.runtime import Runtime
 
+    check_slack_settings(settings)  # before starting Redis: a missing token is one message
     runtime = Runtime.create(settings)
     if inspect.isawaitable(runtime):
         runtime = await runtime
@@ -197,7 +202,11 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    runner = web.AppRunner(build_web_app(runtime, settings), access_log=None)
+    try:
+        runner = web.AppRunner(build_web_app(runtime, settings), access_log=None)
+    except BaseException:
+        await _close(runtime)
+        raise
     try:
         await runner.setup()
         await web.TCPSite(runner, settings.host, settings.port).start()
@@ -208,9 +217,20 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         log.info("shutting down: finishing running commands")
     finally:
         await runner.cleanup()
-        closing = runtime.close()
-        if inspect.isawaitable(closing):
-            await closing
+        await _close(runtime)
+
+
+async def _close(runtime: Any) -> None:
+    closing = runtime.close()
+    if inspect.isawaitable(closing):
+        await closing
+
+
+def check_slack_settings(settings: Settings) -> None:
+    """Raise ConfigError naming the missing token or secret for the chosen mode."""
+    build_web_client(settings)
+    if not (settings.slack_app_token and settings.slack_app_token.get_secret_value()):
+        signing_secret_of(settings)
 
 
 def serve_cli(args: argparse.Namespace) -> int:
