@@ -131,6 +131,9 @@ def target_problem(target: Any) -> str | None:
     if not isinstance(target, str):
         return f"{target!r} is not a URL string"
     parts = urlsplit(target)
+    if "@" in parts.netloc:  # the URL is not echoed: it holds a credential
+        return ("holds credentials (user:password@); put them in an environment variable "
+                "named by auth_header_env instead")
     if parts.scheme not in TARGET_SCHEMES:
         return (
             f"{target!r} is not an http(s) URL (write http://host:port, https://host:port "

@@ -94,6 +94,14 @@ def test_secret_pasted_instead_of_env_name_is_not_echoed(tmp_path: Path) -> None
     assert "s3cr3t" not in err.value.user_message()
 
 
+def test_credentials_in_a_target_url_are_refused_without_echo(tmp_path: Path) -> None:
+    text = 'services:\n  p:\n    targets: ["http://admin:pa55word@10.0.0.5:6060"]\n'
+    with pytest.raises(ConfigError) as err:
+        load_registry(write(tmp_path, text))
+    assert "services.p.targets[0]: holds credentials" in err.value.user_message()
+    assert "pa55word" not in err.value.user_message()
+
+
 def test_missing_file_gives_empty_registry_with_setup_hint(tmp_path: Path) -> None:
     registry = load_registry(tmp_path / "absent.yaml")
     assert len(registry) == 0 and registry.found is False
