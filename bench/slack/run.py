@@ -86,18 +86,18 @@ async def bare_aiohttp_round_trips(count: int) -> list[float]:
     return times
 
 
-async def direct_handler_runs(runtime: object, count: int) -> list[float]:
+async def direct_handler_runs(runtime: object, count: int, command: str) -> list[float]:
     """Anchor for reply: the same command through handlers.run, no Slack at all."""
     times = []
     for _ in range(count):
         started = time.perf_counter()
-        reply = await handlers.run(runtime, handlers.Invocation("top demo", source="console"))
+        reply = await handlers.run(runtime, handlers.Invocation(command, source="console"))
         assert not reply.error, reply.sections
         times.append(time.perf_counter() - started)
     return times
 
 
-async def bench(commands: int, concurrency: int) -> int:
+async def bench(commands: int, concurrency: int, command: str, cooldown: float) -> int:
     from bot.runtime import Runtime
 
     tmp = Path(tempfile.mkdtemp(prefix="heapbot-bench-slack-"))
@@ -107,8 +107,8 @@ async def bench(commands: int, concurrency: int) -> int:
     demos = [start_demo(binary, "all") for _ in range(3)]
     standin = await SlackStandIn().start()
     registry = tmp / "heapbot.yaml"
-    registry.write_text("services:\n  demo:\n    targets:\n" +
-                        "".join(f"      - {d.url}\n" for d in demos))
+    registry.write_text(f"services:\n  demo:\n    cooldown_seconds: {cooldown}\n"
+                        "    targets:\n" + "".join(f"      - {d.url}\n" for d in demos))
     settings = Settings(SLACK_BOT_TOKEN=SecretStr("xoxb-bench"),
                         SLACK_SIGNING_SECRET=SecretStr(SECRET), SLACK_API_URL=standin.api_url,
                         REDIS_URL=redis.url, HEAPBOT_CONFIG=str(registry),
@@ -121,7 +121,7 @@ async def bench(commands: int, concurrency: int) -> int:
         while not bot.app[SLACK_STATE].ready:
             await asyncio.sleep(0.02)
         sender = SignedSender(bot.events_url, SECRET, standin)
-        await direct_handler_runs(runtime, 2)  # warm up: first capture, imports
+        await direct_handler_runs(runtime, 2, command)  # warm up: first capture, imports
         acks: list[float] = []
         replies: list[float] = []
         gate = asyncio.Semaphore(concurrency)
@@ -130,7 +130,7 @@ async def bench(commands: int, concurrency: int) -> int:
             channel = f"CBENCH{index:04d}"
             async with gate:
                 started = time.perf_counter()
-                resp = await sender.slash_command("top demo", channel_id=channel)
+                resp = await sender.slash_command(command, channel_id=channel)
                 assert resp.status == 200, resp.text
                 acks.append(resp.elapsed)
                 await standin.wait_for(lambda: standin.posts(channel), timeout=60)
@@ -140,7 +140,7 @@ async def bench(commands: int, concurrency: int) -> int:
         await asyncio.gather(*(one(i) for i in range(commands)))
         wall = time.perf_counter() - started
         bare = await bare_aiohttp_round_trips(commands)
-        direct = await direct_handler_runs(runtime, min(commands, 20))
+        direct = await direct_handler_runs(runtime, min(commands, 20), command)
     finally:
         await bot.stop()
         await standin.stop()
@@ -151,8 +151,8 @@ async def bench(commands: int, concurrency: int) -> int:
             demo.stop()
         redis.stop()
 
-    print(f"heapbot Slack transport: {commands} × `/heap top demo`, 3 demo instances, "
-          f"concurrency {concurrency}, {wall:.1f} s wall")
+    print(f"heapbot Slack transport: {commands} × `/heap {command}`, 3 demo instances, "
+          f"concurrency {concurrency}, cooldown {cooldown:g} s, {wall:.1f} s wall")
     print(summary("ack (slash command HTTP)", acks))
     print(summary("reply (command → post)", replies))
     print(summary("anchor: bare aiohttp POST", bare))
@@ -173,8 +173,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--commands", type=int, default=50)
     parser.add_argument("--concurrency", type=int, default=5)
+    parser.add_argument("--command", default="top demo", help="the /heap command to send")
+    parser.add_argument("--cooldown", type=float, default=0.0,
+                        help="the service's capture cooldown; 0 = every command captures anew")
     args = parser.parse_args()
-    return asyncio.run(bench(args.commands, args.concurrency))
+    return asyncio.run(bench(args.commands, args.concurrency, args.command, args.cooldown))
 
 
 if __name__ == "__main__":
