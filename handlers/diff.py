@@ -53,10 +53,6 @@ def since_ref(positionals: list[str], option: str | None) -> str:
 
 async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
     """Capture now, compare with the referenced capture, show the change table."""
-    from bot.analysis.diff import diff
-    from bot.analysis.top import TopOptions
-    from bot.analysis.units import format_value
-
     args = parse_args(argv, USAGE, flags=FLAGS, valued=VALUED, min_positionals=1,
                       max_positionals=3)
     service = args.positionals[0]
@@ -66,6 +62,10 @@ async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
     focus = check_regex(args.get("focus"), USAGE)
     ignore = check_regex(args.get("ignore"), USAGE)
     hide = check_regex(args.get("hide"), USAGE)
+
+    from bot.analysis.diff import diff
+    from bot.analysis.top import TopOptions
+    from bot.analysis.units import format_value
 
     capture = await capture_now(runtime, service, inv.user_id, force=bool(args.get("force")))
     if capture.profile is None:

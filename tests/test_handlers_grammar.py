@@ -228,3 +228,36 @@ def test_ack_text(runtime: RegistryOnly) -> None:
     assert ack_text(runtime, "help").startswith("Here is")
     assert "<!channel>" not in ack_text(runtime, "top <!channel>")
     assert ack_text(runtime, "top 'unbalanced")  # never raises
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ("top payments --type bogus", "not a heap sample type"),
+    ("top payments many", "whole number"),
+    ("top payments 10 20", "Unexpected argument"),
+    ("top payments --focus '(unclosed'", "not a valid regular expression"),
+    ("top payments --frobnicate", "Unknown option `--frobnicate`"),
+    ("top payments --type", "needs a value"),
+    ("diff payments since", "needs a reference"),
+    ("diff payments since deploy extra", "Unexpected argument"),
+    ("diff payments deploy --since 1h", "once"),
+    ("goroutines payments -n -5", "whole number"),
+    ("stats payments extra", "Unexpected argument"),
+])
+async def test_bad_arguments_get_the_usage_line(runtime: RegistryOnly, text: str,
+                                                says: str) -> None:
+    reply = await run(runtime, Invocation(text, source="slack", channel_id="C1"))
+    shown = all_text(reply)
+    assert reply.error and reply.ephemeral
+    assert says in shown
+    word = text.split()[0]
+    assert f"Usage: `/heap {word} SERVICE" in shown
+    assert "Traceback" not in shown
+
+
+def test_since_reference_forms() -> None:
+    from handlers.diff import since_ref
+
+    assert since_ref(["p"], None) == "previous"
+    assert since_ref(["p", "since", "deploy"], None) == "deploy"
+    assert since_ref(["p", "1h"], None) == "1h"
+    assert since_ref(["p"], "30m") == "30m"
