@@ -10,17 +10,20 @@ missing and offers the sample.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from typing import Any
 
 from bot.analysis.leaks import (
     LEAK_LIKELY,
+    MAX_CAPTURES,
     NOT_ENOUGH_DATA,
     HeapSite,
     LeakReport,
     analyze,
     format_rate,
     heap_sites,
+    summarize_heap_bytes,
 )
 from bot.errors import HeapbotError, UsageError
 from bot.reply import Action, Column, Reply, Table
@@ -98,12 +101,28 @@ async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
             await runtime.capture(name, trigger="user", requested_by=getattr(inv, "user_id", ""),
                                   force=True)
             taken += 1
-    summaries = await runtime.summaries(name)
+    summaries = await _with_heap(runtime, name, await runtime.summaries(name))
     deploys = await runtime.deploys(name)
     sites = await _latest_sites(runtime, name)
     report = await asyncio.to_thread(analyze, summaries, deploys, None, None, sites=sites,
                                      service=name)
     return build_reply(name, report, sampled=taken)
+
+
+async def _with_heap(runtime: Any, service: str, summaries: list[Any]) -> list[Any]:
+    """Fill the heap part of summaries stored without one, from their raw profiles."""
+    for summary in summaries[-MAX_CAPTURES:]:
+        if summary.heap.functions:
+            continue
+        try:
+            blobs = [b for _, b in await runtime.store.raw_profiles(
+                service, summary.snapshot_id, "heap")]
+        except HeapbotError:
+            continue
+        if blobs:
+            with contextlib.suppress(HeapbotError):
+                summary.heap = await asyncio.to_thread(summarize_heap_bytes, blobs)
+    return summaries
 
 
 async def _latest_sites(runtime: Any, service: str) -> dict[str, HeapSite]:
@@ -170,10 +189,9 @@ def build_reply(service: str, report: LeakReport, *, sampled: int = 0) -> Reply:
     actions: list[Action] = []
     if report.verdict == NOT_ENOUGH_DATA:
         actions.append(Action("Sample 3x30s", f"leaks {service} --sample 3x30s", "primary"))
-    for s in report.suspects[:2]:
-        if s.kind == "heap":
-            target = s.own_caller or s.function
-            actions.append(Action(f"List {target[:60]}", f"list {service} {re.escape(target)}"))
+    for s in [s for s in report.suspects if s.kind == "heap"][:2]:
+        target = s.own_caller or s.function
+        actions.append(Action(f"List {target[:60]}", f"list {service} {re.escape(target)}"))
     if report.suspects and any(s.kind == "goroutines" for s in report.suspects):
         actions.append(Action("Goroutines", f"goroutines {service}"))
     actions.append(Action("Capture again", f"top {service}"))

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from bot.analysis.goroutines import BLOCKED_STATES, Frame, is_own_code
-from bot.analysis.summary import SnapshotSummary
+from bot.analysis.summary import FunctionValue, ProfileSummary, SnapshotSummary
 
 MIN_CAPTURES = 3
 MAX_CAPTURES = 60  # the newest ones; Theil–Sen is O(n²) per series
@@ -729,6 +729,46 @@ def own_code_callers(profile: Any, sample_type: str = "inuse_space") -> dict[str
     """Per allocating function, the nearest caller in the service's own code."""
     return {fn: s.own_caller for fn, s in heap_sites(profile, sample_type).items()
             if s.own_caller}
+
+
+def summarize_heap_bytes(blobs: Sequence[bytes], k: int = 100) -> ProfileSummary:
+    """A ProfileSummary (flat/cum per function, totals) straight from raw heap profiles.
+
+    The same shape as the engine's ``summarize_heap``; used when a stored
+    snapshot's summary has no heap part (it was stored before the engine's
+    summarizer was available), so leak detection still sees the functions.
+    """
+    from bot.analysis.goroutines import _decode_profile, _gunzip
+
+    summary = ProfileSummary()
+    flat: dict[str, dict[str, int]] = {}
+    cum: dict[str, dict[str, int]] = {}
+    for blob in blobs:
+        data = _gunzip(blob) if blob[:2] == b"\x1f\x8b" else blob
+        types, samples, locations = _decode_profile(data)
+        for t in types:
+            summary.sample_types.setdefault(t, "count" if t.endswith("objects") else "bytes")
+            flat.setdefault(t, {})
+            cum.setdefault(t, {})
+        for ids, values in samples:
+            frames = [f.function for loc in ids for f in locations.get(loc, [])]
+            if not frames:
+                continue
+            seen = set(frames)
+            for t, value in zip(types, values, strict=False):
+                summary.totals[t] = summary.totals.get(t, 0) + value
+                flat[t][frames[0]] = flat[t].get(frames[0], 0) + value
+                for fn in seen:
+                    cum[t][fn] = cum[t].get(fn, 0) + value
+    for t in flat:
+        keep = set(sorted(flat[t], key=lambda f: -flat[t][f])[:k])
+        keep |= set(sorted(cum[t], key=lambda f: -cum[t][f])[:k])
+        summary.functions[t] = [FunctionValue(f, flat[t].get(f, 0), cum[t].get(f, 0))
+                                for f in sorted(keep)]
+    if summary.sample_types:
+        summary.default_sample_type = ("inuse_space" if "inuse_space" in summary.sample_types
+                                       else next(reversed(summary.sample_types)))
+    return summary
 
 
 def _profile_stacks(profile: Any, sample_type: str) -> list[tuple[float, list[Frame]]]:
