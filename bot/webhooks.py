@@ -166,6 +166,9 @@ class Webhooks:
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise WebhookRejected(400, f"The body is not valid JSON ({exc.__class__.__name__} "
                                        f"at position {getattr(exc, 'pos', '?')}).") from None
+        except RecursionError:  # "[[[[…" a few thousand deep blows the decoder's stack
+            raise WebhookRejected(400, "The body is not valid JSON for heapbot: it nests "
+                                       "too deeply.") from None
 
     @staticmethod
     def _validation_message(exc: ValidationError, what: str) -> str:
