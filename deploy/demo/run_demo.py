@@ -67,6 +67,8 @@ async def answer(commands: list[str], pause: float) -> int:
 
 async def _answer_all(commands: list[str], pause: float, console: Any, runtime: Any,
                       print_reply: Any, handlers: Any) -> int:
+    from bot.logs import request_context
+
     status = 0
     try:
         for text in commands:
@@ -75,7 +77,9 @@ async def _answer_all(commands: list[str], pause: float, console: Any, runtime: 
                 await asyncio.sleep(pause)
                 continue
             console.rule(f"/heap {text}")
-            reply = await handlers.run(runtime, handlers.Invocation(text=text, source="console"))
+            with request_context():  # one id on every log line of this command
+                reply = await handlers.run(runtime,
+                                           handlers.Invocation(text=text, source="console"))
             print_reply(reply, console)
             status = status or (2 if reply.error else 0)
     finally:
