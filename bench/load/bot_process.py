@@ -1,0 +1,59 @@
+"""The bot as its own process (``heapbot serve``) plus an event-loop lag monitor.
+
+Started by bench/load/run.py. Settings come from the environment like any
+deployment; on SIGTERM the server shuts down cleanly and this writes what the
+monitor saw (max and p99 loop lag, peak RSS) as JSON to the path in argv[1].
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import resource
+import signal
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from bot.settings import Settings  # noqa: E402
+from bot.slack.server import serve  # noqa: E402
+
+TICK = 0.010  # the monitor asks to wake every 10 ms; lateness is loop lag
+
+
+async def monitor(lags: list[float]) -> None:
+    """Sleep TICK again and again; how late each wake-up is = how long the loop was blocked."""
+    loop = asyncio.get_running_loop()
+    while True:
+        started = loop.time()
+        await asyncio.sleep(TICK)
+        lags.append(max(0.0, loop.time() - started - TICK))
+
+
+async def main(out: Path) -> None:
+    lags: list[float] = []
+    task = asyncio.create_task(monitor(lags), name="loop-lag-monitor")
+    # SIGUSR1 from the driver marks the start of the load: forget start-up lag (imports,
+    # first connections) so the figures describe serving under load only.
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, lags.clear)
+    started = time.perf_counter()
+    try:
+        await serve(Settings())
+    finally:
+        task.cancel()
+        ordered = sorted(lags) or [0.0]
+        out.write_text(json.dumps({
+            "lag_max": ordered[-1],
+            "lag_p99": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
+            "lag_over_100ms": sum(1 for v in lags if v > 0.1),
+            "ticks": len(lags),
+            "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "uptime": time.perf_counter() - started,
+        }))
+
+
+if __name__ == "__main__":
+    asyncio.run(main(Path(sys.argv[1])))

@@ -1,0 +1,272 @@
+"""Load: 100 concurrent signed /heap commands over 10 live demo services, bot in its own process.
+
+Everything is real: 10 demo Go services (one instance each), redis-server, the
+bot as a separate ``heapbot serve`` process (bench/load/bot_process.py, which
+also runs an event-loop lag monitor), and the Slack stand-in receiving replies.
+All commands are sent at once (each from its own channel and with its own
+response_url, so every answer can be matched to its command). Printed:
+
+- every command answered? (and how many answers were errors, by kind)
+- ack: HTTP round trip of each slash command (target p99 300 ms, must be < 3 s);
+- answer: command sent → reply received by the stand-in;
+- loop lag inside the bot during the load (must never exceed 100 ms);
+- peak RSS of the bot process (sampled, and ru_maxrss at exit).
+
+Anchor measured in the same run: 100 concurrent ``GET /healthz`` against the
+same bot process (the cheapest request it serves); ack p99 is printed as a
+ratio of it.
+
+    .venv/bin/python bench/load/run.py [--commands 100] [--services 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psutil
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from tests.support.demo import build_demo, start_demo  # noqa: E402
+from tests.support.redis import RedisServer, free_port  # noqa: E402
+from tests.support.slack_standin import SignedSender, SlackStandIn  # noqa: E402
+
+SECRET = "load-bench-signing-secret"
+ACK_TARGET_P99 = 0.300
+ACK_LIMIT = 3.0
+LAG_LIMIT = 0.100
+MIX = [("top {svc}", 6), ("goroutines {svc}", 2), ("stats {svc}", 1), ("help", 0.5),
+       ("services", 0.5)]
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values) or [0.0]
+    index = min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered) + 0.5) - 1))
+    return ordered[index]
+
+
+def line(name: str, values: list[float]) -> str:
+    return (f"{name:<30} p50 {percentile(values, 50) * 1000:8.1f} ms   "
+            f"p95 {percentile(values, 95) * 1000:8.1f} ms   "
+            f"p99 {percentile(values, 99) * 1000:8.1f} ms   max {max(values or [0]) * 1000:8.1f}"
+            f" ms   (n={len(values)})")
+
+
+def commands_for(count: int, services: int) -> list[str]:
+    """``count`` commands in MIX proportions, spread round-robin over the services."""
+    total = sum(weight for _, weight in MIX)
+    out: list[str] = []
+    for template, weight in MIX:
+        out += [template] * round(count * weight / total)
+    out = (out + ["top {svc}"] * count)[:count]
+    return [t.format(svc=f"svc{i % services:02d}") for i, t in enumerate(out)]
+
+
+async def wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"the bot exited with {process.returncode} at start")
+            try:
+                async with session.get(url + "/healthz") as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError("the bot did not answer /healthz")
+
+
+async def healthz_anchor(url: str, count: int) -> list[float]:
+    """``count`` concurrent GET /healthz: the cheapest round trip of the same process."""
+    async with aiohttp.ClientSession() as session:
+        async def one() -> float:
+            started = time.perf_counter()
+            async with session.get(url + "/healthz") as resp:
+                await resp.read()
+            return time.perf_counter() - started
+
+        return list(await asyncio.gather(*(one() for _ in range(count))))
+
+
+class RssSampler:
+    """Peak RSS of a process, sampled every 50 ms."""
+
+    def __init__(self, pid: int) -> None:
+        self.process = psutil.Process(pid)
+        self.peak = 0
+        self.task: asyncio.Task[None] | None = None
+
+    async def run(self) -> None:
+        while True:
+            try:
+                self.peak = max(self.peak, self.process.memory_info().rss)
+            except psutil.Error:
+                return
+            await asyncio.sleep(0.05)
+
+
+async def bench(count: int, services: int, rate: float, timeout: float) -> int:
+    tmp = Path(tempfile.mkdtemp(prefix="heapbot-bench-load-"))
+    redis = RedisServer(tmp)
+    redis.start()
+    binary = build_demo("dev")
+    demos = [start_demo(binary, "all", rate=rate) for _ in range(services)]
+    standin = await SlackStandIn().start()
+    registry = tmp / "heapbot.yaml"
+    registry.write_text("services:\n" + "".join(
+        f"  svc{i:02d}:\n    targets: [\"{d.url}\"]\n    cooldown_seconds: 0\n"
+        for i, d in enumerate(demos)))
+    port = free_port()
+    stats_path = tmp / "bot-stats.json"
+    env = {**os.environ, "SLACK_BOT_TOKEN": "xoxb-load-bench", "SLACK_SIGNING_SECRET": SECRET,
+           "SLACK_API_URL": standin.api_url, "REDIS_URL": redis.url,
+           "HEAPBOT_CONFIG": str(registry), "HEAPBOT_DATA_DIR": str(tmp / "data"),
+           "HEAPBOT_HOST": "127.0.0.1", "HEAPBOT_PORT": str(port),
+           "HEAPBOT_LOG_LEVEL": "WARNING"}
+    env.pop("SLACK_APP_TOKEN", None)
+    log = open(tmp / "bot.log", "wb")  # noqa: SIM115 - closed below
+    bot = subprocess.Popen([sys.executable, str(REPO / "bench/load/bot_process.py"),
+                            str(stats_path)], env=env, stdout=log, stderr=log, cwd=REPO)
+    url = f"http://127.0.0.1:{port}"
+    outcome = 1
+    try:
+        await wait_healthy(url, bot)
+        sender = SignedSender(url + "/slack/events", SECRET, standin)
+        # warm up: imports and first connections, one command per kind
+        for warm in ("help", "top svc00", "goroutines svc01"):
+            await sender.slash_command(warm, channel_id="CWARM")
+        await standin.wait_for(lambda: len(standin.requests) >= 3, timeout=60)
+        await asyncio.sleep(1)
+        standin.reset()
+        sampler = RssSampler(bot.pid)
+        sampler_task = asyncio.create_task(sampler.run())
+        bot.send_signal(signal.SIGUSR1)  # the lag monitor starts counting now
+        await asyncio.sleep(0.1)
+
+        texts = commands_for(count, services)
+        acks: list[float] = []
+        answers: dict[int, float] = {}
+        statuses: Counter[int] = Counter()
+        urls = [standin.response_url() for _ in texts]
+        paths = {u.split("/", 3)[3]: i for i, u in enumerate(urls)}
+        sent_at: dict[int, float] = {}
+
+        def channel(i: int) -> str:
+            return f"CLOAD{i:04d}"
+
+        def answered() -> bool:
+            now = time.perf_counter()
+            for r in standin.requests:
+                if not r.ok:
+                    continue
+                index = None
+                if r.method == "response_url":
+                    index = paths.get(r.path.lstrip("/"))
+                elif r.method in ("chat.postMessage", "chat.postEphemeral"):
+                    ch = str(r.body.get("channel", ""))
+                    if ch.startswith("CLOAD"):
+                        index = int(ch[5:])
+                if index is not None and index not in answers:
+                    answers[index] = now - sent_at[index]
+            return len(answers) >= len(texts)
+
+        async def one(i: int, text: str) -> None:
+            sent_at[i] = time.perf_counter()
+            resp = await sender.slash_command(text, channel_id=channel(i), response_url=urls[i])
+            statuses[resp.status] += 1
+            acks.append(resp.elapsed)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one(i, t) for i, t in enumerate(texts)))
+        with contextlib.suppress(TimeoutError):
+            await standin.wait_for(answered, timeout=timeout)
+        wall = time.perf_counter() - started
+        anchor = await healthz_anchor(url, count)
+        sampler_task.cancel()
+
+        kinds = Counter()
+        for r in standin.requests:
+            if r.method in ("response_url", "chat.postMessage", "chat.postEphemeral") and r.ok:
+                text = json.dumps(r.body)
+                if "internal error" in text:
+                    kinds["internal error"] += 1
+                elif "could not do that" in text:
+                    kinds["user-facing error"] += 1
+        bot.send_signal(signal.SIGTERM)
+        bot.wait(60)
+        stats: dict[str, Any] = json.loads(stats_path.read_text()) if stats_path.exists() else {}
+
+        print(f"heapbot load: {len(texts)} concurrent signed /heap commands over {services} live "
+              f"demo services ({dict(Counter(t.split()[0] for t in texts))}); {wall:.1f} s wall")
+        print(f"answered: {len(answers)}/{len(texts)}; HTTP statuses {dict(statuses)}; "
+              f"error answers {dict(kinds) or 'none'}")
+        print(line("ack (slash command HTTP)", acks))
+        print(line("answer (command -> reply)", list(answers.values())))
+        print(line("anchor: GET /healthz x N", anchor))
+        ratio = percentile(acks, 99) / max(percentile(anchor, 99), 1e-6)
+        print(f"ratio ack p99 / healthz p99 = {ratio:.1f}x")
+        if stats:
+            print(f"bot loop lag during load: max {stats['lag_max'] * 1000:.1f} ms, p99 "
+                  f"{stats['lag_p99'] * 1000:.1f} ms, {stats['lag_over_100ms']} ticks over "
+                  f"100 ms of {stats['ticks']}")
+            print(f"bot peak RSS: {max(sampler.peak, stats['peak_rss']) / 2**20:.0f} MiB "
+                  f"(sampled during load {sampler.peak / 2**20:.0f} MiB)")
+        ack_p99 = percentile(acks, 99)
+        checks = {
+            "every command answered": len(answers) == len(texts),
+            "no internal errors": not kinds.get("internal error"),
+            f"ack p99 < {ACK_LIMIT:g} s": ack_p99 < ACK_LIMIT,
+            f"loop lag <= {LAG_LIMIT * 1000:.0f} ms": bool(stats)
+            and stats["lag_max"] <= LAG_LIMIT,
+        }
+        for name, ok in checks.items():
+            print(f"  {'ok  ' if ok else 'FAIL'} {name}")
+        print(f"target ack p99 < {ACK_TARGET_P99 * 1000:.0f} ms: "
+              f"{'met' if ack_p99 < ACK_TARGET_P99 else 'missed'} ({ack_p99 * 1000:.0f} ms)")
+        outcome = 0 if all(checks.values()) else 1
+    finally:
+        if bot.poll() is None:
+            bot.terminate()
+            try:
+                bot.wait(30)
+            except subprocess.TimeoutExpired:
+                bot.kill()
+        log.close()
+        await standin.stop()
+        for demo in demos:
+            demo.stop()
+        redis.stop()
+    print(f"(bot log: {tmp / 'bot.log'})")
+    return outcome
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--commands", type=int, default=100)
+    parser.add_argument("--services", type=int, default=10)
+    parser.add_argument("--rate", type=float, default=2.0,
+                        help="demo allocation rate (gentle on shared CPUs)")
+    parser.add_argument("--timeout", type=float, default=240.0,
+                        help="seconds to wait for every answer")
+    args = parser.parse_args()
+    return asyncio.run(bench(args.commands, args.services, args.rate, args.timeout))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
