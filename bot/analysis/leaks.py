@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from bot.analysis.goroutines import BLOCKED_STATES, Frame, is_own_code
+from bot.analysis.goroutines import BLOCKED_STATES, Frame, is_own_code, is_runtime
 from bot.analysis.summary import FunctionValue, ProfileSummary, SnapshotSummary
 
 MIN_CAPTURES = 3
@@ -90,6 +90,7 @@ class Suspect:
     hint: str = ""
     state: str = ""  # goroutines: where they wait
     score: float = 0.0
+    net_growth: float = 0.0  # over the window, inside restart segments
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -504,7 +505,10 @@ def _heap(caps: Sequence[SnapshotSummary], times: np.ndarray, seg: np.ndarray,
     span_h = max((times[-1] - times[0]) / 3600.0, 1e-9)
     floor = max(MIN_HEAP_GROWTH_BYTES, MIN_HEAP_GROWTH_SHARE * mean_heap)
 
-    trends = {fn: trend(times, v, seg, floor) for fn, v in space.items()}
+    same = seg[1:] == seg[:-1]
+    # Only series that rose at all get the full (pairwise) treatment.
+    rising = {fn: v for fn, v in space.items() if float(np.diff(v)[same].sum()) > 0}
+    trends = {fn: trend(times, v, seg, floor) for fn, v in rising.items()}
     cum_growth = {fn: float(np.diff(v)[seg[1:] == seg[:-1]].sum())
                   for fn, v in _series(caps, space_type, cum=True).items() if is_own_code(fn)}
     positive = sum(max(0.0, t.net_growth) for t in trends.values()) or 1.0
@@ -557,7 +561,7 @@ def _heap(caps: Sequence[SnapshotSummary], times: np.ndarray, seg: np.ndarray,
             function=fn, kind="heap", growth_per_hour=t.slope_per_hour, unit="bytes",
             captures=t.present, share=share, evidence=evidence,
             site=site.location if site else "", own_caller=own if own != fn else "",
-            hint=heap_hint(fn, own), score=score))
+            hint=heap_hint(fn, own), score=score, net_growth=t.net_growth))
     return suspects, not_suspects, total_trend.slope_per_hour
 
 
@@ -639,6 +643,10 @@ def _goroutines(caps: Sequence[SnapshotSummary], times: np.ndarray, seg: np.ndar
     return suspects, not_suspects
 
 
+_GOROUTINE_CREATION = ("runtime.malg", "runtime.newproc1", "runtime.newproc",
+                       "runtime.allgadd")
+
+
 def _relate_goroutines_to_memory(caps: Sequence[SnapshotSummary], times: np.ndarray,
                                  seg: np.ndarray, g_suspects: list[Suspect],
                                  heap_suspects: list[Suspect],
@@ -657,8 +665,14 @@ def _relate_goroutines_to_memory(caps: Sequence[SnapshotSummary], times: np.ndar
             s.evidence.append(
                 f"stacks: StackInuse {_size(st.first)} → {_size(st.last)}; about "
                 f"{_size(per_goroutine)} per goroutine, so this group adds ~{_rate(held, 'bytes')}")
+    # Growth of the runtime's goroutine bookkeeping (cum of newproc1/malg/allgadd).
+    creation = _series(caps, _heap_sample_types(caps)[0], cum=True)
+    creation_growth = max((float(np.diff(creation[fn])[seg[1:] == seg[:-1]].sum())
+                           for fn in _GOROUTINE_CREATION if fn in creation), default=0.0)
     for h in list(heap_suspects):
-        if h.function.startswith(("runtime.malg", "runtime.newproc")):
+        runtime_only = is_runtime(h.function) and not h.own_caller
+        made_by_goroutine_creation = runtime_only and creation_growth >= 0.5 * h.net_growth
+        if h.function.startswith(_GOROUTINE_CREATION) or made_by_goroutine_creation:
             heap_suspects.remove(h)
             heap_not.append(NotSuspect(
                 h.function, "heap", "goroutine descriptors (g structs) of the leaking "
