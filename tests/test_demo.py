@@ -206,3 +206,18 @@ def test_fixtures_are_real_profiles_of_the_expected_kinds() -> None:
     assert "[chan send" in (FIXTURES / "goroutine_debug2.txt").read_text()
     total = sum(p.stat().st_size for p in FIXTURES.iterdir() if p.is_file())
     assert total < 1024 * 1024
+
+
+def test_gen_profile_writes_one_distinct_stack_per_allocation(tmp_path: Path) -> None:
+    """bench/gen_profile at a small size: every requested stack is in the heap profile."""
+    stacks = 2500
+    out = tmp_path / "big.pb.gz"
+    subprocess.run([find_go(), "run", ".", "-o", str(out), "-stacks", str(stacks)],
+                   cwd=Path(__file__).parents[1] / "bench" / "gen_profile", env=go_env(),
+                   check=True, timeout=300, capture_output=True)
+    samples = pprof("-raw", out).split("Samples:", 1)[1].split("Locations", 1)[0]
+    stacks_seen = {line.split(":", 1)[1].strip() for line in samples.splitlines()
+                   if re.match(r"^\s*(\d+\s+){3}\d+:", line)}
+    assert len(stacks_seen) >= stacks
+    # Paths differ by the digit functions they pass through.
+    assert "main.digit9" in pprof("-traces", out)
