@@ -1,0 +1,317 @@
+"""pprof's call graph at function granularity, computed on whole columns.
+
+This mirrors google/pprof's internal/graph ``newGraph`` for ``-top``:
+- a node is a function name (inlined frames — several lines in one location —
+  are separate nodes; a location without lines is a node for its binary);
+- flat goes to the innermost frame of each sample; cum counts a node once per
+  sample even when it recurses;
+- focus/ignore/hide follow pprof's ``FilterSamplesByName`` (a location matches
+  when any of its lines' function name or file name, or its binary, matches).
+
+The expensive part, turning samples of locations into samples of nodes and
+finding repeated nodes within a sample, is done once per filter set and cached
+on the profile; each sample type then costs a couple of ``bincount`` calls.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from bot.errors import UsageError
+from bot.pprof.model import Profile
+from bot.pprof.wire import ranges
+
+_EXACT_FLOAT = float(1 << 52)
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """pprof's -focus, -ignore and -hide regular expressions (None: off)."""
+
+    focus: str | None = None
+    ignore: str | None = None
+    hide: str | None = None
+
+
+def compile_regex(pattern: str | None, option: str) -> re.Pattern[str] | None:
+    """Compile a user regex, or explain why it is not one."""
+    if not pattern:
+        return None
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise UsageError(f"`{pattern}` is not a valid regular expression for {option}: {exc}.",
+                         hint="Use Go/RE2-style syntax, e.g. `--focus 'json\\.'`.") from None
+
+
+@dataclass(slots=True)
+class NodeIndex:
+    """Function-granularity nodes of a profile: one per distinct pprof NodeInfo."""
+
+    names: list[str]  # printable names (what -top prints)
+    line_nodes: np.ndarray  # int32, node of each line
+    empty_location_nodes: np.ndarray  # int32, node of each location without lines (-1 else)
+    name_rank: np.ndarray  # int64, rank of each node's printable name (then its key)
+
+
+def node_index(profile: Profile) -> NodeIndex:
+    """Assign nodes once per profile (cached)."""
+    cached = profile.cache.get("nodes")
+    if cached is not None:
+        return cached
+    keys: dict[tuple[str, str, int], int] = {}
+    names: list[str] = []
+
+    def node(key: tuple[str, str, int]) -> int:
+        found = keys.get(key)
+        if found is None:
+            found = keys[key] = len(names)
+            name, objfile, _ = key
+            if name:
+                names.append(name)
+            elif objfile:
+                names.append("[" + objfile.rsplit("/", 1)[-1] + "]")
+            else:
+                names.append("<unknown>")
+        return found
+
+    map_files = [m.filename for m in profile.mappings]
+    loc_map = profile.location_mappings
+    offsets = profile.location_line_offsets
+    nlines = np.diff(offsets)
+    # Named functions: one node per name whatever the location.
+    fn_nodes = np.array([node((name, "", 0)) if name else -1 for name in profile.function_names],
+                        dtype=np.int32)
+    line_nodes = fn_nodes[profile.line_functions] if profile.line_functions.size else \
+        np.zeros(0, dtype=np.int32)
+    # Nameless functions take their binary's name and their start line.
+    nameless = np.flatnonzero(line_nodes < 0)
+    if nameless.size:
+        line_loc = np.repeat(np.arange(nlines.size), nlines)
+        for li in nameless.tolist():
+            loc = int(line_loc[li])
+            mi = int(loc_map[loc])
+            fn = int(profile.line_functions[li])
+            line_nodes[li] = node(("", map_files[mi] if mi >= 0 else "",
+                                   int(profile.function_start_lines[fn])))
+    empty_location_nodes = np.full(nlines.size, -1, dtype=np.int32)
+    for loc in np.flatnonzero(nlines == 0).tolist():
+        mi = int(loc_map[loc])
+        empty_location_nodes[loc] = node(("", map_files[mi] if mi >= 0 else "", 0))
+    key_text = [""] * len(names)
+    for key, i in keys.items():
+        key_text[i] = repr(key)
+    order = sorted(range(len(names)), key=lambda i: (names[i], key_text[i]))
+    rank = np.empty(len(names), dtype=np.int64)
+    rank[order] = np.arange(len(names))
+    result = NodeIndex(names, line_nodes, empty_location_nodes, rank)
+    profile.cache["nodes"] = result
+    return result
+
+
+@dataclass(slots=True)
+class Frames:
+    """Samples as sequences of nodes (leaf first), after filters.
+
+    ``samples`` are the kept sample indexes; frames of kept sample k are
+    ``nodes[offsets[k]:offsets[k+1]]``; ``inline[i]`` tells that frame i was
+    inlined into frame i+1 (same location). ``dup_samples``/``dup_nodes`` list the
+    extra occurrences of a node within one sample (recursion), which cum must not
+    count twice.
+    """
+
+    samples: np.ndarray
+    offsets: np.ndarray
+    nodes: np.ndarray
+    inline: np.ndarray
+    leaf: np.ndarray  # leaf node per kept sample, -1 for an empty stack
+    dup_samples: np.ndarray
+    dup_nodes: np.ndarray
+    num_nodes: int
+
+
+def _location_matches(profile: Profile, rx: re.Pattern[str]) -> np.ndarray:
+    """Per location: does any line's function name/file, or its binary, match?"""
+    fn_match = np.fromiter(
+        (bool(rx.search(n)) or bool(rx.search(f))
+         for n, f in zip(profile.function_names, profile.function_filenames, strict=True)),
+        dtype=bool, count=len(profile.function_names))
+    line_match = fn_match[profile.line_functions] if fn_match.size else \
+        np.zeros(profile.line_functions.size, dtype=bool)
+    offsets = profile.location_line_offsets
+    csum = np.concatenate(([0], np.cumsum(line_match, dtype=np.int64)))
+    loc_match = (csum[offsets[1:]] - csum[offsets[:-1]]) > 0
+    map_match = np.array([bool(rx.search(m.filename)) for m in profile.mappings] + [False])
+    return loc_match | map_match[profile.location_mappings], line_match, map_match
+
+
+def _segment_any(flags: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    csum = np.concatenate(([0], np.cumsum(flags, dtype=np.int64)))
+    return (csum[offsets[1:]] - csum[offsets[:-1]]) > 0
+
+
+def frames(profile: Profile, filters: Filters = Filters()) -> Frames:
+    """Node stacks of every kept sample (cached per filter set)."""
+    key = ("frames", filters)
+    cached = profile.cache.get(key)
+    if cached is not None:
+        return cached
+    nodes_ix = node_index(profile)
+    focus = compile_regex(filters.focus, "--focus")
+    ignore = compile_regex(filters.ignore, "--ignore")
+    hide = compile_regex(filters.hide, "--hide")
+
+    sample_locs = profile.sample_locations
+    s_off = profile.sample_offsets
+    keep = np.ones(profile.num_samples, dtype=bool)
+    if focus is not None or ignore is not None or hide is not None:
+        # pprof keeps a sample when a location is focused and none is ignored; with
+        # any filter on, a sample without locations is dropped too.
+        ignored = np.zeros(profile.num_locations, dtype=bool)
+        if ignore is not None:
+            ignored = _location_matches(profile, ignore)[0]
+        focused = ~ignored if focus is None else _location_matches(profile, focus)[0] & ~ignored
+        keep = (_segment_any(focused[sample_locs], s_off)
+                & ~_segment_any(ignored[sample_locs], s_off))
+
+    # Lines of each location as nodes; hide drops lines (and then empty locations).
+    l_off = profile.location_line_offsets
+    line_keep = np.ones(profile.line_functions.size, dtype=bool)
+    loc_hidden = np.zeros(profile.num_locations, dtype=bool)
+    if hide is not None:
+        loc_match, line_match, map_match = _location_matches(profile, hide)
+        by_map = map_match[profile.location_mappings]
+        nlines0 = np.diff(l_off)
+        line_keep = ~line_match & ~np.repeat(by_map, nlines0)
+        kept_lines = _segment_count(line_keep, l_off)
+        loc_hidden = loc_match & (kept_lines == 0)
+    # Per location: its node list (innermost first), with a placeholder for no lines.
+    nlines = np.diff(l_off)
+    line_nodes = nodes_ix.line_nodes
+    if hide is not None:
+        nk = _segment_count(line_keep, l_off)
+        eff_count = np.where(nlines == 0, 1, nk)
+        eff_count[loc_hidden] = 0
+        kept_line_idx = np.flatnonzero(line_keep)
+        kept_loc = np.repeat(np.arange(nlines.size), nk)
+    else:
+        eff_count = np.where(nlines == 0, 1, nlines)
+        kept_line_idx = np.arange(line_nodes.size)
+        kept_loc = np.repeat(np.arange(nlines.size), nlines)
+    # Build a per-location node table (CSR) honoring placeholders.
+    loc_node_off = np.zeros(nlines.size + 1, dtype=np.int64)
+    np.cumsum(eff_count, out=loc_node_off[1:])
+    loc_nodes = np.empty(int(loc_node_off[-1]), dtype=np.int32)
+    loc_inline = np.zeros(loc_nodes.size, dtype=bool)
+    # positions for kept lines: location start + rank of the line among kept lines of its loc
+    if kept_line_idx.size:
+        first_kept = np.concatenate(([0], np.cumsum(np.bincount(kept_loc, minlength=nlines.size))))
+        rank_in_loc = np.arange(kept_line_idx.size) - first_kept[kept_loc]
+        pos = loc_node_off[kept_loc] + rank_in_loc
+        loc_nodes[pos] = line_nodes[kept_line_idx]
+        # Every line but the last (outermost) of a location is inlined into the next.
+        per_loc = np.diff(first_kept)
+        loc_inline[pos] = rank_in_loc < (per_loc[kept_loc] - 1)
+    placeholder = np.flatnonzero((nlines == 0) & (eff_count > 0))
+    loc_nodes[loc_node_off[placeholder]] = nodes_ix.empty_location_nodes[placeholder]
+
+    kept = np.flatnonzero(keep)
+    # Locations of kept samples, hidden ones dropped.
+    cnt = np.diff(s_off)[kept]
+    frame_locs = sample_locs[ranges(s_off[kept], cnt)]
+    owner = np.repeat(np.arange(kept.size), cnt)
+    if hide is not None:
+        visible = ~loc_hidden[frame_locs]
+        frame_locs, owner = frame_locs[visible], owner[visible]
+        per_sample = np.bincount(owner, minlength=kept.size)
+        nonempty = per_sample > 0  # pprof drops samples whose every frame is hidden
+        if not nonempty.all():
+            remap = np.cumsum(nonempty) - 1
+            kept, owner = kept[nonempty], remap[owner]
+    # Expand locations into nodes.
+    n_per_frame = eff_count[frame_locs]
+    node_pos = ranges(loc_node_off[frame_locs], n_per_frame)
+    nodes = loc_nodes[node_pos]
+    inline = loc_inline[node_pos]
+    node_owner = np.repeat(owner, n_per_frame)
+    counts = np.bincount(node_owner, minlength=kept.size)
+    offsets = np.zeros(kept.size + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    leaf = np.full(kept.size, -1, dtype=np.int32)
+    has = counts > 0
+    leaf[has] = nodes[offsets[:-1][has]]
+    dup_samples, dup_nodes = _duplicates(nodes, offsets, counts)
+    result = Frames(kept, offsets, nodes, inline, leaf, dup_samples, dup_nodes,
+                    len(nodes_ix.names))
+    profile.cache[key] = result
+    return result
+
+
+def _segment_count(flags: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    csum = np.concatenate(([0], np.cumsum(flags, dtype=np.int64)))
+    return csum[offsets[1:]] - csum[offsets[:-1]]
+
+
+def _duplicates(nodes: np.ndarray, offsets: np.ndarray,
+                counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Extra occurrences of a node inside one stack (sample index, node).
+
+    Stacks of equal depth are sorted row-wise as one 2-D array, so the work is
+    vectorized per depth instead of per sample.
+    """
+    out_s: list[np.ndarray] = []
+    out_n: list[np.ndarray] = []
+    depth_order = np.argsort(counts, kind="stable")
+    sorted_counts = counts[depth_order]
+    bounds = np.flatnonzero(np.diff(sorted_counts)) + 1
+    for group in np.split(depth_order, bounds):
+        depth = int(counts[group[0]]) if group.size else 0
+        if depth < 2:
+            continue
+        rows = nodes[ranges(offsets[group], np.full(group.size, depth))].reshape(group.size, depth)
+        rows = np.sort(rows, axis=1)
+        dup = rows[:, 1:] == rows[:, :-1]
+        if dup.any():
+            r, c = np.nonzero(dup)
+            out_s.append(group[r])
+            out_n.append(rows[:, 1:][r, c])
+    if not out_s:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty.astype(np.int32)
+    return np.concatenate(out_s), np.concatenate(out_n)
+
+
+def weighted_sum(index: np.ndarray, weights: np.ndarray, size: int) -> np.ndarray:
+    """Exact integer ``bincount(index, weights)``."""
+    if index.size == 0:
+        return np.zeros(size, dtype=np.int64)
+    if float(np.abs(weights).sum(dtype=np.float64)) < _EXACT_FLOAT:
+        return np.rint(np.bincount(index, weights=weights, minlength=size)).astype(np.int64)
+    out = np.zeros(size, dtype=np.int64)
+    np.add.at(out, index, weights.astype(np.int64))
+    return out
+
+
+def flat_cum(fr: Frames, sample_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flat and cum of every node for one column of sample values (all samples)."""
+    w = sample_values[fr.samples]
+    has_leaf = fr.leaf >= 0
+    flat = weighted_sum(fr.leaf[has_leaf], w[has_leaf], fr.num_nodes)
+    per_frame = np.repeat(w, np.diff(fr.offsets))
+    cum = weighted_sum(fr.nodes, per_frame, fr.num_nodes)
+    if fr.dup_samples.size:
+        cum -= weighted_sum(fr.dup_nodes, w[fr.dup_samples], fr.num_nodes)
+    return flat, cum
+
+
+def sort_nodes(candidates: np.ndarray, flat: np.ndarray, cum: np.ndarray, name_rank: np.ndarray,
+               by_cum: bool) -> np.ndarray:
+    """pprof's FlatNameOrder / CumNameOrder: |value| desc, name asc, other |value| desc."""
+    f = np.abs(flat[candidates])
+    c = np.abs(cum[candidates])
+    r = name_rank[candidates]
+    order = np.lexsort((-f, r, -c)) if by_cum else np.lexsort((-c, r, -f))
+    return candidates[order]

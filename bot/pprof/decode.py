@@ -1,0 +1,273 @@
+"""bytes → Profile: inflate, parse with upb, decode the big tables with numpy, validate.
+
+upb (protobuf's C backend) parses the top-level message into a ``ProfileFrame``
+whose samples, locations and functions stay raw bytes; ``bot.pprof.wire``
+decodes those columns in a few vectorized passes. Every reference is checked
+(string indexes, location→function, sample→location, location→mapping), so
+analysis code can index arrays without further checks.
+"""
+
+from __future__ import annotations
+
+from typing import NoReturn
+
+import numpy as np
+from google.protobuf.message import DecodeError
+
+from bot.errors import ProfileError
+from bot.pprof import profile_pb2
+from bot.pprof.limits import DEFAULT_LIMITS, Limits, inflate
+from bot.pprof.model import Mapping, Profile, SampleType
+from bot.pprof.wire import (
+    Fields,
+    Messages,
+    WireError,
+    as_int64,
+    decode_fields,
+    lookup_table,
+    repeated_varints,
+    scalar,
+    sub_messages,
+)
+
+_HINT_FETCH = "Fetch /debug/pprof/heap (or /debug/pprof/goroutine) without ?debug=1."
+
+
+def _fail(message: str, hint: str | None = None) -> NoReturn:
+    raise ProfileError(message, hint=hint)
+
+
+def _sniff_not_profile(raw: bytes) -> None:
+    """Name the common wrong inputs before trying protobuf (HTML, JSON, text dumps)."""
+    head = raw[:512].lstrip()
+    low = head.lower()
+    if low.startswith((b"<!doctype", b"<html", b"<?xml", b"<")):
+        _fail("This is an HTML page, not a pprof profile (a login page or an error page?).",
+              "Check the URL points at the service's /debug/pprof/ endpoint.")
+    if head[:1] in (b"{", b"["):
+        _fail("This is JSON, not a pprof profile.",
+              "Check the URL points at the service's /debug/pprof/ endpoint.")
+    if low.startswith((b"heap profile:", b"goroutine profile:", b"--- ")):
+        _fail("This is the text form of a profile (?debug=1), not the binary protobuf.",
+              _HINT_FETCH)
+
+
+def parse_profile(data: bytes, limits: Limits | None = None) -> Profile:
+    """Decode a pprof profile (gzip or raw protobuf); raise ProfileError when unusable."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        _fail("A profile must be bytes.")
+    data = bytes(data)
+    if not data:
+        _fail("The profile is empty (0 bytes).", "Capture it again.")
+    raw = inflate(data, limits or DEFAULT_LIMITS)
+    if not raw:
+        _fail("The profile is empty once inflated.", "Capture it again.")
+    _sniff_not_profile(raw)
+    frame = profile_pb2.ProfileFrame()
+    try:
+        frame.ParseFromString(raw)
+    except (DecodeError, RuntimeError, ValueError):
+        _fail("These bytes are not a pprof profile (they do not decode as profile.proto).",
+              "Give heapbot the output of /debug/pprof/heap or a .pb.gz file.")
+    try:
+        return _build(frame)
+    except WireError as exc:
+        _fail(f"The profile is malformed ({exc}).", "Capture it again.")
+
+
+def _strings(frame: profile_pb2.ProfileFrame) -> list[str]:
+    table = [s.decode("utf-8", "replace") for s in frame.string_table]
+    if not table:
+        _fail("The profile has no string table, so it is not a pprof profile.")
+    if table[0] != "":
+        _fail("The profile's string table does not start with the empty string.")
+    return table
+
+
+class _Strings:
+    """String-table lookups that fail with a clear message when out of range."""
+
+    def __init__(self, table: list[str]) -> None:
+        self.table = table
+
+    def one(self, index: int, what: str) -> str:
+        if 0 <= index < len(self.table):
+            return self.table[index]
+        _fail(f"The profile's {what} points outside its string table "
+              f"(index {index} of {len(self.table)}).", "The profile is corrupt.")
+
+    def many(self, indexes: np.ndarray, what: str) -> list[str]:
+        idx = as_int64(indexes.astype(np.uint64)) if indexes.dtype == np.uint64 else indexes
+        if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= len(self.table)):
+            _fail(f"The profile's {what} points outside its string table.",
+                  "The profile is corrupt.")
+        table = self.table
+        return [table[i] for i in idx.tolist()]
+
+
+def _id_index(ids: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted ids and the table position of each, after checking ids are non-zero and unique."""
+    if ids.size and not ids.all():
+        _fail(f"The profile has a {what} with the reserved id 0.", "The profile is corrupt.")
+    order = np.argsort(ids, kind="stable")
+    sorted_ids = ids[order]
+    if sorted_ids.size > 1 and np.any(sorted_ids[1:] == sorted_ids[:-1]):
+        _fail(f"The profile has two {what}s with the same id.", "The profile is corrupt.")
+    return sorted_ids, order
+
+
+def _resolve(refs: np.ndarray, sorted_ids: np.ndarray, order: np.ndarray, what: str) -> np.ndarray:
+    """Map id references to table positions; fail on unknown ids."""
+    if refs.size == 0:
+        return np.zeros(0, dtype=np.int32)
+    if sorted_ids.size == 0:
+        _fail(f"The profile refers to {what} {int(refs[0])}, which does not exist.",
+              "The profile is corrupt.")
+    lut = lookup_table(sorted_ids)
+    if lut is not None and int(refs.max()) < lut.size:
+        pos = lut[refs.astype(np.int64)]
+        if int(pos.min()) >= 0:
+            return pos
+    pos = np.searchsorted(sorted_ids, refs)
+    pos_c = np.minimum(pos, sorted_ids.size - 1)
+    bad = sorted_ids[pos_c] != refs
+    if np.any(bad):
+        first = int(refs[np.flatnonzero(bad)[0]])
+        _fail(f"The profile refers to {what} {first}, which does not exist.",
+              "The profile is corrupt.")
+    return order[pos_c].astype(np.int32)
+
+
+def _build(frame: profile_pb2.ProfileFrame) -> Profile:
+    strings = _Strings(_strings(frame))
+    sample_types = [SampleType(strings.one(st.type, "sample type"),
+                               strings.one(st.unit, "sample unit")) for st in frame.sample_type]
+    if not sample_types:
+        _fail("The profile has no sample types, so there is nothing to show.",
+              "Is this really a heap or goroutine profile?")
+    ntypes = len(sample_types)
+
+    # Mappings (few): upb objects are fine.
+    mappings = [
+        Mapping(m.id, m.memory_start, m.memory_limit, m.file_offset,
+                strings.one(m.filename, "mapping file name"),
+                strings.one(m.build_id, "mapping build id"),
+                m.has_functions, m.has_filenames, m.has_line_numbers, m.has_inline_frames)
+        for m in frame.mapping
+    ]
+    map_ids = np.array([m.id for m in mappings], dtype=np.uint64)
+    map_sorted, map_order = _id_index(map_ids, "mapping")
+
+    # Functions.
+    fmsgs = Messages.from_parts(list(frame.function))
+    ff = decode_fields(fmsgs)
+    nf = len(fmsgs)
+    function_ids = scalar(ff, 1, nf)
+    fn_sorted, fn_order = _id_index(function_ids, "function")
+    function_names = strings.many(scalar(ff, 2, nf), "function name")
+    function_system_names = strings.many(scalar(ff, 3, nf), "function system name")
+    function_filenames = strings.many(scalar(ff, 4, nf), "function file name")
+    function_start_lines = as_int64(scalar(ff, 5, nf))
+
+    # Locations and their lines.
+    lmsgs = Messages.from_parts(list(frame.location))
+    lf = decode_fields(lmsgs)
+    nl = len(lmsgs)
+    location_ids = scalar(lf, 1, nl)
+    loc_sorted, loc_order = _id_index(location_ids, "location")
+    mapping_refs = scalar(lf, 2, nl)
+    location_mappings = np.full(nl, -1, dtype=np.int32)
+    has_map = np.flatnonzero(mapping_refs)
+    location_mappings[has_map] = _resolve(mapping_refs[has_map], map_sorted, map_order, "mapping")
+    location_addresses = scalar(lf, 3, nl)
+    location_folded = scalar(lf, 5, nl) != 0
+    ls, le, lowner = sub_messages(lf, 4)
+    line_fields = decode_fields(Messages(lmsgs.buf, ls, le))
+    nlines = ls.size
+    line_fn_ids = scalar(line_fields, 1, nlines)
+    if nlines and not line_fn_ids.all():
+        _fail("A location of the profile has a line without a function.",
+              "The profile is corrupt.")
+    line_functions = _resolve(line_fn_ids, fn_sorted, fn_order, "function")
+    line_numbers = as_int64(scalar(line_fields, 2, nlines))
+    line_columns = as_int64(scalar(line_fields, 3, nlines))
+    location_line_offsets = np.zeros(nl + 1, dtype=np.int64)
+    np.cumsum(np.bincount(lowner, minlength=nl), out=location_line_offsets[1:])
+
+    # Samples: the big one.
+    smsgs = Messages.from_parts(list(frame.sample))
+    ns = len(smsgs)
+    if ns == 0:
+        _fail("The profile holds no samples, so there is nothing to show.",
+              "Capture again once the service has done some work.")
+    sf = decode_fields(smsgs)
+    loc_refs, loc_owner = repeated_varints(sf, smsgs.buf, 1)
+    sample_locations = _resolve(loc_refs, loc_sorted, loc_order, "location")
+    sample_offsets = np.zeros(ns + 1, dtype=np.int64)
+    np.cumsum(np.bincount(loc_owner, minlength=ns), out=sample_offsets[1:])
+    raw_values, val_owner = repeated_varints(sf, smsgs.buf, 2)
+    per_sample = np.bincount(val_owner, minlength=ns)
+    if np.any(per_sample != ntypes):
+        bad = int(np.flatnonzero(per_sample != ntypes)[0])
+        _fail(f"A sample of the profile has {int(per_sample[bad])} values but the profile "
+              f"declares {ntypes} sample types.", "The profile is corrupt.")
+    values = as_int64(raw_values).reshape(ns, ntypes)
+    labels = _labels(sf, smsgs.buf, strings)
+
+    period_type = None
+    if frame.HasField("period_type"):
+        period_type = SampleType(strings.one(frame.period_type.type, "period type"),
+                                 strings.one(frame.period_type.unit, "period unit"))
+    return Profile(
+        sample_types=sample_types,
+        default_sample_type=strings.one(frame.default_sample_type, "default sample type"),
+        function_ids=function_ids,
+        function_names=function_names,
+        function_system_names=function_system_names,
+        function_filenames=function_filenames,
+        function_start_lines=function_start_lines,
+        location_ids=location_ids,
+        location_mappings=location_mappings,
+        location_addresses=location_addresses,
+        location_folded=location_folded,
+        location_line_offsets=location_line_offsets,
+        line_functions=line_functions,
+        line_numbers=line_numbers,
+        line_columns=line_columns,
+        sample_offsets=sample_offsets,
+        sample_locations=sample_locations,
+        values=values,
+        strings=strings.table,
+        **labels,
+        mappings=mappings,
+        time_nanos=frame.time_nanos,
+        duration_nanos=frame.duration_nanos,
+        period_type=period_type,
+        period=frame.period,
+        comments=[strings.one(c, "comment") for c in frame.comment],
+        drop_frames=strings.one(frame.drop_frames, "drop_frames"),
+        keep_frames=strings.one(frame.keep_frames, "keep_frames"),
+        doc_url=strings.one(frame.doc_url, "doc url"),
+    )
+
+
+def _labels(sf: Fields, buf: np.ndarray, strings: _Strings) -> dict[str, np.ndarray]:
+    """Sample labels as columns (Go heap samples each carry a numeric "bytes" label)."""
+    starts, ends, owner = sub_messages(sf, 3)
+    lf = decode_fields(Messages(buf, starts, ends))
+    n = starts.size
+    key = as_int64(scalar(lf, 1, n))
+    sval = as_int64(scalar(lf, 2, n))
+    num = as_int64(scalar(lf, 3, n))
+    unit = as_int64(scalar(lf, 4, n))
+    for col, what in ((key, "label key"), (sval, "label value"), (unit, "label unit")):
+        if n and (int(col.min()) < 0 or int(col.max()) >= len(strings.table)):
+            _fail(f"The profile's {what} points outside its string table.",
+                  "The profile is corrupt.")
+    # pprof ignores a label with neither a string nor a number nor a unit.
+    keep = (sval != 0) | (num != 0) | (unit != 0)
+    num = np.where(sval != 0, 0, num)
+    unit = np.where(sval != 0, 0, unit)
+    return {"label_samples": owner[keep], "label_keys": key[keep].astype(np.int32),
+            "label_strs": sval[keep].astype(np.int32), "label_nums": num[keep],
+            "label_units": unit[keep].astype(np.int32)}
