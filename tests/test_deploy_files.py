@@ -272,3 +272,13 @@ def test_dockerfile_runs_heapbot_serve_as_non_root_with_healthcheck() -> None:
     for copied in re.findall(r"^COPY (?!--from)(.+) \S+$", text, re.M):
         for source in copied.split():
             assert (DEPLOY.parent / source).exists(), source
+
+
+def test_docker_context_keeps_what_the_dockerfile_copies() -> None:
+    ignore = (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
+    kept = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
+    text = (DEPLOY / "Dockerfile").read_text()
+    copied = {source.rstrip("/") for line in re.findall(r"^COPY (?!--from)(.+) \S+$", text, re.M)
+              for source in line.split()}
+    assert copied <= kept
+    assert "*" in ignore  # .venv, .git and tests stay out of the build context
