@@ -431,157 +431,36 @@ def _report_from_proto(data: bytes) -> GoroutineReport:
 
 def _proto_stacks(data: bytes) -> list[tuple[int, list[Frame]]]:
     """Count and frames (innermost first) of each sample of a goroutine profile.proto."""
-    types, samples, locations = _decode_profile(data)
+    from bot.pprof import parse_profile  # the engine: limits, clear ProfileErrors
+
+    profile = parse_profile(data)
+    types = [st.type for st in profile.sample_types]
     if "goroutine" not in types and len(types) != 1:
         raise ProfileError(
             f"This profile holds {', '.join(types) or 'no sample types'}, not goroutines.",
             hint="Fetch /debug/pprof/goroutine for goroutines; heap profiles go to `top`.",
         )
     index = types.index("goroutine") if "goroutine" in types else 0
-    out: list[tuple[int, list[Frame]]] = []
-    for location_ids, values in samples:
-        frames: list[Frame] = []
-        for loc_id in location_ids:
-            frames.extend(locations.get(loc_id, [Frame("?")]))
-        out.append((values[index] if index < len(values) else 0, frames))
+    return [(int(values[index]), frames) for values, frames in engine_stacks(profile)]
+
+
+def engine_stacks(profile: Any) -> list[tuple[list[int], list[Frame]]]:
+    """(values, frames innermost first) per sample of a bot.pprof Profile (columnar)."""
+    names = profile.function_names
+    files = profile.function_filenames
+    loc_off = profile.location_line_offsets.tolist()
+    line_fn = profile.line_functions.tolist()
+    line_no = profile.line_numbers.tolist()
+    loc_frames: list[list[Frame]] = []
+    for loc in range(len(loc_off) - 1):
+        frames = [Frame(names[line_fn[j]], files[line_fn[j]], int(line_no[j]))
+                  for j in range(loc_off[loc], loc_off[loc + 1])]
+        loc_frames.append(frames or [Frame("?")])
+    offsets = profile.sample_offsets.tolist()
+    locations = profile.sample_locations.tolist()
+    values = profile.values.tolist()
+    out: list[tuple[list[int], list[Frame]]] = []
+    for i in range(len(offsets) - 1):
+        frames = [f for loc in locations[offsets[i]:offsets[i + 1]] for f in loc_frames[loc]]
+        out.append((values[i], frames))
     return out
-
-
-# A small decoder of profile.proto for goroutine profiles (a few kB): only the
-# fields needed for stacks. Field numbers are pprof's proto/profile.proto.
-
-def _varint(buf: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= len(buf):
-            raise ProfileError("The goroutine profile is truncated (varint runs past the end).")
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result, pos
-        shift += 7
-        if shift > 63:
-            raise ProfileError("The goroutine profile is not a profile.proto (bad varint).")
-
-
-def _fields(buf: bytes) -> Iterable[tuple[int, int, int | bytes]]:
-    pos, end = 0, len(buf)
-    while pos < end:
-        key, pos = _varint(buf, pos)
-        number, wire = key >> 3, key & 7
-        if number == 0:
-            raise ProfileError("The goroutine profile is not a profile.proto (field 0).")
-        if wire == 0:
-            value, pos = _varint(buf, pos)
-            yield number, wire, value
-        elif wire == 2:
-            size, pos = _varint(buf, pos)
-            if pos + size > end:
-                raise ProfileError("The goroutine profile is truncated.",
-                                   hint="Fetch /debug/pprof/goroutine again.")
-            yield number, wire, buf[pos:pos + size]
-            pos += size
-        elif wire == 1:
-            pos += 8
-        elif wire == 5:
-            pos += 4
-        else:
-            raise ProfileError("The goroutine profile is not a profile.proto (bad wire type).",
-                               hint="Fetch /debug/pprof/goroutine (proto) or ?debug=1 text.")
-        if pos > end:
-            raise ProfileError("The goroutine profile is truncated.")
-
-
-def _ints(wire: int, value: int | bytes) -> list[int]:
-    if wire == 0:
-        return [int(value)]  # type: ignore[arg-type]
-    out: list[int] = []
-    pos, buf = 0, value
-    assert isinstance(buf, bytes)
-    while pos < len(buf):
-        v, pos = _varint(buf, pos)
-        out.append(v - (1 << 64) if v >= 1 << 63 else v)
-    return out
-
-
-def _decode_profile(
-    data: bytes,
-) -> tuple[list[str], list[tuple[list[int], list[int]]], dict[int, list[Frame]]]:
-    strings: list[str] = []
-    sample_type_refs: list[int] = []
-    raw_samples: list[bytes] = []
-    raw_locations: list[bytes] = []
-    raw_functions: list[bytes] = []
-    for number, wire, value in _fields(data):
-        if wire != 2:
-            continue
-        assert isinstance(value, bytes)
-        if number == 1:
-            ref = next((int(v) for n, w, v in _fields(value) if n == 1 and w == 0), 0)
-            sample_type_refs.append(ref)
-        elif number == 2:
-            raw_samples.append(value)
-        elif number == 4:
-            raw_locations.append(value)
-        elif number == 5:
-            raw_functions.append(value)
-        elif number == 6:
-            strings.append(value.decode("utf-8", "replace"))
-    if not sample_type_refs or not strings:
-        raise ProfileError("This is not a goroutine profile (no sample types in it).",
-                           hint="Fetch /debug/pprof/goroutine (proto), ?debug=1 or ?debug=2.")
-
-    def string(i: int) -> str:
-        if not 0 <= i < len(strings):
-            raise ProfileError("The goroutine profile is corrupt (string index out of range).")
-        return strings[i]
-
-    functions: dict[int, tuple[str, str]] = {}
-    for raw in raw_functions:
-        fid = name = filename = 0
-        for n, w, v in _fields(raw):
-            if w != 0:
-                continue
-            if n == 1:
-                fid = int(v)  # type: ignore[arg-type]
-            elif n == 2:
-                name = int(v)  # type: ignore[arg-type]
-            elif n == 4:
-                filename = int(v)  # type: ignore[arg-type]
-        functions[fid] = (string(name), string(filename))
-    locations: dict[int, list[Frame]] = {}
-    for raw in raw_locations:
-        lid = 0
-        frames: list[Frame] = []
-        for n, w, v in _fields(raw):
-            if n == 1 and w == 0:
-                lid = int(v)  # type: ignore[arg-type]
-            elif n == 4 and w == 2:
-                fid = line = 0
-                for n2, w2, v2 in _fields(v):  # type: ignore[arg-type]
-                    if n2 == 1 and w2 == 0:
-                        fid = int(v2)  # type: ignore[arg-type]
-                    elif n2 == 2 and w2 == 0:
-                        line = int(v2)  # type: ignore[arg-type]
-                if fid not in functions:
-                    raise ProfileError("The goroutine profile is corrupt "
-                                       "(a location names an unknown function).")
-                name, filename = functions[fid]
-                frames.append(Frame(name, filename, line))
-        locations[lid] = frames or [Frame("?")]
-    samples: list[tuple[list[int], list[int]]] = []
-    for raw in raw_samples:
-        ids: list[int] = []
-        values: list[int] = []
-        for n, w, v in _fields(raw):
-            if n == 1:
-                ids.extend(_ints(w, v))
-            elif n == 2:
-                values.extend(_ints(w, v))
-        for loc_id in ids:
-            if loc_id not in locations:
-                raise ProfileError("The goroutine profile is corrupt "
-                                   "(a sample names an unknown location).")
-        samples.append((ids, values))
-    return [string(i) for i in sample_type_refs], samples, locations

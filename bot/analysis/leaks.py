@@ -748,40 +748,44 @@ def own_code_callers(profile: Any, sample_type: str = "inuse_space") -> dict[str
 def summarize_heap_bytes(blobs: Sequence[bytes], k: int = 100) -> ProfileSummary:
     """A ProfileSummary (flat/cum per function, totals) straight from raw heap profiles.
 
-    The same shape as the engine's ``summarize_heap``; used when a stored
-    snapshot's summary has no heap part (it was stored before the engine's
-    summarizer was available), so leak detection still sees the functions.
+    Used when a stored snapshot's summary has no heap part (it was stored while
+    the engine's summarizer was missing), so leak detection still sees the
+    functions. Prefers the engine's ``summarize_heap`` over the merged profile.
     """
-    from bot.analysis.goroutines import _decode_profile, _gunzip
+    from bot.pprof import merge_profiles, parse_profile
 
-    summary = ProfileSummary()
-    flat: dict[str, dict[str, int]] = {}
-    cum: dict[str, dict[str, int]] = {}
-    for blob in blobs:
-        data = _gunzip(blob) if blob[:2] == b"\x1f\x8b" else blob
-        types, samples, locations = _decode_profile(data)
-        for t in types:
-            summary.sample_types.setdefault(t, "count" if t.endswith("objects") else "bytes")
-            flat.setdefault(t, {})
-            cum.setdefault(t, {})
-        for ids, values in samples:
-            frames = [f.function for loc in ids for f in locations.get(loc, [])]
-            if not frames:
-                continue
-            seen = set(frames)
-            for t, value in zip(types, values, strict=False):
-                summary.totals[t] = summary.totals.get(t, 0) + value
-                flat[t][frames[0]] = flat[t].get(frames[0], 0) + value
-                for fn in seen:
-                    cum[t][fn] = cum[t].get(fn, 0) + value
-    for t in flat:
+    profiles = [parse_profile(b) for b in blobs]
+    profile = profiles[0] if len(profiles) == 1 else merge_profiles(profiles)
+    try:
+        from bot.analysis.summarize import summarize_heap
+    except ImportError:
+        return _summarize(profile, k)
+    return summarize_heap(profile, k)
+
+
+def _summarize(profile: Any, k: int) -> ProfileSummary:
+    from bot.analysis.goroutines import engine_stacks
+
+    types = [st.type for st in profile.sample_types]
+    summary = ProfileSummary(sample_types={st.type: st.unit for st in profile.sample_types})
+    flat: dict[str, dict[str, int]] = {t: {} for t in types}
+    cum: dict[str, dict[str, int]] = {t: {} for t in types}
+    for values, frames in engine_stacks(profile):
+        if not frames:
+            continue
+        seen = {f.function for f in frames}
+        leaf = frames[0].function
+        for t, value in zip(types, values, strict=False):
+            summary.totals[t] = summary.totals.get(t, 0) + abs(value)
+            flat[t][leaf] = flat[t].get(leaf, 0) + value
+            for fn in seen:
+                cum[t][fn] = cum[t].get(fn, 0) + value
+    for t in types:
         keep = set(sorted(flat[t], key=lambda f: -flat[t][f])[:k])
         keep |= set(sorted(cum[t], key=lambda f: -cum[t][f])[:k])
         summary.functions[t] = [FunctionValue(f, flat[t].get(f, 0), cum[t].get(f, 0))
                                 for f in sorted(keep)]
-    if summary.sample_types:
-        summary.default_sample_type = ("inuse_space" if "inuse_space" in summary.sample_types
-                                       else next(reversed(summary.sample_types)))
+    summary.default_sample_type = profile.default_sample_type or (types[-1] if types else "")
     return summary
 
 
@@ -792,28 +796,18 @@ def _profile_stacks(profile: Any, sample_type: str) -> list[tuple[float, list[Fr
 
 
 def _stacks_from_bytes(data: bytes, sample_type: str) -> list[tuple[float, list[Frame]]]:
-    from bot.analysis.goroutines import _decode_profile, _gunzip
+    from bot.pprof import parse_profile
 
-    if data[:2] == b"\x1f\x8b":
-        data = _gunzip(data)
-    types, samples, locations = _decode_profile(data)
-    index = types.index(sample_type) if sample_type in types else len(types) - 1
-    out: list[tuple[float, list[Frame]]] = []
-    for ids, values in samples:
-        frames = [f for loc in ids for f in locations.get(loc, [])]
-        out.append((float(values[index]) if index < len(values) else 0.0, frames))
-    return out
+    return _stacks_from_engine(parse_profile(data), sample_type)
 
 
 def _stacks_from_engine(profile: Any, sample_type: str) -> list[tuple[float, list[Frame]]]:
-    """Read the engine's Profile model (bot.pprof) through its protobuf message."""
-    message = getattr(profile, "message", None) or getattr(profile, "proto", None)
-    if message is not None and hasattr(message, "SerializeToString"):
-        return _stacks_from_bytes(message.SerializeToString(), sample_type)
-    raw = getattr(profile, "raw", None)
-    if isinstance(raw, bytes | bytearray):
-        return _stacks_from_bytes(bytes(raw), sample_type)
-    raise TypeError("heap_sites needs profile bytes or a bot.pprof Profile")
+    """Stacks of the engine's columnar Profile (bot.pprof.model), innermost frame first."""
+    from bot.analysis.goroutines import engine_stacks
+
+    types = [st.type for st in profile.sample_types]
+    index = types.index(sample_type) if sample_type in types else len(types) - 1
+    return [(float(values[index]), frames) for values, frames in engine_stacks(profile)]
 
 
 # ---------------------------------------------------------------- formatting
