@@ -55,11 +55,13 @@ class NodeIndex:
     line_nodes: np.ndarray  # int32, node of each line
     empty_location_nodes: np.ndarray  # int32, node of each location without lines (-1 else)
     name_rank: np.ndarray  # int64, rank of each node's printable name (then its key)
+    keys: list[tuple[str, str, int]]  # (function name, file or binary, line) of each node
 
 
-def node_index(profile: Profile) -> NodeIndex:
-    """Assign nodes once per profile (cached)."""
-    cached = profile.cache.get("nodes")
+def node_index(profile: Profile, lines: bool = False) -> NodeIndex:
+    """Assign nodes once per profile (cached): per function, or per source line."""
+    cache_key = ("nodes", lines)
+    cached = profile.cache.get(cache_key)
     if cached is not None:
         return cached
     keys: dict[tuple[str, str, int], int] = {}
@@ -69,8 +71,11 @@ def node_index(profile: Profile) -> NodeIndex:
         found = keys.get(key)
         if found is None:
             found = keys[key] = len(names)
-            name, objfile, _ = key
-            if name:
+            name, objfile, lineno = key
+            if name and lines:
+                names.append(f"{name} {objfile}:{lineno}" if lineno else
+                             (f"{name} {objfile}" if objfile else name))
+            elif name:
                 names.append(name)
             elif objfile:
                 names.append("[" + objfile.rsplit("/", 1)[-1] + "]")
@@ -83,10 +88,17 @@ def node_index(profile: Profile) -> NodeIndex:
     offsets = profile.location_line_offsets
     nlines = np.diff(offsets)
     # Named functions: one node per name whatever the location.
-    fn_nodes = np.array([node((name, "", 0)) if name else -1 for name in profile.function_names],
-                        dtype=np.int32)
-    line_nodes = fn_nodes[profile.line_functions] if profile.line_functions.size else \
-        np.zeros(0, dtype=np.int32)
+    if lines:
+        fnames, ffiles = profile.function_names, profile.function_filenames
+        line_nodes = np.array(
+            [node((fnames[f], ffiles[f], ln)) if fnames[f] else -1
+             for f, ln in zip(profile.line_functions.tolist(), profile.line_numbers.tolist(),
+                              strict=True)], dtype=np.int32)
+    else:
+        fn_nodes = np.array([node((name, "", 0)) if name else -1
+                             for name in profile.function_names], dtype=np.int32)
+        line_nodes = fn_nodes[profile.line_functions] if profile.line_functions.size else \
+            np.zeros(0, dtype=np.int32)
     # Nameless functions take their binary's name and their start line.
     nameless = np.flatnonzero(line_nodes < 0)
     if nameless.size:
@@ -107,8 +119,11 @@ def node_index(profile: Profile) -> NodeIndex:
     order = sorted(range(len(names)), key=lambda i: (names[i], key_text[i]))
     rank = np.empty(len(names), dtype=np.int64)
     rank[order] = np.arange(len(names))
-    result = NodeIndex(names, line_nodes, empty_location_nodes, rank)
-    profile.cache["nodes"] = result
+    key_list: list[tuple[str, str, int]] = [("", "", 0)] * len(names)
+    for key, i in keys.items():
+        key_list[i] = key
+    result = NodeIndex(names, line_nodes, empty_location_nodes, rank, key_list)
+    profile.cache[cache_key] = result
     return result
 
 
@@ -153,13 +168,13 @@ def _segment_any(flags: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return (csum[offsets[1:]] - csum[offsets[:-1]]) > 0
 
 
-def frames(profile: Profile, filters: Filters = Filters()) -> Frames:
-    """Node stacks of every kept sample (cached per filter set)."""
-    key = ("frames", filters)
+def frames(profile: Profile, filters: Filters = Filters(), lines: bool = False) -> Frames:
+    """Node stacks of every kept sample (cached per filter set and granularity)."""
+    key = ("frames", filters, lines)
     cached = profile.cache.get(key)
     if cached is not None:
         return cached
-    nodes_ix = node_index(profile)
+    nodes_ix = node_index(profile, lines)
     focus = compile_regex(filters.focus, "--focus")
     ignore = compile_regex(filters.ignore, "--ignore")
     hide = compile_regex(filters.hide, "--hide")

@@ -68,10 +68,13 @@ class TopReport:
     node_total: int = 0  # functions with a non-zero value, before -n cut the list
     sort: str = "flat"
     filters: list[str] = field(default_factory=list)  # "focus=RE" etc., as pprof shows them
+    denominator: int | None = None  # set by diff when it differs from base_total
 
     @property
     def percent_total(self) -> int:
         """The denominator of every percentage (pprof's report total)."""
+        if self.denominator is not None:
+            return self.denominator
         return self.base_total if self.base_total is not None else self.total
 
     @property
