@@ -61,3 +61,23 @@ def live_bot_goroutine_count(text: str) -> int:
     match = re.search(r"([\d,]+) goroutines", text)
     assert match, text
     return int(match.group(1).replace(",", ""))
+
+
+async def test_allow_listed_user_group_opens_a_service_outside_its_channels(
+        slack_standin, redis_url, demo_service, tmp_path):
+    from tests.support.slack_standin import running_slack_bot
+
+    registry = ("services:\n  demo:\n    targets: [\"" + demo_service.url + "\"]\n"
+                "    allow_channels: [C0OPS]\n    allow_usergroups: [S0SRE]\n")
+    slack_standin.usergroups = {"S0SRE": ["U0SRE", "U0BOB"]}
+    async with running_slack_bot(slack_standin, redis_url, registry, tmp_path) as bot:
+        await bot.sender.slash_command("history demo", channel_id="C0RANDOM", user_id="U0EVE")
+        [denied] = await slack_standin.wait_for(slack_standin.responses, timeout=30)
+        assert "`demo` may only be profiled from" in denied["text"]
+
+        await bot.sender.slash_command("history demo", channel_id="C0RANDOM", user_id="U0SRE")
+        [allowed] = await slack_standin.wait_for(lambda: slack_standin.posts("C0RANDOM"),
+                                                 timeout=30)
+        assert "captures of demo" in allowed["text"]
+        lookups = slack_standin.calls("usergroups.users.list")
+        assert [r.body["usergroup"] for r in lookups] == ["S0SRE"]  # cached for the 2nd user

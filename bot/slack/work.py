@@ -25,6 +25,7 @@ from bot.reply import Reply
 from bot.slack.publish import post_ephemeral, post_reply
 from bot.slack.ratelimit import ChannelRateLimiter
 from bot.slack.threads import ThreadMemory
+from bot.slack.usergroups import UserGroups
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class CommandRunner:
         self.client = client
         self.threads = threads
         self.limiter = limiter
+        self.usergroups = UserGroups(client)
         self.max_pending = max_pending
         self._slots = asyncio.Semaphore(max_running)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -84,12 +86,8 @@ class CommandRunner:
         """Run one command and publish its reply; return the posted ts ("" if ephemeral)."""
         started = time.monotonic() if started is None else started
         async with self._slots:
-            thread_service = await self.threads.service_of(target.channel, target.thread_ts)
-            invocation = handlers.Invocation(
-                text=text, user_id=target.user_id, channel_id=target.channel,
-                thread_service=thread_service, source=source)
             try:
-                reply = await handlers.run(self.runtime, invocation)
+                reply = await self._answer(text, target, source)
             except Exception:  # handlers.run turns errors into replies; this is a bug
                 error_id = secrets.token_hex(4)
                 log.exception("internal error %s running a Slack command", error_id)
@@ -98,6 +96,15 @@ class CommandRunner:
             ts = await self.publish(reply, target)
         REPLY_SECONDS.labels(command_word(text)).observe(time.monotonic() - started)
         return ts
+
+    async def _answer(self, text: str, target: ReplyTarget, source: str) -> Reply:
+        """The handlers' Reply, with the thread's service and the user's groups filled in."""
+        thread_service = await self.threads.service_of(target.channel, target.thread_ts)
+        user_groups = await self.usergroups.groups_of(self.runtime, target.user_id)
+        invocation = handlers.Invocation(
+            text=text, user_id=target.user_id, channel_id=target.channel,
+            user_groups=user_groups, thread_service=thread_service, source=source)
+        return await handlers.run(self.runtime, invocation)
 
     async def publish(self, reply: Reply, target: ReplyTarget) -> str:
         """Post ``reply`` and remember which service its thread is about."""

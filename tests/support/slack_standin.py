@@ -23,6 +23,7 @@ import secrets
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,6 +85,7 @@ class SlackStandIn:
         self._file_counter = itertools.count(1)
         self._uploads: dict[str, dict[str, Any]] = {}  # file_id -> filename, length, content
         self._files: list[UploadedFile] = []
+        self.usergroups: dict[str, list[str]] = {}  # group id → member user ids
         self._sockets: list[web.WebSocketResponse] = []
         self._socket_connected = asyncio.Event()
         self._changed = asyncio.Condition()
@@ -371,6 +373,12 @@ class SlackStandIn:
                            "title": uploaded.title, "size": len(uploaded.content)})
         return {"ok": True, "files": result}
 
+    def _m_usergroups_users_list(self, body: dict[str, Any]) -> dict[str, Any]:
+        group = str(body.get("usergroup", ""))
+        if group not in self.usergroups:
+            return {"ok": False, "error": "no_such_subteam"}
+        return {"ok": True, "users": list(self.usergroups[group])}
+
     def _m_apps_connections_open(self, body: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "url": f"ws://{self.host}:{self.port}/socket"}
 
@@ -561,10 +569,10 @@ class LiveSlackBot:
             await asyncio.sleep(0.02)
 
 
-@pytest.fixture
-async def live_slack_bot(slack_standin: SlackStandIn, redis_url: str, demo_service: Any,
-                         tmp_path: Any) -> AsyncIterator[LiveSlackBot]:
-    """heapbot serving /slack/events on a free port; registry: ``demo`` → the demo service."""
+@asynccontextmanager
+async def running_slack_bot(standin: SlackStandIn, redis_url: str, registry_yaml: str,
+                            tmp_path: Any) -> AsyncIterator[LiveSlackBot]:
+    """heapbot serving /slack/events on a free port, with this registry, on real Redis."""
     from pydantic import SecretStr
 
     from bot.runtime import Runtime
@@ -572,11 +580,10 @@ async def live_slack_bot(slack_standin: SlackStandIn, redis_url: str, demo_servi
     from bot.slack.server import SLACK_STATE, build_web_app
 
     registry = tmp_path / "heapbot.yaml"
-    registry.write_text("services:\n  demo:\n    targets: [\"" + demo_service.url + "\"]\n"
-                        "    cooldown_seconds: 0\n")
+    registry.write_text(registry_yaml)
     settings = Settings(SLACK_BOT_TOKEN=SecretStr("xoxb-test-token"),
                         SLACK_SIGNING_SECRET=SecretStr(SIGNING_SECRET),
-                        SLACK_API_URL=slack_standin.api_url, REDIS_URL=redis_url,
+                        SLACK_API_URL=standin.api_url, REDIS_URL=redis_url,
                         HEAPBOT_CONFIG=str(registry), HEAPBOT_DATA_DIR=str(tmp_path / "data"))
     runtime = await Runtime.create(settings)
     web_app = await RunningWebApp(build_web_app(runtime, settings, start_worker=False)).start()
@@ -584,8 +591,18 @@ async def live_slack_bot(slack_standin: SlackStandIn, redis_url: str, demo_servi
         deadline = time.monotonic() + 10
         while not web_app.app[SLACK_STATE].ready and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
-        yield LiveSlackBot(web_app, SignedSender(web_app.events_url, SIGNING_SECRET,
-                                                 slack_standin), slack_standin, runtime)
+        yield LiveSlackBot(web_app, SignedSender(web_app.events_url, SIGNING_SECRET, standin),
+                           standin, runtime)
     finally:
         await web_app.stop()
         await runtime.close()
+
+
+@pytest.fixture
+async def live_slack_bot(slack_standin: SlackStandIn, redis_url: str, demo_service: Any,
+                         tmp_path: Any) -> AsyncIterator[LiveSlackBot]:
+    """heapbot on a free port; registry: ``demo`` → the demo service, no cooldown."""
+    registry = ("services:\n  demo:\n    targets: [\"" + demo_service.url + "\"]\n"
+                "    cooldown_seconds: 0\n")
+    async with running_slack_bot(slack_standin, redis_url, registry, tmp_path) as bot:
+        yield bot
