@@ -271,9 +271,9 @@ def parse_goroutines(data: bytes | str) -> GoroutineReport:
                                                    head):
         return _parse_debug2(data.decode("utf-8", "replace"))
     if head and all(32 <= b < 127 or b in b"\t\r\n" for b in head):
-        kind = "an HTML page" if head.startswith(b"<") else "text that is not a goroutine dump"
+        kind = "an HTML page" if head.startswith(b"<") else "text"
         raise ProfileError(
-            f"This is {kind}, not a goroutine profile.",
+            f"This is {kind}, not a goroutine profile or dump.",
             hint="Fetch /debug/pprof/goroutine (proto), ?debug=1 or ?debug=2 from the service.",
         )
     return _report_from_proto(data)

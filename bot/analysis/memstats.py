@@ -126,8 +126,8 @@ def _store(stats: MemStats, name: str, value: str) -> None:
         stats.gc_cpu_fraction = float(value)
     elif name == "DebugGC":
         stats.debug_gc = value == "true"
-    elif re.fullmatch(r"-?\d+", value):
-        stats.fields[name] = int(value)
+    elif re.fullmatch(r"-?\d+", value) or name in DISPLAY_ORDER:
+        stats.fields[name] = int(value)  # a known integer field that is not one: ValueError
     # Fields added by future Go versions with other shapes are skipped.
 
 
