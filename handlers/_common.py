@@ -150,11 +150,6 @@ def short_build_id(build_id: str | None) -> str:
     return (build_id or "")[:12]
 
 
-def format_pct(value: float) -> str:
-    """pprof prints percentages with two decimals."""
-    return f"{value:.2f}%"
-
-
 def signed(value: int, unit: str) -> str:
     """A change with its sign, pprof units: "+18.20MB", "-512kB", "0"."""
     from bot.analysis.units import format_value
@@ -169,34 +164,33 @@ TOP_COLUMNS = ("flat", "flat%", "sum%", "cum", "cum%")
 
 
 def top_table(report: Any, *, caption: str = "", with_status: bool = False) -> Table:
-    """pprof's top table (flat, flat%, sum%, cum, cum%, function) from a TopReport.
+    """pprof's top table (function, flat, flat%, sum%, cum, cum%) from a TopReport.
 
-    Values keep their sign (a diff's rows can shrink), formatted as pprof does.
+    Cells are formatted exactly as ``go tool pprof -top`` prints them: one unit
+    for the whole table, percentages of the report total, sum% the running flat.
     """
-    from bot.analysis.units import format_value
+    from bot.analysis.units import percentage
 
-    unit = report.unit
+    total = report.percent_total
     columns = [Column("function", "left"), *(Column(name) for name in TOP_COLUMNS)]
     if with_status:
         columns.append(Column("", "left"))
     rows = []
+    running = 0
     for row in report.rows:
+        running += row.flat
         cells = [
             row.function,
-            _signed_value(row.flat, unit, format_value),
-            format_pct(row.flat_pct),
-            format_pct(row.sum_pct),
-            _signed_value(row.cum, unit, format_value),
-            format_pct(row.cum_pct),
+            report.format(row.flat),
+            percentage(row.flat, total).strip(),
+            percentage(running, total).strip(),
+            report.format(row.cum),
+            percentage(row.cum, total).strip(),
         ]
         if with_status:
             cells.append(getattr(row, "status", "") or "")
         rows.append(cells)
     return Table(columns=columns, rows=rows, caption=caption)
-
-
-def _signed_value(value: int, unit: str, format_value: Any) -> str:
-    return format_value(value, unit) if value >= 0 else "-" + format_value(-value, unit)
 
 
 def standard_actions(service: str, snapshot_id: str | None = None,

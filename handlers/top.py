@@ -75,7 +75,6 @@ async def top_reply(runtime: Any, capture: Capture, *, sample_type: str | None =
                     download: bool = False) -> Reply:
     """The top Reply for a capture (shared with `/heap capture`-like callers)."""
     from bot.analysis.top import TopOptions, top
-    from bot.analysis.units import format_value
 
     service, snapshot = capture.service, capture.snapshot
     if capture.profile is None:
@@ -87,9 +86,7 @@ async def top_reply(runtime: Any, capture: Capture, *, sample_type: str | None =
                          ignore=ignore, hide=hide)
     report = await asyncio.to_thread(top, capture.profile, options)
     shown = len(report.rows)
-    caption = (f"Showing top {shown} nodes out of {report.node_total}; total "
-               f"{format_value(report.total, report.unit)}"
-               + (" (sorted by cum)" if sort == "cum" else ""))
+    caption = pprof_header(report)
     filtered = bool(focus or ignore or hide)
     previous = await previous_snapshot(runtime, service, snapshot)
     summary = takeaway(report, previous, filtered=filtered)
@@ -117,6 +114,20 @@ async def top_reply(runtime: Any, capture: Capture, *, sample_type: str | None =
     return reply
 
 
+def pprof_header(report: Any) -> str:
+    """pprof's lines above the table: what the shown rows account for, and how many."""
+    from bot.analysis.units import percentage
+
+    total = report.percent_total
+    text = (f"Showing nodes accounting for {report.format(report.shown_flat)}, "
+            f"{percentage(report.shown_flat, total).strip()} of {report.format(total)} total")
+    if 0 < len(report.rows) < report.node_total:
+        text += f"; showing top {len(report.rows)} nodes out of {report.node_total}"
+    if report.sort == "cum":
+        text += "; sorted by cum"
+    return text
+
+
 def takeaway(report: Any, previous: Any | None, *, filtered: bool = False) -> str:
     """"main.(*sessionStore).Put holds 41% of in-use memory, +18.20MB since 14:02:11 UTC"."""
     from bot.analysis.units import format_value
@@ -137,8 +148,8 @@ def takeaway(report: Any, previous: Any | None, *, filtered: bool = False) -> st
               for fv in prev_summary.heap.functions.get(report.sample_type, [])}
     if leader.function in before:
         text += f", {signed(leader.flat - before[leader.function], report.unit)} since {when}"
-    else:
-        text += f", not among the leading functions at {when}"
+    elif before:  # the previous summary tracked the leading functions, and not this one
+        text += f", new among the leading functions since {when}"
     prev_total = prev_summary.heap.totals.get(report.sample_type)
     if prev_total is not None:
         text += (f". Total {format_value(report.total, report.unit)} "

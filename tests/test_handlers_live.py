@@ -136,3 +136,114 @@ async def test_unknown_service_and_bad_since(runtime: Runtime) -> None:
     unknown = await run(runtime, slack("goroutines dmeo"))
     assert unknown.error and "Did you mean `demo`" in unknown.sections[0]
     assert await runtime.store.count("demo") == 0
+
+
+def pprof_top_rows(raw_profile: bytes, tmp_path: Path, *args: str) -> list[list[str]]:
+    """Rows of `go tool pprof -top` on the same bytes: [flat, flat%, sum%, cum, cum%, name]."""
+    import subprocess
+
+    from bot.gotool import find_go, go_env
+
+    path = tmp_path / "heap.pb.gz"
+    path.write_bytes(raw_profile)
+    done = subprocess.run([find_go(), "tool", "pprof", "-top", *args, str(path)],
+                          capture_output=True, text=True, env=go_env(), timeout=120, check=True)
+    lines = done.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.split()[:1] == ["flat"]) + 1
+    rows = [line.split(None, 5) for line in lines[start:] if line.strip()]
+    for row in rows:  # pprof marks functions only ever seen inlined; the name is the same
+        row[5] = row[5].removesuffix(" (inline)")
+    return rows
+
+
+async def test_top_table_equals_the_engine_and_pprof(runtime: Runtime, tmp_path: Path) -> None:
+    from bot.analysis.top import TopOptions, top
+
+    reply = await run(runtime, slack("top single 12"))
+    assert not reply.error, reply.sections
+    snapshot = await runtime.get("single", reply.snapshot_id)
+    expected = top(await runtime.load_profile(snapshot), TopOptions(node_count=12))
+    assert column(reply, "function") == [r.function for r in expected.rows]
+    assert reply.data["rows"] == expected.to_json()["rows"]
+    assert reply.data["total"] == expected.total
+    assert "1/1 instances" in reply.context[0]
+
+    raw = await runtime.store.raw_profile("single", reply.snapshot_id, 0, "heap")
+    pprof_rows = pprof_top_rows(raw, tmp_path, "-nodecount=12")
+    shown = [[r[1], r[2], r[3], r[4], r[5], r[0]] for r in reply.table.rows]
+    assert shown == pprof_rows
+
+    blocks = reply_to_blocks(reply)
+    table = next(b for b in blocks if b["type"] == "table")
+    assert [row[0]["text"] for row in table["rows"][1:]] == [r.function for r in expected.rows]
+    assert table["rows"][1][1]["text"] == reply.table.rows[0][1]
+    labels = [e["text"]["text"] for b in blocks if b["type"] == "actions" for e in b["elements"]]
+    assert labels[:4] == ["Diff vs previous", "Goroutines", "Leaks", "Capture again"]
+
+
+async def test_top_merges_every_instance_and_sorts_by_cum(runtime: Runtime) -> None:
+    from bot.analysis.top import TopOptions, top
+    from bot.pprof import merge_profiles, parse_profile
+
+    reply = await run(runtime, slack("top demo 15 --cum --type alloc_space"))
+    assert not reply.error, reply.sections
+    assert "3/3 instances" in reply.context[0]
+    raws = await runtime.store.raw_profiles("demo", reply.snapshot_id, "heap")
+    assert len(raws) == 3
+    merged = merge_profiles([parse_profile(b) for _, b in raws])
+    expected = top(merged, TopOptions(sample_type="alloc_space", sort="cum", node_count=15))
+    assert reply.data["rows"] == expected.to_json()["rows"]
+    assert reply.data["sample_type"] == "alloc_space"
+    cums = [r["cum"] for r in reply.data["rows"]]
+    assert cums == sorted(cums, reverse=True)
+
+
+async def test_top_focus_and_takeaway_against_the_previous_capture(runtime: Runtime) -> None:
+    first = await run(runtime, slack("top single"))
+    second = await run(runtime, slack("top single"))
+    assert not first.error and not second.error
+    leader = max(second.data["rows"], key=lambda r: abs(r["flat"]))
+    assert second.summary.startswith(leader["function"])
+    assert "since" in second.summary  # the change vs the first capture
+    focused = await run(runtime, slack("top single --focus leakmap"))
+    assert focused.table.rows and all(
+        "leakmap" in f or f.startswith(("runtime.", "main.runScenario", "main.leakmapTick"))
+        for f in column(focused, "function"))
+
+
+async def test_download_attaches_the_stored_profile(runtime: Runtime) -> None:
+    from bot.pprof import parse_profile
+
+    first = await run(runtime, slack("top single 3"))
+    download = next(a for a in first.actions if a.label == "Download profile")
+    again = await run(runtime, slack(download.command))
+    assert not again.error, again.sections
+    assert again.snapshot_id == first.snapshot_id  # no new capture
+    assert await runtime.store.count("single") == 1
+    (attachment,) = again.attachments
+    assert attachment.filename.endswith(".pb.gz")
+    stored = await runtime.store.raw_profile("single", first.snapshot_id, 0, "heap")
+    assert attachment.content[:2] == b"\x1f\x8b"
+    assert parse_profile(attachment.content).sample_types == parse_profile(stored).sample_types
+
+
+async def test_diff_equals_the_engine_on_both_snapshots(runtime: Runtime) -> None:
+    from bot.analysis.diff import diff
+    from bot.analysis.top import TopOptions
+
+    first = await run(runtime, slack("top demo 3"))
+    reply = await run(runtime, slack("diff demo since previous"))
+    assert not reply.error, reply.sections
+    assert reply.data["base_snapshot_id"] == first.snapshot_id
+    base = await runtime.load_profile(await runtime.get("demo", first.snapshot_id))
+    new = await runtime.load_profile(await runtime.get("demo", reply.snapshot_id))
+    expected = diff(base, new, TopOptions(node_count=10))
+    assert reply.data["rows"] == expected.to_json()["rows"]
+    assert column(reply, "function") == [r.function for r in expected.rows]
+    assert reply.summary.startswith(("Biggest growth", "Nothing grew", "No function"))
+
+
+async def test_diff_without_history_says_what_to_do(runtime: Runtime) -> None:
+    reply = await run(runtime, slack("diff single since deploy"))
+    assert reply.error
+    assert "No deploy of `single` is recorded" in reply.sections[0]
