@@ -6,6 +6,8 @@ covers /heap top, Diff and Download.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from bot.slack.threads import thread_key
@@ -81,3 +83,55 @@ async def test_allow_listed_user_group_opens_a_service_outside_its_channels(
         assert "captures of demo" in allowed["text"]
         lookups = slack_standin.calls("usergroups.users.list")
         assert [r.body["usergroup"] for r in lookups] == ["S0SRE"]  # cached for the 2nd user
+
+
+async def test_socket_mode_command_is_acked_on_the_socket_and_posted(
+        slack_standin, redis_url, demo_service, tmp_path):
+    from tests.support.slack_standin import running_slack_bot
+
+    registry = "services:\n  demo:\n    targets: [\"" + demo_service.url + "\"]\n"
+    async with running_slack_bot(slack_standin, redis_url, registry, tmp_path,
+                                 socket_mode=True):
+        await slack_standin.wait_socket()
+        payload = {"token": "legacy", "team_id": "T0HEAPBOT", "channel_id": CHANNEL,
+                   "user_id": "U0ALICE", "command": "/heap", "text": "capture demo",
+                   "response_url": slack_standin.response_url(), "api_app_id": "AHEAPBOT",
+                   "trigger_id": "1.2.3"}
+        envelope_id = await slack_standin.send_envelope("slash_commands", payload)
+        ack = await slack_standin.wait_ack(envelope_id)
+        assert "capturing demo" in ack["payload"]["text"]
+        [post] = await slack_standin.wait_for(lambda: slack_standin.posts(CHANNEL), timeout=60)
+        assert "Captured demo" in post["text"]
+
+        # An app_mention envelope in that thread answers in the thread.
+        first_ts = slack_standin.post_ts(CHANNEL)[0]
+        event = {"type": "app_mention", "user": "U0ALICE", "text": "<@UHEAPBOT> goroutines",
+                 "ts": "1700000001.000100", "channel": CHANNEL, "thread_ts": first_ts,
+                 "event_ts": "1700000001.000100"}
+        body = {"token": "legacy", "team_id": "T0HEAPBOT", "api_app_id": "AHEAPBOT",
+                "event": event, "type": "event_callback", "event_id": "Ev0SOCKET1",
+                "event_time": 1700000001,
+                "authorizations": [{"team_id": "T0HEAPBOT", "user_id": "UHEAPBOT",
+                                    "is_bot": True}]}
+        await slack_standin.wait_ack(await slack_standin.send_envelope("events_api", body))
+        [reply] = await slack_standin.wait_for(lambda: slack_standin.posts(CHANNEL)[1:],
+                                               timeout=60)
+        assert reply["thread_ts"] == first_ts and "demo" in reply["text"]
+
+
+async def test_redelivered_event_is_answered_once(live_slack_bot: LiveSlackBot):
+    """Slack retries an event it thinks was missed (new signature, same event_id)."""
+    import asyncio
+
+    standin, sender = live_slack_bot.standin, live_slack_bot.sender
+    event = {"type": "app_mention", "user": "U0ALICE", "text": "<@UHEAPBOT> services",
+             "ts": "1700000002.000100", "channel": CHANNEL, "event_ts": "1700000002.000100"}
+    body = sender.event_body(event)
+    first = await sender.send(body, "application/json")
+    retry = await sender.send(body, "application/json", timestamp=int(time.time()) + 1,
+                              extra_headers={"X-Slack-Retry-Num": "1",
+                                             "X-Slack-Retry-Reason": "http_timeout"})
+    assert first.status == retry.status == 200
+    await standin.wait_for(lambda: standin.posts(CHANNEL), timeout=30)
+    await asyncio.sleep(1.5)
+    assert len(standin.posts(CHANNEL)) == 1

@@ -571,8 +571,12 @@ class LiveSlackBot:
 
 @asynccontextmanager
 async def running_slack_bot(standin: SlackStandIn, redis_url: str, registry_yaml: str,
-                            tmp_path: Any) -> AsyncIterator[LiveSlackBot]:
-    """heapbot serving /slack/events on a free port, with this registry, on real Redis."""
+                            tmp_path: Any, *, socket_mode: bool = False
+                            ) -> AsyncIterator[LiveSlackBot]:
+    """heapbot serving /slack/events on a free port, with this registry, on real Redis.
+
+    ``socket_mode`` sets SLACK_APP_TOKEN: the bot connects to the stand-in's WebSocket.
+    """
     from pydantic import SecretStr
 
     from bot.runtime import Runtime
@@ -584,7 +588,8 @@ async def running_slack_bot(standin: SlackStandIn, redis_url: str, registry_yaml
     settings = Settings(SLACK_BOT_TOKEN=SecretStr("xoxb-test-token"),
                         SLACK_SIGNING_SECRET=SecretStr(SIGNING_SECRET),
                         SLACK_API_URL=standin.api_url, REDIS_URL=redis_url,
-                        HEAPBOT_CONFIG=str(registry), HEAPBOT_DATA_DIR=str(tmp_path / "data"))
+                        HEAPBOT_CONFIG=str(registry), HEAPBOT_DATA_DIR=str(tmp_path / "data"),
+                        SLACK_APP_TOKEN=SecretStr("xapp-1-test") if socket_mode else None)
     runtime = await Runtime.create(settings)
     web_app = await RunningWebApp(build_web_app(runtime, settings, start_worker=False)).start()
     try:
