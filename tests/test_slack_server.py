@@ -6,6 +6,7 @@ tests/test_slack_flow.py runs captures of the live demo service through it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import time
@@ -110,6 +111,13 @@ async def _quiet(standin: SlackStandIn, seconds: float = 0.3) -> None:
 
 
 async def test_slash_command_is_acked_in_the_response_then_answered(sender, slack_standin):
+    def observed(metric_name: str, **labels: str) -> float:
+        from prometheus_client import REGISTRY
+
+        return REGISTRY.get_sample_value(metric_name, labels) or 0.0
+
+    acks_before = observed("heapbot_ack_seconds_count")
+    replies_before = observed("heapbot_reply_seconds_count", command="help")
     resp = await sender.slash_command("help", channel_id="C0HELP")
     assert resp.status == 200
     assert resp.elapsed < 1.0
@@ -117,6 +125,12 @@ async def test_slash_command_is_acked_in_the_response_then_answered(sender, slac
     [answer] = await slack_standin.wait_for(slack_standin.responses)
     assert answer["response_type"] == "ephemeral"
     assert "/heap top SERVICE" in answer["text"]
+    assert observed("heapbot_ack_seconds_count") == acks_before + 1
+    for _ in range(100):  # the reply is timed once its post returned
+        if observed("heapbot_reply_seconds_count", command="help") > replies_before:
+            break
+        await asyncio.sleep(0.02)
+    assert observed("heapbot_reply_seconds_count", command="help") == replies_before + 1
 
 
 async def test_a_typo_gets_one_clear_private_message(sender, slack_standin):
