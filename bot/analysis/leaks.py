@@ -21,6 +21,7 @@ file:line and the nearest caller in the service's own code.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import time
 from collections.abc import Mapping, Sequence
@@ -184,13 +185,19 @@ class Trend:
         return self.largest_step / self.net_growth if self.net_growth > 0 else 1.0
 
 
+@functools.lru_cache(maxsize=128)
+def _pairs(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Index pairs i < j of n points (cached: every series of a window has the same n)."""
+    return np.triu_indices(n, k=1)
+
+
 def theil_sen(segments: Sequence[tuple[np.ndarray, np.ndarray]]) -> float:
     """Median of pairwise slopes, pairs taken inside one segment only (per second)."""
     slopes: list[np.ndarray] = []
     for t, v in segments:
         if len(t) < 2:
             continue
-        i, j = np.triu_indices(len(t), k=1)
+        i, j = _pairs(len(t))
         dt = t[j] - t[i]
         ok = dt > 0
         if ok.any():
@@ -507,7 +514,8 @@ def _heap(caps: Sequence[SnapshotSummary], times: np.ndarray, seg: np.ndarray,
 
     same = seg[1:] == seg[:-1]
     # Only series that rose at all get the full (pairwise) treatment.
-    rising = {fn: v for fn, v in space.items() if float(np.diff(v)[same].sum()) > 0}
+    rising = {fn: v for fn, v in space.items()
+              if float(np.diff(v)[same].sum()) > 0 and float(v.max() - v.min()) >= floor}
     trends = {fn: trend(times, v, seg, floor) for fn, v in rising.items()}
     cum_growth = {fn: float(np.diff(v)[seg[1:] == seg[:-1]].sum())
                   for fn, v in _series(caps, space_type, cum=True).items() if is_own_code(fn)}
