@@ -30,6 +30,21 @@ def _values_by_name(profile: Profile, index: int,
     return out
 
 
+def _callers_by_name(profile: Profile, index: int, filters: graph.Filters,
+                     names: set[str]) -> dict[str, dict[str, bool]]:
+    """Callers of the named functions, and whether each call edge is inlined."""
+    nodes = graph.node_index(profile)
+    selected = np.array([i for i, n in enumerate(nodes.names) if n in names], dtype=np.int64)
+    fr = graph.frames(profile, filters)
+    out: dict[str, dict[str, bool]] = {}
+    for callee, callers in graph.incoming_edges(fr, profile.values[:, index], selected).items():
+        mine = out.setdefault(nodes.names[callee], {})
+        for caller, inline in callers.items():
+            name = nodes.names[caller]
+            mine[name] = mine.get(name, True) and inline
+    return out
+
+
 def check_comparable(base: Profile, new: Profile) -> None:
     """pprof merges only profiles with the same sample types."""
     bt = [(s.type, s.unit) for s in base.sample_types]
@@ -66,7 +81,14 @@ def diff(base: Profile, new: Profile, options: TopOptions | None = None) -> TopR
     if options.node_count:
         order = order[:options.node_count]
     rows = build_rows(names, order, flat, cum, percent_total)
+    shown = {r.function for r in rows}
+    old = _callers_by_name(base, index, filters, shown)
+    now = _callers_by_name(new, index, filters, shown)
     for row in rows:
+        edges = dict(old.get(row.function, {}))
+        for caller, inline in now.get(row.function, {}).items():
+            edges[caller] = edges.get(caller, True) and inline
+        row.inline = graph.inline_label(edges)
         if row.function not in before:
             row.status = "new"
         elif row.function not in after:

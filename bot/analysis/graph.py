@@ -330,3 +330,44 @@ def sort_nodes(candidates: np.ndarray, flat: np.ndarray, cum: np.ndarray, name_r
     r = name_rank[candidates]
     order = np.lexsort((-f, r, -c)) if by_cum else np.lexsort((-c, r, -f))
     return candidates[order]
+
+
+def incoming_edges(fr: Frames, sample_values: np.ndarray,
+                   selected: np.ndarray) -> dict[int, dict[int, bool]]:
+    """For each selected node: its callers and whether that call edge is inlined.
+
+    An edge is inline only when every sample passing through it went through an
+    inlined frame (pprof's AddToEdge). Samples with a zero value add no edge.
+    """
+    want = np.zeros(fr.num_nodes, dtype=bool)
+    want[selected] = True
+    nodes = fr.nodes
+    if nodes.size < 2:
+        return {}
+    counts = np.diff(fr.offsets)
+    last = np.zeros(nodes.size, dtype=bool)  # root-most frame of each sample: no caller
+    last[fr.offsets[1:][counts > 0] - 1] = True
+    w = np.repeat(sample_values[fr.samples] != 0, counts)
+    idx = np.flatnonzero(want[nodes[:-1]] & ~last[:-1] & w[:-1])
+    idx = idx[nodes[idx] != nodes[idx + 1]]
+    callee, caller, inline = nodes[idx], nodes[idx + 1], fr.inline[idx]
+    out: dict[int, dict[int, bool]] = {}
+    if idx.size == 0:
+        return out
+    key = callee.astype(np.int64) * fr.num_nodes + caller
+    uniq, inv = np.unique(key, return_inverse=True)
+    all_inline = np.ones(uniq.size, dtype=bool)
+    np.logical_and.at(all_inline, inv, inline)
+    for k, il in zip(uniq.tolist(), all_inline.tolist(), strict=True):
+        out.setdefault(k // fr.num_nodes, {})[k % fr.num_nodes] = il
+    return out
+
+
+def inline_label(callers: dict[object, bool] | None) -> str:
+    """pprof's "(inline)" / "(partial-inline)" marker of a top row."""
+    if not callers:
+        return ""
+    flags = set(callers.values())
+    if flags == {True}:
+        return "inline"
+    return "partial-inline" if True in flags else ""

@@ -53,6 +53,7 @@ class TopRow:
     sum_pct: float
     cum_pct: float
     status: str = ""  # diff only: "new" (absent from the base) or "gone" (absent now)
+    inline: str = ""  # "inline" or "partial-inline" when calls into it were inlined
 
 
 @dataclass(slots=True)
@@ -124,7 +125,8 @@ class TopReport:
         running = 0
         for r in self.rows:
             running += r.flat
-            mark = f" ({r.status})" if r.status else ""
+            mark = f" ({r.inline})" if r.inline else ""
+            mark += f" ({r.status})" if r.status else ""
             lines.append(f"{fmt(r.flat):>10s} {percentage(r.flat, total)} "
                          f"{percentage(running, total)} {fmt(r.cum):>10s} "
                          f"{percentage(r.cum, total)}  {r.function}{mark}")
@@ -175,8 +177,13 @@ def top(profile: Profile, options: TopOptions | None = None) -> TopReport:
     order = graph.sort_nodes(present, flat, cum, nodes.name_rank, options.sort == "cum")
     if options.node_count:
         order = order[:options.node_count]
+    rows = build_rows(nodes.names, order, flat, cum, total)
+    fr = graph.frames(profile, options.filters())
+    callers = graph.incoming_edges(fr, profile.values[:, index], order)
+    for row, node in zip(rows, order.tolist(), strict=True):
+        row.inline = graph.inline_label(callers.get(node))
     return TopReport(
         sample_type=st.type, unit=st.unit, total=total,
-        rows=build_rows(nodes.names, order, flat, cum, total),
+        rows=rows,
         node_total=int(present.size), sort=options.sort, filters=filter_labels(options),
     )

@@ -1,0 +1,1 @@
+"""Golden outputs of `go tool pprof` and helpers to run and parse it."""
