@@ -232,3 +232,38 @@ async def test_heapbot_serve_answers_slack_and_stops_cleanly(slack_standin, redi
     log_text = log_path.read_text()
     assert "xoxb-serve-test" not in log_text and SECRET not in log_text
     assert "Traceback" not in log_text
+
+
+def test_heapbot_serve_on_a_taken_port_says_so(slack_standin, redis_url, tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, "SLACK_BOT_TOKEN": "xoxb-serve-test",
+               "SLACK_SIGNING_SECRET": SECRET, "SLACK_API_URL": slack_standin.api_url,
+               "HEAPBOT_HOST": "127.0.0.1", "HEAPBOT_PORT": str(port), "REDIS_URL": redis_url,
+               "HEAPBOT_CONFIG": str(tmp_path / "none.yaml"), "HEAPBOT_LOG_FORMAT": "text"}
+        env.pop("SLACK_APP_TOKEN", None)
+        done = subprocess.run([sys.executable, "-m", "bot", "serve"], env=env,
+                              capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_heapbot_serve_without_a_bot_token_says_what_to_set(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLACK_")}
+    env["HEAPBOT_DATA_DIR"] = str(tmp_path)
+    done = subprocess.run([sys.executable, "-m", "bot", "serve"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "SLACK_BOT_TOKEN is not set" in done.stderr and "Traceback" not in done.stderr

@@ -25,6 +25,7 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.signature import SignatureVerifier
 
+from bot.errors import ConfigError
 from bot.metrics import ACK_SECONDS
 from bot.settings import Settings, get_settings
 from bot.slack.app import build_bolt_app, signing_secret_of
@@ -209,7 +210,12 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         raise
     try:
         await runner.setup()
-        await web.TCPSite(runner, settings.host, settings.port).start()
+        try:
+            await web.TCPSite(runner, settings.host, settings.port).start()
+        except OSError as exc:
+            raise ConfigError(f"heapbot cannot listen on {settings.host}:{settings.port} "
+                              f"({exc.strerror or exc}).",
+                              hint="Stop whatever uses that port or set HEAPBOT_PORT.") from None
         mode = "Socket Mode" if runner.app[SLACK_STATE].socket_mode else \
             f"HTTP mode, Slack request URL http://<public host>:{settings.port}{EVENTS_PATH}"
         log.info("heapbot serving on %s:%s (%s)", settings.host, settings.port, mode)
