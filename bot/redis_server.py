@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from bot.errors import StoreUnavailableError
 
@@ -71,6 +73,23 @@ class EmbeddedRedis:
         return self.data_dir / "redis.port"
 
     @property
+    def password_path(self) -> Path:
+        return self.data_dir / "redis.password"
+
+    def _password(self) -> str:
+        """A random password for TCP mode (other local users must not read the history)."""
+        try:
+            return self.password_path.read_text().strip()
+        except OSError:
+            import secrets
+
+            password = secrets.token_hex(16)
+            fd = os.open(self.password_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(password)
+            return password
+
+    @property
     def uses_socket(self) -> bool:
         return len(str(self.socket_path)) <= MAX_UNIX_PATH
 
@@ -79,14 +98,15 @@ class EmbeddedRedis:
         if self.uses_socket:
             return f"unix://{self.socket_path}?db=0"
         port = self._port or int(self.port_path.read_text().strip())
-        return f"redis://127.0.0.1:{port}/0"
+        return f"redis://:{self._password()}@127.0.0.1:{port}/0"
 
     def _client(self) -> redis.Redis:
         if self.uses_socket:
             return redis.Redis(unix_socket_path=str(self.socket_path), socket_timeout=2,
-                               socket_connect_timeout=2)
+                               socket_connect_timeout=2, retry=Retry(NoBackoff(), 0))
         return redis.Redis(host="127.0.0.1", port=self._port or 0, socket_timeout=2,
-                           socket_connect_timeout=2)
+                           socket_connect_timeout=2, password=self._password(),
+                           retry=Retry(NoBackoff(), 0))
 
     def answering(self) -> bool:
         """Whether a server answers PING at our socket/port."""
@@ -100,7 +120,8 @@ class EmbeddedRedis:
         client = self._client()
         try:
             return bool(client.ping())
-        except (redis.ConnectionError, redis.TimeoutError, OSError):
+        except (redis.ConnectionError, redis.TimeoutError, redis.AuthenticationError,
+                redis.ResponseError, OSError):
             return False
         finally:
             client.close()
@@ -143,7 +164,8 @@ class EmbeddedRedis:
                 probe.bind(("127.0.0.1", 0))
                 self._port = probe.getsockname()[1]
             self.port_path.write_text(str(self._port))
-            listen = ["--port", str(self._port), "--bind", "127.0.0.1"]
+            listen = ["--port", str(self._port), "--bind", "127.0.0.1",
+                      "--requirepass", self._password()]
         args = [
             redis_server_binary(), *listen,
             "--dir", str(self.data_dir), "--appendonly", "yes", "--appendfsync", "everysec",

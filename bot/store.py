@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -236,6 +238,9 @@ class SnapshotStore:
         """A store on the Redis named by ``url`` (redis://, rediss://, unix://)."""
         client = aioredis.Redis.from_url(
             url, socket_connect_timeout=5, socket_timeout=30, health_check_interval=30,
+            # a couple of quick retries ride over a Redis restart; more would keep a
+            # Slack user waiting when Redis is really down
+            retry=Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.05), 2),
         )
         return cls(client, location=_redacted_location(url))
 
