@@ -13,7 +13,15 @@ import pytest
 from bot.analysis.diff import diff
 from bot.analysis.top import TopOptions, TopReport, top
 from bot.pprof import Profile, parse_profile
-from tests.golden.pprof_tool import CASES, FIXTURES, Case, PprofTop, go_or_none, parse_top, run_pprof
+from tests.golden.pprof_tool import (
+    CASES,
+    FIXTURES,
+    Case,
+    PprofTop,
+    go_or_none,
+    parse_top,
+    run_pprof,
+)
 
 needs_go = pytest.mark.skipif(go_or_none() is None, reason="no Go toolchain")
 

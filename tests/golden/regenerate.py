@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.golden.pprof_tool import CASES, run_pprof  # noqa: E402
+from tests.golden.pprof_tool import CASES, run_pprof
 
 _VOLATILE = ("File:", "Build ID:", "Time:", "Duration:")
 
