@@ -24,21 +24,33 @@ from bot.slack.server import serve  # noqa: E402
 TICK = 0.010  # the monitor asks to wake every 10 ms; lateness is loop lag
 
 
-async def monitor(lags: list[float]) -> None:
-    """Sleep TICK again and again; how late each wake-up is = how long the loop was blocked."""
+async def monitor(lags: list[float], busy: list[float]) -> None:
+    """Sleep TICK again and again; how late each wake-up is = how long the loop was blocked.
+
+    On a shared machine a late wake-up can also mean the OS did not schedule the
+    process at all, so each tick also records the CPU time the loop's own thread
+    used in it: lateness backed by that much CPU was heapbot's code blocking the loop.
+    """
     loop = asyncio.get_running_loop()
     while True:
-        started = loop.time()
+        started, cpu = loop.time(), time.thread_time()
         await asyncio.sleep(TICK)
-        lags.append(max(0.0, loop.time() - started - TICK))
+        lag = max(0.0, loop.time() - started - TICK)
+        lags.append(lag)
+        busy.append(min(lag, max(0.0, time.thread_time() - cpu - 0.0005)))
 
 
 async def main(out: Path) -> None:
     lags: list[float] = []
-    task = asyncio.create_task(monitor(lags), name="loop-lag-monitor")
+    busy: list[float] = []
+    task = asyncio.create_task(monitor(lags, busy), name="loop-lag-monitor")
     # SIGUSR1 from the driver marks the start of the load: forget start-up lag (imports,
     # first connections) so the figures describe serving under load only.
-    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, lags.clear)
+    def start_counting() -> None:
+        lags.clear()
+        busy.clear()
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, start_counting)
     started = time.perf_counter()
     try:
         await serve(Settings())
@@ -46,6 +58,8 @@ async def main(out: Path) -> None:
         task.cancel()
         ordered = sorted(lags) or [0.0]
         out.write_text(json.dumps({
+            "busy_max": max(busy or [0.0]),
+            "busy_over_100ms": sum(1 for v in busy if v > 0.1),
             "lag_max": ordered[-1],
             "lag_p99": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
             "lag_over_100ms": sum(1 for v in lags if v > 0.1),
