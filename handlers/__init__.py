@@ -23,7 +23,16 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
-from bot.errors import AccessDeniedError, HeapbotError, UnknownServiceError, UsageError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from bot.errors import (
+    AccessDeniedError,
+    HeapbotError,
+    StoreUnavailableError,
+    UnknownServiceError,
+    UsageError,
+)
 from bot.reply import Reply
 
 log = logging.getLogger("heapbot.handlers")
@@ -343,6 +352,12 @@ async def run(runtime: Any, inv: Invocation) -> Reply:
         outcome = "denied"
     except HeapbotError as err:
         reply = Reply.failure(err.user_message(), service=service)
+        outcome = "error"
+    except (RedisConnectionError, RedisTimeoutError):  # a module that talks to Redis itself
+        reply = Reply.failure(StoreUnavailableError(
+            "heapbot's history store (Redis) cannot be reached.",
+            hint="Commands that need stored captures or watches will work again once Redis "
+                 "is back.").user_message(), service=service)
         outcome = "error"
     except Exception:
         reply = _internal_error_reply(command, service)
