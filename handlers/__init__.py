@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
+# NB: importing handlers.list binds the name `list` in this module's namespace to that
+# submodule, so the builtin `list` must not be called here: use [*iterable] instead.
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -202,7 +204,7 @@ def _split(text: str) -> list[str]:
     lexer.whitespace_split = True
     lexer.escape = ""
     lexer.commenters = ""
-    return list(lexer)
+    return [*lexer]
 
 
 def _short(text: str, limit: int = 40) -> str:
@@ -213,8 +215,8 @@ def _short(text: str, limit: int = 40) -> str:
 def _did_you_mean_command(word: str) -> str:
     import difflib
 
-    close = difflib.get_close_matches(word, list(COMMANDS) + list(ALIASES), n=2, cutoff=0.6)
-    close = list(dict.fromkeys(ALIASES.get(c, c) for c in close))
+    close = difflib.get_close_matches(word, [*COMMANDS, *ALIASES], n=2, cutoff=0.6)
+    close = [*dict.fromkeys(ALIASES.get(c, c) for c in close)]
     if close:
         return "Did you mean " + " or ".join(f"`/heap {c}`" for c in close) + "? " \
                "`/heap help` lists every command."
@@ -280,8 +282,8 @@ def check_access(service: Any, inv: Invocation) -> None:
     if callable(registry_check):  # bot.registry.ServiceConfig knows its own lists
         registry_check(inv.channel_id, tuple(inv.user_groups or ()))
         return
-    allow_channels = list(getattr(service, "allow_channels", None) or [])
-    allow_groups = list(getattr(service, "allow_usergroups", None) or [])
+    allow_channels = [*(getattr(service, "allow_channels", None) or [])]
+    allow_groups = [*(getattr(service, "allow_usergroups", None) or [])]
     if not allow_channels and not allow_groups:
         return
     if inv.channel_id and inv.channel_id in allow_channels:

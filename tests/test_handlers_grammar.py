@@ -261,3 +261,14 @@ def test_since_reference_forms() -> None:
     assert since_ref(["p", "since", "deploy"], None) == "deploy"
     assert since_ref(["p", "1h"], None) == "1h"
     assert since_ref(["p"], "30m") == "30m"
+
+
+def test_parsing_still_works_once_the_list_handler_is_imported() -> None:
+    """handlers.list shadows the builtin `list` inside the package: parse must not care."""
+    import importlib
+
+    importlib.import_module("handlers.list")
+    assert parse("peek payments 'a b'").argv == ["payments", "a b"]
+    with pytest.raises(UsageError) as err:
+        parse("tpo")
+    assert "`/heap top`" in err.value.user_message()

@@ -247,3 +247,37 @@ async def test_diff_without_history_says_what_to_do(runtime: Runtime) -> None:
     reply = await run(runtime, slack("diff single since deploy"))
     assert reply.error
     assert "No deploy of `single` is recorded" in reply.sections[0]
+
+
+async def test_peek_and_list_match_the_engine(runtime: Runtime) -> None:
+    import re
+
+    from bot.analysis.listing import list_lines
+    from bot.analysis.peek import peek
+
+    # the function that holds the most right now: the demo's leaks keep it there
+    leading = (await run(runtime, slack("top demo 1"))).data["rows"][0]["function"]
+    regex = "^" + re.escape(leading) + "$"
+    peeked = await run(runtime, slack(f"peek demo '{regex}'"))
+    assert not peeked.error, peeked.sections
+    profile = await runtime.load_profile(await runtime.get("demo", peeked.snapshot_id))
+    expected = peek(profile, regex)
+    assert peeked.data["entries"] == expected.to_json()["entries"]
+    roles = column(peeked, "")
+    functions = column(peeked, "function")
+    assert functions[roles.index("▶")] == leading
+    assert [f for r, f in zip(roles, functions, strict=True) if r == "caller"] == [
+        e.function for e in expected.entries[0].callers]
+
+    listed = await run(runtime, slack(next(a.command for a in peeked.actions
+                                           if a.label == "List lines")))
+    assert not listed.error, listed.sections
+    profile = await runtime.load_profile(await runtime.get("demo", listed.snapshot_id))
+    expected_list = list_lines(profile, regex)
+    assert listed.data["functions"] == expected_list.to_json()["functions"]
+    line_rows = [r for r in column(listed, "function / line") if r.strip().startswith("line ")]
+    assert line_rows == [f"    line {x.line}" for x in
+                         sorted(expected_list.functions[0].lines, key=lambda x: x.line)]
+
+    missing = await run(runtime, slack("peek demo nosuchfunction"))
+    assert missing.error and "No function matches" in missing.sections[0]

@@ -1,0 +1,82 @@
+"""`/heap list SERVICE FUNC_RE`: which source lines of the matching functions hold memory.
+
+pprof's ``-list`` without the source text (heapbot has no source): for each
+matching function its file, flat and cum, then every line that carries a value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from bot.reply import Action, Column, Reply, Table
+from handlers._common import capture_now, context_lines, failed_instances_text
+from handlers.peek import _quoted, parse_regex_command
+
+USAGE = "/heap list SERVICE FUNC_RE"
+MAX_FUNCTIONS = 6
+MAX_LINES = 15
+
+
+async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
+    """Capture and show per-line values of the functions matching FUNC_RE."""
+    from bot.analysis.listing import list_lines
+    from bot.analysis.top import TopOptions
+    from bot.analysis.units import format_value, percentage
+
+    service, regex, opts = parse_regex_command(argv, USAGE)
+    capture = await capture_now(runtime, service, inv.user_id, force=opts.pop("force"))
+    if capture.profile is None:
+        return Reply.failure(f"No instance of `{service}` returned a usable heap profile. "
+                             + failed_instances_text(capture.snapshot), service=service)
+    report = await asyncio.to_thread(list_lines, capture.profile, regex, TopOptions(**opts))
+    functions = sorted(report.functions, key=lambda f: -abs(f.cum))[:MAX_FUNCTIONS]
+
+    def fmt(value: int) -> str:
+        return format_value(value, report.unit) if value else "."
+
+    rows: list[list[str]] = []
+    for function in functions:
+        rows.append([f"{function.function} ({_short_file(function.file)})",
+                     fmt(function.flat), fmt(function.cum),
+                     percentage(function.cum, report.total).strip()])
+        lines = sorted(function.lines, key=lambda x: -abs(x.flat or x.cum))[:MAX_LINES]
+        for line in sorted(lines, key=lambda x: x.line):
+            rows.append([f"    line {line.line}", fmt(line.flat), fmt(line.cum),
+                         percentage(line.cum, report.total).strip()])
+        if len(function.lines) > MAX_LINES:
+            rows.append([f"    … {len(function.lines) - MAX_LINES} more lines", "", "", ""])
+    more = len(report.functions) - len(functions)
+    caption = (f"{report.sample_type}; total {format_value(report.total, report.unit)}; "
+               "lines with no value are left out"
+               + (f"; {more} more matching functions (narrow FUNC_RE)" if more > 0 else ""))
+    summary = ""
+    candidates = [(line.flat, function, line) for function in report.functions
+                  for line in function.lines if line.flat > 0]
+    if candidates:
+        flat, function, line = max(candidates, key=lambda c: c[0])
+        summary = (f"{_short_file(function.file)}:{line.line} in {function.function} holds "
+                   f"{fmt(flat)} ({percentage(flat, report.total).strip()} of "
+                   f"{report.sample_type}): the line that allocates the most.")
+    elif functions:
+        summary = (f"{functions[0].function} allocates nothing itself; {fmt(functions[0].cum)} "
+                   "is in what it calls (try peek).")
+    return Reply(
+        title=f"{service}: list {regex}",
+        context=context_lines(capture, report.sample_type),
+        summary=summary,
+        table=Table(columns=[Column("function / line", "left"), Column("flat"), Column("cum"),
+                             Column("cum%")], rows=rows, caption=caption),
+        sections=[s for s in [failed_instances_text(capture.snapshot)] if s],
+        actions=[Action("Peek callers", f"peek {service} {_quoted(regex)}", "primary"),
+                 Action("Top", f"top {service}"),
+                 Action("Leaks", f"leaks {service}")],
+        service=service,
+        snapshot_id=capture.snapshot_id or None,
+        data={**report.to_json(), "service": service, "snapshot_id": capture.snapshot_id},
+    )
+
+
+def _short_file(path: str) -> str:
+    """The package directory and file name: enough to open it in an editor."""
+    return "/".join(path.replace("\\", "/").split("/")[-2:]) if path else "?"

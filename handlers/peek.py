@@ -1,0 +1,116 @@
+"""`/heap peek SERVICE FUNC_RE`: who calls the matching functions and what they call.
+
+pprof's ``-peek``: for each matching function its flat and cum value, the callers
+above it and the callees below it, each with the value that flows through that
+call and its share of the function's cum.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from bot.reply import Action, Column, Reply, Table
+from handlers._common import (
+    capture_now,
+    check_regex,
+    check_sample_type,
+    context_lines,
+    failed_instances_text,
+    parse_args,
+    usage_error,
+)
+
+USAGE = "/heap peek SERVICE FUNC_RE"
+VALUED = {"--type": "type", "-t": "type", "--focus": "focus", "--ignore": "ignore",
+          "--hide": "hide", "-n": "n", "--nodes": "n"}
+MAX_FUNCTIONS = 6
+MAX_EDGES = 8
+
+
+def parse_regex_command(argv: list[str], usage: str) -> tuple[str, str, dict[str, Any]]:
+    """SERVICE FUNC_RE and the report options shared by peek and list."""
+    args = parse_args(argv, usage, flags={"--force": "force"}, valued=VALUED,
+                      min_positionals=1, max_positionals=2)
+    if len(args.positionals) < 2:
+        raise usage_error("Which functions? Give a FUNC_RE, e.g. `main\\.handle`.", usage)
+    service, regex = args.positionals
+    check_regex(regex, usage, "function regex")
+    options = {"sample_type": check_sample_type(args.get("type"), usage),
+               "focus": check_regex(args.get("focus"), usage),
+               "ignore": check_regex(args.get("ignore"), usage),
+               "hide": check_regex(args.get("hide"), usage),
+               "force": bool(args.get("force"))}
+    return service, regex, options
+
+
+async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
+    """Capture and show callers and callees of the functions matching FUNC_RE."""
+    from bot.analysis.peek import peek
+    from bot.analysis.top import TopOptions
+    from bot.analysis.units import output_unit, percentage, scaled_label
+
+    service, regex, opts = parse_regex_command(argv, USAGE)
+    capture = await capture_now(runtime, service, inv.user_id, force=opts.pop("force"))
+    if capture.profile is None:
+        return Reply.failure(f"No instance of `{service}` returned a usable heap profile. "
+                             + failed_instances_text(capture.snapshot), service=service)
+    report = await asyncio.to_thread(peek, capture.profile, regex, TopOptions(**opts))
+    entries = report.entries[:MAX_FUNCTIONS]
+    unit = output_unit([e.flat or e.cum for e in entries], report.total, report.unit)
+
+    def fmt(value: int) -> str:
+        return scaled_label(value, report.unit, unit)
+
+    rows: list[list[str]] = []
+    for entry in entries:
+        for edge in entry.callers[:MAX_EDGES]:
+            rows.append(["caller", edge.function + (" (inline)" if edge.inline else ""), "", "",
+                         fmt(edge.value), percentage(edge.value, entry.cum).strip()])
+        if len(entry.callers) > MAX_EDGES:
+            rows.append(["caller", f"… {len(entry.callers) - MAX_EDGES} more callers",
+                         "", "", "", ""])
+        rows.append(["▶", entry.function, fmt(entry.flat), fmt(entry.cum), "",
+                     percentage(entry.cum, report.total).strip() + " of total"])
+        for edge in entry.callees[:MAX_EDGES]:
+            rows.append(["callee", edge.function + (" (inline)" if edge.inline else ""), "", "",
+                         fmt(edge.value), percentage(edge.value, entry.cum).strip()])
+        if len(entry.callees) > MAX_EDGES:
+            rows.append(["callee", f"… {len(entry.callees) - MAX_EDGES} more callees",
+                         "", "", "", ""])
+    more = len(report.entries) - len(entries)
+    caption = (f"{len(entries)} matching function{'s' if len(entries) != 1 else ''}"
+               + (f" (and {more} more: narrow FUNC_RE)" if more > 0 else "")
+               + f"; calls% is the share of the function's cum; total {fmt(report.total)}")
+    first = entries[0] if entries else None
+    summary = ""
+    if first is not None:
+        summary = (f"{first.function}: flat {fmt(first.flat)}, cum {fmt(first.cum)} "
+                   f"({percentage(first.cum, report.total).strip()} of {report.sample_type})")
+        if first.callers:
+            main = max(first.callers, key=lambda e: e.value)
+            summary += (f"; mostly reached from {main.function} "
+                        f"({percentage(main.value, first.cum).strip()})")
+        summary += "."
+    return Reply(
+        title=f"{service}: peek {regex}",
+        context=context_lines(capture, report.sample_type),
+        summary=summary,
+        table=Table(columns=[Column("", "left"), Column("function", "left"), Column("flat"),
+                             Column("cum"), Column("calls"), Column("calls%")],
+                    rows=rows, caption=caption),
+        sections=[s for s in [failed_instances_text(capture.snapshot)] if s],
+        actions=[Action("List lines", f"list {service} {_quoted(regex)}", "primary"),
+                 Action("Top", f"top {service}"),
+                 Action("Leaks", f"leaks {service}")],
+        service=service,
+        snapshot_id=capture.snapshot_id or None,
+        data={**report.to_json(), "service": service, "snapshot_id": capture.snapshot_id},
+    )
+
+
+def _quoted(text: str) -> str:
+    """Quote a regex for a button's command so the grammar reads it back whole."""
+    import shlex
+
+    return shlex.quote(text)
