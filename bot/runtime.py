@@ -280,6 +280,7 @@ class Runtime:
                       force: bool = False) -> Captured:
         """Capture every instance and store the snapshot (or reuse/join a recent one)."""
         config = self.registry.resolve(service)
+        requested_at = time.time()
         while (pending := self._inflight.get(config.name)) is not None:
             # Someone in this process is capturing it right now: share that capture.
             try:
@@ -292,7 +293,8 @@ class Runtime:
         future: asyncio.Future[Captured] = asyncio.get_running_loop().create_future()
         self._inflight[config.name] = future
         try:
-            result = await self._capture_once(config, trigger, requested_by, force)
+            result = await self._capture_once(config, trigger, requested_by, force,
+                                              requested_at)
         except asyncio.CancelledError:
             future.cancel()
             raise
@@ -308,7 +310,7 @@ class Runtime:
             self._inflight.pop(config.name, None)
 
     async def _capture_once(self, config: ServiceConfig, trigger: str, requested_by: str,
-                            force: bool) -> Captured:
+                            force: bool, requested_at: float) -> Captured:
         now = time.time()
         latest: StoredSnapshot | None = None
         store_error: str | None = None
@@ -316,6 +318,11 @@ class Runtime:
             latest = await self.store.latest(config.name)
         except StoreError as exc:
             store_error = exc.user_message()
+        if latest is not None and latest.taken_at >= requested_at:
+            # Another replica began a capture after this request arrived and has
+            # finished it: that is as fresh as ours would be (single-flight).
+            metrics.CAPTURES.labels(config.name, "reused").inc()
+            return _joined(await self._from_stored(latest))
         if (not force and latest is not None and config.cooldown_seconds > 0
                 and now - latest.taken_at < config.cooldown_seconds):
             metrics.CAPTURES.labels(config.name, "reused").inc()
