@@ -18,7 +18,7 @@ from bot.reply import Action, Column, Table
 
 HEAP_SAMPLE_TYPES = ("inuse_space", "inuse_objects", "alloc_space", "alloc_objects")
 DEFAULT_ROWS = 10
-MAX_ROWS = 200
+EVERY_ROW = 1_000_000_000  # `-n 0`: no cut
 
 
 @dataclass(slots=True)
@@ -88,13 +88,13 @@ def _shown(text: str, limit: int = 40) -> str:
 
 def parse_count(text: str | None, usage: str, *, default: int = DEFAULT_ROWS,
                 what: str = "N") -> int:
-    """A row count between 1 and MAX_ROWS (0 means every row, capped at MAX_ROWS)."""
+    """A row count; 0 means every row (renderers still cut what a message can hold)."""
     if text is None:
         return default
     if not re.fullmatch(r"\d{1,6}", text):
         raise usage_error(f"{what} must be a whole number of rows, not `{_shown(text)}`.", usage)
     value = int(text)
-    return MAX_ROWS if value == 0 else min(value, MAX_ROWS)
+    return EVERY_ROW if value == 0 else value
 
 
 def check_regex(text: str | None, usage: str, what: str = "regular expression") -> str | None:

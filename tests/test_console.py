@@ -80,3 +80,12 @@ def test_console_runs_commands_until_exit(cli_env: dict[str, str]) -> None:
     assert "Traceback" not in out + done.stderr
     # nothing after `exit` ran: the ack of `/heap services` never printed
     assert "Listing the services" not in out
+
+
+def test_json_top_carries_every_row_unless_told(cli_env: dict[str, str]) -> None:
+    every = json.loads(heapbot(cli_env, "top", "demo", "--format", "json").stdout)
+    five = json.loads(heapbot(cli_env, "top", "demo", "-n", "5", "--format", "json").stdout)
+    assert len(five["rows"]) == 5
+    assert len(every["rows"]) > 5
+    assert {"function", "flat", "cum", "flat_pct", "sum_pct", "cum_pct"} <= set(every["rows"][0])
+    assert every["sample_type"] == "inuse_space" and every["unit"] == "bytes"
