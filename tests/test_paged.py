@@ -83,6 +83,31 @@ async def bot(tmp_path: Path, redis_url: str, demo_service: Any,
         await runtime.close()
 
 
+@pytest.fixture
+async def served(tmp_path: Path, redis_url: str, demo_service: Any,
+                 slack_standin: Any) -> AsyncIterator[Bot]:
+    """The whole `heapbot serve` app (Slack transport, webhooks, worker) on a free port."""
+    from bot.runtime import Runtime
+    from bot.slack.server import build_web_app
+
+    settings = Settings(config_path=write_registry(tmp_path, [demo_service.url]),
+                        redis_url=redis_url, slack_bot_token=SecretStr("xoxb-test"),
+                        slack_signing_secret=SecretStr("signing-secret"),
+                        slack_api_url=slack_standin.api_url,
+                        pagerduty_secret=SecretStr(PD_SECRET))
+    runtime = await Runtime.create(settings)
+    runner = web.AppRunner(build_web_app(runtime, settings, socket_mode=False))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield Bot(f"http://127.0.0.1:{port}", runtime, slack_standin)
+    finally:
+        await runner.cleanup()
+        await runtime.close()
+
+
 async def send(url: str, payload: dict[str, Any] | bytes,
                headers: dict[str, str] | None = None) -> dict[str, Any]:
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
@@ -203,7 +228,9 @@ async def _incident(bot: Bot) -> dict[str, str]:
 
 
 @pytest.mark.slow
-async def test_pagerduty_incident_opens_a_thread_and_resolves(bot: Bot) -> None:
+async def test_pagerduty_incident_opens_a_thread_and_resolves(served: Bot) -> None:
+    """Through the whole server: the Slack transport mounts the routes and runs the worker."""
+    bot = served
     standin = bot.standin
     body = json.dumps(pagerduty_payload(service_summary="Demo API")).encode()
     await send(f"{bot.url}/hooks/pagerduty", body, {"X-PagerDuty-Signature": pd_signature(body)})
