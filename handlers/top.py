@@ -147,7 +147,9 @@ def takeaway(report: Any, previous: Any | None, *, filtered: bool = False) -> st
     before = {fv.function: fv.flat
               for fv in prev_summary.heap.functions.get(report.sample_type, [])}
     if leader.function in before:
-        text += f", {signed(leader.flat - before[leader.function], report.unit)} since {when}"
+        delta = leader.flat - before[leader.function]
+        text += (f", {signed(delta, report.unit)} since {when}" if delta
+                 else f", unchanged since {when}")
     elif before:  # the previous summary tracked the leading functions, and not this one
         text += f", new among the leading functions since {when}"
     prev_total = prev_summary.heap.totals.get(report.sample_type)
