@@ -26,6 +26,7 @@ from bot.analysis.goroutines import parse_goroutines  # noqa: E402
 from bot.analysis.leaks import analyze, heap_sites, summarize_heap_bytes  # noqa: E402
 from bot.analysis.memstats import parse_memstats  # noqa: E402
 from bot.analysis.summary import SnapshotSummary  # noqa: E402
+from bot.pprof import parse_profile  # noqa: E402
 from tests.support.demo import build_demo, start_demo  # noqa: E402
 
 LEAKING = ("leakmap", "slice", "blocked", "ticker")
@@ -69,9 +70,14 @@ def one_run(binary: Path, rate: float, captures: int, interval: float) -> tuple[
             summaries.append(summary)
     finally:
         demo.stop()
+    sites = heap_sites(heap)
     started = time.perf_counter()
-    report = analyze(summaries, sites=heap_sites(heap))
+    report = analyze(summaries, sites=sites)
     elapsed = time.perf_counter() - started
+    # Anchor measured in the same run: decoding one heap profile of this demo.
+    started = time.perf_counter()
+    parse_profile(heap)
+    anchor = time.perf_counter() - started
     flagged: dict[str, list[str]] = {}
     for s in report.suspects:
         flagged.setdefault(scenario_of(s.function, s.own_caller) or "?", []).append(
@@ -81,7 +87,8 @@ def one_run(binary: Path, rate: float, captures: int, interval: float) -> tuple[
     fn = len(LEAKING) - tp
     bounded = [n.function for n in report.not_suspects if n.bounded]
     print(f"rate {rate:g}: verdict {report.verdict!r}; analyze() {elapsed * 1000:.1f} ms over "
-          f"{len(summaries)} captures")
+          f"{len(summaries)} captures = {elapsed / anchor:.1f}x the time to decode one heap "
+          f"profile ({anchor * 1000:.1f} ms)")
     for scenario in (*LEAKING, *HARMLESS, "?"):
         if scenario in flagged:
             print(f"  flagged {scenario:8} {', '.join(flagged[scenario])}")

@@ -457,13 +457,13 @@ def _explain(report: LeakReport, service: str) -> None:
         top = report.suspects[0]
         report.summary = (f"{top.function} grows {_rate(top.growth_per_hour, top.unit)} "
                           f"steadily ({window}).")
-        for s in report.suspects[:3]:
-            if s.kind == "heap":
-                report.next_steps.append(f"/heap list {svc} {_regex(s.own_caller or s.function)}"
-                                         " shows the lines that allocate.")
-            else:
-                report.next_steps.append(f"/heap goroutines {svc} shows the stacks waiting at "
-                                         f"{s.site or s.function}.")
+        for s in [s for s in report.suspects if s.kind == "heap"][:2]:
+            report.next_steps.append(f"/heap list {svc} {_regex(s.own_caller or s.function)}"
+                                     " shows the lines that allocate.")
+        waits = [s.site or s.function for s in report.suspects if s.kind == "goroutines"]
+        if waits:
+            report.next_steps.append(f"/heap goroutines {svc} shows the stacks waiting at "
+                                     f"{', '.join(waits[:3])}.")
         report.next_steps.append(f"/heap diff {svc} since deploy compares with the start.")
     elif report.verdict == GROWTH_BOUNDED:
         bounded = [n.function for n in report.not_suspects if n.bounded]
@@ -640,13 +640,14 @@ def _goroutines(caps: Sequence[SnapshotSummary], times: np.ndarray, seg: np.ndar
             f"{t.ups + t.downs} changing steps",
             f"all blocked in {g.state} at {g.wait_location or name}",
         ]
-        if g.creator:
+        if g.creator and g.creator != name:
             evidence.append(f"started by {g.creator}")
         score = (t.up_share ** 2) * (1.0 - 0.5 * t.jump_share) * (0.4 + 0.6 * min(1.0, share * 2))
         suspects.append(Suspect(
             function=name, kind="goroutines", growth_per_hour=t.slope_per_hour,
             unit="goroutines", captures=t.present, share=share, evidence=evidence,
-            site=g.wait_location, own_caller=g.creator if is_own_code(g.creator) else "",
+            site=g.wait_location,
+            own_caller=g.creator if is_own_code(g.creator) and g.creator != name else "",
             hint=_GOROUTINE_HINTS.get(g.state, ""), state=g.state, score=score))
     return suspects, not_suspects
 
