@@ -135,3 +135,30 @@ async def test_redelivered_event_is_answered_once(live_slack_bot: LiveSlackBot):
     await standin.wait_for(lambda: standin.posts(CHANNEL), timeout=30)
     await asyncio.sleep(1.5)
     assert len(standin.posts(CHANNEL)) == 1
+
+
+async def test_replicas_share_replay_and_redelivery_memory(slack_standin, redis_url, tmp_path):
+    """A replay, or Slack's retry of an event, can reach another replica: Redis remembers."""
+    import asyncio
+
+    from tests.support.slack_standin import running_slack_bot
+
+    registry = "services:\n  payments:\n    targets: [\"http://127.0.0.1:9\"]\n"
+    async with running_slack_bot(slack_standin, redis_url, registry, tmp_path) as one, \
+            running_slack_bot(slack_standin, redis_url, registry, tmp_path) as two:
+        first = await one.sender.slash_command("help", channel_id=CHANNEL)
+        assert first.status == 200
+        replayed = await two.sender.send_raw(first.body, first.request_headers)
+        assert replayed.status == 401
+
+        event = {"type": "app_mention", "user": "U0ALICE", "text": "<@UHEAPBOT> services",
+                 "ts": "1700000003.000100", "channel": CHANNEL,
+                 "event_ts": "1700000003.000100"}
+        body = one.sender.event_body(event)
+        assert (await one.sender.send(body, "application/json")).status == 200
+        retry = await two.sender.send(body, "application/json", timestamp=int(time.time()) + 1,
+                                      extra_headers={"X-Slack-Retry-Num": "1"})
+        assert retry.status == 200
+        await slack_standin.wait_for(lambda: slack_standin.posts(CHANNEL), timeout=30)
+        await asyncio.sleep(1.5)
+        assert len(slack_standin.posts(CHANNEL)) == 1

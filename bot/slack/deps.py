@@ -8,7 +8,7 @@ from typing import Any
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.slack.ratelimit import ChannelRateLimiter
-from bot.slack.seen import SeenSet
+from bot.slack.seen import SharedSeenSet
 from bot.slack.threads import ThreadMemory
 from bot.slack.work import CommandRunner
 
@@ -20,8 +20,9 @@ class SlackDeps:
     runner: CommandRunner
     threads: ThreadMemory
     limiter: ChannelRateLimiter
-    # Slack redelivers an event it thinks we missed; do its work once.
-    seen_events: SeenSet = field(default_factory=lambda: SeenSet(ttl=3600))
+    # Slack redelivers an event it thinks we missed (to any replica); do its work once.
+    seen_events: SharedSeenSet = field(
+        default_factory=lambda: SharedSeenSet(None, "heapbot:slack:event:", 3600))
 
 
 def build_deps(runtime: Any, client: AsyncWebClient, threads: ThreadMemory,
@@ -29,4 +30,5 @@ def build_deps(runtime: Any, client: AsyncWebClient, threads: ThreadMemory,
     limiter = ChannelRateLimiter(channel_interval)
     runner = CommandRunner(runtime, client, threads, limiter, max_running=max_running)
     return SlackDeps(runtime=runtime, client=client, runner=runner, threads=threads,
-                     limiter=limiter)
+                     limiter=limiter,
+                     seen_events=SharedSeenSet(threads.redis, "heapbot:slack:event:", 3600))

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import OrderedDict
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from bot.metrics import REDIS_ERRORS
+
+log = logging.getLogger(__name__)
 
 
 class SeenSet:
@@ -38,3 +46,34 @@ class SeenSet:
             if expires > now:
                 break
             del self._keys[key]
+
+
+class SharedSeenSet:
+    """A SeenSet shared by every replica through Redis (``SET key 1 NX EX ttl``).
+
+    Slack may deliver a retry, or an attacker replay a captured request, to any
+    replica behind the load balancer. The local set answers repeats at once;
+    Redis catches the ones another replica saw. If Redis fails, the local set
+    alone decides (a replay then needs to hit another replica within minutes).
+    """
+
+    def __init__(self, redis: Any | None, prefix: str, ttl: float) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.ttl = ttl
+        self.local = SeenSet(ttl)
+
+    async def first_time(self, key: str) -> bool:
+        if not self.local.add(key):
+            return False
+        if self.redis is None:
+            return True
+        try:
+            created = await self.redis.set(self.prefix + key, b"1", nx=True,
+                                           ex=max(1, int(self.ttl)))
+        except (RedisError, OSError) as exc:
+            REDIS_ERRORS.labels("slack_seen").inc()
+            log.warning("seen-set in Redis unavailable (%s); using this replica's memory",
+                        type(exc).__name__)
+            return True
+        return bool(created)

@@ -31,7 +31,7 @@ from bot.settings import Settings, get_settings
 from bot.slack.app import build_bolt_app, signing_secret_of
 from bot.slack.client import build_web_client
 from bot.slack.deps import SlackDeps, build_deps
-from bot.slack.seen import SeenSet
+from bot.slack.seen import SharedSeenSet
 from bot.slack.socket_mode import TimedSocketModeHandler, build_socket_handler
 from bot.slack.threads import ThreadMemory, redis_of
 
@@ -65,23 +65,23 @@ class ReplayGuard:
     stored, so garbage cannot fill the set.
     """
 
-    def __init__(self, signing_secret: str) -> None:
+    def __init__(self, signing_secret: str, redis: Any | None = None) -> None:
         self.verifier = SignatureVerifier(signing_secret)
-        self.seen = SeenSet(ttl=SIGNATURE_WINDOW_SECONDS + 60)
+        self.seen = SharedSeenSet(redis, "heapbot:slack:sig:", SIGNATURE_WINDOW_SECONDS + 60)
 
-    def is_replay(self, body: str, timestamp: str | None, signature: str | None) -> bool:
+    async def is_replay(self, body: str, timestamp: str | None, signature: str | None) -> bool:
         if not timestamp or not signature:
             return False
         if not self.verifier.is_valid(body, timestamp, signature):
             return False
-        return not self.seen.add(signature)
+        return not await self.seen.first_time(signature)
 
 
 def _events_handler(bolt: AsyncApp, guard: ReplayGuard) -> Any:
     async def slack_events(request: web.Request) -> web.Response:
         started = time.perf_counter()
         body = await request.text()
-        if guard.is_replay(body, request.headers.get("X-Slack-Request-Timestamp"),
+        if await guard.is_replay(body, request.headers.get("X-Slack-Request-Timestamp"),
                            request.headers.get("X-Slack-Signature")):
             log.warning("refused a replayed Slack request")
             return web.json_response({"error": "replayed request"}, status=401)
@@ -124,8 +124,8 @@ def build_web_app(runtime: Any, settings: Settings, *, socket_mode: bool | None 
     app = web.Application(client_max_size=2 * 1024 * 1024)
     app[SLACK_STATE] = state
     if not socket_mode:
-        app.router.add_post(EVENTS_PATH, _events_handler(bolt, ReplayGuard(
-            signing_secret_of(settings))))
+        guard = ReplayGuard(signing_secret_of(settings), redis_of(runtime))
+        app.router.add_post(EVENTS_PATH, _events_handler(bolt, guard))
 
     ops = _optional("bot.ops")
     if ops is not None:

@@ -15,7 +15,7 @@ async def on_mention(deps: SlackDeps, event: dict[str, Any], body: dict[str, Any
     """Run the mentioned command and reply in the thread (starting one on the mention)."""
     started = time.monotonic()
     event_id = str(body.get("event_id") or "")
-    if event_id and not deps.seen_events.add(event_id):
+    if event_id and not await deps.seen_events.first_time(event_id):
         return  # Slack redelivered an event already being handled
     if not deps.runner.has_room():
         return
