@@ -107,6 +107,9 @@ _SMART_QUOTES = str.maketrans({"“": '"', "”": '"', "„": '"', "‘": "'", "
 _LEADING_MENTION = re.compile(r"^\s*<@[A-Z0-9]+(?:\|[^>]*)?>\s*")
 _PREFIX = re.compile(r"^\s*/?heap(?:bot)?\b\s*", re.IGNORECASE)
 
+# Invocation sources that are not a chat user's request: no allow-list check.
+TRUSTED_SOURCES = frozenset({"console", "cli", "alert", "watch"})
+
 # Slack's special syntax that pings or links: <!channel>, <!here|here>, <@U123>,
 # <#C123|general>, <!subteam^S123|@team>, plus bare @channel/@here/@everyone.
 _SLACK_SPECIAL = re.compile(r"<([!@#])([^<>|]*)(?:\|([^<>]*))?>")
@@ -274,9 +277,10 @@ def check_access(service: Any, inv: Invocation) -> None:
     """Refuse a request from a channel or user outside the service's allow lists.
 
     Console and CLI requests come from whoever holds the registry and the store,
-    so only chat surfaces are checked.
+    and alert/watch runs are heapbot's own (set up by the operator), so only
+    requests typed or clicked by a chat user are checked.
     """
-    if inv.source in ("console", "cli"):
+    if inv.source in TRUSTED_SOURCES:
         return
     registry_check = getattr(service, "check_access", None)
     if callable(registry_check):  # bot.registry.ServiceConfig knows its own lists

@@ -272,3 +272,15 @@ def test_parsing_still_works_once_the_list_handler_is_imported() -> None:
     with pytest.raises(UsageError) as err:
         parse("tpo")
     assert "`/heap top`" in err.value.user_message()
+
+
+async def test_heapbots_own_runs_and_the_terminal_skip_the_allow_list(
+    runtime: RegistryOnly, extra_handlers: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    install(extra_handlers, monkeypatch, "echo", "echo_cmd", ECHO_MODULE)
+    for source in ("alert", "watch", "console", "cli"):
+        reply = await run(runtime, Invocation("echo locked", channel_id="C0OTHER", source=source))
+        assert reply.data == {"argv": ["locked"]}, source
+    for source in ("slack", "button", "mention"):
+        reply = await run(runtime, Invocation("echo locked", channel_id="C0OTHER", source=source))
+        assert reply.error, source
