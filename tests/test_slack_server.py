@@ -267,3 +267,34 @@ def test_heapbot_serve_without_a_bot_token_says_what_to_set(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "SLACK_BOT_TOKEN is not set" in done.stderr and "Traceback" not in done.stderr
+
+
+async def test_listener_functions_run_without_bolt(slack_standin):
+    """The listeners are plain functions: given an ack and a payload they do the whole job."""
+    import asyncio
+
+    from bot.slack.client import build_web_client
+    from bot.slack.deps import build_deps
+    from bot.slack.listeners.actions import on_button
+    from bot.slack.listeners.commands import on_heap_command
+    from bot.slack.threads import ThreadMemory
+
+    deps = build_deps(None, build_web_client(slack_settings(slack_standin)), ThreadMemory(None))
+    acked: list[dict] = []
+
+    async def ack(**kwargs: str) -> None:
+        acked.append(kwargs)
+
+    url = slack_standin.response_url()
+    await on_heap_command(deps, ack, {"text": "help stats", "channel_id": "C1", "user_id": "U1",
+                                      "response_url": url})
+    assert acked == [{"text": "Here is what heapbot can do…", "response_type": "ephemeral"}]
+    await on_button(deps, ack, {"channel": {"id": "C1"}, "user": {"id": "U1"},
+                                "message": {"ts": "1.000001"}, "container": {},
+                                "response_url": url}, {"value": "help top"})
+    assert acked[1] == {}
+    await asyncio.wait_for(deps.runner.drain(), 30)
+    texts = [r["text"] for r in slack_standin.responses()]
+    assert len(texts) == 2
+    assert any("/heap stats SERVICE" in t for t in texts)
+    assert any("/heap top SERVICE" in t for t in texts)
