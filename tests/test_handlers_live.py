@@ -281,3 +281,18 @@ async def test_peek_and_list_match_the_engine(runtime: Runtime) -> None:
 
     missing = await run(runtime, slack("peek demo nosuchfunction"))
     assert missing.error and "No function matches" in missing.sections[0]
+
+
+async def test_diff_since_deploy_and_since_an_hour(runtime: Runtime) -> None:
+    await run(runtime, slack("top single 1"))
+    deployed = await run(runtime, slack("deploy single v2"))
+    assert not deployed.error, deployed.sections
+    after_deploy = await run(runtime, slack("top single 1"))
+    reply = await run(runtime, slack("diff single since deploy"))
+    assert not reply.error, reply.sections
+    assert reply.data["base_snapshot_id"] == after_deploy.snapshot_id
+    assert reply.data["since"] == "deploy"
+    too_old = await run(runtime, slack("diff single 1h"))
+    assert too_old.error and "1h ago" in too_old.sections[0]
+    nonsense = await run(runtime, slack("diff single since yesterdayish"))
+    assert nonsense.error and "yesterdayish" in nonsense.sections[0]
