@@ -185,3 +185,25 @@ def test_history_chart_is_a_png_of_the_right_size() -> None:
     empty = history_png([], [])
     assert png_size(empty) == (1000, 600)
     assert len(empty) < len(png)
+
+
+def test_top_table_cells_are_the_engines_pprof_text() -> None:
+    """The table a user sees has the same cells as the engine's pprof-format text."""
+    from pathlib import Path
+
+    from bot.analysis.top import TopOptions, top
+    from bot.pprof import parse_profile
+    from handlers._common import top_table
+
+    fixtures = Path(__file__).parent / "fixtures"
+    for name, options in (("heap_1.pb.gz", TopOptions(node_count=15)),
+                          ("heap_other.pb.gz", TopOptions(sort="cum", node_count=15,
+                                                          sample_type="alloc_space"))):
+        report = top(parse_profile((fixtures / name).read_bytes()), options)
+        table = top_table(report)
+        text_rows = [line.split(None, 5) for line in report.to_text().splitlines()
+                     if line.strip() and line.split()[-1] in {r.function for r in report.rows}]
+        assert [[*cells[1:], cells[0]] for cells in table.rows] == text_rows, name
+        blocks = reply_to_blocks(Reply(title=name, table=table))
+        rows = next(b for b in blocks if b["type"] == "table")["rows"]
+        assert [[c["text"] for c in row] for row in rows[1:]] == table.rows
