@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -118,6 +120,14 @@ async def send(url: str, payload: dict[str, Any] | bytes,
         return await resp.json()
 
 
+def parse_bytes(cell: str) -> float:
+    """A pprof-formatted byte value ("1024.25kB", "3.50MB", "0") back to bytes."""
+    units = {"B": 1, "kB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4}
+    match = re.fullmatch(r"(-?[\d.]+)([kMGT]?B)?", cell.strip())
+    assert match, cell
+    return float(match.group(1)) * units[match.group(2) or "B"]
+
+
 def text_of(post: dict[str, Any]) -> str:
     """Everything a user reads in one message: fallback text and every block."""
     return json.dumps({"text": post.get("text", ""), "blocks": post.get("blocks", [])},
@@ -194,6 +204,18 @@ async def test_alertmanager_alert_opens_one_paged_thread(bot: Bot) -> None:
     assert profile[0].content == stored[0][1]
     assert incident["ts"] == ts and incident["status"] == "open"
 
+    # The thread's top table shows the alert capture's numbers, as the engine (= pprof) has them.
+    from bot.analysis.top import TopOptions, top
+
+    captured = await bot.runtime.store.get("demo", incident["first_snapshot"])
+    report = top(await bot.runtime.load_profile(captured), TopOptions())
+    table_post = next(r for r in replies if any(b.get("type") == "table"
+                                                for b in r.get("blocks", [])))
+    table = next(b for b in table_post["blocks"] if b["type"] == "table")
+    shown_flat = {row[0]["text"]: parse_bytes(row[1]["text"]) for row in table["rows"][1:]}
+    for row in report.rows[:5]:
+        assert shown_flat[row.function] == pytest.approx(row.flat, rel=0.001, abs=6), row
+
     # Alertmanager delivers the same notification again: nothing new is posted.
     before = len(standin.posts(CHANNEL))
     again = await send(f"{bot.url}/hooks/alertmanager", payload)
@@ -216,7 +238,12 @@ async def test_alertmanager_alert_opens_one_paged_thread(bot: Bot) -> None:
     await standin.wait_for(lambda: any("Resolved" in text_of(p) for p in thread(standin, ts)),
                            timeout=60)
     assert len(top_level(standin)) == 1  # one thread for the whole incident
+    deadline = time.monotonic() + 30
+    while (await _incident(bot))["status"] != "resolved" and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)  # the diff over the incident is posted, then it is closed
     assert (await _incident(bot))["status"] == "resolved"
+    closing = [text_of(p) for p in thread(standin, ts)]
+    assert any(incident["first_snapshot"] in t for t in closing[-2:]), "no diff over the incident"
 
 
 async def _incident(bot: Bot) -> dict[str, str]:
