@@ -101,12 +101,23 @@ async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
             await runtime.capture(name, trigger="user", requested_by=getattr(inv, "user_id", ""),
                                   force=True)
             taken += 1
+    report = await leak_report(runtime, name)
+    return build_reply(name, report, sampled=taken)
+
+
+async def leak_report(runtime: Any, service: str) -> LeakReport:
+    """The leak verdict over a service's stored captures (for watches and paged threads too).
+
+    Reads summaries and deploy markers through the Runtime, fills heap summaries
+    stored without one from their raw profiles, adds file:line and own-code callers
+    from the latest heap profile, and runs the analysis off the event loop.
+    """
+    name = runtime.registry.resolve(service).name
     summaries = await _with_heap(runtime, name, await runtime.summaries(name))
     deploys = await runtime.deploys(name)
     sites = await _latest_sites(runtime, name)
-    report = await asyncio.to_thread(analyze, summaries, deploys, None, None, sites=sites,
-                                     service=name)
-    return build_reply(name, report, sampled=taken)
+    return await asyncio.to_thread(analyze, summaries, deploys, None, None, sites=sites,
+                                   service=name)
 
 
 async def _with_heap(runtime: Any, service: str, summaries: list[Any]) -> list[Any]:
