@@ -24,7 +24,7 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
 
-from bot.errors import CaptureError, HeapbotError
+from bot.errors import CaptureError, HeapbotError, ProfileError
 from bot.registry import ServiceConfig
 
 if TYPE_CHECKING:
@@ -117,7 +117,12 @@ def _parse_heap(data: bytes, max_compressed: int) -> Profile | None:
     except ImportError:
         return None
     limits = Limits(max_compressed=max(max_compressed, len(data)))
-    return parse_profile(data, limits)
+    profile = parse_profile(data, limits)
+    kinds = [t.type for t in profile.sample_types]
+    if not {"inuse_space", "alloc_space"} & set(kinds):
+        raise ProfileError(f"it holds {', '.join(kinds) or 'no sample types'}, not heap "
+                           "samples (is the endpoint a heap profile?)")
+    return profile
 
 
 class Capturer:

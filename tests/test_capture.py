@@ -283,3 +283,27 @@ async def test_unresolvable_dns_name_is_reported(capturer: Capturer, demo_servic
     bad = result.instances[1]
     assert not bad.ok and bad.error is not None
     assert bad.error.startswith("DNS name no-such-host.invalid did not resolve")
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b"\x1f\x8b\x08\x00garbage-not-gzip", "not a heap profile:"),
+        ((FIXTURES / "cpu.pb.gz").read_bytes(), "not a heap profile: it holds samples, cpu"),
+    ],
+    ids=["garbage", "cpu-profile"],
+)
+async def test_bytes_that_are_not_a_heap_profile(capturer: Capturer, servers: Any,
+                                                 demo_service: Any, body: bytes,
+                                                 expected: str) -> None:
+    async def wrong(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=body)
+
+    server = await servers(wrong)
+    result = await capturer.capture(service_of([demo_service.url, server.url]))
+    assert result.instances[0].ok
+    bad = result.instances[1]
+    assert not bad.ok and bad.error is not None and bad.error.startswith(expected), bad.error
