@@ -258,7 +258,12 @@ def usage_of(command: str) -> str:
 
 
 def _needs_thread_service(runtime: Any, argv: list[str], inv: Invocation) -> bool:
-    """Whether ``argv`` lacks a SERVICE that the thread can supply."""
+    """Whether ``argv`` lacks a SERVICE that the thread can supply.
+
+    A first word that is a near miss of a known service (``paymnts``) is taken as
+    a misspelt service, so the user gets did-you-mean instead of a confusing
+    error about the word in another position.
+    """
     if not inv.thread_service:
         return False
     if not argv or argv[0].startswith("-"):
@@ -268,8 +273,8 @@ def _needs_thread_service(runtime: Any, argv: list[str], inv: Invocation) -> boo
         return False
     try:
         registry.resolve(argv[0])
-    except UnknownServiceError:
-        return True
+    except UnknownServiceError as err:
+        return not err.suggestions
     return False
 
 

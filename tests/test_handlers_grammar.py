@@ -176,6 +176,8 @@ async def test_thread_service_fills_the_missing_service(
     assert with_args.data == {"argv": ["payments", "since", "deploy"]}
     assert explicit.data == {"argv": ["payments", "5"]}  # alias resolved to its name
     assert bare.service == "payments"
+    typo = await run(runtime, Invocation("echo paymnts", thread_service="locked"))
+    assert typo.error and "Did you mean `payments`" in all_text(typo)
 
 
 async def test_replies_never_ping(
