@@ -227,14 +227,39 @@ def test_zero_samples_is_a_clear_answer() -> None:
 
 
 def test_negative_values_are_kept_not_crashed_on() -> None:
-    """pprof allows negative values (diff bases); the decoder must read them as such."""
-    profile = parse_profile(encode_profile([([1, 2], [-3, -4096]), ([1, 2], [5, 8192])],
-                                           FRAMES))
+    """pprof allows negative values (diff bases). Expected numbers come from pprof itself:
+    ``go tool pprof -top`` on the same bytes says "4kB, 33.33% of 12kB total" (its total
+    sums absolute values) with main.leak flat 4kB."""
+    data = encode_profile([([1, 2], [-3, -4096]), ([1, 2], [5, 8192])], FRAMES)
+    profile = parse_profile(data)
     from bot.analysis.top import TopOptions, top
 
     report = top(profile, TopOptions(sample_type="inuse_space"))
-    assert report.total == 4096
+    pprof = _pprof_top(data, "inuse_space")
+    assert pprof["main.leak"] == "4kB" and "of 12kB total" in pprof["header"]
+    assert report.total == 12 * 1024
     assert report.rows[0].function == "main.leak" and report.rows[0].flat == 4096
+    assert round(report.rows[0].flat_pct, 2) == 33.33
+
+
+def _pprof_top(data: bytes, sample_index: str) -> dict[str, str]:
+    """function → flat, plus the "Showing nodes…" header, from ``go tool pprof -top``."""
+    import tempfile
+
+    from bot.gotool import find_go, go_env
+
+    with tempfile.NamedTemporaryFile(suffix=".pb.gz") as handle:
+        handle.write(gzip.compress(data))
+        handle.flush()
+        out = subprocess.run([find_go(), "tool", "pprof", "-top", f"-sample_index={sample_index}",
+                              handle.name], env=go_env(), capture_output=True, text=True,
+                             timeout=120, check=True).stdout
+    rows = {"header": next(ln for ln in out.splitlines() if ln.startswith("Showing"))}
+    for ln in out.splitlines():
+        parts = ln.split()
+        if len(parts) == 6 and parts[1].endswith("%"):
+            rows[parts[5]] = parts[0]
+    return rows
 
 
 def test_cpu_profile_where_a_heap_profile_was_expected() -> None:
