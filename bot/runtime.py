@@ -371,6 +371,8 @@ class Runtime:
         metrics.CAPTURES.labels(config.name, "partial" if result.partial else "ok").inc()
         captured = Captured(snapshot=snapshot, heap=heap, goroutines=goroutines,
                             memstats=dict(snapshot.memstats), instances=snapshot.instances)
+        log.info("captured %s: %d/%d instances in %.2fs, snapshot %s", config.name,
+                 snapshot.answered, len(snapshot.instances), result.elapsed, snapshot_id)
         if store_error is not None:
             captured.stored, captured.store_error = False, store_error
             return captured

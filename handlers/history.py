@@ -55,7 +55,7 @@ async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
     table = Table(
         columns=[Column("time", "left"), Column("trigger", "left"), Column("heap in use"),
                  Column("goroutines"), Column("instances"), Column("build", "left"),
-                 Column("snapshot / deploy", "left")],
+                 Column("snapshot", "left")],
         rows=rows,
         caption=f"{len(snapshots)} most recent captures, newest first",
     )
