@@ -232,20 +232,58 @@ class SnapshotStore:
     def __init__(self, client: aioredis.Redis, *, location: str = "redis") -> None:
         self.redis = client
         self.location = location
+        self._sentinels: list[aioredis.Redis] = []
 
     @classmethod
     def from_url(cls, url: str) -> SnapshotStore:
-        """A store on the Redis named by ``url`` (redis://, rediss://, unix://)."""
-        client = aioredis.Redis.from_url(
-            url, socket_connect_timeout=5, socket_timeout=30, health_check_interval=30,
+        """A store on the Redis named by ``url``.
+
+        redis://, rediss:// and unix:// go to one server;
+        ``redis+sentinel://[:password@]host:26379,host2:26379/MASTER[/DB]`` asks
+        the Sentinels for the current master (and follows failovers).
+        """
+        options: dict[str, Any] = {
+            "socket_connect_timeout": 5, "socket_timeout": 30, "health_check_interval": 30,
             # a couple of quick retries ride over a Redis restart; more would keep a
             # Slack user waiting when Redis is really down
-            retry=Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.05), 2),
-        )
+            "retry": Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.05), 2),
+        }
+        if url.startswith("redis+sentinel://"):
+            return cls._from_sentinel_url(url, options)
+        client = aioredis.Redis.from_url(url, **options)
         return cls(client, location=_redacted_location(url))
+
+    @classmethod
+    def _from_sentinel_url(cls, url: str, options: dict[str, Any]) -> SnapshotStore:
+        from redis.asyncio.sentinel import Sentinel
+
+        from bot.errors import ConfigError
+
+        parts = urlsplit(url)
+        hosts_text = parts.netloc.rsplit("@", 1)[-1]
+        path = [p for p in parts.path.split("/") if p]
+        try:
+            hosts = []
+            for host in hosts_text.split(","):
+                name, _, port = host.rpartition(":") if ":" in host else (host, "", "26379")
+                hosts.append((name or host, int(port)))
+            master = path[0]
+            db = int(path[1]) if len(path) > 1 else 0
+        except (ValueError, IndexError):
+            raise ConfigError(
+                "REDIS_URL: a Sentinel URL looks like "
+                "redis+sentinel://[:password@]host:26379,host2:26379/MASTER_NAME/0."
+            ) from None
+        sentinel = Sentinel(hosts, socket_timeout=5, socket_connect_timeout=5)
+        client = sentinel.master_for(master, password=parts.password, db=db, **options)
+        store = cls(client, location=f"Sentinel master {master} via {hosts_text}")
+        store._sentinels = list(sentinel.sentinels)
+        return store
 
     async def close(self) -> None:
         await self.redis.aclose()
+        for sentinel in self._sentinels:
+            await sentinel.aclose()
 
     @asynccontextmanager
     async def _errors(self, operation: str) -> AsyncIterator[None]:
