@@ -143,15 +143,19 @@ def build_web_app(runtime: Any, settings: Settings, *, socket_mode: bool | None 
         if worker is not None and runtime is not None:
             state.background.append(worker.start_worker(runtime, settings, client))
 
+    async def on_shutdown(app: web.Application) -> None:
+        # Stop taking new commands first (the listening socket is already closed).
+        if state.socket_handler is not None:
+            await state.socket_handler.close_async()
+
     async def on_cleanup(app: web.Application) -> None:
         await deps.runner.drain()
         for task in state.background:
             task.cancel()
         await asyncio.gather(*state.background, return_exceptions=True)
-        if state.socket_handler is not None:
-            await state.socket_handler.close_async()
 
     app.on_startup.append(on_startup)
+    app.on_shutdown.append(on_shutdown)
     app.on_cleanup.append(on_cleanup)
     return app
 
