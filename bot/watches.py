@@ -205,11 +205,13 @@ async def run_tick(ctx: WorkContext, job: Job) -> str:
             pipe.ltrim(ticks, -1000, -1)
             await pipe.execute()
         await ctx.queue.record_step(job, "tick")
-    state, why = await _alarm(ctx, watch, snapshot)
-    previous = (await ctx.redis.get(STATE_PREFIX + service) or b"ok").decode()
     key = f"watch:{service}"
-    if ctx.slack is not None and watch.channel:
-        async with incident_lock(ctx.redis, key, ctx.config.claim_idle_seconds):
+    # Ticks of one watch may overlap (slow capture, short interval, several replicas):
+    # judging, posting and recording the state happen under one lock, so a turn pages once.
+    async with incident_lock(ctx.redis, key, ctx.config.claim_idle_seconds):
+        state, why = await _alarm(ctx, watch, snapshot)
+        previous = (await ctx.redis.get(STATE_PREFIX + service) or b"ok").decode()
+        if ctx.slack is not None and watch.channel:
             incident = await load_incident(ctx.redis, key)
             resuming = "summary" in done
             if state != OK and (previous == OK or resuming):
@@ -224,7 +226,7 @@ async def run_tick(ctx: WorkContext, job: Job) -> str:
                     and incident.status == OPEN:
                 await follow_up(ctx, job, incident, resolved=True,
                                 note="The watch's verdict is back to normal.")
-    await ctx.redis.set(STATE_PREFIX + service, state)
+        await ctx.redis.set(STATE_PREFIX + service, state)
     return f"tick_{state.replace(' ', '_')}"
 
 

@@ -121,3 +121,70 @@ async def test_each_slot_is_enqueued_by_exactly_one_replica(redis_url: str) -> N
     finally:
         for client in clients:
             await client.aclose()
+
+
+@pytest.mark.slow
+async def test_watch_pages_once_per_turn_and_closes_when_normal(
+        tmp_path: Path, redis_url: str, demo_binary: Path, slack_standin: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The goroutine threshold decides the turns; the demo runs only harmless scenarios so
+    the leak verdict never says "leak likely" here."""
+    import contextlib
+
+    from pydantic import SecretStr
+
+    import handlers
+    from bot.runtime import Runtime
+    from bot.slack.client import build_web_client
+    from bot.watches import list_ticks
+    from bot.worker import start_worker
+    from tests.support.demo import start_demo
+    from tests.test_paged import text_of, thread, top_level, write_registry
+
+    demo_service = start_demo(demo_binary, scenarios="churn,pool")
+    monkeypatch.setenv("HEAPBOT_WATCH_MIN_INTERVAL_SECONDS", "1")
+    settings = Settings(config_path=write_registry(tmp_path, [demo_service.url]),
+                        redis_url=redis_url, slack_bot_token=SecretStr("xoxb-test"),
+                        slack_api_url=slack_standin.api_url)
+    rt = await Runtime.create(settings)
+    config = QueueSettings(claim_idle_seconds=5, watch_min_interval_seconds=1,
+                           watch_poll_seconds=0.1, consumer_name="solo")
+    worker = start_worker(rt, settings, build_web_client(settings), config=config)
+
+    async def ticks_after(count: int) -> None:
+        start = len(await list_ticks(rt.store.redis, "demo"))
+        for _ in range(300):
+            if len(await list_ticks(rt.store.redis, "demo")) >= start + count:
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError("watch ticks stopped")
+
+    async def watch(threshold: int) -> None:
+        reply = await handlers.run(rt, handlers.Invocation(
+            f"watch demo every 1s in C0DEMO --goroutines {threshold}", source="slack"))
+        assert not reply.error, reply.sections
+
+    try:
+        await watch(1)  # any Go service runs more than one goroutine
+        await slack_standin.wait_for(lambda: top_level(slack_standin), timeout=60)
+        await ticks_after(3)
+        (first,) = top_level(slack_standin)  # still one thread after more bad ticks
+        assert "Goroutines above threshold" in text_of(first)
+        ts = next(p["thread_ts"] for p in slack_standin.posts("C0DEMO") if p.get("thread_ts"))
+
+        await watch(10_000_000)  # now nothing is wrong: the thread is closed
+        await slack_standin.wait_for(
+            lambda: any("back to normal" in text_of(p) for p in thread(slack_standin, ts)),
+            timeout=60)
+        await ticks_after(2)
+        assert len(top_level(slack_standin)) == 1
+
+        await watch(1)  # a new turn opens a new thread
+        await slack_standin.wait_for(lambda: len(top_level(slack_standin)) == 2, timeout=60)
+    finally:
+        await handlers.run(rt, handlers.Invocation("unwatch demo", source="slack"))
+        worker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker
+        await rt.close()
+        demo_service.stop()
