@@ -182,8 +182,10 @@ async def test_socket_mode_acks_over_the_socket_and_replies(slack_standin):
         await running.stop()
 
 
-async def test_heapbot_serve_answers_slack_and_stops_cleanly(slack_standin, redis_url, tmp_path):
-    """`heapbot serve` as a real process: HTTP mode on HEAPBOT_PORT, SIGTERM ends it with 0."""
+async def test_heapbot_serve_answers_slack_and_stops_cleanly(slack_standin, redis_url, tmp_path,
+                                                             demo_service):
+    """`heapbot serve` as a real process: HTTP mode on HEAPBOT_PORT; SIGTERM lets the
+    command in flight post its reply, then exits with 0."""
     import asyncio
     import os
     import signal
@@ -196,7 +198,7 @@ async def test_heapbot_serve_answers_slack_and_stops_cleanly(slack_standin, redi
 
     port = free_port()
     registry = tmp_path / "heapbot.yaml"
-    registry.write_text("services:\n  payments:\n    targets: [\"http://127.0.0.1:9\"]\n")
+    registry.write_text("services:\n  demo:\n    targets: [\"" + demo_service.url + "\"]\n")
     env = {**os.environ, "SLACK_BOT_TOKEN": "xoxb-serve-test", "SLACK_SIGNING_SECRET": SECRET,
            "SLACK_API_URL": slack_standin.api_url, "HEAPBOT_HOST": "127.0.0.1",
            "HEAPBOT_PORT": str(port), "REDIS_URL": redis_url, "HEAPBOT_CONFIG": str(registry),
@@ -223,8 +225,12 @@ async def test_heapbot_serve_answers_slack_and_stops_cleanly(slack_standin, redi
         assert resp.status == 200 and "heapbot can do" in resp.text
         [answer] = await slack_standin.wait_for(slack_standin.responses)
         assert "/heap deploy SERVICE VERSION" in answer["text"]
-        process.send_signal(signal.SIGTERM)
-        assert await asyncio.to_thread(process.wait, 20) == 0
+        resp = await sender.slash_command("capture demo", channel_id="C0DRAIN")
+        assert resp.status == 200 and "capturing demo" in resp.text
+        process.send_signal(signal.SIGTERM)  # while the capture is (likely) still running
+        assert await asyncio.to_thread(process.wait, 30) == 0
+        [post] = slack_standin.posts("C0DRAIN")
+        assert "Captured demo" in post["text"]
     finally:
         if process.poll() is None:
             process.kill()
