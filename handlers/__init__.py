@@ -252,8 +252,22 @@ def _handler_of(module: ModuleType, command: str) -> Any:
     return getattr(module, f"handle_{command}", None) or module.handle
 
 
-def usage_of(command: str) -> str:
-    """The usage line of a command, from its module when it declares one."""
+def usage_of(command: str, *, load: bool = False) -> str:
+    """The usage line of a command: its module's own when loaded (or ``load``), else ours."""
+    import sys
+
+    module_name = "handlers." + COMMANDS.get(command, "help")
+    module = sys.modules.get(module_name)
+    if module is None and load and command in COMMANDS:
+        try:
+            module = importlib.import_module(module_name)
+        except Exception:  # a broken module is reported when it is run, not in help
+            module = None
+    if module is not None:
+        own = getattr(module, "USAGES", {}).get(command) or (
+            getattr(module, "USAGE", None) if COMMANDS[command] == command else None)
+        if isinstance(own, str) and own.startswith("/heap"):
+            return own
     return USAGES.get(command, "/heap help")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bot.reply import Column, Reply, Table
-from handlers import ALIASES, COMMANDS, USAGES, Invocation
+from handlers import ALIASES, COMMANDS, Invocation, usage_of
 from handlers._common import parse_args
 
 USAGE = "/heap help [COMMAND]"
@@ -47,14 +47,16 @@ async def handle(runtime: Any, argv: list[str], inv: Invocation) -> Reply:
 
             raise UsageError(f"There is no command `{word[:40]}` to explain.",
                              hint=_did_you_mean_command(word))
+        usage = usage_of(word, load=True)
         return Reply(
             title=f"/heap {word}",
-            summary=f"`{USAGES[word]}`",
+            summary=f"`{usage}`",
             sections=[DESCRIPTIONS.get(word, "")],
             ephemeral=True,
-            data={"command": word, "usage": USAGES[word]},
+            data={"command": word, "usage": usage},
         )
-    rows = [[USAGES[c], DESCRIPTIONS.get(c, "").split(". ")[0].rstrip(".")]
+    usages = {c: usage_of(c, load=True) for c in COMMANDS}
+    rows = [[usages[c], DESCRIPTIONS.get(c, "").split(". ")[0].rstrip(".")]
             for c in COMMANDS if c != "help"]
     return Reply(
         title="heapbot: Go heap and goroutine profiling",
@@ -63,5 +65,5 @@ async def handle(runtime: Any, argv: list[str], inv: Invocation) -> Reply:
         table=Table(columns=[Column("command", "left"), Column("what it does", "left")],
                     rows=rows),
         ephemeral=True,
-        data={"commands": {c: USAGES[c] for c in COMMANDS}},
+        data={"commands": usages},
     )
