@@ -273,3 +273,22 @@ async def test_a_failed_capture_fails_every_waiting_request(runtimes: Any) -> No
                                     return_exceptions=True)
     assert all(isinstance(o, CaptureError) for o in outcomes)
     assert await runtime.store.count("demo") == 0
+
+
+async def test_stored_summary_agrees_with_the_engine_on_stored_bytes(
+        runtimes: Any, demo_cluster: list[Any]) -> None:
+    from bot.analysis.top import TopOptions, top
+
+    runtime = runtimes(registry_of([d.url for d in demo_cluster]))
+    captured = await runtime.capture("demo")
+    reloaded = await runtime.load_profile(captured.snapshot)  # merged from stored raw bytes
+    summary = (await runtime.summaries("demo"))[-1]
+    for sample_type in ("inuse_space", "inuse_objects", "alloc_space"):
+        fresh = top(captured.heap, TopOptions(sample_type=sample_type))
+        stored = top(reloaded, TopOptions(sample_type=sample_type))
+        assert fresh.total == stored.total == summary.heap.totals[sample_type]
+        assert [r.function for r in fresh.rows[:10]] == [r.function for r in stored.rows[:10]]
+        flat = {f.function: f.flat for f in summary.heap.functions[sample_type]}
+        for row in stored.rows[:10]:
+            assert flat[row.function] == row.flat  # top-10 by flat is in the top-100
+    assert summary.build_id == captured.snapshot.build_id != ""
