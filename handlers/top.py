@@ -106,11 +106,13 @@ async def top_reply(runtime: Any, capture: Capture, *, sample_type: str | None =
               "build_id": getattr(snapshot, "build_id", "")},
     )
     if download:
-        attachment = await raw_profile_attachment(runtime, service, snapshot)
-        if attachment is not None:
-            reply.attachments.append(attachment)
-        else:
+        reply.attachments.extend(await raw_profile_attachments(runtime, service, snapshot))
+        if not reply.attachments:
             reply.sections.append("The raw profile of this capture is no longer stored.")
+        elif len(reply.attachments) > 1:
+            reply.sections.append(
+                f"One file per instance; `go tool pprof -top {service}-*-heap.pb.gz` merges "
+                "them like this table does.")
     return reply
 
 
@@ -159,27 +161,32 @@ def takeaway(report: Any, previous: Any | None, *, filtered: bool = False) -> st
     return text + "."
 
 
-async def raw_profile_attachment(runtime: Any, service: str, snapshot: Any) -> Attachment | None:
-    """The stored heap profile of the capture's first answering instance, as a .pb.gz."""
-    from bot.errors import NotFoundError
+MAX_PROFILE_FILES = 10
 
+
+async def raw_profile_attachments(runtime: Any, service: str, snapshot: Any) -> list[Attachment]:
+    """Each answering instance's stored heap profile as a .pb.gz (at most 10).
+
+    ``go tool pprof -top a.pb.gz b.pb.gz …`` merges them the way heapbot did.
+    """
+    import gzip
+
+    raws = await runtime.store.raw_profiles(service, snapshot.id, "heap")
     instances = list(getattr(snapshot, "instances", []) or [])
-    index = next((n for n, i in enumerate(instances) if getattr(i, "ok", False)), 0)
-    try:
-        data = await runtime.store.raw_profile(service, snapshot.id, index, "heap")
-    except NotFoundError:
-        return None
-    if not data:
-        return None
-    if not data.startswith(b"\x1f\x8b"):  # Go serves gzip; keep the .pb.gz name honest
-        import gzip
-
-        data = gzip.compress(data)
-    target = getattr(instances[index], "target", "") if instances else ""
-    return Attachment(
-        filename=f"{service}-{snapshot.id}-heap.pb.gz",
-        content=data,
-        title=f"heap profile of {service}" + (f" ({target})" if target else "")
-              + f", snapshot {snapshot.id}",
-        kind="profile",
-    )
+    several = len(raws) > 1
+    attachments = []
+    for index, data in raws[:MAX_PROFILE_FILES]:
+        if not data:
+            continue
+        if not data.startswith(b"\x1f\x8b"):  # Go serves gzip; keep the .pb.gz name honest
+            data = gzip.compress(data)
+        target = getattr(instances[index], "target", "") if index < len(instances) else ""
+        suffix = f"-i{index}" if several else ""
+        attachments.append(Attachment(
+            filename=f"{service}-{snapshot.id}{suffix}-heap.pb.gz",
+            content=data,
+            title=f"heap profile of {service}" + (f" ({target})" if target else "")
+                  + f", snapshot {snapshot.id}",
+            kind="profile",
+        ))
+    return attachments

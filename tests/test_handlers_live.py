@@ -212,6 +212,8 @@ async def test_top_focus_and_takeaway_against_the_previous_capture(runtime: Runt
 
 
 async def test_download_attaches_the_stored_profile(runtime: Runtime) -> None:
+    import gzip
+
     from bot.pprof import parse_profile
 
     first = await run(runtime, slack("top single 3"))
@@ -225,6 +227,17 @@ async def test_download_attaches_the_stored_profile(runtime: Runtime) -> None:
     stored = await runtime.store.raw_profile("single", first.snapshot_id, 0, "heap")
     assert attachment.content[:2] == b"\x1f\x8b"
     assert parse_profile(attachment.content).sample_types == parse_profile(stored).sample_types
+
+    cluster = await run(runtime, slack("top demo 3"))
+    files = await run(runtime, slack(next(a.command for a in cluster.actions
+                                          if a.label == "Download profile")))
+    assert not files.error, files.sections
+    stored_all = await runtime.store.raw_profiles("demo", cluster.snapshot_id, "heap")
+    assert len(files.attachments) == len(stored_all) == 3
+    assert len({a.filename for a in files.attachments}) == 3
+    for attachment, (_, raw) in zip(files.attachments, stored_all, strict=True):
+        unpacked = gzip.decompress(attachment.content)
+        assert unpacked == (gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw)
 
 
 async def test_diff_equals_the_engine_on_both_snapshots(runtime: Runtime) -> None:
