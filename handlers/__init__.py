@@ -368,7 +368,7 @@ async def run(runtime: Any, inv: Invocation) -> Reply:
             raise TypeError(f"handler {command} returned {type(reply).__name__}, not Reply")
         outcome = "error" if reply.error else "ok"
     except UsageError as err:
-        if isinstance(err, UsageError) and err.hint is None and command in COMMANDS:
+        if err.hint is None and command in COMMANDS:
             err.hint = f"Usage: `{usage_of(command)}`"
         reply = Reply.failure(err.user_message(), service=service)
         outcome = "usage"
