@@ -57,6 +57,7 @@ def test_heap_profile_model() -> None:
         sample_type_index(p, "inuse_bytes")
     assert "`inuse_space`" in info.value.user_message()
     # Go heap samples carry the object size as a numeric "bytes" label
+    p.decode_labels()
     assert "bytes" in {p.strings[k] for k in p.label_keys.tolist()}
     allocs = parse_profile(fixture("allocs.pb.gz"))
     assert allocs.default_sample_type == "alloc_space"

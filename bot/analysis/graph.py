@@ -133,9 +133,8 @@ class Frames:
 
     ``samples`` are the kept sample indexes; frames of kept sample k are
     ``nodes[offsets[k]:offsets[k+1]]``; ``inline[i]`` tells that frame i was
-    inlined into frame i+1 (same location). ``dup_samples``/``dup_nodes`` list the
-    extra occurrences of a node within one sample (recursion), which cum must not
-    count twice.
+    inlined into frame i+1 (same location). A node repeated within one sample
+    (recursion) counts once in cum: see ``presence``.
     """
 
     samples: np.ndarray
@@ -143,9 +142,23 @@ class Frames:
     nodes: np.ndarray
     inline: np.ndarray
     leaf: np.ndarray  # leaf node per kept sample, -1 for an empty stack
-    dup_samples: np.ndarray
-    dup_nodes: np.ndarray
     num_nodes: int
+    inlined_nodes: np.ndarray  # bool per node: is it ever an inlined call (some location)?
+    _presence: tuple | None = None
+
+    def presence(self) -> tuple:
+        """How to count each node once per sample (computed once, shared by sample types).
+
+        ("bits", masks): with at most 64 nodes, one bit per node per sample;
+        ("dups", samples, nodes): otherwise, the extra occurrences to subtract.
+        """
+        if self._presence is None:
+            if self.num_nodes <= 64:
+                self._presence = ("bits", _node_bits(self.nodes, self.offsets))
+            else:
+                self._presence = ("dups", *_duplicates(self.nodes, self.offsets,
+                                                       np.diff(self.offsets)))
+        return self._presence
 
 
 def _location_matches(profile: Profile, rx: re.Pattern[str]) -> np.ndarray:
@@ -233,34 +246,42 @@ def frames(profile: Profile, filters: Filters = Filters(), lines: bool = False) 
     placeholder = np.flatnonzero((nlines == 0) & (eff_count > 0))
     loc_nodes[loc_node_off[placeholder]] = nodes_ix.empty_location_nodes[placeholder]
 
-    kept = np.flatnonzero(keep)
-    # Locations of kept samples, hidden ones dropped.
-    cnt = np.diff(s_off)[kept]
-    frame_locs = sample_locs[ranges(s_off[kept], cnt)]
-    owner = np.repeat(np.arange(kept.size), cnt)
-    if hide is not None:
+    if keep.all():
+        kept = np.arange(profile.num_samples)
+        frame_locs, loc_offsets = sample_locs, s_off
+    else:
+        kept = np.flatnonzero(keep)
+        cnt = np.diff(s_off)[kept]
+        frame_locs = sample_locs[ranges(s_off[kept], cnt)]
+        loc_offsets = np.concatenate(([0], np.cumsum(cnt)))
+    if hide is not None:  # drop hidden locations, then samples left without frames
         visible = ~loc_hidden[frame_locs]
-        frame_locs, owner = frame_locs[visible], owner[visible]
-        per_sample = np.bincount(owner, minlength=kept.size)
-        nonempty = per_sample > 0  # pprof drops samples whose every frame is hidden
-        if not nonempty.all():
-            remap = np.cumsum(nonempty) - 1
-            kept, owner = kept[nonempty], remap[owner]
-    # Expand locations into nodes.
-    n_per_frame = eff_count[frame_locs]
-    node_pos = ranges(loc_node_off[frame_locs], n_per_frame)
+        per_sample = _segment_count(visible, loc_offsets)
+        frame_locs = frame_locs[visible]
+        nonempty = per_sample > 0
+        kept, per_sample = kept[nonempty], per_sample[nonempty]
+        loc_offsets = np.concatenate(([0], np.cumsum(per_sample)))
+    # Expand locations into nodes (a location with inlined calls gives several).
+    n_per_loc = eff_count.astype(np.int32)
+    if frame_locs.size == 0 or (int(n_per_loc[frame_locs].max()) == 1 \
+            and int(n_per_loc[frame_locs].min()) == 1):
+        node_pos = loc_node_off[frame_locs]
+        offsets = np.asarray(loc_offsets, dtype=np.int64)
+    else:
+        n_per_frame = n_per_loc[frame_locs]
+        node_pos = ranges(loc_node_off[frame_locs], n_per_frame)
+        csum = np.concatenate(([0], np.cumsum(n_per_frame, dtype=np.int64)))
+        offsets = csum[loc_offsets]
     nodes = loc_nodes[node_pos]
-    inline = loc_inline[node_pos]
-    node_owner = np.repeat(owner, n_per_frame)
-    counts = np.bincount(node_owner, minlength=kept.size)
-    offsets = np.zeros(kept.size + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
+    inline = loc_inline[node_pos] if loc_inline.any() else np.zeros(nodes.size, dtype=bool)
+    del node_pos
+    counts = np.diff(offsets)
     leaf = np.full(kept.size, -1, dtype=np.int32)
     has = counts > 0
     leaf[has] = nodes[offsets[:-1][has]]
-    dup_samples, dup_nodes = _duplicates(nodes, offsets, counts)
-    result = Frames(kept, offsets, nodes, inline, leaf, dup_samples, dup_nodes,
-                    len(nodes_ix.names))
+    inlined_nodes = np.zeros(len(nodes_ix.names), dtype=bool)
+    inlined_nodes[loc_nodes[loc_inline]] = True
+    result = Frames(kept, offsets, nodes, inline, leaf, len(nodes_ix.names), inlined_nodes)
     profile.cache[key] = result
     return result
 
@@ -299,6 +320,17 @@ def _duplicates(nodes: np.ndarray, offsets: np.ndarray,
     return np.concatenate(out_s), np.concatenate(out_n)
 
 
+def _node_bits(nodes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Per sample, a 64-bit set of the nodes on its stack (at most 64 nodes)."""
+    masks = np.zeros(offsets.size - 1, dtype=np.uint64)
+    counts = np.diff(offsets)
+    has = np.flatnonzero(counts > 0)
+    if has.size:
+        bits = np.left_shift(np.uint64(1), nodes.astype(np.uint64))
+        masks[has] = np.bitwise_or.reduceat(bits, offsets[:-1][has])
+    return masks
+
+
 def weighted_sum(index: np.ndarray, weights: np.ndarray, size: int) -> np.ndarray:
     """Exact integer ``bincount(index, weights)``."""
     if index.size == 0:
@@ -315,10 +347,19 @@ def flat_cum(fr: Frames, sample_values: np.ndarray) -> tuple[np.ndarray, np.ndar
     w = sample_values[fr.samples]
     has_leaf = fr.leaf >= 0
     flat = weighted_sum(fr.leaf[has_leaf], w[has_leaf], fr.num_nodes)
+    presence = fr.presence()
+    if presence[0] == "bits":
+        masks = presence[1]
+        cum = np.zeros(fr.num_nodes, dtype=np.int64)
+        one = np.uint64(1)
+        for node in range(fr.num_nodes):
+            cum[node] = int(w[(masks >> np.uint64(node)) & one != 0].sum())
+        return flat, cum
     per_frame = np.repeat(w, np.diff(fr.offsets))
     cum = weighted_sum(fr.nodes, per_frame, fr.num_nodes)
-    if fr.dup_samples.size:
-        cum -= weighted_sum(fr.dup_nodes, w[fr.dup_samples], fr.num_nodes)
+    _, dup_samples, dup_nodes = presence
+    if dup_samples.size:
+        cum -= weighted_sum(dup_nodes, w[dup_samples], fr.num_nodes)
     return flat, cum
 
 
@@ -341,6 +382,9 @@ def incoming_edges(fr: Frames, sample_values: np.ndarray,
     """
     want = np.zeros(fr.num_nodes, dtype=bool)
     want[selected] = True
+    want &= fr.inlined_nodes  # a node never inlined anywhere has no inline edge
+    if not want.any():
+        return {}
     nodes = fr.nodes
     if nodes.size < 2:
         return {}

@@ -9,6 +9,7 @@ analysis code can index arrays without further checks.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import NoReturn
 
 import numpy as np
@@ -19,11 +20,11 @@ from bot.pprof import profile_pb2
 from bot.pprof.limits import DEFAULT_LIMITS, Limits, inflate
 from bot.pprof.model import Mapping, Profile, SampleType
 from bot.pprof.wire import (
-    Fields,
     Messages,
     WireError,
     as_int64,
     decode_fields,
+    decode_fields_fast,
     lookup_table,
     repeated_varints,
     scalar,
@@ -200,7 +201,7 @@ def _build(frame: profile_pb2.ProfileFrame) -> Profile:
     if ns == 0:
         _fail("The profile holds no samples, so there is nothing to show.",
               "Capture again once the service has done some work.")
-    sf = decode_fields(smsgs)
+    sf = decode_fields_fast(smsgs, (0x0A, 0x12, 0x1A))  # ids, values, labels
     loc_refs, loc_owner = repeated_varints(sf, smsgs.buf, 1)
     sample_locations = _resolve(loc_refs, loc_sorted, loc_order, "location")
     sample_offsets = np.zeros(ns + 1, dtype=np.int64)
@@ -212,7 +213,7 @@ def _build(frame: profile_pb2.ProfileFrame) -> Profile:
         _fail(f"A sample of the profile has {int(per_sample[bad])} values but the profile "
               f"declares {ntypes} sample types.", "The profile is corrupt.")
     values = as_int64(raw_values).reshape(ns, ntypes)
-    labels = _labels(sf, smsgs.buf, strings)
+    label_regions = sub_messages(sf, 3)
 
     period_type = None
     if frame.HasField("period_type"):
@@ -238,7 +239,8 @@ def _build(frame: profile_pb2.ProfileFrame) -> Profile:
         sample_locations=sample_locations,
         values=values,
         strings=strings.table,
-        **labels,
+        pending_labels=(partial(_labels, label_regions, smsgs.buf, strings)
+                        if label_regions[0].size else None),
         mappings=mappings,
         time_nanos=frame.time_nanos,
         duration_nanos=frame.duration_nanos,
@@ -251,10 +253,17 @@ def _build(frame: profile_pb2.ProfileFrame) -> Profile:
     )
 
 
-def _labels(sf: Fields, buf: np.ndarray, strings: _Strings) -> dict[str, np.ndarray]:
-    """Sample labels as columns (Go heap samples each carry a numeric "bytes" label)."""
-    starts, ends, owner = sub_messages(sf, 3)
-    lf = decode_fields(Messages(buf, starts, ends))
+def _labels(regions: tuple[np.ndarray, np.ndarray, np.ndarray], buf: np.ndarray,
+            strings: _Strings) -> dict[str, np.ndarray]:
+    """Sample labels as columns (Go heap samples each carry a numeric "bytes" label).
+
+    Decoded on first use: top, diff and summaries never need labels.
+    """
+    starts, ends, owner = regions
+    try:
+        lf = decode_fields(Messages(buf, starts, ends))
+    except WireError as exc:
+        _fail(f"A sample label of the profile is malformed ({exc}).", "The profile is corrupt.")
     n = starts.size
     key = as_int64(scalar(lf, 1, n))
     sval = as_int64(scalar(lf, 2, n))

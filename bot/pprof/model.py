@@ -13,6 +13,7 @@ heapbot fast on profiles with hundreds of thousands of stacks.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -89,6 +90,8 @@ class Profile:
     label_nums: np.ndarray = field(default_factory=lambda: _empty(np.int64))
     label_units: np.ndarray = field(default_factory=lambda: _empty(np.int32))
     strings: list[str] = field(default_factory=lambda: [""])
+    # labels not decoded yet (top never needs them): a function that decodes them
+    pending_labels: Callable[[], dict[str, np.ndarray]] | None = field(default=None, repr=False)
     # everything else
     mappings: list[Mapping] = field(default_factory=list)
     time_nanos: int = 0
@@ -110,8 +113,17 @@ class Profile:
     def num_locations(self) -> int:
         return int(self.location_ids.size)
 
+    def decode_labels(self) -> None:
+        """Decode the label columns now if parsing left them for later."""
+        if self.pending_labels is not None:
+            columns = self.pending_labels()
+            self.pending_labels = None
+            for name, column in columns.items():
+                setattr(self, name, column)
+
     def sample_label_keys(self) -> list[tuple[Label, ...]]:
         """Each sample's labels as a sorted tuple (what pprof's merge compares)."""
+        self.decode_labels()
         out: list[list[Label]] = [[] for _ in range(self.num_samples)]
         strs = self.strings
         for s, k, v, n, u in zip(self.label_samples.tolist(), self.label_keys.tolist(),

@@ -11,6 +11,7 @@ Malformed input raises :class:`WireError`; the caller turns it into a
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -142,11 +143,66 @@ def decode_fields(msgs: Messages) -> Fields:
     return Fields(*(np.concatenate(c) for c in zip(*out, strict=True)))
 
 
-def packed_varints(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray,
-                   owner: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+_CHUNK_BYTES = 1 << 22
+
+
+def decode_fields_fast(msgs: Messages, tags: Sequence[int]) -> Fields:
+    """``decode_fields`` for messages that are a run of length-delimited fields in a
+    known order (Go writes Sample as location ids, values, labels): a few array
+    operations over all messages instead of one pass per field. Messages in another
+    layout go through the general decoder."""
+    buf, ends = msgs.buf, msgs.ends
+    n = len(msgs)
+    cur = msgs.starts.copy()
+    ok = np.ones(n, dtype=bool)
+    done = cur >= ends
+    records: list[tuple[np.ndarray, ...]] = []
+    for number, tag in enumerate(tags):
+        live = np.flatnonzero(ok & ~done)
+        if live.size == 0:
+            break
+        p = cur[live]
+        match = buf[p] == tag
+        ok[live[~match]] = False
+        live, p = live[match], p[match]
+        length, after = varints_at(buf, p + 1, ends[live])
+        end = after + length.astype(np.int64)
+        fits = end <= ends[live]
+        ok[live[~fits]] = False
+        live, p, after, end = live[fits], p[fits], after[fits], end[fits]
+        records.append((live, np.full(live.size, tag >> 3, dtype=np.int64),
+                        np.full(live.size, 2, dtype=np.int64), p, after, end,
+                        np.zeros(live.size, dtype=_U64)))
+        cur[live] = end
+        done[live] = end >= ends[live]
+        del number
+    ok &= done
+    good = np.flatnonzero(ok)
+    cols: list[list[np.ndarray]] = [[] for _ in range(7)]
+    keep = np.zeros(n, dtype=bool)
+    keep[good] = True
+    for rec in records:
+        sel = keep[rec[0]]
+        for c, arr in zip(cols, rec, strict=True):
+            c.append(arr[sel])
+    bad = np.flatnonzero(~ok)
+    if bad.size:
+        slow = decode_fields(Messages(buf, msgs.starts[bad], ends[bad]))
+        slow.msg = bad[slow.msg]
+        for c, arr in zip(cols, (slow.msg, slow.number, slow.wire, slow.pos, slow.start,
+                                 slow.end, slow.value), strict=True):
+            c.append(arr)
+    if not cols[0]:
+        return decode_fields(Messages(buf, msgs.starts[:0], ends[:0]))
+    return Fields(*(np.concatenate(c) for c in cols))
+
+
+def packed_varints(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, owner: np.ndarray,
+                   want_pos: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Decode every varint inside the given regions, region after region.
 
-    Returns (values, owner of each value, buffer position of each value).
+    Returns (values, owner of each value, buffer position of each value if
+    ``want_pos``). Works in chunks of a few MiB so temporaries stay small.
     """
     lens = ends - starts
     keep = lens > 0
@@ -154,28 +210,51 @@ def packed_varints(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray,
         starts, ends, owner, lens = starts[keep], ends[keep], owner[keep], lens[keep]
     if starts.size == 0:
         empty = np.zeros(0, dtype=np.int64)
-        return np.zeros(0, dtype=_U64), empty, empty
+        return np.zeros(0, dtype=_U64), empty, (empty if want_pos else None)
     if np.any(buf[ends - 1] >= 0x80):
         raise WireError("truncated varint in packed field")
+    cum = np.cumsum(lens)
+    cuts = np.searchsorted(cum, np.arange(_CHUNK_BYTES, int(cum[-1]), _CHUNK_BYTES))
+    bounds = sorted({0, starts.size, *np.minimum(cuts + 1, starts.size).tolist()})
+    parts = []
+    for lo, hi in itertools.pairwise(bounds):
+        if hi > lo:
+            parts.append(_packed_chunk(buf, starts[lo:hi], lens[lo:hi], owner[lo:hi], want_pos))
+    if len(parts) == 1:
+        return parts[0]
+    values = np.concatenate([x[0] for x in parts])
+    owners = np.concatenate([x[1] for x in parts])
+    pos = np.concatenate([x[2] for x in parts]) if want_pos else None
+    return values, owners, pos
+
+
+def _packed_chunk(buf: np.ndarray, starts: np.ndarray, lens: np.ndarray, owner: np.ndarray,
+                  want_pos: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     idx = ranges(starts, lens)
     b = buf[idx]
-    region_first = np.cumsum(lens) - lens  # where each region starts in idx
     cont = b >= 0x80
-    if not cont.any():  # every varint is one byte: the common case for ids
-        return b.astype(_U64), np.repeat(owner, lens), idx
+    if not cont.any():  # every varint is one byte: the common case for small ids
+        return b.astype(_U64), np.repeat(owner, lens), (idx if want_pos else None)
     first = np.ones(idx.size, dtype=bool)
     first[1:] = ~cont[:-1]
+    region_first = np.cumsum(lens) - lens  # where each region starts in idx
     first[region_first] = True
     group_start = np.flatnonzero(first)
-    glen = np.diff(np.append(group_start, idx.size))
-    if int(glen.max()) > _MAX_VARINT:
-        raise WireError("varint longer than 10 bytes")
-    k = np.arange(idx.size, dtype=np.int64) - np.repeat(group_start, glen)
-    parts = (b & 0x7F).astype(_U64) << (k.astype(_U64) * _U64(7))
-    values = np.bitwise_or.reduceat(parts, group_start)
-    counted = np.cumsum(first)
-    per_region = np.diff(np.concatenate(([0], counted[np.append(region_first[1:], idx.size) - 1])))
-    return values, np.repeat(owner, per_region), idx[group_start]
+    values = (b[group_start] & 0x7F).astype(_U64)
+    active = np.flatnonzero(cont[group_start])
+    k = 1
+    while active.size:
+        if k >= _MAX_VARINT:
+            raise WireError("varint longer than 10 bytes")
+        at = group_start[active] + k
+        byte = b[at]
+        values[active] |= (byte & 0x7F).astype(_U64) << _U64(7 * k)
+        active = active[byte >= 0x80]
+        k += 1
+    counted = np.cumsum(first, dtype=np.int64)
+    ends_in_idx = np.cumsum(lens) - 1
+    per_region = np.diff(np.concatenate(([0], counted[ends_in_idx])))
+    return values, np.repeat(owner, per_region), (idx[group_start] if want_pos else None)
 
 
 def ranges(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
@@ -204,15 +283,21 @@ def repeated_varints(fields: Fields, buf: np.ndarray, number: int) -> tuple[np.n
     packed = fields.select(number, 2)
     single = fields.select(number, 0)
     pv, pm, ppos = packed_varints(buf, fields.start[packed], fields.end[packed],
-                                  fields.msg[packed])
+                                  fields.msg[packed], want_pos=single.size > 0)
     if single.size == 0:
         return pv, pm
     sv, sm = fields.value[single], fields.msg[single]
     if pv.size == 0:
         return sv, sm
-    # Both encodings in one message: interleave in buffer order.
-    order = np.argsort(np.concatenate([ppos, fields.pos[single]]), kind="stable")
-    return np.concatenate([pv, sv])[order], np.concatenate([pm, sm])[order]
+    # Both encodings occur (Go writes short lists unpacked): insert the few single
+    # values into the packed sequence, keeping (message, position) order.
+    packed_key = pm.astype(np.int64) << 40 | ppos
+    single_key = sm.astype(np.int64) << 40 | fields.pos[single]
+    if np.any(np.diff(packed_key) < 0) or np.any(np.diff(single_key) < 0):
+        order = np.argsort(np.concatenate([packed_key, single_key]), kind="stable")
+        return np.concatenate([pv, sv])[order], np.concatenate([pm, sm])[order]
+    at = np.searchsorted(packed_key, single_key)
+    return np.insert(pv, at, sv), np.insert(pm, at, sm)
 
 
 def scalar(fields: Fields, number: int, n: int, wire: int = 0) -> np.ndarray:
