@@ -210,6 +210,8 @@ async def run_tick(ctx: WorkContext, job: Job) -> str:
     # judging, posting and recording the state happen under one lock, so a turn pages once.
     async with incident_lock(ctx.redis, key, ctx.config.claim_idle_seconds):
         state, why = await _alarm(ctx, watch, snapshot)
+        if await WatchStore(ctx.redis).get(service) is None:
+            return "unwatched"  # removed while this tick captured: its state is gone too
         previous = (await ctx.redis.get(STATE_PREFIX + service) or b"ok").decode()
         if ctx.slack is not None and watch.channel:
             incident = await load_incident(ctx.redis, key)
