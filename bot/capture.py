@@ -81,7 +81,8 @@ class CaptureResult:
 
 def summarize_failures(instances: Sequence[InstanceResult]) -> str:
     """"2× connection refused (…); timeout: …" for a failed capture."""
-    reasons = Counter(i.error or "unknown error" for i in instances if not i.ok)
+    # reasons quoting a ProfileError end in "."; the caller adds its own full stop
+    reasons = Counter((i.error or "unknown error").rstrip(".") for i in instances if not i.ok)
     return "; ".join(f"{count}× {reason}" if count > 1 else reason
                      for reason, count in reasons.most_common())
 
