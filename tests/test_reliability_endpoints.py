@@ -89,6 +89,12 @@ CASES: list[EndpointCase] = [
     EndpointCase("oversize-chunked", "a chunked body that grows past max_profile_bytes",
                  "too large: /bigchunked/debug/pprof/heap is over the",
                  "/bigchunked/debug/pprof"),
+    EndpointCase("cpu-as-heap", "a CPU profile served at /debug/pprof/heap",
+                 "not a heap profile", "/cpu/debug/pprof"),
+    EndpointCase("garbage-200", "random bytes with status 200",
+                 "not a heap profile", "/garbage/debug/pprof"),
+    EndpointCase("truncated-200", "a heap profile cut short, status 200",
+                 "not a heap profile", "/truncated/debug/pprof"),
     EndpointCase("dns-unknown-name", "a dns+http target whose name does not resolve",
                  "did not resolve", target="dns-unknown"),
 ]
@@ -160,6 +166,18 @@ async def _big_chunked(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def _cpu(request: web.Request) -> web.StreamResponse:
+    return web.Response(body=(FIXTURES / "cpu.pb.gz").read_bytes())
+
+
+async def _garbage(request: web.Request) -> web.StreamResponse:
+    return web.Response(body=bytes(range(256)) * 40)
+
+
+async def _truncated(request: web.Request) -> web.StreamResponse:
+    return web.Response(body=HEAP[: len(HEAP) // 3])
+
+
 def _build_app(other_port: int) -> web.Application:
     app = web.Application()
     app[OTHER_PORT] = other_port
@@ -174,6 +192,9 @@ def _build_app(other_port: int) -> web.Application:
     add("/drip/debug/pprof/{kind}", _drip)
     add("/big/debug/pprof/{kind}", _big)
     add("/bigchunked/debug/pprof/{kind}", _big_chunked)
+    add("/cpu/debug/pprof/{kind}", _cpu)
+    add("/garbage/debug/pprof/{kind}", _garbage)
+    add("/truncated/debug/pprof/{kind}", _truncated)
     return app
 
 
@@ -266,6 +287,7 @@ async def test_capture_names_what_went_wrong(case: EndpointCase, endpoints: Endp
     message = raised.value.user_message()
     assert case.expect in message, message
     assert "No instance of `broken` answered" in message
+    assert ".." not in message  # one full stop after a quoted reason, not two
     assert "Traceback" not in message and "{" not in message.split("(1 tried)")[0]
     assert elapsed < case.timeout * 3 + 5, f"{case.case_id} took {elapsed:.1f}s"
 
@@ -324,7 +346,7 @@ async def runtime_for(redis_url: str) -> AsyncIterator[object]:
 
 RUNTIME_CASES = [c for c in CASES if c.case_id in {
     "http-404", "http-401", "html-200", "redirect-other-host", "hang", "refused",
-    "tls-plain-port", "oversize-chunked"}]
+    "tls-plain-port", "oversize-chunked", "cpu-as-heap", "garbage-200"}]
 
 
 @pytest.mark.parametrize("case", RUNTIME_CASES, ids=[c.case_id for c in RUNTIME_CASES])
