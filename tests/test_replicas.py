@@ -168,10 +168,15 @@ async def test_job_of_a_killed_replica_is_finished_by_another(
     pending = await redis.xpending_range(STREAM, GROUP, "-", "+", 10)
     assert [(p["message_id"].decode(), p["consumer"].decode()) for p in pending] == [
         (job_id, "replica-a")]
+    # While A is alive its heartbeat keeps the job: B, running, must not steal it.
+    replicas.start("replica-b")
+    await asyncio.sleep(CLAIM_IDLE_SECONDS * 2.5)
+    pending = await redis.xpending_range(STREAM, GROUP, "-", "+", 10)
+    assert [p["consumer"].decode() for p in pending] == ["replica-a"]
+    assert len(top_level(slack_standin)) == 0
+
     victim.send_signal(signal.SIGKILL)
     victim.wait(timeout=10)
-
-    replicas.start("replica-b")
     replicas.start("replica-c")
 
     def thread_done() -> list[Any] | None:
