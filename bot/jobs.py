@@ -117,7 +117,7 @@ class Job:
     raw: dict[str, str] = field(default_factory=dict)
 
 
-def _text(value: Any) -> str:
+def as_text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
@@ -125,13 +125,13 @@ def _job_from_entry(entry_id: Any, fields: Mapping[Any, Any] | None) -> Job | No
     """A Job from a stream entry; None for an entry trimmed away while pending."""
     if not fields:
         return None
-    raw = {_text(k): _text(v) for k, v in fields.items()}
+    raw = {as_text(k): as_text(v) for k, v in fields.items()}
     try:
         payload = json.loads(raw.get("payload", "{}"))
     except json.JSONDecodeError:
         payload = {"_unreadable": raw.get("payload", "")}
     return Job(
-        id=_text(entry_id),
+        id=as_text(entry_id),
         kind=raw.get("kind", ""),
         payload=payload if isinstance(payload, dict) else {"value": payload},
         enqueued_at=float(raw.get("enqueued_at", "0") or 0),
@@ -207,7 +207,7 @@ class JobQueue:
             log.info("dropped duplicate %s job", kind, extra={"dedupe_key": dedupe_key})
             return None
         JOBS.labels(kind=kind, outcome="enqueued").inc()
-        return _text(job_id)
+        return as_text(job_id)
 
     async def read(self, consumer: str, count: int = 1, block_ms: int = 1000) -> list[Job]:
         """New jobs for ``consumer`` (blocks up to ``block_ms``)."""
@@ -297,12 +297,12 @@ class JobQueue:
             return 0
         depth = 0
         for group in groups:
-            if _text(group.get("name", "")) != self.group:
+            if as_text(group.get("name", "")) != self.group:
                 continue
             depth += int(group.get("pending", 0) or 0)
             lag = group.get("lag")
             if lag is None:  # Redis < 7 has no lag: count entries after last-delivered-id
-                last = _text(group.get("last-delivered-id", "0-0"))
+                last = as_text(group.get("last-delivered-id", "0-0"))
                 lag = len(await self.redis.xrange(self.stream, min=f"({last}", count=10_000))
             depth += int(lag)
         QUEUE_DEPTH.set(depth)
@@ -311,14 +311,14 @@ class JobQueue:
     async def dead_jobs(self, count: int = 100) -> list[dict[str, str]]:
         """Entries of the dead-letter stream (for operators and tests)."""
         entries = await self.redis.xrange(self.dead_letter, count=count)
-        return [{_text(k): _text(v) for k, v in fields.items()} for _id, fields in entries]
+        return [{as_text(k): as_text(v) for k, v in fields.items()} for _id, fields in entries]
 
     # Progress of multi-step jobs, so a retried job skips steps already done.
 
     async def progress(self, job: Job) -> dict[str, str]:
         """Steps of this job already done, with what each recorded (e.g. a message ts)."""
         data = await self.redis.hgetall(PROGRESS_PREFIX + job.id)
-        return {_text(k): _text(v) for k, v in data.items()}
+        return {as_text(k): as_text(v) for k, v in data.items()}
 
     async def record_step(self, job: Job, step: str, value: str = "1") -> None:
         """Record that ``step`` of ``job`` is done (kept a week; removed on ack)."""

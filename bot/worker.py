@@ -25,7 +25,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from bot.errors import HeapbotError
-from bot.jobs import Job, JobQueue, QueueSettings, WorkContext, redis_of
+from bot.jobs import Job, JobQueue, QueueSettings, WorkContext, as_text, redis_of
 from bot.metrics import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
@@ -128,12 +128,18 @@ class Worker:
         interval = self.ctx.config.claim_idle_seconds / 3
         while True:
             await asyncio.sleep(interval)
-            ids = list(self.running)
-            if not ids:
+            if not self.running:
                 continue
             try:
-                await self.queue.redis.xclaim(self.queue.stream, self.queue.group,
-                                              self.ctx.consumer, 0, ids, justid=True)
+                # Only jobs still ours: one taken over while this replica stalled stays taken.
+                mine = await self.queue.redis.xpending_range(
+                    self.queue.stream, self.queue.group, "-", "+", 1000,
+                    consumername=self.ctx.consumer)
+                ids = [p["message_id"] for p in mine
+                       if as_text(p["message_id"]) in self.running]
+                if ids:
+                    await self.queue.redis.xclaim(self.queue.stream, self.queue.group,
+                                                  self.ctx.consumer, 0, ids, justid=True)
             except (RedisError, OSError) as exc:
                 log.warning("heartbeat failed: %s", exc)
 
