@@ -46,6 +46,23 @@ RAW_KINDS = ("heap", "goroutine", "memstats")
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
+def _driver_info_option() -> dict[str, Any]:
+    """redis-py 8 looks its own version up in package metadata (~2 ms, on the event loop)
+    for every new connection, so a burst of commands growing the pool blocked the loop for
+    100-200 ms (found by bench/load/run.py). Resolve it once per process instead."""
+    from importlib import metadata
+
+    try:
+        from redis.driver_info import DriverInfo
+
+        return {"driver_info": DriverInfo(name="redis-py", lib_version=metadata.version("redis"))}
+    except (ImportError, metadata.PackageNotFoundError):  # older redis-py: once at import
+        return {}
+
+
+_DRIVER_INFO = _driver_info_option()
+
+
 def new_snapshot_id(taken_at: float) -> str:
     """A time-sortable, human-typeable id: UTC date-time plus 4 random hex digits."""
     stamp = datetime.fromtimestamp(taken_at, tz=UTC).strftime("%Y%m%d-%H%M%S")
@@ -247,6 +264,7 @@ class SnapshotStore:
             # a couple of quick retries ride over a Redis restart; more would keep a
             # Slack user waiting when Redis is really down
             "retry": Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.05), 2),
+            **_DRIVER_INFO,
         }
         if url.startswith("redis+sentinel://"):
             return cls._from_sentinel_url(url, options)
