@@ -12,7 +12,9 @@ import json
 import resource
 import signal
 import sys
+import threading
 import time
+import traceback
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -22,6 +24,7 @@ from bot.settings import Settings  # noqa: E402
 from bot.slack.server import serve  # noqa: E402
 
 TICK = 0.010  # the monitor asks to wake every 10 ms; lateness is loop lag
+WATCHDOG: StallWatchdog | None = None
 
 
 async def monitor(lags: list[float], busy: list[float]) -> None:
@@ -34,13 +37,45 @@ async def monitor(lags: list[float], busy: list[float]) -> None:
     loop = asyncio.get_running_loop()
     while True:
         started, cpu = loop.time(), time.thread_time()
+        if WATCHDOG is not None:
+            WATCHDOG.beat = time.monotonic()
         await asyncio.sleep(TICK)
         lag = max(0.0, loop.time() - started - TICK)
         lags.append(lag)
         busy.append(min(lag, max(0.0, time.thread_time() - cpu - 0.0005)))
 
 
+class StallWatchdog(threading.Thread):
+    """A thread that, when the loop has not ticked for STALL seconds, records where the
+    loop's thread is (its Python stack): the code that blocks the loop, named."""
+
+    STALL = 0.08
+
+    def __init__(self, loop_thread_id: int) -> None:
+        super().__init__(name="stall-watchdog", daemon=True)
+        self.loop_thread_id = loop_thread_id
+        self.beat = time.monotonic()
+        self.stalls: list[str] = []
+        self.armed = True
+
+    def run(self) -> None:
+        while True:
+            time.sleep(0.01)
+            if time.monotonic() - self.beat > self.STALL and self.armed:
+                frame = sys._current_frames().get(self.loop_thread_id)
+                if frame is not None:
+                    stack = traceback.format_stack(frame, limit=12)
+                    self.stalls.append("".join(s for s in stack if "/work/" in s or
+                                               "site-packages" in s)[-3000:])
+                self.armed = False  # one sample per stall
+            elif time.monotonic() - self.beat <= self.STALL:
+                self.armed = True
+
+
 async def main(out: Path) -> None:
+    global WATCHDOG
+    WATCHDOG = StallWatchdog(threading.get_ident())
+    WATCHDOG.start()
     lags: list[float] = []
     busy: list[float] = []
     task = asyncio.create_task(monitor(lags, busy), name="loop-lag-monitor")
@@ -49,6 +84,7 @@ async def main(out: Path) -> None:
     def start_counting() -> None:
         lags.clear()
         busy.clear()
+        WATCHDOG.stalls.clear()
 
     asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, start_counting)
     started = time.perf_counter()
@@ -58,6 +94,7 @@ async def main(out: Path) -> None:
         task.cancel()
         ordered = sorted(lags) or [0.0]
         out.write_text(json.dumps({
+            "stalls": WATCHDOG.stalls[:10],
             "busy_max": max(busy or [0.0]),
             "busy_over_100ms": sum(1 for v in busy if v > 0.1),
             "lag_max": ordered[-1],
