@@ -262,19 +262,9 @@ def frames(profile: Profile, filters: Filters = Filters(), lines: bool = False) 
         kept, per_sample = kept[nonempty], per_sample[nonempty]
         loc_offsets = np.concatenate(([0], np.cumsum(per_sample)))
     # Expand locations into nodes (a location with inlined calls gives several).
-    n_per_loc = eff_count.astype(np.int32)
-    if frame_locs.size == 0 or (int(n_per_loc[frame_locs].max()) == 1 \
-            and int(n_per_loc[frame_locs].min()) == 1):
-        node_pos = loc_node_off[frame_locs]
-        offsets = np.asarray(loc_offsets, dtype=np.int64)
-    else:
-        n_per_frame = n_per_loc[frame_locs]
-        node_pos = ranges(loc_node_off[frame_locs], n_per_frame)
-        csum = np.concatenate(([0], np.cumsum(n_per_frame, dtype=np.int64)))
-        offsets = csum[loc_offsets]
-    nodes = loc_nodes[node_pos]
-    inline = loc_inline[node_pos] if loc_inline.any() else np.zeros(nodes.size, dtype=bool)
-    del node_pos
+    nodes, inline, offsets = _expand(frame_locs, np.asarray(loc_offsets, dtype=np.int64),
+                                     eff_count.astype(np.int32), loc_node_off, loc_nodes,
+                                     loc_inline)
     counts = np.diff(offsets)
     leaf = np.full(kept.size, -1, dtype=np.int32)
     has = counts > 0
@@ -284,6 +274,41 @@ def frames(profile: Profile, filters: Filters = Filters(), lines: bool = False) 
     result = Frames(kept, offsets, nodes, inline, leaf, len(nodes_ix.names), inlined_nodes)
     profile.cache[key] = result
     return result
+
+
+def _expand(frame_locs: np.ndarray, loc_offsets: np.ndarray, n_per_loc: np.ndarray,
+            loc_node_off: np.ndarray, loc_nodes: np.ndarray,
+            loc_inline: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Node stacks from location stacks, in blocks of samples to bound temporaries."""
+    nsamples = loc_offsets.size - 1
+    total = int(np.dot(np.bincount(frame_locs, minlength=n_per_loc.size).astype(np.int64),
+                       n_per_loc.astype(np.int64))) if frame_locs.size else 0
+    nodes = np.empty(total, dtype=np.int32)
+    inline = np.zeros(total, dtype=bool)
+    offsets = np.zeros(nsamples + 1, dtype=np.int64)
+    any_inline = bool(loc_inline.any())
+    simple = frame_locs.size == 0 or (int(n_per_loc.min(initial=1)) == 1
+                                      and int(n_per_loc.max(initial=1)) == 1)
+    if simple:
+        nodes[:] = loc_nodes[loc_node_off[frame_locs]]
+        offsets[:] = loc_offsets
+        return nodes, inline, offsets
+    step = 1 << 16
+    filled = 0
+    for lo in range(0, nsamples, step):
+        hi = min(lo + step, nsamples)
+        a, b = int(loc_offsets[lo]), int(loc_offsets[hi])
+        fl = frame_locs[a:b]
+        npf = n_per_loc[fl]
+        pos = ranges(loc_node_off[fl], npf)
+        n = pos.size
+        nodes[filled:filled + n] = loc_nodes[pos]
+        if any_inline:
+            inline[filled:filled + n] = loc_inline[pos]
+        csum = np.concatenate(([0], np.cumsum(npf, dtype=np.int64)))
+        offsets[lo + 1:hi + 1] = filled + csum[loc_offsets[lo + 1:hi + 1] - a]
+        filled += n
+    return nodes, inline, offsets
 
 
 def _segment_count(flags: np.ndarray, offsets: np.ndarray) -> np.ndarray:
@@ -325,9 +350,13 @@ def _node_bits(nodes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     masks = np.zeros(offsets.size - 1, dtype=np.uint64)
     counts = np.diff(offsets)
     has = np.flatnonzero(counts > 0)
-    if has.size:
-        bits = np.left_shift(np.uint64(1), nodes.astype(np.uint64))
-        masks[has] = np.bitwise_or.reduceat(bits, offsets[:-1][has])
+    table = np.left_shift(np.uint64(1), np.arange(64, dtype=np.uint64))
+    step = 1 << 18  # samples per chunk: keeps the per-frame temporaries small
+    for lo in range(0, has.size, step):
+        rows = has[lo:lo + step]
+        first, last = int(offsets[rows[0]]), int(offsets[rows[-1] + 1])
+        bits = table[nodes[first:last]]
+        masks[rows] = np.bitwise_or.reduceat(bits, offsets[rows] - first)
     return masks
 
 

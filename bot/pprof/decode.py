@@ -70,6 +70,7 @@ def parse_profile(data: bytes, limits: Limits | None = None) -> Profile:
     except (DecodeError, RuntimeError, ValueError):
         _fail("These bytes are not a pprof profile (they do not decode as profile.proto).",
               "Give heapbot the output of /debug/pprof/heap or a .pb.gz file.")
+    del raw, data  # upb holds its own copy; keep peak memory down
     try:
         return _build(frame)
     except WireError as exc:
@@ -126,7 +127,7 @@ def _resolve(refs: np.ndarray, sorted_ids: np.ndarray, order: np.ndarray, what: 
               "The profile is corrupt.")
     lut = lookup_table(sorted_ids)
     if lut is not None and int(refs.max()) < lut.size:
-        pos = lut[refs.astype(np.int64)]
+        pos = lut[refs.view(np.int64) if refs.dtype == np.uint64 else refs]
         if int(pos.min()) >= 0:
             return pos
     pos = np.searchsorted(sorted_ids, refs)
@@ -202,12 +203,12 @@ def _build(frame: profile_pb2.ProfileFrame) -> Profile:
         _fail("The profile holds no samples, so there is nothing to show.",
               "Capture again once the service has done some work.")
     sf = decode_fields_fast(smsgs, (0x0A, 0x12, 0x1A))  # ids, values, labels
-    loc_refs, loc_owner = repeated_varints(sf, smsgs.buf, 1)
-    sample_locations = _resolve(loc_refs, loc_sorted, loc_order, "location")
+    sample_locations, per_sample = repeated_varints(
+        sf, smsgs.buf, 1, ns, dtype=np.int32,
+        convert=lambda ids: _resolve(ids, loc_sorted, loc_order, "location"))
     sample_offsets = np.zeros(ns + 1, dtype=np.int64)
-    np.cumsum(np.bincount(loc_owner, minlength=ns), out=sample_offsets[1:])
-    raw_values, val_owner = repeated_varints(sf, smsgs.buf, 2)
-    per_sample = np.bincount(val_owner, minlength=ns)
+    np.cumsum(per_sample, out=sample_offsets[1:])
+    raw_values, per_sample = repeated_varints(sf, smsgs.buf, 2, ns)
     if np.any(per_sample != ntypes):
         bad = int(np.flatnonzero(per_sample != ntypes)[0])
         _fail(f"A sample of the profile has {int(per_sample[bad])} values but the profile "

@@ -12,7 +12,7 @@ Malformed input raises :class:`WireError`; the caller turns it into a
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -143,9 +143,6 @@ def decode_fields(msgs: Messages) -> Fields:
     return Fields(*(np.concatenate(c) for c in zip(*out, strict=True)))
 
 
-_CHUNK_BYTES = 1 << 22
-
-
 def decode_fields_fast(msgs: Messages, tags: Sequence[int]) -> Fields:
     """``decode_fields`` for messages that are a run of length-delimited fields in a
     known order (Go writes Sample as location ids, values, labels): a few array
@@ -170,75 +167,86 @@ def decode_fields_fast(msgs: Messages, tags: Sequence[int]) -> Fields:
         fits = end <= ends[live]
         ok[live[~fits]] = False
         live, p, after, end = live[fits], p[fits], after[fits], end[fits]
-        records.append((live, np.full(live.size, tag >> 3, dtype=np.int64),
-                        np.full(live.size, 2, dtype=np.int64), p, after, end,
-                        np.zeros(live.size, dtype=_U64)))
+        records.append((live, np.full(live.size, tag >> 3, dtype=np.int8),
+                        np.full(live.size, 2, dtype=np.int8), p, after, end))
         cur[live] = end
         done[live] = end >= ends[live]
         del number
     ok &= done
     good = np.flatnonzero(ok)
-    cols: list[list[np.ndarray]] = [[] for _ in range(7)]
     keep = np.zeros(n, dtype=bool)
     keep[good] = True
-    for rec in records:
-        sel = keep[rec[0]]
-        for c, arr in zip(cols, rec, strict=True):
-            c.append(arr[sel])
+    selected = [keep[rec[0]] for rec in records]
     bad = np.flatnonzero(~ok)
+    slow = None
     if bad.size:
         slow = decode_fields(Messages(buf, msgs.starts[bad], ends[bad]))
         slow.msg = bad[slow.msg]
-        for c, arr in zip(cols, (slow.msg, slow.number, slow.wire, slow.pos, slow.start,
-                                 slow.end, slow.value), strict=True):
-            c.append(arr)
-    if not cols[0]:
-        return decode_fields(Messages(buf, msgs.starts[:0], ends[:0]))
-    return Fields(*(np.concatenate(c) for c in cols))
+    slow_cols = (slow.msg, slow.number, slow.wire, slow.pos, slow.start, slow.end) \
+        if slow is not None else None
+    # Fill each column once, dropping the per-field pieces as we go (peak memory).
+    columns = []
+    dtypes = (np.int64, np.int8, np.int8, np.int64, np.int64, np.int64)
+    for k, dtype in enumerate(dtypes):
+        pieces = [rec[k][sel] for rec, sel in zip(records, selected, strict=True)]
+        if slow_cols is not None:
+            pieces.append(slow_cols[k].astype(dtype))
+        columns.append(np.concatenate(pieces).astype(dtype, copy=False) if pieces
+                       else np.zeros(0, dtype=dtype))
+        records = [tuple(None if i == k else x for i, x in enumerate(rec)) for rec in records]
+    value = np.zeros(columns[0].size, dtype=_U64)
+    if slow is not None:
+        value[columns[0].size - slow.value.size:] = slow.value
+    return Fields(*columns, value)
 
 
-def packed_varints(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, owner: np.ndarray,
-                   want_pos: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+_CHUNK_BYTES = 1 << 22
+
+
+def packed_varints(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+                   convert: Callable[[np.ndarray], np.ndarray] | None = None,
+                   dtype: type = _U64) -> tuple[np.ndarray, np.ndarray]:
     """Decode every varint inside the given regions, region after region.
 
-    Returns (values, owner of each value, buffer position of each value if
-    ``want_pos``). Works in chunks of a few MiB so temporaries stay small.
+    Returns (values, number of values in each region). Works in chunks of a few
+    MiB into one preallocated array, so temporaries stay small; ``convert`` maps
+    each chunk's uint64 values to the stored ``dtype`` (e.g. ids to int32 indexes).
     """
     lens = ends - starts
-    keep = lens > 0
-    if not keep.all():
-        starts, ends, owner, lens = starts[keep], ends[keep], owner[keep], lens[keep]
-    if starts.size == 0:
-        empty = np.zeros(0, dtype=np.int64)
-        return np.zeros(0, dtype=_U64), empty, (empty if want_pos else None)
-    if np.any(buf[ends - 1] >= 0x80):
+    counts = np.zeros(starts.size, dtype=np.int64)
+    if starts.size == 0 or int(lens.sum()) == 0:
+        return np.zeros(0, dtype=_U64), counts
+    nz = lens > 0
+    if np.any(buf[ends[nz] - 1] >= 0x80):
         raise WireError("truncated varint in packed field")
+    out = np.empty(int(lens.sum()), dtype=dtype)  # at most one value per byte
     cum = np.cumsum(lens)
     cuts = np.searchsorted(cum, np.arange(_CHUNK_BYTES, int(cum[-1]), _CHUNK_BYTES))
     bounds = sorted({0, starts.size, *np.minimum(cuts + 1, starts.size).tolist()})
-    parts = []
+    filled = 0
     for lo, hi in itertools.pairwise(bounds):
         if hi > lo:
-            parts.append(_packed_chunk(buf, starts[lo:hi], lens[lo:hi], owner[lo:hi], want_pos))
-    if len(parts) == 1:
-        return parts[0]
-    values = np.concatenate([x[0] for x in parts])
-    owners = np.concatenate([x[1] for x in parts])
-    pos = np.concatenate([x[2] for x in parts]) if want_pos else None
-    return values, owners, pos
+            values, per_region = _packed_chunk(buf, starts[lo:hi], lens[lo:hi])
+            if convert is not None:
+                values = convert(values.astype(_U64, copy=False))
+            out[filled:filled + values.size] = values
+            filled += values.size
+            counts[lo:hi] = per_region
+    return out[:filled], counts
 
 
-def _packed_chunk(buf: np.ndarray, starts: np.ndarray, lens: np.ndarray, owner: np.ndarray,
-                  want_pos: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def _packed_chunk(buf: np.ndarray, starts: np.ndarray,
+                  lens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     idx = ranges(starts, lens)
     b = buf[idx]
+    del idx
     cont = b >= 0x80
     if not cont.any():  # every varint is one byte: the common case for small ids
-        return b.astype(_U64), np.repeat(owner, lens), (idx if want_pos else None)
-    first = np.ones(idx.size, dtype=bool)
+        return b, lens
+    first = np.ones(b.size, dtype=bool)
     first[1:] = ~cont[:-1]
-    region_first = np.cumsum(lens) - lens  # where each region starts in idx
-    first[region_first] = True
+    region_first = np.cumsum(lens) - lens  # where each region starts
+    first[region_first[lens > 0]] = True
     group_start = np.flatnonzero(first)
     values = (b[group_start] & 0x7F).astype(_U64)
     active = np.flatnonzero(cont[group_start])
@@ -246,15 +254,13 @@ def _packed_chunk(buf: np.ndarray, starts: np.ndarray, lens: np.ndarray, owner: 
     while active.size:
         if k >= _MAX_VARINT:
             raise WireError("varint longer than 10 bytes")
-        at = group_start[active] + k
-        byte = b[at]
+        byte = b[group_start[active] + k]
         values[active] |= (byte & 0x7F).astype(_U64) << _U64(7 * k)
         active = active[byte >= 0x80]
         k += 1
-    counted = np.cumsum(first, dtype=np.int64)
-    ends_in_idx = np.cumsum(lens) - 1
-    per_region = np.diff(np.concatenate(([0], counted[ends_in_idx])))
-    return values, np.repeat(owner, per_region), (idx[group_start] if want_pos else None)
+    counted = np.concatenate(([0], np.cumsum(first, dtype=np.int64)))
+    per_region = counted[np.cumsum(lens)] - counted[region_first]
+    return values, per_region
 
 
 def ranges(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
@@ -262,8 +268,12 @@ def ranges(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
     total = int(lens.sum())
     if total == 0:
         return np.zeros(0, dtype=np.int64)
-    shift = starts - (np.cumsum(lens) - lens)
-    return np.repeat(shift, lens) + np.arange(total, dtype=np.int64)
+    small = total < (1 << 31) and (starts.size == 0 or int(starts.max()) < (1 << 31))
+    dtype = np.int32 if small else np.int64
+    shift = (starts - (np.cumsum(lens) - lens)).astype(dtype)
+    out = np.repeat(shift, lens)
+    out += np.arange(total, dtype=dtype)
+    return out
 
 
 def lookup_table(ids: np.ndarray) -> np.ndarray | None:
@@ -278,26 +288,34 @@ def lookup_table(ids: np.ndarray) -> np.ndarray | None:
     return lut
 
 
-def repeated_varints(fields: Fields, buf: np.ndarray, number: int) -> tuple[np.ndarray, np.ndarray]:
-    """A repeated varint field, packed or not: (values in order, message of each)."""
+def repeated_varints(fields: Fields, buf: np.ndarray, number: int, n: int,
+                     convert: Callable[[np.ndarray], np.ndarray] | None = None,
+                     dtype: type = _U64) -> tuple[np.ndarray, np.ndarray]:
+    """A repeated varint field of ``n`` messages, packed or not.
+
+    Returns (values in message order, number of values per message), each value
+    passed through ``convert`` (stored as ``dtype``) when given.
+    """
     packed = fields.select(number, 2)
     single = fields.select(number, 0)
-    pv, pm, ppos = packed_varints(buf, fields.start[packed], fields.end[packed],
-                                  fields.msg[packed], want_pos=single.size > 0)
+    pv, per_region = packed_varints(buf, fields.start[packed], fields.end[packed], convert,
+                                    dtype)
+    counts = np.bincount(fields.msg[packed], weights=per_region, minlength=n).astype(np.int64)
     if single.size == 0:
-        return pv, pm
+        return pv, counts
     sv, sm = fields.value[single], fields.msg[single]
-    if pv.size == 0:
-        return sv, sm
-    # Both encodings occur (Go writes short lists unpacked): insert the few single
-    # values into the packed sequence, keeping (message, position) order.
-    packed_key = pm.astype(np.int64) << 40 | ppos
-    single_key = sm.astype(np.int64) << 40 | fields.pos[single]
-    if np.any(np.diff(packed_key) < 0) or np.any(np.diff(single_key) < 0):
-        order = np.argsort(np.concatenate([packed_key, single_key]), kind="stable")
-        return np.concatenate([pv, sv])[order], np.concatenate([pm, sm])[order]
-    at = np.searchsorted(packed_key, single_key)
-    return np.insert(pv, at, sv), np.insert(pm, at, sm)
+    if convert is not None:
+        sv = convert(sv)
+    single_counts = np.bincount(sm, minlength=n)
+    if np.any((single_counts > 0) & (counts > 0)):
+        # Both encodings inside one message (legal, never seen from Go): order by position.
+        owner = np.concatenate([np.repeat(fields.msg[packed], per_region), sm])
+        pos = np.concatenate([np.repeat(fields.start[packed], per_region), fields.pos[single]])
+        order = np.lexsort((pos, owner))
+        return np.concatenate([pv, sv])[order], counts + single_counts
+    # Go writes short lists unpacked: put those messages' values between the others.
+    before = np.concatenate(([0], np.cumsum(counts)))
+    return np.insert(pv, before[sm], sv), counts + single_counts
 
 
 def scalar(fields: Fields, number: int, n: int, wire: int = 0) -> np.ndarray:

@@ -1,0 +1,86 @@
+"""Benchmark: `heapbot top --profile big.pb.gz` vs `go tool pprof -top big.pb.gz`.
+
+Both run as whole processes on the same large real heap profile (bench/gen_profile:
+300,000 distinct stacks, MemProfileRate=1), alternating, several times each. The
+script prints the median wall time of each, the ratio (pprof / heapbot: how many
+times faster heapbot is) and each one's peak RSS, read per run with
+getrusage(RUSAGE_CHILDREN) in a fresh wrapper process. Targets: ratio >= 6 (goal
+10) with heapbot's peak RSS <= 1/4 of pprof's.
+
+    .venv/bin/python bench/top/run.py [--runs 5] [--profile PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench" / "gen_profile"))
+
+from bot.gotool import find_go, go_env  # noqa: E402
+
+# Runs one command in a fresh process and reports its wall time and peak RSS.
+_MEASURE = r"""
+import json, resource, subprocess, sys, time
+start = time.perf_counter()
+proc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+wall = time.perf_counter() - start
+if proc.returncode:
+    sys.stderr.write(proc.stderr.decode(errors="replace"))
+    sys.exit(proc.returncode)
+peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+print(json.dumps({"wall": wall, "rss_mb": peak_kb / 1024}))
+"""
+
+
+def measure(cmd: list[str], env: dict[str, str]) -> dict[str, float]:
+    out = subprocess.run([sys.executable, "-c", _MEASURE, *cmd], env=env, check=True,
+                         capture_output=True, text=True, timeout=900)
+    return json.loads(out.stdout)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--profile", type=Path, help="default: bench/gen_profile's big profile")
+    args = parser.parse_args()
+    if args.profile:
+        profile = args.profile
+    else:
+        from gen_profile import big_heap_profile
+
+        profile = big_heap_profile()
+    env = go_env()
+    heapbot = [sys.executable, "-m", "bot", "top", "--profile", str(profile)]
+    pprof = [find_go(), "tool", "pprof", "-top", str(profile)]
+    measure(pprof, env)  # warm the build cache (go tool builds pprof on first use)
+    measure(heapbot, dict(os.environ))
+    results: dict[str, list[dict[str, float]]] = {"heapbot": [], "pprof": []}
+    for i in range(args.runs):
+        results["heapbot"].append(measure(heapbot, dict(os.environ)))
+        results["pprof"].append(measure(pprof, env))
+        h, p = results["heapbot"][-1], results["pprof"][-1]
+        print(f"run {i + 1}: heapbot {h['wall']:.2f}s {h['rss_mb']:.0f}MB | "
+              f"pprof {p['wall']:.2f}s {p['rss_mb']:.0f}MB", flush=True)
+    hw = statistics.median(r["wall"] for r in results["heapbot"])
+    pw = statistics.median(r["wall"] for r in results["pprof"])
+    hm = max(r["rss_mb"] for r in results["heapbot"])
+    pm = max(r["rss_mb"] for r in results["pprof"])
+    print(f"profile: {profile} ({profile.stat().st_size / 1e6:.1f} MB gzip)")
+    print(f"median wall: heapbot {hw:.3f}s, go tool pprof {pw:.3f}s")
+    print(f"speed ratio (pprof/heapbot): {pw / hw:.1f}x  (target >= 6x, goal 10x)")
+    print(f"peak RSS: heapbot {hm:.0f} MB, go tool pprof {pm:.0f} MB "
+          f"(heapbot/pprof = {hm / pm:.2f}, target <= 0.25)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
