@@ -8,7 +8,11 @@ monitor saw (max and p99 loop lag, peak RSS) as JSON to the path in argv[1].
 from __future__ import annotations
 
 import asyncio
+import cProfile
+import io
 import json
+import os
+import pstats
 import resource
 import signal
 import sys
@@ -81,10 +85,15 @@ async def main(out: Path) -> None:
     task = asyncio.create_task(monitor(lags, busy), name="loop-lag-monitor")
     # SIGUSR1 from the driver marks the start of the load: forget start-up lag (imports,
     # first connections) so the figures describe serving under load only.
+    # HEAPBOT_BENCH_PROFILE=1: cProfile the loop's thread from then on (where its CPU goes).
+    profiler = cProfile.Profile() if os.environ.get("HEAPBOT_BENCH_PROFILE") else None
+
     def start_counting() -> None:
         lags.clear()
         busy.clear()
         WATCHDOG.stalls.clear()
+        if profiler is not None:
+            profiler.enable()
 
     asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, start_counting)
     started = time.perf_counter()
@@ -92,9 +101,16 @@ async def main(out: Path) -> None:
         await serve(Settings())
     finally:
         task.cancel()
+        hot = ""
+        if profiler is not None:
+            profiler.disable()
+            buffer = io.StringIO()
+            pstats.Stats(profiler, stream=buffer).sort_stats("tottime").print_stats(15)
+            hot = buffer.getvalue()
         ordered = sorted(lags) or [0.0]
         out.write_text(json.dumps({
             "stalls": WATCHDOG.stalls[:10],
+            "profile": hot,
             "busy_max": max(busy or [0.0]),
             "busy_over_100ms": sum(1 for v in busy if v > 0.1),
             "lag_max": ordered[-1],

@@ -122,7 +122,8 @@ class RssSampler:
 
 
 async def bench(count: int, services: int, rate: float, timeout: float,
-                asyncio_debug: bool = False, cold: bool = False) -> int:
+                asyncio_debug: bool = False, cold: bool = False, profile: bool = False
+                ) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="heapbot-bench-load-"))
     redis = RedisServer(tmp)
     redis.start()
@@ -143,6 +144,8 @@ async def bench(count: int, services: int, rate: float, timeout: float,
     env.pop("SLACK_APP_TOKEN", None)
     if asyncio_debug:  # asyncio then logs every callback that holds the loop > 100 ms
         env["PYTHONASYNCIODEBUG"] = "1"
+    if profile:
+        env["HEAPBOT_BENCH_PROFILE"] = "1"
     log = open(tmp / "bot.log", "wb")  # noqa: SIM115 - closed below
     bot = subprocess.Popen([sys.executable, str(REPO / "bench/load/bot_process.py"),
                             str(stats_path)], env=env, stdout=log, stderr=log, cwd=REPO)
@@ -238,6 +241,9 @@ async def bench(count: int, services: int, rate: float, timeout: float,
             for number, stack in enumerate(stats.get("stalls", [])[:3], 1):
                 print(f"  stall {number}: where the loop thread was after 80 ms without a "
                       f"tick:\n" + "\n".join("      " + ln for ln in stack.splitlines()[-8:]))
+            if stats.get("profile"):
+                print("where the loop thread's CPU went during the load (cProfile, tottime):")
+                print(stats["profile"])
             print(f"bot peak RSS: {max(sampler.peak, stats['peak_rss']) / 2**20:.0f} MiB "
                   f"(sampled during load {sampler.peak / 2**20:.0f} MiB)")
         ack_p99 = percentile(acks, 99)
@@ -282,9 +288,11 @@ def main() -> int:
                         "callback that blocked the loop for more than 100 ms (slower)")
     parser.add_argument("--cold", action="store_true",
                         help="no warm-up: the load meets first-use imports")
+    parser.add_argument("--profile", action="store_true",
+                        help="cProfile the bot's loop thread during the load and print the top")
     args = parser.parse_args()
     return asyncio.run(bench(args.commands, args.services, args.rate, args.timeout,
-                             args.asyncio_debug, args.cold))
+                             args.asyncio_debug, args.cold, args.profile))
 
 
 if __name__ == "__main__":
