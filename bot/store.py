@@ -14,6 +14,7 @@ type in ``/heap diff payments since <id>``.
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import logging
@@ -353,13 +354,20 @@ class SnapshotStore:
         index = _key(svc, "index")
         deploys = _key(svc, "deploys")
         snap_key = _key(svc, "snap", snapshot.id)
-        mapping: dict[str, bytes | str] = {"meta": json.dumps(snapshot.meta_dict())}
-        if snapshot.summary is not None:
-            mapping["summary"] = json.dumps(snapshot.summary.to_dict())
-        for (instance, kind), data in (raw or {}).items():
-            if kind not in RAW_KINDS:
-                raise ValueError(f"unknown raw kind {kind!r}")
-            mapping[f"raw:{instance}:{kind}"] = _pack(data)
+
+        def encode() -> dict[str, bytes | str]:
+            """JSON and gzip of the snapshot: CPU work kept off the event loop (a burst of
+            captures blocked it 100+ ms here; found by bench/load/run.py)."""
+            mapping: dict[str, bytes | str] = {"meta": json.dumps(snapshot.meta_dict())}
+            if snapshot.summary is not None:
+                mapping["summary"] = json.dumps(snapshot.summary.to_dict())
+            for (instance, kind), data in (raw or {}).items():
+                if kind not in RAW_KINDS:
+                    raise ValueError(f"unknown raw kind {kind!r}")
+                mapping[f"raw:{instance}:{kind}"] = _pack(data)
+            return mapping
+
+        mapping = await asyncio.to_thread(encode)
         ttl = max(1, int(retention_days * 86400))
         async with self._errors("save a snapshot"):
             for _ in range(10):  # optimistic: retry when another writer touched the index
