@@ -283,7 +283,8 @@ def _expand(frame_locs: np.ndarray, loc_offsets: np.ndarray, n_per_loc: np.ndarr
     nsamples = loc_offsets.size - 1
     total = int(np.dot(np.bincount(frame_locs, minlength=n_per_loc.size).astype(np.int64),
                        n_per_loc.astype(np.int64))) if frame_locs.size else 0
-    nodes = np.empty(total, dtype=np.int32)
+    small = loc_nodes.size == 0 or int(loc_nodes.max(initial=0)) < (1 << 15)
+    nodes = np.empty(total, dtype=np.int16 if small else np.int32)
     inline = np.zeros(total, dtype=bool)
     offsets = np.zeros(nsamples + 1, dtype=np.int64)
     any_inline = bool(loc_inline.any())
@@ -351,7 +352,7 @@ def _node_bits(nodes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     counts = np.diff(offsets)
     has = np.flatnonzero(counts > 0)
     table = np.left_shift(np.uint64(1), np.arange(64, dtype=np.uint64))
-    step = 1 << 18  # samples per chunk: keeps the per-frame temporaries small
+    step = 1 << 16  # samples per chunk: keeps the per-frame temporaries small
     for lo in range(0, has.size, step):
         rows = has[lo:lo + step]
         first, last = int(offsets[rows[0]]), int(offsets[rows[-1] + 1])

@@ -24,9 +24,11 @@ from bot.pprof.wire import (
     WireError,
     as_int64,
     decode_fields,
-    decode_fields_fast,
+    decode_layout,
+    layout_repeated_varints,
+    layout_sub_messages,
     lookup_table,
-    repeated_varints,
+    ranges,
     scalar,
     sub_messages,
 )
@@ -202,19 +204,19 @@ def _build(frame: profile_pb2.ProfileFrame) -> Profile:
     if ns == 0:
         _fail("The profile holds no samples, so there is nothing to show.",
               "Capture again once the service has done some work.")
-    sf = decode_fields_fast(smsgs, (0x0A, 0x12, 0x1A))  # ids, values, labels
-    sample_locations, per_sample = repeated_varints(
+    sf = decode_layout(smsgs, (0x12, 0x0A, 0x1A))  # Go order: values, ids, labels
+    sample_locations, per_sample = layout_repeated_varints(
         sf, smsgs.buf, 1, ns, dtype=np.int32,
         convert=lambda ids: _resolve(ids, loc_sorted, loc_order, "location"))
     sample_offsets = np.zeros(ns + 1, dtype=np.int64)
     np.cumsum(per_sample, out=sample_offsets[1:])
-    raw_values, per_sample = repeated_varints(sf, smsgs.buf, 2, ns)
+    raw_values, per_sample = layout_repeated_varints(sf, smsgs.buf, 2, ns)
     if np.any(per_sample != ntypes):
         bad = int(np.flatnonzero(per_sample != ntypes)[0])
         _fail(f"A sample of the profile has {int(per_sample[bad])} values but the profile "
               f"declares {ntypes} sample types.", "The profile is corrupt.")
     values = as_int64(raw_values).reshape(ns, ntypes)
-    label_regions = sub_messages(sf, 3)
+    label_regions = layout_sub_messages(sf, 3)
 
     period_type = None
     if frame.HasField("period_type"):
@@ -240,7 +242,7 @@ def _build(frame: profile_pb2.ProfileFrame) -> Profile:
         sample_locations=sample_locations,
         values=values,
         strings=strings.table,
-        pending_labels=(partial(_labels, label_regions, smsgs.buf, strings)
+        pending_labels=(partial(_labels, *_compact(smsgs.buf, label_regions), strings)
                         if label_regions[0].size else None),
         mappings=mappings,
         time_nanos=frame.time_nanos,
@@ -252,6 +254,16 @@ def _build(frame: profile_pb2.ProfileFrame) -> Profile:
         keep_frames=strings.one(frame.keep_frames, "keep_frames"),
         doc_url=strings.one(frame.doc_url, "doc url"),
     )
+
+
+def _compact(buf: np.ndarray, regions: tuple[np.ndarray, np.ndarray, np.ndarray],
+             ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
+    """Copy the label payloads out of the big sample buffer, so it can be freed."""
+    starts, ends, owner = regions
+    lens = ends - starts
+    small = buf[ranges(starts, lens)]
+    new_ends = np.cumsum(lens)
+    return (new_ends - lens, new_ends, owner.astype(np.int32)), small
 
 
 def _labels(regions: tuple[np.ndarray, np.ndarray, np.ndarray], buf: np.ndarray,

@@ -143,18 +143,27 @@ def decode_fields(msgs: Messages) -> Fields:
     return Fields(*(np.concatenate(c) for c in zip(*out, strict=True)))
 
 
-def decode_fields_fast(msgs: Messages, tags: Sequence[int]) -> Fields:
-    """``decode_fields`` for messages that are a run of length-delimited fields in a
-    known order (Go writes Sample as location ids, values, labels): a few array
-    operations over all messages instead of one pass per field. Messages in another
-    layout go through the general decoder."""
+@dataclass(slots=True)
+class LayoutFields:
+    """Fields of messages decoded by ``decode_layout``: per field number, the
+    length-delimited payloads of the messages in the expected layout (sorted by
+    message), plus the general decoding of the messages in any other layout."""
+
+    regions: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]  # number -> (msg, start, end)
+    slow: Fields
+
+
+def decode_layout(msgs: Messages, tags: Sequence[int]) -> LayoutFields:
+    """Decode messages that are a run of length-delimited fields in a known order
+    (Go writes Sample as values, location ids, labels) with a few array operations
+    over all messages; messages in another layout go through ``decode_fields``."""
     buf, ends = msgs.buf, msgs.ends
     n = len(msgs)
     cur = msgs.starts.copy()
     ok = np.ones(n, dtype=bool)
     done = cur >= ends
-    records: list[tuple[np.ndarray, ...]] = []
-    for number, tag in enumerate(tags):
+    found: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
+    for tag in tags:
         live = np.flatnonzero(ok & ~done)
         if live.size == 0:
             break
@@ -166,41 +175,49 @@ def decode_fields_fast(msgs: Messages, tags: Sequence[int]) -> Fields:
         end = after + length.astype(np.int64)
         fits = end <= ends[live]
         ok[live[~fits]] = False
-        live, p, after, end = live[fits], p[fits], after[fits], end[fits]
-        records.append((live, np.full(live.size, tag >> 3, dtype=np.int8),
-                        np.full(live.size, 2, dtype=np.int8), p, after, end))
+        live, after, end = live[fits], after[fits], end[fits]
+        found.append((tag >> 3, live, after, end))
         cur[live] = end
         done[live] = end >= ends[live]
-        del number
     ok &= done
-    good = np.flatnonzero(ok)
-    keep = np.zeros(n, dtype=bool)
-    keep[good] = True
-    selected = [keep[rec[0]] for rec in records]
+    regions = {}
+    for number, live, start, end in found:
+        keep = ok[live]
+        regions[number] = (live[keep], start[keep], end[keep])
     bad = np.flatnonzero(~ok)
-    slow = None
-    if bad.size:
-        slow = decode_fields(Messages(buf, msgs.starts[bad], ends[bad]))
-        slow.msg = bad[slow.msg]
-    slow_cols = (slow.msg, slow.number, slow.wire, slow.pos, slow.start, slow.end) \
-        if slow is not None else None
-    # Fill each column once, dropping the per-field pieces as we go (peak memory).
-    columns = []
-    dtypes = (np.int64, np.int8, np.int8, np.int64, np.int64, np.int64)
-    for k, dtype in enumerate(dtypes):
-        pieces = [rec[k][sel] for rec, sel in zip(records, selected, strict=True)]
-        if slow_cols is not None:
-            pieces.append(slow_cols[k].astype(dtype))
-        columns.append(np.concatenate(pieces).astype(dtype, copy=False) if pieces
-                       else np.zeros(0, dtype=dtype))
-        records = [tuple(None if i == k else x for i, x in enumerate(rec)) for rec in records]
-    value = np.zeros(columns[0].size, dtype=_U64)
-    if slow is not None:
-        value[columns[0].size - slow.value.size:] = slow.value
-    return Fields(*columns, value)
+    slow = decode_fields(Messages(buf, msgs.starts[bad], ends[bad]))
+    slow.msg = bad[slow.msg]
+    return LayoutFields(regions, slow)
 
 
-_CHUNK_BYTES = 1 << 22
+def layout_repeated_varints(fields: LayoutFields, buf: np.ndarray, number: int, n: int,
+                            convert: Callable[[np.ndarray], np.ndarray] | None = None,
+                            dtype: type = _U64) -> tuple[np.ndarray, np.ndarray]:
+    """``repeated_varints`` for a LayoutFields."""
+    empty = np.zeros(0, dtype=np.int64)
+    fmsg, fstart, fend = fields.regions.get(number, (empty, empty, empty))
+    slow = fields.slow
+    packed = slow.select(number, 2)
+    if packed.size:  # merge the few odd messages' regions into message order
+        at = np.searchsorted(fmsg, slow.msg[packed])
+        fmsg = np.insert(fmsg, at, slow.msg[packed])
+        fstart = np.insert(fstart, at, slow.start[packed])
+        fend = np.insert(fend, at, slow.end[packed])
+    single = slow.select(number, 0)
+    return _repeated(buf, fmsg, fstart, fend, slow.msg[single], slow.value[single],
+                     slow.pos[single], n, convert, dtype)
+
+
+def layout_sub_messages(fields: LayoutFields,
+                        number: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``sub_messages`` for a LayoutFields (owner order is not guaranteed)."""
+    empty = np.zeros(0, dtype=np.int64)
+    fmsg, fstart, fend = fields.regions.get(number, (empty, empty, empty))
+    s, e, m = sub_messages(fields.slow, number)
+    return np.concatenate([fstart, s]), np.concatenate([fend, e]), np.concatenate([fmsg, m])
+
+
+_CHUNK_BYTES = 1 << 20
 
 
 def packed_varints(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray,
@@ -298,24 +315,30 @@ def repeated_varints(fields: Fields, buf: np.ndarray, number: int, n: int,
     """
     packed = fields.select(number, 2)
     single = fields.select(number, 0)
-    pv, per_region = packed_varints(buf, fields.start[packed], fields.end[packed], convert,
-                                    dtype)
-    counts = np.bincount(fields.msg[packed], weights=per_region, minlength=n).astype(np.int64)
-    if single.size == 0:
+    return _repeated(buf, fields.msg[packed], fields.start[packed], fields.end[packed],
+                     fields.msg[single], fields.value[single], fields.pos[single], n,
+                     convert, dtype)
+
+
+def _repeated(buf: np.ndarray, pmsg: np.ndarray, pstart: np.ndarray, pend: np.ndarray,
+              smsg: np.ndarray, svalue: np.ndarray, spos: np.ndarray, n: int,
+              convert: Callable[[np.ndarray], np.ndarray] | None,
+              dtype: type) -> tuple[np.ndarray, np.ndarray]:
+    pv, per_region = packed_varints(buf, pstart, pend, convert, dtype)
+    counts = np.bincount(pmsg, weights=per_region, minlength=n).astype(np.int64)
+    if smsg.size == 0:
         return pv, counts
-    sv, sm = fields.value[single], fields.msg[single]
-    if convert is not None:
-        sv = convert(sv)
-    single_counts = np.bincount(sm, minlength=n)
+    sv = convert(svalue) if convert is not None else svalue
+    single_counts = np.bincount(smsg, minlength=n)
     if np.any((single_counts > 0) & (counts > 0)):
         # Both encodings inside one message (legal, never seen from Go): order by position.
-        owner = np.concatenate([np.repeat(fields.msg[packed], per_region), sm])
-        pos = np.concatenate([np.repeat(fields.start[packed], per_region), fields.pos[single]])
+        owner = np.concatenate([np.repeat(pmsg, per_region), smsg])
+        pos = np.concatenate([np.repeat(pstart, per_region), spos])
         order = np.lexsort((pos, owner))
         return np.concatenate([pv, sv])[order], counts + single_counts
     # Go writes short lists unpacked: put those messages' values between the others.
     before = np.concatenate(([0], np.cumsum(counts)))
-    return np.insert(pv, before[sm], sv), counts + single_counts
+    return np.insert(pv, before[smsg], sv), counts + single_counts
 
 
 def scalar(fields: Fields, number: int, n: int, wire: int = 0) -> np.ndarray:
