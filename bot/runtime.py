@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 
 SINCE_HELP = "previous, deploy, a duration like 30m, 1h or 2d, or a snapshot id"
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+_SNAPSHOT_ID = re.compile(r"\d{8}-\d{6}-[0-9a-f]{4}")
 
 
 @dataclass(slots=True)
@@ -90,6 +91,17 @@ def parse_duration(text: str) -> float | None:
         return None
     days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
     return float(days * 86400 + hours * 3600 + minutes * 60 + seconds)
+
+
+def check_since_ref(ref: str | None) -> str:
+    """The reference, normalised, or UsageError before anything is captured for nothing."""
+    text = (ref or "previous").strip()
+    low = text.lower()
+    if (low in ("previous", "prev", "last", "deploy") or parse_duration(low) is not None
+            or _SNAPSHOT_ID.fullmatch(low)):
+        return text
+    raise UsageError(f"`since {text[:40]}` is not something heapbot understands.",
+                     hint=f"Use {SINCE_HELP}.")
 
 
 def merge_goroutine_reports(reports: Sequence[GoroutineReport]) -> GoroutineReport | None:
@@ -451,7 +463,7 @@ class Runtime:
         Otherwise ``ref`` is a snapshot id.
         """
         name = self.registry.resolve(service).name
-        ref = (ref or "previous").strip()
+        ref = check_since_ref(ref)
         exclude = before.id if isinstance(before, StoredSnapshot) else None
         when = (before.taken_at if isinstance(before, StoredSnapshot)
                 else float(before) if before is not None else time.time())
@@ -486,15 +498,18 @@ class Runtime:
             found = await self.store.before(name, when - seconds, exclude=exclude)
             if found is None:
                 oldest = await self.store.list(name, 0)
-                hint = (f"The oldest stored capture is from {_age_text(when - oldest[-1].taken_at)}"
-                        " ago." if oldest else f"`/heap capture {name}` starts the history.")
+                if oldest:
+                    from bot.analysis.leaks import format_duration
+
+                    age = format_duration(when - oldest[-1].taken_at)
+                    hint = (f"The oldest stored capture is from {age} ago; "
+                            f"`since previous` compares with the last one.")
+                else:
+                    hint = f"`/heap capture {name}` starts the history."
                 raise NotFoundError(f"`{name}` has no capture from {ref} ago or earlier.",
                                     hint=hint)
             return found
-        if re.fullmatch(r"\d{8}-\d{6}-[0-9a-f]{4}", low):
-            return await self.store.get(name, low)
-        raise UsageError(f"`since {ref}` is not something heapbot understands.",
-                         hint=f"Use {SINCE_HELP}.")
+        return await self.store.get(name, low)  # a snapshot id (check_since_ref said so)
 
 
 def _joined(captured: Captured) -> Captured:
@@ -512,16 +527,6 @@ async def _release(lock: Any) -> None:
         await lock.release()
 
 
-def _age_text(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m"
-    if seconds < 172800:
-        return f"{seconds / 3600:.1f}h"
-    return f"{seconds / 86400:.1f}d"
-
-
 __all__ = [
     "SINCE_HELP",
     "CaptureResult",
@@ -529,6 +534,7 @@ __all__ = [
     "InstanceResult",
     "Runtime",
     "StoreUnavailableError",
+    "check_since_ref",
     "merge_goroutine_reports",
     "parse_duration",
 ]

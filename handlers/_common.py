@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bot.errors import UsageError
-from bot.reply import Action, Column, Table
+from bot.reply import Action, Column, Reply, Table
 
 HEAP_SAMPLE_TYPES = ("inuse_space", "inuse_objects", "alloc_space", "alloc_objects")
 DEFAULT_ROWS = 10
@@ -113,6 +113,9 @@ def check_sample_type(text: str | None, usage: str) -> str | None:
     if text is None:
         return None
     name = text.strip().lower()
+    if name in ("goroutine", "goroutines"):
+        raise UsageError("Goroutines are not a heap sample type.",
+                         hint="`/heap goroutines SERVICE` shows the goroutine groups.")
     if name not in HEAP_SAMPLE_TYPES:
         raise usage_error(f"`{_shown(text)}` is not a heap sample type; use one of "
                           + ", ".join(HEAP_SAMPLE_TYPES) + ".", usage)
@@ -143,6 +146,13 @@ def format_age(seconds: float) -> str:
         return f"{hours}h {minutes}m" if minutes else f"{hours}h"
     days, hours = divmod(hours, 24)
     return f"{days}d {hours}h" if hours else f"{days}d"
+
+
+def short_path(path: str | None) -> str:
+    """"…/go/src/net/fd_posix.go:68" → "net/fd_posix.go:68": package directory and file."""
+    if not path:
+        return ""
+    return "/".join(path.replace("\\", "/").split("/")[-2:])
 
 
 def short_build_id(build_id: str | None) -> str:
@@ -314,6 +324,15 @@ def failed_instances_text(snapshot: Any) -> str:
              for i in failed[:5]]
     more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
     return f"{plural(len(failed), 'instance')} did not answer: " + "; ".join(parts) + more + "."
+
+
+def no_profile_reply(service: str, snapshot: Any,
+                     what: str = "a usable heap profile") -> Reply:
+    """The failure when a capture holds nothing of the kind a command needs."""
+    return Reply.failure(
+        f"No instance of `{service}` returned {what}. "
+        + (failed_instances_text(snapshot) or "Is net/http/pprof imported?"),
+        service=service)
 
 
 def context_lines(capture: Capture, *extra: str) -> list[str]:

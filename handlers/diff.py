@@ -20,6 +20,7 @@ from handlers._common import (
     failed_instances_text,
     format_age,
     format_time,
+    no_profile_reply,
     parse_args,
     parse_count,
     short_build_id,
@@ -48,7 +49,9 @@ def since_ref(positionals: list[str], option: str | None) -> str:
     if rest and option:
         raise UsageError("Give the reference once (either `since X` or `--since X`).",
                          hint=f"Usage: `{USAGE}`")
-    return (rest[0] if rest else option or "previous").strip()
+    from bot.runtime import check_since_ref
+
+    return check_since_ref(rest[0] if rest else option)
 
 
 async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
@@ -69,10 +72,7 @@ async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
 
     capture = await capture_now(runtime, service, inv.user_id, force=bool(args.get("force")))
     if capture.profile is None:
-        return Reply.failure(
-            f"No instance of `{service}` returned a usable heap profile. "
-            + (failed_instances_text(capture.snapshot) or "Is net/http/pprof imported?"),
-            service=service)
+        return no_profile_reply(service, capture.snapshot)
     base = await stored(runtime, service, ref, before=capture.snapshot)
     if getattr(base, "id", None) == capture.snapshot_id:
         return Reply(

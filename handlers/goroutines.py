@@ -15,22 +15,21 @@ from handlers._common import (
     context_lines,
     failed_instances_text,
     format_time,
+    no_profile_reply,
     parse_args,
     parse_count,
     plural,
     previous_snapshot,
+    short_path,
 )
 
 USAGE = "/heap goroutines SERVICE [N]"
 VALUED = {"-n": "n", "--nodes": "n"}
 
 
-def short_location(location: str | None) -> str:
-    """"…/go/src/net/fd_posix.go:68" → "net/fd_posix.go:68": the package dir and file."""
-    if not location:
-        return ""
-    parts = location.replace("\\", "/").split("/")
-    return "/".join(parts[-2:])
+def waits_in(group: Any) -> str:
+    """Where a group waits; Go records some goroutines (just starting) with no stack at all."""
+    return group.wait_function or ("(no stack recorded)" if not group.frames else "?")
 
 
 async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
@@ -44,10 +43,7 @@ async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
     report = capture.goroutines
     snapshot = capture.snapshot
     if report is None:
-        return Reply.failure(
-            f"No instance of `{service}` returned a goroutine profile. "
-            + (failed_instances_text(snapshot) or "Is net/http/pprof imported?"),
-            service=service)
+        return no_profile_reply(service, snapshot, "a goroutine profile")
 
     previous = await previous_snapshot(runtime, service, snapshot)
     before: dict[str, int] = {}
@@ -67,8 +63,8 @@ async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
         if has_before:
             delta = group.count - before.get(group.signature, 0)
             change = "new" if group.signature not in before else (f"{delta:+,}" if delta else "0")
-        rows.append([f"{group.count:,}", change, group.state, group.wait_function or "?",
-                     short_location(group.wait_location), group.creator or ""])
+        rows.append([f"{group.count:,}", change, group.state, waits_in(group),
+                     short_path(group.wait_location), group.creator or ""])
     if not has_before:
         columns.pop(1)
         rows = [[r[0], *r[2:]] for r in rows]
@@ -83,9 +79,9 @@ async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
         top = report.groups[0]
         share = top.count / report.total * 100 if report.total else 0
         summary += (f". The largest group ({top.count:,}, {share:.0f}%) is in {top.state} at "
-                    f"{top.wait_function or '?'}")
+                    f"{waits_in(top)}")
         if top.wait_location:
-            summary += f" ({short_location(top.wait_location)})"
+            summary += f" ({short_path(top.wait_location)})"
         if has_before and top.signature in before and top.count > before[top.signature]:
             summary += f", {top.count - before[top.signature]:+,} since {when}"
     summary += "."

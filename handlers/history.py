@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from bot.reply import Attachment, Column, Reply, Table
-from handlers._common import format_time, parse_args, parse_count, short_build_id
+from handlers._common import format_time, parse_args, parse_count, plural, short_build_id
 from handlers.capture import format_bytes
 
 USAGE = "/heap history SERVICE [N]"
@@ -83,7 +83,7 @@ async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
     return Reply(
         title=f"History of {service}",
         context=[f"{service} · {len(snapshots)} captures since {format_time(oldest)}"
-                 + (f" · {len(deploys)} deploys" if deploys else "")],
+                 + (f" · {plural(len(deploys), 'deploy')}" if deploys else "")],
         summary=summary,
         table=table,
         attachments=attachments,

@@ -27,6 +27,7 @@ from bot.analysis.leaks import (
 )
 from bot.errors import HeapbotError, UsageError
 from bot.reply import Action, Column, Reply, Table
+from handlers._common import parse_args, plural
 
 USAGE = "/heap leaks SERVICE [--sample 3x30s]"
 MAX_SAMPLES = 10
@@ -61,30 +62,8 @@ def parse_sample(text: str) -> tuple[int, float]:
 
 
 def _parse_argv(argv: list[str]) -> tuple[str, str | None]:
-    service: str | None = None
-    sample: str | None = None
-    i = 0
-    while i < len(argv):
-        token = argv[i]
-        name, eq, inline = token.partition("=")
-        if name == "--sample":
-            if eq:
-                sample = inline
-            elif i + 1 < len(argv):
-                i += 1
-                sample = argv[i]
-            else:
-                raise UsageError("`--sample` needs a value like 3x30s.", hint=f"Usage: `{USAGE}`")
-        elif token.startswith("-"):
-            raise UsageError(f"Unknown option `{token[:40]}`.", hint=f"Usage: `{USAGE}`")
-        elif service is None:
-            service = token
-        else:
-            raise UsageError(f"Unexpected argument `{token[:40]}`.", hint=f"Usage: `{USAGE}`")
-        i += 1
-    if not service:
-        raise UsageError("Which service?", hint=f"Usage: `{USAGE}`")
-    return service, sample
+    args = parse_args(argv, USAGE, valued={"--sample": "sample"}, min_positionals=1)
+    return args.positionals[0], args.get("sample")
 
 
 async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
@@ -175,7 +154,7 @@ def build_reply(service: str, report: LeakReport, *, sampled: int = 0) -> Reply:
         table = Table(columns=[Column("function", "left"), Column("kind", "left"),
                                Column("growth/h"), Column("captures"), Column("share")],
                       rows=rows,
-                      caption=f"{len(rows)} suspect(s), strongest evidence first")
+                      caption=f"{plural(len(rows), 'suspect')}, strongest evidence first")
     sections: list[str] = []
     for s in report.suspects[:5]:
         lines = [f"{s.function} ({s.kind})"]
@@ -205,7 +184,7 @@ def build_reply(service: str, report: LeakReport, *, sampled: int = 0) -> Reply:
         actions.append(Action(f"List {target[:60]}", f"list {service} {re.escape(target)}"))
     if report.suspects and any(s.kind == "goroutines" for s in report.suspects):
         actions.append(Action("Goroutines", f"goroutines {service}"))
-    actions.append(Action("Capture again", f"top {service}"))
+    actions.append(Action("Capture again", f"capture {service}"))
     return Reply(
         title=f"{service}: {_TITLE.get(report.verdict, report.verdict)}",
         context=context,

@@ -6,12 +6,11 @@ matching function its file, flat and cum, then every line that carries a value.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from bot.reply import Action, Column, Reply, Table
-from handlers._common import capture_now, context_lines, failed_instances_text
-from handlers.peek import _quoted, parse_regex_command
+from handlers._common import context_lines, failed_instances_text, short_path
+from handlers.peek import _quoted, capture_and_analyse
 
 USAGE = "/heap list SERVICE FUNC_RE"
 MAX_FUNCTIONS = 6
@@ -21,15 +20,10 @@ MAX_LINES = 15
 async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
     """Capture and show per-line values of the functions matching FUNC_RE."""
     from bot.analysis.listing import list_lines
-    from bot.analysis.top import TopOptions
     from bot.analysis.units import format_value, percentage
 
-    service, regex, opts = parse_regex_command(argv, USAGE)
-    capture = await capture_now(runtime, service, inv.user_id, force=opts.pop("force"))
-    if capture.profile is None:
-        return Reply.failure(f"No instance of `{service}` returned a usable heap profile. "
-                             + failed_instances_text(capture.snapshot), service=service)
-    report = await asyncio.to_thread(list_lines, capture.profile, regex, TopOptions(**opts))
+    service, regex, capture, report = await capture_and_analyse(runtime, argv, inv, USAGE,
+                                                                list_lines)
     functions = sorted(report.functions, key=lambda f: -abs(f.cum))[:MAX_FUNCTIONS]
 
     def fmt(value: int) -> str:
@@ -79,4 +73,4 @@ async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
 
 def _short_file(path: str) -> str:
     """The package directory and file name: enough to open it in an editor."""
-    return "/".join(path.replace("\\", "/").split("/")[-2:]) if path else "?"
+    return short_path(path) or "?"

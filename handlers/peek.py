@@ -8,15 +8,19 @@ call and its share of the function's cum.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
+from bot.errors import CaptureError
 from bot.reply import Action, Column, Reply, Table
 from handlers._common import (
+    Capture,
     capture_now,
     check_regex,
     check_sample_type,
     context_lines,
     failed_instances_text,
+    no_profile_reply,
     parse_args,
     usage_error,
 )
@@ -44,18 +48,39 @@ def parse_regex_command(argv: list[str], usage: str) -> tuple[str, str, dict[str
     return service, regex, options
 
 
+async def capture_and_analyse(runtime: Any, argv: list[str], inv: Any, usage: str,
+                              analyse: Callable[..., Any]) -> tuple[str, str, Capture, Any]:
+    """Parse SERVICE FUNC_RE, capture, run ``analyse(profile, regex, options)`` off the loop.
+
+    Raises CaptureError (a HeapbotError) when no instance returned a heap profile.
+    """
+    from bot.analysis.top import TopOptions
+
+    service, regex, opts = parse_regex_command(argv, usage)
+    capture = await capture_now(runtime, service, inv.user_id, force=opts.pop("force"))
+    if capture.profile is None:
+        raise CaptureError(no_profile_reply(service, capture.snapshot).sections[0])
+    report = await asyncio.to_thread(analyse, capture.profile, regex, TopOptions(**opts))
+    return service, regex, capture, report
+
+
+def _edge_rows(kind: str, edges: list[Any], cum: int, fmt: Callable[[int], str]) -> list[list[str]]:
+    """Rows of one side of a peek entry (callers or callees), the long tail counted."""
+    from bot.analysis.units import percentage
+
+    rows = [[kind, edge.function + (" (inline)" if edge.inline else ""), "", "",
+             fmt(edge.value), percentage(edge.value, cum).strip()] for edge in edges[:MAX_EDGES]]
+    if len(edges) > MAX_EDGES:
+        rows.append([kind, f"… {len(edges) - MAX_EDGES} more {kind}s", "", "", "", ""])
+    return rows
+
+
 async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
     """Capture and show callers and callees of the functions matching FUNC_RE."""
     from bot.analysis.peek import peek
-    from bot.analysis.top import TopOptions
     from bot.analysis.units import output_unit, percentage, scaled_label
 
-    service, regex, opts = parse_regex_command(argv, USAGE)
-    capture = await capture_now(runtime, service, inv.user_id, force=opts.pop("force"))
-    if capture.profile is None:
-        return Reply.failure(f"No instance of `{service}` returned a usable heap profile. "
-                             + failed_instances_text(capture.snapshot), service=service)
-    report = await asyncio.to_thread(peek, capture.profile, regex, TopOptions(**opts))
+    service, regex, capture, report = await capture_and_analyse(runtime, argv, inv, USAGE, peek)
     entries = report.entries[:MAX_FUNCTIONS]
     unit = output_unit([e.flat or e.cum for e in entries], report.total, report.unit)
 
@@ -64,20 +89,10 @@ async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
 
     rows: list[list[str]] = []
     for entry in entries:
-        for edge in entry.callers[:MAX_EDGES]:
-            rows.append(["caller", edge.function + (" (inline)" if edge.inline else ""), "", "",
-                         fmt(edge.value), percentage(edge.value, entry.cum).strip()])
-        if len(entry.callers) > MAX_EDGES:
-            rows.append(["caller", f"… {len(entry.callers) - MAX_EDGES} more callers",
-                         "", "", "", ""])
+        rows.extend(_edge_rows("caller", entry.callers, entry.cum, fmt))
         rows.append(["▶", entry.function, fmt(entry.flat), fmt(entry.cum), "",
                      percentage(entry.cum, report.total).strip() + " of total"])
-        for edge in entry.callees[:MAX_EDGES]:
-            rows.append(["callee", edge.function + (" (inline)" if edge.inline else ""), "", "",
-                         fmt(edge.value), percentage(edge.value, entry.cum).strip()])
-        if len(entry.callees) > MAX_EDGES:
-            rows.append(["callee", f"… {len(entry.callees) - MAX_EDGES} more callees",
-                         "", "", "", ""])
+        rows.extend(_edge_rows("callee", entry.callees, entry.cum, fmt))
     more = len(report.entries) - len(entries)
     caption = (f"{len(entries)} matching function{'s' if len(entries) != 1 else ''}"
                + (f" (and {more} more: narrow FUNC_RE)" if more > 0 else "")

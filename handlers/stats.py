@@ -15,6 +15,7 @@ from handlers._common import (
     context_lines,
     failed_instances_text,
     format_time,
+    no_profile_reply,
     parse_args,
     previous_snapshot,
 )
@@ -63,10 +64,7 @@ async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
     if goroutines is not None:
         now["goroutines"] = int(goroutines)
     if not capture.memstats:
-        return Reply.failure(
-            f"No instance of `{service}` returned runtime.MemStats (heap?debug=1). "
-            + (failed_instances_text(snapshot) or "Is net/http/pprof imported?"),
-            service=service)
+        return no_profile_reply(service, snapshot, "runtime.MemStats (heap?debug=1)")
 
     previous = await previous_snapshot(runtime, service, snapshot)
     before: dict[str, int] = {}

@@ -21,6 +21,7 @@ from handlers._common import (
     context_lines,
     failed_instances_text,
     format_time,
+    no_profile_reply,
     parse_args,
     parse_count,
     previous_snapshot,
@@ -78,10 +79,7 @@ async def top_reply(runtime: Any, capture: Capture, *, sample_type: str | None =
 
     service, snapshot = capture.service, capture.snapshot
     if capture.profile is None:
-        return Reply.failure(
-            f"No instance of `{service}` returned a usable heap profile. "
-            + (failed_instances_text(snapshot) or "Is net/http/pprof imported?"),
-            service=service)
+        return no_profile_reply(service, snapshot)
     options = TopOptions(sample_type=sample_type, sort=sort, node_count=count, focus=focus,
                          ignore=ignore, hide=hide)
     report = await asyncio.to_thread(top, capture.profile, options)

@@ -57,7 +57,7 @@ def test_leak_reply_table_sections_and_actions() -> None:
     assert any(s.startswith("Not suspects:") and "main.cachePut" in s for s in reply.sections)
     commands = [a.command for a in reply.actions]
     assert "list payments main\\.auditAppend" in commands
-    assert "goroutines payments" in commands and "top payments" in commands
+    assert "goroutines payments" in commands and "capture payments" in commands
     assert reply.data["verdict"] == "leak likely"
     blocks = reply_to_blocks(reply)
     assert len(blocks) <= 50

@@ -450,7 +450,7 @@ def _explain_not_enough(report: LeakReport, win: _Window, service: str) -> None:
 def _explain(report: LeakReport, service: str) -> None:
     svc = service or "SERVICE"
     span = (report.window_end or 0) - (report.window_start or 0)
-    window = f"{report.captures} captures over {_duration(span)}"
+    window = f"{report.captures} captures over {format_duration(span)}"
     if report.deploy:
         window += f" since {report.deploy}"
     if report.verdict == LEAK_LIKELY:
@@ -842,7 +842,8 @@ def format_rate(per_hour: float, unit: str) -> str:
     return _rate(per_hour, unit)
 
 
-def _duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
+    """"45s", "12m", "3.5h", "2.1d": a span of time in one short unit."""
     if seconds < 120:
         return f"{seconds:.0f}s"
     if seconds < 7200:

@@ -1,0 +1,118 @@
+"""What a new user met walking through heapbot, and what they see now.
+
+Real parts only: the demo Go service over HTTP and a real Redis; expected
+values are read back from the store or the engine, never written down.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot.analysis.goroutines import parse_goroutines
+from bot.pprof import profile_pb2
+from bot.runtime import Runtime
+from bot.settings import Settings
+from handlers import Invocation, run
+from handlers.goroutines import waits_in
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+async def runtime(tmp_path: Path, redis_url: str, demo_service) -> AsyncIterator[Runtime]:
+    config = tmp_path / "heapbot.yaml"
+    config.write_text(f'services:\n  demo:\n    targets: ["{demo_service.url}"]\n'
+                      "    cooldown_seconds: 0\n")
+    settings = Settings(config_path=config, redis_url=redis_url, data_dir=tmp_path / "data")
+    rt = await Runtime.create(settings)
+    try:
+        yield rt
+    finally:
+        await rt.close()
+
+
+def console(text: str) -> Invocation:
+    return Invocation(text=text, user_id="U0TEST", source="console")
+
+
+async def test_a_bad_since_reference_is_refused_before_capturing(runtime: Runtime) -> None:
+    reply = await run(runtime, console("diff demo since yesterday"))
+    assert reply.error
+    assert "`since yesterday` is not something heapbot understands" in reply.sections[0]
+    assert "a duration like 30m" in reply.sections[0]
+    assert await runtime.store.count("demo") == 0  # nothing was captured for nothing
+
+
+async def test_diff_since_an_hour_with_short_history_points_to_previous(runtime: Runtime
+                                                                        ) -> None:
+    await run(runtime, console("capture demo"))
+    reply = await run(runtime, console("diff demo since 1h"))
+    assert reply.error
+    text = reply.sections[0]
+    assert "has no capture from 1h ago or earlier" in text
+    assert "The oldest stored capture is from" in text and "`since previous`" in text
+
+
+async def test_goroutine_as_a_heap_type_points_to_the_goroutines_command(runtime: Runtime
+                                                                         ) -> None:
+    reply = await run(runtime, console("top demo --type goroutine"))
+    assert reply.error
+    assert "`/heap goroutines SERVICE`" in reply.sections[0]
+    assert await runtime.store.count("demo") == 0
+
+
+async def test_history_counts_one_deploy_in_the_singular(runtime: Runtime) -> None:
+    await run(runtime, console("capture demo"))
+    await run(runtime, console("deploy demo v9"))
+    await run(runtime, console("capture demo"))
+    reply = await run(runtime, console("history demo"))
+    assert not reply.error, reply.sections
+    assert reply.context[0].endswith("· 1 deploy"), reply.context
+
+
+async def test_leaks_capture_again_button_captures(runtime: Runtime) -> None:
+    reply = await run(runtime, console("leaks demo --sample 3x1s"))
+    assert not reply.error, reply.sections
+    again = next(a for a in reply.actions if a.label == "Capture again")
+    assert again.command == "capture demo"
+    clicked = await run(runtime, console(again.command))
+    assert clicked.title.startswith("Captured demo")
+    if reply.table is not None:
+        assert "(s)" not in reply.table.caption
+
+
+async def test_peek_and_list_of_an_unreachable_service_say_so_once(tmp_path: Path,
+                                                                  redis_url: str) -> None:
+    from tests.support.redis import free_port
+
+    config = tmp_path / "heapbot.yaml"
+    config.write_text(f'services:\n  ghost:\n    targets: ["http://127.0.0.1:{free_port()}"]\n')
+    rt = await Runtime.create(Settings(config_path=config, redis_url=redis_url,
+                                       data_dir=tmp_path / "data"))
+    try:
+        for command in ("peek ghost main", "list ghost main"):
+            reply = await run(rt, console(command))
+            assert reply.error and len(reply.sections) == 1
+            assert "No instance of `ghost`" in reply.sections[0]
+            assert "Traceback" not in reply.sections[0]
+    finally:
+        await rt.close()
+
+
+async def test_goroutines_recorded_without_a_stack_are_named_so(demo_service) -> None:
+    import httpx
+
+    async with httpx.AsyncClient() as client:
+        served = await client.get(f"{demo_service.url}/debug/pprof/goroutine")
+    profile = profile_pb2.Profile()
+    profile.ParseFromString(gzip.decompress(served.content))
+    profile.sample.add(value=[2])  # Go records goroutines that are just starting like this
+    report = parse_goroutines(gzip.compress(profile.SerializeToString()))
+    stackless = [g for g in report.groups if not g.frames]
+    assert [g.count for g in stackless] == [2]
+    assert waits_in(stackless[0]) == "(no stack recorded)"
+    assert all(waits_in(g) != "(no stack recorded)" for g in report.groups if g.frames)
