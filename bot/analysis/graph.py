@@ -281,8 +281,10 @@ def _expand(frame_locs: np.ndarray, loc_offsets: np.ndarray, n_per_loc: np.ndarr
             loc_inline: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Node stacks from location stacks, in blocks of samples to bound temporaries."""
     nsamples = loc_offsets.size - 1
-    total = int(np.dot(np.bincount(frame_locs, minlength=n_per_loc.size).astype(np.int64),
-                       n_per_loc.astype(np.int64))) if frame_locs.size else 0
+    step = 1 << 16
+    blocks = [(lo, min(lo + step, nsamples)) for lo in range(0, nsamples, step)]
+    total = sum(int(n_per_loc[frame_locs[int(loc_offsets[lo]):int(loc_offsets[hi])]]
+                    .sum(dtype=np.int64)) for lo, hi in blocks)
     small = loc_nodes.size == 0 or int(loc_nodes.max(initial=0)) < (1 << 15)
     nodes = np.empty(total, dtype=np.int16 if small else np.int32)
     inline = np.zeros(total, dtype=bool)
@@ -291,13 +293,12 @@ def _expand(frame_locs: np.ndarray, loc_offsets: np.ndarray, n_per_loc: np.ndarr
     simple = frame_locs.size == 0 or (int(n_per_loc.min(initial=1)) == 1
                                       and int(n_per_loc.max(initial=1)) == 1)
     if simple:
-        nodes[:] = loc_nodes[loc_node_off[frame_locs]]
+        first_node = loc_nodes[loc_node_off[:-1]].astype(nodes.dtype)
+        nodes[:] = first_node[frame_locs]
         offsets[:] = loc_offsets
         return nodes, inline, offsets
-    step = 1 << 16
     filled = 0
-    for lo in range(0, nsamples, step):
-        hi = min(lo + step, nsamples)
+    for lo, hi in blocks:
         a, b = int(loc_offsets[lo]), int(loc_offsets[hi])
         fl = frame_locs[a:b]
         npf = n_per_loc[fl]

@@ -66,15 +66,16 @@ def parse_profile(data: bytes, limits: Limits | None = None) -> Profile:
     if not raw:
         _fail("The profile is empty once inflated.", "Capture it again.")
     _sniff_not_profile(raw)
-    frame = profile_pb2.ProfileFrame()
+    box = [profile_pb2.ProfileFrame()]
+    frame = box[0]
     try:
         frame.ParseFromString(raw)
     except (DecodeError, RuntimeError, ValueError):
         _fail("These bytes are not a pprof profile (they do not decode as profile.proto).",
               "Give heapbot the output of /debug/pprof/heap or a .pb.gz file.")
-    del raw, data  # upb holds its own copy; keep peak memory down
+    del raw, data, frame  # upb holds its own copy; _build frees it once read (peak memory)
     try:
-        return _build(frame)
+        return _build(box)
     except WireError as exc:
         _fail(f"The profile is malformed ({exc}).", "Capture it again.")
 
@@ -142,7 +143,8 @@ def _resolve(refs: np.ndarray, sorted_ids: np.ndarray, order: np.ndarray, what: 
     return order[pos_c].astype(np.int32)
 
 
-def _build(frame: profile_pb2.ProfileFrame) -> Profile:
+def _build(box: list[profile_pb2.ProfileFrame]) -> Profile:
+    frame = box.pop()
     strings = _Strings(_strings(frame))
     sample_types = [SampleType(strings.one(st.type, "sample type"),
                                strings.one(st.unit, "sample unit")) for st in frame.sample_type]
@@ -199,7 +201,23 @@ def _build(frame: profile_pb2.ProfileFrame) -> Profile:
     np.cumsum(np.bincount(lowner, minlength=nl), out=location_line_offsets[1:])
 
     # Samples: the big one.
-    smsgs = Messages.from_parts(list(frame.sample))
+    period_type = None
+    if frame.HasField("period_type"):
+        period_type = SampleType(strings.one(frame.period_type.type, "period type"),
+                                 strings.one(frame.period_type.unit, "period unit"))
+    header = {
+        "default_sample_type": strings.one(frame.default_sample_type, "default sample type"),
+        "time_nanos": frame.time_nanos, "duration_nanos": frame.duration_nanos,
+        "period_type": period_type, "period": frame.period,
+        "comments": [strings.one(c, "comment") for c in frame.comment],
+        "drop_frames": strings.one(frame.drop_frames, "drop_frames"),
+        "keep_frames": strings.one(frame.keep_frames, "keep_frames"),
+        "doc_url": strings.one(frame.doc_url, "doc url"),
+    }
+    sample_parts = list(frame.sample)
+    del frame  # the parsed message is no longer needed: free it before the big join
+    smsgs = Messages.from_parts(sample_parts)
+    del sample_parts
     ns = len(smsgs)
     if ns == 0:
         _fail("The profile holds no samples, so there is nothing to show.",
@@ -218,13 +236,8 @@ def _build(frame: profile_pb2.ProfileFrame) -> Profile:
     values = as_int64(raw_values).reshape(ns, ntypes)
     label_regions = layout_sub_messages(sf, 3)
 
-    period_type = None
-    if frame.HasField("period_type"):
-        period_type = SampleType(strings.one(frame.period_type.type, "period type"),
-                                 strings.one(frame.period_type.unit, "period unit"))
     return Profile(
         sample_types=sample_types,
-        default_sample_type=strings.one(frame.default_sample_type, "default sample type"),
         function_ids=function_ids,
         function_names=function_names,
         function_system_names=function_system_names,
@@ -245,14 +258,7 @@ def _build(frame: profile_pb2.ProfileFrame) -> Profile:
         pending_labels=(partial(_labels, *_compact(smsgs.buf, label_regions), strings)
                         if label_regions[0].size else None),
         mappings=mappings,
-        time_nanos=frame.time_nanos,
-        duration_nanos=frame.duration_nanos,
-        period_type=period_type,
-        period=frame.period,
-        comments=[strings.one(c, "comment") for c in frame.comment],
-        drop_frames=strings.one(frame.drop_frames, "drop_frames"),
-        keep_frames=strings.one(frame.keep_frames, "keep_frames"),
-        doc_url=strings.one(frame.doc_url, "doc url"),
+        **header,
     )
 
 

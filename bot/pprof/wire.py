@@ -249,7 +249,8 @@ def packed_varints(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray,
             out[filled:filled + values.size] = values
             filled += values.size
             counts[lo:hi] = per_region
-    return out[:filled], counts
+    # Multi-byte varints leave the tail unused: copy so the slack can be freed.
+    return (out[:filled].copy() if filled < out.size else out), counts
 
 
 def _packed_chunk(buf: np.ndarray, starts: np.ndarray,
