@@ -128,3 +128,15 @@ async def test_burst_of_posts_to_one_channel_is_spaced(slack_standin):
     times = [r.at for r in slack_standin.calls("chat.postMessage")]
     assert len(times) == 3
     assert all(b - a >= 0.2 for a, b in itertools.pairwise(times))
+
+
+async def test_refused_upload_keeps_the_posted_reply_and_says_so_in_its_thread(slack_standin):
+    slack_standin.fail("files.completeUploadExternal", status=200, error="not_allowed_token_type")
+    reply = _reply(attachments=[Attachment("demo-heap.pb.gz", b"\x1f\x8b" + b"x" * 64, "heap")])
+    ts = await post_reply(_client(slack_standin), "C1", reply)
+    posts = slack_standin.posts("C1")
+    assert ts and posts[0].get("thread_ts") is None and "main.leakyCache" in repr(posts[0])
+    [note] = [p for p in posts if p.get("thread_ts") == ts]
+    assert "could not attach demo-heap.pb.gz" in note["text"]
+    assert "not_allowed_token_type" in note["text"] and "Traceback" not in note["text"]
+    assert slack_standin.files() == []

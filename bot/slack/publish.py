@@ -128,5 +128,23 @@ async def post_reply(client: AsyncWebClient, channel: str, reply: Reply,
             return ""
         raise failure from exc
     ts = str(resp["ts"])
-    await upload_attachments(client, channel, reply, thread_ts or ts, limiter)
+    try:
+        await upload_attachments(client, channel, reply, thread_ts or ts, limiter)
+    except SlackPublishError as exc:
+        # The answer is posted; only its files are missing. Say so in its thread rather
+        # than lose the ts (thread memory, follow-ups) by raising.
+        await _note_missing_files(client, channel, reply, thread_ts or ts, exc)
     return ts
+
+
+async def _note_missing_files(client: AsyncWebClient, channel: str, reply: Reply,
+                              thread_ts: str, exc: SlackPublishError) -> None:
+    """Best effort: a short thread message naming the files Slack refused, and why."""
+    names = ", ".join(a.filename for a in reply.attachments)
+    log.warning("reply posted in %s but its files were refused: %s", channel, exc.error)
+    try:
+        await client.chat_postMessage(
+            channel=channel, thread_ts=thread_ts, unfurl_links=False, unfurl_media=False,
+            text=f"heapbot could not attach {names}: {exc.user_message()}")
+    except (SlackApiError, SlackRequestError) as second:
+        log.warning("could not post the missing-files note either: %s", type(second).__name__)
