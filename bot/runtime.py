@@ -497,11 +497,11 @@ class Runtime:
         if seconds is not None:
             found = await self.store.before(name, when - seconds, exclude=exclude)
             if found is None:
-                oldest = await self.store.list(name, 0)
-                if oldest:
+                oldest = await self.store.oldest(name)
+                if oldest is not None:
                     from bot.analysis.leaks import format_duration
 
-                    age = format_duration(when - oldest[-1].taken_at)
+                    age = format_duration(when - oldest.taken_at)
                     hint = (f"The oldest stored capture is from {age} ago; "
                             f"`since previous` compares with the last one.")
                 else:

@@ -236,6 +236,21 @@ def build_summary(
     )
 
 
+DECODE_INLINE_ROWS = 8  # more stored snapshots than this are decoded in a worker thread
+
+
+def _decode_rows(rows: Sequence[Sequence[bytes | None]], with_summary: bool
+                 ) -> list[StoredSnapshot]:
+    """StoredSnapshots from HMGET rows of (meta, summary) JSON."""
+    out: list[StoredSnapshot] = []
+    for row in rows:
+        if not row or not row[0]:
+            continue  # expired between index read and fetch
+        summary = json.loads(row[1]) if with_summary and row[1] else None
+        out.append(StoredSnapshot.from_stored(json.loads(row[0]), summary))
+    return out
+
+
 def _redacted_location(url: str) -> str:
     """host:port/db of a Redis URL, never its password."""
     parts = urlsplit(url)
@@ -435,13 +450,9 @@ class SnapshotStore:
             for snapshot_id in ids:
                 pipe.hmget(_key(service, "snap", snapshot_id), fields)
             rows = await pipe.execute()
-        out: list[StoredSnapshot] = []
-        for row in rows:
-            if not row or not row[0]:
-                continue  # expired between index read and fetch
-            summary = json.loads(row[1]) if with_summary and row[1] else None
-            out.append(StoredSnapshot.from_stored(json.loads(row[0]), summary))
-        return out
+        if len(rows) > DECODE_INLINE_ROWS:  # a long history: JSON decoding off the loop
+            return await asyncio.to_thread(_decode_rows, rows, with_summary)
+        return _decode_rows(rows, with_summary)
 
     async def get(self, service: str, snapshot_id: str) -> StoredSnapshot:
         """One snapshot by id; NotFoundError names the service and the id."""
@@ -479,6 +490,13 @@ class SnapshotStore:
                 start=0 if limit else None, num=limit or None)
             return await self._load(service, [i.decode() for i in ids],
                                     with_summary=with_summary)
+
+    async def oldest(self, service: str) -> StoredSnapshot | None:
+        """The first stored snapshot still kept (without its summary)."""
+        async with self._errors("read the oldest snapshot"):
+            ids = await self.redis.zrange(_key(service, "index"), 0, 0)
+            found = await self._load(service, [i.decode() for i in ids], with_summary=False)
+        return found[0] if found else None
 
     async def count(self, service: str) -> int:
         async with self._errors("count snapshots"):

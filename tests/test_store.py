@@ -157,3 +157,19 @@ async def test_history_survives_a_redis_restart(redis_server: Any, redis_url: st
         assert await store.raw_profile("payments", snap.id, 0) == b"\x1f\x8bprofile"
     finally:
         await store.close()
+
+
+async def test_a_long_history_reads_back_whole_and_knows_its_oldest(store: SnapshotStore
+                                                                    ) -> None:
+    from bot.store import DECODE_INLINE_ROWS
+
+    start = time.time() - 3600
+    saved = [snapshot(start + 60 * i, service="longhist") for i in range(DECODE_INLINE_ROWS + 4)]
+    for snap in saved:
+        await store.save(snap, {(0, "heap"): b"\x1f\x8bxx"})
+    listed = await store.list("longhist", 0)  # more rows than are decoded inline
+    assert [s.id for s in listed] == [s.id for s in reversed(saved)]
+    assert [s.meta_dict() for s in listed] == [s.meta_dict() for s in reversed(saved)]
+    oldest = await store.oldest("longhist")
+    assert oldest is not None and oldest.id == saved[0].id
+    assert await store.oldest("never-captured") is None
