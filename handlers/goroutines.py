@@ -74,7 +74,8 @@ async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
     when = format_time(getattr(previous, "taken_at", 0.0)) if previous is not None else ""
     summary = f"{plural(report.total, 'goroutine')}"
     if prev_total is not None:
-        summary += f", {report.total - prev_total:+,} since {when}"
+        delta = report.total - prev_total
+        summary += f", {delta:+,} since {when}" if delta else f", unchanged since {when}"
     if report.groups:
         top = report.groups[0]
         share = top.count / report.total * 100 if report.total else 0

@@ -89,3 +89,12 @@ def test_json_top_carries_every_row_unless_told(cli_env: dict[str, str]) -> None
     assert len(every["rows"]) > 5
     assert {"function", "flat", "cum", "flat_pct", "sum_pct", "cum_pct"} <= set(every["rows"][0])
     assert every["sample_type"] == "inuse_space" and every["unit"] == "bytes"
+
+
+def test_piped_output_keeps_each_row_on_one_line(cli_env: dict[str, str]) -> None:
+    env = {k: v for k, v in cli_env.items() if k != "COLUMNS"}  # like `heapbot … | grep`
+    done = heapbot(env, "goroutines", "demo", "-n", "5")
+    assert done.returncode == 0, done.stderr
+    row = next(line for line in done.stdout.splitlines() if "chan send" in line)
+    assert "main.blockedSendResult" in row and "scenarios.go:" in row, done.stdout
+    assert "goroutines" in done.stdout.splitlines()[0]

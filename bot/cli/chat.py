@@ -176,7 +176,7 @@ def save_attachments(reply: Any, folder: Path | None = None) -> dict[str, Path]:
 
 def print_result(reply: Any, output_format: str = "text", console: Console | None = None) -> int:
     """Print a Reply (text or JSON); return the process exit status."""
-    from bot.render.terminal import print_reply
+    from bot.render.terminal import output_console, print_reply
 
     if output_format == "json":
         if reply.error:
@@ -189,7 +189,7 @@ def print_result(reply: Any, output_format: str = "text", console: Console | Non
             data["files"] = {name: str(path) for name, path in saved.items()}
         print(json.dumps(data, indent=2, default=str))
         return EXIT_OK
-    console = console or Console()
+    console = console or output_console()
     saved = save_attachments(reply)
     print_reply(reply, console, saved)
     if reply.error and any("internal error" in s for s in reply.sections):
@@ -265,8 +265,9 @@ def _save_history(path: Path | None) -> None:
 def console(args: argparse.Namespace) -> int:
     """`heapbot console`: a prompt for /heap commands (exit, quit or Ctrl-D to leave)."""
     import handlers
+    from bot.render.terminal import output_console
 
-    out = Console()
+    out = output_console()
     history = _setup_readline() if sys.stdin.isatty() else None
     out.print(Text("heapbot console: type /heap commands (e.g. `/heap top demo`), "
                    "`help`, or `exit`.", style="dim"))

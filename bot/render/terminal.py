@@ -6,6 +6,8 @@ name like ``[]byte`` or a user's ``[bold]`` prints literally.
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -15,6 +17,20 @@ from rich.table import Table as RichTable
 from rich.text import Text
 
 from bot.reply import Reply, Table
+
+PIPE_WIDTH = 240  # piped output: wide enough that function names never fold mid-word
+
+
+def output_console() -> Console:
+    """The Console replies print to: the terminal's width, or a wide one when piped.
+
+    rich assumes 80 columns when stdout is not a terminal, which folds function
+    names like ``main.blockedSendResult`` in two; scripts grepping the output of
+    ``heapbot top demo | grep`` need whole names, as ``go tool pprof -top`` prints.
+    """
+    if sys.stdout.isatty() or os.environ.get("COLUMNS"):
+        return Console()
+    return Console(width=PIPE_WIDTH)
 
 
 def rich_table(table: Table) -> RichTable:
