@@ -168,7 +168,10 @@ def build_reply(service: str, report: LeakReport, *, sampled: int = 0) -> Reply:
         sections.append("\n".join(lines))
     if report.not_suspects:
         lines = ["Not suspects:"]
-        lines.extend(f"• {n.function}: {n.reason}" for n in report.not_suspects[:8])
+        suspected = {s.function for s in report.suspects}
+        # "main.f (heap)" when main.f is also a suspect of the other kind, so the two agree
+        lines.extend(f"• {n.function}{f' ({n.kind})' if n.function in suspected else ''}: "
+                     f"{n.reason}" for n in report.not_suspects[:8])
         if len(report.not_suspects) > 8:
             lines.append(f"… {len(report.not_suspects) - 8} more")
         sections.append("\n".join(lines))

@@ -71,3 +71,17 @@ def test_bounded_reply_is_not_alarming() -> None:
     assert reply.title == "payments: growth bounded, no leak"
     assert reply.table is None
     assert "main.cachePut" in reply.summary
+
+
+def test_a_function_both_suspect_and_not_names_the_kind_in_not_suspects() -> None:
+    jump = lambda i: 4 * MB if i < 5 else 30 * MB  # noqa: E731
+    caps = captures(10, {**BACKGROUND, "main.sendResult": jump},
+                    {"main.start;main.sendResult": ("chan send", grows(10, 40))})
+    report = analyze(caps)
+    both = ({s.function for s in report.suspects}
+            & {n.function for n in report.not_suspects})
+    assert "main.sendResult" in both
+    reply = leaks_handler.build_reply("payments", report)
+    not_suspects = next(s for s in reply.sections if s.startswith("Not suspects:"))
+    kind = next(n.kind for n in report.not_suspects if n.function == "main.sendResult")
+    assert f"• main.sendResult ({kind}): " in not_suspects
