@@ -127,9 +127,10 @@ class WatchStore:
 class WatchScheduler:
     """Enqueue each watch's tick once per slot across every replica."""
 
-    def __init__(self, ctx: WorkContext) -> None:
+    def __init__(self, ctx: WorkContext, stop: asyncio.Event | None = None) -> None:
         self.ctx = ctx
         self.store = WatchStore(ctx.redis)
+        self.stop = stop
 
     async def tick_once(self, now: float | None = None) -> list[tuple[str, int]]:
         """Enqueue the due ticks this replica wins; returns (service, slot) of each."""
@@ -150,7 +151,9 @@ class WatchScheduler:
         return won
 
     async def run(self) -> None:
-        while True:
+        from bot.worker import stop_requested
+
+        while not stop_requested(self.stop):
             try:
                 await self.tick_once()
             except (RedisError, OSError) as exc:

@@ -70,6 +70,19 @@ HANDLERS: dict[str, JobHandler] = {
 }
 
 
+def stop_requested(stop: asyncio.Event | None = None) -> bool:
+    """True once shutdown began, even if a library swallowed this task's CancelledError.
+
+    Python 3.11's asyncio.timeout (used by redis-py around socket reads) can swallow a
+    cancel() that lands as its own deadline expires; so the loops also watch an Event
+    that the owning task sets when it is cancelled.
+    """
+    if stop is not None and stop.is_set():
+        return True
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 def default_consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
@@ -77,8 +90,10 @@ def default_consumer_name() -> str:
 class Worker:
     """One replica's consumer loop; :meth:`run` until cancelled."""
 
-    def __init__(self, ctx: WorkContext, handlers: dict[str, JobHandler] | None = None) -> None:
+    def __init__(self, ctx: WorkContext, handlers: dict[str, JobHandler] | None = None,
+                 stop: asyncio.Event | None = None) -> None:
         self.ctx = ctx
+        self.stop = stop or asyncio.Event()
         self.handlers = handlers or HANDLERS
         self.running: dict[str, asyncio.Task[None]] = {}
         self.slots = asyncio.Semaphore(ctx.config.concurrency)
@@ -126,7 +141,7 @@ class Worker:
     async def _heartbeat(self) -> None:
         """Reset the idle time of running jobs so no other replica takes them over."""
         interval = self.ctx.config.claim_idle_seconds / 3
-        while True:
+        while not stop_requested(self.stop):
             await asyncio.sleep(interval)
             if not self.running:
                 continue
@@ -144,12 +159,19 @@ class Worker:
                 log.warning("heartbeat failed: %s", exc)
 
     async def run(self) -> None:
-        await self.queue.ensure_group()
+        while not stop_requested(self.stop):  # Redis may come up after heapbot: wait, do not die
+            try:
+                await self.queue.ensure_group()
+                break
+            except (RedisError, OSError) as exc:
+                REDIS_ERRORS.labels("job_group").inc()
+                log.warning("job queue unreachable (%s); retrying in 1 s", exc)
+                await asyncio.sleep(1)
         heartbeat = asyncio.create_task(self._heartbeat(), name="job-heartbeat")
         claim_every = max(0.2, self.ctx.config.claim_idle_seconds / 2)
         next_claim = 0.0
         try:
-            while True:
+            while not stop_requested(self.stop):
                 await self.slots.acquire()
                 self.slots.release()
                 try:
@@ -170,6 +192,8 @@ class Worker:
                     await asyncio.sleep(1)
                     continue
                 for job in jobs:
+                    if stop_requested(self.stop):
+                        break  # read but not started: it stays pending for another replica
                     if job.id in self.running:
                         continue
                     await self.slots.acquire()
@@ -192,15 +216,25 @@ class Worker:
 
 
 async def _run_all(ctx: WorkContext) -> None:
+    """Run consumer and scheduler as child tasks; cancelling this task stops both for sure."""
     from bot.watches import WatchScheduler
 
-    scheduler = asyncio.create_task(WatchScheduler(ctx).run(), name="watch-scheduler")
+    stop = asyncio.Event()
+    children = {
+        asyncio.create_task(Worker(ctx, stop=stop).run(), name="job-consumer"),
+        asyncio.create_task(WatchScheduler(ctx, stop=stop).run(), name="watch-scheduler"),
+    }
     try:
-        await Worker(ctx).run()
+        done, _ = await asyncio.wait(children, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()  # a crashed child is a bug: surface it
     finally:
-        scheduler.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await scheduler
+        stop.set()
+        for task in children:
+            task.cancel()
+        _done, stuck = await asyncio.wait(children, timeout=20)
+        if stuck:
+            log.error("worker tasks did not stop within 20 s: %s", [t.get_name() for t in stuck])
 
 
 def start_worker(runtime: Any, settings: Any, slack_client: Any, *,

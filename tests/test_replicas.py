@@ -128,11 +128,10 @@ async def test_each_watch_tick_runs_once_across_three_replicas(
     assert len(slots) >= 5
     assert len(set(slots)) == len(slots), f"a tick ran twice: {slots}"
     assert slots == list(range(slots[0], slots[0] + len(slots))), f"a tick was skipped: {slots}"
-    # One stored capture per tick, and no capture for the watch that no tick accounts for.
-    # (A tick may join a capture already in flight in its replica, e.g. a thread's `top`,
-    # through the Runtime's single-flight; that snapshot then carries the other trigger.)
+    # Every tick has a stored capture, and no capture for the watch that no tick accounts
+    # for. (A tick may join a capture already in flight — a slow previous tick's, or a
+    # thread's `top` — through the Runtime's single-flight, in-process or across replicas.)
     tick_snaps = [snap for _, snap in ticks]
-    assert len(set(tick_snaps)) == len(tick_snaps)
     stored = {s.id: s for s in await runtime.store.list("demo", limit=0)}
     assert set(tick_snaps) <= set(stored)
     assert {i for i, s in stored.items() if s.trigger == "watch"} <= set(tick_snaps)
