@@ -99,7 +99,7 @@ async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
     summary = growth_takeaway(report, base_total, new_total, base_time)
     base_build = short_build_id(getattr(base, "build_id", ""))
     now_build = short_build_id(getattr(capture.snapshot, "build_id", ""))
-    extra = f"vs {ref} ({base_time})"
+    extra = await base_label(runtime, service, ref, base, base_time)
     sections = [s for s in [failed_instances_text(capture.snapshot)] if s]
     if base_build and now_build and base_build != now_build:
         sections.append(f"The binary changed between the captures (build {base_build} → "
@@ -121,6 +121,28 @@ async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
         data={**report.to_json(), "service": service, "since": ref,
               "base_snapshot_id": getattr(base, "id", ""), "snapshot_id": capture.snapshot_id},
     )
+
+
+async def base_label(runtime: Any, service: str, ref: str, base: Any, base_time: str) -> str:
+    """"vs the capture of 14:02 UTC, first after deploy v1.2.3": which capture, and why."""
+    if ref.lower() != "deploy":
+        return f"vs {ref} ({base_time})"
+    from bot.errors import HeapbotError
+
+    try:
+        markers = await runtime.deploys(service)
+    except HeapbotError:
+        markers = []
+    marker = next((m for m in reversed(markers)
+                   if m.taken_at <= float(getattr(base, "taken_at", 0.0))), None)
+    latest = markers[-1] if markers else None
+    if latest is not None and marker is not latest:  # no capture since the deploy but this one
+        return (f"vs the capture of {base_time}, the last before deploy "
+                f"{latest.version or short_build_id(latest.build_id)}")
+    if marker is not None:
+        return (f"vs the capture of {base_time}, the first after deploy "
+                f"{marker.version or short_build_id(marker.build_id)}")
+    return f"vs {ref} ({base_time})"
 
 
 def sum_change(report: Any, capture: Any, base: Any) -> int:

@@ -116,3 +116,15 @@ async def test_goroutines_recorded_without_a_stack_are_named_so(demo_service) ->
     assert [g.count for g in stackless] == [2]
     assert waits_in(stackless[0]) == "(no stack recorded)"
     assert all(waits_in(g) != "(no stack recorded)" for g in report.groups if g.frames)
+
+
+async def test_diff_since_deploy_says_which_capture_it_compares_with(runtime: Runtime) -> None:
+    before = await run(runtime, console("capture demo"))
+    await run(runtime, console("deploy demo v9"))
+    first = await run(runtime, console("diff demo since deploy"))
+    assert not first.error, first.sections
+    assert first.data["base_snapshot_id"] == before.snapshot_id
+    assert ", the last before deploy v9" in first.context[0]
+    second = await run(runtime, console("diff demo since deploy"))
+    assert second.data["base_snapshot_id"] == first.snapshot_id
+    assert ", the first after deploy v9" in second.context[0]
