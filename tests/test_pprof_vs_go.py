@@ -133,3 +133,21 @@ def test_merge_matches_pprof_on_two_files() -> None:
         report = top(merged, TopOptions(sample_type))
         assert report.total == expected.total
         assert [(r.function, r.flat, r.cum) for r in report.rows] == expected.rows
+
+
+def test_both_recursion_counters_agree(random_program: Path) -> None:
+    """Small graphs count recursion with per-sample bitsets, big ones by sorting stacks;
+    on the same recursive profile both must give the same cum."""
+    import numpy as np
+
+    from bot.analysis import graph
+
+    profile = parse_profile(random_program.read_bytes())
+    fr = graph.frames(profile)
+    assert fr.num_nodes <= 64 and fr.presence()[0] == "bits"
+    bits = [graph.flat_cum(fr, profile.values[:, i]) for i in range(4)]
+    fr._presence = ("dups", *graph._duplicates(fr.nodes, fr.offsets, np.diff(fr.offsets)))
+    assert fr._presence[1].size > 0  # the program recurses
+    dups = [graph.flat_cum(fr, profile.values[:, i]) for i in range(4)]
+    for (f1, c1), (f2, c2) in zip(bits, dups, strict=True):
+        assert (f1 == f2).all() and (c1 == c2).all()
