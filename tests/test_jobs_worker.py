@@ -93,3 +93,20 @@ async def test_deploy_job_records_a_marker(runtime: Any, tmp_path: Path) -> None
 
 async def _zero(queue: JobQueue) -> bool:
     return await queue.depth() == 0
+
+
+async def test_cancel_stops_consumer_and_scheduler(runtime: Any) -> None:
+    config = QueueSettings(claim_idle_seconds=0.3, consumer_name="w-stop")
+    queue = config.queue(runtime.store.redis)
+    worker = start_worker(runtime, None, None, config=config)
+    await asyncio.sleep(0.5)
+    worker.cancel()
+    done, _ = await asyncio.wait({worker}, timeout=25)
+    assert worker in done
+    # Nothing in this process reads the queue any more: a new job stays waiting.
+    await queue.enqueue("deploy", {"service": "gone", "version": "v1"})
+    await asyncio.sleep(1.0)
+    assert await queue.depth() == 1
+    assert await runtime.store.deploys("gone") == []
+    tasks = {t.get_name() for t in asyncio.all_tasks()}
+    assert not tasks & {"job-consumer", "watch-scheduler", "job-heartbeat"}
