@@ -433,6 +433,8 @@ def ack_text(runtime: Any, text: str) -> str:
         name = getattr(service, "name", name)
         instances = len(getattr(service, "targets", []) or [])
     name = _short(neutralize_mentions(name))
+    if "--snapshot" in argv or any(a.startswith("--snapshot=") for a in argv):
+        return f"Loading a stored snapshot of {name}…"  # no capture: no instances to count
     if command in CAPTURING_COMMANDS:
         verb = {"diff": "capturing {name} to compare", "leaks": "checking {name} for leaks",
                 "stats": "reading MemStats of {name}"}.get(command, "capturing {name}")

@@ -230,6 +230,8 @@ def test_ack_text(runtime: RegistryOnly) -> None:
     assert ack_text(runtime, "help").startswith("Here is")
     assert "<!channel>" not in ack_text(runtime, "top <!channel>")
     assert ack_text(runtime, "top 'unbalanced")  # never raises
+    stored = ack_text(runtime, "top pay --snapshot 20261121-233932-b8d9 --download")
+    assert stored == "Loading a stored snapshot of payments…"  # nothing is captured
 
 
 @pytest.mark.parametrize(("text", "says"), [
