@@ -151,3 +151,11 @@ def test_both_recursion_counters_agree(random_program: Path) -> None:
     dups = [graph.flat_cum(fr, profile.values[:, i]) for i in range(4)]
     for (f1, c1), (f2, c2) in zip(bits, dups, strict=True):
         assert (f1 == f2).all() and (c1 == c2).all()
+
+
+@pytest.mark.parametrize("regex", ["leakmapNewRequest|Sprintf", "runtime\\.main$"])
+def test_peek_text_is_pprofs_text(regex: str) -> None:
+    path = FIXTURES / "heap_2.pb.gz"
+    theirs = run_pprof(["-peek=" + regex, str(path)])
+    ours = peek(parse_profile(path.read_bytes()), regex).to_text()
+    assert ours[ours.index("Showing nodes"):] == theirs[theirs.index("Showing nodes"):]

@@ -272,6 +272,11 @@ def frames(profile: Profile, filters: Filters = Filters(), lines: bool = False) 
     inlined_nodes = np.zeros(len(nodes_ix.names), dtype=bool)
     inlined_nodes[loc_nodes[loc_inline]] = True
     result = Frames(kept, offsets, nodes, inline, leaf, len(nodes_ix.names), inlined_nodes)
+    # Keep the unfiltered stacks and the few latest filter sets: a long-lived profile
+    # asked with many different --focus values must not grow without bound.
+    filtered = [k for k in profile.cache if k[0] == "frames" and k[1] != Filters()]
+    for old in filtered[:-3]:
+        del profile.cache[old]
     profile.cache[key] = result
     return result
 

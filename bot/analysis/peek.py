@@ -44,6 +44,8 @@ class PeekReport:
     total: int
     regex: str
     entries: list[PeekEntry]
+    shown: int = 0  # flat sum of every function after filters (pprof's header)
+    display_unit: str = ""  # the unit pprof picks for the whole graph
 
     def to_json(self) -> dict[str, Any]:
         def edge(e: PeekEdge) -> dict[str, Any]:
@@ -57,16 +59,17 @@ class PeekReport:
 
     def to_text(self) -> str:
         """pprof's -peek layout: callers above, the function, callees below."""
-        vals = [x.flat if x.flat else x.cum for x in self.entries]
-        unit = output_unit(vals, self.total, self.unit)
+        unit = self.display_unit or output_unit(
+            [x.flat if x.flat else x.cum for x in self.entries], self.total, self.unit)
 
         def fmt(v: int) -> str:
             return scaled_label(v, self.unit, unit)
 
         sep = "----------------------------------------------------------+-------------"
         out = [f"Type: {self.sample_type}",
-               f"Showing nodes accounting for {fmt(self.total)}, 100% of {fmt(self.total)} total",
-               sep, "      flat  flat%   sum%        cum   cum%   calls calls% + context"]
+               f"Showing nodes accounting for {fmt(self.shown)}, "
+               f"{percentage(self.shown, self.total).strip()} of {fmt(self.total)} total",
+               sep, "      flat  flat%   sum%        cum   cum%   calls calls% + context \t \t "]
         running = 0
         for x in self.entries:
             out.append(sep)
@@ -152,4 +155,8 @@ def peek(profile: Profile, regex: str, options: TopOptions | None = None) -> Pee
             names[i], int(flat[i]), int(cum[i]),
             callers=edge_list(np.flatnonzero(callees == i), callers, i, outgoing=False),
             callees=edge_list(np.flatnonzero(callers == i), callees, i, outgoing=True)))
-    return PeekReport(st.type, st.unit, total, regex, entries)
+    every = np.flatnonzero(present)
+    unit = output_unit([int(flat[i]) if flat[i] else int(cum[i]) for i in every.tolist()],
+                       total, st.unit)
+    return PeekReport(st.type, st.unit, total, regex, entries, shown=int(flat[every].sum()),
+                      display_unit=unit)
