@@ -348,7 +348,7 @@ def context_lines(capture: Capture, *extra: str) -> list[str]:
     lines = [" · ".join(parts)]
     if capture.reused:
         lines.append(f"reused the capture from {format_age(capture.age_seconds)} ago "
-                     "(cooldown); `/heap capture` takes a new one")
+                     f"(cooldown); `/heap capture {capture.service} --force` takes a new one")
     if not capture.stored:
         lines.append("not stored: " + (capture.store_error or "the snapshot store is unavailable")
                      + " (history and diffs will not include this capture)")

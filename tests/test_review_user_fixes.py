@@ -128,3 +128,23 @@ async def test_diff_since_deploy_says_which_capture_it_compares_with(runtime: Ru
     second = await run(runtime, console("diff demo since deploy"))
     assert second.data["base_snapshot_id"] == first.snapshot_id
     assert ", the first after deploy v9" in second.context[0]
+
+
+async def test_a_reused_capture_names_the_command_that_takes_a_new_one(
+        tmp_path: Path, redis_url: str, demo_service) -> None:
+    config = tmp_path / "heapbot.yaml"
+    config.write_text(f'services:\n  cool:\n    targets: ["{demo_service.url}"]\n'
+                      "    cooldown_seconds: 600\n")
+    rt = await Runtime.create(Settings(config_path=config, redis_url=redis_url,
+                                       data_dir=tmp_path / "data"))
+    try:
+        first = await run(rt, console("top cool"))
+        again = await run(rt, console("top cool"))
+        assert again.snapshot_id == first.snapshot_id
+        note = next(c for c in again.context if c.startswith("reused the capture"))
+        command = note.split("`/heap ")[1].split("`")[0]
+        assert command == "capture cool --force"
+        fresh = await run(rt, console(command))
+        assert not fresh.error and fresh.snapshot_id != first.snapshot_id
+    finally:
+        await rt.close()
