@@ -188,3 +188,48 @@ async def test_watch_pages_once_per_turn_and_closes_when_normal(
             await worker
         await rt.close()
         demo_service.stop()
+
+
+@pytest.mark.slow
+async def test_watch_pages_when_the_leak_verdict_turns(
+        tmp_path: Path, redis_url: str, demo_binary: Path, slack_standin: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A leaking demo (global map and append-only slice) watched every second: once the
+    leak analysis says "leak likely", one thread names the suspect."""
+    import contextlib
+
+    from pydantic import SecretStr
+
+    import handlers
+    from bot.runtime import Runtime
+    from bot.slack.client import build_web_client
+    from bot.worker import start_worker
+    from tests.support.demo import start_demo
+    from tests.test_paged import text_of, top_level, write_registry
+
+    demo_service = start_demo(demo_binary, scenarios="leakmap,slice", rate=20)
+    monkeypatch.setenv("HEAPBOT_WATCH_MIN_INTERVAL_SECONDS", "1")
+    settings = Settings(config_path=write_registry(tmp_path, [demo_service.url]),
+                        redis_url=redis_url, slack_bot_token=SecretStr("xoxb-test"),
+                        slack_api_url=slack_standin.api_url)
+    rt = await Runtime.create(settings)
+    config = QueueSettings(claim_idle_seconds=5, watch_min_interval_seconds=1,
+                           watch_poll_seconds=0.1, consumer_name="solo")
+    worker = start_worker(rt, settings, build_web_client(settings), config=config)
+    try:
+        reply = await handlers.run(rt, handlers.Invocation(
+            "watch demo every 1s in C0DEMO --goroutines 10000000", source="slack"))
+        assert not reply.error, reply.sections
+        await slack_standin.wait_for(lambda: top_level(slack_standin), timeout=120)
+        await asyncio.sleep(3)  # more leaking ticks: still the one thread
+        (summary,) = top_level(slack_standin)
+        shown = text_of(summary)
+        assert "Watch: Leak likely" in shown
+        assert "main.leakmap" in shown or "main.slice" in shown, shown
+    finally:
+        await handlers.run(rt, handlers.Invocation("unwatch demo", source="slack"))
+        worker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker
+        await rt.close()
+        demo_service.stop()
