@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.analysis.diff import diff
 from bot.analysis.top import TopOptions, top
 from bot.pprof import parse_profile, profile_pb2
 from tests.golden.pprof_tool import go_or_none, parse_top, run_pprof
@@ -111,3 +112,19 @@ def test_synthetic_filters_match_pprof(seed: int, tmp_path: Path) -> None:
         assert canonical(got, options.sort == "cum") == canonical(expected.rows,
                                                                    options.sort == "cum")
         assert report.total == expected.total
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_synthetic_diffs_match_pprof(seed: int, tmp_path: Path) -> None:
+    base_path, new_path = tmp_path / "base.pb", tmp_path / "new.pb"
+    base_path.write_bytes(synthetic(200 + seed))
+    new_path.write_bytes(synthetic(300 + seed))
+    base, new = parse_profile(base_path.read_bytes()), parse_profile(new_path.read_bytes())
+    for sample_type, cum in (("space", False), ("objects", True)):
+        flags = ["-top", "-unit=B", "-nodefraction=0", f"-sample_index={sample_type}",
+                 *(["-cum"] if cum else []), f"-diff_base={base_path}"]
+        expected = parse_top(run_pprof([*flags, str(new_path)]))
+        report = diff(base, new, TopOptions(sample_type, "cum" if cum else "flat"))
+        assert report.percent_total == expected.total
+        got = [(r.function, r.flat, r.cum) for r in report.rows]
+        assert canonical(got, cum) == canonical(expected.rows, cum)

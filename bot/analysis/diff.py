@@ -17,32 +17,47 @@ from bot.analysis.top import TopOptions, TopReport, build_rows, filter_labels, r
 from bot.errors import ProfileError
 from bot.pprof.model import Profile, sample_type_index
 
+Key = tuple[str, str, int]  # a function node's identity (see graph.NodeIndex.keys)
 
-def _values_by_name(profile: Profile, index: int,
-                    filters: graph.Filters) -> dict[str, tuple[int, int]]:
+
+def _values_by_key(profile: Profile, index: int, filters: graph.Filters,
+                   names: dict[Key, str]) -> dict[Key, tuple[int, int]]:
+    """Flat and cum of every function with a value, by node identity."""
     nodes = graph.node_index(profile)
     fr = graph.frames(profile, filters)
     flat, cum = graph.flat_cum(fr, profile.values[:, index])
-    out: dict[str, tuple[int, int]] = {}
+    out: dict[Key, tuple[int, int]] = {}
     for i in np.flatnonzero((flat != 0) | (cum != 0)).tolist():
-        f, c = out.get(nodes.names[i], (0, 0))
-        out[nodes.names[i]] = (f + int(flat[i]), c + int(cum[i]))
+        key = nodes.keys[i]
+        names[key] = nodes.names[i]
+        out[key] = (int(flat[i]), int(cum[i]))
     return out
 
 
-def _callers_by_name(profile: Profile, index: int, filters: graph.Filters,
-                     names: set[str]) -> dict[str, dict[str, bool]]:
-    """Callers of the named functions, and whether each call edge is inlined."""
+def _callers_by_key(profile: Profile, index: int, filters: graph.Filters,
+                    keys: set[Key]) -> dict[Key, dict[Key, bool]]:
+    """Callers of the given functions, and whether each call edge is inlined."""
     nodes = graph.node_index(profile)
-    selected = np.array([i for i, n in enumerate(nodes.names) if n in names], dtype=np.int64)
+    selected = np.array([i for i, k in enumerate(nodes.keys) if k in keys], dtype=np.int64)
     fr = graph.frames(profile, filters)
-    out: dict[str, dict[str, bool]] = {}
+    out: dict[Key, dict[Key, bool]] = {}
     for callee, callers in graph.incoming_edges(fr, profile.values[:, index], selected).items():
-        mine = out.setdefault(nodes.names[callee], {})
+        mine = out.setdefault(nodes.keys[callee], {})
         for caller, inline in callers.items():
-            name = nodes.names[caller]
-            mine[name] = mine.get(name, True) and inline
+            mine[nodes.keys[caller]] = inline
     return out
+
+
+def merged_total(profile: Profile, index: int) -> int:
+    """pprof's total of a profile it merged (as -diff_base does): samples with the same
+    stack and labels are summed before taking absolute values. That only changes
+    anything when one sample type mixes signs, which Go heap profiles never do."""
+    column = profile.values[:, index]
+    if (column >= 0).all() or (column <= 0).all():
+        return report_total(profile, index)
+    from bot.pprof import merge_profiles
+
+    return report_total(merge_profiles([profile]), index)
 
 
 def check_comparable(base: Profile, new: Profile) -> None:
@@ -63,35 +78,39 @@ def diff(base: Profile, new: Profile, options: TopOptions | None = None) -> TopR
     check_comparable(base, new)
     index = sample_type_index(new, options.sample_type)
     st = new.sample_types[index]
-    base_total = report_total(base, index)
-    total = report_total(new, index)
+    base_total = merged_total(base, index)
+    total = merged_total(new, index)
     percent_total = base_total if base_total > 0 else base_total + total
     filters = options.filters()
-    before = _values_by_name(base, index, filters)
-    after = _values_by_name(new, index, filters)
-    names = sorted(set(before) | set(after))
-    flat = np.array([after.get(n, (0, 0))[0] - before.get(n, (0, 0))[0] for n in names],
+    printable: dict[Key, str] = {}
+    before = _values_by_key(base, index, filters, printable)
+    after = _values_by_key(new, index, filters, printable)
+    # pprof merges the two profiles, so a node is a function identity in either.
+    keys = sorted(set(before) | set(after), key=lambda k: (printable[k], repr(k)))
+    names = [printable[k] for k in keys]
+    flat = np.array([after.get(k, (0, 0))[0] - before.get(k, (0, 0))[0] for k in keys],
                     dtype=np.int64)
-    cum = np.array([after.get(n, (0, 0))[1] - before.get(n, (0, 0))[1] for n in names],
+    cum = np.array([after.get(k, (0, 0))[1] - before.get(k, (0, 0))[1] for k in keys],
                    dtype=np.int64)
     present = np.flatnonzero((flat != 0) | (cum != 0))
-    rank = np.arange(len(names), dtype=np.int64)  # names are sorted already
+    rank = np.arange(len(keys), dtype=np.int64)  # keys are sorted by printed name already
     order = graph.sort_nodes(present, flat, cum, rank, options.sort == "cum")
     node_total = int(present.size)
     if options.node_count:
         order = order[:options.node_count]
     rows = build_rows(names, order, flat, cum, percent_total)
-    shown = {r.function for r in rows}
-    old = _callers_by_name(base, index, filters, shown)
-    now = _callers_by_name(new, index, filters, shown)
-    for row in rows:
-        edges = dict(old.get(row.function, {}))
-        for caller, inline in now.get(row.function, {}).items():
+    shown = {keys[i] for i in order.tolist()}
+    old = _callers_by_key(base, index, filters, shown)
+    now = _callers_by_key(new, index, filters, shown)
+    for row, i in zip(rows, order.tolist(), strict=True):
+        key = keys[i]
+        edges = dict(old.get(key, {}))
+        for caller, inline in now.get(key, {}).items():
             edges[caller] = edges.get(caller, True) and inline
         row.inline = graph.inline_label(edges)
-        if row.function not in before:
+        if key not in before:
             row.status = "new"
-        elif row.function not in after:
+        elif key not in after:
             row.status = "gone"
     # With an all-zero base pprof divides by every sample of both profiles.
     return TopReport(sample_type=st.type, unit=st.unit, total=total, rows=rows,
