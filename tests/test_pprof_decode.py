@@ -183,8 +183,15 @@ def test_merge_sums_identical_stacks_and_dedupes_by_content() -> None:
 
 
 def _must_be_profile_or_profile_error(data: bytes) -> None:
+    """Parse, and when that works, every engine entry point works too."""
+    from bot.analysis.summarize import summarize_heap
+    from bot.analysis.top import top
+
     try:
-        parse_profile(data, Limits(max_compressed=1 * MiB, max_decompressed=8 * MiB))
+        profile = parse_profile(data, Limits(max_compressed=1 * MiB, max_decompressed=8 * MiB))
+        top(profile)
+        summarize_heap(profile, k=5)
+        merge_profiles([profile, profile])
     except ProfileError:
         pass
     except HeapbotError as exc:  # pragma: no cover - would be a contract violation
