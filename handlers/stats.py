@@ -117,7 +117,8 @@ def takeaway(now: dict[str, int], before: dict[str, int], when: str) -> str:
     if inuse is not None:
         text = f"HeapInuse {show('HeapInuse', inuse)}"
         if "HeapInuse" in before:
-            text += f" ({change('HeapInuse', inuse, before['HeapInuse'])} since {when})"
+            delta = change("HeapInuse", inuse, before["HeapInuse"])
+            text += f" ({delta} since {when})" if delta != "0" else f" (unchanged since {when})"
         parts.append(text)
     held = max(0, now.get("HeapIdle", 0) - now.get("HeapReleased", 0))
     if held:
@@ -126,6 +127,7 @@ def takeaway(now: dict[str, int], before: dict[str, int], when: str) -> str:
     if "goroutines" in now:
         text = f"{now['goroutines']:,} goroutines"
         if "goroutines" in before:
-            text += f" ({now['goroutines'] - before['goroutines']:+,})"
+            delta = now["goroutines"] - before["goroutines"]
+            text += f" ({delta:+,})" if delta else " (unchanged)"
         parts.append(text)
     return "; ".join(parts) + "." if parts else "No MemStats fields were reported."

@@ -149,3 +149,16 @@ async def test_a_reused_capture_names_the_command_that_takes_a_new_one(
         assert not fresh.error and fresh.snapshot_id != first.snapshot_id
     finally:
         await rt.close()
+
+
+def test_stats_takeaway_says_unchanged_rather_than_plus_zero(demo_service) -> None:
+    from bot.analysis.memstats import parse_memstats
+    from handlers.stats import takeaway
+
+    now = dict(parse_memstats(demo_service.get("/debug/pprof/heap?debug=1")).fields)
+    now["goroutines"] = parse_goroutines(demo_service.get("/debug/pprof/goroutine")).total
+    same = takeaway(now, dict(now), "12:00:00 UTC")
+    assert "(unchanged since 12:00:00 UTC)" in same and "(unchanged)" in same
+    assert "+0" not in same and "(0 since" not in same
+    grown = takeaway(now, {**now, "goroutines": now["goroutines"] - 5}, "12:00:00 UTC")
+    assert f"{now['goroutines']:,} goroutines (+5)" in grown
