@@ -128,3 +128,28 @@ def test_synthetic_diffs_match_pprof(seed: int, tmp_path: Path) -> None:
         assert report.percent_total == expected.total
         got = [(r.function, r.flat, r.cum) for r in report.rows]
         assert canonical(got, cum) == canonical(expected.rows, cum)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_profile_drop_frames_are_applied_like_pprof(seed: int, tmp_path: Path) -> None:
+    """A profile's own drop_frames/keep_frames prune stacks (pprof RemoveUninteresting)."""
+    p = profile_pb2.Profile.FromString(synthetic(400 + seed))
+    p.string_table.extend(["pkg2\\..*|pkg0\\.Func1.*", "pkg0\\.Func12"])
+    p.drop_frames = len(p.string_table) - 2
+    if seed % 2:
+        p.keep_frames = len(p.string_table) - 1
+    data = p.SerializeToString()
+    path = tmp_path / "dropped.pb"
+    path.write_bytes(data)
+    profile = parse_profile(data)
+    for cum in (False, True):
+        flags = ["-top", "-unit=B", "-nodefraction=0", "-sample_index=space",
+                 *(["-cum"] if cum else [])]
+        expected = parse_top(run_pprof([*flags, str(path)]))
+        report = top(profile, TopOptions("space", "cum" if cum else "flat"))
+        got = [(r.function, r.flat, r.cum) for r in report.rows]
+        assert canonical(got, cum) == canonical(expected.rows, cum)
+    p.drop_frames = 0
+    unpruned = top(parse_profile(p.SerializeToString()), TopOptions("space", "cum"))
+    assert [(r.function, r.cum) for r in unpruned.rows] != \
+        [(r.function, r.cum) for r in report.rows]  # pruning changed something

@@ -15,6 +15,7 @@ on the profile; each sample type then costs a couple of ``bincount`` calls.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 
@@ -60,6 +61,7 @@ class NodeIndex:
 
 def node_index(profile: Profile, lines: bool = False) -> NodeIndex:
     """Assign nodes once per profile (cached): per function, or per source line."""
+    profile = pruned(profile)
     cache_key = ("nodes", lines)
     cached = profile.cache.get(cache_key)
     if cached is not None:
@@ -127,6 +129,86 @@ def node_index(profile: Profile, lines: bool = False) -> NodeIndex:
     return result
 
 
+_RESERVED = ("(anonymous namespace)", "operator()")
+_BRACKET = re.compile("|".join(re.escape(n) for n in (*_RESERVED, "(")))
+
+
+def _simplify(name: str) -> str:
+    """pprof's simplifyFunc: drop a leading '.' and an argument list."""
+    name = name.removeprefix(".")
+    for m in _BRACKET.finditer(name):
+        if m.group(0) not in _RESERVED:
+            return name[:m.start()]
+    return name
+
+
+def pruned(profile: Profile) -> Profile:
+    """The profile after its own drop_frames/keep_frames (pprof's RemoveUninteresting).
+
+    Go's runtime never sets them, so this is usually the profile itself; when set,
+    frames from the first matching one toward the leaf are removed, like pprof.
+    """
+    if not profile.drop_frames:
+        return profile
+    cached = profile.cache.get("pruned")
+    if cached is not None:
+        return cached
+    try:
+        drop = re.compile("^(" + profile.drop_frames + ")$")
+        keep = re.compile("^(" + profile.keep_frames + ")$") if profile.keep_frames else None
+    except re.error:
+        return profile  # pprof would refuse the profile; heapbot shows it unpruned
+    names = profile.function_names
+    prune_fn = [bool(n) and bool(drop.match(_simplify(n)))
+                and not (keep is not None and keep.match(_simplify(n))) for n in names]
+    l_off = profile.location_line_offsets.tolist()
+    lf = profile.line_functions.tolist()
+    prune_loc = np.zeros(profile.num_locations, dtype=bool)
+    beneath = np.zeros(profile.num_locations, dtype=bool)
+    keep_line = np.ones(len(lf), dtype=bool)
+    for loc in range(profile.num_locations):
+        first, last = l_off[loc], l_off[loc + 1]
+        for i in range(last - 1, first - 1, -1):  # from the outermost line inward
+            if prune_fn[lf[i]]:
+                beneath[loc] = True
+                if i == last - 1:
+                    prune_loc[loc] = True
+                else:
+                    keep_line[first:i + 1] = False
+                break
+    s_off = profile.sample_offsets.tolist()
+    locs = profile.sample_locations
+    stacks = []
+    for smp in range(profile.num_samples):
+        stack = locs[s_off[smp]:s_off[smp + 1]]
+        found_user = False
+        for i in range(stack.size - 1, -1, -1):  # from the root toward the leaf
+            loc = int(stack[i])
+            if not prune_loc[loc] and not beneath[loc]:
+                found_user = True
+                continue
+            if not found_user:
+                continue
+            stack = stack[i + 1:] if prune_loc[loc] else stack[i:]
+            break
+        stacks.append(stack)
+    new_counts = np.array([int(keep_line[l_off[j]:l_off[j + 1]].sum())
+                           for j in range(profile.num_locations)], dtype=np.int64)
+    counts = np.array([st.size for st in stacks], dtype=np.int64)
+    result = dataclasses.replace(
+        profile,
+        location_line_offsets=np.concatenate(([0], np.cumsum(new_counts))),
+        line_functions=profile.line_functions[keep_line],
+        line_numbers=profile.line_numbers[keep_line],
+        line_columns=profile.line_columns[keep_line],
+        sample_offsets=np.concatenate(([0], np.cumsum(counts))),
+        sample_locations=(np.concatenate(stacks).astype(np.int32) if stacks
+                          else profile.sample_locations[:0]),
+        drop_frames="", keep_frames="", cache={})
+    profile.cache["pruned"] = result
+    return result
+
+
 @dataclass(slots=True)
 class Frames:
     """Samples as sequences of nodes (leaf first), after filters.
@@ -161,7 +243,8 @@ class Frames:
         return self._presence
 
 
-def _location_matches(profile: Profile, rx: re.Pattern[str]) -> np.ndarray:
+def _location_matches(profile: Profile,
+                      rx: re.Pattern[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per location: does any line's function name/file, or its binary, match?"""
     fn_match = np.fromiter(
         (bool(rx.search(n)) or bool(rx.search(f))
@@ -183,6 +266,7 @@ def _segment_any(flags: np.ndarray, offsets: np.ndarray) -> np.ndarray:
 
 def frames(profile: Profile, filters: Filters = Filters(), lines: bool = False) -> Frames:
     """Node stacks of every kept sample (cached per filter set and granularity)."""
+    profile = pruned(profile)
     key = ("frames", filters, lines)
     cached = profile.cache.get(key)
     if cached is not None:
