@@ -162,3 +162,34 @@ async def test_replicas_share_replay_and_redelivery_memory(slack_standin, redis_
         await slack_standin.wait_for(lambda: slack_standin.posts(CHANNEL), timeout=30)
         await asyncio.sleep(1.5)
         assert len(slack_standin.posts(CHANNEL)) == 1
+
+
+async def test_a_failed_group_lookup_is_retried_soon_not_cached_for_the_full_ttl(
+        slack_standin) -> None:
+    import asyncio
+    from pathlib import Path
+
+    from pydantic import SecretStr
+
+    from bot.registry import parse_registry
+    from bot.settings import Settings
+    from bot.slack.client import build_web_client
+    from bot.slack.usergroups import UserGroups
+
+    class RegistryOnly:
+        registry = parse_registry({"services": {"pay": {
+            "targets": ["http://127.0.0.1:1"], "allow_usergroups": ["S0SRE"]}}},
+            Path("heapbot.yaml"))
+
+    client = build_web_client(Settings(SLACK_BOT_TOKEN=SecretStr("xoxb-test-token"),
+                                       SLACK_API_URL=slack_standin.api_url.rstrip("/")))
+    slack_standin.usergroups = {"S0SRE": ["U0SRE"]}
+    slack_standin.fail("usergroups.users.list", status=200, error="ratelimited")
+    groups = UserGroups(client, ttl=300.0, failure_ttl=0.2)
+    assert await groups.groups_of(RegistryOnly(), "U0SRE") == ()  # refused: never wider
+    assert await groups.groups_of(RegistryOnly(), "U0SRE") == ()  # still inside failure_ttl
+    await asyncio.sleep(0.25)
+    assert await groups.groups_of(RegistryOnly(), "U0SRE") == ("S0SRE",)
+    assert len(slack_standin.calls("usergroups.users.list")) == 1  # one good lookup, cached
+    assert await groups.groups_of(RegistryOnly(), "U0SRE") == ("S0SRE",)
+    assert len(slack_standin.calls("usergroups.users.list")) == 1

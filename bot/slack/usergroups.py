@@ -32,9 +32,13 @@ def allowed_groups(runtime: Any) -> set[str]:
 class UserGroups:
     """Cached membership of the user groups named in allow lists."""
 
-    def __init__(self, client: AsyncWebClient, ttl: float = 300.0) -> None:
+    def __init__(self, client: AsyncWebClient, ttl: float = 300.0,
+                 failure_ttl: float = 30.0) -> None:
         self.client = client
         self.ttl = ttl
+        # A failed lookup denies (never widens) access, so it is retried soon rather than
+        # locking a group's members out for the whole ttl after one Slack hiccup.
+        self.failure_ttl = failure_ttl
         self._members: dict[str, tuple[float, frozenset[str]]] = {}
 
     async def groups_of(self, runtime: Any, user_id: str) -> tuple[str, ...]:
@@ -52,9 +56,11 @@ class UserGroups:
         now = time.monotonic()
         if cached is not None and cached[0] > now:
             return cached[1]
+        ttl = self.failure_ttl
         try:
             resp = await self.client.usergroups_users_list(usergroup=group)
             members = frozenset(resp.get("users") or ())
+            ttl = self.ttl
         except SlackApiError as exc:
             error = str(exc.response.get("error") or exc.response.status_code)
             SLACK_API_ERRORS.labels("usergroups.users.list", error).inc()
@@ -65,5 +71,5 @@ class UserGroups:
             SLACK_API_ERRORS.labels("usergroups.users.list", type(exc).__name__).inc()
             log.warning("cannot read members of user group %s: %s", group, type(exc).__name__)
             members = frozenset()
-        self._members[group] = (now + self.ttl, members)
+        self._members[group] = (now + ttl, members)
         return members
