@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bot.analysis.goroutines import creator_heading
 from bot.reply import Action, Column, Reply, Table
 from handlers._common import (
     capture_now,
@@ -56,7 +57,8 @@ async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
     has_before = previous is not None and bool(before)
 
     columns = [Column("goroutines"), Column("change"), Column("state", "left"),
-               Column("waits in", "left"), Column("at", "left"), Column("created by", "left")]
+               Column("waits in", "left"), Column("at", "left"),
+               Column(creator_heading(report.source), "left")]
     rows = []
     for group in report.groups[:count]:
         change = ""

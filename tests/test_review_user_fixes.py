@@ -162,3 +162,19 @@ def test_stats_takeaway_says_unchanged_rather_than_plus_zero(demo_service) -> No
     assert "+0" not in same and "(0 since" not in same
     grown = takeaway(now, {**now, "goroutines": now["goroutines"] - 5}, "12:00:00 UTC")
     assert f"{now['goroutines']:,} goroutines (+5)" in grown
+
+
+async def test_goroutine_creator_column_says_created_by_only_when_the_dump_knows(
+        runtime: Runtime, demo_service) -> None:
+    from bot.analysis.goroutines import creator_heading
+
+    reply = await run(runtime, console("goroutines demo 5"))
+    assert not reply.error, reply.sections
+    headings = [c.name for c in reply.table.columns]
+    assert reply.data["source"] == "proto" and "created by" not in headings
+    assert headings[-1] == "started in"
+    # ?debug=2 names the goroutine that ran the `go` statement: there it is "created by"
+    dump = parse_goroutines(demo_service.get("/debug/pprof/goroutine?debug=2"))
+    assert creator_heading(dump.source) == "created by"
+    blocked = next(g for g in dump.groups if g.wait_function == "main.blockedSendResult")
+    assert blocked.creator != "main.blockedSendResult"  # the spawner, not the goroutine

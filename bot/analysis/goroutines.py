@@ -413,6 +413,17 @@ def _parse_debug2(text: str) -> GoroutineReport:
     return _group(stacks, "debug=2")
 
 
+def creator_heading(source: str) -> str:
+    """What a group's ``creator`` really is, as a column heading.
+
+    Only ``?debug=2`` dumps name the goroutine that ran the ``go`` statement; the
+    proto and ``?debug=1`` shapes do not, so there ``creator`` is the function the
+    goroutine started in (its outermost frame), and calling it "created by" would
+    blame the leaking function for spawning itself.
+    """
+    return "created by" if source == "debug=2" else "started in"
+
+
 def _bottom_function(frames: Sequence[Frame]) -> str:
     """The goroutine's start function: the outermost frame that is not runtime.goexit."""
     for f in reversed(frames):

@@ -49,7 +49,7 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int
 
 def goroutines_file(args: argparse.Namespace) -> int:
     """`heapbot goroutines --profile FILE [-n N] [--format text|json]`."""
-    from bot.analysis.goroutines import parse_goroutines
+    from bot.analysis.goroutines import creator_heading, parse_goroutines
 
     report = parse_goroutines(_read(args.profile, "--profile"))
     nodes = getattr(args, "nodes", None)
@@ -72,7 +72,8 @@ def goroutines_file(args: argparse.Namespace) -> int:
     print(f"Showing {len(shown)} of {len(report.groups)} groups\n")
     rows = [[f"{g.count:,}", f"{g.count / report.total * 100:.1f}%" if report.total else "",
              g.state, g.wait_function or "?", g.wait_location, g.creator] for g in shown]
-    print(_table(["count", "share", "state", "waits in", "at", "created by"], rows, {0, 1}))
+    print(_table(["count", "share", "state", "waits in", "at", creator_heading(report.source)],
+                 rows, {0, 1}))
     return 0
 
 
