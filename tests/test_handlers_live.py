@@ -62,7 +62,22 @@ def column(reply, name: str) -> list[str]:
     return [row[index] for row in reply.table.rows]
 
 
-async def test_goroutines_groups_match_the_stored_dumps(runtime: Runtime) -> None:
+async def wait_for_goroutine(cluster: list, function: str, timeout: float = 20.0) -> None:
+    """Until every demo instance has started a goroutine in ``function`` (a fresh demo
+    may not have yet: the scenarios tick every few hundred milliseconds)."""
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not all(function in d.get("/debug/pprof/goroutine?debug=1").decode()
+                  for d in cluster):
+        assert time.monotonic() < deadline, f"no demo goroutine in {function} yet"
+        await asyncio.sleep(0.2)
+
+
+async def test_goroutines_groups_match_the_stored_dumps(runtime: Runtime, demo_cluster) -> None:
+    await wait_for_goroutine(demo_cluster, "main.blockedSendResult")
+    await wait_for_goroutine(demo_cluster, "main.tickerPollUntilDone")
     reply = await run(runtime, slack("goroutines demo 50"))
     assert not reply.error, reply.sections
     assert reply.service == "demo"
