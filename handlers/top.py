@@ -12,6 +12,7 @@ import asyncio
 import time
 from typing import Any
 
+from bot.errors import UsageError
 from bot.reply import Attachment, Reply
 from handlers._common import (
     Capture,
@@ -59,7 +60,7 @@ async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
     hide = check_regex(args.get("hide"), USAGE)
 
     if args.get("snapshot"):
-        snapshot = await stored(runtime, service, args.get("snapshot"))
+        snapshot = await stored(runtime, service, snapshot_ref(args.get("snapshot"), service))
         profile = await runtime.load_profile(snapshot)
         capture = Capture(service=service, snapshot=snapshot, profile=profile,
                           age_seconds=time.time() - float(snapshot.taken_at))
@@ -68,6 +69,18 @@ async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
     return await top_reply(runtime, capture, sample_type=sample_type,
                            sort="cum" if args.get("cum") else "flat", count=count, focus=focus,
                            ignore=ignore, hide=hide, download=bool(args.get("download")))
+
+
+def snapshot_ref(text: str, service: str) -> str:
+    """A ``--snapshot`` value: a snapshot id (or a since-reference such as ``previous``)."""
+    from bot.runtime import check_since_ref
+
+    try:
+        return check_since_ref(text)
+    except UsageError:
+        raise UsageError(f"`--snapshot {text[:40]}` is not a snapshot id (they look like "
+                         "20261121-224512-a3f9).",
+                         hint=f"`/heap history {service}` lists the stored ones.") from None
 
 
 async def top_reply(runtime: Any, capture: Capture, *, sample_type: str | None = None,

@@ -178,3 +178,14 @@ async def test_goroutine_creator_column_says_created_by_only_when_the_dump_knows
     assert creator_heading(dump.source) == "created by"
     blocked = next(g for g in dump.groups if g.wait_function == "main.blockedSendResult")
     assert blocked.creator != "main.blockedSendResult"  # the spawner, not the goroutine
+
+
+async def test_a_malformed_snapshot_id_says_what_ids_look_like(runtime: Runtime) -> None:
+    reply = await run(runtime, console("top demo --snapshot last-tuesday"))
+    assert reply.error
+    text = reply.sections[0]
+    assert "`--snapshot last-tuesday` is not a snapshot id" in text and "since" not in text
+    assert "`/heap history demo`" in text
+    taken = await run(runtime, console("capture demo"))
+    again = await run(runtime, console(f"top demo --snapshot {taken.snapshot_id}"))
+    assert not again.error and again.snapshot_id == taken.snapshot_id
