@@ -1,0 +1,36 @@
+"""`make bench`: every benchmark in turn, each printing its ratio against its anchor.
+
+- bench/top:   heapbot top vs go tool pprof -top on a 300,000-stack heap profile
+- bench/leaks: precision and recall of /heap leaks over the demo's scenarios
+- bench/slack: ack and reply latency of /heap top through the Bolt app
+- bench/load:  100 concurrent /heap commands over 10 live demo services
+The fuzzer (bench/fuzz) runs for minutes and is started on its own.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+SCRIPTS = ["top/run.py", "leaks/run.py", "slack/run.py", "load/run.py"]
+
+
+def main() -> int:
+    failed = []
+    for script in SCRIPTS:
+        print(f"\n=== bench/{script}", flush=True)
+        started = time.monotonic()
+        code = subprocess.call([sys.executable, str(BENCH / script), *sys.argv[1:]])
+        print(f"=== bench/{script}: exit {code} in {time.monotonic() - started:.0f} s", flush=True)
+        if code:
+            failed.append(script)
+    if failed:
+        print("failed: " + ", ".join(failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
