@@ -23,7 +23,7 @@ def main() -> int:
     for script in SCRIPTS:
         print(f"\n=== bench/{script}", flush=True)
         started = time.monotonic()
-        code = subprocess.call([sys.executable, str(BENCH / script), *sys.argv[1:]])
+        code = subprocess.call([sys.executable, str(BENCH / script)])
         print(f"=== bench/{script}: exit {code} in {time.monotonic() - started:.0f} s", flush=True)
         if code:
             failed.append(script)
