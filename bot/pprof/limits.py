@@ -1,7 +1,9 @@
 """Size limits and bounded gzip inflation.
 
 A profile comes from a service over HTTP, so it is untrusted: a gzip bomb must be
-refused after inflating at most the cap, never all of it.
+refused without holding it in memory. Ordinary profiles inflate in one pass; one
+that passes 64 MiB is first measured without keeping its bytes, so a bomb costs
+at most one chunk of memory and is refused as soon as it passes the cap.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from bot.errors import ProfileError
 MiB = 1 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
 _CHUNK = 8 * MiB
+_HOLD = 64 * MiB  # inflate in one pass up to this; beyond it, count first
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +54,22 @@ def inflate(data: bytes, limits: Limits = DEFAULT_LIMITS) -> bytes:
                 hint="Raise Limits.max_decompressed if this is expected.",
             )
         return data
+    try:
+        return _inflate(data, limits, hold=min(_HOLD, limits.max_decompressed))
+    except _TooBigToHold:
+        pass
+    # Larger than we hold on a first try: count without keeping (memory stays at one
+    # chunk, so a bomb costs time, not memory), then inflate for real if within the cap.
+    _inflate(data, limits, hold=None)
+    return _inflate(data, limits, hold=limits.max_decompressed)
+
+
+class _TooBigToHold(Exception):
+    """Inflated output passed what the first pass keeps in memory."""
+
+
+def _inflate(data: bytes, limits: Limits, hold: int | None) -> bytes:
+    """Inflate every gzip member; keep at most ``hold`` bytes (None: count only)."""
     out: list[bytes] = []
     size = 0
     rest = data
@@ -72,7 +91,10 @@ def inflate(data: bytes, limits: Limits = DEFAULT_LIMITS) -> bytes:
                     "heapbot refused it (a gzip bomb or a huge profile).",
                     hint="Raise Limits.max_decompressed if this profile is genuine.",
                 )
-            out.append(piece)
+            if hold is not None:
+                if size > hold:
+                    raise _TooBigToHold
+                out.append(piece)
             if inflater.eof:
                 break
             chunk_in = inflater.unconsumed_tail
