@@ -95,7 +95,18 @@ async def main(out: Path) -> None:
         if profiler is not None:
             profiler.enable()
 
+    ack_window: list[str] = []
+
+    def acks_done() -> None:
+        """SIGUSR2: every ack has arrived; keep the profile of that window apart."""
+        if profiler is not None:
+            buffer = io.StringIO()
+            pstats.Stats(profiler, stream=buffer).sort_stats("tottime").print_stats(20)
+            ack_window.append(buffer.getvalue())
+            profiler.enable()  # Stats() stopped it; the whole-load profile goes on
+
     asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, start_counting)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, acks_done)
     started = time.perf_counter()
     try:
         await serve(Settings())
@@ -111,6 +122,7 @@ async def main(out: Path) -> None:
         out.write_text(json.dumps({
             "stalls": WATCHDOG.stalls[:10],
             "profile": hot,
+            "ack_profile": ack_window[0] if ack_window else "",
             "busy_max": max(busy or [0.0]),
             "busy_over_100ms": sum(1 for v in busy if v > 0.1),
             "lag_max": ordered[-1],

@@ -203,6 +203,7 @@ async def bench(count: int, services: int, rate: float, timeout: float,
 
         started = time.perf_counter()
         await asyncio.gather(*(one(i, t) for i, t in enumerate(texts)))
+        bot.send_signal(signal.SIGUSR2)  # every ack is in: the profile of the ack window
         with contextlib.suppress(TimeoutError):
             await standin.wait_for(answered, timeout=timeout)
         wall = time.perf_counter() - started
@@ -241,6 +242,9 @@ async def bench(count: int, services: int, rate: float, timeout: float,
             for number, stack in enumerate(stats.get("stalls", [])[:3], 1):
                 print(f"  stall {number}: where the loop thread was after 80 ms without a "
                       f"tick:\n" + "\n".join("      " + ln for ln in stack.splitlines()[-8:]))
+            if stats.get("ack_profile"):
+                print("where the loop thread's CPU went until the last ack (cProfile, tottime):")
+                print(stats["ack_profile"])
             if stats.get("profile"):
                 print("where the loop thread's CPU went during the load (cProfile, tottime):")
                 print(stats["profile"])

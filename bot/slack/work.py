@@ -5,6 +5,12 @@ first and hand the command to :class:`CommandRunner`, which keeps a reference
 to every task (so none is garbage-collected mid-flight), bounds how many run at
 once, and posts the Reply where the command came from: a new message in the
 channel, or the thread the request came from.
+
+Acks come first: all requests share one event loop, and a capture's downloads,
+parsing threads (which hold the GIL) and Redis writes delay every ack that
+arrives beside them. So a command's work starts only once acks have stopped
+streaming in for a moment (:class:`AckGate`; bench/load/run.py: 100 commands
+at once).
 """
 
 from __future__ import annotations
@@ -49,6 +55,32 @@ def command_word(text: str) -> str:
     return word if word in handlers.COMMANDS else "unknown"
 
 
+class AckGate:
+    """Holds background work back while acks are still streaming in.
+
+    ``note()`` is called for every acked request; ``wait()`` returns once no
+    request has been acked for ``quiet`` seconds, or after ``max_wait`` at most
+    (a steady stream of commands must not starve the work it asked for).
+    """
+
+    def __init__(self, quiet: float = 0.03, max_wait: float = 1.0) -> None:
+        self.quiet = quiet
+        self.max_wait = max_wait
+        self.last_ack = -1e9
+
+    def note(self) -> None:
+        self.last_ack = time.monotonic()
+
+    async def wait(self) -> None:
+        deadline = time.monotonic() + self.max_wait
+        while True:
+            now = time.monotonic()
+            pause = min(self.last_ack + self.quiet, deadline) - now
+            if pause <= 0:
+                return
+            await asyncio.sleep(pause)
+
+
 class CommandRunner:
     """Background execution of commands with bounded concurrency and kept references."""
 
@@ -63,6 +95,7 @@ class CommandRunner:
         self.max_pending = max_pending
         self._slots = asyncio.Semaphore(max_running)
         self._tasks: set[asyncio.Task[None]] = set()
+        self.ack_gate = AckGate()
 
     @property
     def pending(self) -> int:
@@ -75,11 +108,17 @@ class CommandRunner:
                started: float | None = None) -> asyncio.Task[None]:
         """Start running ``text`` for ``target``; the task is kept until it finishes."""
         started = time.monotonic() if started is None else started
-        task = asyncio.create_task(self.run(text, target, source=source, started=started),
+        self.ack_gate.note()
+        task = asyncio.create_task(self._run_after_acks(text, target, source, started),
                                    name=f"heap:{command_word(text)}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+    async def _run_after_acks(self, text: str, target: ReplyTarget, source: str,
+                              started: float) -> None:
+        await self.ack_gate.wait()
+        await self.run(text, target, source=source, started=started)
 
     async def run(self, text: str, target: ReplyTarget, *, source: str = "slack",
                   started: float | None = None) -> str:
