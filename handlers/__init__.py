@@ -321,6 +321,13 @@ def check_access(service: Any, inv: Invocation) -> None:
     )
 
 
+def _require_service(command: str, argv: list[str]) -> None:
+    """A SERVICE command must start with a service name, not an option or nothing."""
+    if not argv or argv[0].startswith("-"):
+        raise UsageError(f"`/heap {command}` needs a SERVICE.",
+                         hint=f"Usage: `{usage_of(command)}`")
+
+
 def _resolve_and_authorize(runtime: Any, command: str, argv: list[str],
                            inv: Invocation) -> list[str]:
     """Fill the thread's service, resolve aliases, enforce allow lists (before any capture)."""
@@ -328,15 +335,45 @@ def _resolve_and_authorize(runtime: Any, command: str, argv: list[str],
         return argv
     if _needs_thread_service(runtime, argv, inv):
         argv = [str(inv.thread_service), *argv]
-    if not argv or argv[0].startswith("-"):
-        raise UsageError(f"`/heap {command}` needs a SERVICE.",
-                         hint=f"Usage: `{usage_of(command)}`")
+    _require_service(command, argv)
     registry = getattr(runtime, "registry", None)
     if registry is None:
         return argv
     service = registry.resolve(argv[0])  # UnknownServiceError carries did-you-mean
     check_access(service, inv)
     return [getattr(service, "name", argv[0]), *argv[1:]]
+
+
+def check_arguments(runtime: Any, command: str, argv: list[str]) -> list[str]:
+    """Validate a command's arguments without I/O; raise the UsageError ``run`` would give.
+
+    The same checks as the handler, in the same order: a SERVICE is given and the
+    in-memory registry knows it, then the command module's own ``check(argv)``
+    (options, counts, regexes, sample types, references). Access lists and
+    anything needing Redis or the network are left to ``run``.
+    Returns argv with the service's canonical name.
+    """
+    if command in SERVICE_COMMANDS:
+        _require_service(command, argv)
+        registry = getattr(runtime, "registry", None)
+        if registry is not None:
+            argv = [getattr(registry.resolve(argv[0]), "name", argv[0]), *argv[1:]]
+    try:
+        module = _load(command)
+    except HeapbotError:  # a broken module is reported by run(), not by the ack
+        return argv
+    check = getattr(module, f"check_{command}", None) or (
+        getattr(module, "check", None) if COMMANDS[command] == command else None)
+    if callable(check):
+        check(argv)
+    return argv
+
+
+def _usage_hint(err: HeapbotError, command: str) -> HeapbotError:
+    """A usage error without its own hint gets the command's usage line."""
+    if isinstance(err, UsageError) and err.hint is None and command in COMMANDS:
+        err.hint = f"Usage: `{usage_of(command)}`"
+    return err
 
 
 def _internal_error_reply(command: str, service: str | None) -> Reply:
@@ -368,9 +405,7 @@ async def run(runtime: Any, inv: Invocation) -> Reply:
             raise TypeError(f"handler {command} returned {type(reply).__name__}, not Reply")
         outcome = "error" if reply.error else "ok"
     except UsageError as err:
-        if err.hint is None and command in COMMANDS:
-            err.hint = f"Usage: `{usage_of(command)}`"
-        reply = Reply.failure(err.user_message(), service=service)
+        reply = Reply.failure(_usage_hint(err, command).user_message(), service=service)
         outcome = "usage"
     except AccessDeniedError as err:
         reply = Reply.failure(err.user_message(), service=service)
@@ -411,26 +446,27 @@ def sanitize_reply(reply: Reply) -> Reply:
 
 
 def ack_text(runtime: Any, text: str) -> str:
-    """The instant ephemeral acknowledgement: no I/O beyond the in-memory registry."""
+    """The instant ephemeral acknowledgement: no I/O beyond the in-memory registry.
+
+    Invalid arguments are named here already, with the usage line (the same
+    validation code as the handler: :func:`check_arguments`), so nobody reads
+    "capturing…" before being told the command was wrong.
+    """
+    command = "?"
     try:
         parsed = parse(text)
-    except HeapbotError:
-        return "Reading that command…"
-    command, argv = parsed.command, parsed.argv
+        command = parsed.command
+        argv = check_arguments(runtime, command, parsed.argv)
+    except HeapbotError as err:
+        return neutralize_mentions(_usage_hint(err, command).user_message())
     if command not in SERVICE_COMMANDS:
         return {"help": "Here is what heapbot can do…",
                 "services": "Listing the services heapbot knows…",
                 "watches": "Listing the watches…"}.get(command, "Working on it…")
-    if not argv or argv[0].startswith("-"):
-        return f"Working on `/heap {command}`…"
     name, instances = argv[0], 0
     registry = getattr(runtime, "registry", None)
     if registry is not None:
-        try:
-            service = registry.resolve(argv[0])
-        except HeapbotError:
-            return f"Looking for a service called `{_short(neutralize_mentions(argv[0]))}`…"
-        name = getattr(service, "name", name)
+        service = registry.resolve(argv[0])  # check_arguments resolved it already
         instances = len(getattr(service, "targets", []) or [])
     name = _short(neutralize_mentions(name))
     if "--snapshot" in argv or any(a.startswith("--snapshot=") for a in argv):
@@ -454,6 +490,7 @@ __all__ = [
     "ParsedCommand",
     "ack_text",
     "check_access",
+    "check_arguments",
     "clean_text",
     "neutralize_mentions",
     "parse",

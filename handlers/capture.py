@@ -11,6 +11,7 @@ from typing import Any
 
 from bot.reply import Column, Reply, Table
 from handlers._common import (
+    Args,
     failed_instances_text,
     format_age,
     format_time,
@@ -52,10 +53,15 @@ def instance_table(snapshot: Any) -> Table:
     )
 
 
+def check(argv: list[str]) -> Args:
+    """Validate the arguments, syntax only (no I/O): shared by handle() and the instant ack."""
+    return parse_args(argv, USAGE, flags={"--force": "force"}, min_positionals=1,
+                      max_positionals=1)
+
+
 async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
     """Capture (or reuse one inside the cooldown unless --force) and show the outcome."""
-    args = parse_args(argv, USAGE, flags={"--force": "force"}, min_positionals=1,
-                      max_positionals=1)
+    args = check(argv)
     service = args.positionals[0]
     captured = await runtime.capture(service, trigger="user",
                                      requested_by=getattr(inv, "user_id", ""),

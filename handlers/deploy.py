@@ -9,14 +9,19 @@ from __future__ import annotations
 from typing import Any
 
 from bot.reply import Action, Reply
-from handlers._common import format_time, parse_args
+from handlers._common import Args, format_time, parse_args
 
 USAGE = "/heap deploy SERVICE VERSION"
 
 
+def check(argv: list[str]) -> Args:
+    """Validate the arguments, syntax only (no I/O): shared by handle() and the instant ack."""
+    return parse_args(argv, USAGE, min_positionals=2, max_positionals=2)
+
+
 async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
     """Store the marker now and say what it enables."""
-    args = parse_args(argv, USAGE, min_positionals=2, max_positionals=2)
+    args = check(argv)
     service, version = args.positionals
     marker = await runtime.add_deploy(service, version, by=getattr(inv, "user_id", ""))
     by = f" by {marker.by}" if marker.by else ""

@@ -13,6 +13,7 @@ from typing import Any
 from bot.errors import UsageError
 from bot.reply import Action, Reply
 from handlers._common import (
+    Args,
     capture_now,
     check_regex,
     check_sample_type,
@@ -54,17 +55,27 @@ def since_ref(positionals: list[str], option: str | None) -> str:
     return check_since_ref(rest[0] if rest else option)
 
 
-async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
-    """Capture now, compare with the referenced capture, show the change table."""
+def check(argv: list[str]) -> Args:
+    """Validate the arguments, syntax only (no I/O): shared by handle() and the instant ack.
+
+    Returns the parsed arguments with ``since``, ``n`` and ``type`` normalised.
+    """
     args = parse_args(argv, USAGE, flags=FLAGS, valued=VALUED, min_positionals=1,
                       max_positionals=3)
+    args.options["since"] = since_ref(args.positionals, args.get("since"))
+    args.options["n"] = parse_count(args.get("n"), USAGE)
+    args.options["type"] = check_sample_type(args.get("type"), USAGE)
+    for key in ("focus", "ignore", "hide"):
+        check_regex(args.get(key), USAGE)
+    return args
+
+
+async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
+    """Capture now, compare with the referenced capture, show the change table."""
+    args = check(argv)
     service = args.positionals[0]
-    ref = since_ref(args.positionals, args.get("since"))
-    count = parse_count(args.get("n"), USAGE)
-    sample_type = check_sample_type(args.get("type"), USAGE)
-    focus = check_regex(args.get("focus"), USAGE)
-    ignore = check_regex(args.get("ignore"), USAGE)
-    hide = check_regex(args.get("hide"), USAGE)
+    ref, count, sample_type = args.get("since"), args.get("n"), args.get("type")
+    focus, ignore, hide = args.get("focus"), args.get("ignore"), args.get("hide")
 
     from bot.analysis.diff import diff
     from bot.analysis.top import TopOptions

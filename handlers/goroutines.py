@@ -12,6 +12,7 @@ from typing import Any
 from bot.analysis.goroutines import creator_heading
 from bot.reply import Action, Column, Reply, Table
 from handlers._common import (
+    Args,
     capture_now,
     context_lines,
     failed_instances_text,
@@ -33,13 +34,19 @@ def waits_in(group: Any) -> str:
     return group.wait_function or ("(no stack recorded)" if not group.frames else "?")
 
 
-async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
-    """Capture and show the goroutine groups, largest first."""
+def check(argv: list[str]) -> Args:
+    """Validate the arguments, syntax only (no I/O): shared by handle() and the instant ack."""
     args = parse_args(argv, USAGE, flags={"--force": "force"}, valued=VALUED,
                       min_positionals=1, max_positionals=2)
-    service = args.positionals[0]
-    count = parse_count(args.positionals[1] if len(args.positionals) > 1 else args.get("n"),
-                        USAGE)
+    args.options["n"] = parse_count(
+        args.positionals[1] if len(args.positionals) > 1 else args.get("n"), USAGE)
+    return args
+
+
+async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
+    """Capture and show the goroutine groups, largest first."""
+    args = check(argv)
+    service, count = args.positionals[0], args.get("n")
     capture = await capture_now(runtime, service, inv.user_id, force=bool(args.get("force")))
     report = capture.goroutines
     snapshot = capture.snapshot

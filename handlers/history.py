@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from bot.reply import Attachment, Column, Reply, Table
-from handlers._common import format_time, parse_args, parse_count, plural, short_build_id
+from handlers._common import Args, format_time, parse_args, parse_count, plural, short_build_id
 from handlers.capture import format_bytes
 
 USAGE = "/heap history SERVICE [N]"
@@ -24,13 +24,19 @@ def _heap_inuse(snapshot: Any) -> int | None:
     return value
 
 
-async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
-    """List stored captures newest first, with deploy markers in between."""
+def check(argv: list[str]) -> Args:
+    """Validate the arguments, syntax only (no I/O): shared by handle() and the instant ack."""
     args = parse_args(argv, USAGE, valued={"-n": "limit", "--limit": "limit"},
                       min_positionals=1, max_positionals=2)
-    service = args.positionals[0]
     count_text = args.positionals[1] if len(args.positionals) > 1 else args.get("limit")
-    limit = parse_count(count_text, USAGE, default=DEFAULT_LIMIT)
+    args.options["limit"] = parse_count(count_text, USAGE, default=DEFAULT_LIMIT)
+    return args
+
+
+async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
+    """List stored captures newest first, with deploy markers in between."""
+    args = check(argv)
+    service, limit = args.positionals[0], args.get("limit")
     snapshots = await runtime.history(service, limit)
     if not snapshots:
         return Reply(title=f"No stored captures of {service} yet", service=service,

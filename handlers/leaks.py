@@ -27,7 +27,7 @@ from bot.analysis.leaks import (
 )
 from bot.errors import HeapbotError, UsageError
 from bot.reply import Action, Column, Reply, Table
-from handlers._common import parse_args, plural
+from handlers._common import Args, parse_args, plural
 
 USAGE = "/heap leaks SERVICE [--sample 3x30s]"
 MAX_SAMPLES = 10
@@ -61,16 +61,19 @@ def parse_sample(text: str) -> tuple[int, float]:
     return count, seconds
 
 
-def _parse_argv(argv: list[str]) -> tuple[str, str | None]:
+def check(argv: list[str]) -> Args:
+    """Validate the arguments, syntax only (no I/O): shared by handle() and the instant ack."""
     args = parse_args(argv, USAGE, valued={"--sample": "sample"}, min_positionals=1)
-    return args.positionals[0], args.get("sample")
+    if args.get("sample"):
+        args.options["sample_plan"] = parse_sample(args.get("sample"))
+    return args
 
 
 async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
     """Judge the stored history (after sampling, if asked) and answer with the suspects."""
-    service, sample = _parse_argv(argv)
-    name = runtime.registry.resolve(service).name
-    sample_plan = parse_sample(sample) if sample else None
+    args = check(argv)
+    name = runtime.registry.resolve(args.positionals[0]).name
+    sample_plan = args.get("sample_plan")
     taken = 0
     if sample_plan:
         count, interval = sample_plan

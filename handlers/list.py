@@ -10,11 +10,16 @@ from typing import Any
 
 from bot.reply import Action, Column, Reply, Table
 from handlers._common import context_lines, failed_instances_text, short_path
-from handlers.peek import _quoted, capture_and_analyse
+from handlers.peek import _quoted, capture_and_analyse, parse_regex_command
 
 USAGE = "/heap list SERVICE FUNC_RE"
 MAX_FUNCTIONS = 6
 MAX_LINES = 15
+
+
+def check(argv: list[str]) -> tuple[str, str, dict[str, Any]]:
+    """Validate the arguments, syntax only (no I/O): the instant ack uses what handle() uses."""
+    return parse_regex_command(argv, USAGE)
 
 
 async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:

@@ -48,6 +48,11 @@ def parse_regex_command(argv: list[str], usage: str) -> tuple[str, str, dict[str
     return service, regex, options
 
 
+def check(argv: list[str]) -> tuple[str, str, dict[str, Any]]:
+    """Validate the arguments, syntax only (no I/O): the instant ack uses what handle() uses."""
+    return parse_regex_command(argv, USAGE)
+
+
 async def capture_and_analyse(runtime: Any, argv: list[str], inv: Any, usage: str,
                               analyse: Callable[..., Any]) -> tuple[str, str, Capture, Any]:
     """Parse SERVICE FUNC_RE, capture, run ``analyse(profile, regex, options)`` off the loop.

@@ -7,7 +7,7 @@ from typing import Any
 
 from bot.errors import StoreError
 from bot.reply import Column, Reply, Table
-from handlers._common import format_age, parse_args
+from handlers._common import Args, format_age, parse_args
 
 USAGE = "/heap services"
 
@@ -21,9 +21,14 @@ def _instances_text(targets: tuple[str, ...]) -> str:
     return f"{fixed} + DNS" if fixed else "DNS" if dns == 1 else f"DNS ×{dns}"
 
 
+def check(argv: list[str]) -> Args:
+    """Validate the arguments, syntax only (no I/O): shared by handle() and the instant ack."""
+    return parse_args(argv, USAGE, max_positionals=0)
+
+
 async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
     """One row per service; the last capture comes from the store when it is reachable."""
-    parse_args(argv, USAGE, max_positionals=0)
+    check(argv)
     registry = runtime.registry
     services = list(registry)
     if not services:

@@ -11,6 +11,7 @@ from typing import Any
 
 from bot.reply import Action, Column, Reply, Table
 from handlers._common import (
+    Args,
     capture_now,
     context_lines,
     failed_instances_text,
@@ -50,10 +51,15 @@ def change(name: str, now: int | None, before: int | None) -> str:
     return sign + (format_value(abs(delta), "bytes") if name in BYTE_FIELDS else f"{abs(delta):,}")
 
 
+def check(argv: list[str]) -> Args:
+    """Validate the arguments, syntax only (no I/O): shared by handle() and the instant ack."""
+    return parse_args(argv, USAGE, flags={"--force": "force"}, min_positionals=1,
+                      max_positionals=1)
+
+
 async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
     """Capture and show MemStats with the change since the previous capture."""
-    args = parse_args(argv, USAGE, flags={"--force": "force"}, min_positionals=1,
-                      max_positionals=1)
+    args = check(argv)
     service = args.positionals[0]
     capture = await capture_now(runtime, service, inv.user_id, force=bool(args.get("force")))
     snapshot = capture.snapshot

@@ -15,6 +15,7 @@ from typing import Any
 from bot.errors import UsageError
 from bot.reply import Attachment, Reply
 from handlers._common import (
+    Args,
     Capture,
     capture_now,
     check_regex,
@@ -22,6 +23,7 @@ from handlers._common import (
     context_lines,
     failed_instances_text,
     format_time,
+    instances_text,
     no_profile_reply,
     parse_args,
     parse_count,
@@ -35,7 +37,9 @@ from handlers._common import (
 USAGE = ("/heap top SERVICE [N] [--cum] [--type inuse_space|inuse_objects|alloc_space|"
          "alloc_objects] [--focus RE]")
 
-FLAGS = {"--cum": "cum", "--download": "download", "--force": "force"}
+# --download attaches the merged profile; --per-instance each instance's own raw file instead
+FLAGS = {"--cum": "cum", "--download": "download", "--force": "force",
+         "--per-instance": "per_instance"}
 VALUED = {"--type": "type", "-t": "type", "--focus": "focus", "--ignore": "ignore",
           "--hide": "hide", "-n": "n", "--nodes": "n", "--snapshot": "snapshot"}
 
@@ -47,28 +51,39 @@ WHAT = {
 }
 
 
-async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
-    """Capture (or load ``--snapshot ID``) and answer with the top table."""
+def check(argv: list[str]) -> Args:
+    """Validate the arguments, syntax only (no I/O): shared by handle() and the instant ack.
+
+    Returns the parsed arguments with ``n``, ``type`` and ``snapshot`` normalised.
+    """
     args = parse_args(argv, USAGE, flags=FLAGS, valued=VALUED, min_positionals=1,
                       max_positionals=2)
-    service = args.positionals[0]
     count_text = args.positionals[1] if len(args.positionals) > 1 else args.get("n")
-    count = parse_count(count_text, USAGE)
-    sample_type = check_sample_type(args.get("type"), USAGE)
-    focus = check_regex(args.get("focus"), USAGE)
-    ignore = check_regex(args.get("ignore"), USAGE)
-    hide = check_regex(args.get("hide"), USAGE)
-
+    args.options["n"] = parse_count(count_text, USAGE)
+    args.options["type"] = check_sample_type(args.get("type"), USAGE)
+    for key in ("focus", "ignore", "hide"):
+        check_regex(args.get(key), USAGE)
     if args.get("snapshot"):
-        snapshot = await stored(runtime, service, snapshot_ref(args.get("snapshot"), service))
+        args.options["snapshot"] = snapshot_ref(args.get("snapshot"), args.positionals[0])
+    return args
+
+
+async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
+    """Capture (or load ``--snapshot ID``) and answer with the top table."""
+    args = check(argv)
+    service = args.positionals[0]
+    if args.get("snapshot"):
+        snapshot = await stored(runtime, service, args.get("snapshot"))
         profile = await runtime.load_profile(snapshot)
         capture = Capture(service=service, snapshot=snapshot, profile=profile,
                           age_seconds=time.time() - float(snapshot.taken_at))
     else:
         capture = await capture_now(runtime, service, inv.user_id, force=bool(args.get("force")))
-    return await top_reply(runtime, capture, sample_type=sample_type,
-                           sort="cum" if args.get("cum") else "flat", count=count, focus=focus,
-                           ignore=ignore, hide=hide, download=bool(args.get("download")))
+    download: bool | str = "instances" if args.get("per_instance") else bool(args.get("download"))
+    return await top_reply(runtime, capture, sample_type=args.get("type"),
+                           sort="cum" if args.get("cum") else "flat", count=args.get("n"),
+                           focus=args.get("focus"), ignore=args.get("ignore"),
+                           hide=args.get("hide"), download=download)
 
 
 def snapshot_ref(text: str, service: str) -> str:
@@ -86,7 +101,7 @@ def snapshot_ref(text: str, service: str) -> str:
 async def top_reply(runtime: Any, capture: Capture, *, sample_type: str | None = None,
                     sort: str = "flat", count: int = 10, focus: str | None = None,
                     ignore: str | None = None, hide: str | None = None,
-                    download: bool = False) -> Reply:
+                    download: bool | str = False) -> Reply:
     """The top Reply for a capture (shared with `/heap capture`-like callers)."""
     from bot.analysis.top import TopOptions, top
 
@@ -116,14 +131,19 @@ async def top_reply(runtime: Any, capture: Capture, *, sample_type: str | None =
               "taken_at": capture.taken_at, "reused": capture.reused,
               "build_id": getattr(snapshot, "build_id", "")},
     )
-    if download:
+    if download == "instances":
         reply.attachments.extend(await raw_profile_attachments(runtime, service, snapshot))
         if not reply.attachments:
-            reply.sections.append("The raw profile of this capture is no longer stored.")
+            reply.sections.append("The raw profiles of this capture are no longer stored.")
         elif len(reply.attachments) > 1:
             reply.sections.append(
                 f"One file per instance; `go tool pprof -top {service}-*-heap.pb.gz` merges "
                 "them like this table does.")
+    elif download:
+        attachment = await merged_profile_attachment(capture)
+        reply.attachments.append(attachment)
+        reply.sections.append(f"`go tool pprof -top {attachment.filename}` shows this table "
+                              "(the profiles of every answering instance, merged).")
     return reply
 
 
@@ -172,11 +192,31 @@ def takeaway(report: Any, previous: Any | None, *, filtered: bool = False) -> st
     return text + "."
 
 
+async def merged_profile_attachment(capture: Capture) -> Attachment:
+    """The service's merged heap profile as ONE .pb.gz that ``go tool pprof`` opens.
+
+    It is the profile this table was computed from, so pprof's ``-top`` on the
+    file equals the table (same functions, values and totals).
+    """
+    from bot.pprof.encode import encode_profile
+
+    snapshot_id = capture.snapshot_id or "unsaved"
+    answered = instances_text(capture.snapshot)
+    content = await asyncio.to_thread(encode_profile, capture.profile)
+    return Attachment(
+        filename=f"{capture.service}-{snapshot_id}-heap.pb.gz",
+        content=content,
+        title=f"heap profile of {capture.service}, snapshot {snapshot_id}"
+              + (f" (merged from {answered})" if answered else ""),
+        kind="profile",
+    )
+
+
 MAX_PROFILE_FILES = 10
 
 
 async def raw_profile_attachments(runtime: Any, service: str, snapshot: Any) -> list[Attachment]:
-    """Each answering instance's stored heap profile as a .pb.gz (at most 10).
+    """Each answering instance's stored heap profile as a .pb.gz (at most 10): ``--instances``.
 
     ``go tool pprof -top a.pb.gz b.pb.gz …`` merges them the way heapbot did.
     """
