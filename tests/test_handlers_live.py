@@ -235,9 +235,10 @@ async def test_top_focus_and_takeaway_against_the_previous_capture(runtime: Runt
     assert leader["function"] in column(focused, "function")
 
 
-async def test_download_attaches_the_stored_profile(runtime: Runtime) -> None:
+async def test_download_attaches_one_merged_profile_equal_to_the_table(runtime: Runtime) -> None:
     import gzip
 
+    from bot.analysis.top import TopOptions, top
     from bot.pprof import parse_profile
 
     first = await run(runtime, slack("top single 3"))
@@ -247,21 +248,39 @@ async def test_download_attaches_the_stored_profile(runtime: Runtime) -> None:
     assert again.snapshot_id == first.snapshot_id  # no new capture
     assert await runtime.store.count("single") == 1
     (attachment,) = again.attachments
-    assert attachment.filename.endswith(".pb.gz")
-    stored = await runtime.store.raw_profile("single", first.snapshot_id, 0, "heap")
+    assert attachment.filename == f"single-{first.snapshot_id}-heap.pb.gz"
     assert attachment.content[:2] == b"\x1f\x8b"
-    assert parse_profile(attachment.content).sample_types == parse_profile(stored).sample_types
+    stored = await runtime.store.raw_profile("single", first.snapshot_id, 0, "heap")
+    assert parse_profile(attachment.content).totals() == parse_profile(stored).totals()
 
-    cluster = await run(runtime, slack("top demo 3"))
+    # Three instances: still ONE file, the merge, whose top is the service's table.
+    cluster = await run(runtime, slack("top demo 0"))
     files = await run(runtime, slack(next(a.command for a in cluster.actions
-                                          if a.label == "Download profile")))
+                                          if a.label == "Download profile") + " 0"))
     assert not files.error, files.sections
+    assert len(await runtime.store.raw_profiles("demo", cluster.snapshot_id, "heap")) == 3
+    (merged,) = files.attachments
+    assert merged.filename == f"demo-{cluster.snapshot_id}-heap.pb.gz"
+    assert gzip.decompress(merged.content)  # a whole gzip stream
+    downloaded = parse_profile(merged.content)
+    assert column(files, "function") == column(cluster, "function")
+    assert files.table.rows == cluster.table.rows
+    for sample_type in ("inuse_space", "alloc_objects"):
+        theirs = top(downloaded, TopOptions(sample_type=sample_type)).to_json()
+        ours = top(await runtime.load_profile(await runtime.get("demo", cluster.snapshot_id)),
+                   TopOptions(sample_type=sample_type)).to_json()
+        assert theirs == ours and theirs["rows"]
+    shown = top(downloaded, TopOptions())  # the default type, every row: what the table shows
+    assert column(cluster, "function") == [r.function for r in shown.rows]
+
+    # --per-instance keeps each instance's raw file, clearly named, byte for byte.
+    raw = await run(runtime, slack(f"top demo --snapshot {cluster.snapshot_id} --per-instance"))
     stored_all = await runtime.store.raw_profiles("demo", cluster.snapshot_id, "heap")
-    assert len(files.attachments) == len(stored_all) == 3
-    assert len({a.filename for a in files.attachments}) == 3
-    for attachment, (_, raw) in zip(files.attachments, stored_all, strict=True):
+    assert [a.filename for a in raw.attachments] == [
+        f"demo-{cluster.snapshot_id}-i{i}-heap.pb.gz" for i in range(3)]
+    for attachment, (_, data) in zip(raw.attachments, stored_all, strict=True):
         unpacked = gzip.decompress(attachment.content)
-        assert unpacked == (gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw)
+        assert unpacked == (gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data)
 
 
 async def test_diff_equals_the_engine_on_both_snapshots(runtime: Runtime) -> None:

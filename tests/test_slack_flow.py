@@ -88,7 +88,8 @@ async def test_top_is_acked_at_once_then_posted_with_pprof_numbers(live_slack_bo
                                        channel_id=CHANNEL, action_id=download["action_id"])
     [uploaded] = await live_slack_bot.standin.wait_for(live_slack_bot.standin.files, timeout=60)
     assert (uploaded.channel_id, uploaded.thread_ts) == (CHANNEL, first_ts)
-    assert uploaded.filename.endswith(".pb.gz")
+    # ONE file: the service's merged profile, named after the service and the snapshot
+    assert re.fullmatch(r"demo-\d{8}-\d{6}-[0-9a-f]+-heap\.pb\.gz", uploaded.filename)
     assert gzip.decompress(uploaded.content)  # a gzip stream, whole
     # The table is pprof's: same functions, order, values, units and percentages.
     # (Whether a name carries pprof's " (inline)" marker is the engine's to test.)
