@@ -209,12 +209,28 @@ class JobQueue:
         JOBS.labels(kind=kind, outcome="enqueued").inc()
         return as_text(job_id)
 
+    async def _on_group(self, command: Any) -> Any:
+        """Run ``command()``; when the stream or group is gone, recreate it and run it again.
+
+        A Redis restarted without its data (or a FLUSHDB) loses the group; without this a
+        worker would log NOGROUP forever and never see a new job.
+        """
+        await self.ensure_group()
+        try:
+            return await command()
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            log.warning("job stream %s lost its consumer group; creating it again", self.stream)
+            self._group_ready = False
+            await self.ensure_group()
+            return await command()
+
     async def read(self, consumer: str, count: int = 1, block_ms: int = 1000) -> list[Job]:
         """New jobs for ``consumer`` (blocks up to ``block_ms``)."""
-        await self.ensure_group()
-        response = await self.redis.xreadgroup(
+        response = await self._on_group(lambda: self.redis.xreadgroup(
             self.group, consumer, {self.stream: ">"}, count=count, block=block_ms
-        )
+        ))
         jobs: list[Job] = []
         for _stream, entries in response or []:
             for entry_id, fields in entries:
@@ -230,10 +246,9 @@ class JobQueue:
 
         Jobs past ``max_deliveries`` go to the dead-letter stream instead.
         """
-        await self.ensure_group()
-        response = await self.redis.xautoclaim(
+        response = await self._on_group(lambda: self.redis.xautoclaim(
             self.stream, self.group, consumer, self.claim_idle_ms, start_id="0-0", count=count
-        )
+        ))
         entries = response[1] if len(response) > 1 else []
         jobs: list[Job] = []
         for entry in entries:

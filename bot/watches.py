@@ -151,6 +151,12 @@ class WatchScheduler:
         return won
 
     async def run(self) -> None:
+        from bot.worker import tracked
+
+        with tracked(f"watch scheduler {self.ctx.consumer}"):
+            await self._run()
+
+    async def _run(self) -> None:
         from bot.worker import stop_requested
 
         while not stop_requested(self.stop):

@@ -19,7 +19,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -83,6 +83,48 @@ def stop_requested(stop: asyncio.Event | None = None) -> bool:
     return task is not None and task.cancelling() > 0
 
 
+# Queue loops and jobs running in this process (task → what it is), so an owner that
+# forgot to stop a worker is found (tests assert none is left) instead of it silently
+# consuming jobs meant for a later worker on the same stream.
+_LIVE: dict[asyncio.Task[Any], str] = {}
+
+
+@contextlib.contextmanager
+def tracked(what: str) -> Iterator[None]:
+    """Register the current task in :func:`live_tasks` while the block runs."""
+    task = asyncio.current_task()
+    if task is None:
+        yield
+        return
+    _LIVE[task] = what
+    try:
+        yield
+    finally:
+        _LIVE.pop(task, None)
+
+
+def live_tasks() -> dict[asyncio.Task[Any], str]:
+    """Job consumers, watch schedulers and jobs still running in this process."""
+    return {task: what for task, what in _LIVE.items()
+            if not task.done() and not task.get_loop().is_closed()}
+
+
+async def stop_worker(task: asyncio.Task[Any], timeout: float = 30.0) -> bool:
+    """Cancel a task from :func:`start_worker` and wait until it has really stopped.
+
+    Bounded, so shutdown never hangs on a stuck job; returns False (and logs) when
+    the task is still running after ``timeout`` seconds.
+    """
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=timeout)
+    if not done:
+        log.error("worker %s did not stop within %.0f s", task.get_name(), timeout)
+        return False
+    if not task.cancelled() and task.exception() is not None:
+        log.error("worker %s had crashed", task.get_name(), exc_info=task.exception())
+    return True
+
+
 def default_consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
@@ -128,7 +170,8 @@ class Worker:
     def _start(self, job: Job) -> None:
         async def guarded() -> None:
             try:
-                await self.process(job)
+                with tracked(f"job {job.id} ({job.kind}) of consumer {self.ctx.consumer}"):
+                    await self.process(job)
             except (RedisError, OSError) as exc:  # Redis went away mid-ack: retried later
                 REDIS_ERRORS.labels("job").inc()
                 log.warning("job %s (%s): Redis error %s", job.id, job.kind, exc)
@@ -140,6 +183,10 @@ class Worker:
 
     async def _heartbeat(self) -> None:
         """Reset the idle time of running jobs so no other replica takes them over."""
+        with tracked(f"job heartbeat {self.ctx.consumer}"):
+            await self._heartbeat_loop()
+
+    async def _heartbeat_loop(self) -> None:
         interval = self.ctx.config.claim_idle_seconds / 3
         while not stop_requested(self.stop):
             await asyncio.sleep(interval)
@@ -159,6 +206,11 @@ class Worker:
                 log.warning("heartbeat failed: %s", exc)
 
     async def run(self) -> None:
+        """Consume jobs until cancelled or ``stop`` is set; running jobs get a grace period."""
+        with tracked(f"job consumer {self.ctx.consumer}"):
+            await self._run()
+
+    async def _run(self) -> None:
         while not stop_requested(self.stop):  # Redis may come up after heapbot: wait, do not die
             try:
                 await self.queue.ensure_group()
@@ -199,8 +251,10 @@ class Worker:
                     await self.slots.acquire()
                     self._start(job)
         finally:
+            self.stop.set()  # the heartbeat stops even if its cancel below is swallowed
             heartbeat.cancel()
             await self._drain()
+            await asyncio.wait({heartbeat}, timeout=5)
 
     async def _drain(self, grace_seconds: float = 10) -> None:
         """On shutdown give running jobs a moment, then leave the rest pending for others."""
@@ -210,13 +264,19 @@ class Worker:
         _done, pending = await asyncio.wait(tasks, timeout=grace_seconds)
         for task in pending:
             task.cancel()
-        for task in pending:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if pending:  # bounded: a job that ignores its cancel must not hold up shutdown
+            _done, stuck = await asyncio.wait(pending, timeout=5)
+            if stuck:
+                log.error("jobs still running after shutdown: %s", [t.get_name() for t in stuck])
 
 
 async def _run_all(ctx: WorkContext) -> None:
     """Run consumer and scheduler as child tasks; cancelling this task stops both for sure."""
+    with tracked(f"worker {ctx.consumer}"):
+        await _run_children(ctx)
+
+
+async def _run_children(ctx: WorkContext) -> None:
     from bot.watches import WatchScheduler
 
     stop = asyncio.Event()

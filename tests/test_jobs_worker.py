@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -14,7 +13,7 @@ import pytest
 
 from bot.jobs import JobQueue, QueueSettings
 from bot.settings import Settings
-from bot.worker import start_worker
+from bot.worker import start_worker, stop_worker
 
 
 def closed_port() -> int:
@@ -66,9 +65,7 @@ async def test_failing_job_is_retried_then_dead_lettered(runtime: Any) -> None:
         assert "no handler for job kind 'no-such-kind'" in dead[unknown_id]["reason"]
         assert await queue.depth() == 0
     finally:
-        worker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await worker
+        await stop_worker(worker)
 
 
 async def test_deploy_job_records_a_marker(runtime: Any, tmp_path: Path) -> None:
@@ -86,9 +83,7 @@ async def test_deploy_job_records_a_marker(runtime: Any, tmp_path: Path) -> None
         assert (marker.version, marker.by) == ("v9.9.9", "ci")
         await wait_until(lambda: _zero(queue))
     finally:
-        worker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await worker
+        await stop_worker(worker)
 
 
 async def _zero(queue: JobQueue) -> bool:
@@ -110,3 +105,67 @@ async def test_cancel_stops_consumer_and_scheduler(runtime: Any) -> None:
     assert await runtime.store.deploys("gone") == []
     tasks = {t.get_name() for t in asyncio.all_tasks()}
     assert not tasks & {"job-consumer", "watch-scheduler", "job-heartbeat"}
+
+
+async def test_stop_worker_leaves_nothing_running(runtime: Any) -> None:
+    """What the per-test guard relies on: a running worker is listed, a stopped one is not."""
+    from bot.worker import live_tasks
+
+    config = QueueSettings(claim_idle_seconds=0.3, consumer_name="w-listed")
+    worker = start_worker(runtime, None, None, config=config)
+    try:
+        await wait_until(lambda: _listed({"worker w-listed", "job consumer w-listed",
+                                          "watch scheduler w-listed"}))
+    finally:
+        stopped = await stop_worker(worker, timeout=25)
+    assert stopped and worker.done()
+    assert not [what for what in live_tasks().values() if "w-listed" in what]
+
+
+async def _listed(expected: set[str]) -> bool:
+    from bot.worker import live_tasks
+
+    return expected <= set(live_tasks().values())
+
+
+async def test_worker_recreates_its_group_after_redis_lost_it(runtime: Any) -> None:
+    """A FLUSHDB (or a Redis restarted without its data) drops the consumer group; the
+    worker makes it again and runs a job that a producer with a stale cache XADDs."""
+    redis = runtime.store.redis
+    config = QueueSettings(claim_idle_seconds=5, consumer_name="w-regroup")
+    queue = config.queue(redis)  # creates the group once and remembers it did
+    worker = start_worker(runtime, None, None, config=config)
+    try:
+        await queue.enqueue("deploy", {"service": "gone", "version": "v1", "by": "ci"})
+        await wait_until(lambda: _versions(runtime, ["v1"]))
+        await redis.flushdb()
+        # this queue object still thinks the group exists: it only XADDs
+        assert await queue.enqueue("deploy", {"service": "gone", "version": "v2", "by": "ci"})
+        await wait_until(lambda: _versions(runtime, ["v2"]))
+        await wait_until(lambda: _zero(queue))
+    finally:
+        await stop_worker(worker)
+
+
+async def _versions(runtime: Any, expected: list[str]) -> bool:
+    return [m.version for m in await runtime.store.deploys("gone")] == expected
+
+
+def test_guard_finds_a_worker_process_left_running(tmp_path: Path) -> None:
+    """The per-test guard sees a `python -m bot.worker` child that is still running."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.support.redis import bot_child_processes
+
+    env = {**os.environ, "REDIS_URL": f"redis://127.0.0.1:{closed_port()}/0",
+           "HEAPBOT_CONFIG": str(tmp_path / "none.yaml"), "HEAPBOT_DATA_DIR": str(tmp_path)}
+    process = subprocess.Popen([sys.executable, "-m", "bot.worker"], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert "bot.worker" in bot_child_processes().get(process.pid, "")
+    finally:
+        process.kill()
+        process.wait(10)
+    assert process.pid not in bot_child_processes()

@@ -8,7 +8,6 @@ receive (the summary, the thread's replies, the uploaded files' bytes).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import re
 import time
@@ -27,7 +26,7 @@ from bot.jobs import QueueSettings
 from bot.paged import INCIDENT_PREFIX
 from bot.settings import Settings
 from bot.webhooks import register_routes
-from bot.worker import start_worker
+from bot.worker import start_worker, stop_worker
 from tests.test_webhooks import alertmanager_payload, pagerduty_payload, pd_signature
 
 CHANNEL = "C0DEMO"
@@ -78,9 +77,7 @@ async def bot(tmp_path: Path, redis_url: str, demo_service: Any,
     try:
         yield Bot(f"http://127.0.0.1:{port}", runtime, slack_standin)
     finally:
-        worker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await worker
+        await stop_worker(worker)
         await runner.cleanup()
         await runtime.close()
 

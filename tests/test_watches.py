@@ -129,7 +129,6 @@ async def test_watch_pages_once_per_turn_and_closes_when_normal(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The goroutine threshold decides the turns; the demo runs only harmless scenarios so
     the leak verdict never says "leak likely" here."""
-    import contextlib
 
     from pydantic import SecretStr
 
@@ -137,7 +136,7 @@ async def test_watch_pages_once_per_turn_and_closes_when_normal(
     from bot.runtime import Runtime
     from bot.slack.client import build_web_client
     from bot.watches import list_ticks
-    from bot.worker import start_worker
+    from bot.worker import start_worker, stop_worker
     from tests.support.demo import start_demo
     from tests.test_paged import text_of, thread, top_level, write_registry
 
@@ -183,9 +182,7 @@ async def test_watch_pages_once_per_turn_and_closes_when_normal(
         await slack_standin.wait_for(lambda: len(top_level(slack_standin)) == 2, timeout=60)
     finally:
         await handlers.run(rt, handlers.Invocation("unwatch demo", source="slack"))
-        worker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await worker
+        await stop_worker(worker)
         await rt.close()
         demo_service.stop()
 
@@ -196,14 +193,13 @@ async def test_watch_pages_when_the_leak_verdict_turns(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A leaking demo (global map and append-only slice) watched every second: once the
     leak analysis says "leak likely", one thread names the suspect."""
-    import contextlib
 
     from pydantic import SecretStr
 
     import handlers
     from bot.runtime import Runtime
     from bot.slack.client import build_web_client
-    from bot.worker import start_worker
+    from bot.worker import start_worker, stop_worker
     from tests.support.demo import start_demo
     from tests.test_paged import text_of, top_level, write_registry
 
@@ -228,8 +224,6 @@ async def test_watch_pages_when_the_leak_verdict_turns(
         assert "main.leakmap" in shown or "main.slice" in shown, shown
     finally:
         await handlers.run(rt, handlers.Invocation("unwatch demo", source="slack"))
-        worker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await worker
+        await stop_worker(worker)
         await rt.close()
         demo_service.stop()

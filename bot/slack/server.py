@@ -152,7 +152,15 @@ def build_web_app(runtime: Any, settings: Settings, *, socket_mode: bool | None 
         await deps.runner.drain()
         for task in state.background:
             task.cancel()
-        await asyncio.gather(*state.background, return_exceptions=True)
+        if state.background:  # bounded: a stuck job must not hold up shutdown forever
+            done, stuck = await asyncio.wait(state.background, timeout=30)
+            for task in done:
+                if not task.cancelled() and task.exception() is not None:
+                    log.error("background task %s failed", task.get_name(),
+                              exc_info=task.exception())
+            if stuck:
+                log.error("background tasks did not stop within 30 s: %s",
+                          [task.get_name() for task in stuck])
 
     app.on_startup.append(on_startup)
     app.on_shutdown.append(on_shutdown)

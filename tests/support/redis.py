@@ -7,11 +7,20 @@ server is used instead and restart tests are skipped.
 
 ``redis_url`` (function) flushes the DB before each test and gives its URL;
 ``redis_client`` gives a ``redis.asyncio.Redis`` on that clean DB.
+
+Every test shares the job stream ``heapbot:jobs`` of that DB, so a job worker left
+running by one test would consume the jobs of the next ones. The autouse
+``no_job_worker_left_running`` fixture fails the test that leaves a worker (an
+in-process consumer, scheduler or job, or a ``bot.worker`` / ``bot serve`` child
+process) running after its teardown, and stops it so later tests are unaffected.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import tempfile
@@ -166,3 +175,77 @@ async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
         yield client
     finally:
         await client.aclose()
+
+
+# -- no job worker outlives its test ----------------------------------------------------------
+
+BOT_PROCESS_MARKERS = (("-m", "bot.worker"), ("-m", "bot", "serve"))
+
+
+def bot_child_processes() -> dict[int, str]:
+    """Live child processes of this pytest that run a heapbot worker (pid → command line)."""
+    me = os.getpid()
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+        if int(ppid) != me or state == "Z":
+            continue
+        joined = " ".join(argv)
+        if any(" ".join(marker) in joined for marker in BOT_PROCESS_MARKERS):
+            found[int(entry.name)] = joined.strip()
+    return found
+
+
+def _stop_tasks(tasks: dict[asyncio.Task, str]) -> list[str]:
+    """Cancel leftover worker tasks on their (idle) loop; names of those that would not stop."""
+    stuck: list[str] = []
+    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Task]] = {}
+    for task in tasks:
+        by_loop.setdefault(task.get_loop(), []).append(task)
+    for loop, group in by_loop.items():
+        for task in group:
+            task.cancel()
+        if loop.is_running():  # cannot drive it from here; they were cancelled at least
+            continue
+        _done, pending = loop.run_until_complete(asyncio.wait(group, timeout=30))
+        stuck += [tasks[t] for t in pending]
+    return stuck
+
+
+@pytest.fixture(autouse=True)
+def no_job_worker_left_running() -> Iterator[None]:
+    """Fail a test whose job worker (task or child process) is still running after it."""
+    yield
+    problems: list[str] = []
+    try:
+        from bot.worker import live_tasks
+    except ImportError:
+        live_tasks = dict
+    leftover = live_tasks()
+    if leftover:
+        problems.append("job worker tasks still running after the test: "
+                        + ", ".join(sorted(leftover.values())))
+        stuck = _stop_tasks(leftover)
+        if stuck:
+            problems.append(f"and these ignored cancel for 30 s: {', '.join(stuck)}")
+    processes = bot_child_processes()
+    if processes:
+        problems.append("heapbot worker processes still running after the test: "
+                        + "; ".join(processes.values()))
+        for pid in processes:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        for pid in processes:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+    if problems:
+        pytest.fail("; ".join(problems) + ". Stop every worker you start "
+                    "(bot.worker.stop_worker, or terminate and wait for the process).",
+                    pytrace=False)
