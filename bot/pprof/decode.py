@@ -132,7 +132,7 @@ def _resolve(refs: np.ndarray, sorted_ids: np.ndarray, order: np.ndarray, what: 
     if lut is not None and int(refs.max()) < lut.size:
         pos = lut[refs.view(np.int64) if refs.dtype == np.uint64 else refs]
         if int(pos.min()) >= 0:
-            return pos
+            return order[pos].astype(np.int32)  # lut gives sorted positions, as searchsorted
     pos = np.searchsorted(sorted_ids, refs)
     pos_c = np.minimum(pos, sorted_ids.size - 1)
     bad = sorted_ids[pos_c] != refs
