@@ -12,8 +12,10 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bot.analysis.top import TopOptions, top
 from bot.errors import HeapbotError
@@ -34,8 +36,8 @@ def load(path: Path) -> Profile:
 
 def tables(profile: Profile) -> dict[tuple[str, str], dict]:
     """Every top table a user can ask for: each sample type, by flat and by cum."""
-    return {(st.type, sort): top(profile, TopOptions(sample_type=st.type, sort=sort)).to_json()
-            for st in profile.sample_types for sort in ("flat", "cum")}
+    return {(kind.type, sort): top(profile, TopOptions(sample_type=kind.type, sort=sort)).to_json()
+            for kind in profile.sample_types for sort in ("flat", "cum")}
 
 
 def headers(profile: Profile) -> dict:
@@ -96,8 +98,6 @@ def test_headers_comments_and_string_labels_survive() -> None:
     profile.decode_labels()
     key, value = len(profile.strings), len(profile.strings) + 1
     profile.strings = [*profile.strings, "instance", "10.0.0.7:6060"]
-    import numpy as np
-
     profile.label_samples = np.append(profile.label_samples, [0, 1])
     profile.label_keys = np.append(profile.label_keys, [key, key]).astype(np.int32)
     profile.label_strs = np.append(profile.label_strs, [value, value]).astype(np.int32)
@@ -183,3 +183,37 @@ def test_fuzzed_built_profiles_are_stable(data: bytes) -> None:
 def test_the_property_is_not_vacuous() -> None:
     """The unmutated seeds parse, so stable() really compares on them."""
     assert all(stable(p.read_bytes()) for p in PROFILE_FIXTURES)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(-(1 << 63), (1 << 63) - 1), max_size=40))
+def test_the_vectorized_varints_are_protobufs(values: list[int]) -> None:
+    """The numpy encoder writes the bytes upb writes for a packed int64 field."""
+    from bot.pprof import profile_pb2
+    from bot.pprof.encode import _varints
+
+    data, lengths = _varints(np.array(values, dtype=np.int64))
+    expected = profile_pb2.Sample(value=values).SerializeToString()  # tag, length, varints
+    assert int(lengths.sum()) == data.size
+    assert expected.endswith(data.tobytes())
+    assert len(expected) - data.size == (0 if not values else 2 if data.size < 128 else 3)
+
+
+def test_samples_are_the_bytes_upb_would_write() -> None:
+    """Every Sample message (locations, values, labels) as protobuf's own encoder writes it."""
+    from bot.pprof import profile_pb2
+
+    merged = merge_profiles([load(p) for p in HEAP_FIXTURES])
+    ours = profile_pb2.Profile.FromString(encode_profile(merged, gzip=False))
+    strings = list(ours.string_table)
+    labels = merged.sample_label_keys()
+    offsets = merged.sample_offsets.tolist()
+    assert len(ours.sample) == merged.num_samples
+    for index, sample in enumerate(ours.sample):
+        expected = profile_pb2.Sample(
+            location_id=[i + 1 for i in merged.sample_locations[offsets[index]:
+                                                                offsets[index + 1]].tolist()],
+            value=merged.values[index].tolist(),
+            label=[profile_pb2.Label(key=strings.index(k), str=strings.index(s), num=n,
+                                     num_unit=strings.index(u)) for k, s, n, u in labels[index]])
+        assert sample.SerializeToString() == expected.SerializeToString()

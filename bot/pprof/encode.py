@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import gzip as gzip_module
 
+import numpy as np
+
 from bot.pprof import profile_pb2
 from bot.pprof.model import Profile, SampleType
 
 # Go's pprof writes with gzip level 1 (compress/gzip.BestSpeed): profiles are
 # written on demand, so speed matters more than the last few percent of size.
 _GZIP_LEVEL = 1
+_MAX_VARINT = 10
 
 
 class _StringTable:
@@ -47,16 +50,27 @@ def _value_type(message: profile_pb2.ValueType, value: SampleType, intern: _Stri
 def encode_profile(profile: Profile, *, gzip: bool = True) -> bytes:
     """Serialize ``profile`` as profile.proto, gzip-compressed unless ``gzip=False``.
 
-    CPU-bound (a Python step per sample): call it through ``asyncio.to_thread``
-    from async code.
+    The small tables go through upb; the samples (hundreds of thousands in a
+    big heap profile) are written by :func:`_sample_records` with numpy. Still
+    CPU-bound: call it through ``asyncio.to_thread`` from async code.
     """
     profile.decode_labels()
     intern = _StringTable()
-    out = profile_pb2.Profile()
-
+    head = profile_pb2.Profile()
     for sample_type in profile.sample_types:
-        _value_type(out.sample_type.add(), sample_type, intern)
+        _value_type(head.sample_type.add(), sample_type, intern)
+    samples = _sample_records(profile, intern)
+    rest = _tables_and_header(profile, intern)
+    # Serialized messages concatenate like a merge: fields 1, 2 (samples), then 3..15.
+    raw = head.SerializeToString() + samples.tobytes() + rest.SerializeToString()
+    if not gzip:
+        return raw
+    return gzip_module.compress(raw, compresslevel=_GZIP_LEVEL, mtime=0)
 
+
+def _tables_and_header(profile: Profile, intern: _StringTable) -> profile_pb2.Profile:
+    """Mappings, locations, functions, header fields and, last, the string table."""
+    out = profile_pb2.Profile()
     for position, mapping in enumerate(profile.mappings):
         out.mapping.add(
             id=position + 1, memory_start=mapping.memory_start,
@@ -65,12 +79,6 @@ def encode_profile(profile: Profile, *, gzip: bool = True) -> bytes:
             has_functions=mapping.has_functions, has_filenames=mapping.has_filenames,
             has_line_numbers=mapping.has_line_numbers,
             has_inline_frames=mapping.has_inline_frames)
-
-    for position, (name, system_name, filename, start_line) in enumerate(zip(
-            profile.function_names, profile.function_system_names, profile.function_filenames,
-            profile.function_start_lines.tolist(), strict=True)):
-        out.function.add(id=position + 1, name=intern(name), system_name=intern(system_name),
-                         filename=intern(filename), start_line=start_line)
 
     line_offsets = profile.location_line_offsets.tolist()
     line_functions = profile.line_functions.tolist()
@@ -85,15 +93,11 @@ def encode_profile(profile: Profile, *, gzip: bool = True) -> bytes:
             location.line.add(function_id=line_functions[k] + 1, line=line_numbers[k],
                               column=line_columns[k])
 
-    labels_of = _labels_by_sample(profile, intern)
-    sample_offsets = profile.sample_offsets.tolist()
-    location_ids = (profile.sample_locations.astype("int64") + 1).tolist()
-    for index, values in enumerate(profile.values.tolist()):
-        sample = out.sample.add(
-            location_id=location_ids[sample_offsets[index]:sample_offsets[index + 1]],
-            value=values)
-        for key, text, number, unit in labels_of.get(index, ()):
-            sample.label.add(key=key, str=text, num=number, num_unit=unit)
+    for position, (name, system_name, filename, start_line) in enumerate(zip(
+            profile.function_names, profile.function_system_names, profile.function_filenames,
+            profile.function_start_lines.tolist(), strict=True)):
+        out.function.add(id=position + 1, name=intern(name), system_name=intern(system_name),
+                         filename=intern(filename), start_line=start_line)
 
     if profile.period_type is not None:
         _value_type(out.period_type, profile.period_type, intern)
@@ -106,22 +110,113 @@ def encode_profile(profile: Profile, *, gzip: bool = True) -> bytes:
     out.keep_frames = intern(profile.keep_frames)
     out.doc_url = intern(profile.doc_url)
     out.string_table.extend(intern.strings)
-
-    raw = out.SerializeToString()
-    if not gzip:
-        return raw
-    return gzip_module.compress(raw, compresslevel=_GZIP_LEVEL, mtime=0)
+    return out
 
 
-def _labels_by_sample(profile: Profile, intern: _StringTable,
-                      ) -> dict[int, list[tuple[int, int, int, int]]]:
-    """Each sample's labels as (key, str, num, num_unit) indexes of the new string table."""
-    strings = profile.strings
-    by_sample: dict[int, list[tuple[int, int, int, int]]] = {}
-    for sample, key, text, number, unit in zip(
-            profile.label_samples.tolist(), profile.label_keys.tolist(),
-            profile.label_strs.tolist(), profile.label_nums.tolist(),
-            profile.label_units.tolist(), strict=True):
-        by_sample.setdefault(sample, []).append(
-            (intern(strings[key]), intern(strings[text]), number, intern(strings[unit])))
-    return by_sample
+# ------------------------------------------------------------ samples, vectorized
+
+_Piece = tuple[np.ndarray, np.ndarray]  # bytes of every row's segment, each row's length
+
+
+def _varints(values: np.ndarray) -> _Piece:
+    """Protobuf varints of many int64/uint64 values: the bytes, and each value's length."""
+    u = values.astype(np.int64, copy=False).view(np.uint64) if values.dtype.kind == "i" \
+        else values.astype(np.uint64, copy=False)
+    lengths = np.ones(u.size, dtype=np.int64)
+    widest = 1  # bytes of the longest varint: most values need one or two
+    while widest < _MAX_VARINT:
+        longer = (u >> np.uint64(7 * widest)) != 0
+        if not longer.any():
+            break
+        lengths += longer
+        widest += 1
+    groups = np.empty((u.size, widest), dtype=np.uint8)
+    for k in range(widest):
+        groups[:, k] = ((u >> np.uint64(7 * k)) & np.uint64(0x7F)).astype(np.uint8)
+    column = np.arange(widest)
+    if widest > 1:
+        groups[column < (lengths - 1)[:, None]] |= 0x80
+    if int(lengths.min(initial=widest)) == widest:  # every value as wide: no holes to drop
+        return groups.reshape(-1), lengths
+    return groups[column < lengths[:, None]], lengths
+
+
+def _tags(tag: int, present: np.ndarray) -> _Piece:
+    """One tag byte for each row where ``present``."""
+    return np.full(int(present.sum()), tag, dtype=np.uint8), present.astype(np.int64)
+
+
+def _optional_varint(tag: int, values: np.ndarray) -> list[_Piece]:
+    """A proto3 scalar field: tag and varint where the value is non-zero, nothing elsewhere."""
+    present = values != 0
+    data, lengths = _varints(values[present])
+    row_lengths = np.zeros(values.size, dtype=np.int64)
+    row_lengths[present] = lengths
+    return [_tags(tag, present), (data, row_lengths)]
+
+
+def _length_delimited(tag: int, payload: _Piece, present: np.ndarray | None = None,
+                      ) -> list[_Piece]:
+    """A length-delimited field per row: tag, varint length, payload (where ``present``)."""
+    lengths = payload[1]
+    if present is None:
+        present = np.ones(lengths.size, dtype=bool)
+    length_bytes, length_lengths = _varints(lengths[present])
+    row_lengths = np.zeros(lengths.size, dtype=np.int64)
+    row_lengths[present] = length_lengths
+    return [_tags(tag, present), (length_bytes, row_lengths), payload]
+
+
+def _interleave(rows: int, pieces: list[_Piece]) -> _Piece:
+    """Row i of the result is piece 0's row i, then piece 1's row i, and so on."""
+    row_lengths = np.zeros(rows, dtype=np.int64)
+    for _, lengths in pieces:
+        row_lengths += lengths
+    row_ends = np.cumsum(row_lengths)
+    out = np.empty(int(row_ends[-1]) if rows else 0, dtype=np.uint8)
+    cursor = row_ends - row_lengths
+    for data, lengths in pieces:
+        segment_starts = np.cumsum(lengths) - lengths
+        out[np.repeat(cursor - segment_starts, lengths) + np.arange(data.size)] = data
+        cursor += lengths
+    return out, row_lengths
+
+
+def _segment_sums(per_item: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Sum of ``per_item`` over each CSR segment ``offsets[i]:offsets[i+1]``."""
+    running = np.concatenate(([0], np.cumsum(per_item)))
+    return running[offsets[1:]] - running[offsets[:-1]]
+
+
+def _sample_records(profile: Profile, intern: _StringTable) -> np.ndarray:
+    """Every Sample as field 2 of Profile: location ids (packed), values (packed), labels."""
+    ns = profile.num_samples
+    offsets = profile.sample_offsets.astype(np.int64)
+    location_bytes, location_lengths = _varints(profile.sample_locations.astype(np.int64) + 1)
+    locations = (location_bytes, _segment_sums(location_lengths, offsets))
+    has_locations = offsets[1:] > offsets[:-1]
+    value_bytes, value_lengths = _varints(profile.values.reshape(-1))
+    values = (value_bytes, _segment_sums(value_lengths,
+                                         np.arange(ns + 1) * len(profile.sample_types)))
+    sample = _interleave(ns, [*_length_delimited(0x0A, locations, has_locations),
+                              *_length_delimited(0x12, values),
+                              _label_bytes(profile, intern)])
+    return _interleave(ns, _length_delimited(0x12, sample))[0]
+
+
+def _label_bytes(profile: Profile, intern: _StringTable) -> _Piece:
+    """Each sample's Label fields (field 3), re-indexed into the new string table."""
+    ns = profile.num_samples
+    order = np.argsort(profile.label_samples, kind="stable")
+    owners = profile.label_samples[order]
+    if owners.size == 0:
+        return np.zeros(0, dtype=np.uint8), np.zeros(ns, dtype=np.int64)
+    remap = np.array([intern(text) for text in profile.strings], dtype=np.int64)
+    label = _interleave(owners.size, [
+        *_optional_varint(0x08, remap[profile.label_keys[order]]),
+        *_optional_varint(0x10, remap[profile.label_strs[order]]),
+        *_optional_varint(0x18, profile.label_nums[order].astype(np.int64)),
+        *_optional_varint(0x20, remap[profile.label_units[order]]),
+    ])
+    data, lengths = _interleave(owners.size, _length_delimited(0x1A, label))
+    return data, np.bincount(owners, weights=lengths, minlength=ns).astype(np.int64)
