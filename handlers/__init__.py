@@ -85,7 +85,7 @@ CAPTURING_COMMANDS = frozenset(
 # One line per command, shown by `/heap help` and as the hint of usage errors.
 USAGES: dict[str, str] = {
     "top": "/heap top SERVICE [N] [--cum] [--type inuse_space|inuse_objects|alloc_space|"
-           "alloc_objects] [--focus RE]",
+           "alloc_objects] [--focus RE] [--download]",
     "diff": "/heap diff SERVICE [since previous|deploy|1h|SNAPSHOT_ID]",
     "goroutines": "/heap goroutines SERVICE [N]",
     "stats": "/heap stats SERVICE",

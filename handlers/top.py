@@ -35,7 +35,7 @@ from handlers._common import (
 )
 
 USAGE = ("/heap top SERVICE [N] [--cum] [--type inuse_space|inuse_objects|alloc_space|"
-         "alloc_objects] [--focus RE]")
+         "alloc_objects] [--focus RE] [--download]")
 
 # --download attaches the merged profile; --per-instance each instance's own raw file instead
 FLAGS = {"--cum": "cum", "--download": "download", "--force": "force",
