@@ -67,34 +67,57 @@ def _positions(offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return owner, np.arange(int(offsets[-1])) - offsets[:-1][owner]
 
 
-def _mix(values: np.ndarray, seed: int) -> np.ndarray:
-    x = (values.astype(np.uint64) + np.uint64(seed)) * np.uint64(0x9E3779B97F4A7C15)
-    x ^= x >> np.uint64(31)
-    return x * np.uint64(0xBF58476D1CE4E5B9)
+_HASH_BASE = 0x100000001B3  # odd, so invertible modulo 2**64
+_HASH_BASE_INVERSE = pow(_HASH_BASE, -1, 2**64)
+_LENGTH_MIX = 0x9E3779B97F4A7C15
+
+
+def _list_hashes(offsets: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """A 64-bit polynomial hash of each list: sum of (item + 1) * B**i, plus its length.
+
+    Computed as differences of one running sum over all items (B**k at global
+    index k), each brought back to position 0 by B**-start: a few passes over
+    the items whatever the lists' lengths.
+    """
+    total = int(offsets[-1])
+    powers = np.full(total + 1, _HASH_BASE, dtype=np.uint64)
+    powers[0] = 1
+    np.multiply.accumulate(powers, out=powers)  # wraps modulo 2**64, as intended
+    terms = items.astype(np.uint64)
+    terms += np.uint64(1)
+    terms *= powers[:-1]
+    sums = np.empty(total + 1, dtype=np.uint64)
+    sums[0] = 0
+    np.cumsum(terms, out=sums[1:])
+    del terms, powers
+    starts = offsets[:-1]
+    inverse = np.full(total + 1, _HASH_BASE_INVERSE, dtype=np.uint64)
+    inverse[0] = 1
+    np.multiply.accumulate(inverse, out=inverse)
+    hashes = (sums[offsets[1:]] - sums[starts]) * inverse[starts]
+    hashes += np.diff(offsets).astype(np.uint64) * np.uint64(_LENGTH_MIX)
+    return hashes
 
 
 def _group_lists(offsets: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Group equal variable-length lists (CSR): (group of each list, first list of each).
 
-    Lists are compared by length and two 64-bit polynomial hashes, then every
-    list is checked element by element against its group's first list; a hash
-    collision (never seen, but possible) falls back to exact tuples.
+    Lists are grouped by a 64-bit hash, then every list is checked element by
+    element against its group's first list; a hash collision (possible, never
+    seen) falls back to comparing exact byte strings.
     """
     lengths = np.diff(offsets)
-    owner, pos = _positions(offsets)
-    hashes = []
-    for seed, base in ((1, 0x100000001B3), (7, 0xC2B2AE3D27D4EB4F)):
-        powers = np.full(int(lengths.max(initial=0)) + 1, base, dtype=np.uint64)
-        powers[0] = 1
-        powers = np.multiply.accumulate(powers)  # wraps mod 2**64, as intended
-        terms = _mix(items, seed) * powers[pos]
-        sums = np.concatenate(([np.uint64(0)], np.cumsum(terms, dtype=np.uint64)))
-        hashes.append(sums[offsets[1:]] - sums[offsets[:-1]])
-    groups, firsts = _first_order_groups([lengths, *hashes])
-    twin = offsets[:-1][firsts[groups]][owner] + pos
-    if np.array_equal(items, items[twin]):
+    groups, firsts = _first_order_groups([_list_hashes(offsets, items)])
+    twin = firsts[groups]
+    starts = offsets[:-1]
+    same = bool(np.array_equal(lengths, lengths[twin]))
+    if same:
+        shift = np.repeat(starts[twin] - starts, lengths)
+        shift += np.arange(int(offsets[-1]))
+        same = bool(np.array_equal(items, items[shift]))
+    if same:
         return groups, firsts
-    keys = [items[a:b].tobytes() for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist(),
+    keys = [items[a:b].tobytes() for a, b in zip(starts.tolist(), offsets[1:].tolist(),
                                                   strict=True)]
     seen: dict[bytes, int] = {}
     exact = np.array([seen.setdefault(k, len(seen)) for k in keys], dtype=np.int64)
@@ -188,10 +211,15 @@ def merge_profiles(profiles: Sequence[Profile]) -> Profile:
 
         # samples whose values are all zero are dropped, like pprof
         keep = p.values.any(axis=1) if p.values.size else np.zeros(p.num_samples, dtype=bool)
-        lengths = np.diff(p.sample_offsets)
-        owner, _ = _positions(p.sample_offsets)
-        kept_items = p.sample_locations[keep[owner]].astype(np.int64) + loc_base
-        stack_offsets.append(np.concatenate(([0], np.cumsum(lengths[keep]))))
+        if keep.all():
+            kept_items = p.sample_locations.astype(np.int64)
+            stack_offsets.append(p.sample_offsets)
+        else:
+            lengths = np.diff(p.sample_offsets)
+            owner, _ = _positions(p.sample_offsets)
+            kept_items = p.sample_locations[keep[owner]].astype(np.int64)
+            stack_offsets.append(np.concatenate(([0], np.cumsum(lengths[keep]))))
+        kept_items += loc_base
         stack_items.append(kept_items)
         values.append(p.values[keep].astype(np.int64, copy=False))
 
@@ -230,7 +258,12 @@ def merge_profiles(profiles: Sequence[Profile]) -> Profile:
     if lab_sample:
         labels = np.column_stack([_concat(c, np.int64) for c in
                                   (lab_sample, lab_key, lab_str, lab_num, lab_unit)])
-        label_ids, _ = _first_order_groups([labels[:, i] for i in range(1, 5)])
+        width = max(len(strings), 1)
+        if width**3 < 2**62:  # key, string value and unit as one column: a 2-key sort
+            names = (labels[:, 1] * width + labels[:, 2]) * width + labels[:, 4]
+            label_ids, _ = _first_order_groups([names, labels[:, 3]])
+        else:
+            label_ids, _ = _first_order_groups([labels[:, i] for i in range(1, 5)])
         order = np.lexsort((label_ids, labels[:, 0]))  # per sample, a canonical label order
         labels, label_ids = labels[order], label_ids[order]
         counts = np.bincount(labels[:, 0], minlength=num_samples)
