@@ -103,18 +103,27 @@ async def incident_lock(redis: aioredis.Redis, key: str, ttl_seconds: float,
             raise HeapbotError(f"Another replica has held the incident {key} for too long.")
         await asyncio.sleep(0.1)
 
-    async def refresh() -> None:
-        while True:
-            await asyncio.sleep(ttl_ms / 3000)
-            await redis.eval(_REFRESH_LUA, 1, name, token, ttl_ms)
+    held = asyncio.Event()
+    held.set()
 
-    refresher = asyncio.create_task(refresh())
+    async def refresh() -> None:
+        from bot.worker import stop_requested
+
+        # Not `while True`: redis-py can swallow a cancel, and the lock must still let go.
+        while not stop_requested(None) and held.is_set():
+            await asyncio.sleep(ttl_ms / 3000)
+            if held.is_set():
+                await redis.eval(_REFRESH_LUA, 1, name, token, ttl_ms)
+
+    refresher = asyncio.create_task(refresh(), name=f"incident-lock-{key}")
     try:
         yield
     finally:
+        held.clear()
         refresher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await refresher
+        await asyncio.wait({refresher}, timeout=5)
+        if refresher.done() and not refresher.cancelled() and refresher.exception():
+            log.warning("incident lock %s: refresh failed: %s", key, refresher.exception())
         await redis.eval(_RELEASE_LUA, 1, name, token)
 
 

@@ -242,13 +242,17 @@ async def run_tick(ctx: WorkContext, job: Job) -> str:
 
 
 async def list_ticks(redis: aioredis.Redis, service: str) -> list[tuple[int, str]]:
-    """(slot, snapshot id) of every tick run for ``service`` (oldest first)."""
+    """(slot, snapshot id) of every tick run for ``service``, oldest slot first.
+
+    Sorted by slot, not by when each finished: replicas run ticks concurrently, and a
+    slow capture can finish after the next slot's.
+    """
     rows = await redis.lrange(TICKS_PREFIX + service, 0, -1)
     out = []
     for row in rows:
         slot, _, snapshot_id = row.decode().partition(":")
         out.append((int(slot), snapshot_id))
-    return out
+    return sorted(out, key=lambda tick: tick[0])
 
 
 def require_watch(watch: Watch | None, service: str) -> Watch:

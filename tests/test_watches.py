@@ -205,7 +205,11 @@ async def test_watch_pages_when_the_leak_verdict_turns(
 
     demo_service = start_demo(demo_binary, scenarios="leakmap,slice", rate=20)
     monkeypatch.setenv("HEAPBOT_WATCH_MIN_INTERVAL_SECONDS", "1")
-    settings = Settings(config_path=write_registry(tmp_path, [demo_service.url]),
+    registry = write_registry(tmp_path, [demo_service.url])
+    # gc: true (?gc=1): a young demo seldom collects, so without it the in-use heap still
+    # holds the gzip writers of earlier profile downloads, which then look like the leak.
+    registry.write_text(registry.read_text() + "    gc: true\n")
+    settings = Settings(config_path=registry,
                         redis_url=redis_url, slack_bot_token=SecretStr("xoxb-test"),
                         slack_api_url=slack_standin.api_url)
     rt = await Runtime.create(settings)
