@@ -284,7 +284,11 @@ class SnapshotStore:
         }
         if url.startswith("redis+sentinel://"):
             return cls._from_sentinel_url(url, options)
-        client = aioredis.Redis.from_url(url, **options)
+        # A bounded pool: a burst of 100 Slack requests otherwise opens 100 connections at
+        # once (each a handshake of ~6 commands on the event loop; bench/load/run.py).
+        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=32, timeout=10,
+                                                        **options)
+        client = aioredis.Redis.from_pool(pool)
         return cls(client, location=_redacted_location(url))
 
     @classmethod
