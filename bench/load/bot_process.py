@@ -88,7 +88,10 @@ async def main(out: Path) -> None:
     # HEAPBOT_BENCH_PROFILE=1: cProfile the loop's thread from then on (where its CPU goes).
     profiler = cProfile.Profile() if os.environ.get("HEAPBOT_BENCH_PROFILE") else None
 
+    started_counting: list[bool] = []
+
     def start_counting() -> None:
+        started_counting.append(True)
         lags.clear()
         busy.clear()
         WATCHDOG.stalls.clear()
@@ -113,7 +116,7 @@ async def main(out: Path) -> None:
     finally:
         task.cancel()
         hot = ""
-        if profiler is not None:
+        if profiler is not None and started_counting:
             profiler.disable()
             buffer = io.StringIO()
             pstats.Stats(profiler, stream=buffer).sort_stats("tottime").print_stats(15)
