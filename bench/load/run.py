@@ -122,8 +122,8 @@ class RssSampler:
 
 
 async def bench(count: int, services: int, rate: float, timeout: float,
-                asyncio_debug: bool = False, cold: bool = False, profile: bool = False
-                ) -> int:
+                asyncio_debug: bool = False, cold: bool = False, profile: bool = False,
+                py_spy: str = "") -> int:
     tmp = Path(tempfile.mkdtemp(prefix="heapbot-bench-load-"))
     redis = RedisServer(tmp)
     redis.start()
@@ -166,6 +166,13 @@ async def bench(count: int, services: int, rate: float, timeout: float,
         sampler = RssSampler(bot.pid)
         sampler_task = asyncio.create_task(sampler.run())
         bot.send_signal(signal.SIGUSR1)  # the lag monitor starts counting now
+        spy = None
+        if py_spy:  # sample the bot's threads through the ack burst (collapsed stacks)
+            spy = subprocess.Popen(["py-spy", "record", "--pid", str(bot.pid), "--rate", "1000",
+                                    "--duration", "2", "--format", "raw", "--gil",
+                                    "--output", py_spy], stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+            await asyncio.sleep(0.5)  # py-spy attaches
         await asyncio.sleep(0.1)
 
         texts = commands_for(count, services)
@@ -208,6 +215,8 @@ async def bench(count: int, services: int, rate: float, timeout: float,
             await standin.wait_for(answered, timeout=timeout)
         wall = time.perf_counter() - started
         anchor = await healthz_anchor(url, count)
+        if spy is not None:
+            spy.wait(30)
         sampler_task.cancel()
 
         kinds = Counter()
@@ -294,9 +303,13 @@ def main() -> int:
                         help="no warm-up: the load meets first-use imports")
     parser.add_argument("--profile", action="store_true",
                         help="cProfile the bot's loop thread during the load and print the top")
+    parser.add_argument("--py-spy", metavar="PATH", default="",
+                        help="py-spy record (pip install py-spy) the bot for 2 s from the "
+                        "start of the load, only samples holding the GIL, collapsed stacks "
+                        "to PATH")
     args = parser.parse_args()
     return asyncio.run(bench(args.commands, args.services, args.rate, args.timeout,
-                             args.asyncio_debug, args.cold, args.profile))
+                             args.asyncio_debug, args.cold, args.profile, args.py_spy))
 
 
 if __name__ == "__main__":

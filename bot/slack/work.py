@@ -63,7 +63,7 @@ class AckGate:
     (a steady stream of commands must not starve the work it asked for).
     """
 
-    def __init__(self, quiet: float = 0.03, max_wait: float = 1.0) -> None:
+    def __init__(self, quiet: float = 0.1, max_wait: float = 1.0) -> None:
         self.quiet = quiet
         self.max_wait = max_wait
         self.last_ack = -1e9
