@@ -164,3 +164,17 @@ def test_merging_heap_with_goroutine_is_refused() -> None:
     with pytest.raises(ProfileError, match="sample types differ"):
         merge_profiles([parse_profile((FIXTURES / "heap_1.pb.gz").read_bytes()),
                         parse_profile((FIXTURES / "goroutine.pb.gz").read_bytes())])
+
+
+def test_hash_collisions_fall_back_to_exact_comparison(
+        random_programs: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lists are grouped by hash and then compared element by element: with every
+    hash colliding, the merge must still equal pprof's."""
+    import numpy as np
+
+    from bot.pprof import merge as merge_module
+
+    monkeypatch.setattr(merge_module, "_list_hashes",
+                        lambda offsets, items: np.zeros(offsets.size - 1, dtype=np.uint64))
+    assert merged_samples(random_programs) == raw_samples(random_programs)
+    assert_top_equals_pprof(random_programs[:2])

@@ -68,16 +68,17 @@ def _positions(offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 _HASH_BASE = 0x100000001B3  # odd, so invertible modulo 2**64
-_HASH_BASE_INVERSE = pow(_HASH_BASE, -1, 2**64)
 _LENGTH_MIX = 0x9E3779B97F4A7C15
 
 
 def _list_hashes(offsets: np.ndarray, items: np.ndarray) -> np.ndarray:
-    """A 64-bit polynomial hash of each list: sum of (item + 1) * B**i, plus its length.
+    """A 64-bit polynomial hash of each list: (sum of (item + 1) * B**i) * B**n, plus its length.
 
     Computed as differences of one running sum over all items (B**k at global
-    index k), each brought back to position 0 by B**-start: a few passes over
-    the items whatever the lists' lengths.
+    index k); the list starting at s is multiplied by B**(n - s), n the item
+    count, which brings every list to the same scale (B is odd, so invertible
+    modulo 2**64: the scaling never makes two different sums equal). A few
+    passes over the items, whatever the lists' lengths.
     """
     total = int(offsets[-1])
     powers = np.full(total + 1, _HASH_BASE, dtype=np.uint64)
@@ -89,12 +90,9 @@ def _list_hashes(offsets: np.ndarray, items: np.ndarray) -> np.ndarray:
     sums = np.empty(total + 1, dtype=np.uint64)
     sums[0] = 0
     np.cumsum(terms, out=sums[1:])
-    del terms, powers
+    del terms
     starts = offsets[:-1]
-    inverse = np.full(total + 1, _HASH_BASE_INVERSE, dtype=np.uint64)
-    inverse[0] = 1
-    np.multiply.accumulate(inverse, out=inverse)
-    hashes = (sums[offsets[1:]] - sums[starts]) * inverse[starts]
+    hashes = (sums[offsets[1:]] - sums[starts]) * powers[total - starts]
     hashes += np.diff(offsets).astype(np.uint64) * np.uint64(_LENGTH_MIX)
     return hashes
 
