@@ -196,7 +196,7 @@ def test_gigabyte_gzip_bomb_with_default_limits_keeps_memory_bounded(tmp_path: P
         out.write(compressor.flush())
     assert bomb_path.stat().st_size < 8 << 20
     script = (
-        "import json, resource, sys, time\n"
+        "import json, re, sys, time\n"
         "from bot.pprof import parse_profile\n"
         "from bot.errors import ProfileError\n"
         "data = open(sys.argv[1], 'rb').read()\n"
@@ -205,7 +205,10 @@ def test_gigabyte_gzip_bomb_with_default_limits_keeps_memory_bounded(tmp_path: P
         "    parse_profile(data); outcome = 'parsed'\n"
         "except ProfileError as exc:\n"
         "    outcome = exc.user_message()\n"
-        "rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024\n"
+        # VmHWM, not ru_maxrss: Linux carries the parent's peak RSS across fork+exec into
+        # ru_maxrss, so late in a suite the child "peaked" at pytest's own size
+        "status = open('/proc/self/status').read()\n"
+        "rss = int(re.search(r'VmHWM:\\s+(\\d+) kB', status).group(1)) * 1024\n"
         "print(json.dumps({'outcome': outcome, 'rss': rss, 's': time.perf_counter() - t}))\n"
     )
     done = subprocess.run([sys.executable, "-c", script, str(bomb_path)], cwd=REPO,
