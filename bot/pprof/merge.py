@@ -60,13 +60,6 @@ def _first_order_groups(keys: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]
     return groups, firsts[by_appearance]
 
 
-def _positions(offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For CSR ``offsets``: each element's list and its position within that list."""
-    lengths = np.diff(offsets)
-    owner = np.repeat(np.arange(lengths.size), lengths)
-    return owner, np.arange(int(offsets[-1])) - offsets[:-1][owner]
-
-
 _HASH_BASE = 0x100000001B3  # odd, so invertible modulo 2**64
 _LENGTH_MIX = 0x9E3779B97F4A7C15
 
@@ -214,8 +207,7 @@ def merge_profiles(profiles: Sequence[Profile]) -> Profile:
             stack_offsets.append(p.sample_offsets)
         else:
             lengths = np.diff(p.sample_offsets)
-            owner, _ = _positions(p.sample_offsets)
-            kept_items = p.sample_locations[keep[owner]].astype(np.int64)
+            kept_items = p.sample_locations[np.repeat(keep, lengths)].astype(np.int64)
             stack_offsets.append(np.concatenate(([0], np.cumsum(lengths[keep]))))
         kept_items += loc_base
         stack_items.append(kept_items)
