@@ -28,6 +28,7 @@ import redis.asyncio as aioredis
 
 from bot.errors import HeapbotError, NotFoundError
 from bot.jobs import Job, WorkContext
+from bot.pprof.encode import encode_profile
 from bot.reply import Action, Attachment, Reply
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,6 @@ log = logging.getLogger(__name__)
 INCIDENT_PREFIX = "heapbot:incident:"
 INCIDENT_TTL_SECONDS = 30 * 24 * 3600
 OPEN, RESOLVED = "open", "resolved"
-MAX_PROFILE_FILES = 3
 
 _RELEASE_LUA = (
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
@@ -304,17 +304,18 @@ async def chart_reply(ctx: WorkContext, service: str) -> Reply | None:
 
 
 async def profile_reply(ctx: WorkContext, service: str, snapshot: Any) -> Reply | None:
-    raw = await ctx.runtime.store.raw_profiles(service, snapshot.id, "heap")
-    if not raw:
+    """One .pb.gz of the service's merged heap profile: what the thread's tables show."""
+    profile = await ctx.runtime.load_profile(snapshot, missing_ok=True)
+    if profile is None:
         return None
-    files = [Attachment(f"{service}-{snapshot.id}-{index}.heap.pb.gz", data,
-                        f"heap profile of {snapshot.instances[index].target}"
-                        if index < len(snapshot.instances) else "heap profile")
-             for index, data in raw[:MAX_PROFILE_FILES]]
-    more = f" (first {MAX_PROFILE_FILES} of {len(raw)} instances)" if len(raw) > len(files) else ""
-    return Reply(title=f"Raw heap profile{'s' if len(files) > 1 else ''}{more}",
-                 context=[f"`go tool pprof -top {files[0].filename}` reads it"],
-                 attachments=files, service=service, snapshot_id=snapshot.id)
+    data = await asyncio.to_thread(encode_profile, profile)
+    answered = snapshot.answered
+    filename = f"{service}-{snapshot.id}-heap.pb.gz"
+    return Reply(title="Heap profile",
+                 context=[f"merged from {answered} instance{'s' if answered != 1 else ''}; "
+                          f"`go tool pprof -top {filename}` reads it"],
+                 attachments=[Attachment(filename, data, f"heap profile of {service}")],
+                 service=service, snapshot_id=snapshot.id)
 
 
 async def _baseline_before(ctx: WorkContext, service: str, when: float | None,

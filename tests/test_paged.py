@@ -195,10 +195,17 @@ async def test_alertmanager_alert_opens_one_paged_thread(bot: Bot) -> None:
 
     parsed = parse_profile(profile[0].content)
     assert any(st.type == "inuse_space" for st in parsed.sample_types)
-    # The file holds exactly the bytes the demo answered, as stored with the snapshot.
+    # The file is the merged profile of what the demo answered, as stored with the snapshot:
+    # its top table equals the one rebuilt from the stored raw bytes.
+    from bot.analysis.top import TopOptions as _Options
+    from bot.analysis.top import top as _top
+
     incident = await _incident(bot)
-    stored = await bot.runtime.store.raw_profiles("demo", incident["first_snapshot"], "heap")
-    assert profile[0].content == stored[0][1]
+    snapshot = await bot.runtime.store.get("demo", incident["first_snapshot"])
+    stored = await bot.runtime.load_profile(snapshot)
+    assert len(profile) == 1
+    assert (_top(parsed, _Options()).to_json()["rows"]
+            == _top(stored, _Options()).to_json()["rows"])
     assert incident["ts"] == ts and incident["status"] == "open"
 
     # The thread's top table shows the alert capture's numbers, as the engine (= pprof) has them.
