@@ -26,7 +26,12 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from tests.support.redis import free_port
-from tests.support.slack_standin import RunningWebApp, SignedSender, SlackStandIn
+from tests.support.slack_standin import (
+    RunningWebApp,
+    SignedSender,
+    SlackStandIn,
+    wait_until_serving,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REPO = Path(__file__).resolve().parents[1]
@@ -112,16 +117,8 @@ async def test_no_secret_in_json_logs_slack_traffic_or_redis(
     url = f"http://127.0.0.1:{port}"
     answers: list[str] = []
     try:
+        await wait_until_serving(url, process, log_path)
         async with aiohttp.ClientSession() as session:
-            for _ in range(400):
-                try:
-                    async with session.get(url + "/healthz") as resp:
-                        if resp.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                assert process.poll() is None, log_path.read_text()[-3000:]
-                await asyncio.sleep(0.05)
             sender = SignedSender(url + "/slack/events", SIGNING_SECRET, slack_standin)
             for text in ("help", "top secured", "capture secured", "services"):
                 resp = await sender.slash_command(text, channel_id="C0LOGS")

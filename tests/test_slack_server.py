@@ -17,7 +17,12 @@ from pydantic import SecretStr
 
 from bot.settings import Settings
 from bot.slack.server import SLACK_STATE, build_web_app
-from tests.support.slack_standin import RunningWebApp, SignedSender, SlackStandIn
+from tests.support.slack_standin import (
+    RunningWebApp,
+    SignedSender,
+    SlackStandIn,
+    wait_until_serving,
+)
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 
@@ -192,8 +197,6 @@ async def test_heapbot_serve_answers_slack_and_stops_cleanly(slack_standin, redi
     import subprocess
     import sys
 
-    import aiohttp
-
     from tests.support.redis import free_port
 
     port = free_port()
@@ -210,16 +213,7 @@ async def test_heapbot_serve_answers_slack_and_stops_cleanly(slack_standin, redi
                                    stdout=log, stderr=log)
     try:
         url = f"http://127.0.0.1:{port}"
-        async with aiohttp.ClientSession() as session:
-            for _ in range(300):
-                try:
-                    async with session.get(url + "/healthz") as resp:
-                        if resp.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                assert process.poll() is None, log_path.read_text()
-                await asyncio.sleep(0.05)
+        await wait_until_serving(url, process, log_path, attempts=300)
         sender = SignedSender(url + "/slack/events", SECRET, slack_standin)
         resp = await sender.slash_command("help deploy")
         assert resp.status == 200 and "heapbot can do" in resp.text

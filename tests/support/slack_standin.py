@@ -547,6 +547,22 @@ class RunningWebApp:
         await self.runner.cleanup()
 
 
+async def wait_until_serving(url: str, process: Any, log_path: Any,
+                             attempts: int = 400) -> None:
+    """Poll a `heapbot serve` child's /healthz until it answers; fail with its log if it dies."""
+    async with aiohttp.ClientSession() as session:
+        for _ in range(attempts):
+            try:
+                async with session.get(url + "/healthz") as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            assert process.poll() is None, log_path.read_text()[-3000:]
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"{url}/healthz did not answer: {log_path.read_text()[-3000:]}")
+
+
 SIGNING_SECRET = "heapbot-test-signing-secret"
 
 
