@@ -6,11 +6,12 @@ matching function its file, flat and cum, then every line that carries a value.
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 from bot.reply import Action, Column, Reply, Table
 from handlers._common import context_lines, failed_instances_text, short_path
-from handlers.peek import _quoted, capture_and_analyse, parse_regex_command
+from handlers.peek import capture_and_analyse, parse_regex_command
 
 USAGE = "/heap list SERVICE FUNC_RE"
 MAX_FUNCTIONS = 6
@@ -67,7 +68,7 @@ async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
         table=Table(columns=[Column("function / line", "left"), Column("flat"), Column("cum"),
                              Column("cum%")], rows=rows, caption=caption),
         sections=[s for s in [failed_instances_text(capture.snapshot)] if s],
-        actions=[Action("Peek callers", f"peek {service} {_quoted(regex)}", "primary"),
+        actions=[Action("Peek callers", f"peek {service} {shlex.quote(regex)}", "primary"),
                  Action("Top", f"top {service}"),
                  Action("Leaks", f"leaks {service}")],
         service=service,

@@ -8,6 +8,7 @@ call and its share of the function's cum.
 from __future__ import annotations
 
 import asyncio
+import shlex
 from collections.abc import Callable
 from typing import Any
 
@@ -120,17 +121,10 @@ async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
                              Column("cum"), Column("calls"), Column("calls%")],
                     rows=rows, caption=caption),
         sections=[s for s in [failed_instances_text(capture.snapshot)] if s],
-        actions=[Action("List lines", f"list {service} {_quoted(regex)}", "primary"),
+        actions=[Action("List lines", f"list {service} {shlex.quote(regex)}", "primary"),
                  Action("Top", f"top {service}"),
                  Action("Leaks", f"leaks {service}")],
         service=service,
         snapshot_id=capture.snapshot_id or None,
         data={**report.to_json(), "service": service, "snapshot_id": capture.snapshot_id},
     )
-
-
-def _quoted(text: str) -> str:
-    """Quote a regex for a button's command so the grammar reads it back whole."""
-    import shlex
-
-    return shlex.quote(text)
