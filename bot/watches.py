@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 WATCHES_KEY = "heapbot:watches"
 LEASE_PREFIX = "heapbot:watch:lease:"
 STATE_PREFIX = "heapbot:watch:state:"
+OK_STREAK_PREFIX = "heapbot:watch:ok-streak:"
+# A bad verdict is called back to normal only after this many good ticks in a row, so a
+# verdict that flickers (one quiet capture in a leak) does not close and reopen threads.
+RECOVERY_TICKS = 3
 TICKS_PREFIX = "heapbot:watch:ticks:"
 OK = "ok"
 
@@ -109,7 +113,7 @@ class WatchStore:
     async def remove(self, service: str) -> bool:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hdel(WATCHES_KEY, service)
-            pipe.delete(STATE_PREFIX + service)
+            pipe.delete(STATE_PREFIX + service, OK_STREAK_PREFIX + service)
             removed, _ = await pipe.execute()
         return bool(removed)
 
@@ -222,6 +226,11 @@ async def run_tick(ctx: WorkContext, job: Job) -> str:
         if await WatchStore(ctx.redis).get(service) is None:
             return "unwatched"  # removed while this tick captured: its state is gone too
         previous = (await ctx.redis.get(STATE_PREFIX + service) or b"ok").decode()
+        if state == OK and previous != OK:
+            if await ctx.redis.incr(OK_STREAK_PREFIX + service) < RECOVERY_TICKS:
+                state = previous  # not yet: hold the bad state until it stays good
+        else:
+            await ctx.redis.delete(OK_STREAK_PREFIX + service)
         if ctx.slack is not None and watch.channel:
             incident = await load_incident(ctx.redis, key)
             resuming = "summary" in done

@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from bot.errors import UsageError
 from bot.jobs import STREAM, JobQueue, QueueSettings, WorkContext
 from bot.settings import Settings
-from bot.watches import Watch, WatchScheduler, WatchStore, parse_duration
+from bot.watches import RECOVERY_TICKS, Watch, WatchScheduler, WatchStore, parse_duration
 from handlers.watch import parse_watch
 
 
@@ -171,10 +171,14 @@ async def test_watch_pages_once_per_turn_and_closes_when_normal(
         assert "Goroutines above threshold" in text_of(first)
         ts = next(p["thread_ts"] for p in slack_standin.posts("C0DEMO") if p.get("thread_ts"))
 
+        switched_at = len(await list_ticks(rt.store.redis, "demo"))
         await watch(10_000_000)  # now nothing is wrong: the thread is closed
         await slack_standin.wait_for(
             lambda: any("back to normal" in text_of(p) for p in thread(slack_standin, ts)),
             timeout=60)
+        # ... but only once the verdict has stayed good for RECOVERY_TICKS ticks in a row
+        good_ticks = len(await list_ticks(rt.store.redis, "demo")) - switched_at
+        assert good_ticks >= RECOVERY_TICKS, good_ticks
         await ticks_after(2)
         assert len(top_level(slack_standin)) == 1
 
