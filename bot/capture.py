@@ -55,6 +55,8 @@ class InstanceResult:
     source: str = ""  # the registry target this came from (differs for dns+http)
     warnings: list[str] = field(default_factory=list)  # goroutine/memstats problems
     heap_profile: Profile | None = None  # parsed heap, when bot.pprof is available
+    goroutineleak: bytes | None = None  # /goroutineleak (Go ≥ 1.26), fetched with a fresh heap
+    fresh: bool = False  # the heap was fetched with ?gc=1
 
 
 @dataclass(slots=True)
@@ -200,8 +202,14 @@ class Capturer:
         await asyncio.gather(*(c.aclose() for c in clients), *self._closing,
                              return_exceptions=True)
 
-    async def capture(self, service: ServiceConfig) -> CaptureResult:
-        """Fetch every instance; raises CaptureError only when none answered usefully."""
+    async def capture(self, service: ServiceConfig, *, fresh: bool | None = None
+                      ) -> CaptureResult:
+        """Fetch every instance; raises CaptureError only when none answered usefully.
+
+        ``fresh`` asks for ``heap?gc=1`` (a GC on the target right before the heap
+        profile) and for the proven goroutine leaks; None follows ``service.gc``.
+        """
+        fresh = bool(service.gc) if fresh is None else fresh
         headers = service.request_headers(self.environ)  # ConfigError if an env var is unset
         started = time.time()
         clock = time.monotonic()
@@ -212,7 +220,8 @@ class Capturer:
             if dns_error:
                 return InstanceResult(target=base, ok=False, error=dns_error, source=source)
             async with per_service, self._limit:
-                return await self._capture_instance(service, base, source, headers)
+                return await self._capture_instance(service, base, source, headers,
+                                                    fresh=fresh)
 
         instances = list(await asyncio.gather(*(one(*b) for b in bases)))
         result = CaptureResult(service=service.name, instances=instances, started_at=started,
@@ -258,12 +267,14 @@ class Capturer:
         return out
 
     async def _capture_instance(self, service: ServiceConfig, base: str, source: str,
-                                headers: dict[str, str]) -> InstanceResult:
+                                headers: dict[str, str], *, fresh: bool = False
+                                ) -> InstanceResult:
         clock = time.monotonic()
         prefix = base.rstrip("/") + service.pprof_prefix
-        heap_url = prefix + "/heap" + ("?gc=1" if service.gc else "")
+        heap_url = prefix + "/heap" + ("?gc=1" if fresh else "")
         urls = {"heap": heap_url, "goroutine": prefix + "/goroutine",
-                "memstats": prefix + "/heap?debug=1"}
+                "memstats": prefix + "/heap?debug=1",
+                "goroutineleak": prefix + "/goroutineleak"}
 
         async def get(kind: str) -> bytes | FetchFailure:
             try:
@@ -271,8 +282,18 @@ class Capturer:
             except FetchFailure as failure:
                 return failure
 
-        heap, goroutine, memstats = await asyncio.gather(*(get(k) for k in KINDS))
-        result = InstanceResult(target=base, ok=False, source=source)
+        async def heap_then_memstats() -> tuple[bytes | FetchFailure, bytes | FetchFailure]:
+            # MemStats after the heap: its NumGC/LastGC name the GC the profile is from.
+            first = await get("heap")
+            return first, await get("memstats")
+
+        (heap, memstats), goroutine, leaked = await asyncio.gather(
+            heap_then_memstats(), get("goroutine"),
+            get("goroutineleak") if fresh else asyncio.sleep(0, FetchFailure("not asked")))
+        result = InstanceResult(target=base, ok=False, source=source, fresh=fresh)
+        if (not isinstance(leaked, FetchFailure) and not _looks_like_html(leaked)
+                and leaked[:2] == b"\x1f\x8b"):
+            result.goroutineleak = leaked  # a gzipped profile: the target serves it
         if isinstance(heap, FetchFailure):
             result.error = str(heap)
         elif _looks_like_html(heap):

@@ -240,6 +240,7 @@ class Capture:
     stored: bool = True  # False when Redis was down: usable now, not kept
     store_error: str | None = None
     deploys_detected: list[Any] = field(default_factory=list)
+    heap_note: str = ""  # the heap profile repeats the previous capture's (no GC ran)
 
     @property
     def snapshot_id(self) -> str:
@@ -268,10 +269,11 @@ def _memstats_dict(value: Any) -> dict[str, int]:
 
 
 async def capture_now(runtime: Any, service: str, requested_by: str = "", *,
-                      trigger: str = "user", force: bool = False) -> Capture:
+                      trigger: str = "user", force: bool = False, gc: bool = False
+                      ) -> Capture:
     """Capture every instance (or reuse one inside the cooldown) via the Runtime."""
     captured = await runtime.capture(service, trigger=trigger, requested_by=requested_by,
-                                     force=force)
+                                     force=force, gc=gc)
     snapshot = _first(captured, "snapshot", "stored")
     memstats = _memstats_dict(_first(captured, "memstats")) or _memstats_dict(
         getattr(snapshot, "memstats", None))
@@ -286,6 +288,7 @@ async def capture_now(runtime: Any, service: str, requested_by: str = "", *,
         stored=bool(getattr(captured, "stored", True)),
         store_error=getattr(captured, "store_error", None),
         deploys_detected=list(getattr(captured, "deploys_detected", None) or []),
+        heap_note=captured.heap_note,
     )
 
 
@@ -354,6 +357,8 @@ def context_lines(capture: Capture, *extra: str) -> list[str]:
                      + " (history and diffs will not include this capture)")
     elif capture.snapshot_id:
         lines.append(f"snapshot {capture.snapshot_id}")
+    if capture.heap_note:
+        lines.append(capture.heap_note)
     for marker in capture.deploys_detected:
         lines.append(f"new build noticed: deploy {getattr(marker, 'version', '') or '?'} "
                      "recorded")

@@ -1,4 +1,4 @@
-"""`/heap capture SERVICE [--force]`: capture every instance now and store the snapshot.
+"""`/heap capture SERVICE [--force] [--gc]`: capture every instance now and store it.
 
 The reply is about the capture itself (which instances answered, how much heap
 and how many goroutines each holds), not a report: `top`, `diff` and `leaks`
@@ -20,7 +20,7 @@ from handlers._common import (
     standard_actions,
 )
 
-USAGE = "/heap capture SERVICE [--force]"
+USAGE = "/heap capture SERVICE [--force] [--gc]"
 
 
 def format_bytes(value: int | None) -> str:
@@ -55,7 +55,7 @@ def instance_table(snapshot: Any) -> Table:
 
 def check(argv: list[str]) -> Args:
     """Validate the arguments, syntax only (no I/O): shared by handle() and the instant ack."""
-    return parse_args(argv, USAGE, flags={"--force": "force"}, min_positionals=1,
+    return parse_args(argv, USAGE, flags={"--force": "force", "--gc": "gc"}, min_positionals=1,
                       max_positionals=1)
 
 
@@ -65,7 +65,7 @@ async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
     service = args.positionals[0]
     captured = await runtime.capture(service, trigger="user",
                                      requested_by=getattr(inv, "user_id", ""),
-                                     force=bool(args.get("force")))
+                                     force=bool(args.get("force")), gc=bool(args.get("gc")))
     snapshot = captured.snapshot
     answered = sum(1 for i in snapshot.instances if i.ok)
     total = len(snapshot.instances)
@@ -88,6 +88,8 @@ async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
         title = f"Captured {service}: {answered}/{total} instances"
     if (failed := failed_instances_text(snapshot)):
         sections.append(failed)
+    if captured.heap_note:
+        sections.append(captured.heap_note[0].upper() + captured.heap_note[1:] + ".")
     if not captured.stored:
         sections.append(f"Not stored: {captured.store_error} The numbers here are right, "
                         "but history, diff and leaks will not see this capture.")

@@ -32,7 +32,7 @@ from handlers._common import (
 
 USAGE = "/heap diff SERVICE [since previous|deploy|1h|SNAPSHOT_ID]"
 
-FLAGS = {"--cum": "cum", "--force": "force"}
+FLAGS = {"--cum": "cum", "--force": "force", "--gc": "gc"}
 VALUED = {"--type": "type", "-t": "type", "--focus": "focus", "--ignore": "ignore",
           "--hide": "hide", "-n": "n", "--nodes": "n", "--since": "since"}
 
@@ -81,7 +81,8 @@ async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
     from bot.analysis.top import TopOptions
     from bot.analysis.units import format_value
 
-    capture = await capture_now(runtime, service, inv.user_id, force=bool(args.get("force")))
+    capture = await capture_now(runtime, service, inv.user_id, force=bool(args.get("force")),
+                                gc=bool(args.get("gc")))
     if capture.profile is None:
         return no_profile_reply(service, capture.snapshot)
     base = await stored(runtime, service, ref, before=capture.snapshot)

@@ -69,7 +69,7 @@ async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
         for i in range(count):
             if i:
                 await asyncio.sleep(interval)
-            await runtime.capture(name, trigger="user", requested_by=getattr(inv, "user_id", ""),
+            await runtime.capture(name, trigger="sample", requested_by=getattr(inv, "user_id", ""),
                                   force=True)
             taken += 1
     report = await leak_report(runtime, name)

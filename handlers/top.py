@@ -35,10 +35,10 @@ from handlers._common import (
 )
 
 USAGE = ("/heap top SERVICE [N] [--cum] [--type inuse_space|inuse_objects|alloc_space|"
-         "alloc_objects] [--focus RE] [--download]")
+         "alloc_objects] [--focus RE] [--download] [--gc]")
 
 # --download attaches the merged profile; --per-instance each instance's own raw file instead
-FLAGS = {"--cum": "cum", "--download": "download", "--force": "force",
+FLAGS = {"--cum": "cum", "--download": "download", "--force": "force", "--gc": "gc",
          "--per-instance": "per_instance"}
 VALUED = {"--type": "type", "-t": "type", "--focus": "focus", "--ignore": "ignore",
           "--hide": "hide", "-n": "n", "--nodes": "n", "--snapshot": "snapshot"}
@@ -78,7 +78,8 @@ async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
         capture = Capture(service=service, snapshot=snapshot, profile=profile,
                           age_seconds=time.time() - float(snapshot.taken_at))
     else:
-        capture = await capture_now(runtime, service, inv.user_id, force=bool(args.get("force")))
+        capture = await capture_now(runtime, service, inv.user_id, force=bool(args.get("force")),
+                                    gc=bool(args.get("gc")))
     download: bool | str = "instances" if args.get("per_instance") else bool(args.get("download"))
     return await top_reply(runtime, capture, sample_type=args.get("type"),
                            sort="cum" if args.get("cum") else "flat", count=args.get("n"),
