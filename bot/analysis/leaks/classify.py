@@ -36,7 +36,7 @@ PLATEAU_POINTS = 3  # distinct flat observations at the end for "bounded"
 PLATEAU_SPAN_SHARE = 0.25  # ... covering at least this share of the series' time
 MIN_UP_SHARE = 0.75
 MAX_JUMP_SHARE = 0.6
-SLOWING_RATIO = 0.35  # second-half rate below this share of the first half's: slowing
+SLOWING_RATIO = 0.55  # second-half rate below this share of the first half's: slowing
 
 
 @dataclass(slots=True)
