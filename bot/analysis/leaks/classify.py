@@ -164,8 +164,14 @@ def _flat_tail(t: np.ndarray, v: np.ndarray, growth: float, floor: float
 
 
 def _slowing(t: np.ndarray, v: np.ndarray) -> bool:
-    """The rate over the second half fell well below the rate over the first half."""
-    mid = len(t) // 2
-    early = theil_sen([(t[: mid + 1], v[: mid + 1])])
-    late = theil_sen([(t[mid:], v[mid:])])
-    return early > 0 and late < SLOWING_RATIO * early
+    """The average rate over the later half of the time fell well below the earlier half's.
+
+    Halves by time, not by index, and average rates between the points nearest the
+    ends and the middle, so bursts of captures do not weigh more than gaps.
+    """
+    mid = int(np.argmin(np.abs(t - (t[0] + t[-1]) / 2)))
+    if mid == 0 or mid == len(t) - 1:
+        return False
+    early = (v[mid] - v[0]) / (t[mid] - t[0])
+    late = (v[-1] - v[mid]) / (t[-1] - t[mid])
+    return bool(early > 0 and late < SLOWING_RATIO * early)

@@ -26,6 +26,9 @@ def heap_digest(profile: Profile) -> str:
     """Digest of a heap profile's sample values, in an order-independent way."""
     values = np.asarray(profile.values, dtype=np.int64)
     if values.size:
+        # Go lists buckets allocated since the last GC with all-zero values: not data.
+        values = values[(values != 0).any(axis=1)]
+    if values.size:
         values = values[np.lexsort(values.T[::-1])]
     return hashlib.blake2b(values.tobytes(), digest_size=12).hexdigest()
 

@@ -95,6 +95,14 @@ def instance_series(caps: Sequence[SnapshotSummary], merged_segments: np.ndarray
                 elif obs.digest and obs.digest == prev.digest:
                     repeated += 1  # the same GC cycle's profile again: one observation
                     continue
+                elif (obs.num_gc is not None and obs.num_gc == prev.num_gc
+                      and obs.last_gc == prev.last_gc):
+                    # No GC completed in between, yet the profile moved (Go publishes a
+                    # cycle's profile when sweeping ends): keep the later, fuller view.
+                    repeated += 1
+                    points[-1], taken[-1] = obs, taken_at
+                    prev, prev_cap = obs, i
+                    continue
             at = obs.last_gc if obs.last_gc and obs.last_gc <= taken_at else taken_at
             if times and at <= times[-1]:
                 at = times[-1] + 1e-3

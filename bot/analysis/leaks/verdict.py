@@ -60,6 +60,13 @@ def analyze(
     if len(caps) < MIN_CAPTURES or steps < MIN_CAPTURES - 1:
         report.needed_captures = max(MIN_CAPTURES - len(caps), MIN_CAPTURES - 1 - steps, 1)
         _explain_not_enough(report, win, service)
+        times = np.array([s.taken_at for s in caps], dtype=np.float64)
+        report.suspects = proven(caps, times) if caps else []
+        if report.suspects:  # proof needs no series: one goroutineleak profile suffices
+            report.verdict = LEAK_LIKELY
+            top = report.suspects[0]
+            report.summary = (f"{top.function} is a proven goroutine leak. " + report.summary
+                              .replace("leak detection needs", "growth-based detection needs"))
         return report
 
     times = np.array([s.taken_at for s in caps], dtype=np.float64)
