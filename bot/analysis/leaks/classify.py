@@ -36,6 +36,7 @@ PLATEAU_POINTS = 3  # distinct flat observations at the end for "bounded"
 PLATEAU_SPAN_SHARE = 0.25  # ... covering at least this share of the series' time
 MIN_UP_SHARE = 0.75
 MAX_JUMP_SHARE = 0.6
+MAX_FALL_SHARE = 0.25  # a fall larger than this share of the net growth: it goes up and down
 SLOWING_RATIO = 0.55  # second-half rate below this share of the first half's: slowing
 
 
@@ -113,7 +114,8 @@ def classify(times: np.ndarray, values: np.ndarray, segments: np.ndarray,
         fit.why = (f"rose, then flat over the last {tail} GC observation(s) only: too few to "
                    "tell a cache that filled up from a leak that paused")
         return fit
-    if fit.up_share < MIN_UP_SHARE:
+    largest_fall = float(-deltas.min()) if len(deltas) else 0.0
+    if fit.up_share < MIN_UP_SHARE or largest_fall > MAX_FALL_SHARE * fit.growth:
         fit.kind, fit.why = NOISE, f"goes up and down ({fit.ups} rises, {fit.downs} falls)"
         return fit
     if fit.jump > MAX_JUMP_SHARE * fit.growth or fit.ups <= 1:
