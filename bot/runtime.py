@@ -31,7 +31,7 @@ from bot.analysis.leaks import (
     summarize_heap_bytes,
 )
 from bot.analysis.leaks import analyze as analyze_leaks
-from bot.analysis.leaks.observe import observe, unchanged_note
+from bot.analysis.leaks.observe import leaked_groups, observe, unchanged_note
 from bot.capture import Capturer, CaptureResult, InstanceResult
 from bot.errors import (
     CaptureError,
@@ -239,10 +239,10 @@ def _digest(result: CaptureResult, snapshot_id: str, trigger: str, requested_by:
     for inst in result.instances:
         if not inst.ok:
             continue
-        leaked = _goroutine_reports([inst.goroutineleak]) if inst.goroutineleak else []
         observations.append(observe(
             inst.target, inst.heap_profile, per_instance.get(inst.target),
-            by_target.get(inst.target), leaked[0] if leaked else None))
+            by_target.get(inst.target),
+            leaked_groups(inst.goroutineleak) if inst.goroutineleak else None))
     builds = Counter(i.build_id for i in instances if i.ok and i.build_id)
     build_id = builds.most_common(1)[0][0] if builds else ""
     answered = sum(1 for i in instances if i.ok)

@@ -15,8 +15,9 @@ from collections.abc import Mapping
 import numpy as np
 
 from bot.analysis import graph
-from bot.analysis.goroutines import BLOCKED_STATES, GoroutineReport
+from bot.analysis.goroutines import BLOCKED_STATES, GoroutineReport, parse_goroutines
 from bot.analysis.summary import GoroutineGroupSummary, InstanceObservation
+from bot.errors import ProfileError
 from bot.pprof.model import Profile
 
 TOP_FUNCTIONS = 40  # per instance: enough for attribution, small to store
@@ -47,7 +48,7 @@ def instance_inuse(profile: Profile, k: int = TOP_FUNCTIONS) -> tuple[int, dict[
 
 
 def observe(target: str, heap: Profile | None, memstats: Mapping[str, int] | None,
-            goroutines: GoroutineReport | None, leaked: GoroutineReport | None, *,
+            goroutines: GoroutineReport | None, leaked: list[GoroutineGroupSummary] | None, *,
             inuse: tuple[int, dict[str, int]] | None = None) -> InstanceObservation:
     """One instance's observation: GC cycle, heap digest, leading functions, parked groups."""
     ms = memstats or {}
@@ -65,7 +66,7 @@ def observe(target: str, heap: Profile | None, memstats: Mapping[str, int] | Non
             if g.state in BLOCKED_STATES:
                 obs.goroutines[g.signature] = obs.goroutines.get(g.signature, 0) + g.count
     if leaked is not None:
-        obs.leaked = merge_groups(leaked.summaries())
+        obs.leaked = merge_groups(leaked)
     return obs
 
 
@@ -78,6 +79,15 @@ def merge_groups(groups: list[GoroutineGroupSummary]) -> list[GoroutineGroupSumm
             g.signature, seen.count + g.count, g.state, g.wait_function, g.wait_location,
             g.top_function, g.creator)
     return sorted(out.values(), key=lambda g: (-g.count, g.signature))
+
+
+def leaked_groups(blob: bytes) -> list[GoroutineGroupSummary] | None:
+    """The groups of a /debug/pprof/goroutineleak profile: [] when it proves none leaked,
+    None when it cannot be read (then nothing is claimed either way)."""
+    try:
+        return parse_goroutines(blob).summaries()
+    except ProfileError as exc:
+        return [] if "no samples" in exc.message else None
 
 
 def unchanged_note(previous: list[InstanceObservation], current: list[InstanceObservation],
