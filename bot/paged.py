@@ -186,17 +186,6 @@ def describe_change(before: Any, after: Any) -> str:
 # -- Runtime and Slack plumbing ----------------------------------------------
 
 
-def snapshot_of(captured: Any) -> Any:
-    """The StoredSnapshot inside whatever Runtime.capture returned."""
-    for name in ("snapshot", "stored", "meta"):
-        value = getattr(captured, name, None)
-        if value is not None and hasattr(value, "id"):
-            return value
-    if hasattr(captured, "id") and hasattr(captured, "taken_at"):
-        return captured
-    raise TypeError(f"Runtime.capture returned {type(captured).__name__} without a snapshot")
-
-
 def channel_for(ctx: WorkContext, service: str, explicit: str = "") -> str:
     if explicit:
         return explicit
@@ -241,9 +230,8 @@ async def capture_step(ctx: WorkContext, job: Job, service: str, trigger: str,
             log.warning("snapshot %s of job %s is gone; capturing again", done[step], job.id)
     captured = await ctx.runtime.capture(service, trigger=trigger, requested_by=requested_by,
                                          force=True)
-    snapshot = snapshot_of(captured)
-    await ctx.queue.record_step(job, step, snapshot.id)
-    return snapshot
+    await ctx.queue.record_step(job, step, captured.snapshot.id)
+    return captured.snapshot
 
 
 async def post_step(ctx: WorkContext, job: Job, step: str, channel: str, thread_ts: str | None,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from typing import Any
+from typing import TYPE_CHECKING
 
 from bot.analysis.leaks import (
     LEAK_LIKELY,
@@ -28,6 +28,11 @@ from bot.analysis.leaks import (
 from bot.errors import HeapbotError, UsageError
 from bot.reply import Action, Column, Reply, Table
 from handlers._common import Args, parse_args, plural
+
+if TYPE_CHECKING:
+    from bot.analysis.summary import SnapshotSummary
+    from bot.runtime import Runtime
+    from handlers.invocation import Invocation
 
 USAGE = "/heap leaks SERVICE [--sample 3x30s]"
 MAX_SAMPLES = 10
@@ -69,7 +74,7 @@ def check(argv: list[str]) -> Args:
     return args
 
 
-async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
+async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     """Judge the stored history (after sampling, if asked) and answer with the suspects."""
     args = check(argv)
     name = runtime.registry.resolve(args.positionals[0]).name
@@ -80,14 +85,13 @@ async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
         for i in range(count):
             if i:
                 await asyncio.sleep(interval)
-            await runtime.capture(name, trigger="user", requested_by=getattr(inv, "user_id", ""),
-                                  force=True)
+            await runtime.capture(name, trigger="user", requested_by=inv.user_id, force=True)
             taken += 1
     report = await leak_report(runtime, name)
     return build_reply(name, report, sampled=taken)
 
 
-async def leak_report(runtime: Any, service: str) -> LeakReport:
+async def leak_report(runtime: Runtime, service: str) -> LeakReport:
     """The leak verdict over a service's stored captures (for watches and paged threads too).
 
     Reads summaries and deploy markers through the Runtime, fills heap summaries
@@ -102,13 +106,14 @@ async def leak_report(runtime: Any, service: str) -> LeakReport:
                                    service=name)
 
 
-async def _with_heap(runtime: Any, service: str, summaries: list[Any]) -> list[Any]:
+async def _with_heap(runtime: Runtime, service: str, summaries: list[SnapshotSummary]
+                     ) -> list[SnapshotSummary]:
     """Fill the heap part of summaries stored without one, from their raw profiles."""
     for summary in summaries[-MAX_CAPTURES:]:
         if summary.heap.functions:
             continue
         try:
-            blobs = [b for _, b in await runtime.store.raw_profiles(
+            blobs = [b for _, b in await runtime.raw_profiles(
                 service, summary.snapshot_id, "heap")]
         except HeapbotError:
             continue
@@ -118,13 +123,13 @@ async def _with_heap(runtime: Any, service: str, summaries: list[Any]) -> list[A
     return summaries
 
 
-async def _latest_sites(runtime: Any, service: str) -> dict[str, HeapSite]:
+async def _latest_sites(runtime: Runtime, service: str) -> dict[str, HeapSite]:
     """File:line and own-code callers from the latest capture's raw heap profiles."""
     try:
-        latest = await runtime.store.latest(service)
+        latest = await runtime.latest(service)
         if latest is None:
             return {}
-        blobs = [b for _, b in await runtime.store.raw_profiles(service, latest.id, "heap")]
+        blobs = [b for _, b in await runtime.raw_profiles(service, latest.id, "heap")]
     except HeapbotError:
         return {}
     return await asyncio.to_thread(_sites_of, blobs)

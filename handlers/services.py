@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 from bot.errors import StoreError
 from bot.reply import Column, Reply, Table
 from handlers._common import Args, format_age, parse_args
+
+if TYPE_CHECKING:
+    from bot.runtime import Runtime
+    from handlers.invocation import Invocation
 
 USAGE = "/heap services"
 
@@ -26,7 +30,7 @@ def check(argv: list[str]) -> Args:
     return parse_args(argv, USAGE, max_positionals=0)
 
 
-async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
+async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     """One row per service; the last capture comes from the store when it is reachable."""
     check(argv)
     registry = runtime.registry
@@ -40,7 +44,7 @@ async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
         last = None
         if not store_problem:
             try:
-                last = await runtime.store.latest(service.name)
+                last = await runtime.latest(service.name)
             except StoreError as exc:
                 store_problem = exc.user_message()
         last_text = "never" if last is None else f"{format_age(now - last.taken_at)} ago"
