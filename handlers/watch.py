@@ -15,7 +15,7 @@ from typing import Any
 from bot.errors import UsageError
 from bot.jobs import QueueSettings, redis_of
 from bot.reply import Action, Column, Reply, Table
-from bot.watches import Watch, WatchStore, format_duration, parse_channel, parse_duration
+from bot.watchlist import Watch, WatchStore, format_duration, parse_channel, parse_duration
 
 USAGE = "/heap watch SERVICE every 15m [in #channel] [--goroutines N]"
 USAGES = {

@@ -765,10 +765,8 @@ def summarize_heap_bytes(blobs: Sequence[bytes], k: int = 100) -> ProfileSummary
 
     profiles = [parse_profile(b) for b in blobs]
     profile = profiles[0] if len(profiles) == 1 else merge_profiles(profiles)
-    try:
-        from bot.analysis.summarize import summarize_heap
-    except ImportError:
-        return _summarize(profile, k)
+    from bot.analysis.summarize import summarize_heap
+
     return summarize_heap(profile, k)
 
 
