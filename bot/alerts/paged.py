@@ -33,7 +33,6 @@ from bot.alerts.incidents import (
     save_incident,
 )
 from bot.alerts.payloads import FIRING, AlertJob
-from bot.analysis.leaks import analyze
 from bot.analysis.units import format_value
 from bot.errors import HeapbotError, NotFoundError
 from bot.jobs import Job
@@ -154,9 +153,7 @@ async def post_step(ctx: WorkContext, job: Job, step: str, channel: str, thread_
 
 async def _leak_line(ctx: WorkContext, service: str) -> str:
     try:
-        summaries = await ctx.runtime.store.summaries(service)
-        deploys = await ctx.runtime.store.deploys(service)
-        report = await asyncio.to_thread(analyze, summaries, deploys)
+        report = await ctx.runtime.leak_report(service)  # the same verdict as /heap leaks
     except Exception:  # a leak analysis problem must not stop the page
         log.exception("leak analysis failed for %s", service)
         return ""

@@ -25,7 +25,6 @@ from bot.alerts.incidents import OPEN, incident_lock, load_incident
 from bot.alerts.lifecycle import stop_requested, tracked
 from bot.alerts.paged import capture_step, follow_up, open_thread
 from bot.alerts.payloads import WatchTickJob
-from bot.analysis.leaks import analyze
 from bot.jobs import Job
 from bot.watchlist import OK_STREAK_PREFIX, STATE_PREFIX, Watch, WatchStore, format_duration
 
@@ -88,12 +87,9 @@ async def _alarm(ctx: WorkContext, watch: Watch, snapshot: Any) -> tuple[str, st
     goroutines = snapshot.goroutine_total
     if goroutines is None and snapshot.summary is not None:
         goroutines = snapshot.summary.goroutine_total
-    summaries = await ctx.runtime.store.summaries(watch.service)
-    deploys = await ctx.runtime.store.deploys(watch.service)
-    report = await asyncio.to_thread(analyze, summaries, deploys)
-    verdict = str(getattr(report, "verdict", ""))
-    if verdict == "leak likely":
-        suspects = list(getattr(report, "suspects", []) or [])
+    report = await ctx.runtime.leak_report(watch.service)  # the same verdict as /heap leaks
+    if report.verdict == "leak likely":
+        suspects = list(report.suspects)
         named = f": `{suspects[0].function}`" if suspects else ""
         return "leak likely", f"The leak analysis now says leak likely{named}."
     if goroutines is not None and goroutines >= threshold:
