@@ -12,10 +12,11 @@ import json
 import logging
 import re
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 
-from bot.errors import UsageError
+from bot.errors import UnknownServiceError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -113,3 +114,10 @@ class WatchStore:
                 log.warning("unreadable watch in %s: %r", WATCHES_KEY, raw[:200])
         return sorted(watches, key=lambda w: w.service)
 
+
+def channel_allowed(runtime: Any, watch: Watch) -> bool:
+    """Whether the registry (as it is now) lets ``watch`` post into its channel."""
+    try:
+        return bool(runtime.registry.resolve(watch.service).may_post_in(watch.channel))
+    except UnknownServiceError:
+        return True  # the capture step names the missing service

@@ -26,7 +26,14 @@ from bot.alerts.lifecycle import stop_requested, tracked
 from bot.alerts.paged import capture_step, follow_up, open_thread
 from bot.alerts.payloads import WatchTickJob
 from bot.jobs import Job
-from bot.watchlist import OK_STREAK_PREFIX, STATE_PREFIX, Watch, WatchStore, format_duration
+from bot.watchlist import (
+    OK_STREAK_PREFIX,
+    STATE_PREFIX,
+    Watch,
+    WatchStore,
+    channel_allowed,
+    format_duration,
+)
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +111,10 @@ async def run_tick(ctx: WorkContext, job: Job) -> str:
     watch = await WatchStore(ctx.redis).get(service)
     if watch is None:
         return "unwatched"
+    if not channel_allowed(ctx.runtime, watch):
+        log.warning("watch on %s skipped: it posts into %s, which is not one of the "
+                    "service's allow_channels", service, watch.channel)
+        return "refused_channel"
     snapshot = await capture_step(ctx, job, service, "watch", "watch")
     ticks = TICKS_PREFIX + service
     done = await ctx.queue.progress(job)
