@@ -24,7 +24,8 @@ MALFORMED = [
     ("unknown-scheme", "http://127.0.0.1:6379/0", "not a scheme heapbot knows"),
     ("db-not-a-number", "redis://127.0.0.1:6379/zero", "`zero` is not a number"),
     ("sentinel-no-master", "redis+sentinel://127.0.0.1:26379", "names no Sentinel master"),
-    ("cluster-bad-port", "redis+cluster://127.0.0.1:7000,127.0.0.1:x", "port `x` of `127.0.0.1` is not a number"),
+    ("cluster-bad-port", "redis+cluster://127.0.0.1:7000,127.0.0.1:x",
+     "port `x` of `127.0.0.1` is not a number"),
     ("password-kept-secret", "redis://:hunter2@127.0.0.1:notaport/0", "is not a number"),
 ]
 FORMS = ("redis://", "rediss://", "unix://", "redis+sentinel://", "redis+cluster://",
