@@ -265,13 +265,7 @@ async def post_step(ctx: WorkContext, job: Job, step: str, channel: str, thread_
 
 async def _leak_line(ctx: WorkContext, service: str) -> str:
     try:
-        from bot.analysis.leaks import analyze
-
-        summaries = await ctx.runtime.store.summaries(service)
-        deploys = await ctx.runtime.store.deploys(service)
-        report = await asyncio.to_thread(analyze, summaries, deploys)
-    except ImportError:
-        return ""
+        report = await ctx.runtime.leak_report(service)  # the same verdict as /heap leaks
     except Exception:  # a leak analysis problem must not stop the page
         log.exception("leak analysis failed for %s", service)
         return ""

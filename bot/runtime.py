@@ -22,6 +22,15 @@ from typing import TYPE_CHECKING, Any
 from redis.exceptions import LockError, RedisError
 
 from bot import metrics
+from bot.analysis.leaks import MAX_CAPTURES as MAX_LEAK_CAPTURES
+from bot.analysis.leaks import (
+    HeapSite,
+    LeakReport,
+    format_duration,
+    heap_sites,
+    summarize_heap_bytes,
+)
+from bot.analysis.leaks import analyze as analyze_leaks
 from bot.capture import Capturer, CaptureResult, InstanceResult
 from bot.errors import (
     CaptureError,
@@ -447,6 +456,49 @@ class Runtime:
     async def deploys(self, service: str, since: float | None = None) -> list[DeployMarker]:
         return await self.store.deploys(self.registry.resolve(service).name, since=since)
 
+    async def leak_report(self, service: str) -> LeakReport:
+        """The one leak verdict over a service's stored captures.
+
+        `/heap leaks`, watch ticks and paged threads all call this, so they give
+        the same verdict and suspects on the same captures. It reads summaries and
+        deploy markers, fills heap summaries stored without one from their raw
+        profiles, adds file:line and own-code callers from the latest heap
+        profile, and runs the analysis off the event loop.
+        """
+        name = self.registry.resolve(service).name
+        summaries = await self._with_heap(name, await self.summaries(name))
+        deploys = await self.deploys(name)
+        sites = await self._latest_sites(name)
+        return await asyncio.to_thread(analyze_leaks, summaries, deploys, None, None,
+                                       sites=sites, service=name)
+
+    async def _with_heap(self, service: str, summaries: list[SnapshotSummary]
+                         ) -> list[SnapshotSummary]:
+        """Fill the heap part of summaries stored without one, from their raw profiles."""
+        for summary in summaries[-MAX_LEAK_CAPTURES:]:
+            if summary.heap.functions:
+                continue
+            try:
+                blobs = [b for _, b in await self.store.raw_profiles(
+                    service, summary.snapshot_id, "heap")]
+            except HeapbotError:
+                continue
+            if blobs:
+                with contextlib.suppress(HeapbotError):
+                    summary.heap = await asyncio.to_thread(summarize_heap_bytes, blobs)
+        return summaries
+
+    async def _latest_sites(self, service: str) -> dict[str, HeapSite]:
+        """File:line and own-code callers from the latest capture's raw heap profiles."""
+        try:
+            latest = await self.store.latest(service)
+            if latest is None:
+                return {}
+            blobs = [b for _, b in await self.store.raw_profiles(service, latest.id, "heap")]
+        except HeapbotError:
+            return {}
+        return await asyncio.to_thread(_sites_of, blobs)
+
     async def add_deploy(self, service: str, version: str, by: str = "",
                          at: float | None = None) -> DeployMarker:
         version = version.strip()
@@ -502,8 +554,6 @@ class Runtime:
             if found is None:
                 oldest = await self.store.oldest(name)
                 if oldest is not None:
-                    from bot.analysis.leaks import format_duration
-
                     age = format_duration(when - oldest.taken_at)
                     hint = (f"The oldest stored capture is from {age} ago; "
                             f"`since previous` compares with the last one.")
@@ -513,6 +563,17 @@ class Runtime:
                                     hint=hint)
             return found
         return await self.store.get(name, low)  # a snapshot id (check_since_ref said so)
+
+
+def _sites_of(blobs: list[bytes]) -> dict[str, HeapSite]:
+    sites: dict[str, HeapSite] = {}
+    for blob in blobs:
+        try:
+            for fn, site in heap_sites(blob).items():
+                sites.setdefault(fn, site)
+        except HeapbotError:
+            continue  # a bad instance profile only costs its file:line hints
+    return sites
 
 
 def _joined(captured: Captured) -> Captured:

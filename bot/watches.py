@@ -183,17 +183,9 @@ async def _alarm(ctx: WorkContext, watch: Watch, snapshot: Any) -> tuple[str, st
     goroutines = snapshot.goroutine_total
     if goroutines is None and snapshot.summary is not None:
         goroutines = snapshot.summary.goroutine_total
-    try:
-        from bot.analysis.leaks import analyze
-
-        summaries = await ctx.runtime.store.summaries(watch.service)
-        deploys = await ctx.runtime.store.deploys(watch.service)
-        report = await asyncio.to_thread(analyze, summaries, deploys)
-        verdict = str(getattr(report, "verdict", ""))
-    except ImportError:
-        verdict = ""
-    if verdict == "leak likely":
-        suspects = list(getattr(report, "suspects", []) or [])
+    report = await ctx.runtime.leak_report(watch.service)  # the same verdict as /heap leaks
+    if report.verdict == "leak likely":
+        suspects = list(report.suspects)
         named = f": `{suspects[0].function}`" if suspects else ""
         return "leak likely", f"The leak analysis now says leak likely{named}."
     if goroutines is not None and goroutines >= threshold:

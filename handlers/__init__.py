@@ -132,6 +132,9 @@ class Invocation:
     user_groups: Sequence[str] = ()
     thread_service: str | None = None
     source: str = "console"
+    # allow-listed groups whose membership Slack could not tell (a failed lookup):
+    # a service restricted to them is refused with a message saying so.
+    unknown_groups: Sequence[str] = ()
 
 
 @dataclass(slots=True)
@@ -301,6 +304,25 @@ def check_access(service: Any, inv: Invocation) -> None:
     """
     if inv.source in TRUSTED_SOURCES:
         return
+    try:
+        _check_lists(service, inv)
+    except AccessDeniedError:
+        unread = sorted(set(inv.unknown_groups or ()) &
+                        set(getattr(service, "allow_usergroups", None) or ()))
+        if not unread:
+            raise
+        groups = "user group" + ("s " if len(unread) > 1 else " ")
+        raise AccessDeniedError(
+            f"heapbot could not check whether you are in the {groups}"
+            f"{', '.join(f'<!subteam^{g}>' for g in unread)} that may use "
+            f"`{getattr(service, 'name', 'this service')}`: Slack did not answer the "
+            "membership lookup.",
+            hint="Try again in a minute, or ask in one of the service's allowed channels.",
+        ) from None
+
+
+def _check_lists(service: Any, inv: Invocation) -> None:
+    """The service's channel and user-group allow lists against ``inv``."""
     registry_check = getattr(service, "check_access", None)
     if callable(registry_check):  # bot.registry.ServiceConfig knows its own lists
         registry_check(inv.channel_id, tuple(inv.user_groups or ()))
