@@ -23,7 +23,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from bot.errors import NotFoundError, UsageError
+from bot.errors import NotFoundError, UnknownServiceError, UsageError
 from bot.jobs import Job, WorkContext
 
 log = logging.getLogger(__name__)
@@ -193,6 +193,14 @@ async def _alarm(ctx: WorkContext, watch: Watch, snapshot: Any) -> tuple[str, st
     return OK, ""
 
 
+def channel_allowed(runtime: Any, watch: Watch) -> bool:
+    """Whether the registry (as it is now) lets ``watch`` post into its channel."""
+    try:
+        return bool(runtime.registry.resolve(watch.service).may_post_in(watch.channel))
+    except UnknownServiceError:
+        return True  # the capture step names the missing service
+
+
 async def run_tick(ctx: WorkContext, job: Job) -> str:
     """One watch tick: capture, judge, and open a thread when the verdict turns bad."""
     from bot.paged import OPEN, capture_step, follow_up, incident_lock, load_incident, open_thread
@@ -201,6 +209,10 @@ async def run_tick(ctx: WorkContext, job: Job) -> str:
     watch = await WatchStore(ctx.redis).get(service)
     if watch is None:
         return "unwatched"
+    if not channel_allowed(ctx.runtime, watch):
+        log.warning("watch on %s skipped: it posts into %s, which is not one of the "
+                    "service's allow_channels", service, watch.channel)
+        return "refused_channel"
     snapshot = await capture_step(ctx, job, service, "watch", "watch")
     ticks = TICKS_PREFIX + service
     done = await ctx.queue.progress(job)
