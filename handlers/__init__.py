@@ -20,7 +20,7 @@ from bot.errors import AccessDeniedError, HeapbotError, UsageError
 from bot.metrics import COMMANDS as COMMAND_COUNTER
 from bot.reply import Reply
 from handlers import commands
-from handlers.access import check_access, require_service, resolve_and_authorize
+from handlers.access import check_access, may_use, require_service, resolve_and_authorize
 from handlers.commands import ALIASES, COMMANDS, USAGES, usage_of
 from handlers.grammar import ParsedCommand, clean_text, parse, shorten
 from handlers.invocation import Invocation
@@ -106,12 +106,15 @@ async def run(runtime: Runtime, inv: Invocation) -> Reply:
     return reply
 
 
-def ack_text(runtime: Runtime, text: str) -> str:
+def ack_text(runtime: Runtime, text: str, channel_id: str | None = None) -> str:
     """The instant acknowledgement: no I/O beyond the in-memory registry.
 
     Invalid arguments are named here already, with the usage line (the same
     validation code as the handler: :func:`check_arguments`), so nobody reads
-    "capturing…" before being told the command was wrong.
+    "capturing…" before being told the command was wrong. A chat ack
+    (``channel_id`` given) shows a restricted service's instance count only in one
+    of its allowed channels: user groups are not known yet, and the count is the
+    service's, not the asker's.
     """
     command = "?"
     try:
@@ -126,6 +129,9 @@ def ack_text(runtime: Runtime, text: str) -> str:
                 "watches": "Listing the watches…"}.get(command, "Working on it…")
     service = runtime.registry.resolve(argv[0])  # check_arguments resolved it already
     name, instances = shorten(service.name), len(service.targets)
+    if channel_id is not None and not may_use(
+            service, Invocation(text, channel_id=channel_id, source="slack")):
+        instances = 0  # a service this channel may not use: do not disclose its size
     if "--snapshot" in argv or any(a.startswith("--snapshot=") for a in argv):
         return f"Loading a stored snapshot of {name}…"  # no capture: no instances to count
     if command in commands.CAPTURING_COMMANDS:
@@ -149,6 +155,7 @@ __all__ = [
     "check_access",
     "check_arguments",
     "clean_text",
+    "may_use",
     "parse",
     "run",
     "usage_of",

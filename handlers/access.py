@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bot.errors import UnknownServiceError, UsageError
+from bot.errors import AccessDeniedError, UnknownServiceError, UsageError
 from handlers import commands
 from handlers.invocation import TRUSTED_SOURCES, Invocation
 
@@ -26,7 +26,27 @@ def check_access(service: ServiceConfig, inv: Invocation) -> None:
     """
     if inv.source in TRUSTED_SOURCES:
         return
-    service.check_access(inv.channel_id, tuple(inv.user_groups))
+    try:
+        service.check_access(inv.channel_id, tuple(inv.user_groups))
+    except AccessDeniedError:
+        unread = sorted(set(inv.unknown_groups) & set(service.allow_usergroups))
+        if not unread:
+            raise
+        groups = "user group" + ("s " if len(unread) > 1 else " ")
+        raise AccessDeniedError(
+            f"heapbot could not check whether you are in the {groups}{', '.join(unread)} "
+            f"that may use `{service.name}`: Slack did not answer the membership lookup.",
+            hint="Try again in a minute, or ask in one of the service's allowed channels.",
+        ) from None
+
+
+def may_use(service: ServiceConfig, inv: Invocation) -> bool:
+    """Whether :func:`check_access` lets ``inv`` use ``service`` (for lists that hide)."""
+    try:
+        check_access(service, inv)
+    except AccessDeniedError:
+        return False
+    return True
 
 
 def require_service(command: str, argv: list[str]) -> None:
@@ -56,7 +76,8 @@ def _needs_thread_service(registry: Registry, argv: list[str], inv: Invocation) 
 
 def resolve_and_authorize(registry: Registry, command: str, argv: list[str],
                           inv: Invocation) -> list[str]:
-    """For a SERVICE command: fill the thread's service, resolve aliases, enforce allow lists (before any capture).
+    """For a SERVICE command: fill in the thread's service, resolve aliases, enforce the
+    allow lists (before any capture).
 
     Returns argv with the service's canonical name first.
     """

@@ -26,3 +26,6 @@ class Invocation:
     user_groups: Sequence[str] = ()
     thread_service: str | None = None
     source: str = "console"
+    # allow-listed groups whose membership the chat could not tell (a failed lookup):
+    # a service restricted to them is refused with a message saying so.
+    unknown_groups: Sequence[str] = ()
