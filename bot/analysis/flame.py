@@ -25,6 +25,7 @@ shrinkage, the intensity proportional to the change in flat.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import zlib
 from dataclasses import dataclass, field
@@ -108,6 +109,7 @@ class FlameRect:
     folded: int = 0
     base_cum: int = 0
     base_flat: int = 0
+    parent: int = -1  # index of the parent rectangle in ``FlameLayout.rects`` (-1: the root)
 
     @property
     def delta_flat(self) -> int:
@@ -276,8 +278,9 @@ def _layout(tree: _Tree, widths: list[np.ndarray], names: _Names, fn_flat: np.nd
     rects.append({"function": ROOT, "depth": 0, "x": 0, "width": root_width,
                   "cum": root_cum[0], "flat": 0, "base_cum": root_cum[1] if k > 1 else 0,
                   "base_flat": 0, "folded": 0, "fn_flat": 0, "fn_cum": root_cum[0]
-                  - (root_cum[1] if k > 1 else 0), "node": -1})
+                  - (root_cum[1] if k > 1 else 0), "node": -1, "parent": -1})
     parent_x = np.zeros(1, dtype=np.int64)
+    parent_rect = np.zeros(1, dtype=np.int64)  # rectangle index of each previous-level node
     parent_visible = np.ones(1, dtype=bool)
     folded_value = folded_frames = 0
     for level, (par, node, width) in enumerate(zip(tree.parent, tree.node, widths, strict=True)):
@@ -297,8 +300,11 @@ def _layout(tree: _Tree, widths: list[np.ndarray], names: _Names, fn_flat: np.nd
             group_first = np.repeat(csum[starts], np.diff(np.r_[starts, order.size]))
             x[order] = parent_x[p_sorted] + csum - group_first
         cum, flat = tree.cum[level], tree.flat[level]
+        rect_of = np.full(n, -1, dtype=np.int64)
         for i in order.tolist():
-            rects.append({"function": names.names[node[i]], "depth": level + 1, "x": int(x[i]),
+            rect_of[i] = len(rects)
+            rects.append({"parent": int(parent_rect[pidx[i]]), "function": names.names[node[i]],
+                          "depth": level + 1, "x": int(x[i]),
                           "width": int(width[i]), "cum": int(cum[i, 0]), "flat": int(flat[i, 0]),
                           "base_cum": int(cum[i, 1]) if k > 1 else 0,
                           "base_flat": int(flat[i, 1]) if k > 1 else 0, "folded": 0,
@@ -313,7 +319,8 @@ def _layout(tree: _Tree, widths: list[np.ndarray], names: _Names, fn_flat: np.nd
             f_flat = [graph.weighted_sum(pidx[nar], flat[nar, j], n_parent) for j in range(k)]
             wide_sum = graph.weighted_sum(pidx[wide], width[wide], n_parent)
             for p in np.flatnonzero(f_count).tolist():
-                rects.append({"function": FOLDED, "depth": level + 1,
+                rects.append({"parent": int(parent_rect[p]), "function": FOLDED,
+                              "depth": level + 1,
                               "x": int(parent_x[p] + wide_sum[p]), "width": int(f_width[p]),
                               "cum": int(f_cum[0][p]), "flat": int(f_flat[0][p]),
                               "base_cum": int(f_cum[1][p]) if k > 1 else 0,
@@ -322,6 +329,7 @@ def _layout(tree: _Tree, widths: list[np.ndarray], names: _Names, fn_flat: np.nd
                 folded_value += int(f_width[p])
                 folded_frames += int(f_count[p])
         parent_x = x
+        parent_rect = rect_of
         parent_visible = wide
         if not wide.any():
             break
@@ -348,7 +356,7 @@ def _rect(r: dict, diff: bool, max_delta: int) -> FlameRect:
     return FlameRect(function=name, short=short, depth=r["depth"], x=r["x"], width=r["width"],
                      cum=r["cum"], flat=r["flat"], color=color, color_key=key,
                      fn_flat=r["fn_flat"], fn_cum=r["fn_cum"], folded=r["folded"],
-                     base_cum=r["base_cum"], base_flat=r["base_flat"])
+                     base_cum=r["base_cum"], base_flat=r["base_flat"], parent=r["parent"])
 
 
 def _package_colors(rects: list[FlameRect]) -> tuple[list[FlameRect], list[tuple[str, str]]]:
@@ -369,8 +377,7 @@ def _package_colors(rects: list[FlameRect]) -> tuple[list[FlameRect], list[tuple
 
 
 def _with_color(r: FlameRect, color: str) -> FlameRect:
-    return FlameRect(r.function, r.short, r.depth, r.x, r.width, r.cum, r.flat, color,
-                     r.color_key, r.fn_flat, r.fn_cum, r.folded, r.base_cum, r.base_flat)
+    return dataclasses.replace(r, color=color)
 
 
 def _check(min_fraction: float, max_depth: int) -> None:
