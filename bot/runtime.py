@@ -22,6 +22,15 @@ from typing import TYPE_CHECKING, Any
 from redis.exceptions import LockError, RedisError
 
 from bot import metrics
+from bot.analysis.leaks import MAX_CAPTURES as MAX_LEAK_CAPTURES
+from bot.analysis.leaks import (
+    HeapSite,
+    LeakReport,
+    format_duration,
+    heap_sites,
+    summarize_heap_bytes,
+)
+from bot.analysis.leaks import analyze as analyze_leaks
 from bot.capture import Capturer, CaptureResult, InstanceResult
 from bot.errors import (
     CaptureError,
@@ -31,6 +40,7 @@ from bot.errors import (
     StoreUnavailableError,
     UsageError,
 )
+from bot.redisconn import parse_redis_url
 from bot.registry import Registry, ServiceConfig, load_registry
 from bot.store import (
     DeployMarker,
@@ -132,10 +142,8 @@ def merge_goroutine_reports(reports: Sequence[GoroutineReport]) -> GoroutineRepo
 
 def _parse_profiles(blobs: Sequence[bytes]) -> Profile | None:
     """Parse and merge heap profiles (CPU-heavy: called via asyncio.to_thread)."""
-    try:
-        from bot.pprof import merge_profiles, parse_profile
-    except ImportError:
-        return None
+    from bot.pprof import merge_profiles, parse_profile
+
     profiles = [parse_profile(b) for b in blobs]
     if not profiles:
         return None
@@ -153,10 +161,8 @@ def _merge_parsed(profiles: Sequence[Profile]) -> Profile | None:
 
 
 def _goroutine_reports(blobs: Sequence[bytes]) -> list[GoroutineReport]:
-    try:
-        from bot.analysis.goroutines import parse_goroutines
-    except ImportError:
-        return []
+    from bot.analysis.goroutines import parse_goroutines
+
     reports = []
     for blob in blobs:
         try:
@@ -168,10 +174,8 @@ def _goroutine_reports(blobs: Sequence[bytes]) -> list[GoroutineReport]:
 
 def _memstats(texts: dict[str, str]) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
     """Merged MemStats fields and per-instance fields."""
-    try:
-        from bot.analysis.memstats import merge_memstats, parse_memstats
-    except ImportError:
-        return {}, {}
+    from bot.analysis.memstats import merge_memstats, parse_memstats
+
     parsed = {}
     for target, text in texts.items():
         try:
@@ -256,6 +260,8 @@ class Runtime:
     async def create(cls, settings: Settings, *, registry: Registry | None = None,
                      capturer: Capturer | None = None) -> Runtime:
         """Load the registry, connect to REDIS_URL or start the embedded Redis."""
+        if settings.redis_url:
+            parse_redis_url(settings.redis_url)  # a typo is one message before anything else
         registry = registry if registry is not None else load_registry(settings.config_path)
         if not registry.found:
             log.warning("no registry at %s: heapbot starts with no services. %s",
@@ -444,6 +450,49 @@ class Runtime:
     async def deploys(self, service: str, since: float | None = None) -> list[DeployMarker]:
         return await self.store.deploys(self.registry.resolve(service).name, since=since)
 
+    async def leak_report(self, service: str) -> LeakReport:
+        """The one leak verdict over a service's stored captures.
+
+        `/heap leaks`, watch ticks and paged threads all call this, so they give
+        the same verdict and suspects on the same captures. It reads summaries and
+        deploy markers, fills heap summaries stored without one from their raw
+        profiles, adds file:line and own-code callers from the latest heap
+        profile, and runs the analysis off the event loop.
+        """
+        name = self.registry.resolve(service).name
+        summaries = await self._with_heap(name, await self.summaries(name))
+        deploys = await self.deploys(name)
+        sites = await self._latest_sites(name)
+        return await asyncio.to_thread(analyze_leaks, summaries, deploys, None, None,
+                                       sites=sites, service=name)
+
+    async def _with_heap(self, service: str, summaries: list[SnapshotSummary]
+                         ) -> list[SnapshotSummary]:
+        """Fill the heap part of summaries stored without one, from their raw profiles."""
+        for summary in summaries[-MAX_LEAK_CAPTURES:]:
+            if summary.heap.functions:
+                continue
+            try:
+                blobs = [b for _, b in await self.store.raw_profiles(
+                    service, summary.snapshot_id, "heap")]
+            except HeapbotError:
+                continue
+            if blobs:
+                with contextlib.suppress(HeapbotError):
+                    summary.heap = await asyncio.to_thread(summarize_heap_bytes, blobs)
+        return summaries
+
+    async def _latest_sites(self, service: str) -> dict[str, HeapSite]:
+        """File:line and own-code callers from the latest capture's raw heap profiles."""
+        try:
+            latest = await self.store.latest(service)
+            if latest is None:
+                return {}
+            blobs = [b for _, b in await self.store.raw_profiles(service, latest.id, "heap")]
+        except HeapbotError:
+            return {}
+        return await asyncio.to_thread(_sites_of, blobs)
+
     async def add_deploy(self, service: str, version: str, by: str = "",
                          at: float | None = None) -> DeployMarker:
         version = version.strip()
@@ -499,8 +548,6 @@ class Runtime:
             if found is None:
                 oldest = await self.store.oldest(name)
                 if oldest is not None:
-                    from bot.analysis.leaks import format_duration
-
                     age = format_duration(when - oldest.taken_at)
                     hint = (f"The oldest stored capture is from {age} ago; "
                             f"`since previous` compares with the last one.")
@@ -510,6 +557,17 @@ class Runtime:
                                     hint=hint)
             return found
         return await self.store.get(name, low)  # a snapshot id (check_since_ref said so)
+
+
+def _sites_of(blobs: list[bytes]) -> dict[str, HeapSite]:
+    sites: dict[str, HeapSite] = {}
+    for blob in blobs:
+        try:
+            for fn, site in heap_sites(blob).items():
+                sites.setdefault(fn, site)
+        except HeapbotError:
+            continue  # a bad instance profile only costs its file:line hints
+    return sites
 
 
 def _joined(captured: Captured) -> Captured:

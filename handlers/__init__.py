@@ -132,6 +132,9 @@ class Invocation:
     user_groups: Sequence[str] = ()
     thread_service: str | None = None
     source: str = "console"
+    # allow-listed groups whose membership Slack could not tell (a failed lookup):
+    # a service restricted to them is refused with a message saying so.
+    unknown_groups: Sequence[str] = ()
 
 
 @dataclass(slots=True)
@@ -301,6 +304,34 @@ def check_access(service: Any, inv: Invocation) -> None:
     """
     if inv.source in TRUSTED_SOURCES:
         return
+    try:
+        _check_lists(service, inv)
+    except AccessDeniedError:
+        unread = sorted(set(inv.unknown_groups or ()) &
+                        set(getattr(service, "allow_usergroups", None) or ()))
+        if not unread:
+            raise
+        groups = "user group" + ("s " if len(unread) > 1 else " ")
+        raise AccessDeniedError(
+            f"heapbot could not check whether you are in the {groups}"
+            f"{', '.join(f'<!subteam^{g}>' for g in unread)} that may use "
+            f"`{getattr(service, 'name', 'this service')}`: Slack did not answer the "
+            "membership lookup.",
+            hint="Try again in a minute, or ask in one of the service's allowed channels.",
+        ) from None
+
+
+def may_use(service: Any, inv: Invocation) -> bool:
+    """Whether :func:`check_access` lets ``inv`` use ``service`` (for lists that hide)."""
+    try:
+        check_access(service, inv)
+    except AccessDeniedError:
+        return False
+    return True
+
+
+def _check_lists(service: Any, inv: Invocation) -> None:
+    """The service's channel and user-group allow lists against ``inv``."""
     registry_check = getattr(service, "check_access", None)
     if callable(registry_check):  # bot.registry.ServiceConfig knows its own lists
         registry_check(inv.channel_id, tuple(inv.user_groups or ()))
@@ -445,12 +476,15 @@ def sanitize_reply(reply: Reply) -> Reply:
     return reply
 
 
-def ack_text(runtime: Any, text: str) -> str:
+def ack_text(runtime: Any, text: str, channel_id: str | None = None) -> str:
     """The instant ephemeral acknowledgement: no I/O beyond the in-memory registry.
 
     Invalid arguments are named here already, with the usage line (the same
     validation code as the handler: :func:`check_arguments`), so nobody reads
-    "capturing…" before being told the command was wrong.
+    "capturing…" before being told the command was wrong. A chat ack
+    (``channel_id`` given) shows a restricted service's instance count only in one
+    of its allowed channels: user groups are not known yet, and the count is the
+    service's, not the asker's.
     """
     command = "?"
     try:
@@ -468,6 +502,9 @@ def ack_text(runtime: Any, text: str) -> str:
     if registry is not None:
         service = registry.resolve(argv[0])  # check_arguments resolved it already
         instances = len(getattr(service, "targets", []) or [])
+        if channel_id is not None and not may_use(
+                service, Invocation(text, channel_id=channel_id, source="slack")):
+            instances = 0
     name = _short(neutralize_mentions(name))
     if "--snapshot" in argv or any(a.startswith("--snapshot=") for a in argv):
         return f"Loading a stored snapshot of {name}…"  # no capture: no instances to count
@@ -492,6 +529,7 @@ __all__ = [
     "check_access",
     "check_arguments",
     "clean_text",
+    "may_use",
     "neutralize_mentions",
     "parse",
     "run",

@@ -1,7 +1,7 @@
 """`/heap watch`, `/heap unwatch` and `/heap watches`.
 
 ``/heap watch SERVICE every 15m [in #channel] [--goroutines N]`` stores a watch
-that every replica's scheduler runs (bot/watches.py); the thread it opens when
+that every replica's scheduler runs (bot/alerts/watches.py); the thread it opens when
 the verdict turns goes to the given channel, else the one the command came
 from, else the service's registry channel.
 """
@@ -12,10 +12,19 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from bot.errors import UsageError
+from bot.errors import UnknownServiceError, UsageError
 from bot.jobs import QueueSettings, redis_of
 from bot.reply import Action, Column, Reply, Table
-from bot.watches import Watch, WatchStore, format_duration, parse_channel, parse_duration
+from bot.watchlist import (
+    Watch,
+    WatchStore,
+    channel_allowed,
+    format_duration,
+    parse_channel,
+    parse_duration,
+)
+from handlers import may_use
+from handlers.services import hidden_note
 
 USAGE = "/heap watch SERVICE every 15m [in #channel] [--goroutines N]"
 USAGES = {
@@ -72,6 +81,9 @@ async def handle_watch(runtime: Any, argv: list[str], inv: Any) -> Reply:
     channel = channel or getattr(inv, "channel_id", "") or configured or config.alert_channel
     if not channel:
         raise _usage("watch", "Say where to post, e.g. `in #payments-oncall`.")
+    # Everyone in the channel reads the watch's posts: it must be one of the service's
+    # allowed channels (checked again at every tick, bot/alerts/watches.py).
+    runtime.registry.resolve(service).check_post_channel(channel)
     store = _store(runtime)
     previous = await store.get(service)
     watch = Watch(service=service, interval_seconds=interval, channel=channel,
@@ -109,20 +121,36 @@ async def handle_unwatch(runtime: Any, argv: list[str], inv: Any) -> Reply:
 async def handle_watches(runtime: Any, argv: list[str], inv: Any) -> Reply:
     if argv:
         raise _usage("watches", "`/heap watches` takes no arguments.")
-    watches = await _store(runtime).all()
+    everything = await _store(runtime).all()
+    # Watches on services the asker may not use (their channels too) are not listed.
+    watches = [w for w in everything if _visible(runtime, w, inv)]
+    hidden = hidden_note(len(everything) - len(watches), "watch")
     if not watches:
-        return Reply(title="No watches", sections=[f"Add one with `{USAGE}`."],
+        return Reply(title="No watches", sections=[f"Add one with `{USAGE}`.",
+                                                   *([hidden] if hidden else [])],
                      data={"watches": []})
-    rows = [[w.service, format_duration(w.interval_seconds), w.channel,
+    rows = [[w.service, format_duration(w.interval_seconds),
+             w.channel if channel_allowed(runtime, w) else
+             f"{w.channel} (paused: not an allowed channel)",
              f"{w.goroutine_threshold:,}" if w.goroutine_threshold else "default"]
             for w in watches]
     return Reply(
         title=f"{len(watches)} watch{'es' if len(watches) != 1 else ''}",
         table=Table([Column("service", "left"), Column("every", "left"),
                      Column("channel", "left"), Column("goroutine limit")], rows),
+        sections=[hidden] if hidden else [],
         data={"watches": [{"service": w.service, "interval_seconds": w.interval_seconds,
                            "channel": w.channel} for w in watches]},
     )
+
+
+def _visible(runtime: Any, watch: Watch, inv: Any) -> bool:
+    """Whether the asker may use the watched service (a removed service's watch is shown)."""
+    try:
+        service = runtime.registry.resolve(watch.service)
+    except UnknownServiceError:
+        return True
+    return may_use(service, inv)
 
 
 handle = handle_watch

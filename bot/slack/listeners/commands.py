@@ -22,10 +22,10 @@ BUSY_TEXT = "heapbot is busy with many commands right now; please try again in a
 Ack = Callable[..., Awaitable[Any]]
 
 
-def ack_text_for(deps: SlackDeps, text: str) -> str:
+def ack_text_for(deps: SlackDeps, text: str, channel_id: str = "") -> str:
     """handlers.ack_text, never failing: the ack must go out whatever the text is."""
     try:
-        return handlers.ack_text(deps.runtime, text)
+        return handlers.ack_text(deps.runtime, text, channel_id=channel_id)
     except Exception:
         log.exception("ack_text failed")
         return "Working on it…"
@@ -38,7 +38,8 @@ async def on_heap_command(deps: SlackDeps, ack: Ack, command: dict[str, Any]) ->
     if not deps.runner.has_room():
         await ack(text=BUSY_TEXT, response_type="ephemeral")
         return
-    await ack(text=ack_text_for(deps, text), response_type="ephemeral")
+    await ack(text=ack_text_for(deps, text, str(command.get("channel_id") or "")),
+              response_type="ephemeral")
     target = ReplyTarget(channel=str(command.get("channel_id") or ""),
                          user_id=str(command.get("user_id") or ""),
                          response_url=command.get("response_url"))
