@@ -13,9 +13,10 @@ import asyncio
 import re
 from typing import TYPE_CHECKING
 
-from bot.analysis.leaks import LEAK_LIKELY, NOT_ENOUGH_DATA, LeakReport, format_rate
+from bot.analysis.leaks import LEAK_LIKELY, NOT_ENOUGH_DATA, LeakReport
 from bot.errors import UsageError
 from bot.reply import Action, Column, Reply, Table
+from bot.units import duration_seconds, format_rate
 from handlers._common import Args, parse_args, plural
 
 if TYPE_CHECKING:
@@ -37,10 +38,8 @@ _TITLE = {
 
 def parse_sample(text: str) -> tuple[int, float]:
     """``3x30s`` → (3, 30.0); bounded so one command cannot capture for an hour."""
-    from bot.runtime import parse_duration
-
     match = re.fullmatch(r"(\d+)\s*[x×*]\s*(\S+)", text.strip().lower())
-    seconds = parse_duration(match.group(2)) if match else None
+    seconds = duration_seconds(match.group(2)) if match else None
     if not match or seconds is None:
         raise UsageError(f"`--sample {text[:40]}` is not N×DURATION.",
                          hint=f"For example `--sample 3x30s`. Usage: `{USAGE}`")
