@@ -40,6 +40,7 @@ from bot.errors import (
     StoreUnavailableError,
     UsageError,
 )
+from bot.redisconn import parse_redis_url
 from bot.registry import Registry, ServiceConfig, load_registry
 from bot.store import (
     DeployMarker,
@@ -265,6 +266,8 @@ class Runtime:
     async def create(cls, settings: Settings, *, registry: Registry | None = None,
                      capturer: Capturer | None = None) -> Runtime:
         """Load the registry, connect to REDIS_URL or start the embedded Redis."""
+        if settings.redis_url:
+            parse_redis_url(settings.redis_url)  # a typo is one message before anything else
         registry = registry if registry is not None else load_registry(settings.config_path)
         if not registry.found:
             log.warning("no registry at %s: heapbot starts with no services. %s",

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from bot.analysis.graph import compile_regex
 from bot.errors import UsageError
 from bot.reply import Action, Column, Reply, Table
 
@@ -98,13 +99,13 @@ def parse_count(text: str | None, usage: str, *, default: int = DEFAULT_ROWS,
 
 
 def check_regex(text: str | None, usage: str, what: str = "regular expression") -> str | None:
-    """Validate a user regex (Python syntax, close to Go's RE2 for function names)."""
+    """Validate a user regex as RE2, the dialect the engine (and go tool pprof) matches with."""
     if text is None:
         return None
     try:
-        re.compile(text)
-    except re.error as exc:
-        raise usage_error(f"`{_shown(text)}` is not a valid {what}: {exc.msg}.", usage) from None
+        compile_regex(text, "", what)
+    except UsageError as exc:
+        raise usage_error(exc.message, usage) from None
     return text
 
 
