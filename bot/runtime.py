@@ -142,10 +142,8 @@ def merge_goroutine_reports(reports: Sequence[GoroutineReport]) -> GoroutineRepo
 
 def _parse_profiles(blobs: Sequence[bytes]) -> Profile | None:
     """Parse and merge heap profiles (CPU-heavy: called via asyncio.to_thread)."""
-    try:
-        from bot.pprof import merge_profiles, parse_profile
-    except ImportError:
-        return None
+    from bot.pprof import merge_profiles, parse_profile
+
     profiles = [parse_profile(b) for b in blobs]
     if not profiles:
         return None
@@ -163,10 +161,8 @@ def _merge_parsed(profiles: Sequence[Profile]) -> Profile | None:
 
 
 def _goroutine_reports(blobs: Sequence[bytes]) -> list[GoroutineReport]:
-    try:
-        from bot.analysis.goroutines import parse_goroutines
-    except ImportError:
-        return []
+    from bot.analysis.goroutines import parse_goroutines
+
     reports = []
     for blob in blobs:
         try:
@@ -178,10 +174,8 @@ def _goroutine_reports(blobs: Sequence[bytes]) -> list[GoroutineReport]:
 
 def _memstats(texts: dict[str, str]) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
     """Merged MemStats fields and per-instance fields."""
-    try:
-        from bot.analysis.memstats import merge_memstats, parse_memstats
-    except ImportError:
-        return {}, {}
+    from bot.analysis.memstats import merge_memstats, parse_memstats
+
     parsed = {}
     for target, text in texts.items():
         try:

@@ -27,10 +27,8 @@ def format_bytes(value: int | None) -> str:
     """pprof-style bytes ("41.20MB"); "-" when unknown."""
     if value is None:
         return "-"
-    try:
-        from bot.analysis.units import format_value
-    except ImportError:
-        return f"{value / (1024 * 1024):.2f}MB"
+    from bot.analysis.units import format_value
+
     return format_value(value, "bytes")
 
 

@@ -76,16 +76,13 @@ async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
     attachments = []
     summaries = [s.summary for s in reversed(snapshots) if s.summary is not None]
     if len(summaries) >= 2:
-        try:
-            from bot.render.chart import history_png
-        except ImportError:
-            history_png = None  # type: ignore[assignment]
-        if history_png is not None:
-            import asyncio
+        import asyncio
 
-            png = await asyncio.to_thread(history_png, summaries, deploys)
-            attachments.append(Attachment(filename=f"{service}-history.png", content=png,
-                                          title=f"{service}: heap and goroutines", kind="chart"))
+        from bot.render.chart import history_png
+
+        png = await asyncio.to_thread(history_png, summaries, deploys)
+        attachments.append(Attachment(filename=f"{service}-history.png", content=png,
+                                      title=f"{service}: heap and goroutines", kind="chart"))
     return Reply(
         title=f"History of {service}",
         context=[f"{service} · {len(snapshots)} captures since {format_time(oldest)}"

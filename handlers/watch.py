@@ -1,7 +1,7 @@
 """`/heap watch`, `/heap unwatch` and `/heap watches`.
 
 ``/heap watch SERVICE every 15m [in #channel] [--goroutines N]`` stores a watch
-that every replica's scheduler runs (bot/watches.py); the thread it opens when
+that every replica's scheduler runs (bot/alerts/watches.py); the thread it opens when
 the verdict turns goes to the given channel, else the one the command came
 from, else the service's registry channel.
 """
@@ -15,7 +15,7 @@ from typing import Any
 from bot.errors import UnknownServiceError, UsageError
 from bot.jobs import QueueSettings, redis_of
 from bot.reply import Action, Column, Reply, Table
-from bot.watches import (
+from bot.watchlist import (
     Watch,
     WatchStore,
     channel_allowed,
@@ -82,7 +82,7 @@ async def handle_watch(runtime: Any, argv: list[str], inv: Any) -> Reply:
     if not channel:
         raise _usage("watch", "Say where to post, e.g. `in #payments-oncall`.")
     # Everyone in the channel reads the watch's posts: it must be one of the service's
-    # allowed channels (checked again at every tick, bot/watches.py).
+    # allowed channels (checked again at every tick, bot/alerts/watches.py).
     runtime.registry.resolve(service).check_post_channel(channel)
     store = _store(runtime)
     previous = await store.get(service)
