@@ -23,10 +23,9 @@ import time
 from dataclasses import asdict, dataclass
 
 import redis.asyncio as aioredis
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.errors import HeapbotError
+from bot.jobs import QueueSettings
 
 PREFIX = "heapbot:{sampling}:"
 DUE = PREFIX + "due"  # zset: sampling id → when its next capture is due
@@ -74,16 +73,6 @@ return 1
 """
 
 
-class SamplingSettings(BaseSettings):
-    """Caps of ``--sample`` (environment variables)."""
-
-    model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
-
-    max_per_user: int = Field(2, ge=1, validation_alias="HEAPBOT_SAMPLE_MAX_PER_USER")
-    max_active: int = Field(20, ge=1, validation_alias="HEAPBOT_SAMPLE_MAX_ACTIVE")
-    max_seconds: float = Field(900.0, gt=0, validation_alias="HEAPBOT_SAMPLE_MAX_SECONDS")
-
-
 class SamplingRefusedError(HeapbotError):
     """A sampling that a cap does not allow now; the message says when it can start."""
 
@@ -126,13 +115,16 @@ def _in_about(seconds: float) -> str:
 
 
 async def start(redis: aioredis.Redis, sampling: Sampling,
-                settings: SamplingSettings | None = None, now: float | None = None) -> Sampling:
-    """Reserve the caps and schedule the first capture now; SamplingRefusedError when full."""
-    settings = settings or SamplingSettings()
+                settings: QueueSettings | None = None, now: float | None = None) -> Sampling:
+    """Reserve the caps and schedule the first capture now; SamplingRefusedError when full.
+
+    The caps are ``settings.sample_max_*`` (HEAPBOT_SAMPLE_MAX_PER_USER, …_ACTIVE, …_SECONDS).
+    """
+    settings = settings or QueueSettings()
     now = time.time() if now is None else now
-    if sampling.span_seconds > settings.max_seconds:
+    if sampling.span_seconds > settings.sample_max_seconds:
         raise SamplingRefusedError(
-            f"A sampling may span at most {_in_about(settings.max_seconds)}; "
+            f"A sampling may span at most {_in_about(settings.sample_max_seconds)}; "
             f"{sampling.count} captures {sampling.interval_seconds:g}s apart span "
             f"{_in_about(sampling.span_seconds)}.",
             hint="Take fewer captures or put them closer together, e.g. `--sample 3x30s`.")
@@ -142,7 +134,7 @@ async def start(redis: aioredis.Redis, sampling: Sampling,
     ttl_ms = int((expires_at - now) * 1000)
     reason, detail = await redis.eval(
         _RESERVE_LUA, 5, *_keys(sampling), f"{now:.6f}", sampling.id, f"{expires_at:.6f}",
-        settings.max_per_user, settings.max_active, sampling.to_json(), ttl_ms)
+        settings.sample_max_per_user, settings.sample_max_active, sampling.to_json(), ttl_ms)
     reason = reason.decode() if isinstance(reason, bytes) else str(reason)
     detail = detail.decode() if isinstance(detail, bytes) else str(detail)
     if reason == "ok":
@@ -159,12 +151,12 @@ async def start(redis: aioredis.Redis, sampling: Sampling,
             hint=f"Afterwards `/heap leaks {sampling.service}` judges those captures too.")
     if reason == "user":
         raise SamplingRefusedError(
-            f"You already have {settings.max_per_user} samplings running, the most heapbot "
+            f"You already have {settings.sample_max_per_user} samplings running, the most heapbot "
             "runs for one person.",
             hint=f"The next can start once one has posted its verdict (the first lapses in "
                  f"about {_in_about(float(detail) - GRACE_SECONDS - now)}).")
     raise SamplingRefusedError(
-        f"heapbot is already running {settings.max_active} samplings, its limit.",
+        f"heapbot is already running {settings.sample_max_active} samplings, its limit.",
         hint="Try again in a few minutes, or run `/heap leaks SERVICE` on the stored captures.")
 
 

@@ -10,11 +10,16 @@ caps. No step waits: a job takes seconds, however long the sampling spans.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
+from redis.exceptions import RedisError
+
 from bot import sampling
 from bot.alerts.context import WorkContext
+from bot.alerts.lifecycle import stop_requested, tracked
+from bot.alerts.payloads import SampleJob
 from bot.errors import HeapbotError
 from bot.jobs import Job
 from bot.reply import Reply
@@ -24,7 +29,8 @@ from handlers.leaks import build_reply
 
 log = logging.getLogger(__name__)
 
-KIND = "sample"
+# Due samplings are looked for this often (at most; HEAPBOT_WATCH_POLL_SECONDS if shorter).
+POLL_SECONDS = 1.0
 
 
 async def promote_due(ctx: WorkContext, now: float | None = None) -> list[str]:
@@ -34,15 +40,35 @@ async def promote_due(ctx: WorkContext, now: float | None = None) -> list[str]:
         plan = await sampling.load(ctx.redis, sampling_id)
         if plan is None:
             continue
-        await ctx.queue.enqueue(KIND, {"id": sampling_id, "step": plan.taken},
-                                dedupe_key=f"sample:{sampling_id}:{plan.taken}")
+        await SampleJob(id=sampling_id, step=plan.taken).enqueue(
+            ctx.queue, dedupe_key=f"sample:{sampling_id}:{plan.taken}")
     return won
+
+
+class SampleScheduler:
+    """Every replica's loop that queues the due captures of samplings."""
+
+    def __init__(self, ctx: WorkContext, stop: asyncio.Event | None = None) -> None:
+        self.ctx = ctx
+        self.stop = stop
+
+    async def run(self) -> None:
+        with tracked(f"sample scheduler {self.ctx.consumer}"):
+            while not stop_requested(self.stop):
+                try:
+                    await promote_due(self.ctx)
+                except (RedisError, OSError) as exc:
+                    log.warning("sample scheduler: Redis error %s", exc)
+                except Exception:
+                    log.exception("sample scheduler pass failed")
+                await asyncio.sleep(min(POLL_SECONDS, self.ctx.config.watch_poll_seconds))
 
 
 async def run_sample_step(ctx: WorkContext, job: Job) -> str:
     """One capture of a sampling; after the last one, the verdict."""
-    sampling_id, step = str(job.payload.get("id", "")), int(job.payload.get("step", 0))
-    plan = await sampling.load(ctx.redis, sampling_id)
+    payload = SampleJob.of(job)
+    step = payload.step
+    plan = await sampling.load(ctx.redis, payload.id)
     if plan is None:
         return "lapsed"
     done = await ctx.queue.progress(job)
