@@ -24,7 +24,6 @@ from bot.errors import HeapbotError
 from bot.jobs import Job
 from bot.reply import Reply
 from bot.slack.publish import post_reply
-from handlers import sanitize_reply
 from handlers.leaks import build_reply
 
 log = logging.getLogger(__name__)
@@ -89,7 +88,7 @@ async def run_sample_step(ctx: WorkContext, job: Job) -> str:
         await sampling.schedule(ctx.redis, plan.id, time.time() + plan.interval_seconds)
         return "captured"
     report = await ctx.runtime.leak_report(plan.service)
-    await _post(ctx, plan, sanitize_reply(build_reply(plan.service, report, sampled=plan.taken)))
+    await _post(ctx, plan, build_reply(plan.service, report, sampled=plan.taken))
     await sampling.finish(ctx.redis, plan)
     return "verdict"
 
