@@ -112,11 +112,9 @@ def _path_of(url: str) -> str:
 
 
 def _parse_heap(data: bytes, max_compressed: int) -> Profile | None:
-    """Parse with the engine (off the event loop); None when bot.pprof is not there yet."""
-    try:
-        from bot.pprof import Limits, parse_profile
-    except ImportError:
-        return None
+    """Parse with the engine (off the event loop)."""
+    from bot.pprof import Limits, parse_profile
+
     limits = Limits(max_compressed=max(max_compressed, len(data)))
     profile = parse_profile(data, limits)
     kinds = [t.type for t in profile.sample_types]

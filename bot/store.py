@@ -25,11 +25,8 @@ from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -37,6 +34,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from bot import metrics
 from bot.analysis.summary import ProfileSummary, SnapshotSummary
 from bot.errors import HeapbotError, NotFoundError, StoreError, StoreUnavailableError
+from bot.redisconn import Connection, connect
 
 if TYPE_CHECKING:
     from bot.pprof import Profile
@@ -45,23 +43,6 @@ log = logging.getLogger(__name__)
 
 RAW_KINDS = ("heap", "goroutine", "memstats")
 _GZIP_MAGIC = b"\x1f\x8b"
-
-
-def _driver_info_option() -> dict[str, Any]:
-    """redis-py 8 looks its own version up in package metadata (~2 ms, on the event loop)
-    for every new connection, so a burst of commands growing the pool blocked the loop for
-    100-200 ms (found by bench/load/run.py). Resolve it once per process instead."""
-    from importlib import metadata
-
-    try:
-        from redis.driver_info import DriverInfo
-
-        return {"driver_info": DriverInfo(name="redis-py", lib_version=metadata.version("redis"))}
-    except (ImportError, metadata.PackageNotFoundError):  # older redis-py: once at import
-        return {}
-
-
-_DRIVER_INFO = _driver_info_option()
 
 
 def new_snapshot_id(taken_at: float) -> str:
@@ -211,12 +192,9 @@ def build_summary(
     """
     heap_summary = ProfileSummary()
     if heap is not None:
-        try:
-            from bot.analysis.summarize import summarize_heap
-        except ImportError:
-            summarize_heap = None  # type: ignore[assignment]
-        if summarize_heap is not None:
-            heap_summary = summarize_heap(heap)
+        from bot.analysis.summarize import summarize_heap
+
+        heap_summary = summarize_heap(heap)
     groups: dict[str, Any] = {}
     total = 0
     for report in goroutine_reports:
@@ -251,77 +229,30 @@ def _decode_rows(rows: Sequence[Sequence[bytes | None]], with_summary: bool
     return out
 
 
-def _redacted_location(url: str) -> str:
-    """host:port/db of a Redis URL, never its password."""
-    parts = urlsplit(url)
-    if parts.scheme == "unix":
-        return parts.path
-    return f"{parts.hostname or 'localhost'}:{parts.port or 6379}{parts.path or ''}"
-
-
 class SnapshotStore:
     """Snapshots, their index and deploy markers in Redis (redis.asyncio)."""
 
-    def __init__(self, client: aioredis.Redis, *, location: str = "redis") -> None:
+    def __init__(self, client: aioredis.Redis, *, location: str = "redis",
+                 connection: Connection | None = None) -> None:
         self.redis = client
         self.location = location
-        self._sentinels: list[aioredis.Redis] = []
+        self.connection = connection
 
     @classmethod
     def from_url(cls, url: str) -> SnapshotStore:
-        """A store on the Redis named by ``url``.
+        """A store on the Redis named by ``url`` (any form bot.redisconn accepts).
 
-        redis://, rediss:// and unix:// go to one server;
-        ``redis+sentinel://[:password@]host:26379,host2:26379/MASTER[/DB]`` asks
-        the Sentinels for the current master (and follows failovers).
+        A malformed URL is a ConfigError naming REDIS_URL and the accepted forms.
         """
-        options: dict[str, Any] = {
-            "socket_connect_timeout": 5, "socket_timeout": 30, "health_check_interval": 30,
-            # a couple of quick retries ride over a Redis restart; more would keep a
-            # Slack user waiting when Redis is really down
-            "retry": Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.05), 2),
-            **_DRIVER_INFO,
-        }
-        if url.startswith("redis+sentinel://"):
-            return cls._from_sentinel_url(url, options)
-        # A bounded pool: a burst of 100 Slack requests otherwise opens 100 connections at
-        # once (each a handshake of ~6 commands on the event loop; bench/load/run.py).
-        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=32, timeout=10,
-                                                        **options)
-        client = aioredis.Redis.from_pool(pool)
-        return cls(client, location=_redacted_location(url))
-
-    @classmethod
-    def _from_sentinel_url(cls, url: str, options: dict[str, Any]) -> SnapshotStore:
-        from redis.asyncio.sentinel import Sentinel
-
-        from bot.errors import ConfigError
-
-        parts = urlsplit(url)
-        hosts_text = parts.netloc.rsplit("@", 1)[-1]
-        path = [p for p in parts.path.split("/") if p]
-        try:
-            hosts = []
-            for host in hosts_text.split(","):
-                name, _, port = host.rpartition(":") if ":" in host else (host, "", "26379")
-                hosts.append((name or host, int(port)))
-            master = path[0]
-            db = int(path[1]) if len(path) > 1 else 0
-        except (ValueError, IndexError):
-            raise ConfigError(
-                "REDIS_URL: a Sentinel URL looks like "
-                "redis+sentinel://[:password@]host:26379,host2:26379/MASTER_NAME/0."
-            ) from None
-        sentinel = Sentinel(hosts, socket_timeout=5, socket_connect_timeout=5)
-        client = sentinel.master_for(master, password=parts.password, db=db, **options)
-        store = cls(client, location=f"Sentinel master {master} via {hosts_text}")
-        store._sentinels = list(sentinel.sentinels)
-        return store
+        connection = connect(url)
+        return cls(connection.client, location=connection.target.location,
+                   connection=connection)
 
     async def close(self) -> None:
-        await self.redis.aclose()
-        for sentinel in self._sentinels:
-            await sentinel.aclose()
+        if self.connection is not None:
+            await self.connection.aclose()
+        else:
+            await self.redis.aclose()
 
     @asynccontextmanager
     async def _errors(self, operation: str) -> AsyncIterator[None]:

@@ -1,33 +1,26 @@
 """`/heap leaks SERVICE [--sample 3x30s]`: suspected leak sites from the stored captures.
 
-The verdict comes from :func:`bot.analysis.leaks.analyze` over the service's
-stored summaries since the last deploy. With ``--sample NxD`` heapbot first
-takes N captures D apart (so a service with no history can be judged now);
-without it, when history is too short, the reply says how many captures are
-missing and offers the sample.
+The verdict comes from ``Runtime.leak_report`` (the same one watches and paged
+threads use) over the service's stored summaries since the last deploy.
+With ``--sample NxD`` heapbot first takes N captures D apart (so a service with
+no history can be judged now); without it, when history is too short, the
+reply says how many captures are missing and offers the sample.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
-from typing import Any
+from typing import TYPE_CHECKING
 
-from bot.analysis.leaks import (
-    LEAK_LIKELY,
-    MAX_CAPTURES,
-    NOT_ENOUGH_DATA,
-    HeapSite,
-    LeakReport,
-    analyze,
-    format_rate,
-    heap_sites,
-    summarize_heap_bytes,
-)
-from bot.errors import HeapbotError, UsageError
+from bot.analysis.leaks import LEAK_LIKELY, NOT_ENOUGH_DATA, LeakReport, format_rate
+from bot.errors import UsageError
 from bot.reply import Action, Column, Reply, Table
 from handlers._common import Args, parse_args, plural
+
+if TYPE_CHECKING:
+    from bot.runtime import Runtime
+    from handlers.invocation import Invocation
 
 USAGE = "/heap leaks SERVICE [--sample 3x30s]"
 MAX_SAMPLES = 10
@@ -69,7 +62,7 @@ def check(argv: list[str]) -> Args:
     return args
 
 
-async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
+async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     """Judge the stored history (after sampling, if asked) and answer with the suspects."""
     args = check(argv)
     name = runtime.registry.resolve(args.positionals[0]).name
@@ -80,65 +73,15 @@ async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
         for i in range(count):
             if i:
                 await asyncio.sleep(interval)
-            await runtime.capture(name, trigger="user", requested_by=getattr(inv, "user_id", ""),
-                                  force=True)
+            await runtime.capture(name, trigger="user", requested_by=inv.user_id, force=True)
             taken += 1
     report = await leak_report(runtime, name)
     return build_reply(name, report, sampled=taken)
 
 
-async def leak_report(runtime: Any, service: str) -> LeakReport:
-    """The leak verdict over a service's stored captures (for watches and paged threads too).
-
-    Reads summaries and deploy markers through the Runtime, fills heap summaries
-    stored without one from their raw profiles, adds file:line and own-code callers
-    from the latest heap profile, and runs the analysis off the event loop.
-    """
-    name = runtime.registry.resolve(service).name
-    summaries = await _with_heap(runtime, name, await runtime.summaries(name))
-    deploys = await runtime.deploys(name)
-    sites = await _latest_sites(runtime, name)
-    return await asyncio.to_thread(analyze, summaries, deploys, None, None, sites=sites,
-                                   service=name)
-
-
-async def _with_heap(runtime: Any, service: str, summaries: list[Any]) -> list[Any]:
-    """Fill the heap part of summaries stored without one, from their raw profiles."""
-    for summary in summaries[-MAX_CAPTURES:]:
-        if summary.heap.functions:
-            continue
-        try:
-            blobs = [b for _, b in await runtime.store.raw_profiles(
-                service, summary.snapshot_id, "heap")]
-        except HeapbotError:
-            continue
-        if blobs:
-            with contextlib.suppress(HeapbotError):
-                summary.heap = await asyncio.to_thread(summarize_heap_bytes, blobs)
-    return summaries
-
-
-async def _latest_sites(runtime: Any, service: str) -> dict[str, HeapSite]:
-    """File:line and own-code callers from the latest capture's raw heap profiles."""
-    try:
-        latest = await runtime.store.latest(service)
-        if latest is None:
-            return {}
-        blobs = [b for _, b in await runtime.store.raw_profiles(service, latest.id, "heap")]
-    except HeapbotError:
-        return {}
-    return await asyncio.to_thread(_sites_of, blobs)
-
-
-def _sites_of(blobs: list[bytes]) -> dict[str, HeapSite]:
-    sites: dict[str, HeapSite] = {}
-    for blob in blobs:
-        try:
-            for fn, site in heap_sites(blob).items():
-                sites.setdefault(fn, site)
-        except HeapbotError:
-            continue  # a bad instance profile only costs its file:line hints
-    return sites
+async def leak_report(runtime: Runtime, service: str) -> LeakReport:
+    """The leak verdict over a service's stored captures: :meth:`Runtime.leak_report`."""
+    return await runtime.leak_report(service)
 
 
 def build_reply(service: str, report: LeakReport, *, sampled: int = 0) -> Reply:

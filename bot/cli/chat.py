@@ -51,15 +51,9 @@ def configure_cli_logging() -> None:
     except OSError:
         logging.getLogger().addHandler(logging.NullHandler())
         return
-    try:
-        from bot.logs import configure_logging
+    from bot.logs import configure_logging
 
-        configure_logging(get_settings(), stream=stream)
-    except ImportError:
-        handler = logging.StreamHandler(stream)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-        logging.getLogger().addHandler(handler)
-        logging.getLogger().setLevel(logging.INFO)
+    configure_logging(get_settings(), stream=stream)
 
 
 async def open_runtime() -> Any:

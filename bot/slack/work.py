@@ -139,10 +139,11 @@ class CommandRunner:
     async def _answer(self, text: str, target: ReplyTarget, source: str) -> Reply:
         """The handlers' Reply, with the thread's service and the user's groups filled in."""
         thread_service = await self.threads.service_of(target.channel, target.thread_ts)
-        user_groups = await self.usergroups.groups_of(self.runtime, target.user_id)
+        membership = await self.usergroups.membership(self.runtime, target.user_id)
         invocation = handlers.Invocation(
             text=text, user_id=target.user_id, channel_id=target.channel,
-            user_groups=user_groups, thread_service=thread_service, source=source)
+            user_groups=membership.groups, thread_service=thread_service, source=source,
+            unknown_groups=membership.unknown)
         return await handlers.run(self.runtime, invocation)
 
     async def publish(self, reply: Reply, target: ReplyTarget) -> str:

@@ -69,6 +69,8 @@ class _Fault:
     times: int
     retry_after: int | None
     error: str
+    body: str | None = None  # a raw body instead of Slack's JSON (a proxy's HTML page, …)
+    content_type: str = "application/json"
 
 
 class SlackStandIn:
@@ -135,14 +137,16 @@ class SlackStandIn:
     # -- fault injection ---------------------------------------------------------------------
 
     def fail(self, method: str, *, status: int = 429, times: int = 1,
-             retry_after: int | None = 1, error: str | None = None) -> None:
+             retry_after: int | None = 1, error: str | None = None,
+             body: str | None = None, content_type: str = "application/json") -> None:
         """Answer the next ``times`` calls of ``method`` with ``status`` (429 gets Retry-After).
 
-        ``status=200`` with ``error`` gives Slack's usual ``{"ok": false, "error": ...}``.
+        ``status=200`` with ``error`` gives Slack's usual ``{"ok": false, "error": ...}``;
+        ``body`` answers those bytes instead, under ``content_type`` (garbage, HTML).
         """
         default = {429: "ratelimited", 200: "fatal_error"}.get(status, "internal_error")
         self._faults[method] = _Fault(status, times, retry_after if status == 429 else None,
-                                      error or default)
+                                      error or default, body, content_type)
 
     # -- queries -----------------------------------------------------------------------------
 
@@ -274,6 +278,9 @@ class SlackStandIn:
             if fault is not None:
                 rec.status, rec.ok = fault.status, False
                 headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after else {}
+                if fault.body is not None:
+                    return web.Response(text=fault.body, status=fault.status, headers=headers,
+                                        content_type=fault.content_type)
                 return web.json_response({"ok": False, "error": fault.error},
                                          status=fault.status, headers=headers)
             auth = rec.headers.get("Authorization", "")
@@ -596,8 +603,9 @@ async def running_slack_bot(standin: SlackStandIn, redis_url: str, registry_yaml
     from pydantic import SecretStr
 
     from bot.runtime import Runtime
+    from bot.serve import build_web_app
     from bot.settings import Settings
-    from bot.slack.server import SLACK_STATE, build_web_app
+    from bot.slack.server import SLACK_STATE
 
     registry = tmp_path / "heapbot.yaml"
     registry.write_text(registry_yaml)

@@ -1,0 +1,121 @@
+"""The leak report's vocabulary: thresholds, verdicts and the dataclasses every part shares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+MIN_CAPTURES = 3
+MAX_CAPTURES = 60  # the newest ones; Theil–Sen is O(n²) per series
+
+# A series is "steady growth" when most non-flat steps go up ...
+MIN_UP_SHARE = 0.75
+# ... no single step carries most of the growth ...
+MAX_JUMP_SHARE = 0.6
+# ... and the growth matters next to the whole heap (or is large in itself).
+MIN_HEAP_GROWTH_SHARE = 0.01  # of the mean in-use heap over the window
+MIN_HEAP_GROWTH_BYTES = 256 * 1024
+MIN_GOROUTINE_GROWTH = 5
+# Plateau: the recent rate fell below this fraction of the earlier rate.
+PLATEAU_RATIO = 0.15
+
+LEAK_LIKELY = "leak likely"
+GROWTH_BOUNDED = "growth bounded"
+NO_GROWTH = "no growth"
+NOT_ENOUGH_DATA = "not enough data"
+
+
+class DeployMarker(Protocol):
+    """A deploy as stored by bot.store (only these two fields are read)."""
+
+    taken_at: float
+    version: str
+
+
+@dataclass(frozen=True, slots=True)
+class Deploy:
+    """A minimal deploy marker for callers without a store (tests, the CLI)."""
+
+    taken_at: float
+    version: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class HeapSite:
+    """Where a function allocates, and who in the service's own code calls it."""
+
+    location: str  # file:line of the allocating line ("" when unknown)
+    own_caller: str  # nearest own-code frame (the function itself if it is own code)
+    own_caller_location: str = ""
+
+
+@dataclass(slots=True)
+class Suspect:
+    function: str
+    kind: str  # "heap" | "goroutines"
+    growth_per_hour: float
+    unit: str  # "bytes" | "goroutines"
+    captures: int
+    share: float  # of the window's growth of that kind (0–1)
+    evidence: list[str] = field(default_factory=list)
+    site: str = ""  # file:line
+    own_caller: str = ""
+    hint: str = ""
+    state: str = ""  # goroutines: where they wait
+    score: float = 0.0
+    net_growth: float = 0.0  # over the window, inside restart segments
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "function": self.function, "kind": self.kind,
+            "growth_per_hour": round(self.growth_per_hour, 3), "unit": self.unit,
+            "captures": self.captures, "share": round(self.share, 4),
+            "evidence": list(self.evidence), "site": self.site, "own_caller": self.own_caller,
+            "hint": self.hint, "state": self.state, "score": round(self.score, 4),
+        }
+
+
+@dataclass(slots=True)
+class NotSuspect:
+    """Something that grew but is explained: bounded, a single jump, IO wait..."""
+
+    function: str
+    kind: str
+    reason: str
+    growth_per_hour: float = 0.0
+    unit: str = "bytes"
+    bounded: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"function": self.function, "kind": self.kind, "reason": self.reason,
+                "growth_per_hour": round(self.growth_per_hour, 3), "unit": self.unit,
+                "bounded": self.bounded}
+
+
+@dataclass(slots=True)
+class LeakReport:
+    verdict: str
+    suspects: list[Suspect] = field(default_factory=list)
+    not_suspects: list[NotSuspect] = field(default_factory=list)
+    next_steps: list[str] = field(default_factory=list)
+    needed_captures: int = 0
+    captures: int = 0  # captures analysed
+    window_start: float | None = None
+    window_end: float | None = None
+    restarts: int = 0
+    deploy: str = ""  # version of the deploy the window starts at
+    signals: list[str] = field(default_factory=list)  # MemStats and whole-heap observations
+    summary: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "verdict": self.verdict, "summary": self.summary,
+            "suspects": [s.to_json() for s in self.suspects],
+            "not_suspects": [n.to_json() for n in self.not_suspects],
+            "next_steps": list(self.next_steps), "needed_captures": self.needed_captures,
+            "captures": self.captures, "window_start": self.window_start,
+            "window_end": self.window_end, "restarts": self.restarts, "deploy": self.deploy,
+            "signals": list(self.signals),
+        }
+
+
