@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import redis.asyncio as aioredis
 from redis.exceptions import LockError, RedisError
 
-from bot import metrics
+from bot import metrics, sampling
 from bot.analysis.leaks import MAX_CAPTURES as MAX_LEAK_CAPTURES
 from bot.analysis.leaks import (
     HeapSite,
@@ -42,6 +42,7 @@ from bot.errors import (
 )
 from bot.redisconn import parse_redis_url
 from bot.registry import Registry, ServiceConfig, load_registry
+from bot.sampling import Sampling
 from bot.store import (
     DeployMarker,
     InstanceMeta,
@@ -538,6 +539,11 @@ class Runtime:
                              hint="Usage: `/heap deploy SERVICE VERSION`")
         return await self.store.add_deploy(self.registry.resolve(service).name, version, by,
                                            at)
+
+    async def start_sampling(self, plan: Sampling) -> Sampling:
+        """Reserve and schedule ``/heap leaks --sample`` captures (bot/sampling.py caps)."""
+        async with self.store._errors("reserve a sampling"):
+            return await sampling.start(self.redis, plan)
 
     # -- watches (stored beside the snapshots; the alert wing schedules them) ----------
 

@@ -211,6 +211,15 @@ def format_duration(seconds: float) -> str:
     return shown or "0s"
 
 
+def format_about(seconds: float) -> str:
+    """A rough span in one unit, for "done in about …": ``50s``, ``15m``, ``3h``, ``2d``."""
+    seconds = max(1.0, float(seconds))
+    for unit, size, up_to in (("s", 1, 90), ("m", 60, 90 * 60), ("h", 3600, 48 * 3600)):
+        if seconds < up_to:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds / 86400:.0f}d"
+
+
 # -- clock times ---------------------------------------------------------------------------
 
 

@@ -68,7 +68,7 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     name = runtime.registry.resolve(args.positionals[0]).name
     sample_plan = args.get("sample_plan")
     taken = 0
-    if sample_plan and getattr(inv, "source", "console") not in INLINE_SOURCES:
+    if sample_plan and inv.source not in INLINE_SOURCES:
         return await schedule(runtime, name, *sample_plan, inv)  # jobs, not a held slot
     if sample_plan:
         count, interval = sample_plan
