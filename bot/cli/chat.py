@@ -256,6 +256,18 @@ def _save_history(path: Path | None) -> None:
         pass
 
 
+def _arguments_ok(handlers: Any, runtime: Any, line: str) -> bool:
+    """Whether the command passes the ack's checks; a refused one is shown once, as the reply."""
+    from bot.errors import HeapbotError
+
+    try:
+        parsed = handlers.parse(line)
+        handlers.check_arguments(runtime, parsed.command, parsed.argv)
+    except HeapbotError:
+        return False
+    return True
+
+
 def console(args: argparse.Namespace) -> int:
     """`heapbot console`: a prompt for /heap commands (exit, quit or Ctrl-D to leave)."""
     import handlers
@@ -281,7 +293,8 @@ def console(args: argparse.Namespace) -> int:
                     continue
                 if line.lower() in ("exit", "quit", "/exit", "/quit", ":q"):
                     break
-                out.print(Text(handlers.ack_text(runtime, line), style="dim italic"))
+                if _arguments_ok(handlers, runtime, line):  # else the reply says what is wrong
+                    out.print(Text(handlers.ack_text(runtime, line), style="dim italic"))
                 try:
                     reply = runner.run(run_text(runtime, line, source="console"))
                 except KeyboardInterrupt:
