@@ -87,8 +87,17 @@ async def run_sample_step(ctx: WorkContext, job: Job) -> str:
     if plan.taken < plan.count:
         await sampling.schedule(ctx.redis, plan.id, time.time() + plan.interval_seconds)
         return "captured"
-    report = await ctx.runtime.leak_report(plan.service)
-    await _post(ctx, plan, build_reply(plan.service, report, sampled=plan.taken))
+    try:
+        report = await ctx.runtime.leak_report(plan.service)
+    except HeapbotError as exc:  # e.g. Redis went away: say so where the verdict was due
+        await _post(ctx, plan, Reply.failure(
+            f"The sampling of `{plan.service}` took its {plan.count} captures but could not "
+            f"judge them: {exc.user_message()}", service=plan.service))
+        await sampling.finish(ctx.redis, plan)
+        return "verdict_failed"
+    if "posted" not in done:  # a retried job does not post the verdict twice
+        await _post(ctx, plan, build_reply(plan.service, report, sampled=plan.taken))
+        await ctx.queue.record_step(job, "posted")
     await sampling.finish(ctx.redis, plan)
     return "verdict"
 
