@@ -165,17 +165,8 @@ async def add_flame(reply: Reply, capture: Captured, profile: Profile, options: 
 
 
 def pprof_header(report: TopReport) -> str:
-    """pprof's lines above the table: what the shown rows account for, and how many."""
-    from bot.units import percentage
-
-    total = report.percent_total
-    text = (f"Showing nodes accounting for {report.format(report.shown_flat)}, "
-            f"{percentage(report.shown_flat, total).strip()} of {report.format(total)} total")
-    if 0 < len(report.rows) < report.node_total:
-        text += f"; showing top {len(report.rows)} nodes out of {report.node_total}"
-    if report.sort == "cum":
-        text += "; sorted by cum"
-    return text
+    """pprof's lines above the table (``TopReport.header_lines``) as one caption."""
+    return "; ".join([*report.header_lines(), *(["sorted by cum"] if report.sort == "cum" else [])])
 
 
 def takeaway(report: TopReport, previous: StoredSnapshot | None, *,
