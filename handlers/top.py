@@ -16,10 +16,9 @@ from bot.reply import Action, Attachment, Reply
 from bot.units import format_clock, signed
 from handlers._common import (
     Args,
+    capture_reply,
     check_regex,
     check_sample_type,
-    context_lines,
-    failed_instances_text,
     instances_text,
     no_profile_reply,
     parse_args,
@@ -117,18 +116,15 @@ async def top_reply(runtime: Runtime, capture: Captured, *, sample_type: str | N
     previous = await runtime.previous(service, snapshot)
     summary = takeaway(report, previous, filtered=filtered)
 
-    reply = Reply(
+    reply = capture_reply(
+        capture,
         title=f"{service}: top {shown} by {report.sample_type}"
               + (f" (focus {focus})" if focus else ""),
-        context=context_lines(capture, report.sample_type),
+        context=[report.sample_type],
         summary=summary,
         table=top_table(report, caption=caption),
-        sections=[s for s in [failed_instances_text(snapshot)] if s],
         actions=standard_actions(service, capture.snapshot_id),
-        service=service,
-        snapshot_id=capture.snapshot_id or None,
-        data={**report.to_json(), "service": service, "snapshot_id": capture.snapshot_id,
-              "taken_at": capture.taken_at, "reused": capture.reused,
+        data={**report.to_json(), "taken_at": capture.taken_at, "reused": capture.reused,
               "build_id": snapshot.build_id},
     )
     if download == "instances":
