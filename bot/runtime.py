@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import LockError, RedisError
 
-from bot import metrics
+from bot import keys, metrics
 from bot.analysis.leaks import MAX_CAPTURES as MAX_LEAK_CAPTURES
 from bot.analysis.leaks import (
     HeapSite,
@@ -355,7 +355,7 @@ class Runtime:
         lock = None
         if store_error is None:
             ttl = self.lock_timeout or (config.timeout_seconds * 3 + 30)
-            lock = self.store.redis.lock(f"heapbot:{{{config.name}}}:capture-lock",
+            lock = self.store.redis.lock(keys.capture_lock(config.name),
                                          timeout=ttl, sleep=0.05, blocking_timeout=ttl)
             try:
                 if not await lock.acquire(blocking=False):

@@ -13,29 +13,26 @@ threshold it opens a thread like an alert's — once per turn, not every tick.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from bot.errors import NotFoundError, UnknownServiceError, UsageError
+from bot import keys, records
+from bot.errors import NotFoundError, StoreError, UnknownServiceError, UsageError
 from bot.jobs import Job, WorkContext
+from bot.redisconn import store_errors
 
 log = logging.getLogger(__name__)
 
-WATCHES_KEY = "heapbot:watches"
-LEASE_PREFIX = "heapbot:watch:lease:"
-STATE_PREFIX = "heapbot:watch:state:"
-OK_STREAK_PREFIX = "heapbot:watch:ok-streak:"
+WATCHES_KEY = keys.WATCHES  # every watch key shares the {watches} hash tag (bot/keys.py)
 # A bad verdict is called back to normal only after this many good ticks in a row, so a
 # verdict that flickers (one quiet capture in a leak) does not close and reopen threads.
 RECOVERY_TICKS = 3
-TICKS_PREFIX = "heapbot:watch:ticks:"
 OK = "ok"
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
@@ -55,12 +52,11 @@ class Watch:
     goroutine_threshold: int | None = None
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        return records.to_json(self)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Watch:
-        data = json.loads(text)
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+        return records.from_json(cls, text)
 
 
 def parse_duration(text: str) -> float:
@@ -104,21 +100,25 @@ class WatchStore:
         self.redis = redis
 
     async def put(self, watch: Watch) -> None:
-        await self.redis.hset(WATCHES_KEY, watch.service, watch.to_json())
+        async with store_errors("save a watch"):
+            await self.redis.hset(WATCHES_KEY, watch.service, watch.to_json())
 
     async def get(self, service: str) -> Watch | None:
-        data = await self.redis.hget(WATCHES_KEY, service)
+        async with store_errors("read a watch"):
+            data = await self.redis.hget(WATCHES_KEY, service)
         return Watch.from_json(data) if data else None
 
     async def remove(self, service: str) -> bool:
-        async with self.redis.pipeline(transaction=True) as pipe:
+        async with store_errors("remove a watch"), \
+                self.redis.pipeline(transaction=True) as pipe:
             pipe.hdel(WATCHES_KEY, service)
-            pipe.delete(STATE_PREFIX + service, OK_STREAK_PREFIX + service)
+            pipe.delete(keys.watch_state(service), keys.watch_ok_streak(service))
             removed, _ = await pipe.execute()
         return bool(removed)
 
     async def all(self) -> list[Watch]:
-        data = await self.redis.hgetall(WATCHES_KEY)
+        async with store_errors("list watches"):
+            data = await self.redis.hgetall(WATCHES_KEY)
         watches = []
         for raw in data.values():
             try:
@@ -143,7 +143,7 @@ class WatchScheduler:
         for watch in await self.store.all():
             interval = max(watch.interval_seconds, 0.001)
             slot = int(now // interval)
-            lease = f"{LEASE_PREFIX}{watch.service}:{slot}"
+            lease = keys.watch_lease(watch.service, slot)
             ttl_ms = max(1000, int(interval * 2000))
             if not await self.ctx.redis.set(lease, self.ctx.consumer, nx=True, px=ttl_ms):
                 continue
@@ -166,7 +166,7 @@ class WatchScheduler:
         while not stop_requested(self.stop):
             try:
                 await self.tick_once()
-            except (RedisError, OSError) as exc:
+            except (StoreError, RedisError, OSError) as exc:
                 log.warning("watch scheduler: Redis error %s", exc)
             except Exception:
                 log.exception("watch scheduler tick failed")
@@ -214,7 +214,7 @@ async def run_tick(ctx: WorkContext, job: Job) -> str:
                     "service's allow_channels", service, watch.channel)
         return "refused_channel"
     snapshot = await capture_step(ctx, job, service, "watch", "watch")
-    ticks = TICKS_PREFIX + service
+    ticks = keys.watch_ticks(service)
     done = await ctx.queue.progress(job)
     if "tick" not in done:
         async with ctx.redis.pipeline(transaction=True) as pipe:
@@ -229,12 +229,12 @@ async def run_tick(ctx: WorkContext, job: Job) -> str:
         state, why = await _alarm(ctx, watch, snapshot)
         if await WatchStore(ctx.redis).get(service) is None:
             return "unwatched"  # removed while this tick captured: its state is gone too
-        previous = (await ctx.redis.get(STATE_PREFIX + service) or b"ok").decode()
+        previous = (await ctx.redis.get(keys.watch_state(service)) or b"ok").decode()
         if state == OK and previous != OK:
-            if await ctx.redis.incr(OK_STREAK_PREFIX + service) < RECOVERY_TICKS:
+            if await ctx.redis.incr(keys.watch_ok_streak(service)) < RECOVERY_TICKS:
                 state = previous  # not yet: hold the bad state until it stays good
         else:
-            await ctx.redis.delete(OK_STREAK_PREFIX + service)
+            await ctx.redis.delete(keys.watch_ok_streak(service))
         if ctx.slack is not None and watch.channel:
             incident = await load_incident(ctx.redis, key)
             resuming = "summary" in done
@@ -250,7 +250,7 @@ async def run_tick(ctx: WorkContext, job: Job) -> str:
                     and incident.status == OPEN:
                 await follow_up(ctx, job, incident, resolved=True,
                                 note="The watch's verdict is back to normal.")
-        await ctx.redis.set(STATE_PREFIX + service, state)
+        await ctx.redis.set(keys.watch_state(service), state)
     return f"tick_{state.replace(' ', '_')}"
 
 
@@ -260,7 +260,7 @@ async def list_ticks(redis: aioredis.Redis, service: str) -> list[tuple[int, str
     Sorted by slot, not by when each finished: replicas run ticks concurrently, and a
     slow capture can finish after the next slot's.
     """
-    rows = await redis.lrange(TICKS_PREFIX + service, 0, -1)
+    rows = await redis.lrange(keys.watch_ticks(service), 0, -1)
     out = []
     for row in rows:
         slot, _, snapshot_id = row.decode().partition(":")
