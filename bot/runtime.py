@@ -286,14 +286,14 @@ class Runtime:
                    settings=settings, embedded=embedded)
 
     async def close(self) -> None:
-        """Close connections; stop the embedded Redis if this process started it."""
+        """Close connections; let go of the embedded Redis (it stays up for the next process)."""
         for pending in list(self._inflight.values()):
             pending.cancel()
         await self.capturer.aclose()
         with contextlib.suppress(Exception):
             await self.store.close()
-        if self.embedded is not None and self.embedded.started_here:
-            await asyncio.to_thread(self.embedded.stop)
+        if self.embedded is not None:  # it keeps running for the next heapbot process
+            self.embedded.release()
 
     def service(self, name: str) -> ServiceConfig:
         return self.registry.resolve(name)
