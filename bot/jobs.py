@@ -381,19 +381,3 @@ class JobQueue:
             pipe.hset(key, step, value)
             pipe.expire(key, 7 * 24 * 3600)
             await pipe.execute()
-
-
-@dataclass(slots=True)
-class WorkContext:
-    """What job handlers (paged threads, watches, deploy, capture) share in one replica."""
-
-    runtime: Any
-    settings: Any
-    config: QueueSettings
-    queue: JobQueue
-    slack: Any  # slack_sdk AsyncWebClient, or None when Slack is not configured
-    consumer: str = "heapbot"
-
-    @property
-    def redis(self) -> aioredis.Redis:
-        return self.queue.redis

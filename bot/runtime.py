@@ -50,6 +50,7 @@ from bot.store import (
     build_summary,
     new_snapshot_id,
 )
+from bot.watchlist import Watch, WatchStore
 
 if TYPE_CHECKING:
     from bot.analysis.goroutines import GoroutineReport
@@ -90,8 +91,8 @@ class Captured:
         return self.snapshot.id
 
     @property
-    def profile(self) -> Profile | None:
-        return self.heap
+    def taken_at(self) -> float:
+        return self.snapshot.taken_at
 
 
 def parse_duration(text: str) -> float | None:
@@ -142,10 +143,8 @@ def merge_goroutine_reports(reports: Sequence[GoroutineReport]) -> GoroutineRepo
 
 def _parse_profiles(blobs: Sequence[bytes]) -> Profile | None:
     """Parse and merge heap profiles (CPU-heavy: called via asyncio.to_thread)."""
-    try:
-        from bot.pprof import merge_profiles, parse_profile
-    except ImportError:
-        return None
+    from bot.pprof import merge_profiles, parse_profile
+
     profiles = [parse_profile(b) for b in blobs]
     if not profiles:
         return None
@@ -163,10 +162,8 @@ def _merge_parsed(profiles: Sequence[Profile]) -> Profile | None:
 
 
 def _goroutine_reports(blobs: Sequence[bytes]) -> list[GoroutineReport]:
-    try:
-        from bot.analysis.goroutines import parse_goroutines
-    except ImportError:
-        return []
+    from bot.analysis.goroutines import parse_goroutines
+
     reports = []
     for blob in blobs:
         try:
@@ -178,10 +175,8 @@ def _goroutine_reports(blobs: Sequence[bytes]) -> list[GoroutineReport]:
 
 def _memstats(texts: dict[str, str]) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
     """Merged MemStats fields and per-instance fields."""
-    try:
-        from bot.analysis.memstats import merge_memstats, parse_memstats
-    except ImportError:
-        return {}, {}
+    from bot.analysis.memstats import merge_memstats, parse_memstats
+
     parsed = {}
     for target, text in texts.items():
         try:
@@ -437,21 +432,60 @@ class Runtime:
                 hint=f"`/heap capture {snapshot.service}` takes a new one.")
         return await asyncio.to_thread(_parse_profiles, blobs)
 
+    async def open_snapshot(self, service: str, ref: str) -> Captured:
+        """A stored snapshot (``ref`` as in :meth:`resolve_since`) with its merged heap profile.
+
+        What ``/heap top SERVICE --snapshot ID`` shows: nothing is captured.
+        """
+        snapshot = await self.resolve_since(service, ref)
+        heap = await self.load_profile(snapshot)
+        return Captured(snapshot=snapshot, heap=heap, memstats=dict(snapshot.memstats),
+                        instances=snapshot.instances,
+                        age_seconds=max(0.0, time.time() - snapshot.taken_at))
+
+    async def previous(self, service: str, snapshot: StoredSnapshot) -> StoredSnapshot | None:
+        """The capture stored before ``snapshot``, or None when there is none (or no store)."""
+        try:
+            return await self.resolve_since(service, "previous", snapshot)
+        except (NotFoundError, StoreError):
+            return None
+
     async def get(self, service: str, snapshot_id: str) -> StoredSnapshot:
         return await self.store.get(self.registry.resolve(service).name, snapshot_id)
+
+    async def latest(self, service: str) -> StoredSnapshot | None:
+        """The newest stored snapshot of ``service`` (None when it has none)."""
+        return await self.store.latest(self.registry.resolve(service).name)
+
+    async def before(self, service: str, when: float, *, exclude: str | None = None
+                     ) -> StoredSnapshot | None:
+        """The newest stored snapshot taken at or before ``when`` (not ``exclude``)."""
+        return await self.store.before(self.registry.resolve(service).name, when,
+                                       exclude=exclude)
+
+    async def snapshots_since(self, service: str, since: float) -> list[StoredSnapshot]:
+        """Every stored snapshot taken at or after ``since``, newest first."""
+        return await self.store.list(self.registry.resolve(service).name, 0, since=since)
+
+    async def raw_profiles(self, service: str, snapshot_id: str, kind: str = "heap"
+                           ) -> list[tuple[int, bytes]]:
+        """(instance index, raw bytes) of every stored ``kind`` profile of a snapshot."""
+        return await self.store.raw_profiles(self.registry.resolve(service).name, snapshot_id,
+                                             kind)
 
     async def history(self, service: str, limit: int = 20) -> list[StoredSnapshot]:
         """Stored snapshots, newest first (with summaries)."""
         name = self.registry.resolve(service).name
         return await self.store.list(name, limit, with_summary=True)
 
-    async def summaries(self, service: str, since: float | str | None = None
-                        ) -> list[SnapshotSummary]:
-        """Stored summaries oldest first; ``since`` is unix seconds or a since-reference."""
+    async def summaries(self, service: str, since: float | str | None = None, *,
+                        limit: int = 0) -> list[SnapshotSummary]:
+        """Stored summaries oldest first (the newest ``limit`` when set); ``since`` is unix
+        seconds or a since-reference."""
         name = self.registry.resolve(service).name
         if isinstance(since, str):
             since = (await self.resolve_since(name, since, None)).taken_at
-        return await self.store.summaries(name, since=since)
+        return await self.store.summaries(name, since=since, limit=limit)
 
     async def deploys(self, service: str, since: float | None = None) -> list[DeployMarker]:
         return await self.store.deploys(self.registry.resolve(service).name, since=since)
@@ -507,6 +541,31 @@ class Runtime:
                              hint="Usage: `/heap deploy SERVICE VERSION`")
         return await self.store.add_deploy(self.registry.resolve(service).name, version, by,
                                            at)
+
+    # -- watches (stored beside the snapshots; the alert wing schedules them) ----------
+
+    async def watch(self, service: str) -> Watch | None:
+        """The watch on ``service``, or None."""
+        async with self.store._errors("read a watch"):
+            return await WatchStore(self.store.redis).get(service)
+
+    async def watches(self) -> list[Watch]:
+        """Every watch, by service name."""
+        async with self.store._errors("read the watches"):
+            return await WatchStore(self.store.redis).all()
+
+    async def put_watch(self, watch: Watch) -> Watch | None:
+        """Store ``watch`` (replacing the service's earlier one, which is returned)."""
+        async with self.store._errors("store a watch"):
+            watches = WatchStore(self.store.redis)
+            previous = await watches.get(watch.service)
+            await watches.put(watch)
+        return previous
+
+    async def remove_watch(self, service: str) -> bool:
+        """Drop the watch on ``service``; False when there was none."""
+        async with self.store._errors("remove a watch"):
+            return await WatchStore(self.store.redis).remove(service)
 
     async def resolve_since(self, service: str, ref: str | None,
                             before: StoredSnapshot | float | None = None) -> StoredSnapshot:

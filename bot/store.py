@@ -170,12 +170,9 @@ def build_summary(
     """
     heap_summary = ProfileSummary()
     if heap is not None:
-        try:
-            from bot.analysis.summarize import summarize_heap
-        except ImportError:
-            summarize_heap = None  # type: ignore[assignment]
-        if summarize_heap is not None:
-            heap_summary = summarize_heap(heap)
+        from bot.analysis.summarize import summarize_heap
+
+        heap_summary = summarize_heap(heap)
     groups: dict[str, Any] = {}
     total = 0
     for report in goroutine_reports:

@@ -7,7 +7,7 @@ read what this stored.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from bot.reply import Column, Reply, Table
 from handlers._common import (
@@ -20,21 +20,24 @@ from handlers._common import (
     standard_actions,
 )
 
+if TYPE_CHECKING:
+    from bot.runtime import Runtime
+    from bot.store import StoredSnapshot
+    from handlers.invocation import Invocation
+
 USAGE = "/heap capture SERVICE [--force]"
 
 
 def format_bytes(value: int | None) -> str:
     """pprof-style bytes ("41.20MB"); "-" when unknown."""
+    from bot.analysis.units import format_value
+
     if value is None:
         return "-"
-    try:
-        from bot.analysis.units import format_value
-    except ImportError:
-        return f"{value / (1024 * 1024):.2f}MB"
     return format_value(value, "bytes")
 
 
-def instance_table(snapshot: Any) -> Table:
+def instance_table(snapshot: StoredSnapshot) -> Table:
     """One row per instance: status, HeapInuse, goroutines, time taken, and why it failed."""
     rows = []
     for inst in snapshot.instances:
@@ -59,12 +62,11 @@ def check(argv: list[str]) -> Args:
                       max_positionals=1)
 
 
-async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
+async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     """Capture (or reuse one inside the cooldown unless --force) and show the outcome."""
     args = check(argv)
     service = args.positionals[0]
-    captured = await runtime.capture(service, trigger="user",
-                                     requested_by=getattr(inv, "user_id", ""),
+    captured = await runtime.capture(service, trigger="user", requested_by=inv.user_id,
                                      force=bool(args.get("force")))
     snapshot = captured.snapshot
     answered = sum(1 for i in snapshot.instances if i.ok)

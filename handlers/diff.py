@@ -8,13 +8,12 @@ the base total, rows by absolute change, "new"/"gone" marked.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING
 
 from bot.errors import UsageError
 from bot.reply import Action, Reply
 from handlers._common import (
     Args,
-    capture_now,
     check_regex,
     check_sample_type,
     context_lines,
@@ -26,9 +25,14 @@ from handlers._common import (
     parse_count,
     short_build_id,
     signed,
-    stored,
     top_table,
 )
+
+if TYPE_CHECKING:
+    from bot.analysis.top import TopReport
+    from bot.runtime import Captured, Runtime
+    from bot.store import StoredSnapshot
+    from handlers.invocation import Invocation
 
 USAGE = "/heap diff SERVICE [since previous|deploy|1h|SNAPSHOT_ID]"
 
@@ -70,7 +74,7 @@ def check(argv: list[str]) -> Args:
     return args
 
 
-async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
+async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     """Capture now, compare with the referenced capture, show the change table."""
     args = check(argv)
     service = args.positionals[0]
@@ -81,11 +85,12 @@ async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
     from bot.analysis.top import TopOptions
     from bot.analysis.units import format_value
 
-    capture = await capture_now(runtime, service, inv.user_id, force=bool(args.get("force")))
-    if capture.profile is None:
+    capture = await runtime.capture(service, requested_by=inv.user_id,
+                                    force=bool(args.get("force")))
+    if capture.heap is None:
         return no_profile_reply(service, capture.snapshot)
-    base = await stored(runtime, service, ref, before=capture.snapshot)
-    if getattr(base, "id", None) == capture.snapshot_id:
+    base = await runtime.resolve_since(service, ref, capture.snapshot)
+    if base.id == capture.snapshot_id:
         return Reply(
             title=f"{service}: nothing to compare yet",
             context=context_lines(capture),
@@ -97,10 +102,10 @@ async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
     base_profile = await runtime.load_profile(base)
     options = TopOptions(sample_type=sample_type, sort="cum" if args.get("cum") else "flat",
                          node_count=count, focus=focus, ignore=ignore, hide=hide)
-    report = await asyncio.to_thread(diff, base_profile, capture.profile, options)
+    report = await asyncio.to_thread(diff, base_profile, capture.heap, options)
 
-    base_time = format_time(getattr(base, "taken_at", 0.0))
-    span = format_age(capture.taken_at - float(getattr(base, "taken_at", capture.taken_at)))
+    base_time = format_time(base.taken_at)
+    span = format_age(capture.taken_at - base.taken_at)
     base_total = report.base_total if report.base_total is not None else 0
     new_total = base_total + sum_change(report, capture, base)
     caption = (f"Change in {report.sample_type} from {base_time} to "
@@ -108,8 +113,8 @@ async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
                f"{format_value(base_total, report.unit)}; "
                f"showing {len(report.rows)} of {report.node_total} changed nodes")
     summary = growth_takeaway(report, base_total, new_total, base_time)
-    base_build = short_build_id(getattr(base, "build_id", ""))
-    now_build = short_build_id(getattr(capture.snapshot, "build_id", ""))
+    base_build = short_build_id(base.build_id)
+    now_build = short_build_id(capture.snapshot.build_id)
     extra = await base_label(runtime, service, ref, base, base_time)
     sections = [s for s in [failed_instances_text(capture.snapshot)] if s]
     if base_build and now_build and base_build != now_build:
@@ -130,11 +135,12 @@ async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
         service=service,
         snapshot_id=capture.snapshot_id or None,
         data={**report.to_json(), "service": service, "since": ref,
-              "base_snapshot_id": getattr(base, "id", ""), "snapshot_id": capture.snapshot_id},
+              "base_snapshot_id": base.id, "snapshot_id": capture.snapshot_id},
     )
 
 
-async def base_label(runtime: Any, service: str, ref: str, base: Any, base_time: str) -> str:
+async def base_label(runtime: Runtime, service: str, ref: str, base: StoredSnapshot,
+                     base_time: str) -> str:
     """"vs the capture of 14:02 UTC, first after deploy v1.2.3": which capture, and why."""
     if ref.lower() != "deploy":
         return f"vs {ref} ({base_time})"
@@ -145,7 +151,7 @@ async def base_label(runtime: Any, service: str, ref: str, base: Any, base_time:
     except HeapbotError:
         markers = []
     marker = next((m for m in reversed(markers)
-                   if m.taken_at <= float(getattr(base, "taken_at", 0.0))), None)
+                   if m.taken_at <= base.taken_at), None)
     latest = markers[-1] if markers else None
     if latest is not None and marker is not latest:  # no capture since the deploy but this one
         return (f"vs the capture of {base_time}, the last before deploy "
@@ -156,10 +162,10 @@ async def base_label(runtime: Any, service: str, ref: str, base: Any, base_time:
     return f"vs {ref} ({base_time})"
 
 
-def sum_change(report: Any, capture: Any, base: Any) -> int:
+def sum_change(report: TopReport, capture: Captured, base: StoredSnapshot) -> int:
     """Total change of the sample type: from the stored summaries when both have it."""
-    new_summary = getattr(capture.snapshot, "summary", None)
-    base_summary = getattr(base, "summary", None)
+    new_summary = capture.snapshot.summary
+    base_summary = base.summary
     name = report.sample_type
     if new_summary is not None and base_summary is not None:
         new_total = new_summary.heap.totals.get(name)
@@ -169,7 +175,7 @@ def sum_change(report: Any, capture: Any, base: Any) -> int:
     return sum(int(r.flat) for r in report.rows)
 
 
-def growth_takeaway(report: Any, base_total: int, new_total: int, base_time: str) -> str:
+def growth_takeaway(report: TopReport, base_total: int, new_total: int, base_time: str) -> str:
     """"main.leak +18.20MB since 14:02 (new); total 120MB, +25MB (+26%)"."""
     unit = report.unit
     from bot.analysis.units import format_value
@@ -185,6 +191,6 @@ def growth_takeaway(report: Any, base_total: int, new_total: int, base_time: str
         shrunk = min(report.rows, key=lambda r: r.flat)
         return (f"Nothing grew; the biggest drop is {shrunk.function} "
                 f"{signed(shrunk.flat, unit)}. " + total_text)
-    status = getattr(grown, "status", "")
+    status = grown.status
     note = " (new since then)" if status == "new" else ""
     return f"Biggest growth: {grown.function} {signed(grown.flat, unit)}{note}. " + total_text

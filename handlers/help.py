@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
+from bot.errors import UsageError
 from bot.reply import Column, Reply, Table
-from handlers import ALIASES, COMMANDS, Invocation, usage_of
 from handlers._common import parse_args
+from handlers.commands import COMMANDS, canonical, did_you_mean, usage_of
+
+if TYPE_CHECKING:
+    from bot.runtime import Runtime
+    from handlers.invocation import Invocation
 
 USAGE = "/heap help [COMMAND]"
 
@@ -35,18 +40,14 @@ DESCRIPTIONS: dict[str, str] = {
 }
 
 
-async def handle(runtime: Any, argv: list[str], inv: Invocation) -> Reply:
+async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     """List every command, or explain one."""
     args = parse_args(argv, USAGE, max_positionals=1)
     if args.positionals:
-        word = args.positionals[0].lower().lstrip("/")
-        word = ALIASES.get(word, word)
+        word = canonical(args.positionals[0].lstrip("/"))
         if word not in COMMANDS:
-            from bot.errors import UsageError
-            from handlers import _did_you_mean_command
-
             raise UsageError(f"There is no command `{word[:40]}` to explain.",
-                             hint=_did_you_mean_command(word))
+                             hint=did_you_mean(word))
         usage = usage_of(word, load=True)
         return Reply(
             title=f"/heap {word}",

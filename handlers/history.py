@@ -6,17 +6,24 @@ start growing after the deploy?" is the first question of every leak hunt.
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from typing import TYPE_CHECKING
 
+from bot.render.chart import history_png
 from bot.reply import Attachment, Column, Reply, Table
 from handlers._common import Args, format_time, parse_args, parse_count, plural, short_build_id
 from handlers.capture import format_bytes
+
+if TYPE_CHECKING:
+    from bot.runtime import Runtime
+    from bot.store import DeployMarker, StoredSnapshot
+    from handlers.invocation import Invocation
 
 USAGE = "/heap history SERVICE [N]"
 DEFAULT_LIMIT = 20
 
 
-def _heap_inuse(snapshot: Any) -> int | None:
+def _heap_inuse(snapshot: StoredSnapshot) -> int | None:
     """MemStats HeapInuse when captured, else the heap profile's inuse_space total."""
     value = snapshot.memstats.get("HeapInuse")
     if value is None and snapshot.summary is not None:
@@ -33,7 +40,7 @@ def check(argv: list[str]) -> Args:
     return args
 
 
-async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
+async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     """List stored captures newest first, with deploy markers in between."""
     args = check(argv)
     service, limit = args.positionals[0], args.get("limit")
@@ -76,16 +83,9 @@ async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
     attachments = []
     summaries = [s.summary for s in reversed(snapshots) if s.summary is not None]
     if len(summaries) >= 2:
-        try:
-            from bot.render.chart import history_png
-        except ImportError:
-            history_png = None  # type: ignore[assignment]
-        if history_png is not None:
-            import asyncio
-
-            png = await asyncio.to_thread(history_png, summaries, deploys)
-            attachments.append(Attachment(filename=f"{service}-history.png", content=png,
-                                          title=f"{service}: heap and goroutines", kind="chart"))
+        png = await asyncio.to_thread(history_png, summaries, deploys)
+        attachments.append(Attachment(filename=f"{service}-history.png", content=png,
+                                      title=f"{service}: heap and goroutines", kind="chart"))
     return Reply(
         title=f"History of {service}",
         context=[f"{service} · {len(snapshots)} captures since {format_time(oldest)}"
@@ -101,7 +101,7 @@ async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
     )
 
 
-def _deploy_row(marker: Any) -> list[str]:
+def _deploy_row(marker: DeployMarker) -> list[str]:
     who = f" by {marker.by}" if marker.by and marker.source != "build-id" else ""
     what = ("new build detected" if marker.source == "build-id"
             else f"deploy {marker.version}{who}")
@@ -109,6 +109,6 @@ def _deploy_row(marker: Any) -> list[str]:
             short_build_id(marker.build_id) or "", f"— {what}"]
 
 
-def _deploy_json(marker: Any) -> dict[str, Any]:
+def _deploy_json(marker: DeployMarker) -> dict[str, object]:
     return {"at": marker.taken_at, "version": marker.version, "by": marker.by,
             "source": marker.source, "build_id": marker.build_id}

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import Any
+from typing import TYPE_CHECKING
 
 from bot.analysis.leaks import LEAK_LIKELY, NOT_ENOUGH_DATA, LeakReport, format_rate
 from bot.errors import UsageError
 from bot.reply import Action, Column, Reply, Table
 from handlers._common import Args, parse_args, plural
+
+if TYPE_CHECKING:
+    from bot.runtime import Runtime
+    from handlers.invocation import Invocation
 
 USAGE = "/heap leaks SERVICE [--sample 3x30s]"
 MAX_SAMPLES = 10
@@ -58,7 +62,7 @@ def check(argv: list[str]) -> Args:
     return args
 
 
-async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
+async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     """Judge the stored history (after sampling, if asked) and answer with the suspects."""
     args = check(argv)
     name = runtime.registry.resolve(args.positionals[0]).name
@@ -69,17 +73,15 @@ async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
         for i in range(count):
             if i:
                 await asyncio.sleep(interval)
-            await runtime.capture(name, trigger="user", requested_by=getattr(inv, "user_id", ""),
-                                  force=True)
+            await runtime.capture(name, trigger="user", requested_by=inv.user_id, force=True)
             taken += 1
     report = await leak_report(runtime, name)
     return build_reply(name, report, sampled=taken)
 
 
-async def leak_report(runtime: Any, service: str) -> LeakReport:
+async def leak_report(runtime: Runtime, service: str) -> LeakReport:
     """The leak verdict over a service's stored captures: :meth:`Runtime.leak_report`."""
-    report: LeakReport = await runtime.leak_report(service)
-    return report
+    return await runtime.leak_report(service)
 
 
 def build_reply(service: str, report: LeakReport, *, sampled: int = 0) -> Reply:

@@ -122,7 +122,7 @@ async def test_usergroup_lookup_recovers_after_the_failure_is_forgotten(slack_st
 
 async def test_watch_into_a_channel_outside_the_allow_list_is_refused(
         slack_standin, redis_url, tmp_path):
-    from bot.watches import WatchStore
+    from bot.watchlist import WatchStore
 
     slack_standin.usergroups = {SRE: ["U0SRE"]}
     async with running_slack_bot(slack_standin, redis_url, REGISTRY, tmp_path) as bot:
@@ -158,12 +158,13 @@ async def test_watch_tick_posts_nothing_into_a_channel_no_longer_allowed(
     tick: no capture, no post; an open service's watch in the same channel still pages."""
     from pydantic import SecretStr
 
+    from bot.alerts.watches import list_ticks
+    from bot.alerts.worker import start_worker, stop_worker
     from bot.jobs import QueueSettings
     from bot.runtime import Runtime
     from bot.settings import Settings
     from bot.slack.client import build_web_client
-    from bot.watches import Watch, WatchStore, list_ticks
-    from bot.worker import start_worker, stop_worker
+    from bot.watchlist import Watch, WatchStore
 
     registry = tmp_path / "heapbot.yaml"
     registry.write_text(
@@ -206,7 +207,7 @@ async def test_watch_tick_posts_nothing_into_a_channel_no_longer_allowed(
 
 async def test_restricted_services_are_not_disclosed_outside_their_allow_lists(
         slack_standin, redis_url, tmp_path):
-    from bot.watches import Watch, WatchStore
+    from bot.watchlist import Watch, WatchStore
 
     registry = REGISTRY.replace("  open:\n", "    channel: C0VAULTALERTS\n  open:\n")
     async with running_slack_bot(slack_standin, redis_url, registry, tmp_path) as bot:

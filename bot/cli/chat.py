@@ -51,15 +51,9 @@ def configure_cli_logging() -> None:
     except OSError:
         logging.getLogger().addHandler(logging.NullHandler())
         return
-    try:
-        from bot.logs import configure_logging
+    from bot.logs import configure_logging
 
-        configure_logging(get_settings(), stream=stream)
-    except ImportError:
-        handler = logging.StreamHandler(stream)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-        logging.getLogger().addHandler(handler)
-        logging.getLogger().setLevel(logging.INFO)
+    configure_logging(get_settings(), stream=stream)
 
 
 async def open_runtime() -> Any:
@@ -262,6 +256,18 @@ def _save_history(path: Path | None) -> None:
         pass
 
 
+def _arguments_ok(handlers: Any, runtime: Any, line: str) -> bool:
+    """Whether the command passes the ack's checks; a refused one is shown once, as the reply."""
+    from bot.errors import HeapbotError
+
+    try:
+        parsed = handlers.parse(line)
+        handlers.check_arguments(runtime, parsed.command, parsed.argv)
+    except HeapbotError:
+        return False
+    return True
+
+
 def console(args: argparse.Namespace) -> int:
     """`heapbot console`: a prompt for /heap commands (exit, quit or Ctrl-D to leave)."""
     import handlers
@@ -287,7 +293,8 @@ def console(args: argparse.Namespace) -> int:
                     continue
                 if line.lower() in ("exit", "quit", "/exit", "/quit", ":q"):
                     break
-                out.print(Text(handlers.ack_text(runtime, line), style="dim italic"))
+                if _arguments_ok(handlers, runtime, line):  # else the reply says what is wrong
+                    out.print(Text(handlers.ack_text(runtime, line), style="dim italic"))
                 try:
                     reply = runner.run(run_text(runtime, line, source="console"))
                 except KeyboardInterrupt:

@@ -11,7 +11,7 @@ server is used instead and restart tests are skipped.
 Every test shares the job stream ``heapbot:jobs`` of that DB, so a job worker left
 running by one test would consume the jobs of the next ones. The autouse
 ``no_job_worker_left_running`` fixture fails the test that leaves a worker (an
-in-process consumer, scheduler or job, or a ``bot.worker`` / ``bot serve`` child
+in-process consumer, scheduler or job, or a ``bot.alerts.worker`` / ``bot serve`` child
 process) running after its teardown, and stops it so later tests are unaffected.
 """
 
@@ -240,7 +240,7 @@ def embedded_redis_stopped_after_test() -> Iterator[None]:
 
 # -- no job worker outlives its test ----------------------------------------------------------
 
-BOT_PROCESS_MARKERS = (("-m", "bot.worker"), ("-m", "bot", "serve"))
+BOT_PROCESS_MARKERS = (("-m", "bot.alerts.worker"), ("-m", "bot", "serve"))
 
 
 def bot_child_processes() -> dict[int, str]:
@@ -285,10 +285,8 @@ def no_job_worker_left_running() -> Iterator[None]:
     """Fail a test whose job worker (task or child process) is still running after it."""
     yield
     problems: list[str] = []
-    try:
-        from bot.worker import live_tasks
-    except ImportError:
-        live_tasks = dict
+    from bot.alerts.lifecycle import live_tasks
+
     leftover = live_tasks()
     if leftover:
         problems.append("job worker tasks still running after the test: "
@@ -308,5 +306,5 @@ def no_job_worker_left_running() -> Iterator[None]:
                 os.waitpid(pid, 0)
     if problems:
         pytest.fail("; ".join(problems) + ". Stop every worker you start "
-                    "(bot.worker.stop_worker, or terminate and wait for the process).",
+                    "(bot.alerts.worker.stop_worker, or terminate and wait for the process).",
                     pytrace=False)

@@ -22,12 +22,12 @@ import pytest
 from aiohttp import web
 from pydantic import SecretStr
 
+from bot.alerts.incidents import INCIDENT_PREFIX
+from bot.alerts.webhooks import register_routes
+from bot.alerts.worker import start_worker, stop_worker
 from bot.jobs import QueueSettings
-from bot.paged import INCIDENT_PREFIX
 from bot.settings import Settings
-from bot.webhooks import register_routes
-from bot.worker import start_worker, stop_worker
-from tests.test_webhooks import alertmanager_payload, pagerduty_payload, pd_signature
+from tests.alerts.test_webhooks import alertmanager_payload, pagerduty_payload, pd_signature
 
 CHANNEL = "C0DEMO"
 PD_SECRET = "pd-signing-secret"
@@ -87,7 +87,7 @@ async def served(tmp_path: Path, redis_url: str, demo_service: Any,
                  slack_standin: Any) -> AsyncIterator[Bot]:
     """The whole `heapbot serve` app (Slack transport, webhooks, worker) on a free port."""
     from bot.runtime import Runtime
-    from bot.slack.server import build_web_app
+    from bot.serve import build_web_app
 
     settings = Settings(config_path=write_registry(tmp_path, [demo_service.url]),
                         redis_url=redis_url, slack_bot_token=SecretStr("xoxb-test"),

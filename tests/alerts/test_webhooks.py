@@ -23,11 +23,11 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from pydantic import SecretStr
 
+from bot.alerts.webhooks import register_routes
 from bot.jobs import STREAM, JobQueue, QueueSettings
 from bot.registry import Registry, load_registry
 from bot.settings import Settings
 from bot.store import SnapshotStore
-from bot.webhooks import register_routes
 
 AM_TOKEN = "am-secret-token"
 PD_SECRET = "pd-signing-secret"

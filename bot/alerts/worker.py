@@ -5,28 +5,36 @@ runs a few at a time, acks each after its effects are durable, keeps its
 running jobs from looking idle (XCLAIM to itself, which resets the idle
 time), and periodically takes over jobs that another replica left pending
 for longer than ``claim_idle_seconds`` (XAUTOCLAIM). Run it inside
-``heapbot serve`` (bot/slack/server.py calls :func:`start_worker`) or alone
-with ``python -m bot.worker``.
+``heapbot serve`` (bot/serve.py calls :func:`start_worker`) or alone
+with ``python -m bot.alerts.worker``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import os
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.exceptions import RedisError
+from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.alerts.context import WorkContext
+from bot.alerts.lifecycle import stop_requested, tracked
+from bot.alerts.paged import capture_step, handle_alert
+from bot.alerts.payloads import CaptureJob, DeployJob
+from bot.alerts.watches import WatchScheduler, run_tick
 from bot.errors import HeapbotError, StoreError
-from bot.jobs import Job, JobQueue, QueueSettings, WorkContext, redis_of
+from bot.jobs import Job, JobQueue, QueueSettings, redis_of
 from bot.metrics import redis_error
+from bot.runtime import Runtime
+from bot.settings import Settings, get_settings
+from bot.slack.client import build_web_client
 
 log = logging.getLogger(__name__)
 
@@ -35,78 +43,25 @@ JobHandler = Callable[[WorkContext, Job], Awaitable[str]]
 
 async def run_deploy(ctx: WorkContext, job: Job) -> str:
     """Record a deploy marker sent to /hooks/deploy."""
-    p = job.payload
-    await ctx.runtime.add_deploy(p["service"], p["version"], p.get("by", "webhook"))
+    deploy = DeployJob.of(job)
+    await ctx.runtime.add_deploy(deploy.service, deploy.version, deploy.by)
     return "done"
 
 
 async def run_capture(ctx: WorkContext, job: Job) -> str:
     """Take the capture asked for on /hooks/capture (stored like any other)."""
-    from bot.paged import capture_step
-
-    p = job.payload
-    by = f"{p.get('by', 'webhook')}: {p.get('reason', '')}".strip(": ")[:200]
-    await capture_step(ctx, job, p["service"], "user", by)
+    capture = CaptureJob.of(job)
+    by = f"{capture.by}: {capture.reason}".strip(": ")[:200]
+    await capture_step(ctx, job, capture.service, "user", by)
     return "done"
 
 
-async def run_alert(ctx: WorkContext, job: Job) -> str:
-    from bot.paged import handle_alert
-
-    return await handle_alert(ctx, job)
-
-
-async def run_watch_tick(ctx: WorkContext, job: Job) -> str:
-    from bot.watches import run_tick
-
-    return await run_tick(ctx, job)
-
-
 HANDLERS: dict[str, JobHandler] = {
-    "alert": run_alert,
+    "alert": handle_alert,
     "deploy": run_deploy,
     "capture": run_capture,
-    "watch_tick": run_watch_tick,
+    "watch_tick": run_tick,
 }
-
-
-def stop_requested(stop: asyncio.Event | None = None) -> bool:
-    """True once shutdown began, even if a library swallowed this task's CancelledError.
-
-    Python 3.11's asyncio.timeout (used by redis-py around socket reads) can swallow a
-    cancel() that lands as its own deadline expires; so the loops also watch an Event
-    that the owning task sets when it is cancelled.
-    """
-    if stop is not None and stop.is_set():
-        return True
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
-
-
-# Queue loops and jobs running in this process (task → what it is), so an owner that
-# forgot to stop a worker is found (tests assert none is left) instead of it silently
-# consuming jobs meant for a later worker on the same stream.
-_LIVE: dict[asyncio.Task[Any], str] = {}
-
-
-@contextlib.contextmanager
-def tracked(what: str) -> Iterator[None]:
-    """Register the current task in :func:`live_tasks` while the block runs."""
-    task = asyncio.current_task()
-    if task is None:
-        yield
-        return
-    _LIVE[task] = what
-    try:
-        yield
-    finally:
-        _LIVE.pop(task, None)
-
-
-def live_tasks() -> dict[asyncio.Task[Any], str]:
-    """Job consumers, watch schedulers and jobs still running in this process."""
-    return {task: what for task, what in _LIVE.items()
-            if not task.done() and not task.get_loop().is_closed()}
 
 
 async def stop_worker(task: asyncio.Task[Any], timeout: float = 30.0) -> bool:
@@ -272,8 +227,6 @@ async def _run_all(ctx: WorkContext) -> None:
 
 
 async def _run_children(ctx: WorkContext) -> None:
-    from bot.watches import WatchScheduler
-
     stop = asyncio.Event()
     children = {
         asyncio.create_task(Worker(ctx, stop=stop).run(), name="job-consumer"),
@@ -292,7 +245,8 @@ async def _run_children(ctx: WorkContext) -> None:
             log.error("worker tasks did not stop within 20 s: %s", [t.get_name() for t in stuck])
 
 
-def start_worker(runtime: Any, settings: Any, slack_client: Any, *,
+def start_worker(runtime: Runtime, settings: Settings | None,
+                 slack_client: AsyncWebClient | None, *,
                  config: QueueSettings | None = None) -> asyncio.Task[None]:
     """Start this replica's job consumer and watch scheduler; cancel the task to stop them."""
     config = config or QueueSettings()
@@ -305,18 +259,9 @@ def start_worker(runtime: Any, settings: Any, slack_client: Any, *,
 
 async def serve_worker() -> None:
     """A standalone worker process: Runtime from the environment, until SIGTERM/SIGINT."""
-    from bot.runtime import Runtime
-    from bot.settings import get_settings
-
     settings = get_settings()
-    runtime = Runtime.create(settings)
-    if inspect.isawaitable(runtime):
-        runtime = await runtime
-    slack = None
-    if settings.slack_bot_token is not None:
-        from bot.slack.client import build_web_client
-
-        slack = build_web_client(settings)
+    runtime = await Runtime.create(settings)
+    slack = build_web_client(settings) if settings.slack_bot_token is not None else None
     task = start_worker(runtime, settings, slack)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -327,9 +272,7 @@ async def serve_worker() -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-    closed = runtime.close()
-    if inspect.isawaitable(closed):
-        await closed
+    await runtime.close()
 
 
 def main() -> None:
