@@ -5,9 +5,9 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 
 from bot import records
-from bot.paged import Incident
+from bot.alerts.incidents import Incident
 from bot.store import DeployMarker, InstanceMeta, StoredSnapshot
-from bot.watches import Watch
+from bot.watchlist import Watch
 
 
 async def test_incident_round_trips_through_a_redis_hash(redis_client: aioredis.Redis) -> None:
