@@ -34,9 +34,9 @@ if TYPE_CHECKING:
     from bot.store import StoredSnapshot
     from handlers.invocation import Invocation
 
-USAGE = "/heap diff SERVICE [since previous|deploy|1h|SNAPSHOT_ID]"
+USAGE = "/heap diff SERVICE [since previous|deploy|1h|SNAPSHOT_ID] [--flame]"
 
-FLAGS = {"--cum": "cum", "--force": "force"}
+FLAGS = {"--cum": "cum", "--force": "force", "--flame": "flame"}
 VALUED = {"--type": "type", "-t": "type", "--focus": "focus", "--ignore": "ignore",
           "--hide": "hide", "-n": "n", "--nodes": "n", "--since": "since"}
 
@@ -120,7 +120,7 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     if base_build and now_build and base_build != now_build:
         sections.append(f"The binary changed between the captures (build {base_build} → "
                         f"{now_build}): part of the change can be the deploy itself.")
-    return Reply(
+    reply = Reply(
         title=f"{service}: {report.sample_type} change since {ref}",
         context=context_lines(capture, extra),
         summary=summary,
@@ -137,6 +137,18 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
         data={**report.to_json(), "service": service, "since": ref,
               "base_snapshot_id": base.id, "snapshot_id": capture.snapshot_id},
     )
+    from handlers._flame import flame_attachments, flame_option_words
+
+    if args.get("flame"):
+        reply.attachments.extend(await flame_attachments(
+            capture.heap, options, service=service, snapshot_id=capture.snapshot_id,
+            captured_at=capture.taken_at, base=base_profile, base_id=base.id,
+            base_captured_at=base.taken_at))
+    else:  # the button pins the base, so "previous" still means this one later
+        words = flame_option_words(options)
+        reply.actions.append(Action("Flame graph", f"diff {service} since {base.id} --flame"
+                                    + (f" {words}" if words else "")))
+    return reply
 
 
 async def base_label(runtime: Runtime, service: str, ref: str, base: StoredSnapshot,

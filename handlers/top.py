@@ -12,7 +12,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from bot.errors import UsageError
-from bot.reply import Attachment, Reply
+from bot.reply import Action, Attachment, Reply
 from handlers._common import (
     Args,
     check_regex,
@@ -30,18 +30,18 @@ from handlers._common import (
 )
 
 if TYPE_CHECKING:
-    from bot.analysis.top import TopReport
+    from bot.analysis.top import TopOptions, TopReport
     from bot.pprof import Profile
     from bot.runtime import Captured, Runtime
     from bot.store import StoredSnapshot
     from handlers.invocation import Invocation
 
 USAGE = ("/heap top SERVICE [N] [--cum] [--type inuse_space|inuse_objects|alloc_space|"
-         "alloc_objects] [--focus RE] [--download]")
+         "alloc_objects] [--focus RE] [--download] [--flame]")
 
 # --download attaches the merged profile; --per-instance each instance's own raw file instead
 FLAGS = {"--cum": "cum", "--download": "download", "--force": "force",
-         "--per-instance": "per_instance"}
+         "--per-instance": "per_instance", "--flame": "flame"}
 VALUED = {"--type": "type", "-t": "type", "--focus": "focus", "--ignore": "ignore",
           "--hide": "hide", "-n": "n", "--nodes": "n", "--snapshot": "snapshot"}
 
@@ -83,7 +83,8 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     return await top_reply(runtime, capture, sample_type=args.get("type"),
                            sort="cum" if args.get("cum") else "flat", count=args.get("n"),
                            focus=args.get("focus"), ignore=args.get("ignore"),
-                           hide=args.get("hide"), download=download)
+                           hide=args.get("hide"), download=download,
+                           flame=bool(args.get("flame")))
 
 
 def snapshot_ref(text: str, service: str) -> str:
@@ -101,7 +102,7 @@ def snapshot_ref(text: str, service: str) -> str:
 async def top_reply(runtime: Runtime, capture: Captured, *, sample_type: str | None = None,
                     sort: str = "flat", count: int = 10, focus: str | None = None,
                     ignore: str | None = None, hide: str | None = None,
-                    download: bool | str = False) -> Reply:
+                    download: bool | str = False, flame: bool = False) -> Reply:
     """The top Reply for a capture (shared with `/heap capture`-like callers)."""
     from bot.analysis.top import TopOptions, top
 
@@ -144,7 +145,24 @@ async def top_reply(runtime: Runtime, capture: Captured, *, sample_type: str | N
         reply.attachments.append(attachment)
         reply.sections.append(f"`go tool pprof -top {attachment.filename}` shows this table "
                               "(the profiles of every answering instance, merged).")
+    await add_flame(reply, capture, capture.heap, options, flame)
     return reply
+
+
+async def add_flame(reply: Reply, capture: Captured, profile: Profile, options: TopOptions,
+                    draw: bool) -> None:
+    """The "Flame graph" button, or with ``--flame`` the flame graph files themselves."""
+    from handlers._flame import flame_attachments, flame_option_words
+
+    if draw:
+        reply.attachments.extend(await flame_attachments(
+            profile, options, service=capture.service, snapshot_id=capture.snapshot_id,
+            captured_at=capture.taken_at))
+    elif capture.snapshot_id:
+        words = flame_option_words(options)
+        reply.actions.append(Action("Flame graph", f"top {capture.service} --snapshot "
+                                    f"{capture.snapshot_id} --flame" + (f" {words}" if words
+                                                                        else "")))
 
 
 def pprof_header(report: TopReport) -> str:

@@ -269,7 +269,8 @@ async def open_thread(ctx: WorkContext, job: Job, *, service: str, incident_key:
     async def diff() -> Reply | None:
         if baseline is None:
             return None
-        return await run_command(ctx, f"diff {service} since {baseline.id}", channel, service)
+        return await run_command(ctx, f"diff {service} since {baseline.id} --flame", channel,
+                                 service)
 
     steps: list[tuple[str, Callable[[], Awaitable[Reply | None]]]] = [
         ("top", lambda: run_command(ctx, f"top {service}", channel, service)),
