@@ -10,6 +10,8 @@ part in ``{…}`` that alone decides the slot:
   (the enqueue script sets a dedupe key and XADDs; ack XACKs and deletes progress);
 - ``{watches}``: the watch list and each watch's state, recovery streak, tick log
   and leases (unwatch deletes the watch and its state together);
+- ``{sampling}``: the --sample scheduler's due and active sets, per-user and
+  per-service reservations and run records (one script reserves them all);
 - incidents, their locks, thread memory and the Slack replay/seen sets are used one
   key per command, so they carry no tag and spread over the cluster.
 
@@ -92,6 +94,17 @@ def watch_ticks(service: str) -> str:
     return f"{PREFIX}{WATCHES_TAG}:ticks:{service}"
 
 
+# -- --sample runs (bot/sampling.py) --------------------------------------------------------
+
+SAMPLING_TAG = "{sampling}"
+SAMPLING_PREFIX = f"{PREFIX}{SAMPLING_TAG}:"  # due, active, user:<id>, service:<svc>, run:<id>
+
+
+def sampling(*parts: str) -> str:
+    """A key of the --sample scheduler (its reserve/release scripts touch several)."""
+    return SAMPLING_PREFIX + ":".join(parts)
+
+
 # -- single-key records ----------------------------------------------------------------
 
 def incident(key: str) -> str:
@@ -118,6 +131,10 @@ MULTI_KEY_GROUPS: dict[str, list[Callable[..., str]]] = {
         snapshot, snapshot_index, deploys, capture_lock],
     "job queue (enqueue script, ack, dead letter)": [
         lambda _x: JOB_STREAM, lambda _x: JOB_DEAD_LETTER, job_dedupe, job_progress],
+    "sampling (reserve and release scripts)": [
+        lambda _x: sampling("due"), lambda _x: sampling("active"),
+        lambda user: sampling("user", user), lambda svc: sampling("service", svc),
+        lambda run: sampling("run", run)],
     "watches (unwatch, tick log)": [
         lambda _x: WATCHES, watch_lease, watch_state, watch_ok_streak, watch_ticks],
 }
