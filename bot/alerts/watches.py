@@ -28,11 +28,11 @@ from bot.alerts.paged import capture_step, follow_up, open_thread
 from bot.alerts.payloads import WatchTickJob
 from bot.errors import StoreError
 from bot.jobs import Job
+from bot.units import format_duration
 from bot.watchlist import (
     Watch,
     WatchStore,
     channel_allowed,
-    format_duration,
 )
 
 log = logging.getLogger(__name__)
