@@ -15,6 +15,7 @@ from handlers._common import (
     failed_instances_text,
     format_age,
     format_time,
+    not_stored_text,
     parse_args,
     short_build_id,
     standard_actions,
@@ -90,9 +91,8 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
         title = f"Captured {service}: {answered}/{total} instances"
     if (failed := failed_instances_text(snapshot)):
         sections.append(failed)
-    if not captured.stored:
-        sections.append(f"Not stored: {captured.store_error} The numbers here are right, "
-                        "but history, diff and leaks will not see this capture.")
+    if (unstored := not_stored_text(captured)):
+        sections.append(unstored)
     for marker in captured.deploys_detected:
         sections.append(f"New build since the previous capture ({marker.previous_build_id[:12]} "
                         f"→ {marker.build_id[:12]}): recorded as a deploy.")
@@ -102,7 +102,8 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
         summary=", ".join(f for f in facts if f),
         table=instance_table(snapshot),
         sections=sections,
-        actions=standard_actions(service, snapshot.id, skip={"Capture again"}),
+        actions=standard_actions(service, snapshot.id, skip={"Capture again"},
+                                 stored=captured.stored),
         service=service,
         snapshot_id=snapshot.id,
         data={"snapshot": snapshot.to_json(), "reused": captured.reused,
