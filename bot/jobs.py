@@ -77,6 +77,11 @@ class QueueSettings(BaseSettings):
         10_000, ge=1, validation_alias="HEAPBOT_WATCH_GOROUTINE_THRESHOLD"
     )
     max_body_bytes: int = Field(1024 * 1024, ge=1024, validation_alias="HEAPBOT_WEBHOOK_MAX_BYTES")
+    # `/heap leaks --sample` (bot/sampling.py): samplings in progress per person and
+    # heapbot-wide, and the longest span of one.
+    sample_max_per_user: int = Field(2, ge=1, validation_alias="HEAPBOT_SAMPLE_MAX_PER_USER")
+    sample_max_active: int = Field(20, ge=1, validation_alias="HEAPBOT_SAMPLE_MAX_ACTIVE")
+    sample_max_seconds: float = Field(900.0, gt=0, validation_alias="HEAPBOT_SAMPLE_MAX_SECONDS")
 
     @field_validator("alert_service_labels", mode="before")
     @classmethod

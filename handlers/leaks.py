@@ -17,6 +17,7 @@ from bot.analysis.leaks import LEAK_LIKELY, NOT_ENOUGH_DATA, LeakReport, format_
 from bot.errors import UsageError
 from bot.reply import Action, Column, Reply, Table
 from handlers._common import Args, parse_args, plural
+from handlers._sampling import INLINE_SOURCES, schedule
 
 if TYPE_CHECKING:
     from bot.runtime import Runtime
@@ -68,6 +69,8 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     name = runtime.registry.resolve(args.positionals[0]).name
     sample_plan = args.get("sample_plan")
     taken = 0
+    if sample_plan and getattr(inv, "source", "console") not in INLINE_SOURCES:
+        return await schedule(runtime, name, *sample_plan, inv)  # jobs, not a held slot
     if sample_plan:
         count, interval = sample_plan
         for i in range(count):
