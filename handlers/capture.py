@@ -10,11 +10,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from bot.reply import Column, Reply, Table
+from bot.units import format_bytes, format_clock, format_duration
 from handlers._common import (
     Args,
     failed_instances_text,
-    format_age,
-    format_time,
     parse_args,
     short_build_id,
     standard_actions,
@@ -26,15 +25,6 @@ if TYPE_CHECKING:
     from handlers.invocation import Invocation
 
 USAGE = "/heap capture SERVICE [--force]"
-
-
-def format_bytes(value: int | None) -> str:
-    """pprof-style bytes ("41.20MB"); "-" when unknown."""
-    from bot.analysis.units import format_value
-
-    if value is None:
-        return "-"
-    return format_value(value, "bytes")
 
 
 def instance_table(snapshot: StoredSnapshot) -> Table:
@@ -77,11 +67,11 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
              f"{goroutines:,} goroutines" if goroutines is not None else "",
              f"build {short_build_id(snapshot.build_id)}" if snapshot.build_id else ""]
     context = [" · ".join([service, f"{answered}/{total} instances",
-                           f"captured {format_time(snapshot.taken_at)}",
+                           f"captured {format_clock(snapshot.taken_at)}",
                            f"snapshot {snapshot.id}"])]
     sections = []
     if captured.reused:
-        title = f"Reused the capture of {service} from {format_age(captured.age_seconds)} ago"
+        title = f"Reused the capture of {service} from {format_duration(captured.age_seconds)} ago"
         sections.append("Inside the service's cooldown heapbot reuses the latest capture; "
                         f"`/heap capture {service} --force` takes a new one now.")
     elif captured.shared:

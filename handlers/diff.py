@@ -12,19 +12,17 @@ from typing import TYPE_CHECKING
 
 from bot.errors import UsageError
 from bot.reply import Action, Reply
+from bot.units import format_clock, format_duration, signed
 from handlers._common import (
     Args,
     check_regex,
     check_sample_type,
     context_lines,
     failed_instances_text,
-    format_age,
-    format_time,
     no_profile_reply,
     parse_args,
     parse_count,
     short_build_id,
-    signed,
     top_table,
 )
 
@@ -34,9 +32,9 @@ if TYPE_CHECKING:
     from bot.store import StoredSnapshot
     from handlers.invocation import Invocation
 
-USAGE = "/heap diff SERVICE [since previous|deploy|1h|SNAPSHOT_ID]"
+USAGE = "/heap diff SERVICE [since previous|deploy|1h|SNAPSHOT_ID] [--flame]"
 
-FLAGS = {"--cum": "cum", "--force": "force"}
+FLAGS = {"--cum": "cum", "--force": "force", "--flame": "flame"}
 VALUED = {"--type": "type", "-t": "type", "--focus": "focus", "--ignore": "ignore",
           "--hide": "hide", "-n": "n", "--nodes": "n", "--since": "since"}
 
@@ -83,7 +81,7 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
 
     from bot.analysis.diff import diff
     from bot.analysis.top import TopOptions
-    from bot.analysis.units import format_value
+    from bot.units import format_value
 
     capture = await runtime.capture(service, requested_by=inv.user_id,
                                     force=bool(args.get("force")))
@@ -104,12 +102,12 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
                          node_count=count, focus=focus, ignore=ignore, hide=hide)
     report = await asyncio.to_thread(diff, base_profile, capture.heap, options)
 
-    base_time = format_time(base.taken_at)
-    span = format_age(capture.taken_at - base.taken_at)
+    base_time = format_clock(base.taken_at)
+    span = format_duration(capture.taken_at - base.taken_at)
     base_total = report.base_total if report.base_total is not None else 0
     new_total = base_total + sum_change(report, capture, base)
     caption = (f"Change in {report.sample_type} from {base_time} to "
-               f"{format_time(capture.taken_at)} ({span}); % of the base total "
+               f"{format_clock(capture.taken_at)} ({span}); % of the base total "
                f"{format_value(base_total, report.unit)}; "
                f"showing {len(report.rows)} of {report.node_total} changed nodes")
     summary = growth_takeaway(report, base_total, new_total, base_time)
@@ -120,7 +118,7 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     if base_build and now_build and base_build != now_build:
         sections.append(f"The binary changed between the captures (build {base_build} → "
                         f"{now_build}): part of the change can be the deploy itself.")
-    return Reply(
+    reply = Reply(
         title=f"{service}: {report.sample_type} change since {ref}",
         context=context_lines(capture, extra),
         summary=summary,
@@ -137,6 +135,18 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
         data={**report.to_json(), "service": service, "since": ref,
               "base_snapshot_id": base.id, "snapshot_id": capture.snapshot_id},
     )
+    from handlers._flame import flame_attachments, flame_option_words
+
+    if args.get("flame"):
+        reply.attachments.extend(await flame_attachments(
+            capture.heap, options, service=service, snapshot_id=capture.snapshot_id,
+            captured_at=capture.taken_at, base=base_profile, base_id=base.id,
+            base_captured_at=base.taken_at))
+    else:  # the button pins the base, so "previous" still means this one later
+        words = flame_option_words(options)
+        reply.actions.append(Action("Flame graph", f"diff {service} since {base.id} --flame"
+                                    + (f" {words}" if words else "")))
+    return reply
 
 
 async def base_label(runtime: Runtime, service: str, ref: str, base: StoredSnapshot,
@@ -178,7 +188,7 @@ def sum_change(report: TopReport, capture: Captured, base: StoredSnapshot) -> in
 def growth_takeaway(report: TopReport, base_total: int, new_total: int, base_time: str) -> str:
     """"main.leak +18.20MB since 14:02 (new); total 120MB, +25MB (+26%)"."""
     unit = report.unit
-    from bot.analysis.units import format_value
+    from bot.units import format_value
 
     change = new_total - base_total
     pct = f" ({change / base_total * 100:+.0f}%)" if base_total else ""

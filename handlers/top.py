@@ -12,36 +12,35 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from bot.errors import UsageError
-from bot.reply import Attachment, Reply
+from bot.reply import Action, Attachment, Reply
+from bot.units import format_clock, signed
 from handlers._common import (
     Args,
     check_regex,
     check_sample_type,
     context_lines,
     failed_instances_text,
-    format_time,
     instances_text,
     no_profile_reply,
     parse_args,
     parse_count,
-    signed,
     standard_actions,
     top_table,
 )
 
 if TYPE_CHECKING:
-    from bot.analysis.top import TopReport
+    from bot.analysis.top import TopOptions, TopReport
     from bot.pprof import Profile
     from bot.runtime import Captured, Runtime
     from bot.store import StoredSnapshot
     from handlers.invocation import Invocation
 
 USAGE = ("/heap top SERVICE [N] [--cum] [--type inuse_space|inuse_objects|alloc_space|"
-         "alloc_objects] [--focus RE] [--download]")
+         "alloc_objects] [--focus RE] [--download] [--flame]")
 
 # --download attaches the merged profile; --per-instance each instance's own raw file instead
 FLAGS = {"--cum": "cum", "--download": "download", "--force": "force",
-         "--per-instance": "per_instance"}
+         "--per-instance": "per_instance", "--flame": "flame"}
 VALUED = {"--type": "type", "-t": "type", "--focus": "focus", "--ignore": "ignore",
           "--hide": "hide", "-n": "n", "--nodes": "n", "--snapshot": "snapshot"}
 
@@ -83,7 +82,8 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     return await top_reply(runtime, capture, sample_type=args.get("type"),
                            sort="cum" if args.get("cum") else "flat", count=args.get("n"),
                            focus=args.get("focus"), ignore=args.get("ignore"),
-                           hide=args.get("hide"), download=download)
+                           hide=args.get("hide"), download=download,
+                           flame=bool(args.get("flame")))
 
 
 def snapshot_ref(text: str, service: str) -> str:
@@ -101,7 +101,7 @@ def snapshot_ref(text: str, service: str) -> str:
 async def top_reply(runtime: Runtime, capture: Captured, *, sample_type: str | None = None,
                     sort: str = "flat", count: int = 10, focus: str | None = None,
                     ignore: str | None = None, hide: str | None = None,
-                    download: bool | str = False) -> Reply:
+                    download: bool | str = False, flame: bool = False) -> Reply:
     """The top Reply for a capture (shared with `/heap capture`-like callers)."""
     from bot.analysis.top import TopOptions, top
 
@@ -144,12 +144,29 @@ async def top_reply(runtime: Runtime, capture: Captured, *, sample_type: str | N
         reply.attachments.append(attachment)
         reply.sections.append(f"`go tool pprof -top {attachment.filename}` shows this table "
                               "(the profiles of every answering instance, merged).")
+    await add_flame(reply, capture, capture.heap, options, flame)
     return reply
+
+
+async def add_flame(reply: Reply, capture: Captured, profile: Profile, options: TopOptions,
+                    draw: bool) -> None:
+    """The "Flame graph" button, or with ``--flame`` the flame graph files themselves."""
+    from handlers._flame import flame_attachments, flame_option_words
+
+    if draw:
+        reply.attachments.extend(await flame_attachments(
+            profile, options, service=capture.service, snapshot_id=capture.snapshot_id,
+            captured_at=capture.taken_at))
+    elif capture.snapshot_id:
+        words = flame_option_words(options)
+        reply.actions.append(Action("Flame graph", f"top {capture.service} --snapshot "
+                                    f"{capture.snapshot_id} --flame" + (f" {words}" if words
+                                                                        else "")))
 
 
 def pprof_header(report: TopReport) -> str:
     """pprof's lines above the table: what the shown rows account for, and how many."""
-    from bot.analysis.units import percentage
+    from bot.units import percentage
 
     total = report.percent_total
     text = (f"Showing nodes accounting for {report.format(report.shown_flat)}, "
@@ -164,7 +181,7 @@ def pprof_header(report: TopReport) -> str:
 def takeaway(report: TopReport, previous: StoredSnapshot | None, *,
              filtered: bool = False) -> str:
     """"main.(*sessionStore).Put holds 41% of in-use memory, +18.20MB since 14:02:11 UTC"."""
-    from bot.analysis.units import format_value
+    from bot.units import format_value
 
     if not report.rows or report.total == 0:
         return f"The profile holds nothing for {report.sample_type}."
@@ -177,7 +194,7 @@ def takeaway(report: TopReport, previous: StoredSnapshot | None, *,
         if previous is None:
             text += " (first stored capture: the next one will show the change)"
         return text + "."
-    when = format_time(previous.taken_at)
+    when = format_clock(previous.taken_at)
     before = {fv.function: fv.flat
               for fv in prev_summary.heap.functions.get(report.sample_type, [])}
     if leader.function in before:
