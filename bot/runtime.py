@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import redis.asyncio as aioredis
 from redis.exceptions import LockError, RedisError
 
-from bot import metrics, sampling
+from bot import keys, metrics, sampling
 from bot.analysis.goroutines import merge_reports, parse_goroutines
 from bot.analysis.leaks import MAX_CAPTURES as MAX_LEAK_CAPTURES
 from bot.analysis.leaks import (
@@ -43,7 +43,7 @@ from bot.errors import (
     UsageError,
 )
 from bot.pprof import merge_profiles, parse_profile
-from bot.redisconn import parse_redis_url
+from bot.redisconn import parse_redis_url, store_errors
 from bot.registry import Registry, ServiceConfig, load_registry
 from bot.sampling import Sampling
 from bot.store import (
@@ -238,14 +238,14 @@ class Runtime:
                    settings=settings, embedded=embedded)
 
     async def close(self) -> None:
-        """Close connections; stop the embedded Redis if this process started it."""
+        """Close connections; let go of the embedded Redis (it stays up for the next process)."""
         for pending in list(self._inflight.values()):
             pending.cancel()
         await self.capturer.aclose()
         with contextlib.suppress(Exception):
             await self.store.close()
-        if self.embedded is not None and self.embedded.started_here:
-            await asyncio.to_thread(self.embedded.stop)
+        if self.embedded is not None:  # it keeps running for the next heapbot process
+            self.embedded.release()
 
     @property
     def redis(self) -> aioredis.Redis:
@@ -313,7 +313,7 @@ class Runtime:
         lock = None
         if store_error is None:
             ttl = self.lock_timeout or (config.timeout_seconds * 3 + 30)
-            lock = self.store.redis.lock(f"heapbot:{{{config.name}}}:capture-lock",
+            lock = self.store.redis.lock(keys.capture_lock(config.name),
                                          timeout=ttl, sleep=0.05, blocking_timeout=ttl)
             try:
                 if not await lock.acquire(blocking=False):
@@ -507,33 +507,32 @@ class Runtime:
 
     async def start_sampling(self, plan: Sampling) -> Sampling:
         """Reserve and schedule ``/heap leaks --sample`` captures (bot/sampling.py caps)."""
-        async with self.store._errors("reserve a sampling"):
+        async with store_errors("reserve a sampling", self.store.location):
             return await sampling.start(self.redis, plan)
 
     # -- watches (stored beside the snapshots; the alert wing schedules them) ----------
 
+    @property
+    def _watches(self) -> WatchStore:
+        return WatchStore(self.redis)
+
     async def watch(self, service: str) -> Watch | None:
         """The watch on ``service``, or None."""
-        async with self.store._errors("read a watch"):
-            return await WatchStore(self.store.redis).get(service)
+        return await self._watches.get(service)
 
     async def watches(self) -> list[Watch]:
         """Every watch, by service name."""
-        async with self.store._errors("read the watches"):
-            return await WatchStore(self.store.redis).all()
+        return await self._watches.all()
 
     async def put_watch(self, watch: Watch) -> Watch | None:
         """Store ``watch`` (replacing the service's earlier one, which is returned)."""
-        async with self.store._errors("store a watch"):
-            watches = WatchStore(self.store.redis)
-            previous = await watches.get(watch.service)
-            await watches.put(watch)
+        previous = await self._watches.get(watch.service)
+        await self._watches.put(watch)
         return previous
 
     async def remove_watch(self, service: str) -> bool:
         """Drop the watch on ``service``; False when there was none."""
-        async with self.store._errors("remove a watch"):
-            return await WatchStore(self.store.redis).remove(service)
+        return await self._watches.remove(service)
 
     async def resolve_since(self, service: str, ref: str | None,
                             before: StoredSnapshot | float | None = None) -> StoredSnapshot:

@@ -21,6 +21,7 @@ from handlers._common import (
     check_sample_type,
     instances_text,
     no_profile_reply,
+    not_stored_text,
     parse_args,
     parse_count,
     standard_actions,
@@ -123,7 +124,8 @@ async def top_reply(runtime: Runtime, capture: Captured, *, sample_type: str | N
         context=[report.sample_type],
         summary=summary,
         table=top_table(report, caption=caption),
-        actions=standard_actions(service, capture.snapshot_id),
+        sections=[not_stored_text(capture)],
+        actions=standard_actions(service, capture.snapshot_id, stored=capture.stored),
         data={**report.to_json(), "taken_at": capture.taken_at, "reused": capture.reused,
               "build_id": snapshot.build_id},
     )
