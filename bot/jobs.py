@@ -96,20 +96,6 @@ class QueueSettings(BaseSettings):
                         max_deliveries=self.max_deliveries, dedupe_ttl_s=self.dedupe_seconds)
 
 
-def redis_of(runtime: Any) -> aioredis.Redis:
-    """The redis.asyncio client the Runtime's store uses (one connection pool per process)."""
-    store = getattr(runtime, "store", None)
-    for owner in (store, runtime):
-        for name in ("redis", "client", "_redis", "_client"):
-            client = getattr(owner, name, None)
-            if isinstance(client, aioredis.Redis):
-                return client
-    raise StoreUnavailableError(
-        "heapbot's store has no Redis connection, so alerts and watches cannot be queued.",
-        hint="Set REDIS_URL, or let heapbot start its embedded Redis (HEAPBOT_DATA_DIR).",
-    )
-
-
 @dataclass(slots=True)
 class Job:
     """One delivery of a queued job."""

@@ -19,14 +19,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import redis.asyncio as aioredis
 from redis.exceptions import LockError, RedisError
 
-from bot import metrics
+from bot import metrics, sampling
 from bot.analysis.leaks import MAX_CAPTURES as MAX_LEAK_CAPTURES
 from bot.analysis.leaks import (
     HeapSite,
     LeakReport,
-    format_duration,
     heap_sites,
     summarize_heap_bytes,
 )
@@ -42,6 +42,7 @@ from bot.errors import (
 )
 from bot.redisconn import parse_redis_url
 from bot.registry import Registry, ServiceConfig, load_registry
+from bot.sampling import Sampling
 from bot.store import (
     DeployMarker,
     InstanceMeta,
@@ -50,6 +51,7 @@ from bot.store import (
     build_summary,
     new_snapshot_id,
 )
+from bot.units import duration_seconds, format_duration
 from bot.watchlist import Watch, WatchStore
 
 if TYPE_CHECKING:
@@ -62,7 +64,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SINCE_HELP = "previous, deploy, a duration like 30m, 1h or 2d, or a snapshot id"
-_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 _SNAPSHOT_ID = re.compile(r"\d{8}-\d{6}-[0-9a-f]{4}")
 
 
@@ -95,20 +96,11 @@ class Captured:
         return self.snapshot.taken_at
 
 
-def parse_duration(text: str) -> float | None:
-    """Seconds in "90s", "30m", "1h", "2d", "1h30m"; None when it is not a duration."""
-    match = _DURATION.match(text.strip().lower())
-    if not match or not any(match.groups()):
-        return None
-    days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
-    return float(days * 86400 + hours * 3600 + minutes * 60 + seconds)
-
-
 def check_since_ref(ref: str | None) -> str:
     """The reference, normalised, or UsageError before anything is captured for nothing."""
     text = (ref or "previous").strip()
     low = text.lower()
-    if (low in ("previous", "prev", "last", "deploy") or parse_duration(low) is not None
+    if (low in ("previous", "prev", "last", "deploy") or duration_seconds(low) is not None
             or _SNAPSHOT_ID.fullmatch(low)):
         return text
     raise UsageError(f"`since {text[:40]}` is not something heapbot understands.",
@@ -289,6 +281,12 @@ class Runtime:
             await self.store.close()
         if self.embedded is not None and self.embedded.started_here:
             await asyncio.to_thread(self.embedded.stop)
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        """The one Redis client of this process (the store's pool), for the job queue,
+        thread memory and replay guard the composition root builds."""
+        return self.store.redis
 
     def service(self, name: str) -> ServiceConfig:
         return self.registry.resolve(name)
@@ -542,6 +540,11 @@ class Runtime:
         return await self.store.add_deploy(self.registry.resolve(service).name, version, by,
                                            at)
 
+    async def start_sampling(self, plan: Sampling) -> Sampling:
+        """Reserve and schedule ``/heap leaks --sample`` captures (bot/sampling.py caps)."""
+        async with self.store._errors("reserve a sampling"):
+            return await sampling.start(self.redis, plan)
+
     # -- watches (stored beside the snapshots; the alert wing schedules them) ----------
 
     async def watch(self, service: str) -> Watch | None:
@@ -607,7 +610,7 @@ class Runtime:
                     f"`{name}` has no capture since its deploy {marker.version} other than "
                     "this one.", hint="Capture again later to see the change since the deploy.")
             return found
-        seconds = parse_duration(low)
+        seconds = duration_seconds(low)
         if seconds is not None:
             found = await self.store.before(name, when - seconds, exclude=exclude)
             if found is None:
@@ -659,5 +662,4 @@ __all__ = [
     "StoreUnavailableError",
     "check_since_ref",
     "merge_goroutine_reports",
-    "parse_duration",
 ]

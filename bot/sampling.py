@@ -26,6 +26,7 @@ import redis.asyncio as aioredis
 
 from bot.errors import HeapbotError
 from bot.jobs import QueueSettings
+from bot.units import format_about
 
 PREFIX = "heapbot:{sampling}:"
 DUE = PREFIX + "due"  # zset: sampling id → when its next capture is due
@@ -109,11 +110,6 @@ def _keys(sampling: Sampling) -> list[str]:
             f"{PREFIX}service:{sampling.service}", f"{PREFIX}run:{sampling.id}", DUE]
 
 
-def _in_about(seconds: float) -> str:
-    seconds = max(1.0, seconds)
-    return f"{seconds:.0f}s" if seconds < 90 else f"{seconds / 60:.0f}m"
-
-
 async def start(redis: aioredis.Redis, sampling: Sampling,
                 settings: QueueSettings | None = None, now: float | None = None) -> Sampling:
     """Reserve the caps and schedule the first capture now; SamplingRefusedError when full.
@@ -124,9 +120,9 @@ async def start(redis: aioredis.Redis, sampling: Sampling,
     now = time.time() if now is None else now
     if sampling.span_seconds > settings.sample_max_seconds:
         raise SamplingRefusedError(
-            f"A sampling may span at most {_in_about(settings.sample_max_seconds)}; "
+            f"A sampling may span at most {format_about(settings.sample_max_seconds)}; "
             f"{sampling.count} captures {sampling.interval_seconds:g}s apart span "
-            f"{_in_about(sampling.span_seconds)}.",
+            f"{format_about(sampling.span_seconds)}.",
             hint="Take fewer captures or put them closer together, e.g. `--sample 3x30s`.")
     sampling.id = sampling.id or secrets.token_hex(6)
     sampling.created_at = sampling.created_at or now
@@ -144,7 +140,7 @@ async def start(redis: aioredis.Redis, sampling: Sampling,
         when = ""
         if running is not None:
             left = running.created_at + running.span_seconds - now
-            when = f", done in about {_in_about(left)}"
+            when = f", done in about {format_about(left)}"
         raise SamplingRefusedError(
             f"`{sampling.service}` is already being sampled{when}; its verdict is posted where "
             "that sampling was asked.",
@@ -154,7 +150,7 @@ async def start(redis: aioredis.Redis, sampling: Sampling,
             f"You already have {settings.sample_max_per_user} samplings running, the most heapbot "
             "runs for one person.",
             hint=f"The next can start once one has posted its verdict (the first lapses in "
-                 f"about {_in_about(float(detail) - GRACE_SECONDS - now)}).")
+                 f"about {format_about(float(detail) - GRACE_SECONDS - now)}).")
     raise SamplingRefusedError(
         f"heapbot is already running {settings.sample_max_active} samplings, its limit.",
         hint="Try again in a few minutes, or run `/heap leaks SERVICE` on the stored captures.")

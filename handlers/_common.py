@@ -10,12 +10,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from bot.analysis.graph import compile_regex
 from bot.errors import UsageError
 from bot.reply import Action, Column, Reply, Table
+from bot.units import format_clock, format_duration
 
 if TYPE_CHECKING:
     from bot.analysis.top import TopReport
@@ -128,32 +128,6 @@ def check_sample_type(text: str | None, usage: str) -> str | None:
     return name
 
 
-def format_time(ts: float | None, *, now: float | None = None) -> str:
-    """"14:02 UTC" today, "Nov 20 14:02 UTC" on another day."""
-    if not ts:
-        return "unknown time"
-    when = datetime.fromtimestamp(ts, tz=UTC)
-    today = datetime.fromtimestamp(now, tz=UTC) if now else datetime.now(tz=UTC)
-    if when.date() == today.date():
-        return when.strftime("%H:%M:%S UTC")
-    return when.strftime("%b %d %H:%M UTC")
-
-
-def format_age(seconds: float) -> str:
-    """"45s", "12m", "3h 5m", "2d 4h"."""
-    seconds = max(0, int(seconds))
-    if seconds < 90:
-        return f"{seconds}s"
-    minutes = seconds // 60
-    if minutes < 90:
-        return f"{minutes}m"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours}h {minutes}m" if minutes else f"{hours}h"
-    days, hours = divmod(hours, 24)
-    return f"{days}d {hours}h" if hours else f"{days}d"
-
-
 def short_path(path: str | None) -> str:
     """"…/go/src/net/fd_posix.go:68" → "net/fd_posix.go:68": package directory and file."""
     if not path:
@@ -166,16 +140,6 @@ def short_build_id(build_id: str | None) -> str:
     return (build_id or "")[:12]
 
 
-def signed(value: int, unit: str) -> str:
-    """A change with its sign, pprof units: "+18.20MB", "-512kB", "0"."""
-    from bot.analysis.units import format_value
-
-    if value == 0:
-        return "0"
-    text = format_value(abs(value), unit)
-    return ("+" if value > 0 else "-") + text
-
-
 TOP_COLUMNS = ("flat", "flat%", "sum%", "cum", "cum%")
 
 
@@ -185,7 +149,7 @@ def top_table(report: TopReport, *, caption: str = "", with_status: bool = False
     Cells are formatted exactly as ``go tool pprof -top`` prints them: one unit
     for the whole table, percentages of the report total, sum% the running flat.
     """
-    from bot.analysis.units import percentage
+    from bot.units import percentage
 
     total = report.percent_total
     columns = [Column("function", "left"), *(Column(name) for name in TOP_COLUMNS)]
@@ -210,9 +174,15 @@ def top_table(report: TopReport, *, caption: str = "", with_status: bool = False
 
 
 def standard_actions(service: str, snapshot_id: str | None = None,
-                     *, skip: Iterable[str] = ()) -> list[Action]:
-    """The follow-ups offered under every capture: diff, goroutines, leaks, again, download."""
+                     *, skip: Iterable[str] = (), stored: bool = True) -> list[Action]:
+    """The follow-ups offered under every capture: diff, goroutines, leaks, again, download.
+
+    Only the ones that can work: a capture Redis did not keep (``stored=False``) has
+    nothing to download, and diff and leaks need stored captures.
+    """
     skipped = set(skip)
+    if not stored:
+        skipped |= {"Diff vs previous", "Leaks", "Download profile"}
     actions = [
         Action("Diff vs previous", f"diff {service} since previous", "primary"),
         Action("Goroutines", f"goroutines {service}"),
@@ -247,6 +217,14 @@ def failed_instances_text(snapshot: StoredSnapshot) -> str:
     return f"{plural(len(failed), 'instance')} did not answer: " + "; ".join(parts) + more + "."
 
 
+def not_stored_text(captured: Any) -> str:
+    """The line under a capture Redis did not keep (empty when it was stored)."""
+    if getattr(captured, "stored", True):
+        return ""
+    return (f"Not stored: {captured.store_error} The numbers here are right, but history, "
+            "diff and leaks will not see this capture.")
+
+
 def no_profile_reply(service: str, snapshot: StoredSnapshot,
                      what: str = "a usable heap profile") -> Reply:
     """The failure when a capture holds nothing of the kind a command needs."""
@@ -262,13 +240,13 @@ def context_lines(capture: Captured, *extra: str) -> list[str]:
     parts = [capture.service]
     if (answered := instances_text(snapshot)):
         parts.append(answered)
-    parts.append(f"captured {format_time(capture.taken_at)}")
+    parts.append(f"captured {format_clock(capture.taken_at)}")
     if (build := short_build_id(snapshot.build_id)):
         parts.append(f"build {build}")
     parts.extend(e for e in extra if e)
     lines = [" · ".join(parts)]
     if capture.reused:
-        lines.append(f"reused the capture from {format_age(capture.age_seconds)} ago "
+        lines.append(f"reused the capture from {format_duration(capture.age_seconds)} ago "
                      f"(cooldown); `/heap capture {capture.service} --force` takes a new one")
     if not capture.stored:
         lines.append("not stored: " + (capture.store_error or "the snapshot store is unavailable")

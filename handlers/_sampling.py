@@ -10,30 +10,31 @@ command's slot is free again within milliseconds.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from bot import sampling
 from bot.reply import Action, Reply
+from bot.units import format_about
+
+if TYPE_CHECKING:
+    from bot.runtime import Runtime
+    from handlers.invocation import Invocation
 
 # Surfaces where someone waits for the answer in front of a terminal: sample inline.
 INLINE_SOURCES = frozenset({"console", "cli"})
 
 
-def _about(seconds: float) -> str:
-    return f"{seconds:.0f}s" if seconds < 90 else f"{seconds / 60:.0f}m"
-
-
-async def schedule(runtime: Any, service: str, count: int, interval: float, inv: Any) -> Reply:
+async def schedule(runtime: Runtime, service: str, count: int, interval: float,
+                   inv: Invocation) -> Reply:
     """Reserve and schedule a sampling of ``service``; the Reply says when the verdict comes."""
     plan = sampling.Sampling(service=service, count=count, interval_seconds=interval,
-                             user_id=getattr(inv, "user_id", "") or "",
-                             channel=getattr(inv, "channel_id", "") or "")
-    plan = await sampling.start(runtime.store.redis, plan)
+                             user_id=inv.user_id, channel=inv.channel_id)
+    plan = await runtime.start_sampling(plan)
     every = f"{interval:g}s apart"
     return Reply(
         title=f"Sampling {service}: {count} captures {every}",
         summary=(f"The first capture starts now; the leak verdict is posted in this thread in "
-                 f"about {_about(plan.span_seconds + 5)}."),
+                 f"about {format_about(plan.span_seconds + 5)}."),
         sections=["Other commands keep answering meanwhile: the captures run as scheduled "
                   "jobs, not in this command."],
         actions=[Action("Leaks now", f"leaks {service}")],

@@ -10,11 +10,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from bot.reply import Column, Reply, Table
+from bot.units import format_bytes, format_clock, format_duration
 from handlers._common import (
     Args,
     failed_instances_text,
-    format_age,
-    format_time,
+    not_stored_text,
     parse_args,
     short_build_id,
     standard_actions,
@@ -26,15 +26,6 @@ if TYPE_CHECKING:
     from handlers.invocation import Invocation
 
 USAGE = "/heap capture SERVICE [--force]"
-
-
-def format_bytes(value: int | None) -> str:
-    """pprof-style bytes ("41.20MB"); "-" when unknown."""
-    from bot.analysis.units import format_value
-
-    if value is None:
-        return "-"
-    return format_value(value, "bytes")
 
 
 def instance_table(snapshot: StoredSnapshot) -> Table:
@@ -77,11 +68,11 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
              f"{goroutines:,} goroutines" if goroutines is not None else "",
              f"build {short_build_id(snapshot.build_id)}" if snapshot.build_id else ""]
     context = [" · ".join([service, f"{answered}/{total} instances",
-                           f"captured {format_time(snapshot.taken_at)}",
+                           f"captured {format_clock(snapshot.taken_at)}",
                            f"snapshot {snapshot.id}"])]
     sections = []
     if captured.reused:
-        title = f"Reused the capture of {service} from {format_age(captured.age_seconds)} ago"
+        title = f"Reused the capture of {service} from {format_duration(captured.age_seconds)} ago"
         sections.append("Inside the service's cooldown heapbot reuses the latest capture; "
                         f"`/heap capture {service} --force` takes a new one now.")
     elif captured.shared:
@@ -90,9 +81,8 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
         title = f"Captured {service}: {answered}/{total} instances"
     if (failed := failed_instances_text(snapshot)):
         sections.append(failed)
-    if not captured.stored:
-        sections.append(f"Not stored: {captured.store_error} The numbers here are right, "
-                        "but history, diff and leaks will not see this capture.")
+    if (unstored := not_stored_text(captured)):
+        sections.append(unstored)
     for marker in captured.deploys_detected:
         sections.append(f"New build since the previous capture ({marker.previous_build_id[:12]} "
                         f"→ {marker.build_id[:12]}): recorded as a deploy.")
@@ -102,7 +92,8 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
         summary=", ".join(f for f in facts if f),
         table=instance_table(snapshot),
         sections=sections,
-        actions=standard_actions(service, snapshot.id, skip={"Capture again"}),
+        actions=standard_actions(service, snapshot.id, skip={"Capture again"},
+                                 stored=captured.stored),
         service=service,
         snapshot_id=snapshot.id,
         data={"snapshot": snapshot.to_json(), "reused": captured.reused,

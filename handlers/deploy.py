@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from bot.reply import Action, Reply
-from handlers._common import Args, format_time, parse_args
+from bot.units import format_clock
+from handlers._common import Args, parse_args
 
 if TYPE_CHECKING:
     from bot.runtime import Runtime
@@ -31,7 +32,7 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     by = f" by {marker.by}" if marker.by else ""
     return Reply(
         title=f"Recorded deploy {version} of {service}",
-        context=[f"{service} · {format_time(marker.taken_at)}{by}"],
+        context=[f"{service} · {format_clock(marker.taken_at)}{by}"],
         summary="`diff since deploy` and `leaks` now treat this as the start of the new build.",
         actions=[Action("Capture now", f"capture {service}", "primary"),
                  Action("History", f"history {service}")],

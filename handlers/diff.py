@@ -12,19 +12,17 @@ from typing import TYPE_CHECKING
 
 from bot.errors import UsageError
 from bot.reply import Action, Reply
+from bot.units import format_clock, format_duration, signed
 from handlers._common import (
     Args,
     check_regex,
     check_sample_type,
     context_lines,
     failed_instances_text,
-    format_age,
-    format_time,
     no_profile_reply,
     parse_args,
     parse_count,
     short_build_id,
-    signed,
     top_table,
 )
 
@@ -83,7 +81,7 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
 
     from bot.analysis.diff import diff
     from bot.analysis.top import TopOptions
-    from bot.analysis.units import format_value
+    from bot.units import format_value
 
     capture = await runtime.capture(service, requested_by=inv.user_id,
                                     force=bool(args.get("force")))
@@ -104,12 +102,12 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
                          node_count=count, focus=focus, ignore=ignore, hide=hide)
     report = await asyncio.to_thread(diff, base_profile, capture.heap, options)
 
-    base_time = format_time(base.taken_at)
-    span = format_age(capture.taken_at - base.taken_at)
+    base_time = format_clock(base.taken_at)
+    span = format_duration(capture.taken_at - base.taken_at)
     base_total = report.base_total if report.base_total is not None else 0
     new_total = base_total + sum_change(report, capture, base)
     caption = (f"Change in {report.sample_type} from {base_time} to "
-               f"{format_time(capture.taken_at)} ({span}); % of the base total "
+               f"{format_clock(capture.taken_at)} ({span}); % of the base total "
                f"{format_value(base_total, report.unit)}; "
                f"showing {len(report.rows)} of {report.node_total} changed nodes")
     summary = growth_takeaway(report, base_total, new_total, base_time)
@@ -190,7 +188,7 @@ def sum_change(report: TopReport, capture: Captured, base: StoredSnapshot) -> in
 def growth_takeaway(report: TopReport, base_total: int, new_total: int, base_time: str) -> str:
     """"main.leak +18.20MB since 14:02 (new); total 120MB, +25MB (+26%)"."""
     unit = report.unit
-    from bot.analysis.units import format_value
+    from bot.units import format_value
 
     change = new_total - base_total
     pct = f" ({change / base_total * 100:+.0f}%)" if base_total else ""

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from bot.errors import UsageError
 from bot.reply import Column, Reply, Table
+from bot.units import DURATION_HELP
 from handlers._common import parse_args
 from handlers.commands import COMMANDS, canonical, did_you_mean, usage_of
 
@@ -14,6 +15,8 @@ if TYPE_CHECKING:
     from handlers.invocation import Invocation
 
 USAGE = "/heap help [COMMAND]"
+# commands that take a duration (since 1h, --sample 3x30s, every 15m): their help says how
+TAKES_DURATION = frozenset({"diff", "leaks", "watch"})
 
 DESCRIPTIONS: dict[str, str] = {
     "top": "Capture every instance now and show pprof's top table (same numbers as "
@@ -52,7 +55,8 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
         return Reply(
             title=f"/heap {word}",
             summary=f"`{usage}`",
-            sections=[DESCRIPTIONS.get(word, "")],
+            sections=[DESCRIPTIONS.get(word, ""),
+                      *([DURATION_HELP] if word in TAKES_DURATION else [])],
             ephemeral=True,
             data={"command": word, "usage": usage},
         )
@@ -65,6 +69,7 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
                 "`/heap help COMMAND` explains one command.",
         table=Table(columns=[Column("command", "left"), Column("what it does", "left")],
                     rows=rows),
+        sections=[DURATION_HELP],
         ephemeral=True,
         data={"commands": usages},
     )

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 
 from bot.render.chart import history_png
 from bot.reply import Attachment, Column, Reply, Table
-from handlers._common import Args, format_time, parse_args, parse_count, plural, short_build_id
-from handlers.capture import format_bytes
+from bot.units import format_bytes, format_clock, signed
+from handlers._common import Args, parse_args, parse_count, plural, short_build_id
 
 if TYPE_CHECKING:
     from bot.runtime import Runtime
@@ -59,7 +59,7 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
             rows.append(_deploy_row(pending.pop(0)))
         answered = sum(1 for i in snapshot.instances if i.ok)
         rows.append([
-            format_time(snapshot.taken_at), snapshot.trigger, format_bytes(_heap_inuse(snapshot)),
+            format_clock(snapshot.taken_at), snapshot.trigger, format_bytes(_heap_inuse(snapshot)),
             f"{snapshot.goroutine_total:,}" if snapshot.goroutine_total is not None else "-",
             f"{answered}/{len(snapshot.instances)}", short_build_id(snapshot.build_id) or "-",
             snapshot.id,
@@ -76,10 +76,8 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     summary = ""
     heap_first, heap_last = _heap_inuse(first), _heap_inuse(last)
     if len(snapshots) > 1 and heap_first is not None and heap_last is not None:
-        delta = heap_last - heap_first
-        sign = "+" if delta >= 0 else "-"
         summary = (f"heap in use {format_bytes(heap_first)} → {format_bytes(heap_last)} "
-                   f"({sign}{format_bytes(abs(delta))}) over {len(snapshots)} captures")
+                   f"({signed(heap_last - heap_first)}) over {len(snapshots)} captures")
     attachments = []
     summaries = [s.summary for s in reversed(snapshots) if s.summary is not None]
     if len(summaries) >= 2:
@@ -88,7 +86,7 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
                                       title=f"{service}: heap and goroutines", kind="chart"))
     return Reply(
         title=f"History of {service}",
-        context=[f"{service} · {len(snapshots)} captures since {format_time(oldest)}"
+        context=[f"{service} · {len(snapshots)} captures since {format_clock(oldest)}"
                  + (f" · {plural(len(deploys), 'deploy')}" if deploys else "")],
         summary=summary,
         table=table,
@@ -105,7 +103,7 @@ def _deploy_row(marker: DeployMarker) -> list[str]:
     who = f" by {marker.by}" if marker.by and marker.source != "build-id" else ""
     what = ("new build detected" if marker.source == "build-id"
             else f"deploy {marker.version}{who}")
-    return [format_time(marker.taken_at), "deploy", "", "", "",
+    return [format_clock(marker.taken_at), "deploy", "", "", "",
             short_build_id(marker.build_id) or "", f"— {what}"]
 
 

@@ -13,9 +13,10 @@ import asyncio
 import re
 from typing import TYPE_CHECKING
 
-from bot.analysis.leaks import LEAK_LIKELY, NOT_ENOUGH_DATA, LeakReport, format_rate
+from bot.analysis.leaks import LEAK_LIKELY, NOT_ENOUGH_DATA, LeakReport
 from bot.errors import UsageError
 from bot.reply import Action, Column, Reply, Table
+from bot.units import duration_seconds, format_rate
 from handlers._common import Args, parse_args, plural
 from handlers._sampling import INLINE_SOURCES, schedule
 
@@ -38,10 +39,8 @@ _TITLE = {
 
 def parse_sample(text: str) -> tuple[int, float]:
     """``3x30s`` → (3, 30.0); bounded so one command cannot capture for an hour."""
-    from bot.runtime import parse_duration
-
     match = re.fullmatch(r"(\d+)\s*[x×*]\s*(\S+)", text.strip().lower())
-    seconds = parse_duration(match.group(2)) if match else None
+    seconds = duration_seconds(match.group(2)) if match else None
     if not match or seconds is None:
         raise UsageError(f"`--sample {text[:40]}` is not N×DURATION.",
                          hint=f"For example `--sample 3x30s`. Usage: `{USAGE}`")
@@ -69,7 +68,7 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     name = runtime.registry.resolve(args.positionals[0]).name
     sample_plan = args.get("sample_plan")
     taken = 0
-    if sample_plan and getattr(inv, "source", "console") not in INLINE_SOURCES:
+    if sample_plan and inv.source not in INLINE_SOURCES:
         return await schedule(runtime, name, *sample_plan, inv)  # jobs, not a held slot
     if sample_plan:
         count, interval = sample_plan

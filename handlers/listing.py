@@ -30,7 +30,7 @@ def check(argv: list[str]) -> RegexCommand:
 async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     """Capture and show per-line values of the functions matching FUNC_RE."""
     from bot.analysis.listing import list_lines
-    from bot.analysis.units import format_value, percentage
+    from bot.units import format_value, percentage
 
     service, regex, capture, report = await capture_and_analyse(runtime, argv, inv, USAGE,
                                                                 list_lines)

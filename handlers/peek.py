@@ -90,7 +90,7 @@ async def capture_and_analyse(runtime: Runtime, argv: list[str], inv: Invocation
 def _edge_rows(kind: str, edges: list[PeekEdge], cum: int,
                fmt: Callable[[int], str]) -> list[list[str]]:
     """Rows of one side of a peek entry (callers or callees), the long tail counted."""
-    from bot.analysis.units import percentage
+    from bot.units import percentage
 
     rows = [[kind, edge.function + (" (inline)" if edge.inline else ""), "", "",
              fmt(edge.value), percentage(edge.value, cum).strip()] for edge in edges[:MAX_EDGES]]
@@ -102,7 +102,7 @@ def _edge_rows(kind: str, edges: list[PeekEdge], cum: int,
 async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     """Capture and show callers and callees of the functions matching FUNC_RE."""
     from bot.analysis.peek import peek
-    from bot.analysis.units import output_unit, percentage, scaled_label
+    from bot.units import output_unit, percentage, scaled_label
 
     service, regex, capture, report = await capture_and_analyse(runtime, argv, inv, USAGE, peek)
     entries = report.entries[:MAX_FUNCTIONS]

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 
 from bot.errors import StoreError
 from bot.reply import Column, Reply, Table
-from handlers._common import Args, format_age, parse_args
+from bot.units import format_duration
+from handlers._common import Args, parse_args
 from handlers.access import may_use
 
 if TYPE_CHECKING:
@@ -63,7 +64,7 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
                 last = await runtime.latest(service.name)
             except StoreError as exc:
                 store_problem = exc.user_message()
-        last_text = "never" if last is None else f"{format_age(now - last.taken_at)} ago"
+        last_text = "never" if last is None else f"{format_duration(now - last.taken_at)} ago"
         if store_problem:
             last_text = "unknown"
         rows.append([service.name, ", ".join(service.aliases) or "-",

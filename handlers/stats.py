@@ -10,11 +10,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from bot.reply import Action, Column, Reply, Table
+from bot.units import format_bytes, format_clock, signed
 from handlers._common import (
     Args,
     context_lines,
     failed_instances_text,
-    format_time,
     no_profile_reply,
     parse_args,
 )
@@ -33,24 +33,19 @@ BYTE_FIELDS = frozenset({"HeapAlloc", "HeapInuse", "HeapIdle", "HeapReleased", "
 
 def show(name: str, value: int | None) -> str:
     """Bytes in pprof units, counts with thousands separators."""
-    from bot.analysis.units import format_value
-
-    if value is None:
-        return "-"
-    return format_value(value, "bytes") if name in BYTE_FIELDS else f"{value:,}"
+    if name in BYTE_FIELDS or value is None:
+        return format_bytes(value)
+    return f"{value:,}"
 
 
 def change(name: str, now: int | None, before: int | None) -> str:
     """The signed change, in the field's own unit."""
-    from bot.analysis.units import format_value
-
     if now is None or before is None:
         return ""
     delta = now - before
-    if delta == 0:
-        return "0"
-    sign = "+" if delta > 0 else "-"
-    return sign + (format_value(abs(delta), "bytes") if name in BYTE_FIELDS else f"{abs(delta):,}")
+    if name in BYTE_FIELDS or delta == 0:
+        return signed(delta)
+    return f"{delta:+,}"
 
 
 def check(argv: list[str]) -> Args:
@@ -86,7 +81,7 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
             prev_goroutines = prev_summary.goroutine_total
         if prev_goroutines is not None:
             before["goroutines"] = int(prev_goroutines)
-    when = format_time(previous.taken_at) if previous is not None else ""
+    when = format_clock(previous.taken_at) if previous is not None else ""
 
     columns = [Column("field", "left"), Column("now")]
     if before:

@@ -13,18 +13,18 @@ from typing import TYPE_CHECKING
 
 from bot.errors import UsageError
 from bot.reply import Action, Attachment, Reply
+from bot.units import format_clock, signed
 from handlers._common import (
     Args,
     check_regex,
     check_sample_type,
     context_lines,
     failed_instances_text,
-    format_time,
     instances_text,
     no_profile_reply,
+    not_stored_text,
     parse_args,
     parse_count,
-    signed,
     standard_actions,
     top_table,
 )
@@ -124,8 +124,8 @@ async def top_reply(runtime: Runtime, capture: Captured, *, sample_type: str | N
         context=context_lines(capture, report.sample_type),
         summary=summary,
         table=top_table(report, caption=caption),
-        sections=[s for s in [failed_instances_text(snapshot)] if s],
-        actions=standard_actions(service, capture.snapshot_id),
+        sections=[s for s in [failed_instances_text(snapshot), not_stored_text(capture)] if s],
+        actions=standard_actions(service, capture.snapshot_id, stored=capture.stored),
         service=service,
         snapshot_id=capture.snapshot_id or None,
         data={**report.to_json(), "service": service, "snapshot_id": capture.snapshot_id,
@@ -167,7 +167,7 @@ async def add_flame(reply: Reply, capture: Captured, profile: Profile, options: 
 
 def pprof_header(report: TopReport) -> str:
     """pprof's lines above the table: what the shown rows account for, and how many."""
-    from bot.analysis.units import percentage
+    from bot.units import percentage
 
     total = report.percent_total
     text = (f"Showing nodes accounting for {report.format(report.shown_flat)}, "
@@ -182,7 +182,7 @@ def pprof_header(report: TopReport) -> str:
 def takeaway(report: TopReport, previous: StoredSnapshot | None, *,
              filtered: bool = False) -> str:
     """"main.(*sessionStore).Put holds 41% of in-use memory, +18.20MB since 14:02:11 UTC"."""
-    from bot.analysis.units import format_value
+    from bot.units import format_value
 
     if not report.rows or report.total == 0:
         return f"The profile holds nothing for {report.sample_type}."
@@ -195,7 +195,7 @@ def takeaway(report: TopReport, previous: StoredSnapshot | None, *,
         if previous is None:
             text += " (first stored capture: the next one will show the change)"
         return text + "."
-    when = format_time(previous.taken_at)
+    when = format_clock(previous.taken_at)
     before = {fv.function: fv.flat
               for fv in prev_summary.heap.functions.get(report.sample_type, [])}
     if leader.function in before:

@@ -15,13 +15,8 @@ from typing import TYPE_CHECKING
 from bot.errors import UnknownServiceError, UsageError
 from bot.jobs import QueueSettings
 from bot.reply import Action, Column, Reply, Table
-from bot.watchlist import (
-    Watch,
-    channel_allowed,
-    format_duration,
-    parse_channel,
-    parse_duration,
-)
+from bot.units import format_duration, parse_duration
+from bot.watchlist import Watch, channel_allowed, parse_channel
 from handlers.access import may_use
 from handlers.services import hidden_note
 

@@ -31,7 +31,7 @@ from bot.alerts.payloads import CaptureJob, DeployJob
 from bot.alerts.sampling import SampleScheduler, run_sample_step
 from bot.alerts.watches import WatchScheduler, run_tick
 from bot.errors import HeapbotError
-from bot.jobs import Job, JobQueue, QueueSettings, as_text, redis_of
+from bot.jobs import Job, JobQueue, QueueSettings, as_text
 from bot.metrics import REDIS_ERRORS
 from bot.runtime import Runtime
 from bot.settings import Settings, get_settings
@@ -258,7 +258,7 @@ def start_worker(runtime: Runtime, settings: Settings | None,
                  config: QueueSettings | None = None) -> asyncio.Task[None]:
     """Start this replica's job consumer and watch scheduler; cancel the task to stop them."""
     config = config or QueueSettings()
-    queue = config.queue(redis_of(runtime))
+    queue = config.queue(runtime.redis)
     ctx = WorkContext(runtime=runtime, settings=settings, config=config, queue=queue,
                       slack=slack_client, consumer=config.consumer_name or default_consumer_name())
     log.info("job worker %s started", ctx.consumer)

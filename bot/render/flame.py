@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from xml.sax.saxutils import escape, quoteattr
 
 from bot.analysis.flame import FOLDED, GROWTH, ROOT, SHRINK, FlameLayout, FlameRect
-from bot.analysis.units import format_value
+from bot.units import format_value
 
 WIDTH_PX = 1400  # Slack's viewer shows it about 1:1 on a laptop screen; ≤ 2000 px
 MARGIN = 10
