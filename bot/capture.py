@@ -114,11 +114,9 @@ def _path_of(url: str) -> str:
 
 
 def _parse_heap(data: bytes, max_compressed: int) -> Profile | None:
-    """Parse with the engine (off the event loop); None when bot.pprof is not there yet."""
-    try:
-        from bot.pprof import Limits, parse_profile
-    except ImportError:
-        return None
+    """Parse with the engine (off the event loop)."""
+    from bot.pprof import Limits, parse_profile
+
     limits = Limits(max_compressed=max(max_compressed, len(data)))
     profile = parse_profile(data, limits)
     kinds = [t.type for t in profile.sample_types]
@@ -430,7 +428,7 @@ async def _status_reason(service: ServiceConfig, response: httpx.Response, url: 
     status = response.status_code
     path = _path_of(url)
     if status == 404:
-        return f"404 on {path} — is net/http/pprof imported?"
+        return f"404 on {path}: no pprof here (import net/http/pprof, or set pprof_prefix)"
     if status in (401, 403):
         if service.auth_header_env or service.headers_env:
             return (f"{status} on {path}: the credentials from the registry's env vars were "

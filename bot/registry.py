@@ -212,6 +212,33 @@ class ServiceConfig:
             headers[header] = value
         return headers
 
+    @property
+    def restricted(self) -> bool:
+        """Whether allow lists limit who may use this service."""
+        return bool(self.allow_channels or self.allow_usergroups)
+
+    def may_post_in(self, channel_id: str) -> bool:
+        """Whether heapbot may post this service's data into ``channel_id`` unasked.
+
+        A watch's (or alert's) posts are read by everyone in the channel, so a
+        restricted service posts only into its ``allow_channels``; a user group's
+        membership does not make another channel safe.
+        """
+        return not self.restricted or channel_id in self.allow_channels
+
+    def check_post_channel(self, channel_id: str) -> None:
+        """Raise AccessDeniedError unless :meth:`may_post_in` ``channel_id``."""
+        if self.may_post_in(channel_id):
+            return
+        allowed = ", ".join(f"#{c}" for c in self.allow_channels)
+        where = f" ({allowed})" if allowed else " (it has none: only user groups may use it)"
+        target = channel_id if channel_id.startswith("#") else f"#{channel_id}"
+        raise AccessDeniedError(
+            f"`{self.name}` posts only into its allowed channels{where}; heapbot will not "
+            f"post it into {target}.",
+            hint="Pick one of its allowed channels, or ask the service's owners to add this "
+                 "one to allow_channels in heapbot.yaml.")
+
     def check_access(self, channel_id: str = "", user_groups: Sequence[str] = ()) -> None:
         """Raise AccessDeniedError unless the channel or a user group is allowed."""
         if not self.allow_channels and not self.allow_usergroups:
@@ -222,10 +249,9 @@ class ServiceConfig:
             return
         where = []
         if self.allow_channels:
-            where.append("channels " + ", ".join(f"<#{c}>" for c in self.allow_channels))
+            where.append("channels " + ", ".join(f"#{c}" for c in self.allow_channels))
         if self.allow_usergroups:
-            where.append("user groups " + ", ".join(f"<!subteam^{g}>" for g in
-                                                    self.allow_usergroups))
+            where.append("user groups " + ", ".join(self.allow_usergroups))
         raise AccessDeniedError(
             f"`{self.name}` may only be profiled from " + " or ".join(where) + ".",
             hint="Ask there, or ask the service's owners to add you to the registry's allow list.",

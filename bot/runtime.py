@@ -19,19 +19,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import redis.asyncio as aioredis
 from redis.exceptions import LockError, RedisError
 
-from bot import metrics
+from bot import keys, metrics, sampling
+from bot.analysis.goroutines import merge_reports, parse_goroutines
 from bot.analysis.leaks import MAX_CAPTURES as MAX_LEAK_CAPTURES
 from bot.analysis.leaks import (
     HeapSite,
     LeakReport,
-    format_duration,
     heap_sites,
     summarize_heap_bytes,
 )
 from bot.analysis.leaks import analyze as analyze_leaks
 from bot.analysis.leaks.observe import leaked_groups, observe, unchanged_note
+from bot.analysis.summarize import summarize_snapshot
 from bot.capture import Capturer, CaptureResult, InstanceResult
 from bot.errors import (
     CaptureError,
@@ -41,15 +43,19 @@ from bot.errors import (
     StoreUnavailableError,
     UsageError,
 )
+from bot.pprof import merge_profiles, parse_profile
+from bot.redisconn import parse_redis_url, store_errors
 from bot.registry import Registry, ServiceConfig, load_registry
+from bot.sampling import Sampling
 from bot.store import (
     DeployMarker,
     InstanceMeta,
     SnapshotStore,
     StoredSnapshot,
-    build_summary,
     new_snapshot_id,
 )
+from bot.units import duration_seconds, format_duration
+from bot.watchlist import Watch, WatchStore
 
 if TYPE_CHECKING:
     from bot.analysis.goroutines import GoroutineReport
@@ -61,7 +67,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SINCE_HELP = "previous, deploy, a duration like 30m, 1h or 2d, or a snapshot id"
-_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 _SNAPSHOT_ID = re.compile(r"\d{8}-\d{6}-[0-9a-f]{4}")
 
 
@@ -91,83 +96,33 @@ class Captured:
         return self.snapshot.id
 
     @property
-    def profile(self) -> Profile | None:
-        return self.heap
-
-
-def parse_duration(text: str) -> float | None:
-    """Seconds in "90s", "30m", "1h", "2d", "1h30m"; None when it is not a duration."""
-    match = _DURATION.match(text.strip().lower())
-    if not match or not any(match.groups()):
-        return None
-    days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
-    return float(days * 86400 + hours * 3600 + minutes * 60 + seconds)
+    def taken_at(self) -> float:
+        return self.snapshot.taken_at
 
 
 def check_since_ref(ref: str | None) -> str:
     """The reference, normalised, or UsageError before anything is captured for nothing."""
     text = (ref or "previous").strip()
     low = text.lower()
-    if (low in ("previous", "prev", "last", "deploy") or parse_duration(low) is not None
+    if (low in ("previous", "prev", "last", "deploy") or duration_seconds(low) is not None
             or _SNAPSHOT_ID.fullmatch(low)):
         return text
     raise UsageError(f"`since {text[:40]}` is not something heapbot understands.",
                      hint=f"Use {SINCE_HELP}.")
 
 
-def merge_goroutine_reports(reports: Sequence[GoroutineReport]) -> GoroutineReport | None:
-    """One report over several instances: groups with the same stack signature summed."""
-    if not reports:
-        return None
-    if len(reports) == 1:
-        return reports[0]
-    from bot.analysis.goroutines import GoroutineGroup, GoroutineReport
-
-    merged: dict[str, GoroutineGroup] = {}
-    for report in reports:
-        for group in report.groups:
-            seen = merged.get(group.signature)
-            if seen is None:
-                merged[group.signature] = GoroutineGroup(
-                    count=group.count, frames=list(group.frames), state=group.state,
-                    wait_frame=group.wait_frame, creator=group.creator,
-                    creator_location=group.creator_location, wait_minutes=group.wait_minutes)
-            else:
-                seen.count += group.count
-                if group.wait_minutes is not None:
-                    seen.wait_minutes = max(seen.wait_minutes or 0, group.wait_minutes)
-    groups = sorted(merged.values(), key=lambda g: (-g.count, g.signature))
-    return GoroutineReport(total=sum(r.total for r in reports), groups=groups,
-                           source=reports[0].source)
-
-
 def _parse_profiles(blobs: Sequence[bytes]) -> Profile | None:
     """Parse and merge heap profiles (CPU-heavy: called via asyncio.to_thread)."""
-    try:
-        from bot.pprof import merge_profiles, parse_profile
-    except ImportError:
-        return None
-    profiles = [parse_profile(b) for b in blobs]
-    if not profiles:
-        return None
-    return profiles[0] if len(profiles) == 1 else merge_profiles(profiles)
+    return _merge_parsed([parse_profile(b) for b in blobs])
 
 
 def _merge_parsed(profiles: Sequence[Profile]) -> Profile | None:
     if not profiles:
         return None
-    if len(profiles) == 1:
-        return profiles[0]
-    from bot.pprof import merge_profiles
-
-    return merge_profiles(profiles)
+    return profiles[0] if len(profiles) == 1 else merge_profiles(profiles)
 
 
 def _goroutine_reports(blobs: Sequence[bytes]) -> list[GoroutineReport]:
-    try:
-        from bot.analysis.goroutines import parse_goroutines
-    except ImportError:
-        return []
     reports = []
     for blob in blobs:
         try:
@@ -179,10 +134,8 @@ def _goroutine_reports(blobs: Sequence[bytes]) -> list[GoroutineReport]:
 
 def _memstats(texts: dict[str, str]) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
     """Merged MemStats fields and per-instance fields."""
-    try:
-        from bot.analysis.memstats import merge_memstats, parse_memstats
-    except ImportError:
-        return {}, {}
+    from bot.analysis.memstats import merge_memstats, parse_memstats
+
     parsed = {}
     for target, text in texts.items():
         try:
@@ -233,7 +186,7 @@ def _digest(result: CaptureResult, snapshot_id: str, trigger: str, requested_by:
             meta.goroutines = parsed[0].total
             reports.extend(parsed)
             by_target[meta.target] = parsed[0]
-    goroutines = merge_goroutine_reports(reports)
+    goroutines = merge_reports(reports)
     memstats, per_instance = _memstats(memstats_texts)
     observations = []
     for inst in result.instances:
@@ -246,9 +199,9 @@ def _digest(result: CaptureResult, snapshot_id: str, trigger: str, requested_by:
     builds = Counter(i.build_id for i in instances if i.ok and i.build_id)
     build_id = builds.most_common(1)[0][0] if builds else ""
     answered = sum(1 for i in instances if i.ok)
-    summary = build_summary(
+    summary = summarize_snapshot(
         snapshot_id=snapshot_id, service=result.service, taken_at=result.started_at,
-        build_id=build_id, instances=answered, heap=heap, goroutine_reports=reports,
+        build_id=build_id, instances=answered, heap=heap, goroutines=goroutines,
         memstats=memstats, trigger=trigger)
     summary.observations = observations
     summary.fresh = any(i.fresh for i in result.instances if i.ok)
@@ -279,6 +232,8 @@ class Runtime:
     async def create(cls, settings: Settings, *, registry: Registry | None = None,
                      capturer: Capturer | None = None) -> Runtime:
         """Load the registry, connect to REDIS_URL or start the embedded Redis."""
+        if settings.redis_url:
+            parse_redis_url(settings.redis_url)  # a typo is one message before anything else
         registry = registry if registry is not None else load_registry(settings.config_path)
         if not registry.found:
             log.warning("no registry at %s: heapbot starts with no services. %s",
@@ -297,14 +252,20 @@ class Runtime:
                    settings=settings, embedded=embedded)
 
     async def close(self) -> None:
-        """Close connections; stop the embedded Redis if this process started it."""
+        """Close connections; let go of the embedded Redis (it stays up for the next process)."""
         for pending in list(self._inflight.values()):
             pending.cancel()
         await self.capturer.aclose()
         with contextlib.suppress(Exception):
             await self.store.close()
-        if self.embedded is not None and self.embedded.started_here:
-            await asyncio.to_thread(self.embedded.stop)
+        if self.embedded is not None:  # it keeps running for the next heapbot process
+            self.embedded.release()
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        """The one Redis client of this process (the store's pool), for the job queue,
+        thread memory and replay guard the composition root builds."""
+        return self.store.redis
 
     def service(self, name: str) -> ServiceConfig:
         return self.registry.resolve(name)
@@ -372,7 +333,7 @@ class Runtime:
         lock = None
         if store_error is None:
             ttl = self.lock_timeout or (config.timeout_seconds * 3 + 30)
-            lock = self.store.redis.lock(f"heapbot:{{{config.name}}}:capture-lock",
+            lock = self.store.redis.lock(keys.capture_lock(config.name),
                                          timeout=ttl, sleep=0.05, blocking_timeout=ttl)
             try:
                 if not await lock.acquire(blocking=False):
@@ -437,7 +398,7 @@ class Runtime:
         blobs = [b for _, b in await self.store.raw_profiles(
             snapshot.service, snapshot.id, "goroutine")]
         if blobs:
-            goroutines = merge_goroutine_reports(
+            goroutines = merge_reports(
                 await asyncio.to_thread(_goroutine_reports, blobs))
         return Captured(snapshot=snapshot, heap=heap, goroutines=goroutines,
                         memstats=dict(snapshot.memstats), instances=snapshot.instances,
@@ -458,21 +419,60 @@ class Runtime:
                 hint=f"`/heap capture {snapshot.service}` takes a new one.")
         return await asyncio.to_thread(_parse_profiles, blobs)
 
+    async def open_snapshot(self, service: str, ref: str) -> Captured:
+        """A stored snapshot (``ref`` as in :meth:`resolve_since`) with its merged heap profile.
+
+        What ``/heap top SERVICE --snapshot ID`` shows: nothing is captured.
+        """
+        snapshot = await self.resolve_since(service, ref)
+        heap = await self.load_profile(snapshot)
+        return Captured(snapshot=snapshot, heap=heap, memstats=dict(snapshot.memstats),
+                        instances=snapshot.instances,
+                        age_seconds=max(0.0, time.time() - snapshot.taken_at))
+
+    async def previous(self, service: str, snapshot: StoredSnapshot) -> StoredSnapshot | None:
+        """The capture stored before ``snapshot``, or None when there is none (or no store)."""
+        try:
+            return await self.resolve_since(service, "previous", snapshot)
+        except (NotFoundError, StoreError):
+            return None
+
     async def get(self, service: str, snapshot_id: str) -> StoredSnapshot:
         return await self.store.get(self.registry.resolve(service).name, snapshot_id)
+
+    async def latest(self, service: str) -> StoredSnapshot | None:
+        """The newest stored snapshot of ``service`` (None when it has none)."""
+        return await self.store.latest(self.registry.resolve(service).name)
+
+    async def before(self, service: str, when: float, *, exclude: str | None = None
+                     ) -> StoredSnapshot | None:
+        """The newest stored snapshot taken at or before ``when`` (not ``exclude``)."""
+        return await self.store.before(self.registry.resolve(service).name, when,
+                                       exclude=exclude)
+
+    async def snapshots_since(self, service: str, since: float) -> list[StoredSnapshot]:
+        """Every stored snapshot taken at or after ``since``, newest first."""
+        return await self.store.list(self.registry.resolve(service).name, 0, since=since)
+
+    async def raw_profiles(self, service: str, snapshot_id: str, kind: str = "heap"
+                           ) -> list[tuple[int, bytes]]:
+        """(instance index, raw bytes) of every stored ``kind`` profile of a snapshot."""
+        return await self.store.raw_profiles(self.registry.resolve(service).name, snapshot_id,
+                                             kind)
 
     async def history(self, service: str, limit: int = 20) -> list[StoredSnapshot]:
         """Stored snapshots, newest first (with summaries)."""
         name = self.registry.resolve(service).name
         return await self.store.list(name, limit, with_summary=True)
 
-    async def summaries(self, service: str, since: float | str | None = None
-                        ) -> list[SnapshotSummary]:
-        """Stored summaries oldest first; ``since`` is unix seconds or a since-reference."""
+    async def summaries(self, service: str, since: float | str | None = None, *,
+                        limit: int = 0) -> list[SnapshotSummary]:
+        """Stored summaries oldest first (the newest ``limit`` when set); ``since`` is unix
+        seconds or a since-reference."""
         name = self.registry.resolve(service).name
         if isinstance(since, str):
             since = (await self.resolve_since(name, since, None)).taken_at
-        return await self.store.summaries(name, since=since)
+        return await self.store.summaries(name, since=since, limit=limit)
 
     async def deploys(self, service: str, since: float | None = None) -> list[DeployMarker]:
         return await self.store.deploys(self.registry.resolve(service).name, since=since)
@@ -529,6 +529,35 @@ class Runtime:
         return await self.store.add_deploy(self.registry.resolve(service).name, version, by,
                                            at)
 
+    async def start_sampling(self, plan: Sampling) -> Sampling:
+        """Reserve and schedule ``/heap leaks --sample`` captures (bot/sampling.py caps)."""
+        async with store_errors("reserve a sampling", self.store.location):
+            return await sampling.start(self.redis, plan)
+
+    # -- watches (stored beside the snapshots; the alert wing schedules them) ----------
+
+    @property
+    def _watches(self) -> WatchStore:
+        return WatchStore(self.redis)
+
+    async def watch(self, service: str) -> Watch | None:
+        """The watch on ``service``, or None."""
+        return await self._watches.get(service)
+
+    async def watches(self) -> list[Watch]:
+        """Every watch, by service name."""
+        return await self._watches.all()
+
+    async def put_watch(self, watch: Watch) -> Watch | None:
+        """Store ``watch`` (replacing the service's earlier one, which is returned)."""
+        previous = await self._watches.get(watch.service)
+        await self._watches.put(watch)
+        return previous
+
+    async def remove_watch(self, service: str) -> bool:
+        """Drop the watch on ``service``; False when there was none."""
+        return await self._watches.remove(service)
+
     async def resolve_since(self, service: str, ref: str | None,
                             before: StoredSnapshot | float | None = None) -> StoredSnapshot:
         """The stored snapshot that ``ref`` names, relative to ``before`` (default: now).
@@ -569,7 +598,7 @@ class Runtime:
                     f"`{name}` has no capture since its deploy {marker.version} other than "
                     "this one.", hint="Capture again later to see the change since the deploy.")
             return found
-        seconds = parse_duration(low)
+        seconds = duration_seconds(low)
         if seconds is not None:
             found = await self.store.before(name, when - seconds, exclude=exclude)
             if found is None:
@@ -620,6 +649,4 @@ __all__ = [
     "Runtime",
     "StoreUnavailableError",
     "check_since_ref",
-    "merge_goroutine_reports",
-    "parse_duration",
 ]

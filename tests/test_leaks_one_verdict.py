@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 
 import handlers
+from bot.alerts.context import WorkContext
 from bot.analysis.summary import ProfileSummary
-from bot.jobs import QueueSettings, WorkContext
+from bot.jobs import QueueSettings
 from bot.settings import Settings
 from bot.store import InstanceMeta, StoredSnapshot
 from tests.support.heap import heap_profile
@@ -59,8 +60,9 @@ async def store_history(runtime: Any) -> StoredSnapshot:
 
 
 async def test_leaks_watch_and_paged_thread_give_the_same_verdict(runtime: Any) -> None:
-    from bot.paged import _leak_line
-    from bot.watches import Watch, _alarm
+    from bot.alerts.paged import _leak_line
+    from bot.alerts.watches import _alarm
+    from bot.watchlist import Watch
 
     latest = await store_history(runtime)
     reply = await handlers.run(runtime, handlers.Invocation("leaks payments"))

@@ -19,13 +19,14 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from bot.alerts.context import WorkContext
+from bot.alerts.worker import Worker, run_deploy, stop_worker
 from bot.capture import Capturer
-from bot.jobs import QueueSettings, WorkContext
+from bot.jobs import QueueSettings
 from bot.registry import Registry, ServiceConfig
 from bot.runtime import Runtime
 from bot.settings import Settings
 from bot.store import SnapshotStore
-from bot.worker import Worker, run_deploy, stop_worker
 from handlers import Invocation, run
 from tests.support.redis import RedisServer, free_port
 

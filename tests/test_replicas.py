@@ -1,6 +1,6 @@
 """Several heapbot replicas (separate worker processes) against one Redis.
 
-Each replica is `python -m bot.worker`, its own process with its own Redis
+Each replica is `python -m bot.alerts.worker`, its own process with its own Redis
 connections and consumer name, talking to the demo Go service and to the
 Slack stand-in over real HTTP.
 """
@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
+from bot.alerts.watches import list_ticks
 from bot.jobs import DEAD_LETTER, GROUP, STREAM, JobQueue
 from bot.settings import Settings
-from bot.watches import list_ticks
-from tests.test_paged import CHANNEL, text_of, thread, top_level, write_registry
+from tests.alerts.test_paged import CHANNEL, text_of, thread, top_level, write_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 CLAIM_IDLE_SECONDS = 2
@@ -40,7 +40,7 @@ class Replicas:
     def start(self, name: str) -> subprocess.Popen[bytes]:
         env = {**os.environ, **self.env, "HEAPBOT_WORKER_NAME": name}
         log = open(self.tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - closed below
-        process = subprocess.Popen([sys.executable, "-m", "bot.worker"], cwd=ROOT, env=env,
+        process = subprocess.Popen([sys.executable, "-m", "bot.alerts.worker"], cwd=ROOT, env=env,
                                    stdout=log, stderr=subprocess.STDOUT)
         log.close()
         self.processes[name] = process
@@ -104,8 +104,11 @@ async def test_each_watch_tick_runs_once_across_three_replicas(
 
     for name in ("replica-a", "replica-b", "replica-c"):
         replicas.start(name)
+    from bot.slack.text import plain_text
+
     reply = await handlers.run(runtime, handlers.Invocation(
-        "watch demo every 2s in <#C0DEMO|demo-oncall> --goroutines 20", user_id="U0ALICE",
+        plain_text("watch demo every 2s in <#C0DEMO|demo-oncall> --goroutines 20"),
+        user_id="U0ALICE",
         channel_id="C0OTHER", source="slack"))
     assert not reply.error, reply.sections
     assert reply.title == "Watching demo every 2s"

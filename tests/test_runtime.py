@@ -14,7 +14,7 @@ from aiohttp import web
 from bot.capture import Capturer
 from bot.errors import NotFoundError, UsageError
 from bot.registry import Registry, parse_registry
-from bot.runtime import Runtime, parse_duration
+from bot.runtime import Runtime
 from bot.store import SnapshotStore
 from tests.test_capture import HttpServer
 
@@ -161,11 +161,6 @@ async def test_resolve_since(runtimes: Any, demo_service: Any) -> None:
     assert [s.snapshot_id for s in summaries] == [first.id, second.id, third.id]
 
 
-def test_parse_duration() -> None:
-    assert parse_duration("1h30m") == 5400 and parse_duration("2d") == 172800
-    assert parse_duration("previous") is None and parse_duration("") is None
-
-
 async def test_history_survives_redis_restart_between_captures(
         runtimes: Any, redis_server: Any, demo_service: Any) -> None:
     runtime = runtimes(registry_of([demo_service.url]))
@@ -214,7 +209,9 @@ async def test_embedded_redis_keeps_history_across_restarts(tmp_path: Path,
     runtime = await Runtime.create(settings)
     assert runtime.embedded is not None and runtime.embedded.started_here
     first = await runtime.capture("demo")
-    await runtime.close()  # heapbot exits: the server it started stops cleanly
+    await runtime.close()  # heapbot exits: the server stays up for the next process
+    assert runtime.embedded.answering()
+    assert runtime.embedded.stop() is True  # `heapbot store stop`: stopped cleanly
     assert not runtime.embedded.answering()
 
     runtime = await Runtime.create(settings)  # heapbot restarts: a new server, same data
@@ -226,7 +223,8 @@ async def test_embedded_redis_keeps_history_across_restarts(tmp_path: Path,
                                                                first.snapshot.id]
     finally:
         await reuser.close()
-    await asyncio.to_thread(runtime.embedded.stop)  # the embedded server alone restarts
+    # the embedded server alone restarts (forced: this heapbot still uses it)
+    await asyncio.to_thread(lambda: runtime.embedded.stop(force=True))
     await runtime.close()
     runtime = await Runtime.create(settings)
     try:

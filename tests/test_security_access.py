@@ -7,6 +7,7 @@ answer Slack API calls with garbage.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -115,3 +116,143 @@ async def test_usergroup_lookup_recovers_after_the_failure_is_forgotten(slack_st
     assert await groups.membership(RegistryOnly(), "U0SRE") == Membership(groups=(SRE,))
     lookups = [r for r in slack_standin.requests if r.method == "usergroups.users.list"]
     assert len(lookups) == 2
+
+
+# Watches posting into a channel outside the allow list (issue 17, item 4) --------------------
+
+async def test_watch_into_a_channel_outside_the_allow_list_is_refused(
+        slack_standin, redis_url, tmp_path):
+    from bot.watchlist import WatchStore
+
+    slack_standin.usergroups = {SRE: ["U0SRE"]}
+    async with running_slack_bot(slack_standin, redis_url, REGISTRY, tmp_path) as bot:
+        watches = WatchStore(bot.runtime.store.redis)
+        # From an allowed channel, into another channel: refused, nothing stored.
+        denied = await _answer(bot, slack_standin, "watch vault every 1m in <#C0GENERAL|general>",
+                               channel_id=ALLOWED, user_id="U0ALICE")
+        assert "`vault` posts only into its allowed channels" in denied
+        assert "will not post it into" in denied and "C0GENERAL" in denied
+        assert await watches.get("vault") is None
+        # A user-group member asking from elsewhere: that channel is not allowed either.
+        denied_here = await _answer(bot, slack_standin, "watch vault every 1m",
+                                    channel_id=ELSEWHERE, user_id="U0SRE")
+        assert "`vault` posts only into its allowed channels" in denied_here
+        assert await watches.get("vault") is None
+        # Into its allowed channel it is set up.
+        ok = await _answer(bot, slack_standin, f"watch vault every 1m in <#{ALLOWED}|ops>",
+                           channel_id=ELSEWHERE, user_id="U0SRE")
+        assert "Watching vault every 1m" in ok
+        stored = await watches.get("vault")
+        assert stored is not None and stored.channel == ALLOWED
+        # An open service may post anywhere.
+        assert "Watching open every 1m" in await _answer(
+            bot, slack_standin, "watch open every 1m in <#C0GENERAL|general>",
+            channel_id=ELSEWHERE, user_id="U0ALICE")
+        await watches.remove("vault")
+        await watches.remove("open")
+
+
+async def test_watch_tick_posts_nothing_into_a_channel_no_longer_allowed(
+        slack_standin, redis_url, tmp_path, demo_service, monkeypatch):
+    """A watch stored before the check (or before the registry changed) is refused at its
+    tick: no capture, no post; an open service's watch in the same channel still pages."""
+    from pydantic import SecretStr
+
+    from bot.alerts.watches import list_ticks
+    from bot.alerts.worker import start_worker, stop_worker
+    from bot.jobs import QueueSettings
+    from bot.runtime import Runtime
+    from bot.settings import Settings
+    from bot.slack.client import build_web_client
+    from bot.watchlist import Watch, WatchStore
+
+    registry = tmp_path / "heapbot.yaml"
+    registry.write_text(
+        "services:\n"
+        f"  vault:\n    targets: [\"{demo_service.url}\"]\n    cooldown_seconds: 0\n"
+        f"    allow_channels: [{ALLOWED}]\n"
+        f"  open:\n    targets: [\"{demo_service.url}\"]\n    cooldown_seconds: 0\n")
+    monkeypatch.setenv("HEAPBOT_WATCH_MIN_INTERVAL_SECONDS", "1")
+    settings = Settings(config_path=registry, redis_url=redis_url,
+                        slack_bot_token=SecretStr("xoxb-test"),
+                        slack_api_url=slack_standin.api_url)
+    rt = await Runtime.create(settings)
+    watches = WatchStore(rt.store.redis)
+    # goroutine threshold 1: every tick of a watch that runs opens a thread.
+    await watches.put(Watch("vault", 1, "C0GENERAL", goroutine_threshold=1))
+    await watches.put(Watch("open", 1, "C0GENERAL", goroutine_threshold=1))
+    config = QueueSettings(claim_idle_seconds=5, watch_min_interval_seconds=1,
+                           watch_poll_seconds=0.1, consumer_name="solo")
+    worker = start_worker(rt, settings, build_web_client(settings), config=config)
+    try:
+        await slack_standin.wait_for(lambda: slack_standin.posts("C0GENERAL"), timeout=60)
+        for _ in range(100):  # several ticks of both watches
+            if len(await list_ticks(rt.store.redis, "open")) >= 3:
+                break
+            await asyncio.sleep(0.1)
+        assert len(await list_ticks(rt.store.redis, "open")) >= 3
+        shown = " ".join(str(p) for p in slack_standin.posts("C0GENERAL"))
+        assert "open" in shown
+        assert "vault" not in shown
+        assert await list_ticks(rt.store.redis, "vault") == []
+        assert await rt.store.latest("vault") is None  # not even captured
+    finally:
+        await watches.remove("vault")
+        await watches.remove("open")
+        await stop_worker(worker)
+        await rt.close()
+
+
+# What the ack, /heap services and /heap watches disclose (issue 17, item 13) ----------------
+
+async def test_restricted_services_are_not_disclosed_outside_their_allow_lists(
+        slack_standin, redis_url, tmp_path):
+    from bot.watchlist import Watch, WatchStore
+
+    registry = REGISTRY.replace("  open:\n", "    channel: C0VAULTALERTS\n  open:\n")
+    async with running_slack_bot(slack_standin, redis_url, registry, tmp_path) as bot:
+        watches = WatchStore(bot.runtime.store.redis)
+        await watches.put(Watch("vault", 60, ALLOWED))
+        await watches.put(Watch("open", 60, "C0GENERAL"))
+        try:
+            # The ack of a restricted service outside its channels names no instance count.
+            ack = await bot.sender.slash_command("top vault", channel_id=ELSEWHERE,
+                                                 user_id="U0EVE")
+            assert "instance" not in ack.text
+            ack_ops = await bot.sender.slash_command("top vault", channel_id=ALLOWED,
+                                                     user_id="U0EVE")
+            assert "(1 instance)" in ack_ops.text
+            await slack_standin.wait_for(lambda: len(_texts(slack_standin)) >= 2, timeout=60)
+
+            services = await _answer(bot, slack_standin, "services", channel_id=ELSEWHERE,
+                                     user_id="U0EVE")
+            assert "open" in services
+            assert "vault" not in services and "C0VAULTALERTS" not in services
+            assert "1 more service is restricted to other channels or user groups" in services
+            services_ops = await _answer(bot, slack_standin, "services", channel_id=ALLOWED,
+                                         user_id="U0EVE")
+            assert "vault" in services_ops and "C0VAULTALERTS" in services_ops
+            assert "more service" not in services_ops
+
+            listed = await _answer(bot, slack_standin, "watches", channel_id=ELSEWHERE,
+                                   user_id="U0EVE")
+            assert "open" in listed and "C0GENERAL" in listed
+            assert "vault" not in listed and ALLOWED not in listed
+            assert "1 more watch is restricted" in listed
+            listed_ops = await _answer(bot, slack_standin, "watches", channel_id=ALLOWED,
+                                       user_id="U0EVE")
+            assert "vault" in listed_ops and "open" in listed_ops
+
+            # A near miss suggests only services the asker may use, in the ack and the answer.
+            ack = await bot.sender.slash_command("top vaul", channel_id=ELSEWHERE,
+                                                 user_id="U0EVE")
+            assert "no service called `vaul`" in ack.text and "vault`" not in ack.text
+            missed = await _answer(bot, slack_standin, "history vaul", channel_id=ELSEWHERE,
+                                   user_id="U0EVE")
+            assert "no service called `vaul`" in missed and "vault`" not in missed
+            ack_ops = await bot.sender.slash_command("top vaul", channel_id=ALLOWED,
+                                                     user_id="U0EVE")
+            assert "Did you mean `vault`?" in ack_ops.text
+        finally:
+            await watches.remove("vault")
+            await watches.remove("open")

@@ -25,8 +25,9 @@ from aiohttp import web
 from pydantic import SecretStr
 
 from bot.runtime import Runtime
+from bot.serve import build_web_app
 from bot.settings import Settings
-from bot.slack.server import SLACK_STATE, build_web_app
+from bot.slack.server import SLACK_STATE
 from tests.support.slack_standin import RunningWebApp, SignedSender, SlackStandIn
 
 SIGNING_SECRET = "c0ffee-signing-secret-for-security-tests"

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from tests.test_webhooks import AM_TOKEN, BEARER, PD_SECRET, hooks, pd_signature, queued
+from tests.alerts.test_webhooks import AM_TOKEN, BEARER, PD_SECRET, hooks, pd_signature, queued
 
 __all__ = ["hooks"]  # the fixture, reused from the routes' own tests
 

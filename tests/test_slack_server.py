@@ -15,8 +15,9 @@ from collections.abc import AsyncIterator
 import pytest
 from pydantic import SecretStr
 
+from bot.serve import build_web_app
 from bot.settings import Settings
-from bot.slack.server import SLACK_STATE, build_web_app
+from bot.slack.server import SLACK_STATE
 from tests.support.slack_standin import (
     RunningWebApp,
     SignedSender,

@@ -103,6 +103,9 @@ def test_synthetic_filters_match_pprof(seed: int, tmp_path: Path) -> None:
         (["-hide=pkg0|/srv/app"], TopOptions("objects", hide="pkg0|/srv/app")),
         (["-focus=f2\\.go", "-hide=pkg3", "-cum"],
          TopOptions("space", "cum", focus="f2\\.go", hide="pkg3")),
+        # RE2-only syntax (Python's re reads both differently): a POSIX class and \z.
+        (["-focus=pkg[[:digit:]]\\.Func1[[:digit:]]\\z"],
+         TopOptions("space", focus="pkg[[:digit:]]\\.Func1[[:digit:]]\\z")),
     ]:
         index = f"-sample_index={options.sample_type}"
         expected = parse_top(run_pprof(["-top", "-unit=B", "-nodefraction=0", index, *flags,

@@ -24,8 +24,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from bot.serve import serve  # noqa: E402
 from bot.settings import Settings  # noqa: E402
-from bot.slack.server import serve  # noqa: E402
 
 TICK = 0.010  # the monitor asks to wake every 10 ms; lateness is loop lag
 WATCHDOG: StallWatchdog | None = None

@@ -36,8 +36,9 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 import handlers  # noqa: E402
+from bot.serve import build_web_app  # noqa: E402
 from bot.settings import Settings  # noqa: E402
-from bot.slack.server import SLACK_STATE, build_web_app  # noqa: E402
+from bot.slack.server import SLACK_STATE  # noqa: E402
 from tests.support.demo import build_demo, start_demo  # noqa: E402
 from tests.support.redis import RedisServer  # noqa: E402
 from tests.support.slack_standin import (  # noqa: E402

@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import re2
 
 from bot.errors import UsageError
 from bot.pprof.model import Profile
@@ -37,15 +40,77 @@ class Filters:
     hide: str | None = None
 
 
-def compile_regex(pattern: str | None, option: str) -> re.Pattern[str] | None:
-    """Compile a user regex, or explain why it is not one."""
+# User regexes are RE2, pprof's own dialect (Go's regexp): matching is linear in the
+# text, so no pattern can backtrack for ever. Still, a pattern is matched against
+# every function, file and binary name of a profile; the budget turns a pathological
+# (huge) input into a clear answer instead of a long wait.
+MAX_PATTERN_CHARS = 1000
+MATCH_BUDGET_S = 5.0
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # the user gets the error; nothing on stderr
+_RE2_OPTIONS.max_mem = 8 << 20  # RE2's default program budget, stated
+
+
+class Regex:
+    """A compiled user regex (RE2) that remembers the text the user typed."""
+
+    __slots__ = ("_rx", "option", "pattern")
+
+    def __init__(self, pattern: str, option: str, rx: object) -> None:
+        self.pattern = pattern
+        self.option = option
+        self._rx = rx
+
+    def search(self, text: str) -> bool:
+        """Does the pattern match anywhere in ``text`` (Go's MatchString)?"""
+        return self._rx.search(text) is not None  # type: ignore[attr-defined]
+
+    def match_all(self, texts: Sequence[str], budget_s: float = MATCH_BUDGET_S) -> np.ndarray:
+        """One bool per text; a UsageError when matching outlives ``budget_s``.
+
+        RE2 releases the GIL while it matches, and this loop yields it between
+        names, so a caller running it in a worker thread keeps the event loop live.
+        """
+        out = np.zeros(len(texts), dtype=bool)
+        search = self._rx.search  # type: ignore[attr-defined]
+        deadline = time.monotonic() + budget_s
+        for i, text in enumerate(texts):
+            if search(text) is not None:
+                out[i] = True
+            if i & 1023 == 1023 and time.monotonic() > deadline:
+                raise UsageError(
+                    f"Matching `{_shown(self.pattern)}`"
+                    f"{' (' + self.option + ')' if self.option else ''} took more than "
+                    f"{budget_s:g} s on this profile's {len(texts)} names; heapbot stopped it.",
+                    hint="Use a shorter, more specific pattern, e.g. `--focus 'json\\.'`.")
+        return out
+
+
+def _shown(pattern: str) -> str:
+    text = pattern.replace("`", "'")
+    return text if len(text) <= 80 else text[:79] + "…"
+
+
+def compile_regex(pattern: str | None, option: str,
+                  what: str = "regular expression") -> Regex | None:
+    """Compile a user regex as RE2 (pprof's dialect), or explain why it is not one."""
     if not pattern:
         return None
+    hint = "RE2 has no look-arounds or back-references; e.g. `--focus 'json\\.'`."
+    if len(pattern) > MAX_PATTERN_CHARS:
+        raise UsageError(f"The {what}{' for ' + option if option else ''} is {len(pattern)} "
+                         f"characters long; heapbot takes "
+                         f"at most {MAX_PATTERN_CHARS}.", hint=hint)
     try:
-        return re.compile(pattern)
-    except re.error as exc:
-        raise UsageError(f"`{pattern}` is not a valid regular expression for {option}: {exc}.",
-                         hint="Use Go/RE2-style syntax, e.g. `--focus 'json\\.'`.") from None
+        rx = re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error as exc:
+        reason = exc.args[0] if exc.args else "RE2 cannot compile it"
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", "replace")
+        raise UsageError(f"`{_shown(pattern)}` is not a valid {what}"
+                         f"{' for ' + option if option else ''} (RE2 syntax, as in go tool "
+                         f"pprof): {reason}.", hint=hint) from None
+    return Regex(pattern, option, rx)
 
 
 @dataclass(slots=True)
@@ -154,13 +219,17 @@ def pruned(profile: Profile) -> Profile:
     if cached is not None:
         return cached
     try:
-        drop = re.compile("^(" + profile.drop_frames + ")$")
-        keep = re.compile("^(" + profile.keep_frames + ")$") if profile.keep_frames else None
-    except re.error:
+        drop = compile_regex("^(" + profile.drop_frames + ")$", "drop_frames")
+        keep = compile_regex("^(" + profile.keep_frames + ")$", "keep_frames") \
+            if profile.keep_frames else None
+    except UsageError:
         return profile  # pprof would refuse the profile; heapbot shows it unpruned
-    names = profile.function_names
-    prune_fn = [bool(n) and bool(drop.match(_simplify(n)))
-                and not (keep is not None and keep.match(_simplify(n))) for n in names]
+    assert drop is not None
+    simple = [_simplify(n) for n in profile.function_names]
+    prune = drop.match_all(simple) & np.array([bool(n) for n in profile.function_names], dtype=bool)
+    if keep is not None:
+        prune &= ~keep.match_all(simple)
+    prune_fn = prune.tolist()
     l_off = profile.location_line_offsets.tolist()
     lf = profile.line_functions.tolist()
     prune_loc = np.zeros(profile.num_locations, dtype=bool)
@@ -244,18 +313,15 @@ class Frames:
 
 
 def _location_matches(profile: Profile,
-                      rx: re.Pattern[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                      rx: Regex) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per location: does any line's function name/file, or its binary, match?"""
-    fn_match = np.fromiter(
-        (bool(rx.search(n)) or bool(rx.search(f))
-         for n, f in zip(profile.function_names, profile.function_filenames, strict=True)),
-        dtype=bool, count=len(profile.function_names))
+    fn_match = rx.match_all(profile.function_names) | rx.match_all(profile.function_filenames)
     line_match = fn_match[profile.line_functions] if fn_match.size else \
         np.zeros(profile.line_functions.size, dtype=bool)
     offsets = profile.location_line_offsets
     csum = np.concatenate(([0], np.cumsum(line_match, dtype=np.int64)))
     loc_match = (csum[offsets[1:]] - csum[offsets[:-1]]) > 0
-    map_match = np.array([bool(rx.search(m.filename)) for m in profile.mappings] + [False])
+    map_match = np.append(rx.match_all([m.filename for m in profile.mappings]), False)
     return loc_match | map_match[profile.location_mappings], line_match, map_match
 
 
@@ -381,6 +447,9 @@ def _expand(frame_locs: np.ndarray, loc_offsets: np.ndarray, n_per_loc: np.ndarr
     any_inline = bool(loc_inline.any())
     simple = frame_locs.size == 0 or (int(n_per_loc.min(initial=1)) == 1
                                       and int(n_per_loc.max(initial=1)) == 1)
+    if frame_locs.size == 0:  # e.g. --hide matched every frame
+        offsets[:] = loc_offsets
+        return nodes, inline, offsets
     if simple:
         first_node = loc_nodes[loc_node_off[:-1]].astype(nodes.dtype)
         nodes[:] = first_node[frame_locs]

@@ -15,9 +15,9 @@ import numpy as np
 
 from bot.analysis import graph
 from bot.analysis.top import TopOptions, report_total
-from bot.analysis.units import format_value, percentage
 from bot.errors import UsageError
 from bot.pprof.model import Profile, sample_type_index
+from bot.units import format_value, percentage
 
 
 @dataclass(slots=True)
@@ -82,9 +82,11 @@ def list_lines(profile: Profile, regex: str, options: TopOptions | None = None) 
     flat, cum = graph.flat_cum(fr, profile.values[:, index])
     grouped: dict[tuple[str, str], list[ListLine]] = {}
     matched_any = False
-    for i in np.flatnonzero((flat != 0) | (cum != 0)).tolist():
+    present = np.flatnonzero((flat != 0) | (cum != 0))
+    hits = rx.match_all([nodes.keys[i][0] for i in present.tolist()])
+    for i in present[hits].tolist():
         name, file, line = nodes.keys[i]
-        if not name or not rx.search(name):
+        if not name:
             continue
         matched_any = True
         if not file:

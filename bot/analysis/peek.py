@@ -14,9 +14,9 @@ import numpy as np
 
 from bot.analysis import graph
 from bot.analysis.top import TopOptions, report_total
-from bot.analysis.units import output_unit, percentage, scaled_label
 from bot.errors import UsageError
 from bot.pprof.model import Profile, sample_type_index
+from bot.units import output_unit, percentage, scaled_label
 
 
 @dataclass(slots=True)
@@ -131,7 +131,7 @@ def peek(profile: Profile, regex: str, options: TopOptions | None = None) -> Pee
     flat, cum = graph.flat_cum(fr, values)
     n = len(nodes.names)
     present = (flat != 0) | (cum != 0)
-    matched = np.array([bool(rx.search(name)) for name in nodes.names], dtype=bool) & present
+    matched = rx.match_all(nodes.names) & present
     if not matched.any():
         raise UsageError(f"No function matches `{regex}` in this profile.",
                          hint="Check the spelling, or run `top` to see the function names.")

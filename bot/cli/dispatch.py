@@ -71,4 +71,4 @@ def console(args: argparse.Namespace) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
-    return _call("bot.slack.server:serve_cli", args)
+    return _call("bot.serve:serve_cli", args)

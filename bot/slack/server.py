@@ -1,20 +1,15 @@
-"""One aiohttp server for everything HTTP: Slack events, webhooks, health, metrics.
+"""Slack's routes on heapbot's web app: ``POST /slack/events`` or Socket Mode.
 
 HTTP mode serves ``POST /slack/events`` (slash commands, buttons and events all
 arrive on this one URL, as the app manifest configures). With ``SLACK_APP_TOKEN``
-set, Slack talks over Socket Mode instead and the server keeps only the other
-routes. ``heapbot serve`` runs it (:func:`serve_cli`).
+set, Slack talks over Socket Mode instead and adds no route. The composition
+root (bot/serve.py) builds the app and calls :func:`install_slack`.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import importlib
-import importlib.util
-import inspect
 import logging
-import signal
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,15 +20,15 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.signature import SignatureVerifier
 
-from bot.errors import ConfigError
+from bot import keys
 from bot.metrics import ACK_SECONDS
-from bot.settings import Settings, get_settings
+from bot.settings import Settings
 from bot.slack.app import build_bolt_app, signing_secret_of
 from bot.slack.client import build_web_client
 from bot.slack.deps import SlackDeps, build_deps
 from bot.slack.seen import SharedSeenSet
 from bot.slack.socket_mode import TimedSocketModeHandler, build_socket_handler
-from bot.slack.threads import ThreadMemory, redis_of
+from bot.slack.threads import ThreadMemory
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +62,7 @@ class ReplayGuard:
 
     def __init__(self, signing_secret: str, redis: Any | None = None) -> None:
         self.verifier = SignatureVerifier(signing_secret)
-        self.seen = SharedSeenSet(redis, "heapbot:slack:sig:", SIGNATURE_WINDOW_SECONDS + 60)
+        self.seen = SharedSeenSet(redis, keys.SLACK_SIGNATURE_SEEN, SIGNATURE_WINDOW_SECONDS + 60)
 
     async def is_replay(self, body: str, timestamp: str | None, signature: str | None) -> bool:
         if not timestamp or not signature:
@@ -93,55 +88,33 @@ def _events_handler(bolt: AsyncApp, guard: ReplayGuard) -> Any:
     return slack_events
 
 
-def _optional(module_name: str) -> Any | None:
-    """Import a module other engineers own if it exists in this build."""
-    if importlib.util.find_spec(module_name) is None:
-        return None
-    return importlib.import_module(module_name)
+def install_slack(app: web.Application, runtime: Any, settings: Settings, *,
+                  socket_mode: bool | None = None, channel_interval: float = 1.0,
+                  max_running: int = 8) -> SlackState:
+    """Put heapbot's Slack side on ``app``: ``POST /slack/events`` (HTTP mode) or Socket Mode.
 
-
-async def _healthz(request: web.Request) -> web.Response:
-    return web.json_response({"ok": True})
-
-
-def build_web_app(runtime: Any, settings: Settings, *, socket_mode: bool | None = None,
-                  channel_interval: float = 1.0, max_running: int = 8,
-                  start_worker: bool = True) -> web.Application:
-    """The aiohttp app: Slack (HTTP or Socket Mode), webhooks, health and metrics routes.
-
-    ``start_worker`` also runs this replica's job worker (bot.worker) beside the server.
+    On startup it checks the token (auth.test) and connects Socket Mode; on shutdown
+    it stops taking commands and finishes the running ones. Background tasks the
+    composition root adds to ``state.background`` are stopped with the Slack ones.
     """
     if socket_mode is None:
         socket_mode = bool(settings.slack_app_token
                            and settings.slack_app_token.get_secret_value())
     client = build_web_client(settings)
-    threads = ThreadMemory(redis_of(runtime))
+    redis = runtime.redis if runtime is not None else None  # None: transport-only tests
+    threads = ThreadMemory(redis)
     deps = build_deps(runtime, client, threads, channel_interval=channel_interval,
                       max_running=max_running)
     bolt = build_bolt_app(deps, settings, socket_mode=socket_mode)
     state = SlackState(deps=deps, bolt=bolt, socket_mode=socket_mode)
-
-    app = web.Application(client_max_size=2 * 1024 * 1024)
     app[SLACK_STATE] = state
     if not socket_mode:
-        guard = ReplayGuard(signing_secret_of(settings), redis_of(runtime))
+        guard = ReplayGuard(signing_secret_of(settings), redis)
         app.router.add_post(EVENTS_PATH, _events_handler(bolt, guard))
-
-    ops = _optional("bot.ops")
-    if ops is not None:
-        ops.register_routes(app, runtime, lambda: state.ready)
-    else:
-        app.router.add_get("/healthz", _healthz)
-    webhooks = _optional("bot.webhooks")
-    if webhooks is not None and runtime is not None:
-        webhooks.register_routes(app, runtime, settings)
 
     async def on_startup(app: web.Application) -> None:
         state.background.append(asyncio.create_task(_check_slack(state, settings),
                                                     name="slack-startup"))
-        worker = _optional("bot.worker") if start_worker else None
-        if worker is not None and runtime is not None:
-            state.background.append(worker.start_worker(runtime, settings, client))
 
     async def on_shutdown(app: web.Application) -> None:
         # Stop taking new commands first (the listening socket is already closed).
@@ -165,7 +138,7 @@ def build_web_app(runtime: Any, settings: Settings, *, socket_mode: bool | None 
     app.on_startup.append(on_startup)
     app.on_shutdown.append(on_shutdown)
     app.on_cleanup.append(on_cleanup)
-    return app
+    return state
 
 
 async def _check_slack(state: SlackState, settings: Settings) -> None:
@@ -188,72 +161,8 @@ def slack_state(app: web.Application) -> SlackState:
     return app[SLACK_STATE]
 
 
-# -- heapbot serve --------------------------------------------------------------------------
-
-
-def _configure_logging(settings: Settings) -> None:
-    logs = _optional("bot.logs")
-    if logs is not None:  # JSON/text lines with secrets redacted
-        logs.configure_logging(settings)
-        return
-    level = getattr(logging, settings.log_level.upper(), logging.INFO)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    # slack_sdk logs request headers (the bot token) and Socket Mode URLs at DEBUG.
-    for name in ("slack_sdk", "slack_bolt", "heapbot.bolt"):
-        logging.getLogger(name).setLevel(max(level, logging.INFO))
-
-
-async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
-    """Run until SIGINT/SIGTERM (or ``stop`` is set): the server, then a clean shutdown."""
-    from bot.runtime import Runtime
-
-    check_slack_settings(settings)  # before starting Redis: a missing token is one message
-    runtime = Runtime.create(settings)
-    if inspect.isawaitable(runtime):
-        runtime = await runtime
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        runner = web.AppRunner(build_web_app(runtime, settings), access_log=None)
-    except BaseException:
-        await _close(runtime)
-        raise
-    try:
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, settings.host, settings.port).start()
-        except OSError as exc:
-            raise ConfigError(f"heapbot cannot listen on {settings.host}:{settings.port} "
-                              f"({exc.strerror or exc}).",
-                              hint="Stop whatever uses that port or set HEAPBOT_PORT.") from None
-        mode = "Socket Mode" if runner.app[SLACK_STATE].socket_mode else \
-            f"HTTP mode, Slack request URL http://<public host>:{settings.port}{EVENTS_PATH}"
-        log.info("heapbot serving on %s:%s (%s)", settings.host, settings.port, mode)
-        await stop.wait()
-        log.info("shutting down: finishing running commands")
-    finally:
-        await runner.cleanup()
-        await _close(runtime)
-
-
-async def _close(runtime: Any) -> None:
-    closing = runtime.close()
-    if inspect.isawaitable(closing):
-        await closing
-
-
 def check_slack_settings(settings: Settings) -> None:
     """Raise ConfigError naming the missing token or secret for the chosen mode."""
     build_web_client(settings)
     if not (settings.slack_app_token and settings.slack_app_token.get_secret_value()):
         signing_secret_of(settings)
-
-
-def serve_cli(args: argparse.Namespace) -> int:
-    """``heapbot serve``: settings from the environment; config errors become one message."""
-    settings = get_settings()
-    _configure_logging(settings)
-    asyncio.run(serve(settings))
-    return 0

@@ -10,12 +10,12 @@ logged and counted, never shown.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from bot.metrics import REDIS_ERRORS
+from bot import keys
+from bot.metrics import redis_error
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ THREAD_TTL_SECONDS = 90 * 24 * 3600
 
 
 def thread_key(channel: str, ts: str) -> str:
-    return f"heapbot:thread:{channel}:{ts}"
+    return keys.thread(channel, ts)
 
 
 class ThreadMemory:
@@ -39,7 +39,7 @@ class ThreadMemory:
         try:
             await self.redis.set(thread_key(channel, ts), service, ex=self.ttl)
         except (RedisError, OSError) as exc:
-            REDIS_ERRORS.labels("thread_remember").inc()
+            redis_error("thread_remember", exc)
             log.warning("could not remember thread %s:%s: %s", channel, ts, exc)
 
     async def service_of(self, channel: str, ts: str | None) -> str | None:
@@ -48,19 +48,9 @@ class ThreadMemory:
         try:
             value = await self.redis.get(thread_key(channel, ts))
         except (RedisError, OSError) as exc:
-            REDIS_ERRORS.labels("thread_lookup").inc()
+            redis_error("thread_lookup", exc)
             log.warning("could not look up thread %s:%s: %s", channel, ts, exc)
             return None
         if value is None:
             return None
         return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def redis_of(runtime: Any) -> aioredis.Redis | None:
-    """The redis.asyncio client the snapshot store already holds, if it exposes one."""
-    store = getattr(runtime, "store", None)
-    for name in ("redis", "client", "_redis"):
-        client = getattr(store, name, None)
-        if isinstance(client, aioredis.Redis):
-            return client
-    return None

@@ -11,7 +11,7 @@ server is used instead and restart tests are skipped.
 Every test shares the job stream ``heapbot:jobs`` of that DB, so a job worker left
 running by one test would consume the jobs of the next ones. The autouse
 ``no_job_worker_left_running`` fixture fails the test that leaves a worker (an
-in-process consumer, scheduler or job, or a ``bot.worker`` / ``bot serve`` child
+in-process consumer, scheduler or job, or a ``bot.alerts.worker`` / ``bot serve`` child
 process) running after its teardown, and stops it so later tests are unaffected.
 """
 
@@ -177,9 +177,70 @@ async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
         await client.aclose()
 
 
+# -- embedded redis-servers started by a test are stopped after it ----------------------------
+#
+# The embedded server (bot/redis_server.py) is long-lived by design: it daemonizes and outlives
+# the heapbot process that started it. pytest makes itself a child subreaper, so such daemons
+# (started by this process or by a `python -m bot` child) become its children and are found,
+# and stopped, after each test, never another session's.
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def _become_subreaper() -> None:
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+_become_subreaper()
+
+
+def embedded_redis_children() -> dict[int, str]:
+    """Daemonized redis-servers (the embedded kind) that are children of this pytest."""
+    me = os.getpid()
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            comm = (entry / "comm").read_text().strip()
+        except OSError:
+            continue
+        state, ppid, _pgrp, session = stat.rsplit(")", 1)[1].split()[:4]
+        if int(ppid) != me:
+            continue
+        if state == "Z":
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(int(entry.name), os.WNOHANG)
+            continue
+        # daemonized (setsid: it leads its own session), unlike the test-owned servers
+        if comm.startswith("redis-server") and int(session) == int(entry.name):
+            found[int(entry.name)] = comm
+    return found
+
+
+@pytest.fixture(autouse=True)
+def embedded_redis_stopped_after_test() -> Iterator[None]:
+    """Stop (SIGTERM, then reap) embedded redis-servers a test's heapbot processes left up."""
+    yield
+    for pid in embedded_redis_children():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                done, _ = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    break
+            time.sleep(0.02)
+
+
 # -- no job worker outlives its test ----------------------------------------------------------
 
-BOT_PROCESS_MARKERS = (("-m", "bot.worker"), ("-m", "bot", "serve"))
+BOT_PROCESS_MARKERS = (("-m", "bot.alerts.worker"), ("-m", "bot", "serve"))
 
 
 def bot_child_processes() -> dict[int, str]:
@@ -224,10 +285,8 @@ def no_job_worker_left_running() -> Iterator[None]:
     """Fail a test whose job worker (task or child process) is still running after it."""
     yield
     problems: list[str] = []
-    try:
-        from bot.worker import live_tasks
-    except ImportError:
-        live_tasks = dict
+    from bot.alerts.lifecycle import live_tasks
+
     leftover = live_tasks()
     if leftover:
         problems.append("job worker tasks still running after the test: "
@@ -247,5 +306,5 @@ def no_job_worker_left_running() -> Iterator[None]:
                 os.waitpid(pid, 0)
     if problems:
         pytest.fail("; ".join(problems) + ". Stop every worker you start "
-                    "(bot.worker.stop_worker, or terminate and wait for the process).",
+                    "(bot.alerts.worker.stop_worker, or terminate and wait for the process).",
                     pytrace=False)

@@ -603,8 +603,9 @@ async def running_slack_bot(standin: SlackStandIn, redis_url: str, registry_yaml
     from pydantic import SecretStr
 
     from bot.runtime import Runtime
+    from bot.serve import build_web_app
     from bot.settings import Settings
-    from bot.slack.server import SLACK_STATE, build_web_app
+    from bot.slack.server import SLACK_STATE
 
     registry = tmp_path / "heapbot.yaml"
     registry.write_text(registry_yaml)

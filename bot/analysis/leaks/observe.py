@@ -9,7 +9,6 @@ profile by its sample values (not its bytes: the write time differs every time).
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Mapping
 
 import numpy as np
@@ -19,6 +18,7 @@ from bot.analysis.goroutines import BLOCKED_STATES, GoroutineReport, parse_gorou
 from bot.analysis.summary import GoroutineGroupSummary, InstanceObservation
 from bot.errors import ProfileError
 from bot.pprof.model import Profile
+from bot.units import format_clock
 
 TOP_FUNCTIONS = 40  # per instance: enough for attribution, small to store
 
@@ -104,7 +104,7 @@ def unchanged_note(previous: list[InstanceObservation], current: list[InstanceOb
     if not same:
         return ""
     last = max((o.last_gc for o in same if o.last_gc), default=None)
-    since = f" since {time.strftime('%H:%M:%S', time.gmtime(last))} UTC" if last else ""
+    since = f" since {format_clock(last)}" if last else ""
     cycles = sorted({o.num_gc for o in same if o.num_gc is not None})
     numgc = f" (NumGC {cycles[0]})" if len(cycles) == 1 else ""
     where = ("" if len(same) == len(current) == 1 else

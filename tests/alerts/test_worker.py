@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from bot.alerts.worker import start_worker, stop_worker
 from bot.jobs import JobQueue, QueueSettings
 from bot.settings import Settings
-from bot.worker import start_worker, stop_worker
 
 
 def closed_port() -> int:
@@ -109,7 +109,7 @@ async def test_cancel_stops_consumer_and_scheduler(runtime: Any) -> None:
 
 async def test_stop_worker_leaves_nothing_running(runtime: Any) -> None:
     """What the per-test guard relies on: a running worker is listed, a stopped one is not."""
-    from bot.worker import live_tasks
+    from bot.alerts.lifecycle import live_tasks
 
     config = QueueSettings(claim_idle_seconds=0.3, consumer_name="w-listed")
     worker = start_worker(runtime, None, None, config=config)
@@ -123,7 +123,7 @@ async def test_stop_worker_leaves_nothing_running(runtime: Any) -> None:
 
 
 async def _listed(expected: set[str]) -> bool:
-    from bot.worker import live_tasks
+    from bot.alerts.lifecycle import live_tasks
 
     return expected <= set(live_tasks().values())
 
@@ -152,7 +152,7 @@ async def _versions(runtime: Any, expected: list[str]) -> bool:
 
 
 def test_guard_finds_a_worker_process_left_running(tmp_path: Path) -> None:
-    """The per-test guard sees a `python -m bot.worker` child that is still running."""
+    """The per-test guard sees a `python -m bot.alerts.worker` child that is still running."""
     import os
     import subprocess
     import sys
@@ -161,10 +161,10 @@ def test_guard_finds_a_worker_process_left_running(tmp_path: Path) -> None:
 
     env = {**os.environ, "REDIS_URL": f"redis://127.0.0.1:{closed_port()}/0",
            "HEAPBOT_CONFIG": str(tmp_path / "none.yaml"), "HEAPBOT_DATA_DIR": str(tmp_path)}
-    process = subprocess.Popen([sys.executable, "-m", "bot.worker"], env=env,
+    process = subprocess.Popen([sys.executable, "-m", "bot.alerts.worker"], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        assert "bot.worker" in bot_child_processes().get(process.pid, "")
+        assert "bot.alerts.worker" in bot_child_processes().get(process.pid, "")
     finally:
         process.kill()
         process.wait(10)

@@ -23,11 +23,11 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from pydantic import SecretStr
 
+from bot.alerts.webhooks import register_routes
 from bot.jobs import STREAM, JobQueue, QueueSettings
 from bot.registry import Registry, load_registry
 from bot.settings import Settings
 from bot.store import SnapshotStore
-from bot.webhooks import register_routes
 
 AM_TOKEN = "am-secret-token"
 PD_SECRET = "pd-signing-secret"
@@ -40,6 +40,11 @@ class RegistryAndStore:
 
     registry: Registry
     store: SnapshotStore
+
+    @property
+    def redis(self) -> Any:
+        """The Runtime's one Redis client (the store's)."""
+        return self.store.redis
 
 
 def write_registry(tmp_path: Path, target: str = "http://127.0.0.1:9") -> Path:

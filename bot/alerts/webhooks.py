@@ -7,7 +7,7 @@ Routes (mounted on the same aiohttp app as /slack/events):
 - ``POST /hooks/capture``: ``{"service", "reason"}`` takes a capture.
 
 Nothing slow happens here: the work runs from the Redis-stream queue
-(bot/jobs.py, bot/worker.py), so senders get a 2xx well under a second. An
+(bot/jobs.py, bot/alerts/worker.py), so senders get a 2xx well under a second. An
 alert for a service heapbot does not know gets a 2xx too (with the label values
 that were tried), because a 4xx/5xx would only make Alertmanager retry forever.
 """
@@ -25,18 +25,19 @@ from datetime import datetime
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from bot.alerts.payloads import FIRING, RESOLVED, AlertJob, CaptureJob, DeployJob
 from bot.errors import HeapbotError, UnknownServiceError
-from bot.jobs import JobQueue, QueueSettings, redis_of
+from bot.jobs import JobQueue, QueueSettings
 from bot.metrics import WEBHOOKS
+from bot.runtime import Runtime
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
 
 QUEUE_KEY: web.AppKey[JobQueue] = web.AppKey("heapbot_job_queue", JobQueue)
 
-FIRING, RESOLVED = "firing", "resolved"
 PAGERDUTY_OPEN = {"incident.triggered", "incident.reopened"}
 PAGERDUTY_CLOSE = {"incident.resolved"}
 
@@ -121,6 +122,42 @@ def parse_time(text: str | None) -> float | None:
         return None
 
 
+def credential_matches(request: web.Request, secret: str) -> bool:
+    """``Authorization: Bearer <secret>``, or basic auth whose password is ``secret``.
+
+    Compared in constant time; Alertmanager's ``http_config`` can send either form.
+    """
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    value = value.strip()
+    if scheme.lower() == "bearer":
+        return hmac.compare_digest(value.encode(), secret.encode())
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(value, validate=True).decode()
+        except (ValueError, UnicodeDecodeError):
+            return False
+        _user, _, password = decoded.partition(":")
+        return hmac.compare_digest(password.encode(), secret.encode())
+    return False
+
+
+def require_credential(request: web.Request, secret: SecretStr | None, *, setting: str,
+                       hook: str, open_when_unset: bool = False) -> None:
+    """The one webhook auth check: 403 when the hook's secret is unset, 401 when it is wrong.
+
+    ``open_when_unset`` lets a request through when no secret is configured.
+    """
+    if secret is None:
+        if open_when_unset:
+            return
+        raise WebhookRejected(403, f"/hooks/{hook} is off: set {setting} and send it as a "
+                                   "bearer token.")
+    if not credential_matches(request, secret.get_secret_value()):
+        raise WebhookRejected(401, f"Missing or wrong credentials: send the token set in "
+                                   f"{setting} as `Authorization: Bearer <token>`.")
+
+
 def _short_hash(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:24]
 
@@ -128,7 +165,7 @@ def _short_hash(*parts: str) -> str:
 class Webhooks:
     """The route handlers, holding the Runtime, settings and queue they share."""
 
-    def __init__(self, runtime: Any, settings: Settings, config: QueueSettings,
+    def __init__(self, runtime: Runtime, settings: Settings, config: QueueSettings,
                  queue: JobQueue | None = None) -> None:
         self.runtime = runtime
         self.settings = settings
@@ -137,7 +174,7 @@ class Webhooks:
 
     def queue(self, app: web.Application) -> JobQueue:
         if self._queue is None:
-            self._queue = app.get(QUEUE_KEY) or self.config.queue(redis_of(self.runtime))
+            self._queue = app.get(QUEUE_KEY) or self.config.queue(self.runtime.redis)
         return self._queue
 
     # -- shared plumbing -------------------------------------------------
@@ -176,23 +213,6 @@ class Webhooks:
         where = ".".join(str(p) for p in first.get("loc", ())) or "body"
         return f"The body is not a valid {what}: {where}: {first.get('msg', 'invalid')}."
 
-    @staticmethod
-    def _bearer_or_basic_ok(request: web.Request, secret: str) -> bool:
-        """Accept ``Authorization: Bearer <secret>`` or basic auth whose password is it."""
-        header = request.headers.get("Authorization", "")
-        scheme, _, value = header.partition(" ")
-        value = value.strip()
-        if scheme.lower() == "bearer":
-            return hmac.compare_digest(value.encode(), secret.encode())
-        if scheme.lower() == "basic":
-            try:
-                decoded = base64.b64decode(value, validate=True).decode()
-            except (ValueError, UnicodeDecodeError):
-                return False
-            _user, _, password = decoded.partition(":")
-            return hmac.compare_digest(password.encode(), secret.encode())
-        return False
-
     def _resolve(self, name: str) -> Any | None:
         try:
             return self.runtime.registry.resolve(name)
@@ -215,10 +235,9 @@ class Webhooks:
     # -- Alertmanager ----------------------------------------------------
 
     async def alertmanager(self, request: web.Request) -> web.Response:
-        token = self.settings.alertmanager_token
-        if token is not None and not self._bearer_or_basic_ok(request, token.get_secret_value()):
-            raise WebhookRejected(401, "Missing or wrong credentials: send the token set in "
-                                       "HEAPBOT_ALERTMANAGER_TOKEN as a bearer token.")
+        require_credential(request, self.settings.alertmanager_token,
+                           setting="HEAPBOT_ALERTMANAGER_TOKEN", hook="alertmanager",
+                           open_when_unset=True)
         data = self._json(await self._body(request))
         try:
             payload = AlertmanagerPayload.model_validate(data)
@@ -256,20 +275,20 @@ class Webhooks:
             starts = [t for t in (parse_time(a.starts_at) for a in shown) if t is not None]
             incident_key = "am:" + _short_hash(payload.group_key or payload.receiver, name)
             content = sorted(f"{a.fingerprint}/{a.status}/{a.starts_at}" for a in alerts)
-            job_payload = {
-                "source": "alertmanager",
-                "service": name,
-                "status": status,
-                "incident_key": incident_key,
-                "title": labels.get("alertname", "alert"),
-                "severity": labels.get("severity", ""),
-                "summary": annotations.get("summary") or annotations.get("description", ""),
-                "starts_at": min(starts) if starts else None,
-                "alerts": len(shown),
-                "link": shown[0].generator_url or payload.external_url,
-            }
+            job = AlertJob(
+                source="alertmanager",
+                service=name,
+                status=status,
+                incident_key=incident_key,
+                title=labels.get("alertname", "alert"),
+                severity=labels.get("severity", ""),
+                summary=annotations.get("summary") or annotations.get("description", ""),
+                starts_at=min(starts) if starts else None,
+                alerts=len(shown),
+                link=shown[0].generator_url or payload.external_url,
+            )
             dedupe = "am:" + _short_hash(payload.group_key, name, status, *content)
-            job_id = await queue.enqueue("alert", job_payload, dedupe_key=dedupe)
+            job_id = await job.enqueue(queue, dedupe_key=dedupe)
             queued.append({"service": name, "status": status, "job": job_id,
                            "duplicate": job_id is None})
         WEBHOOKS.labels(source="alertmanager", outcome="accepted").inc()
@@ -324,38 +343,32 @@ class Webhooks:
             return web.json_response({"ok": False, "status": 422, "error": reason,
                                       "tried": tried}, status=200)
         incident_id = str(incident.get("id", "")) or str(event.get("id", ""))
-        job_payload = {
-            "source": "pagerduty",
-            "service": service.name,
-            "status": FIRING if event_type in PAGERDUTY_OPEN else RESOLVED,
-            "incident_key": "pd:" + _short_hash(incident_id, service.name),
-            "title": str(incident.get("title", "PagerDuty incident"))[:200],
-            "severity": str(incident.get("urgency", "")),
-            "summary": str(incident.get("title", ""))[:500],
-            "starts_at": parse_time(str(incident.get("created_at") or event.get("occurred_at")
-                                        or "")),
-            "alerts": 1,
-            "link": str(incident.get("html_url", "")),
-        }
+        job = AlertJob(
+            source="pagerduty",
+            service=service.name,
+            status=FIRING if event_type in PAGERDUTY_OPEN else RESOLVED,
+            incident_key="pd:" + _short_hash(incident_id, service.name),
+            title=str(incident.get("title", "PagerDuty incident"))[:200],
+            severity=str(incident.get("urgency", "")),
+            summary=str(incident.get("title", ""))[:500],
+            starts_at=parse_time(str(incident.get("created_at") or event.get("occurred_at")
+                                     or "")),
+            alerts=1,
+            link=str(incident.get("html_url", "")),
+        )
         event_id = str(event.get("id", "")) or _short_hash(body.decode("utf-8", "replace"))
-        job_id = await self.queue(request.app).enqueue("alert", job_payload,
-                                                       dedupe_key="pd:" + event_id)
+        job_id = await job.enqueue(self.queue(request.app), dedupe_key="pd:" + event_id)
         WEBHOOKS.labels(source="pagerduty", outcome="accepted").inc()
         return web.json_response({"ok": True, "queued": [{
-            "service": service.name, "status": job_payload["status"], "job": job_id,
+            "service": service.name, "status": job.status, "job": job_id,
             "duplicate": job_id is None}]}, status=202)
 
     # -- deploy and capture ----------------------------------------------
 
     async def _service_request(self, request: web.Request,
                                source: str) -> tuple[Any, ServiceRequest]:
-        token = self.settings.webhook_token
-        if token is None:
-            raise WebhookRejected(403, f"/hooks/{source} is off: set HEAPBOT_WEBHOOK_TOKEN and "
-                                       "send it as a bearer token.")
-        if not self._bearer_or_basic_ok(request, token.get_secret_value()):
-            raise WebhookRejected(401, "Missing or wrong credentials: send HEAPBOT_WEBHOOK_TOKEN "
-                                       "as `Authorization: Bearer <token>`.")
+        require_credential(request, self.settings.webhook_token,
+                           setting="HEAPBOT_WEBHOOK_TOKEN", hook=source)
         data = self._json(await self._body(request))
         try:
             body = ServiceRequest.model_validate(data)
@@ -372,18 +385,17 @@ class Webhooks:
         service, body = await self._service_request(request, "deploy")
         if not body.version:
             raise WebhookRejected(400, "The body needs a `version` (e.g. the git sha or tag).")
-        job_id = await self.queue(request.app).enqueue(
-            "deploy", {"service": service.name, "version": body.version,
-                       "by": body.by or "webhook"})
+        job = DeployJob(service=service.name, version=body.version, by=body.by or "webhook")
+        job_id = await job.enqueue(self.queue(request.app))
         WEBHOOKS.labels(source="deploy", outcome="accepted").inc()
         return web.json_response({"ok": True, "service": service.name, "job": job_id},
                                  status=202)
 
     async def capture(self, request: web.Request) -> web.Response:
         service, body = await self._service_request(request, "capture")
-        job_id = await self.queue(request.app).enqueue(
-            "capture", {"service": service.name, "reason": body.reason or "webhook",
-                        "by": body.by or "webhook"})
+        job = CaptureJob(service=service.name, reason=body.reason or "webhook",
+                         by=body.by or "webhook")
+        job_id = await job.enqueue(self.queue(request.app))
         WEBHOOKS.labels(source="capture", outcome="accepted").inc()
         return web.json_response({"ok": True, "service": service.name, "job": job_id},
                                  status=202)
@@ -423,7 +435,7 @@ def _guarded(source: str, handler: Handler) -> Handler:
     return route
 
 
-def register_routes(app: web.Application, runtime: Any, settings: Settings, *,
+def register_routes(app: web.Application, runtime: Runtime, settings: Settings, *,
                     config: QueueSettings | None = None, queue: JobQueue | None = None) -> None:
     """Mount /hooks/{alertmanager,pagerduty,deploy,capture} on ``app``."""
     hooks = Webhooks(runtime, settings, config or QueueSettings(), queue)

@@ -1,7 +1,7 @@
 """Watches: capture a service on a schedule and page when its verdict turns bad.
 
 ``/heap watch payments every 15m [in #channel]`` stores a watch in Redis
-(``heapbot:watches``), so it survives restarts. Every replica runs the
+(bot/watchlist.py), so it survives restarts. Every replica runs the
 scheduler loop; time is cut into slots of the watch's interval and a slot's
 tick is enqueued only by the replica that wins the lease
 ``heapbot:watch:lease:<service>:<slot>`` (SET NX PX), so each tick runs once
@@ -13,119 +13,34 @@ threshold it opens a thread like an alert's — once per turn, not every tick.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import re
 import time
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from bot.errors import NotFoundError, UsageError
-from bot.jobs import Job, WorkContext
+from bot import keys
+from bot.alerts.context import WorkContext
+from bot.alerts.incidents import OPEN, incident_lock, load_incident
+from bot.alerts.lifecycle import stop_requested, tracked
+from bot.alerts.paged import capture_step, follow_up, open_thread
+from bot.alerts.payloads import WatchTickJob
+from bot.errors import StoreError
+from bot.jobs import Job
+from bot.units import format_duration
+from bot.watchlist import (
+    Watch,
+    WatchStore,
+    channel_allowed,
+)
 
 log = logging.getLogger(__name__)
 
-WATCHES_KEY = "heapbot:watches"
-LEASE_PREFIX = "heapbot:watch:lease:"
-STATE_PREFIX = "heapbot:watch:state:"
-OK_STREAK_PREFIX = "heapbot:watch:ok-streak:"
 # A bad verdict is called back to normal only after this many good ticks in a row, so a
 # verdict that flickers (one quiet capture in a leak) does not close and reopen threads.
 RECOVERY_TICKS = 3
-TICKS_PREFIX = "heapbot:watch:ticks:"
 OK = "ok"
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-_CHANNEL_REF = re.compile(r"^<#([A-Z0-9]+)(?:\|[^>]*)?>$")
-
-
-@dataclass(slots=True)
-class Watch:
-    """A service captured every ``interval_seconds``, posting to ``channel``."""
-
-    service: str
-    interval_seconds: float
-    channel: str
-    created_by: str = ""
-    created_at: float = 0.0
-    goroutine_threshold: int | None = None
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str | bytes) -> Watch:
-        data = json.loads(text)
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in "15m", "1h30m", "90s"; UsageError for anything else."""
-    cleaned = text.strip().lower()
-    pos, total = 0, 0.0
-    for match in _DURATION.finditer(cleaned):
-        if match.start() != pos:
-            break
-        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-        pos = match.end()
-    if pos != len(cleaned) or not cleaned or total <= 0:
-        raise UsageError(f"`{text[:40]}` is not a duration.",
-                         hint="Write it like 15m, 1h or 90s.")
-    return total
-
-
-def format_duration(seconds: float) -> str:
-    seconds = round(seconds)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
-
-
-def parse_channel(text: str) -> str:
-    """A channel id from Slack's ``<#C123|name>`` escape, or a ``#name`` as typed."""
-    match = _CHANNEL_REF.match(text.strip())
-    if match:
-        return match.group(1)
-    name = text.strip()
-    if not re.fullmatch(r"#?[A-Za-z0-9][A-Za-z0-9._-]{0,79}", name):
-        raise UsageError(f"`{name[:40]}` is not a channel.", hint="Write it like #payments-oncall.")
-    return name if name.startswith("#") or (name[:1] in "CGD" and name.isupper()) else "#" + name
-
-
-class WatchStore:
-    """Watches in one Redis hash: service → JSON."""
-
-    def __init__(self, redis: aioredis.Redis) -> None:
-        self.redis = redis
-
-    async def put(self, watch: Watch) -> None:
-        await self.redis.hset(WATCHES_KEY, watch.service, watch.to_json())
-
-    async def get(self, service: str) -> Watch | None:
-        data = await self.redis.hget(WATCHES_KEY, service)
-        return Watch.from_json(data) if data else None
-
-    async def remove(self, service: str) -> bool:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hdel(WATCHES_KEY, service)
-            pipe.delete(STATE_PREFIX + service, OK_STREAK_PREFIX + service)
-            removed, _ = await pipe.execute()
-        return bool(removed)
-
-    async def all(self) -> list[Watch]:
-        data = await self.redis.hgetall(WATCHES_KEY)
-        watches = []
-        for raw in data.values():
-            try:
-                watches.append(Watch.from_json(raw))
-            except (ValueError, TypeError):
-                log.warning("unreadable watch in %s: %r", WATCHES_KEY, raw[:200])
-        return sorted(watches, key=lambda w: w.service)
 
 
 class WatchScheduler:
@@ -143,30 +58,24 @@ class WatchScheduler:
         for watch in await self.store.all():
             interval = max(watch.interval_seconds, 0.001)
             slot = int(now // interval)
-            lease = f"{LEASE_PREFIX}{watch.service}:{slot}"
+            lease = keys.watch_lease(watch.service, slot)
             ttl_ms = max(1000, int(interval * 2000))
             if not await self.ctx.redis.set(lease, self.ctx.consumer, nx=True, px=ttl_ms):
                 continue
-            await self.ctx.queue.enqueue(
-                "watch_tick", {"service": watch.service, "slot": slot,
-                               "interval_seconds": interval},
-                dedupe_key=f"watch:{watch.service}:{slot}")
+            tick = WatchTickJob(service=watch.service, slot=slot, interval_seconds=interval)
+            await tick.enqueue(self.ctx.queue, dedupe_key=f"watch:{watch.service}:{slot}")
             won.append((watch.service, slot))
         return won
 
     async def run(self) -> None:
-        from bot.worker import tracked
-
         with tracked(f"watch scheduler {self.ctx.consumer}"):
             await self._run()
 
     async def _run(self) -> None:
-        from bot.worker import stop_requested
-
         while not stop_requested(self.stop):
             try:
                 await self.tick_once()
-            except (RedisError, OSError) as exc:
+            except (StoreError, RedisError, OSError) as exc:
                 log.warning("watch scheduler: Redis error %s", exc)
             except Exception:
                 log.exception("watch scheduler tick failed")
@@ -195,18 +104,21 @@ async def _alarm(ctx: WorkContext, watch: Watch, snapshot: Any) -> tuple[str, st
 
 async def run_tick(ctx: WorkContext, job: Job) -> str:
     """One watch tick: capture, judge, and open a thread when the verdict turns bad."""
-    from bot.paged import OPEN, capture_step, follow_up, incident_lock, load_incident, open_thread
-
-    service = job.payload["service"]
+    tick = WatchTickJob.of(job)
+    service = tick.service
     watch = await WatchStore(ctx.redis).get(service)
     if watch is None:
         return "unwatched"
+    if not channel_allowed(ctx.runtime, watch):
+        log.warning("watch on %s skipped: it posts into %s, which is not one of the "
+                    "service's allow_channels", service, watch.channel)
+        return "refused_channel"
     snapshot = await capture_step(ctx, job, service, "watch", "watch")
-    ticks = TICKS_PREFIX + service
+    ticks = keys.watch_ticks(service)
     done = await ctx.queue.progress(job)
     if "tick" not in done:
         async with ctx.redis.pipeline(transaction=True) as pipe:
-            pipe.rpush(ticks, f"{job.payload.get('slot')}:{snapshot.id}")
+            pipe.rpush(ticks, f"{tick.slot}:{snapshot.id}")
             pipe.ltrim(ticks, -1000, -1)
             await pipe.execute()
         await ctx.queue.record_step(job, "tick")
@@ -217,12 +129,12 @@ async def run_tick(ctx: WorkContext, job: Job) -> str:
         state, why = await _alarm(ctx, watch, snapshot)
         if await WatchStore(ctx.redis).get(service) is None:
             return "unwatched"  # removed while this tick captured: its state is gone too
-        previous = (await ctx.redis.get(STATE_PREFIX + service) or b"ok").decode()
+        previous = (await ctx.redis.get(keys.watch_state(service)) or b"ok").decode()
         if state == OK and previous != OK:
-            if await ctx.redis.incr(OK_STREAK_PREFIX + service) < RECOVERY_TICKS:
+            if await ctx.redis.incr(keys.watch_ok_streak(service)) < RECOVERY_TICKS:
                 state = previous  # not yet: hold the bad state until it stays good
         else:
-            await ctx.redis.delete(OK_STREAK_PREFIX + service)
+            await ctx.redis.delete(keys.watch_ok_streak(service))
         if ctx.slack is not None and watch.channel:
             incident = await load_incident(ctx.redis, key)
             resuming = "summary" in done
@@ -238,7 +150,7 @@ async def run_tick(ctx: WorkContext, job: Job) -> str:
                     and incident.status == OPEN:
                 await follow_up(ctx, job, incident, resolved=True,
                                 note="The watch's verdict is back to normal.")
-        await ctx.redis.set(STATE_PREFIX + service, state)
+        await ctx.redis.set(keys.watch_state(service), state)
     return f"tick_{state.replace(' ', '_')}"
 
 
@@ -248,15 +160,10 @@ async def list_ticks(redis: aioredis.Redis, service: str) -> list[tuple[int, str
     Sorted by slot, not by when each finished: replicas run ticks concurrently, and a
     slow capture can finish after the next slot's.
     """
-    rows = await redis.lrange(TICKS_PREFIX + service, 0, -1)
+    rows = await redis.lrange(keys.watch_ticks(service), 0, -1)
     out = []
     for row in rows:
         slot, _, snapshot_id = row.decode().partition(":")
         out.append((int(slot), snapshot_id))
     return sorted(out, key=lambda tick: tick[0])
 
-
-def require_watch(watch: Watch | None, service: str) -> Watch:
-    if watch is None:
-        raise NotFoundError(f"`{service}` is not watched.", hint="`/heap watches` lists watches.")
-    return watch

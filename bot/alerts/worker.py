@@ -5,28 +5,37 @@ runs a few at a time, acks each after its effects are durable, keeps its
 running jobs from looking idle (XCLAIM to itself, which resets the idle
 time), and periodically takes over jobs that another replica left pending
 for longer than ``claim_idle_seconds`` (XAUTOCLAIM). Run it inside
-``heapbot serve`` (bot/slack/server.py calls :func:`start_worker`) or alone
-with ``python -m bot.worker``.
+``heapbot serve`` (bot/serve.py calls :func:`start_worker`) or alone
+with ``python -m bot.alerts.worker``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import os
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.exceptions import RedisError
+from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.errors import HeapbotError
-from bot.jobs import Job, JobQueue, QueueSettings, WorkContext, as_text, redis_of
-from bot.metrics import REDIS_ERRORS
+from bot.alerts.context import WorkContext
+from bot.alerts.lifecycle import stop_requested, tracked
+from bot.alerts.paged import capture_step, handle_alert
+from bot.alerts.payloads import CaptureJob, DeployJob
+from bot.alerts.sampling import SampleScheduler, run_sample_step
+from bot.alerts.watches import WatchScheduler, run_tick
+from bot.errors import HeapbotError, StoreError
+from bot.jobs import Job, JobQueue, QueueSettings
+from bot.metrics import redis_error
+from bot.runtime import Runtime
+from bot.settings import Settings, get_settings
+from bot.slack.client import build_web_client
 
 log = logging.getLogger(__name__)
 
@@ -35,78 +44,26 @@ JobHandler = Callable[[WorkContext, Job], Awaitable[str]]
 
 async def run_deploy(ctx: WorkContext, job: Job) -> str:
     """Record a deploy marker sent to /hooks/deploy."""
-    p = job.payload
-    await ctx.runtime.add_deploy(p["service"], p["version"], p.get("by", "webhook"))
+    deploy = DeployJob.of(job)
+    await ctx.runtime.add_deploy(deploy.service, deploy.version, deploy.by)
     return "done"
 
 
 async def run_capture(ctx: WorkContext, job: Job) -> str:
     """Take the capture asked for on /hooks/capture (stored like any other)."""
-    from bot.paged import capture_step
-
-    p = job.payload
-    by = f"{p.get('by', 'webhook')}: {p.get('reason', '')}".strip(": ")[:200]
-    await capture_step(ctx, job, p["service"], "user", by)
+    capture = CaptureJob.of(job)
+    by = f"{capture.by}: {capture.reason}".strip(": ")[:200]
+    await capture_step(ctx, job, capture.service, "user", by)
     return "done"
 
 
-async def run_alert(ctx: WorkContext, job: Job) -> str:
-    from bot.paged import handle_alert
-
-    return await handle_alert(ctx, job)
-
-
-async def run_watch_tick(ctx: WorkContext, job: Job) -> str:
-    from bot.watches import run_tick
-
-    return await run_tick(ctx, job)
-
-
 HANDLERS: dict[str, JobHandler] = {
-    "alert": run_alert,
+    "alert": handle_alert,
     "deploy": run_deploy,
     "capture": run_capture,
-    "watch_tick": run_watch_tick,
+    "watch_tick": run_tick,
+    "sample": run_sample_step,
 }
-
-
-def stop_requested(stop: asyncio.Event | None = None) -> bool:
-    """True once shutdown began, even if a library swallowed this task's CancelledError.
-
-    Python 3.11's asyncio.timeout (used by redis-py around socket reads) can swallow a
-    cancel() that lands as its own deadline expires; so the loops also watch an Event
-    that the owning task sets when it is cancelled.
-    """
-    if stop is not None and stop.is_set():
-        return True
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
-
-
-# Queue loops and jobs running in this process (task → what it is), so an owner that
-# forgot to stop a worker is found (tests assert none is left) instead of it silently
-# consuming jobs meant for a later worker on the same stream.
-_LIVE: dict[asyncio.Task[Any], str] = {}
-
-
-@contextlib.contextmanager
-def tracked(what: str) -> Iterator[None]:
-    """Register the current task in :func:`live_tasks` while the block runs."""
-    task = asyncio.current_task()
-    if task is None:
-        yield
-        return
-    _LIVE[task] = what
-    try:
-        yield
-    finally:
-        _LIVE.pop(task, None)
-
-
-def live_tasks() -> dict[asyncio.Task[Any], str]:
-    """Job consumers, watch schedulers and jobs still running in this process."""
-    return {task: what for task, what in _LIVE.items()
-            if not task.done() and not task.get_loop().is_closed()}
 
 
 async def stop_worker(task: asyncio.Task[Any], timeout: float = 30.0) -> bool:
@@ -172,8 +129,9 @@ class Worker:
             try:
                 with tracked(f"job {job.id} ({job.kind}) of consumer {self.ctx.consumer}"):
                     await self.process(job)
-            except (RedisError, OSError) as exc:  # Redis went away mid-ack: retried later
-                REDIS_ERRORS.labels("job").inc()
+            except (StoreError, RedisError, OSError) as exc:  # Redis went away: retried later
+                if not isinstance(exc, StoreError):  # a StoreError was counted at the boundary
+                    redis_error("job", exc)
                 log.warning("job %s (%s): Redis error %s", job.id, job.kind, exc)
             finally:
                 self.running.pop(job.id, None)
@@ -193,16 +151,8 @@ class Worker:
             if not self.running:
                 continue
             try:
-                # Only jobs still ours: one taken over while this replica stalled stays taken.
-                mine = await self.queue.redis.xpending_range(
-                    self.queue.stream, self.queue.group, "-", "+", 1000,
-                    consumername=self.ctx.consumer)
-                ids = [p["message_id"] for p in mine
-                       if as_text(p["message_id"]) in self.running]
-                if ids:
-                    await self.queue.redis.xclaim(self.queue.stream, self.queue.group,
-                                                  self.ctx.consumer, 0, ids, justid=True)
-            except (RedisError, OSError) as exc:
+                await self.queue.heartbeat(self.ctx.consumer, set(self.running))
+            except (StoreError, RedisError, OSError) as exc:
                 log.warning("heartbeat failed: %s", exc)
 
     async def run(self) -> None:
@@ -215,8 +165,9 @@ class Worker:
             try:
                 await self.queue.ensure_group()
                 break
-            except (RedisError, OSError) as exc:
-                REDIS_ERRORS.labels("job_group").inc()
+            except (StoreError, RedisError, OSError) as exc:
+                if not isinstance(exc, StoreError):
+                    redis_error("job_group", exc)
                 log.warning("job queue unreachable (%s); retrying in 1 s", exc)
                 await asyncio.sleep(1)
         heartbeat = asyncio.create_task(self._heartbeat(), name="job-heartbeat")
@@ -238,8 +189,9 @@ class Worker:
                         jobs = await self.queue.read(self.ctx.consumer, count=free,
                                                      block_ms=block)
                     await self.queue.depth()
-                except (RedisError, OSError) as exc:
-                    REDIS_ERRORS.labels("job_read").inc()
+                except (StoreError, RedisError, OSError) as exc:
+                    if not isinstance(exc, StoreError):
+                        redis_error("job_read", exc)
                     log.warning("job queue unreachable (%s); retrying in 1 s", exc)
                     await asyncio.sleep(1)
                     continue
@@ -277,12 +229,11 @@ async def _run_all(ctx: WorkContext) -> None:
 
 
 async def _run_children(ctx: WorkContext) -> None:
-    from bot.watches import WatchScheduler
-
     stop = asyncio.Event()
     children = {
         asyncio.create_task(Worker(ctx, stop=stop).run(), name="job-consumer"),
         asyncio.create_task(WatchScheduler(ctx, stop=stop).run(), name="watch-scheduler"),
+        asyncio.create_task(SampleScheduler(ctx, stop=stop).run(), name="sample-scheduler"),
     }
     try:
         done, _ = await asyncio.wait(children, return_when=asyncio.FIRST_COMPLETED)
@@ -297,11 +248,12 @@ async def _run_children(ctx: WorkContext) -> None:
             log.error("worker tasks did not stop within 20 s: %s", [t.get_name() for t in stuck])
 
 
-def start_worker(runtime: Any, settings: Any, slack_client: Any, *,
+def start_worker(runtime: Runtime, settings: Settings | None,
+                 slack_client: AsyncWebClient | None, *,
                  config: QueueSettings | None = None) -> asyncio.Task[None]:
     """Start this replica's job consumer and watch scheduler; cancel the task to stop them."""
     config = config or QueueSettings()
-    queue = config.queue(redis_of(runtime))
+    queue = config.queue(runtime.redis)
     ctx = WorkContext(runtime=runtime, settings=settings, config=config, queue=queue,
                       slack=slack_client, consumer=config.consumer_name or default_consumer_name())
     log.info("job worker %s started", ctx.consumer)
@@ -310,18 +262,9 @@ def start_worker(runtime: Any, settings: Any, slack_client: Any, *,
 
 async def serve_worker() -> None:
     """A standalone worker process: Runtime from the environment, until SIGTERM/SIGINT."""
-    from bot.runtime import Runtime
-    from bot.settings import get_settings
-
     settings = get_settings()
-    runtime = Runtime.create(settings)
-    if inspect.isawaitable(runtime):
-        runtime = await runtime
-    slack = None
-    if settings.slack_bot_token is not None:
-        from bot.slack.client import build_web_client
-
-        slack = build_web_client(settings)
+    runtime = await Runtime.create(settings)
+    slack = build_web_client(settings) if settings.slack_bot_token is not None else None
     task = start_worker(runtime, settings, slack)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -332,9 +275,7 @@ async def serve_worker() -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-    closed = runtime.close()
-    if inspect.isawaitable(closed):
-        await closed
+    await runtime.close()
 
 
 def main() -> None:

@@ -17,141 +17,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass, fields
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-import redis.asyncio as aioredis
-
+import handlers
+from bot.alerts.context import WorkContext
+from bot.alerts.incidents import (
+    OPEN,
+    RESOLVED,
+    Incident,
+    incident_lock,
+    load_incident,
+    save_incident,
+)
+from bot.alerts.payloads import FIRING, AlertJob
 from bot.errors import HeapbotError, NotFoundError
-from bot.jobs import Job, WorkContext
+from bot.jobs import Job
 from bot.pprof.encode import encode_profile
+from bot.render.chart import history_png
 from bot.reply import Action, Attachment, Reply
+from bot.slack.publish import post_reply
+from bot.slack.threads import ThreadMemory
+from bot.units import format_bytes, format_rate, signed
+from bot.units import format_clock as _clock
 
 log = logging.getLogger(__name__)
 
-INCIDENT_PREFIX = "heapbot:incident:"
-INCIDENT_TTL_SECONDS = 30 * 24 * 3600
-OPEN, RESOLVED = "open", "resolved"
-
-_RELEASE_LUA = (
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
-)
-_REFRESH_LUA = (
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) "
-    "end return 0"
-)
-
-
-@dataclass(slots=True)
-class Incident:
-    """One paged thread: where it is and what it compares against."""
-
-    key: str
-    service: str
-    channel: str
-    ts: str = ""
-    status: str = OPEN
-    title: str = ""
-    source: str = ""
-    opened_at: float = 0.0
-    opened_by_job: str = ""
-    first_snapshot: str = ""
-    baseline_snapshot: str = ""
-    resolved_at: float = 0.0
-
-    @classmethod
-    def from_hash(cls, data: dict[bytes, bytes]) -> Incident:
-        text = {k.decode(): v.decode() for k, v in data.items()}
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            if f.name in text:
-                values[f.name] = float(text[f.name]) if f.type == "float" else text[f.name]
-        return cls(**values)
-
-
-async def load_incident(redis: aioredis.Redis, key: str) -> Incident | None:
-    data = await redis.hgetall(INCIDENT_PREFIX + key)
-    return Incident.from_hash(data) if data else None
-
-
-async def save_incident(redis: aioredis.Redis, incident: Incident) -> None:
-    key = INCIDENT_PREFIX + incident.key
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.hset(key, mapping={k: str(v) for k, v in asdict(incident).items()})
-        pipe.expire(key, INCIDENT_TTL_SECONDS)
-        await pipe.execute()
-
-
-@contextlib.asynccontextmanager
-async def incident_lock(redis: aioredis.Redis, key: str, ttl_seconds: float,
-                        wait_seconds: float = 600) -> AsyncIterator[None]:
-    """Serialise jobs of one incident across replicas.
-
-    The lock expires ``ttl_seconds`` after its holder dies (the same idle time
-    after which the holder's job is taken over) and is refreshed while held.
-    """
-    name = INCIDENT_PREFIX + key + ":lock"
-    token = secrets.token_hex(8)
-    ttl_ms = max(1000, int(ttl_seconds * 1000))
-    deadline = time.monotonic() + wait_seconds
-    while not await redis.set(name, token, nx=True, px=ttl_ms):
-        if time.monotonic() > deadline:
-            raise HeapbotError(f"Another replica has held the incident {key} for too long.")
-        await asyncio.sleep(0.1)
-
-    held = asyncio.Event()
-    held.set()
-
-    async def refresh() -> None:
-        from bot.worker import stop_requested
-
-        # Not `while True`: redis-py can swallow a cancel, and the lock must still let go.
-        while not stop_requested(None) and held.is_set():
-            await asyncio.sleep(ttl_ms / 3000)
-            if held.is_set():
-                await redis.eval(_REFRESH_LUA, 1, name, token, ttl_ms)
-
-    refresher = asyncio.create_task(refresh(), name=f"incident-lock-{key}")
-    try:
-        yield
-    finally:
-        held.clear()
-        refresher.cancel()
-        await asyncio.wait({refresher}, timeout=5)
-        if refresher.done() and not refresher.cancelled() and refresher.exception():
-            log.warning("incident lock %s: refresh failed: %s", key, refresher.exception())
-        await redis.eval(_RELEASE_LUA, 1, name, token)
-
-
 # -- formatting ------------------------------------------------------------
-
-
-def format_bytes(value: float) -> str:
-    """pprof-style units (bot.analysis.units when it is there)."""
-    try:
-        from bot.analysis.units import format_value
-
-        return format_value(int(value), "bytes")
-    except ImportError:
-        sign = "-" if value < 0 else ""
-        value = abs(value)
-        for unit in ("B", "kB", "MB", "GB", "TB"):
-            if value < 1024 or unit == "TB":
-                return f"{sign}{value:.2f}{unit}" if unit != "B" else f"{sign}{int(value)}B"
-            value /= 1024
-        return f"{sign}{value}"
-
-
-def _signed_bytes(delta: float) -> str:
-    return ("+" if delta >= 0 else "-") + format_bytes(abs(delta))
-
-
-def _clock(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%H:%M:%S UTC")
 
 
 def _goroutines(snapshot: Any) -> int | None:
@@ -176,7 +69,7 @@ def describe_change(before: Any, after: Any) -> str:
     if before.heap_inuse is not None and after.heap_inuse is not None:
         delta = after.heap_inuse - before.heap_inuse
         pct = f" ({delta / before.heap_inuse * 100:+.0f}%)" if before.heap_inuse else ""
-        parts.append(f"heap {_signed_bytes(delta)}{pct}")
+        parts.append(f"heap {signed(delta)}{pct}")
     g0, g1 = _goroutines(before), _goroutines(after)
     if g0 is not None and g1 is not None:
         parts.append(f"goroutines {g1 - g0:+,}")
@@ -184,17 +77,6 @@ def describe_change(before: Any, after: Any) -> str:
 
 
 # -- Runtime and Slack plumbing ----------------------------------------------
-
-
-def snapshot_of(captured: Any) -> Any:
-    """The StoredSnapshot inside whatever Runtime.capture returned."""
-    for name in ("snapshot", "stored", "meta"):
-        value = getattr(captured, name, None)
-        if value is not None and hasattr(value, "id"):
-            return value
-    if hasattr(captured, "id") and hasattr(captured, "taken_at"):
-        return captured
-    raise TypeError(f"Runtime.capture returned {type(captured).__name__} without a snapshot")
 
 
 def channel_for(ctx: WorkContext, service: str, explicit: str = "") -> str:
@@ -209,22 +91,16 @@ def channel_for(ctx: WorkContext, service: str, explicit: str = "") -> str:
 
 async def post(ctx: WorkContext, channel: str, reply: Reply, thread_ts: str | None = None) -> str:
     """Post a visible reply (errors included: nobody is there to see an ephemeral one)."""
-    from bot.slack.publish import post_reply
-
     reply.ephemeral = False
     ts = await post_reply(ctx.slack, channel, reply, thread_ts=thread_ts)
     if thread_ts is None and reply.service:
         with contextlib.suppress(Exception):
-            from bot.slack.threads import ThreadMemory
-
             await ThreadMemory(ctx.redis).remember(channel, ts, reply.service)
     return ts
 
 
 async def run_command(ctx: WorkContext, text: str, channel: str, service: str) -> Reply:
     """A /heap command through the same handlers as Slack (table, diff, goroutines)."""
-    import handlers
-
     inv = handlers.Invocation(text=text, channel_id=channel, thread_service=service,
                               source="alert")
     return await handlers.run(ctx.runtime, inv)
@@ -236,14 +112,13 @@ async def capture_step(ctx: WorkContext, job: Job, service: str, trigger: str,
     done = await ctx.queue.progress(job)
     if step in done:
         try:
-            return await ctx.runtime.store.get(service, done[step])
+            return await ctx.runtime.get(service, done[step])
         except NotFoundError:
             log.warning("snapshot %s of job %s is gone; capturing again", done[step], job.id)
     captured = await ctx.runtime.capture(service, trigger=trigger, requested_by=requested_by,
                                          force=True)
-    snapshot = snapshot_of(captured)
-    await ctx.queue.record_step(job, step, snapshot.id)
-    return snapshot
+    await ctx.queue.record_step(job, step, captured.snapshot.id)
+    return captured.snapshot
 
 
 async def post_step(ctx: WorkContext, job: Job, step: str, channel: str, thread_ts: str | None,
@@ -277,19 +152,16 @@ async def _leak_line(ctx: WorkContext, service: str) -> str:
     unit = getattr(top, "unit", "")
     rate = ""
     if isinstance(growth, int | float):
-        rate = (f", {_signed_bytes(growth)}/h" if unit in ("bytes", "B")
-                else f", {growth:+,.0f} {unit}/h".rstrip())
+        rate = ", " + format_rate(growth, unit)
     return (f"Top leak suspect ({report.verdict}): `{top.function}` "
             f"({getattr(top, 'kind', 'heap')}{rate}).")
 
 
 async def chart_reply(ctx: WorkContext, service: str) -> Reply | None:
-    from bot.render.chart import history_png
-
-    summaries = await ctx.runtime.store.summaries(service, limit=500)
+    summaries = await ctx.runtime.summaries(service, limit=500)
     if not summaries:
         return None
-    deploys = await ctx.runtime.store.deploys(service)
+    deploys = await ctx.runtime.deploys(service)
     png = await asyncio.to_thread(history_png, summaries, deploys)
     return Reply(title=f"{service}: heap in use and goroutines over time", service=service,
                  context=[f"{len(summaries)} captures, {len(deploys)} deploys marked"],
@@ -316,16 +188,16 @@ async def _baseline_before(ctx: WorkContext, service: str, when: float | None,
                            exclude: str) -> Any | None:
     if when is None:
         return None
-    return await ctx.runtime.store.before(service, when, exclude=exclude)
+    return await ctx.runtime.before(service, when, exclude=exclude)
 
 
 async def _deploy_baseline(ctx: WorkContext, service: str, current: Any) -> tuple[Any, Any]:
     """(last deploy marker, first snapshot after it) — either may be None."""
-    deploys = await ctx.runtime.store.deploys(service)
+    deploys = await ctx.runtime.deploys(service)
     if not deploys:
         return None, None
     marker = deploys[-1]
-    after = await ctx.runtime.store.list(service, limit=0, since=marker.taken_at)
+    after = await ctx.runtime.snapshots_since(service, marker.taken_at)
     after = [s for s in after if s.id != current.id]
     return marker, (min(after, key=lambda s: s.taken_at) if after else None)
 
@@ -383,7 +255,8 @@ async def open_thread(ctx: WorkContext, job: Job, *, service: str, incident_key:
     async def diff() -> Reply | None:
         if baseline is None:
             return None
-        return await run_command(ctx, f"diff {service} since {baseline.id}", channel, service)
+        return await run_command(ctx, f"diff {service} since {baseline.id} --flame", channel,
+                                 service)
 
     steps: list[tuple[str, Callable[[], Awaitable[Reply | None]]]] = [
         ("top", lambda: run_command(ctx, f"top {service}", channel, service)),
@@ -405,7 +278,7 @@ async def follow_up(ctx: WorkContext, job: Job, incident: Incident, *, resolved:
     snapshot = await capture_step(ctx, job, service, trigger,
                                   f"{incident.source}: {incident.title}"[:200])
     try:
-        first = await ctx.runtime.store.get(service, incident.first_snapshot)
+        first = await ctx.runtime.get(service, incident.first_snapshot)
     except NotFoundError:
         first = None
     minutes = max(0, int((snapshot.taken_at - incident.opened_at) / 60))
@@ -438,34 +311,32 @@ async def follow_up(ctx: WorkContext, job: Job, incident: Incident, *, resolved:
 
 async def handle_alert(ctx: WorkContext, job: Job) -> str:
     """Run one alert job (from /hooks/alertmanager or /hooks/pagerduty); returns the outcome."""
-    p = job.payload
-    service, key, status = p["service"], p["incident_key"], p.get("status", "firing")
+    alert = AlertJob.of(job)
+    service, key = alert.service, alert.incident_key
     channel = channel_for(ctx, service)
     if ctx.slack is None or not channel:
         why = "Slack is not configured" if ctx.slack is None else "the service has no channel"
         log.warning("alert for %s not posted: %s (capturing anyway)", service, why)
-        if status == "firing":
-            await capture_step(ctx, job, service, "alert", f"{p.get('source')}: {p.get('title')}")
+        if alert.status == FIRING:
+            await capture_step(ctx, job, service, "alert", f"{alert.source}: {alert.title}")
         return "not_posted"
     async with incident_lock(ctx.redis, key, ctx.config.claim_idle_seconds):
         incident = await load_incident(ctx.redis, key)
         done = await ctx.queue.progress(job)
         resuming_open = "summary" in done or (incident is not None and
                                               incident.opened_by_job == job.id)
-        if status == "firing":
+        if alert.status == FIRING:
             if incident is not None and incident.status == OPEN and not resuming_open:
-                await follow_up(ctx, job, incident, resolved=False,
-                                note=p.get("summary", ""))
+                await follow_up(ctx, job, incident, resolved=False, note=alert.summary)
                 return "refired"
-            lines = [p.get("summary", ""),
-                     f"{p.get('alerts', 1)} alert(s), severity {p['severity']}"
-                     if p.get("severity") else "",
-                     f"Started {_clock(p['starts_at'])}" if p.get("starts_at") else "",
-                     p.get("link", "")]
+            lines = [alert.summary,
+                     f"{alert.alerts} alert(s), severity {alert.severity}"
+                     if alert.severity else "",
+                     f"Started {_clock(alert.starts_at)}" if alert.starts_at else "",
+                     alert.link]
             await open_thread(ctx, job, service=service, incident_key=key, channel=channel,
-                              title=p.get("title", "alert"), lines=lines,
-                              started_at=p.get("starts_at"), source=p.get("source", "alert"),
-                              trigger="alert")
+                              title=alert.title, lines=lines, started_at=alert.starts_at,
+                              source=alert.source, trigger="alert")
             return "opened"
         if incident is None or incident.status != OPEN:
             log.info("resolve for %s has no open thread (key %s); nothing to close", service, key)

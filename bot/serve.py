@@ -1,0 +1,89 @@
+"""The composition root: one aiohttp app for Slack, webhooks, health and metrics.
+
+``heapbot serve`` runs :func:`serve_cli`. Everything is wired here with plain
+imports: the Slack side (bot.slack.server), the alert webhooks and the job
+worker (bot.alerts), the ops routes (bot.ops) and logging (bot.logs). Nothing
+below this module decides what else runs in the process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+
+from aiohttp import web
+
+from bot.alerts import webhooks
+from bot.alerts.worker import start_worker as start_alert_worker
+from bot.errors import ConfigError
+from bot.logs import configure_logging
+from bot.ops import register_routes as register_ops_routes
+from bot.runtime import Runtime
+from bot.settings import Settings, get_settings
+from bot.slack.server import EVENTS_PATH, SLACK_STATE, check_slack_settings, install_slack
+
+log = logging.getLogger(__name__)
+
+
+def build_web_app(runtime: Runtime | None, settings: Settings, *,
+                  socket_mode: bool | None = None, channel_interval: float = 1.0,
+                  max_running: int = 8, start_worker: bool = True) -> web.Application:
+    """The aiohttp app: Slack (HTTP or Socket Mode), webhooks, health and metrics routes.
+
+    ``start_worker`` also runs this replica's job worker (bot.alerts.worker) beside the
+    server. Without a Runtime (Slack-only tests) there are no webhooks and no worker.
+    """
+    app = web.Application(client_max_size=2 * 1024 * 1024)
+    state = install_slack(app, runtime, settings, socket_mode=socket_mode,
+                          channel_interval=channel_interval, max_running=max_running)
+    register_ops_routes(app, runtime, lambda: state.ready)
+    if runtime is None:
+        return app
+    webhooks.register_routes(app, runtime, settings)
+    if start_worker:
+        async def on_startup(app: web.Application) -> None:
+            state.background.append(start_alert_worker(runtime, settings, state.deps.client))
+
+        app.on_startup.append(on_startup)
+    return app
+
+
+async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+    """Run until SIGINT/SIGTERM (or ``stop`` is set): the server, then a clean shutdown."""
+    check_slack_settings(settings)  # before starting Redis: a missing token is one message
+    runtime = await Runtime.create(settings)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        runner = web.AppRunner(build_web_app(runtime, settings), access_log=None)
+    except BaseException:
+        await runtime.close()
+        raise
+    try:
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, settings.host, settings.port).start()
+        except OSError as exc:
+            raise ConfigError(f"heapbot cannot listen on {settings.host}:{settings.port} "
+                              f"({exc.strerror or exc}).",
+                              hint="Stop whatever uses that port or set HEAPBOT_PORT.") from None
+        mode = "Socket Mode" if runner.app[SLACK_STATE].socket_mode else \
+            f"HTTP mode, Slack request URL http://<public host>:{settings.port}{EVENTS_PATH}"
+        log.info("heapbot serving on %s:%s (%s)", settings.host, settings.port, mode)
+        await stop.wait()
+        log.info("shutting down: finishing running commands")
+    finally:
+        await runner.cleanup()
+        await runtime.close()
+
+
+def serve_cli(args: argparse.Namespace) -> int:
+    """``heapbot serve``: settings from the environment; config errors become one message."""
+    settings = get_settings()
+    configure_logging(settings)  # JSON/text lines with secrets redacted
+    asyncio.run(serve(settings))
+    return 0

@@ -1,0 +1,97 @@
+"""Watch definitions: what ``/heap watch`` stores and the scheduler reads.
+
+A watch is one service captured every ``interval_seconds``, posting to
+``channel``; watches live in one Redis hash (``heapbot:watches``, service →
+JSON) so they survive restarts. Below handlers, so ``handlers/watch.py`` and
+the alert wing's scheduler (bot/alerts/watches.py) share one definition.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from bot import keys, records
+from bot.errors import UnknownServiceError, UsageError
+from bot.redisconn import store_errors
+
+log = logging.getLogger(__name__)
+
+WATCHES_KEY = keys.WATCHES  # every watch key shares the {watches} hash tag (bot/keys.py)
+
+
+
+@dataclass(slots=True)
+class Watch:
+    """A service captured every ``interval_seconds``, posting to ``channel``."""
+
+    service: str
+    interval_seconds: float
+    channel: str
+    created_by: str = ""
+    created_at: float = 0.0
+    goroutine_threshold: int | None = None
+
+    def to_json(self) -> str:
+        return records.to_json(self)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Watch:
+        return records.from_json(cls, text)
+
+
+def parse_channel(text: str) -> str:
+    """A channel as typed: a ``#name``, or a channel id (Slack's ``<#C123|name>`` reaches
+    handlers as ``C123``, bot/slack/text.py)."""
+    name = text.strip()
+    if not re.fullmatch(r"#?[A-Za-z0-9][A-Za-z0-9._-]{0,79}", name):
+        raise UsageError(f"`{name[:40]}` is not a channel.", hint="Write it like #payments-oncall.")
+    return name if name.startswith("#") or (name[:1] in "CGD" and name.isupper()) else "#" + name
+
+
+class WatchStore:
+    """Watches in one Redis hash: service → JSON."""
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self.redis = redis
+
+    async def put(self, watch: Watch) -> None:
+        async with store_errors("save a watch"):
+            await self.redis.hset(WATCHES_KEY, watch.service, watch.to_json())
+
+    async def get(self, service: str) -> Watch | None:
+        async with store_errors("read a watch"):
+            data = await self.redis.hget(WATCHES_KEY, service)
+        return Watch.from_json(data) if data else None
+
+    async def remove(self, service: str) -> bool:
+        """Forget the watch and its verdict state (its tick history and captures stay)."""
+        async with store_errors("remove a watch"), \
+                self.redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(WATCHES_KEY, service)
+            pipe.delete(keys.watch_state(service), keys.watch_ok_streak(service))
+            removed, _ = await pipe.execute()
+        return bool(removed)
+
+    async def all(self) -> list[Watch]:
+        async with store_errors("list watches"):
+            data = await self.redis.hgetall(WATCHES_KEY)
+        watches = []
+        for raw in data.values():
+            try:
+                watches.append(Watch.from_json(raw))
+            except (ValueError, TypeError):
+                log.warning("unreadable watch in %s: %r", WATCHES_KEY, raw[:200])
+        return sorted(watches, key=lambda w: w.service)
+
+
+def channel_allowed(runtime: Any, watch: Watch) -> bool:
+    """Whether the registry (as it is now) lets ``watch`` post into its channel."""
+    try:
+        return bool(runtime.registry.resolve(watch.service).may_post_in(watch.channel))
+    except UnknownServiceError:
+        return True  # the capture step names the missing service
