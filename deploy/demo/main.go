@@ -78,7 +78,7 @@ func main() {
 	// Must be set before the allocations it should sample.
 	runtime.MemProfileRate = *memProfileRate
 
-	selected, err := parseScenarios(*scenarioList)
+	selected, err := parseScenarioFactors(*scenarioList)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -138,45 +138,15 @@ func positiveIntOr(flagValue int, envName string, fallback int) int {
 	return v
 }
 
-// multipliers holds each selected scenario's own rate factor: "churn:20" runs
-// churn at 20 times -rate (default 1).
-var multipliers = map[string]float64{}
-
-// demoSeed seeds the scenarios that draw random keys (env DEMO_SEED).
-var demoSeed int64 = 1
-
-func init() {
-	if v, err := strconv.ParseInt(envOr("DEMO_SEED", "1"), 10, 64); err == nil {
-		demoSeed = v
-	}
-}
-
 func parseScenarios(list string) ([]string, error) {
 	list = strings.TrimSpace(list)
 	if list == "" || list == "all" {
-		var names []string
-		for _, name := range scenarioNames() {
-			if !scenarios[name].onlyByName {
-				names = append(names, name)
-				multipliers[name] = 1
-			}
-		}
-		return names, nil
+		return scenarioNames(), nil
 	}
 	var out []string
 	seen := map[string]bool{}
-	for _, item := range strings.Split(list, ",") {
-		name, factor, hasFactor := strings.Cut(strings.TrimSpace(item), ":")
-		multiplier := 1.0
-		if hasFactor {
-			v, err := strconv.ParseFloat(factor, 64)
-			if err != nil || v <= 0 {
-				return nil, fmt.Errorf("scenario %q: rate factor must be a positive number", item)
-			}
-			multiplier = v
-		}
+	for _, name := range strings.Split(list, ",") {
 		name = strings.TrimSpace(name)
-		multipliers[name] = multiplier
 		if name == "" || seen[name] {
 			continue
 		}

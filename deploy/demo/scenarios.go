@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"fmt"
-	"math/rand"
 	"net/http"
 	"net/url"
 	"sync"
@@ -19,9 +18,8 @@ type limits struct {
 
 // scenario is one misbehaviour: tick runs n simulated requests.
 type scenario struct {
-	perTick    int // simulated requests per tick at -rate 1
-	tick       func(n int, lim limits)
-	onlyByName bool // not part of "all": run only when named (benchmark scenarios)
+	perTick int // simulated requests per tick at -rate 1
+	tick    func(n int, lim limits)
 }
 
 var scenarios = map[string]scenario{
@@ -32,11 +30,6 @@ var scenarios = map[string]scenario{
 	"slice":   {perTick: 5, tick: sliceTick},
 	"ticker":  {perTick: 1, tick: tickerTick},
 	"pool":    {perTick: 20, tick: poolTick},
-	// For bench/leaks: a slow leak, a cache keyed by random ids that fills ever more
-	// slowly (most keys already cached), and a TTL cache flushed whole (sawtooth).
-	"slowleak":  {perTick: 2, tick: slowleakTick, onlyByName: true},
-	"fillcache": {perTick: 100, tick: fillcacheTick, onlyByName: true},
-	"ttlcache":  {perTick: 40, tick: ttlcacheTick, onlyByName: true},
 }
 
 // requestSeq numbers simulated requests across scenarios.
@@ -337,90 +330,6 @@ func poolTick(n int, _ limits) {
 
 // ---------------------------------------------------------------------------
 
-// slowleak: a per-tenant audit trail nobody trims, growing a few kB per second.
-
-var (
-	slowleakMu      sync.Mutex
-	slowleakRecords [][]byte
-)
-
-//go:noinline
-func slowleakKeepRecord(seq int64) []byte {
-	record := make([]byte, 256)
-	record[0] = byte(seq)
-	return record
-}
-
-func slowleakTick(n int, lim limits) {
-	slowleakMu.Lock()
-	defer slowleakMu.Unlock()
-	for i := 0; i < n && len(slowleakRecords) < lim.maxItems; i++ {
-		slowleakRecords = append(slowleakRecords, slowleakKeepRecord(requestSeq.Add(1)))
-	}
-}
-
-// fillcache: prices cached by product id, ids drawn at random from a catalogue of
-// fillcacheCatalogue products. Each miss adds an entry; as the cache fills, most
-// lookups hit, so it grows ever more slowly and stops at the catalogue's size:
-// bounded, though it can take the whole observation window to get there.
-
-const fillcacheCatalogue = 30000
-
-var (
-	fillcacheMu    sync.Mutex
-	fillcacheItems = make(map[int64][]byte, fillcacheCatalogue)
-	fillcacheRand  = newRand(7)
-)
-
-//go:noinline
-func fillcacheLoadPrice(id int64) []byte {
-	entry := make([]byte, 512)
-	entry[0] = byte(id)
-	return entry
-}
-
-func fillcacheTick(n int, _ limits) {
-	fillcacheMu.Lock()
-	defer fillcacheMu.Unlock()
-	for i := 0; i < n; i++ {
-		id := fillcacheRand.Int63n(fillcacheCatalogue)
-		if _, ok := fillcacheItems[id]; !ok {
-			fillcacheItems[id] = fillcacheLoadPrice(id)
-		}
-	}
-}
-
-// ttlcache: session tokens kept until the whole cache is flushed every
-// ttlcacheFlush (a TTL sweep): the heap rises and falls in a sawtooth.
-
-const ttlcacheFlush = 15 * time.Second
-
-var (
-	ttlcacheMu      sync.Mutex
-	ttlcacheItems   = map[int64][]byte{}
-	ttlcacheFlushed = time.Now()
-)
-
-//go:noinline
-func ttlcacheIssueToken(seq int64) []byte {
-	token := make([]byte, 384)
-	token[0] = byte(seq)
-	return token
-}
-
-func ttlcacheTick(n int, _ limits) {
-	ttlcacheMu.Lock()
-	defer ttlcacheMu.Unlock()
-	if time.Since(ttlcacheFlushed) >= ttlcacheFlush {
-		ttlcacheItems = map[int64][]byte{}
-		ttlcacheFlushed = time.Now()
-	}
-	for i := 0; i < n; i++ {
-		seq := requestSeq.Add(1)
-		ttlcacheItems[seq] = ttlcacheIssueToken(seq)
-	}
-}
-
 // currentStats reports how far each scenario got, for tests and humans.
 func currentStats() map[string]any {
 	cacheMu.Lock()
@@ -436,9 +345,4 @@ func currentStats() map[string]any {
 		"ticker_goroutines":  tickerCount.Load(),
 		"pool_bytes":         poolBytesEncoded.Load(),
 	}
-}
-
-// newRand is a seeded source (DEMO_SEED varies it between benchmark runs).
-func newRand(offset int64) *rand.Rand {
-	return rand.New(rand.NewSource(demoSeed + offset))
 }
