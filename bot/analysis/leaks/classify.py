@@ -36,6 +36,7 @@ PLATEAU_POINTS = 3  # distinct flat observations at the end for "bounded"
 PLATEAU_SPAN_SHARE = 0.25  # ... covering at least this share of the series' time
 MIN_UP_SHARE = 0.75
 MAX_JUMP_SHARE = 0.6
+MIN_RISING_TIME = 0.7  # share of the time between observations spent rising, for a suspect
 MAX_FALL_SHARE = 0.25  # a fall larger than this share of the net growth: it goes up and down
 SLOWING_RATIO = 0.55  # second-half rate below this share of the first half's: slowing
 
@@ -131,6 +132,14 @@ def classify(times: np.ndarray, values: np.ndarray, segments: np.ndarray,
         fit.needed_seconds = max(span, 60.0)
         fit.why = ("growth is slowing down, as a cache filling up does: a few more GC "
                    "observations would show whether it levels off")
+        return fit
+    rising_time = float(gaps[deltas > tol].sum()) / max(float(gaps.sum()), 1e-9)
+    if rising_time < MIN_RISING_TIME:
+        fit.kind = UNDECIDED
+        fit.needed_points = 3
+        fit.needed_seconds = max(span, 60.0)
+        fit.why = (f"rose during only {rising_time:.0%} of the time between observations "
+                   "(a staircase: a map doubling, buffers alive at a GC)")
         return fit
     if n < MIN_POINTS:
         fit.kind = UNDECIDED

@@ -20,6 +20,7 @@ from bot.analysis.leaks.classify import (
     BOUNDED,
     GROWING,
     JUMP,
+    MIN_POINTS,
     NOISE,
     STOPPED,
     UNDECIDED,
@@ -137,7 +138,8 @@ def _guessed_sites(caps: Sequence[SnapshotSummary], seg: np.ndarray,
 def _cross_checked(fit: Fit, values: np.ndarray) -> Fit:
     """Few distinct observations, but the process heap grows: rose at every one → suspect."""
     deltas = np.diff(values)
-    if fit.points >= 3 and fit.downs == 0 and fit.ups >= 2 and deltas[-1] > 0:
+    few = fit.points < MIN_POINTS  # only "too few observations" is what the process settles
+    if few and fit.points >= 3 and fit.downs == 0 and fit.ups >= 2 and deltas[-1] > 0:
         fit.kind = GROWING
         fit.why = "cross-checked with the live heap, which grows at every capture"
     return fit

@@ -14,7 +14,7 @@ MIN_UP_SHARE = 0.75
 MAX_JUMP_SHARE = 0.6
 # ... and the growth matters next to the whole heap (or is large in itself).
 MIN_HEAP_GROWTH_SHARE = 0.01  # of the mean in-use heap over the window
-MIN_HEAP_GROWTH_BYTES = 512 * 1024  # less is what maps and buffers do by themselves
+MIN_HEAP_GROWTH_BYTES = 256 * 1024
 MIN_GOROUTINE_GROWTH = 5
 # Plateau: the recent rate fell below this fraction of the earlier rate.
 PLATEAU_RATIO = 0.15
