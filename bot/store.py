@@ -15,6 +15,7 @@ type in ``/heap diff payments since <id>``.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import gzip
 import json
@@ -352,7 +353,8 @@ class SnapshotStore:
             return int(await self.redis.zcard(keys.snapshot_index(service)))
 
     async def summaries(self, service: str, since: float | None = None,
-                        until: float | None = None, limit: int = 0) -> list[SnapshotSummary]:
+                        until: float | None = None, limit: int = 0
+                        ) -> builtins.list[SnapshotSummary]:
         """Stored summaries oldest first (what trends and leak analysis read)."""
         async with self._errors("read summaries"):
             ids = await self.redis.zrevrangebyscore(
@@ -381,7 +383,7 @@ class SnapshotStore:
         return _unpack(data)
 
     async def raw_profiles(self, service: str, snapshot_id: str, kind: str = "heap"
-                           ) -> list[tuple[int, bytes]]:
+                           ) -> builtins.list[tuple[int, bytes]]:
         """Every instance's raw bytes of one kind, by instance index."""
         async with self._errors("read raw profiles"):
             key = keys.snapshot(service, snapshot_id)
@@ -395,7 +397,7 @@ class SnapshotStore:
                 if v is not None]
 
     async def deploys(self, service: str, since: float | None = None,
-                      until: float | None = None) -> list[DeployMarker]:
+                      until: float | None = None) -> builtins.list[DeployMarker]:
         """Deploy markers oldest first, optionally within [since, until]."""
         async with self._errors("read deploy markers"):
             rows = await self.redis.zrangebyscore(
