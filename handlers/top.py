@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from bot.errors import UsageError
 from bot.reply import Action, Attachment, Reply
-from bot.units import format_clock, signed
+from bot.units import signed
 from handlers._common import (
     Args,
     check_regex,
@@ -116,7 +116,7 @@ async def top_reply(runtime: Runtime, capture: Captured, *, sample_type: str | N
     caption = pprof_header(report)
     filtered = bool(focus or ignore or hide)
     previous = await runtime.previous(service, snapshot)
-    summary = takeaway(report, previous, filtered=filtered)
+    summary = takeaway(report, previous, filtered=filtered, taken_at=snapshot.taken_at)
 
     reply = Reply(
         title=f"{service}: top {shown} by {report.sample_type}"
@@ -180,9 +180,9 @@ def pprof_header(report: TopReport) -> str:
 
 
 def takeaway(report: TopReport, previous: StoredSnapshot | None, *,
-             filtered: bool = False) -> str:
+             filtered: bool = False, taken_at: float | None = None) -> str:
     """"main.(*sessionStore).Put holds 41% of in-use memory, +18.20MB since 14:02:11 UTC"."""
-    from bot.units import format_value
+    from bot.units import format_since, format_value
 
     if not report.rows or report.total == 0:
         return f"The profile holds nothing for {report.sample_type}."
@@ -195,7 +195,7 @@ def takeaway(report: TopReport, previous: StoredSnapshot | None, *,
         if previous is None:
             text += " (first stored capture: the next one will show the change)"
         return text + "."
-    when = format_clock(previous.taken_at)
+    when = format_since(previous.taken_at, taken_at)
     before = {fv.function: fv.flat
               for fv in prev_summary.heap.functions.get(report.sample_type, [])}
     if leader.function in before:
