@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from bot.errors import UsageError
 from bot.reply import Action, Attachment, Reply
-from bot.units import signed
+from bot.units import format_bytes, signed
 from handlers._common import (
     Args,
     check_regex,
@@ -124,7 +124,8 @@ async def top_reply(runtime: Runtime, capture: Captured, *, sample_type: str | N
         context=context_lines(capture, report.sample_type),
         summary=summary,
         table=top_table(report, caption=caption),
-        sections=[s for s in [failed_instances_text(snapshot), not_stored_text(capture)] if s],
+        sections=[s for s in [heap_numbers_note(report.sample_type, snapshot),
+                              failed_instances_text(snapshot), not_stored_text(capture)] if s],
         actions=standard_actions(service, capture.snapshot_id, stored=capture.stored),
         service=service,
         snapshot_id=capture.snapshot_id or None,
@@ -177,6 +178,16 @@ def pprof_header(report: TopReport) -> str:
     if report.sort == "cum":
         text += "; sorted by cum"
     return text
+
+
+def heap_numbers_note(sample_type: str, snapshot: StoredSnapshot) -> str:
+    """One line on why Total differs from the capture's "heap in use" (MemStats HeapInuse)."""
+    heap_inuse = snapshot.memstats.get("HeapInuse")
+    if sample_type != "inuse_space" or not heap_inuse:
+        return ""
+    return (f"Two heap numbers: Total is pprof's inuse_space (sampled live objects as of the "
+            f"last GC); heap in use {format_bytes(heap_inuse)} is MemStats HeapInuse (whole "
+            "spans in use now), so the two differ.")
 
 
 def takeaway(report: TopReport, previous: StoredSnapshot | None, *,
