@@ -26,6 +26,7 @@ import httpx
 
 from bot import workpool
 from bot.errors import CaptureError, HeapbotError, ProfileError
+from bot.logs import configured_secrets, redact
 from bot.registry import ServiceConfig
 
 if TYPE_CHECKING:
@@ -374,7 +375,7 @@ class Capturer:
                     url = target
                     continue
                 if status != 200:
-                    raise FetchFailure(await _status_reason(service, response, url))
+                    raise FetchFailure(await _status_reason(service, response, url, headers))
                 declared = response.headers.get("content-length")
                 if declared and declared.isdigit() and int(declared) > limit:
                     raise FetchFailure(_too_large(url, limit))
@@ -467,7 +468,21 @@ def _connect_reason(exc: httpx.ConnectError) -> str:
     return "cannot connect"
 
 
-async def _status_reason(service: ServiceConfig, response: httpx.Response, url: str) -> str:
+def target_text(text: str, headers: Mapping[str, str]) -> str:
+    """Text a target sent, fit to show and store: credentials redacted (issue 17 item 9).
+
+    A target may echo the request's Authorization header ("bad auth header: Bearer …")
+    into an error body that heapbot quotes: the values heapbot sent, every secret the
+    process registered for its logs and anything credential-shaped are replaced by
+    [REDACTED], with the same redactor as the logs.
+    """
+    sent = set(headers.values())
+    sent |= {part for value in headers.values() for part in value.split() if len(part) >= 6}
+    return redact(text, configured_secrets() | {s for s in sent if len(s) >= 6})
+
+
+async def _status_reason(service: ServiceConfig, response: httpx.Response, url: str,
+                         headers: Mapping[str, str] | None = None) -> str:
     status = response.status_code
     path = _path_of(url)
     if status == 404:
@@ -486,8 +501,8 @@ async def _status_reason(service: ServiceConfig, response: httpx.Response, url: 
             if len(body) > 300:
                 break
         line = body.decode("utf-8", errors="replace").strip().splitlines()
-        if line:
-            snippet = ": " + line[0][:160]
+        if line:  # redacted before it is cut, so a cut cannot hide a secret's end
+            snippet = ": " + target_text(line[0], headers or {})[:160]
     return f"HTTP {status} on {path}{snippet}"
 
 

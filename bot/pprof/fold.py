@@ -31,6 +31,24 @@ _MIX_C = np.uint64(0x165667B19E3779F9)
 _BASES = (np.uint64(0x100000001B3), np.uint64(0xD6E8FEB86659FD93))
 
 
+_POWERS: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _powers(base: np.uint64, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """B**k and B**-k for k < count (cached: the same for every profile, grown on need)."""
+    cached = _POWERS.get(int(base))
+    if cached is None or cached[0].size < count:
+        size = max(count, 1 << 16, 2 * (cached[0].size if cached else 0))
+        powers = np.full(size, base, dtype=np.uint64)
+        powers[0] = 1
+        np.multiply.accumulate(powers, out=powers)
+        inverse = np.full(size, np.uint64(pow(int(base), -1, 1 << 64)), dtype=np.uint64)
+        inverse[0] = 1
+        np.multiply.accumulate(inverse, out=inverse)
+        cached = _POWERS[int(base)] = (powers, inverse)
+    return cached[0][:count], cached[1][:count]
+
+
 def _stack_hashes(offsets: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Two independent 64-bit polynomial hashes of each list, comparable between calls.
 
@@ -39,22 +57,17 @@ def _stack_hashes(offsets: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, n
     modulo 2**64). Two bases make an undetected collision a 2**-128 event.
     """
     total = int(offsets[-1])
-    lengths = np.diff(offsets).astype(np.uint64)
+    lengths = np.diff(offsets).astype(np.uint64) * np.uint64(_LENGTH_MIX)
     starts = offsets[:-1]
-    terms0 = items.astype(np.uint64) + np.uint64(1)
+    terms = items.astype(np.uint64)
+    terms += np.uint64(1)
     out = []
+    sums = np.zeros(total + 1, dtype=np.uint64)
     for base in _BASES:
-        powers = np.full(total + 1, base, dtype=np.uint64)
-        powers[0] = 1
-        np.multiply.accumulate(powers, out=powers)
-        inverse = np.full(total + 1, np.uint64(pow(int(base), -1, 1 << 64)), dtype=np.uint64)
-        inverse[0] = 1
-        np.multiply.accumulate(inverse, out=inverse)
-        sums = np.zeros(total + 1, dtype=np.uint64)
-        np.cumsum(terms0 * powers[:-1], out=sums[1:])
+        powers, inverse = _powers(base, total + 1)
+        np.cumsum(terms * powers[:-1], out=sums[1:])
         with np.errstate(over="ignore"):
-            out.append((sums[offsets[1:]] - sums[starts]) * inverse[starts]
-                       + lengths * np.uint64(_LENGTH_MIX))
+            out.append((sums[offsets[1:]] - sums[starts]) * inverse[starts] + lengths)
     return out[0], out[1]
 
 
