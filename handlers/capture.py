@@ -7,32 +7,28 @@ read what this stored.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from bot.reply import Column, Reply, Table
+from bot.units import format_bytes, format_clock, format_duration
 from handlers._common import (
     Args,
     failed_instances_text,
-    format_age,
-    format_time,
+    not_stored_text,
     parse_args,
     short_build_id,
     standard_actions,
 )
 
+if TYPE_CHECKING:
+    from bot.runtime import Runtime
+    from bot.store import StoredSnapshot
+    from handlers.invocation import Invocation
+
 USAGE = "/heap capture SERVICE [--force]"
 
 
-def format_bytes(value: int | None) -> str:
-    """pprof-style bytes ("41.20MB"); "-" when unknown."""
-    if value is None:
-        return "-"
-    from bot.analysis.units import format_value
-
-    return format_value(value, "bytes")
-
-
-def instance_table(snapshot: Any) -> Table:
+def instance_table(snapshot: StoredSnapshot) -> Table:
     """One row per instance: status, HeapInuse, goroutines, time taken, and why it failed."""
     rows = []
     for inst in snapshot.instances:
@@ -57,12 +53,11 @@ def check(argv: list[str]) -> Args:
                       max_positionals=1)
 
 
-async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
+async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     """Capture (or reuse one inside the cooldown unless --force) and show the outcome."""
     args = check(argv)
     service = args.positionals[0]
-    captured = await runtime.capture(service, trigger="user",
-                                     requested_by=getattr(inv, "user_id", ""),
+    captured = await runtime.capture(service, trigger="user", requested_by=inv.user_id,
                                      force=bool(args.get("force")))
     snapshot = captured.snapshot
     answered = sum(1 for i in snapshot.instances if i.ok)
@@ -73,11 +68,11 @@ async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
              f"{goroutines:,} goroutines" if goroutines is not None else "",
              f"build {short_build_id(snapshot.build_id)}" if snapshot.build_id else ""]
     context = [" · ".join([service, f"{answered}/{total} instances",
-                           f"captured {format_time(snapshot.taken_at)}",
+                           f"captured {format_clock(snapshot.taken_at)}",
                            f"snapshot {snapshot.id}"])]
     sections = []
     if captured.reused:
-        title = f"Reused the capture of {service} from {format_age(captured.age_seconds)} ago"
+        title = f"Reused the capture of {service} from {format_duration(captured.age_seconds)} ago"
         sections.append("Inside the service's cooldown heapbot reuses the latest capture; "
                         f"`/heap capture {service} --force` takes a new one now.")
     elif captured.shared:
@@ -86,9 +81,8 @@ async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
         title = f"Captured {service}: {answered}/{total} instances"
     if (failed := failed_instances_text(snapshot)):
         sections.append(failed)
-    if not captured.stored:
-        sections.append(f"Not stored: {captured.store_error} The numbers here are right, "
-                        "but history, diff and leaks will not see this capture.")
+    if (unstored := not_stored_text(captured)):
+        sections.append(unstored)
     for marker in captured.deploys_detected:
         sections.append(f"New build since the previous capture ({marker.previous_build_id[:12]} "
                         f"→ {marker.build_id[:12]}): recorded as a deploy.")
@@ -98,7 +92,8 @@ async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
         summary=", ".join(f for f in facts if f),
         table=instance_table(snapshot),
         sections=sections,
-        actions=standard_actions(service, snapshot.id, skip={"Capture again"}),
+        actions=standard_actions(service, snapshot.id, skip={"Capture again"},
+                                 stored=captured.stored),
         service=service,
         snapshot_id=snapshot.id,
         data={"snapshot": snapshot.to_json(), "reused": captured.reused,

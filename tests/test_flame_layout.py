@@ -29,10 +29,10 @@ from bot.analysis.flame import (
     shorten_function_name,
 )
 from bot.analysis.top import TopOptions
-from bot.analysis.units import format_value
 from bot.errors import UsageError
 from bot.pprof import Profile, parse_profile
 from bot.render.flame import MARGIN, WIDTH_PX, flame_svg
+from bot.units import format_value
 from tests.golden.pprof_tool import EXACT_FLAGS, FIXTURES, go_or_none, parse_top, run_pprof
 
 needs_go = pytest.mark.skipif(go_or_none() is None, reason="no Go toolchain")

@@ -14,9 +14,9 @@ from PIL import Image
 
 from bot.analysis.flame import flame, flame_diff
 from bot.analysis.top import TopOptions, top
-from bot.analysis.units import format_value
 from bot.pprof import Profile, parse_profile
 from bot.render.flame import flame_png, flame_svg, picture
+from bot.units import format_value
 
 FIXTURES = Path(__file__).parent / "fixtures"
 HEAP1, HEAP2 = FIXTURES / "heap_1.pb.gz", FIXTURES / "heap_2.pb.gz"

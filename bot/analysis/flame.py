@@ -195,8 +195,7 @@ def _build_tree(nodes: np.ndarray, offsets: np.ndarray, weights: np.ndarray, num
     while alive.size:
         node = nodes[ends[alive] - 1 - level].astype(np.int64)
         keys = (parent + 1) * num_nodes + node
-        uniq, inv = np.unique(keys, return_inverse=True)
-        inv = inv.ravel()
+        uniq, inv = _group(keys, (int(parent.max(initial=-1)) + 2) * num_nodes)
         w = weights[alive]
         cum = np.stack([graph.weighted_sum(inv, w[:, j], uniq.size) for j in range(k)], axis=1)
         last = counts[alive] == level + 1
@@ -219,6 +218,21 @@ def _build_tree(nodes: np.ndarray, offsets: np.ndarray, weights: np.ndarray, num
         level += 1
     tree.cut = cut
     return tree
+
+
+def _group(keys: np.ndarray, key_range: int) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct keys (sorted) and each key's position among them, like np.unique.
+
+    When the keys span a range not much larger than their count, a counting pass
+    (bincount and a lookup table) replaces the sort: linear time per level.
+    """
+    if key_range <= max(4 * keys.size, 1 << 16):
+        present = np.flatnonzero(np.bincount(keys, minlength=key_range))
+        lookup = np.empty(key_range, dtype=np.int64)
+        lookup[present] = np.arange(present.size)
+        return present, lookup[keys]
+    uniq, inv = np.unique(keys, return_inverse=True)
+    return uniq, inv.ravel()
 
 
 def _widths(tree: _Tree, mode: Literal["cum", "max"]) -> list[np.ndarray]:

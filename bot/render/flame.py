@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from xml.sax.saxutils import escape, quoteattr
 
 from bot.analysis.flame import FOLDED, GROWTH, ROOT, SHRINK, FlameLayout, FlameRect
-from bot.analysis.units import format_value
+from bot.units import format_value
 
 WIDTH_PX = 1600  # Slack shows it whole on a laptop; ≤ 2000 px
 MARGIN = 10
@@ -309,3 +309,18 @@ def flame_svg(layout: FlameLayout, subject: str = "", captured_at: float | None 
                    f"{escape(pic.note)}</text>")
     out.append("</svg>")
     return "\n".join(out) + "\n"
+
+
+def flame_files(layout: FlameLayout, subject: str = "", captured_at: float | None = None,
+                base_captured_at: float | None = None) -> tuple[bytes, str]:
+    """The PNG and the SVG of one flame graph (what the drawing process runs)."""
+    return (flame_png(layout, subject, captured_at, base_captured_at),
+            flame_svg(layout, subject, captured_at, base_captured_at))
+
+
+async def draw_flame(layout: FlameLayout, subject: str = "", captured_at: float | None = None,
+                     base_captured_at: float | None = None) -> tuple[bytes, str]:
+    """``flame_files`` in the drawing process (bot.render.pool), off the event loop."""
+    from bot.render.pool import run_drawing
+
+    return await run_drawing(flame_files, layout, subject, captured_at, base_captured_at)
