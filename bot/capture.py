@@ -405,7 +405,7 @@ async def _read_body(response: httpx.Response, url: str, limit: int) -> bytes:
         return b"".join(chunks)
     finally:
         if reserved:
-            await workpool.BYTES.release(reserved)
+            workpool.BYTES.release(reserved)
 
 
 class _Folder:

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import collections
 import concurrent.futures
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -122,44 +124,64 @@ async def decode_heap(data: bytes, max_compressed: int) -> Profile:
 class ByteBudget:
     """A global budget of in-flight bytes, shared by every capture of this process.
 
-    ``reserve(n)`` waits until n more bytes fit; a request that could never fit
-    (n above the whole budget) is refused at once rather than waiting for ever.
+    ``reserve(n)`` waits (first come, first served) until n more bytes fit;
+    ``release(n)`` is synchronous, so it is safe in a ``finally`` of a cancelled
+    task. A request that could never fit is refused at once.
     """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.used = 0
         self.peak = 0
-        self._cond: asyncio.Condition | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def _condition(self) -> asyncio.Condition:
-        loop = asyncio.get_running_loop()
-        if self._cond is None or self._loop is not loop:
-            self._cond, self._loop, self.used = asyncio.Condition(), loop, 0
-        return self._cond
+        self._waiters: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
 
     async def reserve(self, n: int, timeout: float | None = None) -> None:
         """Wait until ``n`` more bytes fit (CaptureError after ``timeout`` seconds)."""
         if n > self.limit:
             raise CaptureError(f"{n} bytes do not fit heapbot's in-flight budget "
                                f"of {self.limit} bytes.")
-        cond = self._condition()
+        if not self._waiters and self.used + n <= self.limit:
+            self._take(n)
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (n, waiter)
+        self._waiters.append(entry)
         try:
-            async with asyncio.timeout(timeout), cond:
-                await cond.wait_for(lambda: self.used + n <= self.limit)
-                self.used += n
-                self.peak = max(self.peak, self.used)
-        except TimeoutError:
-            raise CaptureError(
-                "heapbot is busy: other captures hold its whole download budget "
-                f"({self.limit >> 20} MiB).", hint="Try again in a minute.") from None
+            async with asyncio.timeout(timeout):
+                await waiter
+        except BaseException as exc:
+            if waiter.done() and not waiter.cancelled():
+                self.release(n)  # granted while we were being cancelled: give it back
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(entry)
+                self._wake()
+            if isinstance(exc, TimeoutError):
+                raise CaptureError(
+                    "heapbot is busy: other captures hold its whole download budget "
+                    f"({self.limit >> 20} MiB).", hint="Try again in a minute.") from None
+            raise
 
-    async def release(self, n: int) -> None:
-        cond = self._condition()
-        async with cond:
-            self.used = max(0, self.used - n)
-            cond.notify_all()
+    def _take(self, n: int) -> None:
+        self.used += n
+        self.peak = max(self.peak, self.used)
+
+    def release(self, n: int) -> None:
+        """Give ``n`` bytes back and let waiting downloads continue."""
+        self.used = max(0, self.used - n)
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters:
+            n, waiter = self._waiters[0]
+            if waiter.done():
+                self._waiters.popleft()
+                continue
+            if self.used + n > self.limit:
+                return
+            self._waiters.popleft()
+            self._take(n)
+            waiter.set_result(None)  # bytes are the waiter's from now on
 
 
 BYTES = ByteBudget(_env_int("HEAPBOT_INFLIGHT_BYTES", DEFAULT_INFLIGHT_BYTES))
