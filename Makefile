@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export GOTOOLCHAIN := local
 
-.PHONY: setup demo test lint proto bench fixtures clean
+.PHONY: setup demo demo-console demo-stop test lint proto bench fixtures clean
 
 $(BIN)/heapbot: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -17,8 +17,18 @@ setup: $(BIN)/heapbot
 
 # The main job on embedded defaults: build and run the demo Go service, capture it
 # over HTTP into the embedded Redis, and answer /heap commands in the terminal.
+# The demo keeps running under .heapbot-demo/, where `heapbot` (run from here)
+# finds its registry and data: `.venv/bin/heapbot ask "/heap top demo"` works next.
 demo: setup
 	$(BIN)/python deploy/demo/run_demo.py
+
+# The heap> prompt on the demo (started if it is not running), no scripted run.
+demo-console: setup
+	$(BIN)/python deploy/demo/run_demo.py --console
+
+# Stop the demo's Go instances and its embedded redis-server (captures are kept).
+demo-stop:
+	$(BIN)/python deploy/demo/run_demo.py --stop
 
 test: setup
 	$(BIN)/ruff check .
@@ -38,4 +48,4 @@ bench: setup
 	$(BIN)/python bench/run_all.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .cache

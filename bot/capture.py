@@ -407,7 +407,7 @@ async def _status_reason(service: ServiceConfig, response: httpx.Response, url: 
     status = response.status_code
     path = _path_of(url)
     if status == 404:
-        return f"404 on {path} — is net/http/pprof imported?"
+        return f"404 on {path}: no pprof here (import net/http/pprof, or set pprof_prefix)"
     if status in (401, 403):
         if service.auth_header_env or service.headers_env:
             return (f"{status} on {path}: the credentials from the registry's env vars were "

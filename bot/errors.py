@@ -20,8 +20,19 @@ class HeapbotError(Exception):
         self.hint = hint
 
     def user_message(self) -> str:
-        """The message plus the hint, as one short paragraph."""
-        return f"{self.message} {self.hint}" if self.hint else self.message
+        """The message plus the hint, as one short paragraph of whole sentences."""
+        return f"{end_sentence(self.message)} {self.hint}" if self.hint else self.message
+
+
+def end_sentence(text: str) -> str:
+    """``text`` ending in a full stop (or its own ``.?!:``), so the next sentence can follow.
+
+    A message joined to its hint ran on without one: "… not 0 Fix the registry".
+    """
+    stripped = text.rstrip()
+    if not stripped or stripped[-1] in ".?!:" or stripped.endswith((".`", ".)")):
+        return stripped
+    return stripped + "."
 
 
 class UsageError(HeapbotError):

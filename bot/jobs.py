@@ -85,6 +85,11 @@ class QueueSettings(BaseSettings):
         3, ge=1, validation_alias="HEAPBOT_ALERT_MAX_NEW_INCIDENTS")
     alert_incident_window_seconds: float = Field(
         600.0, gt=0, validation_alias="HEAPBOT_ALERT_INCIDENT_WINDOW_SECONDS")
+    # `/heap leaks --sample` (bot/sampling.py): samplings in progress per person and
+    # heapbot-wide, and the longest span of one.
+    sample_max_per_user: int = Field(2, ge=1, validation_alias="HEAPBOT_SAMPLE_MAX_PER_USER")
+    sample_max_active: int = Field(20, ge=1, validation_alias="HEAPBOT_SAMPLE_MAX_ACTIVE")
+    sample_max_seconds: float = Field(900.0, gt=0, validation_alias="HEAPBOT_SAMPLE_MAX_SECONDS")
 
     @field_validator("alert_service_labels", mode="before")
     @classmethod
@@ -97,20 +102,6 @@ class QueueSettings(BaseSettings):
         """A JobQueue on ``redis`` with these settings."""
         return JobQueue(redis, claim_idle_ms=int(self.claim_idle_seconds * 1000),
                         max_deliveries=self.max_deliveries, dedupe_ttl_s=self.dedupe_seconds)
-
-
-def redis_of(runtime: Any) -> aioredis.Redis:
-    """The redis.asyncio client the Runtime's store uses (one connection pool per process)."""
-    store = getattr(runtime, "store", None)
-    for owner in (store, runtime):
-        for name in ("redis", "client", "_redis", "_client"):
-            client = getattr(owner, name, None)
-            if isinstance(client, aioredis.Redis):
-                return client
-    raise StoreUnavailableError(
-        "heapbot's store has no Redis connection, so alerts and watches cannot be queued.",
-        hint="Set REDIS_URL, or let heapbot start its embedded Redis (HEAPBOT_DATA_DIR).",
-    )
 
 
 @dataclass(slots=True)

@@ -233,10 +233,9 @@ class ServiceConfig:
             return
         where = []
         if self.allow_channels:
-            where.append("channels " + ", ".join(f"<#{c}>" for c in self.allow_channels))
+            where.append("channels " + ", ".join(f"#{c}" for c in self.allow_channels))
         if self.allow_usergroups:
-            where.append("user groups " + ", ".join(f"<!subteam^{g}>" for g in
-                                                    self.allow_usergroups))
+            where.append("user groups " + ", ".join(self.allow_usergroups))
         raise AccessDeniedError(
             f"`{self.name}` may only be profiled from " + " or ".join(where) + ".",
             hint="Ask there, or ask the service's owners to add you to the registry's allow list.",

@@ -19,14 +19,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import redis.asyncio as aioredis
 from redis.exceptions import LockError, RedisError
 
-from bot import metrics
+from bot import metrics, sampling
 from bot.analysis.leaks import MAX_CAPTURES as MAX_LEAK_CAPTURES
 from bot.analysis.leaks import (
     HeapSite,
     LeakReport,
-    format_duration,
     heap_sites,
     summarize_heap_bytes,
 )
@@ -42,6 +42,7 @@ from bot.errors import (
 )
 from bot.redisconn import parse_redis_url
 from bot.registry import Registry, ServiceConfig, load_registry
+from bot.sampling import Sampling
 from bot.store import (
     DeployMarker,
     InstanceMeta,
@@ -50,6 +51,8 @@ from bot.store import (
     build_summary,
     new_snapshot_id,
 )
+from bot.units import duration_seconds, format_duration
+from bot.watchlist import Watch, WatchStore
 
 if TYPE_CHECKING:
     from bot.analysis.goroutines import GoroutineReport
@@ -61,7 +64,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SINCE_HELP = "previous, deploy, a duration like 30m, 1h or 2d, or a snapshot id"
-_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 _SNAPSHOT_ID = re.compile(r"\d{8}-\d{6}-[0-9a-f]{4}")
 
 
@@ -90,24 +92,15 @@ class Captured:
         return self.snapshot.id
 
     @property
-    def profile(self) -> Profile | None:
-        return self.heap
-
-
-def parse_duration(text: str) -> float | None:
-    """Seconds in "90s", "30m", "1h", "2d", "1h30m"; None when it is not a duration."""
-    match = _DURATION.match(text.strip().lower())
-    if not match or not any(match.groups()):
-        return None
-    days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
-    return float(days * 86400 + hours * 3600 + minutes * 60 + seconds)
+    def taken_at(self) -> float:
+        return self.snapshot.taken_at
 
 
 def check_since_ref(ref: str | None) -> str:
     """The reference, normalised, or UsageError before anything is captured for nothing."""
     text = (ref or "previous").strip()
     low = text.lower()
-    if (low in ("previous", "prev", "last", "deploy") or parse_duration(low) is not None
+    if (low in ("previous", "prev", "last", "deploy") or duration_seconds(low) is not None
             or _SNAPSHOT_ID.fullmatch(low)):
         return text
     raise UsageError(f"`since {text[:40]}` is not something heapbot understands.",
@@ -289,6 +282,12 @@ class Runtime:
         if self.embedded is not None and self.embedded.started_here:
             await asyncio.to_thread(self.embedded.stop)
 
+    @property
+    def redis(self) -> aioredis.Redis:
+        """The one Redis client of this process (the store's pool), for the job queue,
+        thread memory and replay guard the composition root builds."""
+        return self.store.redis
+
     def service(self, name: str) -> ServiceConfig:
         return self.registry.resolve(name)
 
@@ -431,21 +430,60 @@ class Runtime:
                 hint=f"`/heap capture {snapshot.service}` takes a new one.")
         return await asyncio.to_thread(_parse_profiles, blobs)
 
+    async def open_snapshot(self, service: str, ref: str) -> Captured:
+        """A stored snapshot (``ref`` as in :meth:`resolve_since`) with its merged heap profile.
+
+        What ``/heap top SERVICE --snapshot ID`` shows: nothing is captured.
+        """
+        snapshot = await self.resolve_since(service, ref)
+        heap = await self.load_profile(snapshot)
+        return Captured(snapshot=snapshot, heap=heap, memstats=dict(snapshot.memstats),
+                        instances=snapshot.instances,
+                        age_seconds=max(0.0, time.time() - snapshot.taken_at))
+
+    async def previous(self, service: str, snapshot: StoredSnapshot) -> StoredSnapshot | None:
+        """The capture stored before ``snapshot``, or None when there is none (or no store)."""
+        try:
+            return await self.resolve_since(service, "previous", snapshot)
+        except (NotFoundError, StoreError):
+            return None
+
     async def get(self, service: str, snapshot_id: str) -> StoredSnapshot:
         return await self.store.get(self.registry.resolve(service).name, snapshot_id)
+
+    async def latest(self, service: str) -> StoredSnapshot | None:
+        """The newest stored snapshot of ``service`` (None when it has none)."""
+        return await self.store.latest(self.registry.resolve(service).name)
+
+    async def before(self, service: str, when: float, *, exclude: str | None = None
+                     ) -> StoredSnapshot | None:
+        """The newest stored snapshot taken at or before ``when`` (not ``exclude``)."""
+        return await self.store.before(self.registry.resolve(service).name, when,
+                                       exclude=exclude)
+
+    async def snapshots_since(self, service: str, since: float) -> list[StoredSnapshot]:
+        """Every stored snapshot taken at or after ``since``, newest first."""
+        return await self.store.list(self.registry.resolve(service).name, 0, since=since)
+
+    async def raw_profiles(self, service: str, snapshot_id: str, kind: str = "heap"
+                           ) -> list[tuple[int, bytes]]:
+        """(instance index, raw bytes) of every stored ``kind`` profile of a snapshot."""
+        return await self.store.raw_profiles(self.registry.resolve(service).name, snapshot_id,
+                                             kind)
 
     async def history(self, service: str, limit: int = 20) -> list[StoredSnapshot]:
         """Stored snapshots, newest first (with summaries)."""
         name = self.registry.resolve(service).name
         return await self.store.list(name, limit, with_summary=True)
 
-    async def summaries(self, service: str, since: float | str | None = None
-                        ) -> list[SnapshotSummary]:
-        """Stored summaries oldest first; ``since`` is unix seconds or a since-reference."""
+    async def summaries(self, service: str, since: float | str | None = None, *,
+                        limit: int = 0) -> list[SnapshotSummary]:
+        """Stored summaries oldest first (the newest ``limit`` when set); ``since`` is unix
+        seconds or a since-reference."""
         name = self.registry.resolve(service).name
         if isinstance(since, str):
             since = (await self.resolve_since(name, since, None)).taken_at
-        return await self.store.summaries(name, since=since)
+        return await self.store.summaries(name, since=since, limit=limit)
 
     async def deploys(self, service: str, since: float | None = None) -> list[DeployMarker]:
         return await self.store.deploys(self.registry.resolve(service).name, since=since)
@@ -502,6 +540,36 @@ class Runtime:
         return await self.store.add_deploy(self.registry.resolve(service).name, version, by,
                                            at)
 
+    async def start_sampling(self, plan: Sampling) -> Sampling:
+        """Reserve and schedule ``/heap leaks --sample`` captures (bot/sampling.py caps)."""
+        async with self.store._errors("reserve a sampling"):
+            return await sampling.start(self.redis, plan)
+
+    # -- watches (stored beside the snapshots; the alert wing schedules them) ----------
+
+    async def watch(self, service: str) -> Watch | None:
+        """The watch on ``service``, or None."""
+        async with self.store._errors("read a watch"):
+            return await WatchStore(self.store.redis).get(service)
+
+    async def watches(self) -> list[Watch]:
+        """Every watch, by service name."""
+        async with self.store._errors("read the watches"):
+            return await WatchStore(self.store.redis).all()
+
+    async def put_watch(self, watch: Watch) -> Watch | None:
+        """Store ``watch`` (replacing the service's earlier one, which is returned)."""
+        async with self.store._errors("store a watch"):
+            watches = WatchStore(self.store.redis)
+            previous = await watches.get(watch.service)
+            await watches.put(watch)
+        return previous
+
+    async def remove_watch(self, service: str) -> bool:
+        """Drop the watch on ``service``; False when there was none."""
+        async with self.store._errors("remove a watch"):
+            return await WatchStore(self.store.redis).remove(service)
+
     async def resolve_since(self, service: str, ref: str | None,
                             before: StoredSnapshot | float | None = None) -> StoredSnapshot:
         """The stored snapshot that ``ref`` names, relative to ``before`` (default: now).
@@ -542,7 +610,7 @@ class Runtime:
                     f"`{name}` has no capture since its deploy {marker.version} other than "
                     "this one.", hint="Capture again later to see the change since the deploy.")
             return found
-        seconds = parse_duration(low)
+        seconds = duration_seconds(low)
         if seconds is not None:
             found = await self.store.before(name, when - seconds, exclude=exclude)
             if found is None:
@@ -594,5 +662,4 @@ __all__ = [
     "StoreUnavailableError",
     "check_since_ref",
     "merge_goroutine_reports",
-    "parse_duration",
 ]

@@ -17,8 +17,33 @@ import platformdirs
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+DEMO_DIR = ".heapbot-demo"  # what `make demo` leaves running: registry, data, service logs
+DEFAULT_CONFIG = Path("heapbot.yaml")
 
-def _default_data_dir() -> Path:
+
+def demo_dir() -> Path | None:
+    """The demo `make demo` left in the current directory, if any (absolute path).
+
+    So that the README's next commands (`heapbot ask "/heap top demo"`,
+    `heapbot console`) find the demo's registry and data without any variable.
+    """
+    folder = Path.cwd() / DEMO_DIR
+    return folder if (folder / "heapbot.yaml").is_file() else None
+
+
+def _default_config_path() -> Path:
+    """``./heapbot.yaml``; without one, the registry `make demo` left here."""
+    if DEFAULT_CONFIG.exists():
+        return DEFAULT_CONFIG
+    demo = demo_dir()
+    return demo / "heapbot.yaml" if demo else DEFAULT_CONFIG
+
+
+def _default_data_dir(data: dict[str, Any]) -> Path:
+    """The demo's own data dir when its registry is the one in use, else the platform's."""
+    demo = demo_dir()
+    if demo is not None and data.get("config_path") == demo / "heapbot.yaml":
+        return demo / "data"
     return Path(platformdirs.user_data_dir("heapbot", appauthor=False))
 
 
@@ -26,7 +51,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
 
     # Registry and storage
-    config_path: Path = Field(Path("heapbot.yaml"), validation_alias="HEAPBOT_CONFIG")
+    config_path: Path = Field(default_factory=_default_config_path,
+                              validation_alias="HEAPBOT_CONFIG")
     data_dir: Path = Field(default_factory=_default_data_dir, validation_alias="HEAPBOT_DATA_DIR")
     redis_url: str | None = Field(None, validation_alias="REDIS_URL")
 

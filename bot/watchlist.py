@@ -24,9 +24,6 @@ WATCHES_KEY = "heapbot:watches"
 STATE_PREFIX = "heapbot:watch:state:"
 OK_STREAK_PREFIX = "heapbot:watch:ok-streak:"
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-_CHANNEL_REF = re.compile(r"^<#([A-Z0-9]+)(?:\|[^>]*)?>$")
 
 
 @dataclass(slots=True)
@@ -49,34 +46,9 @@ class Watch:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
 
-def parse_duration(text: str) -> float:
-    """Seconds in "15m", "1h30m", "90s"; UsageError for anything else."""
-    cleaned = text.strip().lower()
-    pos, total = 0, 0.0
-    for match in _DURATION.finditer(cleaned):
-        if match.start() != pos:
-            break
-        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-        pos = match.end()
-    if pos != len(cleaned) or not cleaned or total <= 0:
-        raise UsageError(f"`{text[:40]}` is not a duration.",
-                         hint="Write it like 15m, 1h or 90s.")
-    return total
-
-
-def format_duration(seconds: float) -> str:
-    seconds = round(seconds)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
-
-
 def parse_channel(text: str) -> str:
-    """A channel id from Slack's ``<#C123|name>`` escape, or a ``#name`` as typed."""
-    match = _CHANNEL_REF.match(text.strip())
-    if match:
-        return match.group(1)
+    """A channel as typed: a ``#name``, or a channel id (Slack's ``<#C123|name>`` reaches
+    handlers as ``C123``, bot/slack/text.py)."""
     name = text.strip()
     if not re.fullmatch(r"#?[A-Za-z0-9][A-Za-z0-9._-]{0,79}", name):
         raise UsageError(f"`{name[:40]}` is not a channel.", hint="Write it like #payments-oncall.")

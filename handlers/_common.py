@@ -10,12 +10,17 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.analysis.graph import compile_regex
 from bot.errors import UsageError
 from bot.reply import Action, Column, Reply, Table
+from bot.units import format_clock, format_duration
+
+if TYPE_CHECKING:
+    from bot.analysis.top import TopReport
+    from bot.runtime import Captured
+    from bot.store import StoredSnapshot
 
 HEAP_SAMPLE_TYPES = ("inuse_space", "inuse_objects", "alloc_space", "alloc_objects")
 DEFAULT_ROWS = 10
@@ -123,32 +128,6 @@ def check_sample_type(text: str | None, usage: str) -> str | None:
     return name
 
 
-def format_time(ts: float | None, *, now: float | None = None) -> str:
-    """"14:02 UTC" today, "Nov 20 14:02 UTC" on another day."""
-    if not ts:
-        return "unknown time"
-    when = datetime.fromtimestamp(ts, tz=UTC)
-    today = datetime.fromtimestamp(now, tz=UTC) if now else datetime.now(tz=UTC)
-    if when.date() == today.date():
-        return when.strftime("%H:%M:%S UTC")
-    return when.strftime("%b %d %H:%M UTC")
-
-
-def format_age(seconds: float) -> str:
-    """"45s", "12m", "3h 5m", "2d 4h"."""
-    seconds = max(0, int(seconds))
-    if seconds < 90:
-        return f"{seconds}s"
-    minutes = seconds // 60
-    if minutes < 90:
-        return f"{minutes}m"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours}h {minutes}m" if minutes else f"{hours}h"
-    days, hours = divmod(hours, 24)
-    return f"{days}d {hours}h" if hours else f"{days}d"
-
-
 def short_path(path: str | None) -> str:
     """"…/go/src/net/fd_posix.go:68" → "net/fd_posix.go:68": package directory and file."""
     if not path:
@@ -161,26 +140,16 @@ def short_build_id(build_id: str | None) -> str:
     return (build_id or "")[:12]
 
 
-def signed(value: int, unit: str) -> str:
-    """A change with its sign, pprof units: "+18.20MB", "-512kB", "0"."""
-    from bot.analysis.units import format_value
-
-    if value == 0:
-        return "0"
-    text = format_value(abs(value), unit)
-    return ("+" if value > 0 else "-") + text
-
-
 TOP_COLUMNS = ("flat", "flat%", "sum%", "cum", "cum%")
 
 
-def top_table(report: Any, *, caption: str = "", with_status: bool = False) -> Table:
+def top_table(report: TopReport, *, caption: str = "", with_status: bool = False) -> Table:
     """pprof's top table (function, flat, flat%, sum%, cum, cum%) from a TopReport.
 
     Cells are formatted exactly as ``go tool pprof -top`` prints them: one unit
     for the whole table, percentages of the report total, sum% the running flat.
     """
-    from bot.analysis.units import percentage
+    from bot.units import percentage
 
     total = report.percent_total
     columns = [Column("function", "left"), *(Column(name) for name in TOP_COLUMNS)]
@@ -225,109 +194,24 @@ def plural(count: int, word: str) -> str:
     return f"{count:,} {word}{'' if count == 1 else 's'}"
 
 
-# ------------------------------------------------------------------ the Runtime, in one place
-
-@dataclass(slots=True)
-class Capture:
-    """What a handler needs from a fresh capture or a stored snapshot."""
-
-    service: str
-    snapshot: Any  # bot.store.StoredSnapshot
-    profile: Any | None = None  # merged heap Profile
-    goroutines: Any | None = None  # bot.analysis.goroutines.GoroutineReport
-    memstats: dict[str, int] = field(default_factory=dict)
-    reused: bool = False
-    age_seconds: float = 0.0
-    stored: bool = True  # False when Redis was down: usable now, not kept
-    store_error: str | None = None
-    deploys_detected: list[Any] = field(default_factory=list)
-
-    @property
-    def snapshot_id(self) -> str:
-        return str(getattr(self.snapshot, "id", "") or "")
-
-    @property
-    def taken_at(self) -> float:
-        return float(getattr(self.snapshot, "taken_at", 0.0) or 0.0)
-
-
-def _first(obj: Any, *names: str) -> Any:
-    for name in names:
-        value = getattr(obj, name, None)
-        if value is not None:
-            return value
-    return None
-
-
-def _memstats_dict(value: Any) -> dict[str, int]:
-    if value is None:
-        return {}
-    if isinstance(value, Mapping):
-        return {k: int(v) for k, v in value.items() if isinstance(v, int)}
-    fields_ = getattr(value, "fields", None)
-    return dict(fields_) if isinstance(fields_, Mapping) else {}
-
-
-async def capture_now(runtime: Any, service: str, requested_by: str = "", *,
-                      trigger: str = "user", force: bool = False) -> Capture:
-    """Capture every instance (or reuse one inside the cooldown) via the Runtime."""
-    captured = await runtime.capture(service, trigger=trigger, requested_by=requested_by,
-                                     force=force)
-    snapshot = _first(captured, "snapshot", "stored")
-    memstats = _memstats_dict(_first(captured, "memstats")) or _memstats_dict(
-        getattr(snapshot, "memstats", None))
-    return Capture(
-        service=service,
-        snapshot=snapshot,
-        profile=_first(captured, "profile", "heap", "heap_profile"),
-        goroutines=_first(captured, "goroutines", "goroutine_report", "goroutine"),
-        memstats=memstats,
-        reused=bool(getattr(captured, "reused", False)),
-        age_seconds=float(getattr(captured, "age_seconds", 0.0) or 0.0),
-        stored=bool(getattr(captured, "stored", True)),
-        store_error=getattr(captured, "store_error", None),
-        deploys_detected=list(getattr(captured, "deploys_detected", None) or []),
-    )
-
-
-async def stored(runtime: Any, service: str, ref: str, *, before: Any = None) -> Any:
-    """A stored snapshot by reference: previous | deploy | 1h | 30m | SNAPSHOT_ID."""
-    return await runtime.resolve_since(service, ref, before)
-
-
-async def previous_snapshot(runtime: Any, service: str, snapshot: Any) -> Any | None:
-    """The capture stored before ``snapshot``, or None when it is the first."""
-    from bot.errors import NotFoundError, StoreError
-
-    try:
-        return await runtime.resolve_since(service, "previous", snapshot)
-    except (NotFoundError, StoreError):
-        return None
-    except UsageError:
-        return None
-
-
-def instances_text(snapshot: Any) -> str:
+def instances_text(snapshot: StoredSnapshot) -> str:
     """"3/3 instances" (answered / asked)."""
-    instances = list(getattr(snapshot, "instances", []) or [])
-    if not instances:
+    if not snapshot.instances:
         return ""
-    answered = sum(1 for i in instances if getattr(i, "ok", False))
-    return f"{answered}/{len(instances)} instances"
+    return f"{snapshot.answered}/{len(snapshot.instances)} instances"
 
 
-def failed_instances_text(snapshot: Any) -> str:
+def failed_instances_text(snapshot: StoredSnapshot) -> str:
     """One line naming the instances that did not answer and why."""
-    failed = [i for i in (getattr(snapshot, "instances", []) or []) if not getattr(i, "ok", True)]
+    failed = [i for i in snapshot.instances if not i.ok]
     if not failed:
         return ""
-    parts = [f"{getattr(i, 'target', '?')}: {getattr(i, 'error', None) or 'failed'}"
-             for i in failed[:5]]
+    parts = [f"{i.target}: {i.error or 'failed'}" for i in failed[:5]]
     more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
     return f"{plural(len(failed), 'instance')} did not answer: " + "; ".join(parts) + more + "."
 
 
-def no_profile_reply(service: str, snapshot: Any,
+def no_profile_reply(service: str, snapshot: StoredSnapshot,
                      what: str = "a usable heap profile") -> Reply:
     """The failure when a capture holds nothing of the kind a command needs."""
     return Reply.failure(
@@ -336,19 +220,19 @@ def no_profile_reply(service: str, snapshot: Any,
         service=service)
 
 
-def context_lines(capture: Capture, *extra: str) -> list[str]:
+def context_lines(capture: Captured, *extra: str) -> list[str]:
     """service · 3/3 instances · captured 14:02:11 UTC · build 4f3a2b1c9d0e · extra…"""
     snapshot = capture.snapshot
     parts = [capture.service]
     if (answered := instances_text(snapshot)):
         parts.append(answered)
-    parts.append(f"captured {format_time(capture.taken_at)}")
-    if (build := short_build_id(getattr(snapshot, "build_id", ""))):
+    parts.append(f"captured {format_clock(capture.taken_at)}")
+    if (build := short_build_id(snapshot.build_id)):
         parts.append(f"build {build}")
     parts.extend(e for e in extra if e)
     lines = [" · ".join(parts)]
     if capture.reused:
-        lines.append(f"reused the capture from {format_age(capture.age_seconds)} ago "
+        lines.append(f"reused the capture from {format_duration(capture.age_seconds)} ago "
                      f"(cooldown); `/heap capture {capture.service} --force` takes a new one")
     if not capture.stored:
         lines.append("not stored: " + (capture.store_error or "the snapshot store is unavailable")
@@ -356,6 +240,6 @@ def context_lines(capture: Capture, *extra: str) -> list[str]:
     elif capture.snapshot_id:
         lines.append(f"snapshot {capture.snapshot_id}")
     for marker in capture.deploys_detected:
-        lines.append(f"new build noticed: deploy {getattr(marker, 'version', '') or '?'} "
+        lines.append(f"new build noticed: deploy {marker.version or '?'} "
                      "recorded")
     return lines

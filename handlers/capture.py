@@ -7,32 +7,27 @@ read what this stored.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from bot.reply import Column, Reply, Table
+from bot.units import format_bytes, format_clock, format_duration
 from handlers._common import (
     Args,
     failed_instances_text,
-    format_age,
-    format_time,
     parse_args,
     short_build_id,
     standard_actions,
 )
 
+if TYPE_CHECKING:
+    from bot.runtime import Runtime
+    from bot.store import StoredSnapshot
+    from handlers.invocation import Invocation
+
 USAGE = "/heap capture SERVICE [--force]"
 
 
-def format_bytes(value: int | None) -> str:
-    """pprof-style bytes ("41.20MB"); "-" when unknown."""
-    if value is None:
-        return "-"
-    from bot.analysis.units import format_value
-
-    return format_value(value, "bytes")
-
-
-def instance_table(snapshot: Any) -> Table:
+def instance_table(snapshot: StoredSnapshot) -> Table:
     """One row per instance: status, HeapInuse, goroutines, time taken, and why it failed."""
     rows = []
     for inst in snapshot.instances:
@@ -57,12 +52,11 @@ def check(argv: list[str]) -> Args:
                       max_positionals=1)
 
 
-async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
+async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     """Capture (or reuse one inside the cooldown unless --force) and show the outcome."""
     args = check(argv)
     service = args.positionals[0]
-    captured = await runtime.capture(service, trigger="user",
-                                     requested_by=getattr(inv, "user_id", ""),
+    captured = await runtime.capture(service, trigger="user", requested_by=inv.user_id,
                                      force=bool(args.get("force")))
     snapshot = captured.snapshot
     answered = sum(1 for i in snapshot.instances if i.ok)
@@ -73,11 +67,11 @@ async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
              f"{goroutines:,} goroutines" if goroutines is not None else "",
              f"build {short_build_id(snapshot.build_id)}" if snapshot.build_id else ""]
     context = [" · ".join([service, f"{answered}/{total} instances",
-                           f"captured {format_time(snapshot.taken_at)}",
+                           f"captured {format_clock(snapshot.taken_at)}",
                            f"snapshot {snapshot.id}"])]
     sections = []
     if captured.reused:
-        title = f"Reused the capture of {service} from {format_age(captured.age_seconds)} ago"
+        title = f"Reused the capture of {service} from {format_duration(captured.age_seconds)} ago"
         sections.append("Inside the service's cooldown heapbot reuses the latest capture; "
                         f"`/heap capture {service} --force` takes a new one now.")
     elif captured.shared:

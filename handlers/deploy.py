@@ -6,10 +6,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from bot.reply import Action, Reply
-from handlers._common import Args, format_time, parse_args
+from bot.units import format_clock
+from handlers._common import Args, parse_args
+
+if TYPE_CHECKING:
+    from bot.runtime import Runtime
+    from handlers.invocation import Invocation
 
 USAGE = "/heap deploy SERVICE VERSION"
 
@@ -19,15 +24,15 @@ def check(argv: list[str]) -> Args:
     return parse_args(argv, USAGE, min_positionals=2, max_positionals=2)
 
 
-async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
+async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     """Store the marker now and say what it enables."""
     args = check(argv)
     service, version = args.positionals
-    marker = await runtime.add_deploy(service, version, by=getattr(inv, "user_id", ""))
+    marker = await runtime.add_deploy(service, version, by=inv.user_id)
     by = f" by {marker.by}" if marker.by else ""
     return Reply(
         title=f"Recorded deploy {version} of {service}",
-        context=[f"{service} · {format_time(marker.taken_at)}{by}"],
+        context=[f"{service} · {format_clock(marker.taken_at)}{by}"],
         summary="`diff since deploy` and `leaks` now treat this as the start of the new build.",
         actions=[Action("Capture now", f"capture {service}", "primary"),
                  Action("History", f"history {service}")],

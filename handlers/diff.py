@@ -8,31 +8,33 @@ the base total, rows by absolute change, "new"/"gone" marked.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING
 
 from bot.errors import UsageError
 from bot.reply import Action, Reply
+from bot.units import format_clock, format_duration, signed
 from handlers._common import (
     Args,
-    capture_now,
     check_regex,
     check_sample_type,
     context_lines,
     failed_instances_text,
-    format_age,
-    format_time,
     no_profile_reply,
     parse_args,
     parse_count,
     short_build_id,
-    signed,
-    stored,
     top_table,
 )
 
-USAGE = "/heap diff SERVICE [since previous|deploy|1h|SNAPSHOT_ID]"
+if TYPE_CHECKING:
+    from bot.analysis.top import TopReport
+    from bot.runtime import Captured, Runtime
+    from bot.store import StoredSnapshot
+    from handlers.invocation import Invocation
 
-FLAGS = {"--cum": "cum", "--force": "force"}
+USAGE = "/heap diff SERVICE [since previous|deploy|1h|SNAPSHOT_ID] [--flame]"
+
+FLAGS = {"--cum": "cum", "--force": "force", "--flame": "flame"}
 VALUED = {"--type": "type", "-t": "type", "--focus": "focus", "--ignore": "ignore",
           "--hide": "hide", "-n": "n", "--nodes": "n", "--since": "since"}
 
@@ -70,7 +72,7 @@ def check(argv: list[str]) -> Args:
     return args
 
 
-async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
+async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     """Capture now, compare with the referenced capture, show the change table."""
     args = check(argv)
     service = args.positionals[0]
@@ -79,13 +81,14 @@ async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
 
     from bot.analysis.diff import diff
     from bot.analysis.top import TopOptions
-    from bot.analysis.units import format_value
+    from bot.units import format_value
 
-    capture = await capture_now(runtime, service, inv.user_id, force=bool(args.get("force")))
-    if capture.profile is None:
+    capture = await runtime.capture(service, requested_by=inv.user_id,
+                                    force=bool(args.get("force")))
+    if capture.heap is None:
         return no_profile_reply(service, capture.snapshot)
-    base = await stored(runtime, service, ref, before=capture.snapshot)
-    if getattr(base, "id", None) == capture.snapshot_id:
+    base = await runtime.resolve_since(service, ref, capture.snapshot)
+    if base.id == capture.snapshot_id:
         return Reply(
             title=f"{service}: nothing to compare yet",
             context=context_lines(capture),
@@ -97,25 +100,25 @@ async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
     base_profile = await runtime.load_profile(base)
     options = TopOptions(sample_type=sample_type, sort="cum" if args.get("cum") else "flat",
                          node_count=count, focus=focus, ignore=ignore, hide=hide)
-    report = await asyncio.to_thread(diff, base_profile, capture.profile, options)
+    report = await asyncio.to_thread(diff, base_profile, capture.heap, options)
 
-    base_time = format_time(getattr(base, "taken_at", 0.0))
-    span = format_age(capture.taken_at - float(getattr(base, "taken_at", capture.taken_at)))
+    base_time = format_clock(base.taken_at)
+    span = format_duration(capture.taken_at - base.taken_at)
     base_total = report.base_total if report.base_total is not None else 0
     new_total = base_total + sum_change(report, capture, base)
     caption = (f"Change in {report.sample_type} from {base_time} to "
-               f"{format_time(capture.taken_at)} ({span}); % of the base total "
+               f"{format_clock(capture.taken_at)} ({span}); % of the base total "
                f"{format_value(base_total, report.unit)}; "
                f"showing {len(report.rows)} of {report.node_total} changed nodes")
     summary = growth_takeaway(report, base_total, new_total, base_time)
-    base_build = short_build_id(getattr(base, "build_id", ""))
-    now_build = short_build_id(getattr(capture.snapshot, "build_id", ""))
+    base_build = short_build_id(base.build_id)
+    now_build = short_build_id(capture.snapshot.build_id)
     extra = await base_label(runtime, service, ref, base, base_time)
     sections = [s for s in [failed_instances_text(capture.snapshot)] if s]
     if base_build and now_build and base_build != now_build:
         sections.append(f"The binary changed between the captures (build {base_build} → "
                         f"{now_build}): part of the change can be the deploy itself.")
-    return Reply(
+    reply = Reply(
         title=f"{service}: {report.sample_type} change since {ref}",
         context=context_lines(capture, extra),
         summary=summary,
@@ -130,11 +133,24 @@ async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
         service=service,
         snapshot_id=capture.snapshot_id or None,
         data={**report.to_json(), "service": service, "since": ref,
-              "base_snapshot_id": getattr(base, "id", ""), "snapshot_id": capture.snapshot_id},
+              "base_snapshot_id": base.id, "snapshot_id": capture.snapshot_id},
     )
+    from handlers._flame import flame_attachments, flame_option_words
+
+    if args.get("flame"):
+        reply.attachments.extend(await flame_attachments(
+            capture.heap, options, service=service, snapshot_id=capture.snapshot_id,
+            captured_at=capture.taken_at, base=base_profile, base_id=base.id,
+            base_captured_at=base.taken_at))
+    else:  # the button pins the base, so "previous" still means this one later
+        words = flame_option_words(options)
+        reply.actions.append(Action("Flame graph", f"diff {service} since {base.id} --flame"
+                                    + (f" {words}" if words else "")))
+    return reply
 
 
-async def base_label(runtime: Any, service: str, ref: str, base: Any, base_time: str) -> str:
+async def base_label(runtime: Runtime, service: str, ref: str, base: StoredSnapshot,
+                     base_time: str) -> str:
     """"vs the capture of 14:02 UTC, first after deploy v1.2.3": which capture, and why."""
     if ref.lower() != "deploy":
         return f"vs {ref} ({base_time})"
@@ -145,7 +161,7 @@ async def base_label(runtime: Any, service: str, ref: str, base: Any, base_time:
     except HeapbotError:
         markers = []
     marker = next((m for m in reversed(markers)
-                   if m.taken_at <= float(getattr(base, "taken_at", 0.0))), None)
+                   if m.taken_at <= base.taken_at), None)
     latest = markers[-1] if markers else None
     if latest is not None and marker is not latest:  # no capture since the deploy but this one
         return (f"vs the capture of {base_time}, the last before deploy "
@@ -156,10 +172,10 @@ async def base_label(runtime: Any, service: str, ref: str, base: Any, base_time:
     return f"vs {ref} ({base_time})"
 
 
-def sum_change(report: Any, capture: Any, base: Any) -> int:
+def sum_change(report: TopReport, capture: Captured, base: StoredSnapshot) -> int:
     """Total change of the sample type: from the stored summaries when both have it."""
-    new_summary = getattr(capture.snapshot, "summary", None)
-    base_summary = getattr(base, "summary", None)
+    new_summary = capture.snapshot.summary
+    base_summary = base.summary
     name = report.sample_type
     if new_summary is not None and base_summary is not None:
         new_total = new_summary.heap.totals.get(name)
@@ -169,10 +185,10 @@ def sum_change(report: Any, capture: Any, base: Any) -> int:
     return sum(int(r.flat) for r in report.rows)
 
 
-def growth_takeaway(report: Any, base_total: int, new_total: int, base_time: str) -> str:
+def growth_takeaway(report: TopReport, base_total: int, new_total: int, base_time: str) -> str:
     """"main.leak +18.20MB since 14:02 (new); total 120MB, +25MB (+26%)"."""
     unit = report.unit
-    from bot.analysis.units import format_value
+    from bot.units import format_value
 
     change = new_total - base_total
     pct = f" ({change / base_total * 100:+.0f}%)" if base_total else ""
@@ -185,6 +201,6 @@ def growth_takeaway(report: Any, base_total: int, new_total: int, base_time: str
         shrunk = min(report.rows, key=lambda r: r.flat)
         return (f"Nothing grew; the biggest drop is {shrunk.function} "
                 f"{signed(shrunk.flat, unit)}. " + total_text)
-    status = getattr(grown, "status", "")
+    status = grown.status
     note = " (new since then)" if status == "new" else ""
     return f"Biggest growth: {grown.function} {signed(grown.flat, unit)}{note}. " + total_text

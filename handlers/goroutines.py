@@ -7,29 +7,31 @@ to its count so that growth stands out.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
-from bot.analysis.goroutines import creator_heading
+from bot.analysis.goroutines import GoroutineGroup, creator_heading
 from bot.reply import Action, Column, Reply, Table
+from bot.units import format_clock
 from handlers._common import (
     Args,
-    capture_now,
     context_lines,
     failed_instances_text,
-    format_time,
     no_profile_reply,
     parse_args,
     parse_count,
     plural,
-    previous_snapshot,
     short_path,
 )
+
+if TYPE_CHECKING:
+    from bot.runtime import Runtime
+    from handlers.invocation import Invocation
 
 USAGE = "/heap goroutines SERVICE [N]"
 VALUED = {"-n": "n", "--nodes": "n"}
 
 
-def waits_in(group: Any) -> str:
+def waits_in(group: GoroutineGroup) -> str:
     """Where a group waits; Go records some goroutines (just starting) with no stack at all."""
     return group.wait_function or ("(no stack recorded)" if not group.frames else "?")
 
@@ -43,23 +45,24 @@ def check(argv: list[str]) -> Args:
     return args
 
 
-async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
+async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     """Capture and show the goroutine groups, largest first."""
     args = check(argv)
     service, count = args.positionals[0], args.get("n")
-    capture = await capture_now(runtime, service, inv.user_id, force=bool(args.get("force")))
+    capture = await runtime.capture(service, requested_by=inv.user_id,
+                                    force=bool(args.get("force")))
     report = capture.goroutines
     snapshot = capture.snapshot
     if report is None:
         return no_profile_reply(service, snapshot, "a goroutine profile")
 
-    previous = await previous_snapshot(runtime, service, snapshot)
+    previous = await runtime.previous(service, snapshot)
     before: dict[str, int] = {}
     prev_total: int | None = None
-    if previous is not None and getattr(previous, "summary", None) is not None:
+    if previous is not None and previous.summary is not None:
         before = {g.signature: g.count for g in previous.summary.goroutine_groups}
         prev_total = previous.summary.goroutine_total
-    elif previous is not None and getattr(previous, "goroutine_total", None) is not None:
+    elif previous is not None and previous.goroutine_total is not None:
         prev_total = previous.goroutine_total
     has_before = previous is not None and bool(before)
 
@@ -80,7 +83,7 @@ async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
     caption = (f"Showing {len(rows)} of {plural(len(report.groups), 'group')} "
                f"({plural(report.total, 'goroutine')})")
 
-    when = format_time(getattr(previous, "taken_at", 0.0)) if previous is not None else ""
+    when = format_clock(previous.taken_at) if previous is not None else ""
     summary = f"{plural(report.total, 'goroutine')}"
     if prev_total is not None:
         delta = report.total - prev_total

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
+from bot.errors import UsageError
 from bot.reply import Column, Reply, Table
-from handlers import ALIASES, COMMANDS, Invocation, usage_of
+from bot.units import DURATION_HELP
 from handlers._common import parse_args
+from handlers.commands import COMMANDS, canonical, did_you_mean, usage_of
+
+if TYPE_CHECKING:
+    from bot.runtime import Runtime
+    from handlers.invocation import Invocation
 
 USAGE = "/heap help [COMMAND]"
+# commands that take a duration (since 1h, --sample 3x30s, every 15m): their help says how
+TAKES_DURATION = frozenset({"diff", "leaks", "watch"})
 
 DESCRIPTIONS: dict[str, str] = {
     "top": "Capture every instance now and show pprof's top table (same numbers as "
@@ -35,23 +43,20 @@ DESCRIPTIONS: dict[str, str] = {
 }
 
 
-async def handle(runtime: Any, argv: list[str], inv: Invocation) -> Reply:
+async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     """List every command, or explain one."""
     args = parse_args(argv, USAGE, max_positionals=1)
     if args.positionals:
-        word = args.positionals[0].lower().lstrip("/")
-        word = ALIASES.get(word, word)
+        word = canonical(args.positionals[0].lstrip("/"))
         if word not in COMMANDS:
-            from bot.errors import UsageError
-            from handlers import _did_you_mean_command
-
             raise UsageError(f"There is no command `{word[:40]}` to explain.",
-                             hint=_did_you_mean_command(word))
+                             hint=did_you_mean(word))
         usage = usage_of(word, load=True)
         return Reply(
             title=f"/heap {word}",
             summary=f"`{usage}`",
-            sections=[DESCRIPTIONS.get(word, "")],
+            sections=[DESCRIPTIONS.get(word, ""),
+                      *([DURATION_HELP] if word in TAKES_DURATION else [])],
             ephemeral=True,
             data={"command": word, "usage": usage},
         )
@@ -64,6 +69,7 @@ async def handle(runtime: Any, argv: list[str], inv: Invocation) -> Reply:
                 "`/heap help COMMAND` explains one command.",
         table=Table(columns=[Column("command", "left"), Column("what it does", "left")],
                     rows=rows),
+        sections=[DURATION_HELP],
         ephemeral=True,
         data={"commands": usages},
     )

@@ -6,17 +6,24 @@ start growing after the deploy?" is the first question of every leak hunt.
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from typing import TYPE_CHECKING
 
+from bot.render.chart import history_png
 from bot.reply import Attachment, Column, Reply, Table
-from handlers._common import Args, format_time, parse_args, parse_count, plural, short_build_id
-from handlers.capture import format_bytes
+from bot.units import format_bytes, format_clock, signed
+from handlers._common import Args, parse_args, parse_count, plural, short_build_id
+
+if TYPE_CHECKING:
+    from bot.runtime import Runtime
+    from bot.store import DeployMarker, StoredSnapshot
+    from handlers.invocation import Invocation
 
 USAGE = "/heap history SERVICE [N]"
 DEFAULT_LIMIT = 20
 
 
-def _heap_inuse(snapshot: Any) -> int | None:
+def _heap_inuse(snapshot: StoredSnapshot) -> int | None:
     """MemStats HeapInuse when captured, else the heap profile's inuse_space total."""
     value = snapshot.memstats.get("HeapInuse")
     if value is None and snapshot.summary is not None:
@@ -33,7 +40,7 @@ def check(argv: list[str]) -> Args:
     return args
 
 
-async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
+async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     """List stored captures newest first, with deploy markers in between."""
     args = check(argv)
     service, limit = args.positionals[0], args.get("limit")
@@ -52,7 +59,7 @@ async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
             rows.append(_deploy_row(pending.pop(0)))
         answered = sum(1 for i in snapshot.instances if i.ok)
         rows.append([
-            format_time(snapshot.taken_at), snapshot.trigger, format_bytes(_heap_inuse(snapshot)),
+            format_clock(snapshot.taken_at), snapshot.trigger, format_bytes(_heap_inuse(snapshot)),
             f"{snapshot.goroutine_total:,}" if snapshot.goroutine_total is not None else "-",
             f"{answered}/{len(snapshot.instances)}", short_build_id(snapshot.build_id) or "-",
             snapshot.id,
@@ -69,23 +76,17 @@ async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
     summary = ""
     heap_first, heap_last = _heap_inuse(first), _heap_inuse(last)
     if len(snapshots) > 1 and heap_first is not None and heap_last is not None:
-        delta = heap_last - heap_first
-        sign = "+" if delta >= 0 else "-"
         summary = (f"heap in use {format_bytes(heap_first)} → {format_bytes(heap_last)} "
-                   f"({sign}{format_bytes(abs(delta))}) over {len(snapshots)} captures")
+                   f"({signed(heap_last - heap_first)}) over {len(snapshots)} captures")
     attachments = []
     summaries = [s.summary for s in reversed(snapshots) if s.summary is not None]
     if len(summaries) >= 2:
-        import asyncio
-
-        from bot.render.chart import history_png
-
         png = await asyncio.to_thread(history_png, summaries, deploys)
         attachments.append(Attachment(filename=f"{service}-history.png", content=png,
                                       title=f"{service}: heap and goroutines", kind="chart"))
     return Reply(
         title=f"History of {service}",
-        context=[f"{service} · {len(snapshots)} captures since {format_time(oldest)}"
+        context=[f"{service} · {len(snapshots)} captures since {format_clock(oldest)}"
                  + (f" · {plural(len(deploys), 'deploy')}" if deploys else "")],
         summary=summary,
         table=table,
@@ -98,14 +99,14 @@ async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
     )
 
 
-def _deploy_row(marker: Any) -> list[str]:
+def _deploy_row(marker: DeployMarker) -> list[str]:
     who = f" by {marker.by}" if marker.by and marker.source != "build-id" else ""
     what = ("new build detected" if marker.source == "build-id"
             else f"deploy {marker.version}{who}")
-    return [format_time(marker.taken_at), "deploy", "", "", "",
+    return [format_clock(marker.taken_at), "deploy", "", "", "",
             short_build_id(marker.build_id) or "", f"— {what}"]
 
 
-def _deploy_json(marker: Any) -> dict[str, Any]:
+def _deploy_json(marker: DeployMarker) -> dict[str, object]:
     return {"at": marker.taken_at, "version": marker.version, "by": marker.by,
             "source": marker.source, "build_id": marker.build_id}

@@ -11,12 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import Any
+from typing import TYPE_CHECKING
 
-from bot.analysis.leaks import LEAK_LIKELY, NOT_ENOUGH_DATA, LeakReport, format_rate
+from bot.analysis.leaks import LEAK_LIKELY, NOT_ENOUGH_DATA, LeakReport
 from bot.errors import UsageError
 from bot.reply import Action, Column, Reply, Table
+from bot.units import duration_seconds, format_rate
 from handlers._common import Args, parse_args, plural
+from handlers._sampling import INLINE_SOURCES, schedule
+
+if TYPE_CHECKING:
+    from bot.runtime import Runtime
+    from handlers.invocation import Invocation
 
 USAGE = "/heap leaks SERVICE [--sample 3x30s]"
 MAX_SAMPLES = 10
@@ -33,10 +39,8 @@ _TITLE = {
 
 def parse_sample(text: str) -> tuple[int, float]:
     """``3x30s`` → (3, 30.0); bounded so one command cannot capture for an hour."""
-    from bot.runtime import parse_duration
-
     match = re.fullmatch(r"(\d+)\s*[x×*]\s*(\S+)", text.strip().lower())
-    seconds = parse_duration(match.group(2)) if match else None
+    seconds = duration_seconds(match.group(2)) if match else None
     if not match or seconds is None:
         raise UsageError(f"`--sample {text[:40]}` is not N×DURATION.",
                          hint=f"For example `--sample 3x30s`. Usage: `{USAGE}`")
@@ -58,28 +62,28 @@ def check(argv: list[str]) -> Args:
     return args
 
 
-async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
+async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     """Judge the stored history (after sampling, if asked) and answer with the suspects."""
     args = check(argv)
     name = runtime.registry.resolve(args.positionals[0]).name
     sample_plan = args.get("sample_plan")
     taken = 0
+    if sample_plan and inv.source not in INLINE_SOURCES:
+        return await schedule(runtime, name, *sample_plan, inv)  # jobs, not a held slot
     if sample_plan:
         count, interval = sample_plan
         for i in range(count):
             if i:
                 await asyncio.sleep(interval)
-            await runtime.capture(name, trigger="user", requested_by=getattr(inv, "user_id", ""),
-                                  force=True)
+            await runtime.capture(name, trigger="user", requested_by=inv.user_id, force=True)
             taken += 1
     report = await leak_report(runtime, name)
     return build_reply(name, report, sampled=taken)
 
 
-async def leak_report(runtime: Any, service: str) -> LeakReport:
+async def leak_report(runtime: Runtime, service: str) -> LeakReport:
     """The leak verdict over a service's stored captures: :meth:`Runtime.leak_report`."""
-    report: LeakReport = await runtime.leak_report(service)
-    return report
+    return await runtime.leak_report(service)
 
 
 def build_reply(service: str, report: LeakReport, *, sampled: int = 0) -> Reply:

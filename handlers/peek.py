@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import shlex
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
 
+from bot.analysis.top import TopOptions
 from bot.errors import CaptureError
 from bot.reply import Action, Column, Reply, Table
 from handlers._common import (
-    Capture,
-    capture_now,
     check_regex,
     check_sample_type,
     context_lines,
@@ -26,6 +26,14 @@ from handlers._common import (
     usage_error,
 )
 
+if TYPE_CHECKING:
+    from bot.analysis.peek import PeekEdge
+    from bot.pprof import Profile
+    from bot.runtime import Captured, Runtime
+    from handlers.invocation import Invocation
+
+R = TypeVar("R")
+
 USAGE = "/heap peek SERVICE FUNC_RE"
 VALUED = {"--type": "type", "-t": "type", "--focus": "focus", "--ignore": "ignore",
           "--hide": "hide", "-n": "n", "--nodes": "n"}
@@ -33,7 +41,17 @@ MAX_FUNCTIONS = 6
 MAX_EDGES = 8
 
 
-def parse_regex_command(argv: list[str], usage: str) -> tuple[str, str, dict[str, Any]]:
+@dataclass(frozen=True, slots=True)
+class RegexCommand:
+    """``SERVICE FUNC_RE [options]`` of peek and list, checked."""
+
+    service: str
+    regex: str
+    options: TopOptions
+    force: bool = False
+
+
+def parse_regex_command(argv: list[str], usage: str) -> RegexCommand:
     """SERVICE FUNC_RE and the report options shared by peek and list."""
     args = parse_args(argv, usage, flags={"--force": "force"}, valued=VALUED,
                       min_positionals=1, max_positionals=2)
@@ -41,38 +59,38 @@ def parse_regex_command(argv: list[str], usage: str) -> tuple[str, str, dict[str
         raise usage_error("Which functions? Give a FUNC_RE, e.g. `main\\.handle`.", usage)
     service, regex = args.positionals
     check_regex(regex, usage, "function regex")
-    options = {"sample_type": check_sample_type(args.get("type"), usage),
-               "focus": check_regex(args.get("focus"), usage),
-               "ignore": check_regex(args.get("ignore"), usage),
-               "hide": check_regex(args.get("hide"), usage),
-               "force": bool(args.get("force"))}
-    return service, regex, options
+    options = TopOptions(sample_type=check_sample_type(args.get("type"), usage),
+                         focus=check_regex(args.get("focus"), usage),
+                         ignore=check_regex(args.get("ignore"), usage),
+                         hide=check_regex(args.get("hide"), usage))
+    return RegexCommand(service, regex, options, force=bool(args.get("force")))
 
 
-def check(argv: list[str]) -> tuple[str, str, dict[str, Any]]:
+def check(argv: list[str]) -> RegexCommand:
     """Validate the arguments, syntax only (no I/O): the instant ack uses what handle() uses."""
     return parse_regex_command(argv, USAGE)
 
 
-async def capture_and_analyse(runtime: Any, argv: list[str], inv: Any, usage: str,
-                              analyse: Callable[..., Any]) -> tuple[str, str, Capture, Any]:
+async def capture_and_analyse(runtime: Runtime, argv: list[str], inv: Invocation, usage: str,
+                              analyse: Callable[[Profile, str, TopOptions], R]
+                              ) -> tuple[str, str, Captured, R]:
     """Parse SERVICE FUNC_RE, capture, run ``analyse(profile, regex, options)`` off the loop.
 
     Raises CaptureError (a HeapbotError) when no instance returned a heap profile.
     """
-    from bot.analysis.top import TopOptions
-
-    service, regex, opts = parse_regex_command(argv, usage)
-    capture = await capture_now(runtime, service, inv.user_id, force=opts.pop("force"))
-    if capture.profile is None:
+    command = parse_regex_command(argv, usage)
+    service, regex = command.service, command.regex
+    capture = await runtime.capture(service, requested_by=inv.user_id, force=command.force)
+    if capture.heap is None:
         raise CaptureError(no_profile_reply(service, capture.snapshot).sections[0])
-    report = await asyncio.to_thread(analyse, capture.profile, regex, TopOptions(**opts))
+    report = await asyncio.to_thread(analyse, capture.heap, regex, command.options)
     return service, regex, capture, report
 
 
-def _edge_rows(kind: str, edges: list[Any], cum: int, fmt: Callable[[int], str]) -> list[list[str]]:
+def _edge_rows(kind: str, edges: list[PeekEdge], cum: int,
+               fmt: Callable[[int], str]) -> list[list[str]]:
     """Rows of one side of a peek entry (callers or callees), the long tail counted."""
-    from bot.analysis.units import percentage
+    from bot.units import percentage
 
     rows = [[kind, edge.function + (" (inline)" if edge.inline else ""), "", "",
              fmt(edge.value), percentage(edge.value, cum).strip()] for edge in edges[:MAX_EDGES]]
@@ -81,10 +99,10 @@ def _edge_rows(kind: str, edges: list[Any], cum: int, fmt: Callable[[int], str])
     return rows
 
 
-async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
+async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     """Capture and show callers and callees of the functions matching FUNC_RE."""
     from bot.analysis.peek import peek
-    from bot.analysis.units import output_unit, percentage, scaled_label
+    from bot.units import output_unit, percentage, scaled_label
 
     service, regex, capture, report = await capture_and_analyse(runtime, argv, inv, USAGE, peek)
     entries = report.entries[:MAX_FUNCTIONS]

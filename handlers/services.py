@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 from bot.errors import StoreError
 from bot.reply import Column, Reply, Table
-from handlers import may_use
-from handlers._common import Args, format_age, parse_args
+from bot.units import format_duration
+from handlers._common import Args, parse_args
+from handlers.access import may_use
+
+if TYPE_CHECKING:
+    from bot.runtime import Runtime
+    from handlers.invocation import Invocation
 
 USAGE = "/heap services"
 
@@ -36,7 +41,7 @@ def check(argv: list[str]) -> Args:
     return parse_args(argv, USAGE, max_positionals=0)
 
 
-async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
+async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     """One row per service; the last capture comes from the store when it is reachable."""
     check(argv)
     registry = runtime.registry
@@ -56,10 +61,10 @@ async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
         last = None
         if not store_problem:
             try:
-                last = await runtime.store.latest(service.name)
+                last = await runtime.latest(service.name)
             except StoreError as exc:
                 store_problem = exc.user_message()
-        last_text = "never" if last is None else f"{format_age(now - last.taken_at)} ago"
+        last_text = "never" if last is None else f"{format_duration(now - last.taken_at)} ago"
         if store_problem:
             last_text = "unknown"
         rows.append([service.name, ", ".join(service.aliases) or "-",

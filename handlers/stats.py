@@ -7,19 +7,21 @@ holds, which looks like growth in RSS but is not a leak), Sys, NextGC, NumGC.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from bot.reply import Action, Column, Reply, Table
+from bot.units import format_bytes, format_clock, signed
 from handlers._common import (
     Args,
-    capture_now,
     context_lines,
     failed_instances_text,
-    format_time,
     no_profile_reply,
     parse_args,
-    previous_snapshot,
 )
+
+if TYPE_CHECKING:
+    from bot.runtime import Runtime
+    from handlers.invocation import Invocation
 
 USAGE = "/heap stats SERVICE"
 
@@ -31,24 +33,19 @@ BYTE_FIELDS = frozenset({"HeapAlloc", "HeapInuse", "HeapIdle", "HeapReleased", "
 
 def show(name: str, value: int | None) -> str:
     """Bytes in pprof units, counts with thousands separators."""
-    from bot.analysis.units import format_value
-
-    if value is None:
-        return "-"
-    return format_value(value, "bytes") if name in BYTE_FIELDS else f"{value:,}"
+    if name in BYTE_FIELDS or value is None:
+        return format_bytes(value)
+    return f"{value:,}"
 
 
 def change(name: str, now: int | None, before: int | None) -> str:
     """The signed change, in the field's own unit."""
-    from bot.analysis.units import format_value
-
     if now is None or before is None:
         return ""
     delta = now - before
-    if delta == 0:
-        return "0"
-    sign = "+" if delta > 0 else "-"
-    return sign + (format_value(abs(delta), "bytes") if name in BYTE_FIELDS else f"{abs(delta):,}")
+    if name in BYTE_FIELDS or delta == 0:
+        return signed(delta)
+    return f"{delta:+,}"
 
 
 def check(argv: list[str]) -> Args:
@@ -57,34 +54,34 @@ def check(argv: list[str]) -> Args:
                       max_positionals=1)
 
 
-async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
+async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     """Capture and show MemStats with the change since the previous capture."""
     args = check(argv)
     service = args.positionals[0]
-    capture = await capture_now(runtime, service, inv.user_id, force=bool(args.get("force")))
+    capture = await runtime.capture(service, requested_by=inv.user_id,
+                                    force=bool(args.get("force")))
     snapshot = capture.snapshot
     now: dict[str, int] = dict(capture.memstats)
-    goroutines = getattr(capture.goroutines, "total", None)
-    if goroutines is None:
-        goroutines = getattr(snapshot, "goroutine_total", None)
+    goroutines = (capture.goroutines.total if capture.goroutines is not None
+                  else snapshot.goroutine_total)
     if goroutines is not None:
         now["goroutines"] = int(goroutines)
     if not capture.memstats:
         return no_profile_reply(service, snapshot, "runtime.MemStats (heap?debug=1)")
 
-    previous = await previous_snapshot(runtime, service, snapshot)
+    previous = await runtime.previous(service, snapshot)
     before: dict[str, int] = {}
     if previous is not None:
-        before = dict(getattr(previous, "memstats", None) or {})
-        prev_summary = getattr(previous, "summary", None)
+        before = dict(previous.memstats)
+        prev_summary = previous.summary
         if not before and prev_summary is not None:
             before = dict(prev_summary.memstats)
-        prev_goroutines = getattr(previous, "goroutine_total", None)
+        prev_goroutines = previous.goroutine_total
         if prev_goroutines is None and prev_summary is not None:
             prev_goroutines = prev_summary.goroutine_total
         if prev_goroutines is not None:
             before["goroutines"] = int(prev_goroutines)
-    when = format_time(getattr(previous, "taken_at", 0.0)) if previous is not None else ""
+    when = format_clock(previous.taken_at) if previous is not None else ""
 
     columns = [Column("field", "left"), Column("now")]
     if before:
@@ -112,7 +109,7 @@ async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
         snapshot_id=capture.snapshot_id or None,
         data={"service": service, "snapshot_id": capture.snapshot_id, "memstats": now,
               "previous": before or None,
-              "previous_snapshot_id": getattr(previous, "id", None)},
+              "previous_snapshot_id": previous.id if previous is not None else None},
     )
 
 

@@ -9,37 +9,38 @@ that changed since the previous stored capture.
 from __future__ import annotations
 
 import asyncio
-import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 from bot.errors import UsageError
-from bot.reply import Attachment, Reply
+from bot.reply import Action, Attachment, Reply
+from bot.units import format_clock, signed
 from handlers._common import (
     Args,
-    Capture,
-    capture_now,
     check_regex,
     check_sample_type,
     context_lines,
     failed_instances_text,
-    format_time,
     instances_text,
     no_profile_reply,
     parse_args,
     parse_count,
-    previous_snapshot,
-    signed,
     standard_actions,
-    stored,
     top_table,
 )
 
+if TYPE_CHECKING:
+    from bot.analysis.top import TopOptions, TopReport
+    from bot.pprof import Profile
+    from bot.runtime import Captured, Runtime
+    from bot.store import StoredSnapshot
+    from handlers.invocation import Invocation
+
 USAGE = ("/heap top SERVICE [N] [--cum] [--type inuse_space|inuse_objects|alloc_space|"
-         "alloc_objects] [--focus RE] [--download]")
+         "alloc_objects] [--focus RE] [--download] [--flame]")
 
 # --download attaches the merged profile; --per-instance each instance's own raw file instead
 FLAGS = {"--cum": "cum", "--download": "download", "--force": "force",
-         "--per-instance": "per_instance"}
+         "--per-instance": "per_instance", "--flame": "flame"}
 VALUED = {"--type": "type", "-t": "type", "--focus": "focus", "--ignore": "ignore",
           "--hide": "hide", "-n": "n", "--nodes": "n", "--snapshot": "snapshot"}
 
@@ -68,22 +69,21 @@ def check(argv: list[str]) -> Args:
     return args
 
 
-async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
+async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     """Capture (or load ``--snapshot ID``) and answer with the top table."""
     args = check(argv)
     service = args.positionals[0]
     if args.get("snapshot"):
-        snapshot = await stored(runtime, service, args.get("snapshot"))
-        profile = await runtime.load_profile(snapshot)
-        capture = Capture(service=service, snapshot=snapshot, profile=profile,
-                          age_seconds=time.time() - float(snapshot.taken_at))
+        capture = await runtime.open_snapshot(service, args.get("snapshot"))
     else:
-        capture = await capture_now(runtime, service, inv.user_id, force=bool(args.get("force")))
+        capture = await runtime.capture(service, requested_by=inv.user_id,
+                                        force=bool(args.get("force")))
     download: bool | str = "instances" if args.get("per_instance") else bool(args.get("download"))
     return await top_reply(runtime, capture, sample_type=args.get("type"),
                            sort="cum" if args.get("cum") else "flat", count=args.get("n"),
                            focus=args.get("focus"), ignore=args.get("ignore"),
-                           hide=args.get("hide"), download=download)
+                           hide=args.get("hide"), download=download,
+                           flame=bool(args.get("flame")))
 
 
 def snapshot_ref(text: str, service: str) -> str:
@@ -98,23 +98,23 @@ def snapshot_ref(text: str, service: str) -> str:
                          hint=f"`/heap history {service}` lists the stored ones.") from None
 
 
-async def top_reply(runtime: Any, capture: Capture, *, sample_type: str | None = None,
+async def top_reply(runtime: Runtime, capture: Captured, *, sample_type: str | None = None,
                     sort: str = "flat", count: int = 10, focus: str | None = None,
                     ignore: str | None = None, hide: str | None = None,
-                    download: bool | str = False) -> Reply:
+                    download: bool | str = False, flame: bool = False) -> Reply:
     """The top Reply for a capture (shared with `/heap capture`-like callers)."""
     from bot.analysis.top import TopOptions, top
 
     service, snapshot = capture.service, capture.snapshot
-    if capture.profile is None:
+    if capture.heap is None:
         return no_profile_reply(service, snapshot)
     options = TopOptions(sample_type=sample_type, sort=sort, node_count=count, focus=focus,
                          ignore=ignore, hide=hide)
-    report = await asyncio.to_thread(top, capture.profile, options)
+    report = await asyncio.to_thread(top, capture.heap, options)
     shown = len(report.rows)
     caption = pprof_header(report)
     filtered = bool(focus or ignore or hide)
-    previous = await previous_snapshot(runtime, service, snapshot)
+    previous = await runtime.previous(service, snapshot)
     summary = takeaway(report, previous, filtered=filtered)
 
     reply = Reply(
@@ -129,7 +129,7 @@ async def top_reply(runtime: Any, capture: Capture, *, sample_type: str | None =
         snapshot_id=capture.snapshot_id or None,
         data={**report.to_json(), "service": service, "snapshot_id": capture.snapshot_id,
               "taken_at": capture.taken_at, "reused": capture.reused,
-              "build_id": getattr(snapshot, "build_id", "")},
+              "build_id": snapshot.build_id},
     )
     if download == "instances":
         reply.attachments.extend(await raw_profile_attachments(runtime, service, snapshot))
@@ -140,16 +140,33 @@ async def top_reply(runtime: Any, capture: Capture, *, sample_type: str | None =
                 f"One file per instance; `go tool pprof -top {service}-*-heap.pb.gz` merges "
                 "them like this table does.")
     elif download:
-        attachment = await merged_profile_attachment(capture)
+        attachment = await merged_profile_attachment(capture, capture.heap)
         reply.attachments.append(attachment)
         reply.sections.append(f"`go tool pprof -top {attachment.filename}` shows this table "
                               "(the profiles of every answering instance, merged).")
+    await add_flame(reply, capture, capture.heap, options, flame)
     return reply
 
 
-def pprof_header(report: Any) -> str:
+async def add_flame(reply: Reply, capture: Captured, profile: Profile, options: TopOptions,
+                    draw: bool) -> None:
+    """The "Flame graph" button, or with ``--flame`` the flame graph files themselves."""
+    from handlers._flame import flame_attachments, flame_option_words
+
+    if draw:
+        reply.attachments.extend(await flame_attachments(
+            profile, options, service=capture.service, snapshot_id=capture.snapshot_id,
+            captured_at=capture.taken_at))
+    elif capture.snapshot_id:
+        words = flame_option_words(options)
+        reply.actions.append(Action("Flame graph", f"top {capture.service} --snapshot "
+                                    f"{capture.snapshot_id} --flame" + (f" {words}" if words
+                                                                        else "")))
+
+
+def pprof_header(report: TopReport) -> str:
     """pprof's lines above the table: what the shown rows account for, and how many."""
-    from bot.analysis.units import percentage
+    from bot.units import percentage
 
     total = report.percent_total
     text = (f"Showing nodes accounting for {report.format(report.shown_flat)}, "
@@ -161,9 +178,10 @@ def pprof_header(report: Any) -> str:
     return text
 
 
-def takeaway(report: Any, previous: Any | None, *, filtered: bool = False) -> str:
+def takeaway(report: TopReport, previous: StoredSnapshot | None, *,
+             filtered: bool = False) -> str:
     """"main.(*sessionStore).Put holds 41% of in-use memory, +18.20MB since 14:02:11 UTC"."""
-    from bot.analysis.units import format_value
+    from bot.units import format_value
 
     if not report.rows or report.total == 0:
         return f"The profile holds nothing for {report.sample_type}."
@@ -171,12 +189,12 @@ def takeaway(report: Any, previous: Any | None, *, filtered: bool = False) -> st
     verb = "holds" if report.sample_type.startswith("inuse") else "accounts for"
     text = (f"{leader.function} {verb} {leader.flat_pct:.0f}% "
             f"{WHAT.get(report.sample_type, 'of ' + report.sample_type)}")
-    prev_summary = getattr(previous, "summary", None) if previous is not None else None
-    if prev_summary is None or filtered:
+    prev_summary = previous.summary if previous is not None else None
+    if previous is None or prev_summary is None or filtered:
         if previous is None:
             text += " (first stored capture: the next one will show the change)"
         return text + "."
-    when = format_time(getattr(previous, "taken_at", 0.0))
+    when = format_clock(previous.taken_at)
     before = {fv.function: fv.flat
               for fv in prev_summary.heap.functions.get(report.sample_type, [])}
     if leader.function in before:
@@ -192,7 +210,7 @@ def takeaway(report: Any, previous: Any | None, *, filtered: bool = False) -> st
     return text + "."
 
 
-async def merged_profile_attachment(capture: Capture) -> Attachment:
+async def merged_profile_attachment(capture: Captured, profile: Profile) -> Attachment:
     """The service's merged heap profile as ONE .pb.gz that ``go tool pprof`` opens.
 
     It is the profile this table was computed from, so pprof's ``-top`` on the
@@ -202,7 +220,7 @@ async def merged_profile_attachment(capture: Capture) -> Attachment:
 
     snapshot_id = capture.snapshot_id or "unsaved"
     answered = instances_text(capture.snapshot)
-    content = await asyncio.to_thread(encode_profile, capture.profile)
+    content = await asyncio.to_thread(encode_profile, profile)
     return Attachment(
         filename=f"{capture.service}-{snapshot_id}-heap.pb.gz",
         content=content,
@@ -215,15 +233,16 @@ async def merged_profile_attachment(capture: Capture) -> Attachment:
 MAX_PROFILE_FILES = 10
 
 
-async def raw_profile_attachments(runtime: Any, service: str, snapshot: Any) -> list[Attachment]:
+async def raw_profile_attachments(runtime: Runtime, service: str, snapshot: StoredSnapshot
+                                  ) -> list[Attachment]:
     """Each answering instance's stored heap profile as a .pb.gz (at most 10): ``--instances``.
 
     ``go tool pprof -top a.pb.gz b.pb.gz …`` merges them the way heapbot did.
     """
     import gzip
 
-    raws = await runtime.store.raw_profiles(service, snapshot.id, "heap")
-    instances = list(getattr(snapshot, "instances", []) or [])
+    raws = await runtime.raw_profiles(service, snapshot.id, "heap")
+    instances = snapshot.instances
     several = len(raws) > 1
     attachments = []
     for index, data in raws[:MAX_PROFILE_FILES]:
@@ -231,7 +250,7 @@ async def raw_profile_attachments(runtime: Any, service: str, snapshot: Any) -> 
             continue
         if not data.startswith(b"\x1f\x8b"):  # Go serves gzip; keep the .pb.gz name honest
             data = gzip.compress(data)
-        target = getattr(instances[index], "target", "") if index < len(instances) else ""
+        target = instances[index].target if index < len(instances) else ""
         suffix = f"-i{index}" if several else ""
         attachments.append(Attachment(
             filename=f"{service}-{snapshot.id}{suffix}-heap.pb.gz",

@@ -10,21 +10,19 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING
 
 from bot.errors import UnknownServiceError, UsageError
-from bot.jobs import QueueSettings, redis_of
+from bot.jobs import QueueSettings
 from bot.reply import Action, Column, Reply, Table
-from bot.watchlist import (
-    Watch,
-    WatchStore,
-    channel_allowed,
-    format_duration,
-    parse_channel,
-    parse_duration,
-)
-from handlers import may_use
+from bot.units import format_duration, parse_duration
+from bot.watchlist import Watch, channel_allowed, parse_channel
+from handlers.access import may_use
 from handlers.services import hidden_note
+
+if TYPE_CHECKING:
+    from bot.runtime import Runtime
+    from handlers.invocation import Invocation
 
 USAGE = "/heap watch SERVICE every 15m [in #channel] [--goroutines N]"
 USAGES = {
@@ -70,28 +68,21 @@ def parse_watch(argv: list[str], min_interval: float) -> tuple[str, float, str, 
     return service, interval, channel, threshold
 
 
-def _store(runtime: Any) -> WatchStore:
-    return WatchStore(redis_of(runtime))
-
-
-async def handle_watch(runtime: Any, argv: list[str], inv: Any) -> Reply:
+async def handle_watch(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     config = QueueSettings()
     service, interval, channel, threshold = parse_watch(argv, config.watch_min_interval_seconds)
-    configured = getattr(runtime.registry.resolve(service), "channel", None)
-    channel = channel or getattr(inv, "channel_id", "") or configured or config.alert_channel
+    configured = runtime.registry.resolve(service).channel
+    channel = channel or inv.channel_id or configured or config.alert_channel
     if not channel:
         raise _usage("watch", "Say where to post, e.g. `in #payments-oncall`.")
     # Everyone in the channel reads the watch's posts: it must be one of the service's
     # allowed channels (checked again at every tick, bot/alerts/watches.py).
     runtime.registry.resolve(service).check_post_channel(channel)
-    store = _store(runtime)
-    previous = await store.get(service)
     watch = Watch(service=service, interval_seconds=interval, channel=channel,
-                  created_by=getattr(inv, "user_id", ""), created_at=time.time(),
+                  created_by=inv.user_id, created_at=time.time(),
                   goroutine_threshold=threshold)
-    await store.put(watch)
-    # Slack links (<#C…>) are neutralised by the dispatcher, so name the place plainly.
-    shown = "this channel" if channel == getattr(inv, "channel_id", "") else f"`{channel}`"
+    previous = await runtime.put_watch(watch)
+    shown = "this channel" if channel == inv.channel_id else f"`{channel}`"
     limit = threshold or config.watch_goroutine_threshold
     return Reply(
         title=f"Watching {service} every {format_duration(interval)}",
@@ -106,11 +97,11 @@ async def handle_watch(runtime: Any, argv: list[str], inv: Any) -> Reply:
     )
 
 
-async def handle_unwatch(runtime: Any, argv: list[str], inv: Any) -> Reply:
+async def handle_unwatch(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     if len(argv) != 1:
         raise _usage("unwatch", "`/heap unwatch` takes one SERVICE.")
     service = argv[0]
-    removed = await _store(runtime).remove(service)
+    removed = await runtime.remove_watch(service)
     if not removed:
         return Reply(title=f"{service} was not watched", ephemeral=True, service=service,
                      sections=["`/heap watches` lists the watches."])
@@ -118,10 +109,10 @@ async def handle_unwatch(runtime: Any, argv: list[str], inv: Any) -> Reply:
                  summary="No more scheduled captures; its history stays.")
 
 
-async def handle_watches(runtime: Any, argv: list[str], inv: Any) -> Reply:
+async def handle_watches(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     if argv:
         raise _usage("watches", "`/heap watches` takes no arguments.")
-    everything = await _store(runtime).all()
+    everything = await runtime.watches()
     # Watches on services the asker may not use (their channels too) are not listed.
     watches = [w for w in everything if _visible(runtime, w, inv)]
     hidden = hidden_note(len(everything) - len(watches), "watch")
@@ -144,7 +135,7 @@ async def handle_watches(runtime: Any, argv: list[str], inv: Any) -> Reply:
     )
 
 
-def _visible(runtime: Any, watch: Watch, inv: Any) -> bool:
+def _visible(runtime: Runtime, watch: Watch, inv: Invocation) -> bool:
     """Whether the asker may use the watched service (a removed service's watch is shown)."""
     try:
         service = runtime.registry.resolve(watch.service)

@@ -171,7 +171,13 @@ async def test_404_says_pprof_is_probably_not_imported(capturer: Capturer, serve
 
     server = await servers(not_found)
     result = await capturer.capture(service_of([demo_service.url, server.url]))
-    assert result.instances[1].error == "404 on /debug/pprof/heap — is net/http/pprof imported?"
+    assert result.instances[1].error == ("404 on /debug/pprof/heap: no pprof here "
+                                         "(import net/http/pprof, or set pprof_prefix)")
+    with pytest.raises(CaptureError) as err:  # every instance 404: one message, clean stops
+        await capturer.capture(service_of([server.url]))
+    message = err.value.user_message()
+    assert "no pprof here (import net/http/pprof, or set pprof_prefix). Check that" in message
+    assert "?." not in message and ".." not in message
 
 
 async def test_html_page_with_200_is_not_a_profile(capturer: Capturer, servers: Any,

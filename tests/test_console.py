@@ -69,13 +69,16 @@ def test_service_mode_json_and_exit_codes(cli_env: dict[str, str]) -> None:
 
 
 def test_console_runs_commands_until_exit(cli_env: dict[str, str]) -> None:
-    script = "help\n/heap goroutines demo 5\nnonsense words\nexit\n/heap services\n"
+    script = ("help\n/heap goroutines demo 5\nnonsense words\ntop dmeo\nexit\n"
+              "/heap services\n")
     done = heapbot(cli_env, "console", stdin=script)
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "/heap top SERVICE" in out  # help
     assert "main.blockedSendResult" in out or "goroutines" in out
-    assert "heapbot has no command `nonsense`" in out
+    # each error once: no ack repeating it before the reply (issue 15.3)
+    assert out.count("heapbot has no command `nonsense`") == 1
+    assert out.count("Did you mean `demo`") == 1
     assert "capturing demo (1 instance)…" in out  # the ack
     assert "Traceback" not in out + done.stderr
     # nothing after `exit` ran: the ack of `/heap services` never printed

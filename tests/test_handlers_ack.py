@@ -137,6 +137,14 @@ def test_valid_commands_are_still_acked_with_what_happens_next(runtime: Registry
 
 
 def test_the_ack_cannot_ping_a_channel(runtime: RegistryOnly) -> None:
+    """Slack's ack is made inert at the Slack edge (the handlers' ack text is plain)."""
+    from types import SimpleNamespace
+
+    from bot.slack.listeners.commands import ack_text_for
+    from bot.slack.text import plain_text
+
+    deps = SimpleNamespace(runtime=runtime)
     for text in ("top payments --<!channel>", "top <!here>", "top payments <!channel> 3"):
-        ack = ack_text(runtime, text)
+        ack = ack_text_for(deps, plain_text(text))
         assert "<!channel>" not in ack and "<!here>" not in ack
+        assert "@channel" not in ack and "@here" not in ack

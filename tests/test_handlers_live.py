@@ -108,7 +108,7 @@ async def test_goroutines_groups_match_the_stored_dumps(runtime: Runtime, demo_c
 
 
 async def test_stats_show_memstats_and_the_change(runtime: Runtime) -> None:
-    from bot.analysis.units import format_value
+    from bot.units import format_value
 
     first = await run(runtime, slack("stats demo"))
     second = await run(runtime, slack("memstats dm"))

@@ -102,6 +102,16 @@ def test_credentials_in_a_target_url_are_refused_without_echo(tmp_path: Path) ->
     assert "pa55word" not in err.value.user_message()
 
 
+def test_registry_errors_end_their_sentence_before_the_next(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_registry(write(tmp_path, "services:\n  p:\n    targets: []\n"))
+    assert "not 0. Fix the registry file" in err.value.user_message()
+    with pytest.raises(ConfigError) as err:
+        load_registry(write(tmp_path, 'services:\n  p:\n    targets: ["htp://x"]\n'
+                                      "    timeout_seconds: -1\n    bogus: 1\n"))
+    assert "(and 2 more). Other problems:" in err.value.user_message()
+
+
 def test_missing_file_gives_empty_registry_with_setup_hint(tmp_path: Path) -> None:
     registry = load_registry(tmp_path / "absent.yaml")
     assert len(registry) == 0 and registry.found is False

@@ -58,7 +58,8 @@ class EndpointCase:
 
 CASES: list[EndpointCase] = [
     EndpointCase("http-404", "404 on /debug/pprof/heap",
-                 "404 on /e404/debug/pprof/heap — is net/http/pprof imported?",
+                 "404 on /e404/debug/pprof/heap: no pprof here (import net/http/pprof, or "
+                 "set pprof_prefix)",
                  "/e404/debug/pprof"),
     EndpointCase("http-401", "401 without credentials configured",
                  "401 on /e401/debug/pprof/heap: the endpoint needs auth", "/e401/debug/pprof"),

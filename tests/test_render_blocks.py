@@ -125,7 +125,8 @@ def test_mrkdwn_is_escaped_everywhere() -> None:
     for text in mrkdwn:
         assert "<" not in text and ">" not in text
         assert "&amp;" in text or "&lt;" in text or "&" not in text
-    assert "&lt;https://evil.example|click&gt; &amp; &lt;@U1&gt;" in mrkdwn
+    # mentions are made inert first (the renderer is Slack's edge), then mrkdwn is escaped
+    assert "&lt;https://evil.example|click&gt; &amp; @\u200bU1" in mrkdwn
     fallback = fallback_text(reply)
     assert "<" not in fallback and ">" not in fallback
     # the native table's raw_text is shown literally by Slack: no escaping there

@@ -104,8 +104,11 @@ async def test_each_watch_tick_runs_once_across_three_replicas(
 
     for name in ("replica-a", "replica-b", "replica-c"):
         replicas.start(name)
+    from bot.slack.text import plain_text
+
     reply = await handlers.run(runtime, handlers.Invocation(
-        "watch demo every 2s in <#C0DEMO|demo-oncall> --goroutines 20", user_id="U0ALICE",
+        plain_text("watch demo every 2s in <#C0DEMO|demo-oncall> --goroutines 20"),
+        user_id="U0ALICE",
         channel_id="C0OTHER", source="slack"))
     assert not reply.error, reply.sections
     assert reply.title == "Watching demo every 2s"

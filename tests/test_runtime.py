@@ -14,7 +14,7 @@ from aiohttp import web
 from bot.capture import Capturer
 from bot.errors import NotFoundError, UsageError
 from bot.registry import Registry, parse_registry
-from bot.runtime import Runtime, parse_duration
+from bot.runtime import Runtime
 from bot.store import SnapshotStore
 from tests.test_capture import HttpServer
 
@@ -159,11 +159,6 @@ async def test_resolve_since(runtimes: Any, demo_service: Any) -> None:
         await runtime.resolve_since("demo", "yesterday-ish", third)
     summaries = await runtime.summaries("demo")
     assert [s.snapshot_id for s in summaries] == [first.id, second.id, third.id]
-
-
-def test_parse_duration() -> None:
-    assert parse_duration("1h30m") == 5400 and parse_duration("2d") == 172800
-    assert parse_duration("previous") is None and parse_duration("") is None
 
 
 async def test_history_survives_redis_restart_between_captures(

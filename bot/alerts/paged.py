@@ -19,7 +19,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import handlers
@@ -35,7 +34,6 @@ from bot.alerts.incidents import (
     save_incident,
 )
 from bot.alerts.payloads import FIRING, AlertJob
-from bot.analysis.units import format_value
 from bot.errors import HeapbotError, NotFoundError
 from bot.jobs import Job
 from bot.pprof.encode import encode_profile
@@ -43,25 +41,14 @@ from bot.render.chart import history_png
 from bot.reply import Action, Attachment, Reply
 from bot.slack.publish import post_reply
 from bot.slack.threads import ThreadMemory
+from bot.units import format_bytes, format_rate, signed
+from bot.units import format_clock as _clock
 
 log = logging.getLogger(__name__)
 
 FOLD_WAIT_SECONDS = 60.0  # how long an alert over the limit waits for a thread to join
 
 # -- formatting ------------------------------------------------------------
-
-
-def format_bytes(value: float) -> str:
-    """pprof-style units, like the top table."""
-    return format_value(int(value), "bytes")
-
-
-def _signed_bytes(delta: float) -> str:
-    return ("+" if delta >= 0 else "-") + format_bytes(abs(delta))
-
-
-def _clock(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%H:%M:%S UTC")
 
 
 def _goroutines(snapshot: Any) -> int | None:
@@ -86,7 +73,7 @@ def describe_change(before: Any, after: Any) -> str:
     if before.heap_inuse is not None and after.heap_inuse is not None:
         delta = after.heap_inuse - before.heap_inuse
         pct = f" ({delta / before.heap_inuse * 100:+.0f}%)" if before.heap_inuse else ""
-        parts.append(f"heap {_signed_bytes(delta)}{pct}")
+        parts.append(f"heap {signed(delta)}{pct}")
     g0, g1 = _goroutines(before), _goroutines(after)
     if g0 is not None and g1 is not None:
         parts.append(f"goroutines {g1 - g0:+,}")
@@ -189,17 +176,16 @@ async def _leak_line(ctx: WorkContext, service: str) -> str:
     unit = getattr(top, "unit", "")
     rate = ""
     if isinstance(growth, int | float):
-        rate = (f", {_signed_bytes(growth)}/h" if unit in ("bytes", "B")
-                else f", {growth:+,.0f} {unit}/h".rstrip())
+        rate = ", " + format_rate(growth, unit)
     return (f"Top leak suspect ({report.verdict}): `{top.function}` "
             f"({getattr(top, 'kind', 'heap')}{rate}).")
 
 
 async def chart_reply(ctx: WorkContext, service: str) -> Reply | None:
-    summaries = await ctx.runtime.store.summaries(service, limit=500)
+    summaries = await ctx.runtime.summaries(service, limit=500)
     if not summaries:
         return None
-    deploys = await ctx.runtime.store.deploys(service)
+    deploys = await ctx.runtime.deploys(service)
     png = await asyncio.to_thread(history_png, summaries, deploys)
     return Reply(title=f"{service}: heap in use and goroutines over time", service=service,
                  context=[f"{len(summaries)} captures, {len(deploys)} deploys marked"],
@@ -226,16 +212,16 @@ async def _baseline_before(ctx: WorkContext, service: str, when: float | None,
                            exclude: str) -> Any | None:
     if when is None:
         return None
-    return await ctx.runtime.store.before(service, when, exclude=exclude)
+    return await ctx.runtime.before(service, when, exclude=exclude)
 
 
 async def _deploy_baseline(ctx: WorkContext, service: str, current: Any) -> tuple[Any, Any]:
     """(last deploy marker, first snapshot after it) — either may be None."""
-    deploys = await ctx.runtime.store.deploys(service)
+    deploys = await ctx.runtime.deploys(service)
     if not deploys:
         return None, None
     marker = deploys[-1]
-    after = await ctx.runtime.store.list(service, limit=0, since=marker.taken_at)
+    after = await ctx.runtime.snapshots_since(service, marker.taken_at)
     after = [s for s in after if s.id != current.id]
     return marker, (min(after, key=lambda s: s.taken_at) if after else None)
 
@@ -293,7 +279,8 @@ async def open_thread(ctx: WorkContext, job: Job, *, service: str, incident_key:
     async def diff() -> Reply | None:
         if baseline is None:
             return None
-        return await run_command(ctx, f"diff {service} since {baseline.id}", channel, service)
+        return await run_command(ctx, f"diff {service} since {baseline.id} --flame", channel,
+                                 service)
 
     steps: list[tuple[str, Callable[[], Awaitable[Reply | None]]]] = [
         ("top", lambda: run_command(ctx, f"top {service}", channel, service)),

@@ -84,3 +84,11 @@ class WatchTickJob(JobPayload):
     service: str
     slot: int
     interval_seconds: float
+
+
+class SampleJob(JobPayload):
+    """One capture of a ``/heap leaks SERVICE --sample NxD`` (bot/sampling.py holds the plan)."""
+
+    KIND: ClassVar[str] = "sample"
+    id: str
+    step: int = 0

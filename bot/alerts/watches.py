@@ -26,13 +26,13 @@ from bot.alerts.lifecycle import stop_requested, tracked
 from bot.alerts.paged import capture_step, follow_up, open_thread
 from bot.alerts.payloads import WatchTickJob
 from bot.jobs import Job
+from bot.units import format_duration
 from bot.watchlist import (
     OK_STREAK_PREFIX,
     STATE_PREFIX,
     Watch,
     WatchStore,
     channel_allowed,
-    format_duration,
 )
 
 log = logging.getLogger(__name__)

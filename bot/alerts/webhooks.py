@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from bot.alerts.payloads import FIRING, RESOLVED, AlertJob, CaptureJob, DeployJob
 from bot.errors import HeapbotError, UnknownServiceError
 from bot.httpauth import credential_matches
-from bot.jobs import JobQueue, QueueSettings, redis_of
+from bot.jobs import JobQueue, QueueSettings
 from bot.metrics import WEBHOOKS
 from bot.registry import ServiceConfig
 from bot.runtime import Runtime
@@ -162,7 +162,7 @@ class Webhooks:
 
     def queue(self, app: web.Application) -> JobQueue:
         if self._queue is None:
-            self._queue = app.get(QUEUE_KEY) or self.config.queue(redis_of(self.runtime))
+            self._queue = app.get(QUEUE_KEY) or self.config.queue(self.runtime.redis)
         return self._queue
 
     # -- shared plumbing -------------------------------------------------

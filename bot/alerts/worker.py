@@ -28,9 +28,10 @@ from bot.alerts.context import WorkContext
 from bot.alerts.lifecycle import stop_requested, tracked
 from bot.alerts.paged import capture_step, handle_alert
 from bot.alerts.payloads import CaptureJob, DeployJob
+from bot.alerts.sampling import SampleScheduler, run_sample_step
 from bot.alerts.watches import WatchScheduler, run_tick
 from bot.errors import HeapbotError
-from bot.jobs import Job, JobQueue, QueueSettings, as_text, redis_of
+from bot.jobs import Job, JobQueue, QueueSettings, as_text
 from bot.metrics import REDIS_ERRORS
 from bot.runtime import Runtime
 from bot.settings import Settings, get_settings
@@ -61,6 +62,7 @@ HANDLERS: dict[str, JobHandler] = {
     "deploy": run_deploy,
     "capture": run_capture,
     "watch_tick": run_tick,
+    "sample": run_sample_step,
 }
 
 
@@ -236,6 +238,7 @@ async def _run_children(ctx: WorkContext) -> None:
     children = {
         asyncio.create_task(Worker(ctx, stop=stop).run(), name="job-consumer"),
         asyncio.create_task(WatchScheduler(ctx, stop=stop).run(), name="watch-scheduler"),
+        asyncio.create_task(SampleScheduler(ctx, stop=stop).run(), name="sample-scheduler"),
     }
     try:
         done, _ = await asyncio.wait(children, return_when=asyncio.FIRST_COMPLETED)
@@ -255,7 +258,7 @@ def start_worker(runtime: Runtime, settings: Settings | None,
                  config: QueueSettings | None = None) -> asyncio.Task[None]:
     """Start this replica's job consumer and watch scheduler; cancel the task to stop them."""
     config = config or QueueSettings()
-    queue = config.queue(redis_of(runtime))
+    queue = config.queue(runtime.redis)
     ctx = WorkContext(runtime=runtime, settings=settings, config=config, queue=queue,
                       slack=slack_client, consumer=config.consumer_name or default_consumer_name())
     log.info("job worker %s started", ctx.consumer)

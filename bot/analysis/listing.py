@@ -15,9 +15,9 @@ import numpy as np
 
 from bot.analysis import graph
 from bot.analysis.top import TopOptions, report_total
-from bot.analysis.units import format_value, percentage
 from bot.errors import UsageError
 from bot.pprof.model import Profile, sample_type_index
+from bot.units import format_value, percentage
 
 
 @dataclass(slots=True)

@@ -14,9 +14,9 @@ import numpy as np
 
 from bot.analysis import graph
 from bot.analysis.top import TopOptions, report_total
-from bot.analysis.units import output_unit, percentage, scaled_label
 from bot.errors import UsageError
 from bot.pprof.model import Profile, sample_type_index
+from bot.units import output_unit, percentage, scaled_label
 
 
 @dataclass(slots=True)

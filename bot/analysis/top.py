@@ -14,9 +14,9 @@ from typing import Any, Literal
 import numpy as np
 
 from bot.analysis import graph
-from bot.analysis.units import output_unit, percentage, scaled_label
 from bot.errors import UsageError
 from bot.pprof.model import Profile, sample_type_index
+from bot.units import output_unit, percentage, scaled_label
 
 
 @dataclass(frozen=True, slots=True)

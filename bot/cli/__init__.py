@@ -35,6 +35,11 @@ def _add_report_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=("text", "json"), default="text")
 
 
+def _add_flame_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--flame", metavar="OUT.png",
+                   help="also draw a flame graph: writes OUT.png and OUT.svg (hover for values)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="heapbot",
@@ -51,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("service", nargs="?", help="registry service to capture (omit with --profile)")
     p.add_argument("--profile", metavar="FILE", help="a heap/goroutine profile (.pb.gz or raw)")
     _add_report_options(p)
+    _add_flame_option(p)
 
     p = add("diff", "bot.cli.dispatch:diff", "difference between two profiles (pprof -diff_base)")
     p.add_argument("service", nargs="?", help="registry service (omit with --base/--profile)")
@@ -59,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--since", default="previous", metavar="REF",
                    help="service mode: previous | deploy | 1h | 30m | SNAPSHOT_ID")
     _add_report_options(p)
+    _add_flame_option(p)
 
     p = add("peek", "bot.cli.dispatch:peek", "callers and callees of matching functions")
     p.add_argument("service", nargs="?")

@@ -101,10 +101,12 @@ def command_argv(args: argparse.Namespace) -> list[str]:
     """Rebuild the handler's words from the parsed CLI options: ["top", "payments", "-n", "5"]."""
     command = args.command
     service = getattr(args, "service", None)
+    flame = ["--flame"] if getattr(args, "flame", None) else []
     if command == "top":
-        return ["top", service, *_report_options(args)]
+        return ["top", service, *_report_options(args), *flame]
     if command == "diff":
-        return ["diff", service, "since", args.since or "previous", *_report_options(args)]
+        return ["diff", service, "since", args.since or "previous", *_report_options(args),
+                *flame]
     if command in ("peek", "list"):
         if not args.regex:
             from bot.errors import UsageError
@@ -191,19 +193,40 @@ def print_result(reply: Any, output_format: str = "text", console: Console | Non
     return EXIT_ERROR if reply.error else EXIT_OK
 
 
-async def _run_once(text: str, output_format: str, source: str) -> int:
+async def _run_once(text: str, output_format: str, source: str,
+                    flame_out: str | None = None) -> int:
     runtime = await open_runtime()
     try:
         reply = await run_text(runtime, text, source=source)
     finally:
         await close_runtime(runtime)
+    if flame_out:
+        save_flame(reply, flame_out)
     return print_result(reply, output_format)
+
+
+def save_flame(reply: Any, out: str) -> None:
+    """`--flame OUT.png`: the reply's flame graph goes to OUT.png and OUT.svg, as in file mode."""
+    from bot.cli.files import write_flame
+
+    png = next((a for a in reply.attachments if a.filename.endswith("-flame.png")), None)
+    svg = next((a for a in reply.attachments if a.filename.endswith("-flame.svg")), None)
+    if png is None or svg is None:
+        return  # an error reply, or nothing to draw: the reply says why
+    paths = write_flame(out, png.content, svg.content.decode())
+    reply.attachments = [a for a in reply.attachments if a is not png and a is not svg]
+    print(f"heapbot: flame graph written to {paths[0]} and {paths[1]}", file=sys.stderr)
 
 
 def run_service_command(args: argparse.Namespace) -> int:
     """`heapbot top payments -n 5 --format json` and the other service-mode commands."""
     text = shlex.join(command_argv(args))
-    return asyncio.run(_run_once(text, getattr(args, "format", "text"), "cli"))
+    flame_out = getattr(args, "flame", None)
+    if flame_out:
+        from bot.cli.files import flame_paths
+
+        flame_paths(flame_out)  # a bad path fails before the capture
+    return asyncio.run(_run_once(text, getattr(args, "format", "text"), "cli", flame_out))
 
 
 def ask(args: argparse.Namespace) -> int:
@@ -256,6 +279,18 @@ def _save_history(path: Path | None) -> None:
         pass
 
 
+def _arguments_ok(handlers: Any, runtime: Any, line: str) -> bool:
+    """Whether the command passes the ack's checks; a refused one is shown once, as the reply."""
+    from bot.errors import HeapbotError
+
+    try:
+        parsed = handlers.parse(line)
+        handlers.check_arguments(runtime, parsed.command, parsed.argv)
+    except HeapbotError:
+        return False
+    return True
+
+
 def console(args: argparse.Namespace) -> int:
     """`heapbot console`: a prompt for /heap commands (exit, quit or Ctrl-D to leave)."""
     import handlers
@@ -281,7 +316,8 @@ def console(args: argparse.Namespace) -> int:
                     continue
                 if line.lower() in ("exit", "quit", "/exit", "/quit", ":q"):
                     break
-                out.print(Text(handlers.ack_text(runtime, line), style="dim italic"))
+                if _arguments_ok(handlers, runtime, line):  # else the reply says what is wrong
+                    out.print(Text(handlers.ack_text(runtime, line), style="dim italic"))
                 try:
                     reply = runner.run(run_text(runtime, line, source="console"))
                 except KeyboardInterrupt:

@@ -68,21 +68,72 @@ def _emit_json(data: object) -> None:
     _emit(json.dumps(data, indent=2) + "\n")
 
 
+def flame_paths(out: str) -> tuple[Path, Path]:
+    """The PNG and SVG that ``--flame OUT`` writes: OUT.png and OUT.svg side by side."""
+    path = Path(out)
+    suffix = path.suffix.lower()
+    if suffix in (".png", ".svg"):
+        path = path.with_suffix("")
+    elif suffix:
+        raise UsageError(f"--flame writes a PNG and an SVG, not `{path.name}`.",
+                         hint="Give a path ending in .png or .svg, e.g. `--flame heap.png`.")
+    return path.parent / (path.name + ".png"), path.parent / (path.name + ".svg")
+
+
+def write_flame(out: str, png: bytes, svg: str) -> tuple[Path, Path]:
+    """Write the flame graph pair, or say why it could not be written."""
+    png_path, svg_path = flame_paths(out)
+    try:
+        png_path.write_bytes(png)
+        svg_path.write_text(svg, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"Cannot write the flame graph to {png_path}: {exc.strerror}.",
+                         hint="Pick a folder that exists and that you can write to.") from None
+    return png_path, svg_path
+
+
+def _flame_note(paths: tuple[Path, Path]) -> None:
+    # stderr: stdout stays the table (or valid JSON) for pipes.
+    print(f"heapbot: flame graph written to {paths[0]} and {paths[1]}", file=sys.stderr)
+
+
 def top_file(args: argparse.Namespace) -> int:
-    """heapbot top --profile FILE."""
+    """heapbot top --profile FILE [--flame OUT.png]."""
     from bot.analysis.top import top
 
-    report = top(_read(args.profile), _options(args))
+    profile = _read(args.profile)
+    if getattr(args, "flame", None):
+        flame_paths(args.flame)  # a bad path fails before any work
+    report = top(profile, _options(args))
     _emit_json(report.to_json()) if args.format == "json" else _emit(report.to_text())
+    if getattr(args, "flame", None):
+        from bot.analysis.flame import flame
+        from bot.render.flame import flame_png, flame_svg
+
+        layout = flame(profile, _options(args, rows=False))
+        subject = Path(args.profile).name
+        _flame_note(write_flame(args.flame, flame_png(layout, subject),
+                                flame_svg(layout, subject)))
     return 0
 
 
 def diff_file(args: argparse.Namespace) -> int:
-    """heapbot diff --base OLD --profile NEW (pprof -diff_base)."""
+    """heapbot diff --base OLD --profile NEW [--flame OUT.png] (pprof -diff_base)."""
     from bot.analysis.diff import diff
 
-    report = diff(_read(args.base), _read(args.profile), _options(args))
+    base, new = _read(args.base), _read(args.profile)
+    if getattr(args, "flame", None):
+        flame_paths(args.flame)
+    report = diff(base, new, _options(args))
     _emit_json(report.to_json()) if args.format == "json" else _emit(report.to_text())
+    if getattr(args, "flame", None):
+        from bot.analysis.flame import flame_diff
+        from bot.render.flame import flame_png, flame_svg
+
+        layout = flame_diff(base, new, _options(args, rows=False))
+        subject = f"{Path(args.base).name} → {Path(args.profile).name}"
+        _flame_note(write_flame(args.flame, flame_png(layout, subject),
+                                flame_svg(layout, subject)))
     return 0
 
 

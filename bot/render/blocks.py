@@ -2,20 +2,23 @@
 
 A message holds at most 50 blocks, one ``table`` block, section texts of at most
 3000 characters, a header of at most 150, button texts of at most 75 and button
-values of at most 2000. Everything a user typed has already been neutralised by
-the dispatcher; here every mrkdwn text is escaped (``&``, ``<``, ``>``) so no
-text can form a link or a ping. The table goes out twice: as Slack's native
-``table`` block in the blocks, and as preformatted text in the notification
-``text`` (``fallback_text``) that clients without table support show. Pass
-``native_table=False`` to put the preformatted table in the blocks instead
-(e.g. when Slack refuses the table block for a surface).
+values of at most 2000. Replies carry plain text (the console shows it as typed);
+here, at Slack's edge, every shown text is made inert (:func:`neutralize_mentions`:
+``<!channel>``, ``<@U…>``, ``<#C…>``, bare ``@here``) and every mrkdwn text is
+escaped (``&``, ``<``, ``>``), so no text can form a link or a ping. The table
+goes out twice: as Slack's native ``table`` block in the blocks, and as
+preformatted text in the notification ``text`` (``fallback_text``) that clients
+without table support show. Pass ``native_table=False`` to put the preformatted
+table in the blocks instead (e.g. when Slack refuses the table block for a surface).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from typing import Any
 
-from bot.reply import Reply, Table
+from bot.reply import Action, Column, Reply, Table
 
 MAX_BLOCKS = 50
 MAX_TEXT = 3000  # section text, mrkdwn text objects
@@ -29,6 +32,50 @@ MAX_TABLE_COLUMNS = 20
 MAX_CELL = 2000
 MAX_FALLBACK = 4000  # Slack advises keeping the top-level text short
 FUNCTION_WIDTH = 72  # widest function name in the preformatted table
+
+
+# Slack's special syntax that pings or links: <!channel>, <!here|here>, <@U123>,
+# <#C123|general>, <!subteam^S123|@team>, plus bare @channel/@here/@everyone.
+_SLACK_SPECIAL = re.compile(r"<([!@#])([^<>|]*)(?:\|([^<>]*))?>")
+_BARE_BROADCAST = re.compile(r"@(channel|here|everyone)\b", re.IGNORECASE)
+_ZWSP = "\u200b"
+
+
+def neutralize_mentions(text: str) -> str:
+    """Make text unable to ping or link when shown in Slack, and still readable.
+
+    ``<!channel>`` becomes ``@\u200bchannel``, ``<@U123>`` becomes ``@\u200bU123``,
+    ``<#C123|ops>`` becomes ``#\u200bops``; bare ``@here`` gets a zero-width space.
+    """
+
+    def _replace(match: re.Match[str]) -> str:
+        sigil, ref, label = match.group(1), match.group(2), match.group(3)
+        if sigil == "#":
+            return "#" + _ZWSP + (label or ref)
+        shown = (label or ref).lstrip("@")
+        if sigil == "!" and shown.startswith("subteam^"):
+            shown = shown.split("^", 1)[1]
+        return "@" + _ZWSP + shown
+
+    text = _SLACK_SPECIAL.sub(_replace, text)
+    return _BARE_BROADCAST.sub(lambda m: "@" + _ZWSP + m.group(1), text)
+
+
+def inert_reply(reply: Reply) -> Reply:
+    """A copy of ``reply`` whose every shown text is neutralised (button commands are kept)."""
+    table = reply.table
+    if table is not None:
+        table = Table(columns=[Column(neutralize_mentions(c.name), c.align)
+                               for c in table.columns],
+                      rows=[[neutralize_mentions(cell) for cell in row] for row in table.rows],
+                      caption=neutralize_mentions(table.caption))
+    return dataclasses.replace(
+        reply, title=neutralize_mentions(reply.title),
+        context=[neutralize_mentions(c) for c in reply.context],
+        summary=neutralize_mentions(reply.summary),
+        sections=[neutralize_mentions(s) for s in reply.sections], table=table,
+        actions=[Action(neutralize_mentions(a.label), a.command, a.style)
+                 for a in reply.actions])
 
 
 def escape_mrkdwn(text: str) -> str:
@@ -150,6 +197,7 @@ def _actions_blocks(reply: Reply) -> list[dict[str, Any]]:
 
 def reply_to_blocks(reply: Reply, *, native_table: bool = True) -> list[dict[str, Any]]:
     """Block Kit blocks for a Reply: header, context, summary, sections, table, actions."""
+    reply = inert_reply(reply)
     head: list[dict[str, Any]] = [{
         "type": "header",
         "text": {"type": "plain_text", "text": _clip(reply.title or "heapbot", MAX_HEADER),
@@ -199,6 +247,7 @@ def fallback_text(reply: Reply) -> str:
     Title, context, summary and the table as preformatted text (≤ 3000
     characters), then the first sections; at most 4000 characters in all.
     """
+    reply = inert_reply(reply)
     parts = [f"*{_clip_escaped(reply.title or 'heapbot', MAX_HEADER)}*"]
     if reply.context:
         parts.append(_clip_escaped(" · ".join(c for c in reply.context if c), 500))

@@ -10,27 +10,82 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TextIO
 
 from rich import box
 from rich.console import Console
+from rich.measure import Measurement
+from rich.segment import Segments
 from rich.table import Table as RichTable
 from rich.text import Text
 
 from bot.reply import Reply, Table
 
-PIPE_WIDTH = 240  # piped output: wide enough that function names never fold mid-word
+_UNBOUNDED = 100_000  # measuring width: larger than any table
+PIPE_WIDTH = 100  # piped output: only rules and headings use it; text and tables never wrap
 
 
-def output_console() -> Console:
-    """The Console replies print to: the terminal's width, or a wide one when piped.
+class _TrailingSpaceStripper:
+    """A file wrapper that drops the spaces rich pads each line with, for piped output.
 
-    rich assumes 80 columns when stdout is not a terminal, which folds function
-    names like ``main.blockedSendResult`` in two; scripts grepping the output of
-    ``heapbot top demo | grep`` need whole names, as ``go tool pprof -top`` prints.
+    rich pads every table cell (and the last column) to its column width; in a
+    pipe that is noise at the end of every line (`heapbot help | cat -A`).
+    Complete lines are written at once, without their trailing spaces.
     """
-    if sys.stdout.isatty() or os.environ.get("COLUMNS"):
-        return Console()
-    return Console(width=PIPE_WIDTH)
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._pending = ""
+
+    def write(self, text: str) -> int:
+        lines = (self._pending + text).split("\n")
+        self._pending = lines.pop()
+        if lines:
+            self._stream.write("".join(line.rstrip(" ") + "\n" for line in lines))
+        return len(text)
+
+    def flush(self) -> None:
+        if self._pending:
+            self._stream.write(self._pending)
+            self._pending = ""
+        self._stream.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
+
+
+def output_console(file: TextIO | None = None) -> Console:
+    """The Console replies print to: the terminal as it is, or a pipe without wrapping.
+
+    rich assumes 80 columns when stdout is not a terminal and folds long words,
+    which broke ``main.leakmapSetContext`` in two; scripts grepping
+    ``heapbot top demo | grep main.`` need whole names, as ``go tool pprof -top``
+    prints them. Piped, text is never wrapped (``soft_wrap``), tables are as wide
+    as their content (see :func:`print_table`), and lines carry no trailing spaces.
+    """
+    stream = file or sys.stdout
+    if stream.isatty():
+        return Console(file=stream)
+    width = int(os.environ.get("COLUMNS", "0") or 0) or PIPE_WIDTH
+    return Console(file=_TrailingSpaceStripper(stream), width=width, soft_wrap=True)
+
+
+def print_table(console: Console, table: RichTable) -> None:
+    """Print a table at its natural width when that is wider than the console.
+
+    A function name is never folded across lines: a table wider than the
+    terminal is printed whole and the terminal wraps its long lines, as it
+    does for ``go tool pprof -top``.
+    """
+    natural = Measurement.get(console, console.options.update_width(_UNBOUNDED), table).maximum
+    if natural <= console.width:
+        console.print(table)
+        return
+    console.print(Segments(console.render(table, console.options.update_width(natural))),
+                  soft_wrap=True)
 
 
 def rich_table(table: Table) -> RichTable:
@@ -62,7 +117,7 @@ def print_reply(reply: Reply, console: Console | None = None,
     if reply.summary:
         console.print(Text(reply.summary, style="yellow" if not reply.error else ""))
     if reply.table is not None and reply.table.rows:
-        console.print(rich_table(reply.table))
+        print_table(console, rich_table(reply.table))
     for section in reply.sections:
         if section:
             console.print(Text(section))

@@ -29,7 +29,7 @@ from bot.slack.client import build_web_client
 from bot.slack.deps import SlackDeps, build_deps
 from bot.slack.seen import SharedSeenSet
 from bot.slack.socket_mode import TimedSocketModeHandler, build_socket_handler
-from bot.slack.threads import ThreadMemory, redis_of
+from bot.slack.threads import ThreadMemory
 
 log = logging.getLogger(__name__)
 
@@ -117,14 +117,15 @@ def install_slack(app: web.Application, runtime: Any, settings: Settings, *,
         socket_mode = bool(settings.slack_app_token
                            and settings.slack_app_token.get_secret_value())
     client = build_web_client(settings)
-    threads = ThreadMemory(redis_of(runtime))
+    redis = runtime.redis if runtime is not None else None  # None: transport-only tests
+    threads = ThreadMemory(redis)
     deps = build_deps(runtime, client, threads, channel_interval=channel_interval,
                       max_running=max_running)
     bolt = build_bolt_app(deps, settings, socket_mode=socket_mode)
     state = SlackState(deps=deps, bolt=bolt, socket_mode=socket_mode)
     app[SLACK_STATE] = state
     if not socket_mode:
-        guard = ReplayGuard(signing_secret_of(settings), redis_of(runtime))
+        guard = ReplayGuard(signing_secret_of(settings), redis)
         app.router.add_post(EVENTS_PATH, _events_handler(bolt, guard,
                                                          settings.body_timeout_seconds))
 

@@ -10,7 +10,6 @@ logged and counted, never shown.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -54,13 +53,3 @@ class ThreadMemory:
         if value is None:
             return None
         return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def redis_of(runtime: Any) -> aioredis.Redis | None:
-    """The redis.asyncio client the snapshot store already holds, if it exposes one."""
-    store = getattr(runtime, "store", None)
-    for name in ("redis", "client", "_redis"):
-        client = getattr(store, name, None)
-        if isinstance(client, aioredis.Redis):
-            return client
-    return None

@@ -25,6 +25,7 @@ from typing import Any
 from slack_sdk.web.async_client import AsyncWebClient
 
 import handlers
+from bot import sampling
 from bot.errors import HeapbotError
 from bot.metrics import REPLY_SECONDS
 from bot.reply import Reply
@@ -161,7 +162,18 @@ class CommandRunner:
             return ""
         if ts and reply.service:
             await self.threads.remember(target.channel, target.thread_ts or ts, reply.service)
+        if ts and reply.data and reply.data.get("sampling_id"):
+            await self._sampling_thread(str(reply.data["sampling_id"]), target, ts)
         return ts
+
+    async def _sampling_thread(self, sampling_id: str, target: ReplyTarget, ts: str) -> None:
+        """A --sample reply was posted: its verdict, posted later by the worker, goes there."""
+        try:
+            await sampling.set_thread(self.runtime.store.redis, sampling_id, target.channel,
+                                      target.thread_ts or ts)
+        except Exception as exc:  # the verdict then starts its own message in the channel
+            log.warning("could not record the thread of sampling %s: %s", sampling_id,
+                        type(exc).__name__)
 
     async def _tell_asker(self, exc: HeapbotError, target: ReplyTarget) -> None:
         """Best effort: tell the asker privately that their reply could not be posted."""

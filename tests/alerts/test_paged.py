@@ -171,7 +171,7 @@ async def test_alertmanager_alert_opens_one_paged_thread(bot: Bot) -> None:
             return None
         ts = replies[0]["thread_ts"]
         files = [f for f in standin.files() if f.thread_ts == ts]
-        return files if len(files) >= 2 else None
+        return files if any(f.filename.endswith(".pb.gz") for f in files) else None
 
     files = await standin.wait_for(files_in_thread, timeout=90)
     ts = await summary_ts(standin)
@@ -189,9 +189,13 @@ async def test_alertmanager_alert_opens_one_paged_thread(bot: Bot) -> None:
     assert any("flat" in t and "cum" in t for t in texts), texts
     assert any(baseline.snapshot.id in t for t in texts[1:]), "no diff against the baseline"
     assert any("goroutine" in t.lower() for t in texts[2:])
-    chart = [f for f in files if f.filename.endswith(".png")]
+    chart = [f for f in files if f.filename.endswith("-history.png")]
     profile = [f for f in files if f.filename.endswith(".pb.gz")]
     assert chart and chart[0].content.startswith(b"\x89PNG\r\n\x1a\n")
+    # The diff against the baseline comes with its diff flame graph (PNG, and SVG tooltips).
+    flames = sorted(f.filename for f in files if "-diff-flame." in f.filename)
+    assert [n.rsplit(".", 1)[1] for n in flames] == ["png", "svg"]
+    assert flames[0].startswith(f"demo-{baseline.snapshot.id}-")
     assert profile
     from bot.pprof import parse_profile
 

@@ -41,6 +41,11 @@ class RegistryAndStore:
     registry: Registry
     store: SnapshotStore
 
+    @property
+    def redis(self) -> Any:
+        """The Runtime's one Redis client (the store's)."""
+        return self.store.redis
+
 
 def write_registry(tmp_path: Path, target: str = "http://127.0.0.1:9") -> Path:
     path = tmp_path / "heapbot.yaml"

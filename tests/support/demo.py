@@ -1,10 +1,12 @@
 """pytest plugin: the demo Go service from deploy/demo, built once and run for real.
 
 Tests profile a real Go process over real HTTP, never canned bytes. The binary
-is built once per source version (cached under the temp dir, keyed by a hash of
-the Go sources and the version string), so a session pays for `go build` only
-the first time. Every process started here is stopped at the end of the
-session, and dies with the test runner even if it is killed.
+is built once per source version (cached under the project's ``.cache/demo``,
+keyed by a hash of the Go sources and the version string), so a session pays
+for `go build` only the first time. Every process started here is stopped at
+the end of the session, and dies with the test runner even if it is killed;
+``start_demo(detach=True)`` is the exception `make demo` uses to leave the demo
+running.
 """
 
 from __future__ import annotations
@@ -50,11 +52,13 @@ def demo_source_hash(version: str = "dev") -> str:
     return digest.hexdigest()[:16]
 
 
+CACHE_DIR = REPO_ROOT / ".cache" / "demo"  # gitignored; `make clean` removes it
+
+
 def _cache_dir() -> Path:
-    uid = os.getuid() if hasattr(os, "getuid") else 0
-    path = Path(tempfile.gettempdir()) / f"heapbot-demo-{uid}"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    """Demo builds live under the project, not in the system temp dir (62 MB each)."""
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    return CACHE_DIR
 
 
 def build_demo(version: str = "dev", *, trimpath: bool = False) -> Path:
@@ -99,6 +103,7 @@ class DemoProcess:
     rate: float
     log_path: Path
     extra: dict[str, Any] = field(default_factory=dict)
+    temporary_log: bool = False  # a temp file of ours: removed when the instance stops
 
     @property
     def url(self) -> str:
@@ -141,11 +146,25 @@ class DemoProcess:
     def _close(self) -> None:
         if self.process.stdout:
             self.process.stdout.close()
+        if self.temporary_log:
+            with contextlib.suppress(OSError):
+                self.log_path.unlink()
         _running.discard(self)
 
 
-def _read_listen_line(process: subprocess.Popen[bytes], deadline: float) -> str:
-    """The demo prints ``demo VERSION listening on http://HOST:PORT ...`` once bound."""
+def _read_listen_line(process: subprocess.Popen[bytes], deadline: float,
+                      log_path: Path | None = None) -> str:
+    """The demo prints ``demo VERSION listening on http://HOST:PORT ...`` once bound.
+
+    A detached instance writes it to its log file (``log_path``) instead of a pipe.
+    """
+    if log_path is not None:
+        while time.monotonic() < deadline and process.poll() is None:
+            for line in log_path.read_text(errors="replace").splitlines():
+                if line.startswith("demo ") and " listening on " in line:
+                    return line
+            time.sleep(0.05)
+        return ""
     assert process.stdout is not None
     buf = b""
     while b"\n" not in buf:
@@ -183,9 +202,20 @@ def start_demo(
     memprofilerate: int | None = None,
     extra_args: tuple[str, ...] = (),
     port: int = 0,
+    detach_log: Path | None = None,
 ) -> DemoProcess:
-    """Start the demo on a free port (``port=0``) and wait until /healthz answers."""
-    log_path = Path(tempfile.mkstemp(prefix="heapbot-demo-", suffix=".log")[1])
+    """Start the demo on a free port (``port=0``) and wait until /healthz answers.
+
+    With ``detach_log`` the instance outlives this process (its own session, no
+    parent-death signal, output to that file): `make demo` leaves it running.
+    """
+    detached = detach_log is not None
+    if detach_log is not None:
+        log_path = detach_log
+    else:
+        handle, name = tempfile.mkstemp(prefix="heapbot-demo-", suffix=".log")
+        os.close(handle)
+        log_path = Path(name)
     args = [str(binary), "-addr", f"127.0.0.1:{port}", "-scenarios", scenarios,
             "-rate", str(rate), *extra_args]
     if memprofilerate is not None:
@@ -193,10 +223,14 @@ def start_demo(
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("DEMO_")}
     child_env.update(env or {})
     with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log_file,
-                                   env=child_env, preexec_fn=_die_with_parent)
+        if detached:
+            process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log_file,
+                                       stderr=log_file, env=child_env, start_new_session=True)
+        else:
+            process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log_file,
+                                       env=child_env, preexec_fn=_die_with_parent)
     deadline = time.monotonic() + START_TIMEOUT_S
-    line = _read_listen_line(process, deadline)
+    line = _read_listen_line(process, deadline, log_path if detached else None)
     try:
         # "demo v1 listening on http://127.0.0.1:40651 scenarios=... rate=..."
         words = line.split()
@@ -205,12 +239,15 @@ def start_demo(
     except (IndexError, ValueError):
         process.kill()
         process.wait(5)
-        raise RuntimeError(
-            f"demo did not start: {line!r}; stderr: {log_path.read_text(errors='replace')}"
-        ) from None
+        stderr = log_path.read_text(errors="replace")
+        if not detached:
+            log_path.unlink(missing_ok=True)
+        raise RuntimeError(f"demo did not start: {line!r}; stderr: {stderr}") from None
     demo = DemoProcess(process=process, port=bound_port, version=version,
-                       scenarios=scenarios, rate=rate, log_path=log_path)
-    _running.add(demo)
+                       scenarios=scenarios, rate=rate, log_path=log_path,
+                       temporary_log=not detached)
+    if not detached:
+        _running.add(demo)
     try:
         _wait_healthy(demo.url, deadline)
     except RuntimeError:

@@ -11,7 +11,9 @@ from typing import Any
 from slack_bolt.async_app import AsyncApp
 
 import handlers
+from bot.render.blocks import neutralize_mentions
 from bot.slack.deps import SlackDeps
+from bot.slack.text import plain_text
 from bot.slack.work import ReplyTarget
 
 log = logging.getLogger(__name__)
@@ -23,9 +25,10 @@ Ack = Callable[..., Awaitable[Any]]
 
 
 def ack_text_for(deps: SlackDeps, text: str, channel_id: str = "") -> str:
-    """handlers.ack_text, never failing: the ack must go out whatever the text is."""
+    """handlers.ack_text made inert for Slack, never failing: the ack must go out whatever
+    the text is."""
     try:
-        return handlers.ack_text(deps.runtime, text, channel_id=channel_id)
+        return neutralize_mentions(handlers.ack_text(deps.runtime, text, channel_id=channel_id))
     except Exception:
         log.exception("ack_text failed")
         return "Working on it…"
@@ -34,7 +37,7 @@ def ack_text_for(deps: SlackDeps, text: str, channel_id: str = "") -> str:
 async def on_heap_command(deps: SlackDeps, ack: Ack, command: dict[str, Any]) -> None:
     """Ack with what heapbot is about to do, then run the command in the background."""
     started = time.monotonic()
-    text = str(command.get("text") or "")
+    text = plain_text(str(command.get("text") or ""))
     if not deps.runner.has_room():
         await ack(text=BUSY_TEXT, response_type="ephemeral")
         return

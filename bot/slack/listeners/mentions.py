@@ -8,6 +8,7 @@ from typing import Any
 from slack_bolt.async_app import AsyncApp
 
 from bot.slack.deps import SlackDeps
+from bot.slack.text import plain_text
 from bot.slack.work import ReplyTarget
 
 
@@ -22,8 +23,8 @@ async def on_mention(deps: SlackDeps, event: dict[str, Any], body: dict[str, Any
     thread_ts = event.get("thread_ts") or event.get("ts")
     target = ReplyTarget(channel=str(event.get("channel") or ""),
                          user_id=str(event.get("user") or ""), thread_ts=thread_ts)
-    # handlers.parse drops the leading <@bot> mention itself.
-    deps.runner.submit(str(event.get("text") or ""), target, source="mention", started=started)
+    deps.runner.submit(plain_text(str(event.get("text") or "")), target, source="mention",
+                       started=started)
 
 
 def register(app: AsyncApp, deps: SlackDeps) -> None:

@@ -7,26 +7,30 @@ matching function its file, flat and cum, then every line that carries a value.
 from __future__ import annotations
 
 import shlex
-from typing import Any
+from typing import TYPE_CHECKING
 
 from bot.reply import Action, Column, Reply, Table
 from handlers._common import context_lines, failed_instances_text, short_path
-from handlers.peek import capture_and_analyse, parse_regex_command
+from handlers.peek import RegexCommand, capture_and_analyse, parse_regex_command
+
+if TYPE_CHECKING:
+    from bot.runtime import Runtime
+    from handlers.invocation import Invocation
 
 USAGE = "/heap list SERVICE FUNC_RE"
 MAX_FUNCTIONS = 6
 MAX_LINES = 15
 
 
-def check(argv: list[str]) -> tuple[str, str, dict[str, Any]]:
+def check(argv: list[str]) -> RegexCommand:
     """Validate the arguments, syntax only (no I/O): the instant ack uses what handle() uses."""
     return parse_regex_command(argv, USAGE)
 
 
-async def handle(runtime: Any, argv: list[str], inv: Any) -> Reply:
+async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     """Capture and show per-line values of the functions matching FUNC_RE."""
     from bot.analysis.listing import list_lines
-    from bot.analysis.units import format_value, percentage
+    from bot.units import format_value, percentage
 
     service, regex, capture, report = await capture_and_analyse(runtime, argv, inv, USAGE,
                                                                 list_lines)

@@ -1,0 +1,89 @@
+"""Who may run a command on a service, and which service a command is about.
+
+Runs before any capture: a SERVICE command gets its service from the thread when
+the user left it out, the name is resolved through the registry (aliases,
+did-you-mean), and a chat user outside the service's allow lists is refused.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from bot.errors import AccessDeniedError, UnknownServiceError, UsageError
+from handlers import commands
+from handlers.invocation import TRUSTED_SOURCES, Invocation
+
+if TYPE_CHECKING:
+    from bot.registry import Registry, ServiceConfig
+
+
+def check_access(service: ServiceConfig, inv: Invocation) -> None:
+    """Refuse a request from a channel or user outside the service's allow lists.
+
+    Console and CLI requests come from whoever holds the registry and the store,
+    and alert/watch runs are heapbot's own (set up by the operator), so only
+    requests typed or clicked by a chat user are checked.
+    """
+    if inv.source in TRUSTED_SOURCES:
+        return
+    try:
+        service.check_access(inv.channel_id, tuple(inv.user_groups))
+    except AccessDeniedError:
+        unread = sorted(set(inv.unknown_groups) & set(service.allow_usergroups))
+        if not unread:
+            raise
+        groups = "user group" + ("s " if len(unread) > 1 else " ")
+        raise AccessDeniedError(
+            f"heapbot could not check whether you are in the {groups}{', '.join(unread)} "
+            f"that may use `{service.name}`: Slack did not answer the membership lookup.",
+            hint="Try again in a minute, or ask in one of the service's allowed channels.",
+        ) from None
+
+
+def may_use(service: ServiceConfig, inv: Invocation) -> bool:
+    """Whether :func:`check_access` lets ``inv`` use ``service`` (for lists that hide)."""
+    try:
+        check_access(service, inv)
+    except AccessDeniedError:
+        return False
+    return True
+
+
+def require_service(command: str, argv: list[str]) -> None:
+    """A SERVICE command must start with a service name, not an option or nothing."""
+    if not argv or argv[0].startswith("-"):
+        raise UsageError(f"`/heap {command}` needs a SERVICE.",
+                         hint=f"Usage: `{commands.usage_of(command)}`")
+
+
+def _needs_thread_service(registry: Registry, argv: list[str], inv: Invocation) -> bool:
+    """Whether ``argv`` lacks a SERVICE that the thread can supply.
+
+    A first word that is a near miss of a known service (``paymnts``) is taken as
+    a misspelt service, so the user gets did-you-mean instead of a confusing
+    error about the word in another position.
+    """
+    if not inv.thread_service:
+        return False
+    if not argv or argv[0].startswith("-"):
+        return True
+    try:
+        registry.resolve(argv[0])
+    except UnknownServiceError as err:
+        return not err.suggestions
+    return False
+
+
+def resolve_and_authorize(registry: Registry, command: str, argv: list[str],
+                          inv: Invocation) -> list[str]:
+    """For a SERVICE command: fill in the thread's service, resolve aliases, enforce the
+    allow lists (before any capture).
+
+    Returns argv with the service's canonical name first.
+    """
+    if _needs_thread_service(registry, argv, inv):
+        argv = [str(inv.thread_service), *argv]
+    require_service(command, argv)
+    service = registry.resolve(argv[0])  # UnknownServiceError carries did-you-mean
+    check_access(service, inv)
+    return [service.name, *argv[1:]]

@@ -1,0 +1,158 @@
+"""The command table: which words exist, which module serves each, how each is used.
+
+Command modules are imported when first used (:func:`load`), so one broken module
+cannot take the others down: its command answers "unavailable" and the error
+goes to the log.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+from bot.errors import HeapbotError
+
+if TYPE_CHECKING:
+    from bot.reply import Reply
+    from bot.runtime import Runtime
+    from handlers.invocation import Invocation
+
+    Handler = Callable[[Runtime, list[str], Invocation], Awaitable[Reply]]
+
+log = logging.getLogger("heapbot.handlers")
+
+# command word → module under handlers/ (imported when first used)
+COMMANDS: dict[str, str] = {
+    "top": "top",
+    "diff": "diff",
+    "goroutines": "goroutines",
+    "stats": "stats",
+    "history": "history",
+    "peek": "peek",
+    "list": "listing",
+    "deploy": "deploy",
+    "services": "services",
+    "capture": "capture",
+    "leaks": "leaks",
+    "watch": "watch",
+    "unwatch": "watch",  # handlers/watch.py serves all three watch commands
+    "watches": "watch",
+    "help": "help",
+}
+ALIASES: dict[str, str] = {
+    "goroutine": "goroutines",
+    "gr": "goroutines",
+    "memstats": "stats",
+    "mem": "stats",
+    "leak": "leaks",
+    "service": "services",
+    "ls": "services",
+    "hist": "history",
+    "?": "help",
+}
+# commands whose first argument is a SERVICE (access control and thread context apply)
+SERVICE_COMMANDS = frozenset(
+    {"top", "diff", "goroutines", "stats", "history", "peek", "list", "deploy", "capture",
+     "leaks", "watch", "unwatch"}
+)
+# commands that fetch from the service's pprof endpoints before answering
+CAPTURING_COMMANDS = frozenset(
+    {"top", "diff", "goroutines", "stats", "capture", "leaks", "peek", "list"}
+)
+
+# One line per command, shown by `/heap help` and as the hint of usage errors.
+USAGES: dict[str, str] = {
+    "top": "/heap top SERVICE [N] [--cum] [--type inuse_space|inuse_objects|alloc_space|"
+           "alloc_objects] [--focus RE] [--download]",
+    "diff": "/heap diff SERVICE [since previous|deploy|1h|SNAPSHOT_ID]",
+    "goroutines": "/heap goroutines SERVICE [N]",
+    "stats": "/heap stats SERVICE",
+    "history": "/heap history SERVICE",
+    "peek": "/heap peek SERVICE FUNC_RE",
+    "list": "/heap list SERVICE FUNC_RE",
+    "deploy": "/heap deploy SERVICE VERSION",
+    "services": "/heap services",
+    "capture": "/heap capture SERVICE",
+    "leaks": "/heap leaks SERVICE [--sample 3x30s]",
+    "watch": "/heap watch SERVICE every 15m [in #channel]",
+    "unwatch": "/heap unwatch SERVICE",
+    "watches": "/heap watches",
+    "help": "/heap help [COMMAND]",
+}
+
+
+def canonical(word: str) -> str:
+    """The command a word names (aliases resolved, case folded); may not exist."""
+    word = word.lower()
+    return ALIASES.get(word, word)
+
+
+def did_you_mean(word: str) -> str:
+    """A hint naming the commands closest to a misspelt ``word``."""
+    close = difflib.get_close_matches(word, [*COMMANDS, *ALIASES], n=2, cutoff=0.6)
+    close = [*dict.fromkeys(ALIASES.get(c, c) for c in close)]
+    if close:
+        return "Did you mean " + " or ".join(f"`/heap {c}`" for c in close) + "? " \
+               "`/heap help` lists every command."
+    return "`/heap help` lists every command."
+
+
+def load(command: str) -> ModuleType:
+    """Import the module that serves ``command``; a missing or broken one → HeapbotError."""
+    module_name = "handlers." + COMMANDS[command]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (exc.name == module_name or module_name.startswith(exc.name + ".")):
+            raise HeapbotError(f"`/heap {command}` is not available in this heapbot build.",
+                               hint="`/heap help` lists the commands that are.") from None
+        log.exception("handler module %s failed to import", module_name)
+        raise HeapbotError(f"`/heap {command}` is unavailable right now (it failed to load).",
+                           hint="The other commands still work; the error is in the log.") from None
+    except Exception:
+        log.exception("handler module %s failed to import", module_name)
+        raise HeapbotError(f"`/heap {command}` is unavailable right now (it failed to load).",
+                           hint="The other commands still work; the error is in the log.") from None
+    if not hasattr(module, "handle") and not hasattr(module, f"handle_{command}"):
+        raise HeapbotError(f"`/heap {command}` is not available in this heapbot build.")
+    return module
+
+
+def handler_of(module: ModuleType, command: str) -> Handler:
+    """``handle_<command>`` when a module serves several commands, else ``handle``."""
+    handler: Handler = getattr(module, f"handle_{command}", None) or module.handle
+    return handler
+
+
+def _serves_one(command: str) -> bool:
+    """Whether ``command``'s module serves no other command (so its plain names are its)."""
+    return [*COMMANDS.values()].count(COMMANDS[command]) == 1
+
+
+def checker_of(module: ModuleType, command: str) -> Callable[[list[str]], object] | None:
+    """The module's syntax check for ``command`` (``check_<command>``, else ``check``)."""
+    check = getattr(module, f"check_{command}", None) or (
+        getattr(module, "check", None) if _serves_one(command) else None)
+    return check if callable(check) else None
+
+
+def usage_of(command: str, *, load: bool = False) -> str:
+    """The usage line of a command: its module's own when loaded (or ``load``), else ours."""
+    module_name = "handlers." + COMMANDS.get(command, "help")
+    module = sys.modules.get(module_name)
+    if module is None and load and command in COMMANDS:
+        try:
+            module = importlib.import_module(module_name)
+        except Exception:  # a broken module is reported when it is run, not in help
+            module = None
+    if module is not None:
+        own = getattr(module, "USAGES", {}).get(command) or (
+            getattr(module, "USAGE", None) if _serves_one(command) else None)
+        if isinstance(own, str) and own.startswith("/heap"):
+            return own
+    return USAGES.get(command, "/heap help")
