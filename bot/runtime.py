@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import redis.asyncio as aioredis
 from redis.exceptions import LockError, RedisError
 
-from bot import metrics, sampling
+from bot import keys, metrics, sampling
 from bot.analysis.leaks import MAX_CAPTURES as MAX_LEAK_CAPTURES
 from bot.analysis.leaks import (
     HeapSite,
@@ -273,14 +273,14 @@ class Runtime:
                    settings=settings, embedded=embedded)
 
     async def close(self) -> None:
-        """Close connections; stop the embedded Redis if this process started it."""
+        """Close connections; let go of the embedded Redis (it stays up for the next process)."""
         for pending in list(self._inflight.values()):
             pending.cancel()
         await self.capturer.aclose()
         with contextlib.suppress(Exception):
             await self.store.close()
-        if self.embedded is not None and self.embedded.started_here:
-            await asyncio.to_thread(self.embedded.stop)
+        if self.embedded is not None:  # it keeps running for the next heapbot process
+            self.embedded.release()
 
     @property
     def redis(self) -> aioredis.Redis:
@@ -348,7 +348,7 @@ class Runtime:
         lock = None
         if store_error is None:
             ttl = self.lock_timeout or (config.timeout_seconds * 3 + 30)
-            lock = self.store.redis.lock(f"heapbot:{{{config.name}}}:capture-lock",
+            lock = self.store.redis.lock(keys.capture_lock(config.name),
                                          timeout=ttl, sleep=0.05, blocking_timeout=ttl)
             try:
                 if not await lock.acquire(blocking=False):

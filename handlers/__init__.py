@@ -20,7 +20,13 @@ from bot.errors import AccessDeniedError, HeapbotError, UsageError
 from bot.metrics import COMMANDS as COMMAND_COUNTER
 from bot.reply import Reply
 from handlers import commands
-from handlers.access import check_access, may_use, require_service, resolve_and_authorize
+from handlers.access import (
+    check_access,
+    may_use,
+    require_service,
+    resolve_and_authorize,
+    resolve_for,
+)
 from handlers.commands import ALIASES, COMMANDS, USAGES, usage_of
 from handlers.grammar import ParsedCommand, clean_text, parse, shorten
 from handlers.invocation import Invocation
@@ -31,18 +37,20 @@ if TYPE_CHECKING:
 log = logging.getLogger("heapbot.handlers")
 
 
-def check_arguments(runtime: Runtime, command: str, argv: list[str]) -> list[str]:
+def check_arguments(runtime: Runtime, command: str, argv: list[str],
+                    inv: Invocation | None = None) -> list[str]:
     """Validate a command's arguments without I/O; raise the UsageError ``run`` would give.
 
     The same checks as the handler, in the same order: a SERVICE is given and the
     in-memory registry knows it, then the command module's own ``check(argv)``
     (options, counts, regexes, sample types, references). Access lists and
     anything needing Redis or the network are left to ``run``.
-    Returns argv with the service's canonical name.
+    Returns argv with the service's canonical name; with ``inv``, a did-you-mean
+    names only services ``inv`` may use.
     """
     if command in commands.SERVICE_COMMANDS:
         require_service(command, argv)
-        argv = [runtime.registry.resolve(argv[0]).name, *argv[1:]]
+        argv = [resolve_for(runtime.registry, argv[0], inv).name, *argv[1:]]
     try:
         module = commands.load(command)
     except HeapbotError:  # a broken module is reported by run(), not by the ack
@@ -117,10 +125,12 @@ def ack_text(runtime: Runtime, text: str, channel_id: str | None = None) -> str:
     service's, not the asker's.
     """
     command = "?"
+    asker = None if channel_id is None else Invocation(text, channel_id=channel_id,
+                                                       source="slack")
     try:
         parsed = parse(text)
         command = parsed.command
-        argv = check_arguments(runtime, command, parsed.argv)
+        argv = check_arguments(runtime, command, parsed.argv, asker)
     except HeapbotError as err:
         return _usage_hint(err, command).user_message()
     if command not in commands.SERVICE_COMMANDS:
@@ -129,8 +139,7 @@ def ack_text(runtime: Runtime, text: str, channel_id: str | None = None) -> str:
                 "watches": "Listing the watches…"}.get(command, "Working on it…")
     service = runtime.registry.resolve(argv[0])  # check_arguments resolved it already
     name, instances = shorten(service.name), len(service.targets)
-    if channel_id is not None and not may_use(
-            service, Invocation(text, channel_id=channel_id, source="slack")):
+    if asker is not None and not may_use(service, asker):
         instances = 0  # a service this channel may not use: do not disclose its size
     if "--snapshot" in argv or any(a.startswith("--snapshot=") for a in argv):
         return f"Loading a stored snapshot of {name}…"  # no capture: no instances to count

@@ -174,9 +174,15 @@ def top_table(report: TopReport, *, caption: str = "", with_status: bool = False
 
 
 def standard_actions(service: str, snapshot_id: str | None = None,
-                     *, skip: Iterable[str] = ()) -> list[Action]:
-    """The follow-ups offered under every capture: diff, goroutines, leaks, again, download."""
+                     *, skip: Iterable[str] = (), stored: bool = True) -> list[Action]:
+    """The follow-ups offered under every capture: diff, goroutines, leaks, again, download.
+
+    Only the ones that can work: a capture Redis did not keep (``stored=False``) has
+    nothing to download, and diff and leaks need stored captures.
+    """
     skipped = set(skip)
+    if not stored:
+        skipped |= {"Diff vs previous", "Leaks", "Download profile"}
     actions = [
         Action("Diff vs previous", f"diff {service} since previous", "primary"),
         Action("Goroutines", f"goroutines {service}"),
@@ -209,6 +215,14 @@ def failed_instances_text(snapshot: StoredSnapshot) -> str:
     parts = [f"{i.target}: {i.error or 'failed'}" for i in failed[:5]]
     more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
     return f"{plural(len(failed), 'instance')} did not answer: " + "; ".join(parts) + more + "."
+
+
+def not_stored_text(captured: Any) -> str:
+    """The line under a capture Redis did not keep (empty when it was stored)."""
+    if getattr(captured, "stored", True):
+        return ""
+    return (f"Not stored: {captured.store_error} The numbers here are right, but history, "
+            "diff and leaks will not see this capture.")
 
 
 def no_profile_reply(service: str, snapshot: StoredSnapshot,

@@ -49,6 +49,23 @@ def may_use(service: ServiceConfig, inv: Invocation) -> bool:
     return True
 
 
+def resolve_for(registry: Registry, name: str, inv: Invocation | None) -> ServiceConfig:
+    """``registry.resolve(name)``, whose did-you-mean names only services ``inv`` may use.
+
+    A near miss (``vaul``) must not reveal a restricted service's name to someone
+    outside its allow lists; ``inv`` None (no chat context) suggests every service.
+    """
+    try:
+        return registry.resolve(name)
+    except UnknownServiceError as err:
+        if inv is None or not err.suggestions:
+            raise
+        usable = [s for s in err.suggestions if may_use(registry.resolve(s), inv)]
+        if usable == err.suggestions:
+            raise
+        raise UnknownServiceError(err.name, usable) from None
+
+
 def require_service(command: str, argv: list[str]) -> None:
     """A SERVICE command must start with a service name, not an option or nothing."""
     if not argv or argv[0].startswith("-"):
@@ -84,6 +101,6 @@ def resolve_and_authorize(registry: Registry, command: str, argv: list[str],
     if _needs_thread_service(registry, argv, inv):
         argv = [str(inv.thread_service), *argv]
     require_service(command, argv)
-    service = registry.resolve(argv[0])  # UnknownServiceError carries did-you-mean
+    service = resolve_for(registry, argv[0], inv)  # did-you-mean: usable services only
     check_access(service, inv)
     return [service.name, *argv[1:]]

@@ -14,6 +14,7 @@ from bot.units import format_bytes, format_clock, format_duration
 from handlers._common import (
     Args,
     failed_instances_text,
+    not_stored_text,
     parse_args,
     short_build_id,
     standard_actions,
@@ -80,9 +81,8 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
         title = f"Captured {service}: {answered}/{total} instances"
     if (failed := failed_instances_text(snapshot)):
         sections.append(failed)
-    if not captured.stored:
-        sections.append(f"Not stored: {captured.store_error} The numbers here are right, "
-                        "but history, diff and leaks will not see this capture.")
+    if (unstored := not_stored_text(captured)):
+        sections.append(unstored)
     for marker in captured.deploys_detected:
         sections.append(f"New build since the previous capture ({marker.previous_build_id[:12]} "
                         f"→ {marker.build_id[:12]}): recorded as a deploy.")
@@ -92,7 +92,8 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
         summary=", ".join(f for f in facts if f),
         table=instance_table(snapshot),
         sections=sections,
-        actions=standard_actions(service, snapshot.id, skip={"Capture again"}),
+        actions=standard_actions(service, snapshot.id, skip={"Capture again"},
+                                 stored=captured.stored),
         service=service,
         snapshot_id=snapshot.id,
         data={"snapshot": snapshot.to_json(), "reused": captured.reused,

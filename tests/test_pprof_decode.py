@@ -115,6 +115,9 @@ def test_broken_references_are_refused(what: str) -> None:
     (b"<!DOCTYPE html><html><body>Login</body></html>", "HTML page"),
     (b'{"error": "unauthorized"}', "JSON"),
     (b"heap profile: 1: 2 [3: 4] @ heap/1048576\n", "text form"),
+    (b"goroutine profile: total 4\n1 @ 0x1\n", "`heapbot goroutines --profile FILE`"),
+    (b"goroutine 1 [running]:\nmain.main()\n\t/x/main.go:10 +0x1d\n",
+     "goroutine dump (?debug=2)"),
     (b"\x1f\x8b\x08\x00garbage-not-deflate", "not valid gzip"),
     (b"hello, world, not a profile at all", "not a pprof profile"),
 ])

@@ -242,6 +242,17 @@ async def test_restricted_services_are_not_disclosed_outside_their_allow_lists(
             listed_ops = await _answer(bot, slack_standin, "watches", channel_id=ALLOWED,
                                        user_id="U0EVE")
             assert "vault" in listed_ops and "open" in listed_ops
+
+            # A near miss suggests only services the asker may use, in the ack and the answer.
+            ack = await bot.sender.slash_command("top vaul", channel_id=ELSEWHERE,
+                                                 user_id="U0EVE")
+            assert "no service called `vaul`" in ack.text and "vault`" not in ack.text
+            missed = await _answer(bot, slack_standin, "history vaul", channel_id=ELSEWHERE,
+                                   user_id="U0EVE")
+            assert "no service called `vaul`" in missed and "vault`" not in missed
+            ack_ops = await bot.sender.slash_command("top vaul", channel_id=ALLOWED,
+                                                     user_id="U0EVE")
+            assert "Did you mean `vault`?" in ack_ops.text
         finally:
             await watches.remove("vault")
             await watches.remove("open")

@@ -40,16 +40,31 @@ def _add_flame_option(p: argparse.ArgumentParser) -> None:
                    help="also draw a flame graph: writes OUT.png and OUT.svg (hover for values)")
 
 
-def _parser() -> argparse.ArgumentParser:
+SERVICE_EPILOG = (
+    "With a SERVICE, every option of the slash command works here too, written the same "
+    "way (one grammar): e.g. `heapbot {name} SERVICE --snapshot ID --download`. "
+    "`heapbot ask \"/heap help {name}\"` lists them."
+)
+# Options only the CLI has: file mode (no slash command behind it) and the output format.
+FILE_FLAGS = ("profile", "base", "file")
+
+
+def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The parser, and each subcommand's parser (to print that command's usage on errors)."""
     parser = argparse.ArgumentParser(
         prog="heapbot",
         description="Go heap and goroutine profiling: pprof-exact tables, diffs and leak hunts.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands: dict[str, argparse.ArgumentParser] = {}
 
     def add(name: str, runner: str, help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        slash = name not in ("ask", "console", "serve")
+        p = sub.add_parser(name, help=help_text, description=help_text,
+                           epilog=SERVICE_EPILOG.format(name=_SLASH_NAME.get(name, name))
+                           if slash else None)
         p.set_defaults(runner=runner)
+        commands[name] = p
         return p
 
     p = add("top", "bot.cli.dispatch:top", "top table of a profile file or a live service")
@@ -87,7 +102,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p = add("memstats", "bot.cli.dispatch:memstats", "runtime.MemStats from heap?debug=1")
     p.add_argument("service", nargs="?")
-    p.add_argument("--file", metavar="FILE", help="saved output of /debug/pprof/heap?debug=1")
+    p.add_argument("--profile", "--file", dest="file", metavar="FILE",
+                   help="saved output of /debug/pprof/heap?debug=1 (--file works too)")
     p.add_argument("--format", choices=("text", "json"), default="text")
 
     p = add("leaks", "bot.cli.dispatch:leaks", "suspected leak sites over stored captures")
@@ -120,9 +136,39 @@ def _parser() -> argparse.ArgumentParser:
     p = add("ask", "bot.cli.dispatch:ask", "run one /heap command in the terminal")
     p.add_argument("text", help='e.g. "/heap top demo"')
 
+    p = add("store", "bot.cli.store:status",
+            "the embedded redis-server of HEAPBOT_DATA_DIR: status, or stop it")
+    store = p.add_subparsers(dest="store_command", metavar="ACTION")
+    q = store.add_parser("status", help="is it running, its pid, version, and who uses it")
+    q.set_defaults(runner="bot.cli.store:status")
+    q.add_argument("--format", choices=("text", "json"), default="text")
+    q = store.add_parser("stop", help="stop it (refused while a heapbot process uses it)")
+    q.set_defaults(runner="bot.cli.store:stop")
+    q.add_argument("--force", action="store_true", help="stop it even if in use")
     add("console", "bot.cli.dispatch:console", "a prompt for /heap commands, no Slack needed")
     add("serve", "bot.cli.dispatch:serve", "run the Slack bot (HTTP or Socket Mode)")
-    return parser
+    return parser, commands
+
+
+_SLASH_NAME = {"memstats": "stats"}  # CLI subcommands whose slash command has another name
+
+
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse the command line; in service mode, unknown words go to the slash command.
+
+    ``heapbot top demo --snapshot ID --download`` is ``/heap top demo --snapshot ID
+    --download``: the handler's own grammar decides (``args.extra``). In file mode
+    and for ask/console/serve an unknown word is an error with that command's usage.
+    """
+    parser, commands = _parser()
+    args, extra = parser.parse_known_args(argv)
+    args.extra = []
+    if extra:
+        file_mode = any(getattr(args, flag, None) for flag in FILE_FLAGS)
+        if file_mode or args.command in ("ask", "console", "serve"):
+            commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
+        args.extra = extra
+    return args
 
 
 def _resolve(spec: str) -> Runner:
@@ -131,7 +177,7 @@ def _resolve(spec: str) -> Runner:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = parse(argv)
     try:
         return _resolve(args.runner)(args)
     except HeapbotError as exc:

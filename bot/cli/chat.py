@@ -98,7 +98,19 @@ def _report_options(args: argparse.Namespace, *, json_default_all: bool = True) 
 
 
 def command_argv(args: argparse.Namespace) -> list[str]:
-    """Rebuild the handler's words from the parsed CLI options: ["top", "payments", "-n", "5"]."""
+    """The handler's words: the parsed CLI options, then the words the CLI does not know.
+
+    ``heapbot top payments -n 5 --snapshot ID --download`` → ["top", "payments", "-n", "5",
+    "--snapshot", "ID", "--download"]: the slash command's grammar decides the rest.
+    """
+    extra = list(getattr(args, "extra", None) or [])
+    if args.command == "diff" and extra[:1] == ["since"]:  # `heapbot diff demo since 1h`
+        args.since, extra = (extra[1] if len(extra) > 1 else "previous"), extra[2:]
+    return _known_argv(args) + extra
+
+
+def _known_argv(args: argparse.Namespace) -> list[str]:
+    """The handler's words for the options the CLI parser knows."""
     command = args.command
     service = getattr(args, "service", None)
     flame = ["--flame"] if getattr(args, "flame", None) else []

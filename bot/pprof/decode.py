@@ -9,6 +9,7 @@ analysis code can index arrays without further checks.
 
 from __future__ import annotations
 
+import re
 from functools import partial
 from typing import NoReturn
 
@@ -33,6 +34,8 @@ from bot.pprof.wire import (
     sub_messages,
 )
 
+# The first line of a ?debug=2 dump (runtime.Stack format): "goroutine 1 [running]:"
+_GOROUTINE_DUMP = re.compile(rb"goroutine \d+ \[[^\]\n]*\]:")
 _HINT_FETCH = "Fetch /debug/pprof/heap (or /debug/pprof/goroutine) without ?debug=1."
 
 
@@ -50,7 +53,12 @@ def _sniff_not_profile(raw: bytes) -> None:
     if head[:1] in (b"{", b"["):
         _fail("This is JSON, not a pprof profile.",
               "Check the URL points at the service's /debug/pprof/ endpoint.")
-    if low.startswith((b"heap profile:", b"goroutine profile:", b"--- ")):
+    if low.startswith(b"goroutine profile:") or _GOROUTINE_DUMP.match(head):
+        debug = "?debug=1" if low.startswith(b"goroutine profile:") else "?debug=2"
+        _fail(f"This is a goroutine dump ({debug}), not a binary pprof profile.",
+              "`heapbot goroutines --profile FILE` reads it; or fetch /debug/pprof/goroutine "
+              f"without {debug} for the binary profile.")
+    if low.startswith((b"heap profile:", b"--- ")):
         _fail("This is the text form of a profile (?debug=1), not the binary protobuf.",
               _HINT_FETCH)
 

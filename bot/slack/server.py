@@ -22,6 +22,7 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.signature import SignatureVerifier
 
+from bot import keys
 from bot.metrics import ACK_SECONDS
 from bot.settings import Settings
 from bot.slack.app import build_bolt_app, signing_secret_of
@@ -64,7 +65,7 @@ class ReplayGuard:
 
     def __init__(self, signing_secret: str, redis: Any | None = None) -> None:
         self.verifier = SignatureVerifier(signing_secret)
-        self.seen = SharedSeenSet(redis, "heapbot:slack:sig:", SIGNATURE_WINDOW_SECONDS + 60)
+        self.seen = SharedSeenSet(redis, keys.SLACK_SIGNATURE_SEEN, SIGNATURE_WINDOW_SECONDS + 60)
 
     async def is_replay(self, body: str, timestamp: str | None, signature: str | None) -> bool:
         if not timestamp or not signature:
