@@ -27,8 +27,6 @@ log = logging.getLogger(__name__)
 
 INCIDENT_PREFIX = keys.incident("")
 INCIDENT_TTL_SECONDS = 30 * 24 * 3600
-LATEST_PREFIX = "heapbot:incident-latest:"  # service → key of its newest alert thread
-OPENED_PREFIX = "heapbot:incident-opened:"  # service → threads opened in the current window
 OPEN, RESOLVED = "open", "resolved"
 
 _RELEASE_LUA = (
@@ -73,14 +71,17 @@ async def save_incident(redis: aioredis.Redis, incident: Incident) -> None:
     async with store_errors("save an incident"), redis.pipeline(transaction=True) as pipe:
         pipe.hset(key, mapping=records.to_hash(incident))
         pipe.expire(key, INCIDENT_TTL_SECONDS)
-        if incident.status == OPEN and incident.source != "watch":
-            pipe.set(LATEST_PREFIX + incident.service, incident.key, ex=INCIDENT_TTL_SECONDS)
         await pipe.execute()
+    if incident.status == OPEN and incident.source != "watch":  # another slot: no MULTI
+        async with store_errors("save an incident"):
+            await redis.set(keys.incident_latest(incident.service), incident.key,
+                            ex=INCIDENT_TTL_SECONDS)
 
 
 async def latest_open_incident(redis: aioredis.Redis, service: str) -> Incident | None:
     """The service's newest alert thread if it is still open (where a folded alert goes)."""
-    key = await redis.get(LATEST_PREFIX + service)
+    async with store_errors("read an incident"):
+        key = await redis.get(keys.incident_latest(service))
     if key is None:
         return None
     incident = await load_incident(redis, key.decode() if isinstance(key, bytes) else key)
@@ -93,8 +94,8 @@ async def may_open_thread(redis: aioredis.Redis, service: str, limit: int,
 
     A burst of distinct groupKeys or fingerprints must not open a thread each.
     """
-    key = OPENED_PREFIX + service
-    async with redis.pipeline(transaction=True) as pipe:
+    key = keys.incidents_opened(service)
+    async with store_errors("count new incidents"), redis.pipeline(transaction=True) as pipe:
         pipe.set(key, 0, nx=True, px=max(1, int(window_seconds * 1000)))  # window starts
         pipe.incr(key)  # keeps the TTL (Redis 6.2 has no EXPIRE NX)
         _, opened = await pipe.execute()
