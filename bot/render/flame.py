@@ -24,7 +24,7 @@ from xml.sax.saxutils import escape, quoteattr
 from bot.analysis.flame import FOLDED, GROWTH, ROOT, SHRINK, FlameLayout, FlameRect
 from bot.units import format_value
 
-WIDTH_PX = 1600  # Slack shows it whole on a laptop; ≤ 2000 px
+WIDTH_PX = 1400  # Slack's viewer shows it about 1:1 on a laptop screen; ≤ 2000 px
 MARGIN = 10
 ROW_PX = 18
 FONT_PX = 12
@@ -132,11 +132,18 @@ def _label(layout: FlameLayout, r: FlameRect, width_px: float) -> str:
                     width_px)
     short = r.short
     tail = short[short.rfind(".", 0, short.find("(") if "(" in short else len(short)) + 1:]
+    if tail == short or not tail:
+        tail = ""
     if layout.is_diff:
-        detail = f"{short} {_value(layout, r.delta_cum, True)}"
+        if not r.delta_cum:  # unchanged: the name says enough
+            return _fit([t for t in (short, tail) if t], width_px)
+        value = _value(layout, r.delta_cum, True)
+        options = [f"{short} {value}", short, f"{tail} {value}" if tail else "", tail]
     else:
-        detail = f"{short} {_value(layout, r.cum)} ({_pct(layout, r.cum)})"
-    return _fit([detail, short, tail] if tail and tail != short else [detail, short], width_px)
+        value = _value(layout, r.cum)
+        options = [f"{short} {value} ({_pct(layout, r.cum)})", f"{short} {value}", short,
+                   f"{tail} {value}" if tail else "", tail]
+    return _fit([t for t in options if t], width_px)
 
 
 def _text_color(fill: str) -> str:
@@ -195,14 +202,14 @@ def picture(layout: FlameLayout, subject: str = "", captured_at: float | None = 
         notes.append(f"stacks cut below {layout.max_depth} frames "
                      f"({_value(layout, layout.cut_value)} lies deeper)")
     if layout.is_diff:
-        notes.append("width: " + ("the larger of base and now per stack"
-                                  if layout.diff_width == "max" else "now"))
+        notes.append("labels: change in cum; width: " + (
+            "the larger of base and now per stack" if layout.diff_width == "max" else "now"))
     legend: list[tuple[str, str]] = []
     if layout.is_diff:
         full = _value(layout, layout.max_abs_delta)
-        legend = [(_hex(GROWTH), f"grew (flat, full colour = {full})"),
-                  (_hex(SHRINK), f"shrank (flat, full colour = -{full})"),
-                  ("#e8e8e8", "unchanged")]
+        legend = [(_hex(GROWTH), f"flat grew (full colour: +{full})"),
+                  (_hex(SHRINK), f"flat shrank (full colour: -{full})"),
+                  ("#e8e8e8", "flat unchanged")]
     else:
         legend = [(color, pkg) for pkg, color in layout.packages[:8]]
     return Picture(width_px, height, title, subtitle, boxes, legend, "; ".join(notes))
