@@ -22,20 +22,17 @@ import logging
 import secrets
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import WatchError
 
 from bot import keys, records
-from bot.analysis.summary import ProfileSummary, SnapshotSummary
+from bot.analysis.summary import SnapshotSummary
 from bot.errors import NotFoundError, StoreError
 from bot.redisconn import Connection, connect, store_errors
-
-if TYPE_CHECKING:
-    from bot.pprof import Profile
 
 log = logging.getLogger(__name__)
 
@@ -149,47 +146,6 @@ class StoredSnapshot:
         snapshot = records.from_dict(cls, {k: v for k, v in meta.items() if k != "summary"})
         snapshot.summary = SnapshotSummary.from_dict(summary) if summary else None
         return snapshot
-
-
-def build_summary(
-    *,
-    snapshot_id: str,
-    service: str,
-    taken_at: float,
-    build_id: str,
-    instances: int,
-    heap: Profile | None,
-    goroutine_reports: Sequence[Any] = (),
-    memstats: Mapping[str, int] | None = None,
-    trigger: str = "user",
-) -> SnapshotSummary:
-    """The precomputed summary stored with a snapshot (the one place that builds it).
-
-    Pieces whose engine module has not landed are left empty rather than
-    guessed, so history and leak analysis never read invented numbers.
-    """
-    heap_summary = ProfileSummary()
-    if heap is not None:
-        from bot.analysis.summarize import summarize_heap
-
-        heap_summary = summarize_heap(heap)
-    groups: dict[str, Any] = {}
-    total = 0
-    for report in goroutine_reports:
-        total += int(getattr(report, "total", 0))
-        for group in report.summaries():
-            seen = groups.get(group.signature)
-            if seen is None:
-                groups[group.signature] = group
-            else:  # the same stack on several instances: one group, counts summed
-                groups[group.signature] = type(group)(**{**asdict(seen),
-                                                        "count": seen.count + group.count})
-    ordered = sorted(groups.values(), key=lambda g: (-g.count, g.signature))
-    return SnapshotSummary(
-        snapshot_id=snapshot_id, service=service, taken_at=taken_at, build_id=build_id,
-        instances=instances, heap=heap_summary, goroutine_total=total,
-        goroutine_groups=ordered, memstats=dict(memstats or {}), trigger=trigger,
-    )
 
 
 DECODE_INLINE_ROWS = 8  # more stored snapshots than this are decoded in a worker thread
