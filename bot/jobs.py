@@ -12,32 +12,35 @@ is set in the same Lua script as the XADD, so a job is never half-enqueued.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import redis.asyncio as aioredis
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from redis.exceptions import RedisError, ResponseError
 
+from bot import keys
 from bot.errors import StoreUnavailableError
-from bot.metrics import JOBS, QUEUE_DEPTH
+from bot.metrics import JOBS, QUEUE_DEPTH, redis_error
+from bot.redisconn import store_errors
 
 log = logging.getLogger(__name__)
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
-STREAM = "heapbot:jobs"
-DEAD_LETTER = "heapbot:jobs:dead"
+STREAM = keys.JOB_STREAM  # heapbot:{jobs}: one hash tag for every key of the queue (Cluster)
+DEAD_LETTER = keys.JOB_DEAD_LETTER
 GROUP = "heapbot-workers"
-DEDUPE_PREFIX = "heapbot:jobs:dedupe:"
-PROGRESS_PREFIX = "heapbot:jobs:progress:"
 
-# KEYS[1] stream, KEYS[2] dedupe key ("" = none); ARGV: ttl_ms, maxlen, field/value pairs.
+# KEYS[1] stream, KEYS[2] (optional) dedupe key; ARGV: ttl_ms, maxlen, field/value pairs.
+# Both keys carry the {jobs} hash tag: one Cluster slot, so the script may touch both.
 _ENQUEUE_LUA = """
-if KEYS[2] ~= '' then
+if #KEYS > 1 then
   if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then
     return false
   end
@@ -45,7 +48,7 @@ end
 local args = {KEYS[1], 'MAXLEN', '~', ARGV[2], '*'}
 for i = 3, #ARGV do args[#args + 1] = ARGV[i] end
 local id = redis.call('XADD', unpack(args))
-if KEYS[2] ~= '' then redis.call('SET', KEYS[2], id, 'XX', 'KEEPTTL') end
+if #KEYS > 1 then redis.call('SET', KEYS[2], id, 'XX', 'KEEPTTL') end
 return id
 """
 
@@ -77,6 +80,14 @@ class QueueSettings(BaseSettings):
         10_000, ge=1, validation_alias="HEAPBOT_WATCH_GOROUTINE_THRESHOLD"
     )
     max_body_bytes: int = Field(1024 * 1024, ge=1024, validation_alias="HEAPBOT_WEBHOOK_MAX_BYTES")
+    # Looked at per Alertmanager notification; the rest is counted in the answer, not read.
+    alert_max_alerts: int = Field(200, ge=1, validation_alias="HEAPBOT_ALERT_MAX_ALERTS")
+    alert_max_labels: int = Field(64, ge=1, validation_alias="HEAPBOT_ALERT_MAX_LABELS")
+    # New paged threads per service per window; more alerts reply in the newest thread.
+    alert_max_new_incidents: int = Field(
+        3, ge=1, validation_alias="HEAPBOT_ALERT_MAX_NEW_INCIDENTS")
+    alert_incident_window_seconds: float = Field(
+        600.0, gt=0, validation_alias="HEAPBOT_ALERT_INCIDENT_WINDOW_SECONDS")
     # `/heap leaks --sample` (bot/sampling.py): samplings in progress per person and
     # heapbot-wide, and the longest span of one.
     sample_max_per_user: int = Field(2, ge=1, validation_alias="HEAPBOT_SAMPLE_MAX_PER_USER")
@@ -94,6 +105,17 @@ class QueueSettings(BaseSettings):
         """A JobQueue on ``redis`` with these settings."""
         return JobQueue(redis, claim_idle_ms=int(self.claim_idle_seconds * 1000),
                         max_deliveries=self.max_deliveries, dedupe_ttl_s=self.dedupe_seconds)
+
+
+def _guarded(operation: str) -> Callable[[F], F]:
+    """The store boundary for a JobQueue method: Redis failures leave as StoreErrors."""
+    def wrap(method: F) -> F:
+        @functools.wraps(method)
+        async def guarded(self: JobQueue, *args: Any, **kwargs: Any) -> Any:
+            async with store_errors(operation, self.location):
+                return await method(self, *args, **kwargs)
+        return guarded  # type: ignore[return-value]
+    return wrap
 
 
 @dataclass(slots=True)
@@ -149,8 +171,10 @@ class JobQueue:
         max_deliveries: int = 5,
         dedupe_ttl_s: float = 3600,
         maxlen: int = 10_000,
+        location: str = "Redis",
     ) -> None:
         self.redis = redis
+        self.location = location
         self.stream = stream
         self.group = group
         self.dead_letter = dead_letter
@@ -161,6 +185,7 @@ class JobQueue:
         self._enqueue_script = redis.register_script(_ENQUEUE_LUA)
         self._group_ready = False
 
+    @_guarded("create the job group")
     async def ensure_group(self) -> None:
         """Create the stream and consumer group if they do not exist yet."""
         if self._group_ready:
@@ -184,15 +209,16 @@ class JobQueue:
         argv: list[Any] = [self.dedupe_ttl_ms, self.maxlen]
         for key, value in fields.items():
             argv += [key, value]
-        keys = [self.stream, DEDUPE_PREFIX + dedupe_key if dedupe_key else ""]
+        names = [self.stream, keys.job_dedupe(dedupe_key)] if dedupe_key else [self.stream]
         try:
             await self.ensure_group()
-            job_id = await self._enqueue_script(keys=keys, args=argv)
+            job_id = await self._enqueue_script(keys=names, args=argv)
         except RedisError as exc:
+            redis_error("enqueue", exc)
             raise StoreUnavailableError(
                 f"heapbot could not queue the {kind} job: Redis failed ({type(exc).__name__}).",
                 hint="Check that Redis is up (REDIS_URL); the sender may retry.",
-            ) from exc
+            ) from None
         if job_id is None:
             JOBS.labels(kind=kind, outcome="duplicate").inc()
             log.info("dropped duplicate %s job", kind, extra={"dedupe_key": dedupe_key})
@@ -217,6 +243,7 @@ class JobQueue:
             await self.ensure_group()
             return await command()
 
+    @_guarded("read jobs")
     async def read(self, consumer: str, count: int = 1, block_ms: int = 1000) -> list[Job]:
         """New jobs for ``consumer`` (blocks up to ``block_ms``)."""
         response = await self._on_group(lambda: self.redis.xreadgroup(
@@ -232,6 +259,7 @@ class JobQueue:
                     jobs.append(job)
         return jobs
 
+    @_guarded("take over stale jobs")
     async def claim_stale(self, consumer: str, count: int = 10) -> list[Job]:
         """Take over jobs left pending by a replica that died or hung.
 
@@ -263,15 +291,30 @@ class JobQueue:
         pending = await self.redis.xpending_range(self.stream, self.group, job_id, job_id, 1)
         return int(pending[0]["times_delivered"]) if pending else 1
 
+    @_guarded("keep jobs claimed")
+    async def heartbeat(self, consumer: str, running: Collection[str]) -> None:
+        """Reset the idle time of ``consumer``'s running jobs so no other replica takes them.
+
+        Only jobs still pending for this consumer: one taken over while it stalled stays
+        taken over.
+        """
+        mine = await self.redis.xpending_range(self.stream, self.group, "-", "+", 1000,
+                                               consumername=consumer)
+        ids = [p["message_id"] for p in mine if as_text(p["message_id"]) in running]
+        if ids:
+            await self.redis.xclaim(self.stream, self.group, consumer, 0, ids, justid=True)
+
+    @_guarded("acknowledge a job")
     async def ack(self, job: Job, outcome: str = "done") -> None:
         """Mark a job finished; call only once its effects are durable."""
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.xack(self.stream, self.group, job.id)
             pipe.xdel(self.stream, job.id)
-            pipe.delete(PROGRESS_PREFIX + job.id)
+            pipe.delete(keys.job_progress(job.id))
             await pipe.execute()
         JOBS.labels(kind=job.kind, outcome=outcome).inc()
 
+    @_guarded("dead-letter a job")
     async def dead_letter_job(self, job: Job, reason: str) -> None:
         """Move a job that keeps failing to the dead-letter stream, with the reason."""
         fields = dict(job.raw) or {"kind": job.kind, "payload": json.dumps(job.payload)}
@@ -295,6 +338,7 @@ class JobQueue:
         JOBS.labels(kind=job.kind, outcome="failed").inc()
         return False
 
+    @_guarded("measure the job queue")
     async def depth(self) -> int:
         """Jobs not yet finished: waiting to be read plus pending (read, not acked)."""
         try:
@@ -314,6 +358,7 @@ class JobQueue:
         QUEUE_DEPTH.set(depth)
         return depth
 
+    @_guarded("read dead jobs")
     async def dead_jobs(self, count: int = 100) -> list[dict[str, str]]:
         """Entries of the dead-letter stream (for operators and tests)."""
         entries = await self.redis.xrange(self.dead_letter, count=count)
@@ -321,14 +366,16 @@ class JobQueue:
 
     # Progress of multi-step jobs, so a retried job skips steps already done.
 
+    @_guarded("read a job's progress")
     async def progress(self, job: Job) -> dict[str, str]:
         """Steps of this job already done, with what each recorded (e.g. a message ts)."""
-        data = await self.redis.hgetall(PROGRESS_PREFIX + job.id)
+        data = await self.redis.hgetall(keys.job_progress(job.id))
         return {as_text(k): as_text(v) for k, v in data.items()}
 
+    @_guarded("record a job's step")
     async def record_step(self, job: Job, step: str, value: str = "1") -> None:
         """Record that ``step`` of ``job`` is done (kept a week; removed on ack)."""
-        key = PROGRESS_PREFIX + job.id
+        key = keys.job_progress(job.id)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(key, step, value)
             pipe.expire(key, 7 * 24 * 3600)

@@ -22,6 +22,37 @@ SLACK_API_ERRORS = Counter("heapbot_slack_api_errors_total", "Slack Web API erro
                            ["method", "error"])
 QUEUE_DEPTH = Gauge("heapbot_queue_depth", "Jobs waiting in the Redis stream")
 JOBS = Counter("heapbot_jobs_total", "Queued jobs by kind and outcome", ["kind", "outcome"])
-REDIS_ERRORS = Counter("heapbot_redis_errors_total", "Redis operations that failed", ["operation"])
+REDIS_ERRORS = Counter("heapbot_redis_errors_total",
+                       "Redis operations that failed, by operation and kind of error (connection, "
+                       "timeout, cluster_down, moved, readonly, busy, response, other)",
+                       ["operation", "kind"])
+REDIS_RETRIES = Counter("heapbot_redis_retries_total",
+                        "Redis commands retried after a connection error, timeout or failover, "
+                        "by kind of error", ["kind"])
+
+
+def redis_error_kind(exc: BaseException) -> str:
+    """A short, bounded label for a Redis failure (never the message: it may hold data)."""
+    name = type(exc).__name__
+    for kind, names in (
+        ("cluster_down", ("ClusterDownError", "MasterNotFoundError", "SlotNotCoveredError",
+                          "MaxConnectionsError")),
+        ("moved", ("MovedError", "AskError", "TryAgainError", "ClusterCrossSlotError")),
+        ("readonly", ("ReadOnlyError",)),
+        ("busy", ("BusyLoadingError",)),
+        ("timeout", ("TimeoutError",)),
+        ("connection", ("ConnectionError", "AuthenticationError", "OSError",
+                        "ConnectionRefusedError", "ConnectionResetError")),
+        ("response", ("ResponseError", "DataError", "WatchError", "NoScriptError",
+                      "RedisClusterException", "LockError")),
+    ):
+        if name in names:
+            return kind
+    return "other"
+
+
+def redis_error(operation: str, exc: BaseException) -> None:
+    """Count one failed Redis operation."""
+    REDIS_ERRORS.labels(operation, redis_error_kind(exc)).inc()
 WEBHOOKS = Counter("heapbot_webhooks_total", "Webhook deliveries by source and outcome",
                    ["source", "outcome"])

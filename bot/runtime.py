@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 import redis.asyncio as aioredis
 from redis.exceptions import LockError, RedisError
 
-from bot import metrics, sampling
+from bot import keys, metrics, sampling
+from bot.analysis.goroutines import merge_reports, parse_goroutines
 from bot.analysis.leaks import MAX_CAPTURES as MAX_LEAK_CAPTURES
 from bot.analysis.leaks import (
     HeapSite,
@@ -31,6 +32,7 @@ from bot.analysis.leaks import (
     summarize_heap_bytes,
 )
 from bot.analysis.leaks import analyze as analyze_leaks
+from bot.analysis.summarize import summarize_snapshot
 from bot.capture import Capturer, CaptureResult, InstanceResult
 from bot.errors import (
     CaptureError,
@@ -40,7 +42,8 @@ from bot.errors import (
     StoreUnavailableError,
     UsageError,
 )
-from bot.redisconn import parse_redis_url
+from bot.pprof import merge_profiles, parse_profile
+from bot.redisconn import parse_redis_url, store_errors
 from bot.registry import Registry, ServiceConfig, load_registry
 from bot.sampling import Sampling
 from bot.store import (
@@ -48,7 +51,6 @@ from bot.store import (
     InstanceMeta,
     SnapshotStore,
     StoredSnapshot,
-    build_summary,
     new_snapshot_id,
 )
 from bot.units import duration_seconds, format_duration
@@ -107,55 +109,18 @@ def check_since_ref(ref: str | None) -> str:
                      hint=f"Use {SINCE_HELP}.")
 
 
-def merge_goroutine_reports(reports: Sequence[GoroutineReport]) -> GoroutineReport | None:
-    """One report over several instances: groups with the same stack signature summed."""
-    if not reports:
-        return None
-    if len(reports) == 1:
-        return reports[0]
-    from bot.analysis.goroutines import GoroutineGroup, GoroutineReport
-
-    merged: dict[str, GoroutineGroup] = {}
-    for report in reports:
-        for group in report.groups:
-            seen = merged.get(group.signature)
-            if seen is None:
-                merged[group.signature] = GoroutineGroup(
-                    count=group.count, frames=list(group.frames), state=group.state,
-                    wait_frame=group.wait_frame, creator=group.creator,
-                    creator_location=group.creator_location, wait_minutes=group.wait_minutes)
-            else:
-                seen.count += group.count
-                if group.wait_minutes is not None:
-                    seen.wait_minutes = max(seen.wait_minutes or 0, group.wait_minutes)
-    groups = sorted(merged.values(), key=lambda g: (-g.count, g.signature))
-    return GoroutineReport(total=sum(r.total for r in reports), groups=groups,
-                           source=reports[0].source)
-
-
 def _parse_profiles(blobs: Sequence[bytes]) -> Profile | None:
     """Parse and merge heap profiles (CPU-heavy: called via asyncio.to_thread)."""
-    from bot.pprof import merge_profiles, parse_profile
-
-    profiles = [parse_profile(b) for b in blobs]
-    if not profiles:
-        return None
-    return profiles[0] if len(profiles) == 1 else merge_profiles(profiles)
+    return _merge_parsed([parse_profile(b) for b in blobs])
 
 
 def _merge_parsed(profiles: Sequence[Profile]) -> Profile | None:
     if not profiles:
         return None
-    if len(profiles) == 1:
-        return profiles[0]
-    from bot.pprof import merge_profiles
-
-    return merge_profiles(profiles)
+    return profiles[0] if len(profiles) == 1 else merge_profiles(profiles)
 
 
 def _goroutine_reports(blobs: Sequence[bytes]) -> list[GoroutineReport]:
-    from bot.analysis.goroutines import parse_goroutines
-
     reports = []
     for blob in blobs:
         try:
@@ -219,14 +184,14 @@ def _digest(result: CaptureResult, snapshot_id: str, trigger: str, requested_by:
         if parsed:
             meta.goroutines = parsed[0].total
             reports.extend(parsed)
-    goroutines = merge_goroutine_reports(reports)
+    goroutines = merge_reports(reports)
     memstats, per_instance = _memstats(memstats_texts)
     builds = Counter(i.build_id for i in instances if i.ok and i.build_id)
     build_id = builds.most_common(1)[0][0] if builds else ""
     answered = sum(1 for i in instances if i.ok)
-    summary = build_summary(
+    summary = summarize_snapshot(
         snapshot_id=snapshot_id, service=result.service, taken_at=result.started_at,
-        build_id=build_id, instances=answered, heap=heap, goroutine_reports=reports,
+        build_id=build_id, instances=answered, heap=heap, goroutines=goroutines,
         memstats=memstats, trigger=trigger)
     snapshot = StoredSnapshot(
         id=snapshot_id, service=result.service, taken_at=result.started_at, trigger=trigger,
@@ -275,14 +240,14 @@ class Runtime:
                    settings=settings, embedded=embedded)
 
     async def close(self) -> None:
-        """Close connections; stop the embedded Redis if this process started it."""
+        """Close connections; let go of the embedded Redis (it stays up for the next process)."""
         for pending in list(self._inflight.values()):
             pending.cancel()
         await self.capturer.aclose()
         with contextlib.suppress(Exception):
             await self.store.close()
-        if self.embedded is not None and self.embedded.started_here:
-            await asyncio.to_thread(self.embedded.stop)
+        if self.embedded is not None:  # it keeps running for the next heapbot process
+            self.embedded.release()
 
     @property
     def redis(self) -> aioredis.Redis:
@@ -350,7 +315,7 @@ class Runtime:
         lock = None
         if store_error is None:
             ttl = self.lock_timeout or (config.timeout_seconds * 3 + 30)
-            lock = self.store.redis.lock(f"heapbot:{{{config.name}}}:capture-lock",
+            lock = self.store.redis.lock(keys.capture_lock(config.name),
                                          timeout=ttl, sleep=0.05, blocking_timeout=ttl)
             try:
                 if not await lock.acquire(blocking=False):
@@ -411,7 +376,7 @@ class Runtime:
         blobs = [b for _, b in await self.store.raw_profiles(
             snapshot.service, snapshot.id, "goroutine")]
         if blobs:
-            goroutines = merge_goroutine_reports(
+            goroutines = merge_reports(
                 await asyncio.to_thread(_goroutine_reports, blobs))
         return Captured(snapshot=snapshot, heap=heap, goroutines=goroutines,
                         memstats=dict(snapshot.memstats), instances=snapshot.instances,
@@ -544,33 +509,32 @@ class Runtime:
 
     async def start_sampling(self, plan: Sampling) -> Sampling:
         """Reserve and schedule ``/heap leaks --sample`` captures (bot/sampling.py caps)."""
-        async with self.store._errors("reserve a sampling"):
+        async with store_errors("reserve a sampling", self.store.location):
             return await sampling.start(self.redis, plan)
 
     # -- watches (stored beside the snapshots; the alert wing schedules them) ----------
 
+    @property
+    def _watches(self) -> WatchStore:
+        return WatchStore(self.redis)
+
     async def watch(self, service: str) -> Watch | None:
         """The watch on ``service``, or None."""
-        async with self.store._errors("read a watch"):
-            return await WatchStore(self.store.redis).get(service)
+        return await self._watches.get(service)
 
     async def watches(self) -> list[Watch]:
         """Every watch, by service name."""
-        async with self.store._errors("read the watches"):
-            return await WatchStore(self.store.redis).all()
+        return await self._watches.all()
 
     async def put_watch(self, watch: Watch) -> Watch | None:
         """Store ``watch`` (replacing the service's earlier one, which is returned)."""
-        async with self.store._errors("store a watch"):
-            watches = WatchStore(self.store.redis)
-            previous = await watches.get(watch.service)
-            await watches.put(watch)
+        previous = await self._watches.get(watch.service)
+        await self._watches.put(watch)
         return previous
 
     async def remove_watch(self, service: str) -> bool:
         """Drop the watch on ``service``; False when there was none."""
-        async with self.store._errors("remove a watch"):
-            return await WatchStore(self.store.redis).remove(service)
+        return await self._watches.remove(service)
 
     async def resolve_since(self, service: str, ref: str | None,
                             before: StoredSnapshot | float | None = None) -> StoredSnapshot:
@@ -663,5 +627,4 @@ __all__ = [
     "Runtime",
     "StoreUnavailableError",
     "check_since_ref",
-    "merge_goroutine_reports",
 ]

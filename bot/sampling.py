@@ -24,11 +24,12 @@ from dataclasses import asdict, dataclass
 
 import redis.asyncio as aioredis
 
+from bot import keys
 from bot.errors import HeapbotError
 from bot.jobs import QueueSettings
 from bot.units import format_about
 
-PREFIX = "heapbot:{sampling}:"
+PREFIX = keys.SAMPLING_PREFIX  # one {sampling} hash tag: the scripts touch several keys
 DUE = PREFIX + "due"  # zset: sampling id → when its next capture is due
 ACTIVE = PREFIX + "active"  # zset: sampling id → when its reservation lapses
 GRACE_SECONDS = 300.0  # a reservation outlives the planned end by this much (slow captures)

@@ -15,29 +15,24 @@ type in ``/heap diff payments since <id>``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import json
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, WatchError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import WatchError
 
-from bot import metrics
-from bot.analysis.summary import ProfileSummary, SnapshotSummary
-from bot.errors import HeapbotError, NotFoundError, StoreError, StoreUnavailableError
-from bot.redisconn import Connection, connect
-
-if TYPE_CHECKING:
-    from bot.pprof import Profile
+from bot import keys, records
+from bot.analysis.summary import SnapshotSummary
+from bot.errors import NotFoundError, StoreError
+from bot.redisconn import Connection, connect, store_errors
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +44,6 @@ def new_snapshot_id(taken_at: float) -> str:
     """A time-sortable, human-typeable id: UTC date-time plus 4 random hex digits."""
     stamp = datetime.fromtimestamp(taken_at, tz=UTC).strftime("%Y%m%d-%H%M%S")
     return f"{stamp}-{secrets.token_hex(2)}"
-
-
-def _key(service: str, *parts: str) -> str:
-    return ":".join(["heapbot", "{" + service + "}", *parts])
 
 
 def _pack(data: bytes) -> bytes:
@@ -83,8 +74,7 @@ class InstanceMeta:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> InstanceMeta:
-        known = {k: data[k] for k in cls.__slots__ if k in data}  # type: ignore[attr-defined]
-        return cls(**known)
+        return records.from_dict(cls, data)
 
 
 @dataclass(slots=True)
@@ -103,12 +93,11 @@ class DeployMarker:
         return self.taken_at
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        return records.to_json(self)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> DeployMarker:
-        data = json.loads(text)
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+        return records.from_json(cls, text)
 
 
 @dataclass(slots=True)
@@ -140,13 +129,9 @@ class StoredSnapshot:
         return self.memstats.get("HeapInuse")
 
     def meta_dict(self) -> dict[str, Any]:
-        data = {
-            "id": self.id, "service": self.service, "taken_at": self.taken_at,
-            "trigger": self.trigger, "requested_by": self.requested_by,
-            "instances": [asdict(i) for i in self.instances], "build_id": self.build_id,
-            "goroutine_total": self.goroutine_total, "memstats": self.memstats,
-            "memstats_per_instance": self.memstats_per_instance, "elapsed": self.elapsed,
-        }
+        """Everything but the summary (stored in a field of its own), as JSON-ready data."""
+        data = records.to_dict(self)
+        del data["summary"]
         return data
 
     def to_json(self) -> dict[str, Any]:
@@ -158,60 +143,9 @@ class StoredSnapshot:
     @classmethod
     def from_stored(cls, meta: Mapping[str, Any], summary: Mapping[str, Any] | None
                     ) -> StoredSnapshot:
-        return cls(
-            id=meta["id"], service=meta["service"], taken_at=float(meta["taken_at"]),
-            trigger=meta.get("trigger", "user"), requested_by=meta.get("requested_by", ""),
-            instances=[InstanceMeta.from_dict(i) for i in meta.get("instances", [])],
-            build_id=meta.get("build_id", ""), goroutine_total=meta.get("goroutine_total"),
-            memstats={k: int(v) for k, v in (meta.get("memstats") or {}).items()},
-            memstats_per_instance={
-                t: {k: int(v) for k, v in m.items()}
-                for t, m in (meta.get("memstats_per_instance") or {}).items()
-            },
-            summary=SnapshotSummary.from_dict(summary) if summary else None,
-            elapsed=float(meta.get("elapsed", 0.0)),
-        )
-
-
-def build_summary(
-    *,
-    snapshot_id: str,
-    service: str,
-    taken_at: float,
-    build_id: str,
-    instances: int,
-    heap: Profile | None,
-    goroutine_reports: Sequence[Any] = (),
-    memstats: Mapping[str, int] | None = None,
-    trigger: str = "user",
-) -> SnapshotSummary:
-    """The precomputed summary stored with a snapshot (the one place that builds it).
-
-    Pieces whose engine module has not landed are left empty rather than
-    guessed, so history and leak analysis never read invented numbers.
-    """
-    heap_summary = ProfileSummary()
-    if heap is not None:
-        from bot.analysis.summarize import summarize_heap
-
-        heap_summary = summarize_heap(heap)
-    groups: dict[str, Any] = {}
-    total = 0
-    for report in goroutine_reports:
-        total += int(getattr(report, "total", 0))
-        for group in report.summaries():
-            seen = groups.get(group.signature)
-            if seen is None:
-                groups[group.signature] = group
-            else:  # the same stack on several instances: one group, counts summed
-                groups[group.signature] = type(group)(**{**asdict(seen),
-                                                        "count": seen.count + group.count})
-    ordered = sorted(groups.values(), key=lambda g: (-g.count, g.signature))
-    return SnapshotSummary(
-        snapshot_id=snapshot_id, service=service, taken_at=taken_at, build_id=build_id,
-        instances=instances, heap=heap_summary, goroutine_total=total,
-        goroutine_groups=ordered, memstats=dict(memstats or {}), trigger=trigger,
-    )
+        snapshot = records.from_dict(cls, {k: v for k, v in meta.items() if k != "summary"})
+        snapshot.summary = SnapshotSummary.from_dict(summary) if summary else None
+        return snapshot
 
 
 DECODE_INLINE_ROWS = 8  # more stored snapshots than this are decoded in a worker thread
@@ -254,29 +188,9 @@ class SnapshotStore:
         else:
             await self.redis.aclose()
 
-    @asynccontextmanager
-    async def _errors(self, operation: str) -> AsyncIterator[None]:
-        """Turn Redis failures into messages a person can act on."""
-        try:
-            yield
-        except HeapbotError:
-            raise
-        except (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError) as exc:
-            metrics.REDIS_ERRORS.labels(operation).inc()
-            log.warning("redis %s failed: %s", operation, type(exc).__name__)
-            raise StoreUnavailableError(
-                f"heapbot's history store (Redis at {self.location}) cannot be reached.",
-                hint="Commands that need stored captures will work again once Redis is back; "
-                "check REDIS_URL or the embedded redis-server in HEAPBOT_DATA_DIR.",
-            ) from None
-        except RedisError as exc:
-            metrics.REDIS_ERRORS.labels(operation).inc()
-            log.warning("redis %s failed: %s", operation, exc)
-            raise StoreError(
-                f"heapbot's history store (Redis at {self.location}) failed to {operation}: "
-                f"{str(exc)[:200]}",
-                hint="Try again; if it persists, check the Redis server's log.",
-            ) from None
+    def _errors(self, operation: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """The store boundary: Redis failures become StoreErrors a person can act on."""
+        return store_errors(operation, self.location)
 
     async def ping(self) -> float:
         """Round-trip time in seconds; StoreUnavailableError when Redis does not answer."""
@@ -301,9 +215,9 @@ class SnapshotStore:
         previous snapshot of the service counts as a deploy).
         """
         svc = snapshot.service
-        index = _key(svc, "index")
-        deploys = _key(svc, "deploys")
-        snap_key = _key(svc, "snap", snapshot.id)
+        index = keys.snapshot_index(svc)
+        deploys = keys.deploys(svc)
+        snap_key = keys.snapshot(svc, snapshot.id)
 
         def encode() -> dict[str, bytes | str]:
             """JSON and gzip of the snapshot: CPU work kept off the event loop (a burst of
@@ -329,7 +243,7 @@ class SnapshotStore:
                         previous_build = ""
                         if previous_ids:
                             prev_meta = await pipe.hget(
-                                _key(svc, "snap", previous_ids[0].decode()), "meta")
+                                keys.snapshot(svc, previous_ids[0].decode()), "meta")
                             if prev_meta:
                                 previous_build = json.loads(prev_meta).get("build_id", "")
                         cutoff = snapshot.taken_at - retention_days * 86400
@@ -352,7 +266,7 @@ class SnapshotStore:
                         pipe.expire(snap_key, ttl)
                         pipe.zadd(index, {snapshot.id: snapshot.taken_at})
                         for old in drop:
-                            pipe.delete(_key(svc, "snap", old))
+                            pipe.delete(keys.snapshot(svc, old))
                             pipe.zrem(index, old)
                         for marker in markers:
                             pipe.zadd(deploys, {marker.to_json(): marker.taken_at})
@@ -371,7 +285,7 @@ class SnapshotStore:
         marker = DeployMarker(taken_at=time.time() if at is None else float(at),
                               version=version, by=by, source=source)
         async with self._errors("record a deploy"):
-            await self.redis.zadd(_key(service, "deploys"), {marker.to_json(): marker.taken_at})
+            await self.redis.zadd(keys.deploys(service), {marker.to_json(): marker.taken_at})
         return marker
 
     # -- reading ------------------------------------------------------------------
@@ -383,7 +297,7 @@ class SnapshotStore:
         fields = ["meta", "summary"] if with_summary else ["meta"]
         async with self.redis.pipeline(transaction=False) as pipe:
             for snapshot_id in ids:
-                pipe.hmget(_key(service, "snap", snapshot_id), fields)
+                pipe.hmget(keys.snapshot(service, snapshot_id), fields)
             rows = await pipe.execute()
         if len(rows) > DECODE_INLINE_ROWS:  # a long history: JSON decoding off the loop
             return await asyncio.to_thread(_decode_rows, rows, with_summary)
@@ -401,7 +315,7 @@ class SnapshotStore:
 
     async def latest(self, service: str) -> StoredSnapshot | None:
         async with self._errors("read the latest snapshot"):
-            ids = await self.redis.zrevrange(_key(service, "index"), 0, 0)
+            ids = await self.redis.zrevrange(keys.snapshot_index(service), 0, 0)
             found = await self._load(service, [i.decode() for i in ids])
         return found[0] if found else None
 
@@ -410,7 +324,7 @@ class SnapshotStore:
         """The newest snapshot taken at or before ``when`` (skipping ``exclude``)."""
         async with self._errors("read snapshots"):
             ids = await self.redis.zrevrangebyscore(
-                _key(service, "index"), when, "-inf", start=0, num=2)
+                keys.snapshot_index(service), when, "-inf", start=0, num=2)
             wanted = [i.decode() for i in ids if i.decode() != exclude][:1]
             found = await self._load(service, wanted)
         return found[0] if found else None
@@ -421,7 +335,7 @@ class SnapshotStore:
         async with self._errors("list snapshots"):
             low = "-inf" if since is None else since
             ids = await self.redis.zrevrangebyscore(
-                _key(service, "index"), "+inf", low,
+                keys.snapshot_index(service), "+inf", low,
                 start=0 if limit else None, num=limit or None)
             return await self._load(service, [i.decode() for i in ids],
                                     with_summary=with_summary)
@@ -429,20 +343,20 @@ class SnapshotStore:
     async def oldest(self, service: str) -> StoredSnapshot | None:
         """The first stored snapshot still kept (without its summary)."""
         async with self._errors("read the oldest snapshot"):
-            ids = await self.redis.zrange(_key(service, "index"), 0, 0)
+            ids = await self.redis.zrange(keys.snapshot_index(service), 0, 0)
             found = await self._load(service, [i.decode() for i in ids], with_summary=False)
         return found[0] if found else None
 
     async def count(self, service: str) -> int:
         async with self._errors("count snapshots"):
-            return int(await self.redis.zcard(_key(service, "index")))
+            return int(await self.redis.zcard(keys.snapshot_index(service)))
 
     async def summaries(self, service: str, since: float | None = None,
                         until: float | None = None, limit: int = 0) -> list[SnapshotSummary]:
         """Stored summaries oldest first (what trends and leak analysis read)."""
         async with self._errors("read summaries"):
             ids = await self.redis.zrevrangebyscore(
-                _key(service, "index"), "+inf" if until is None else until,
+                keys.snapshot_index(service), "+inf" if until is None else until,
                 "-inf" if since is None else since,
                 start=0 if limit else None, num=limit or None)
             snaps = await self._load(service, [i.decode() for i in ids])
@@ -458,7 +372,7 @@ class SnapshotStore:
                 raise NotFoundError(f"Snapshot `{snapshot_id}` has no instance {instance}.")
             instance = targets.index(instance)
         async with self._errors("read a raw profile"):
-            data = await self.redis.hget(_key(service, "snap", snapshot_id),
+            data = await self.redis.hget(keys.snapshot(service, snapshot_id),
                                          f"raw:{instance}:{kind}")
         if data is None:
             raise NotFoundError(
@@ -470,7 +384,7 @@ class SnapshotStore:
                            ) -> list[tuple[int, bytes]]:
         """Every instance's raw bytes of one kind, by instance index."""
         async with self._errors("read raw profiles"):
-            key = _key(service, "snap", snapshot_id)
+            key = keys.snapshot(service, snapshot_id)
             names = [f.decode() for f in await self.redis.hkeys(key)]
             wanted = sorted((int(n.split(":")[1]), n) for n in names
                             if n.startswith("raw:") and n.endswith(f":{kind}"))
@@ -485,6 +399,6 @@ class SnapshotStore:
         """Deploy markers oldest first, optionally within [since, until]."""
         async with self._errors("read deploy markers"):
             rows = await self.redis.zrangebyscore(
-                _key(service, "deploys"), "-inf" if since is None else since,
+                keys.deploys(service), "-inf" if since is None else since,
                 "+inf" if until is None else until)
         return [DeployMarker.from_json(r) for r in rows]

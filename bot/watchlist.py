@@ -8,21 +8,20 @@ the alert wing's scheduler (bot/alerts/watches.py) share one definition.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
 
+from bot import keys, records
 from bot.errors import UnknownServiceError, UsageError
+from bot.redisconn import store_errors
 
 log = logging.getLogger(__name__)
 
-WATCHES_KEY = "heapbot:watches"
-STATE_PREFIX = "heapbot:watch:state:"
-OK_STREAK_PREFIX = "heapbot:watch:ok-streak:"
+WATCHES_KEY = keys.WATCHES  # every watch key shares the {watches} hash tag (bot/keys.py)
 
 
 
@@ -38,12 +37,11 @@ class Watch:
     goroutine_threshold: int | None = None
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        return records.to_json(self)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Watch:
-        data = json.loads(text)
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+        return records.from_json(cls, text)
 
 
 def parse_channel(text: str) -> str:
@@ -62,22 +60,26 @@ class WatchStore:
         self.redis = redis
 
     async def put(self, watch: Watch) -> None:
-        await self.redis.hset(WATCHES_KEY, watch.service, watch.to_json())
+        async with store_errors("save a watch"):
+            await self.redis.hset(WATCHES_KEY, watch.service, watch.to_json())
 
     async def get(self, service: str) -> Watch | None:
-        data = await self.redis.hget(WATCHES_KEY, service)
+        async with store_errors("read a watch"):
+            data = await self.redis.hget(WATCHES_KEY, service)
         return Watch.from_json(data) if data else None
 
     async def remove(self, service: str) -> bool:
         """Forget the watch and its verdict state (its tick history and captures stay)."""
-        async with self.redis.pipeline(transaction=True) as pipe:
+        async with store_errors("remove a watch"), \
+                self.redis.pipeline(transaction=True) as pipe:
             pipe.hdel(WATCHES_KEY, service)
-            pipe.delete(STATE_PREFIX + service, OK_STREAK_PREFIX + service)
+            pipe.delete(keys.watch_state(service), keys.watch_ok_streak(service))
             removed, _ = await pipe.execute()
         return bool(removed)
 
     async def all(self) -> list[Watch]:
-        data = await self.redis.hgetall(WATCHES_KEY)
+        async with store_errors("list watches"):
+            data = await self.redis.hgetall(WATCHES_KEY)
         watches = []
         for raw in data.values():
             try:

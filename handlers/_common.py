@@ -82,6 +82,12 @@ def parse_args(argv: Sequence[str], usage: str, *, flags: Mapping[str, str] = {}
     return args
 
 
+def parse_service(argv: Sequence[str], usage: str) -> Args:
+    """``SERVICE [--force]``: the whole grammar of a command that only captures a service."""
+    return parse_args(argv, usage, flags={"--force": "force"}, min_positionals=1,
+                      max_positionals=1)
+
+
 def _is_number(token: str) -> bool:
     return bool(re.fullmatch(r"-?\d+", token))
 
@@ -217,9 +223,9 @@ def failed_instances_text(snapshot: StoredSnapshot) -> str:
     return f"{plural(len(failed), 'instance')} did not answer: " + "; ".join(parts) + more + "."
 
 
-def not_stored_text(captured: Any) -> str:
+def not_stored_text(captured: Captured) -> str:
     """The line under a capture Redis did not keep (empty when it was stored)."""
-    if getattr(captured, "stored", True):
+    if captured.stored:
         return ""
     return (f"Not stored: {captured.store_error} The numbers here are right, but history, "
             "diff and leaks will not see this capture.")
@@ -257,3 +263,22 @@ def context_lines(capture: Captured, *extra: str) -> list[str]:
         lines.append(f"new build noticed: deploy {marker.version or '?'} "
                      "recorded")
     return lines
+
+
+def capture_reply(capture: Captured, *, title: str, summary: str, table: Table | None,
+                  actions: list[Action], context: Sequence[str] = (),
+                  sections: Sequence[str] = (),
+                  data: Mapping[str, object] | None = None) -> Reply:
+    """The Reply of a command answered from one capture, with the tail they all share.
+
+    Context lines about the capture (:func:`context_lines`), the instances that did
+    not answer before any other section, the service and snapshot on the Reply
+    (threads and buttons follow them), and both in its data.
+    """
+    failed = failed_instances_text(capture.snapshot)
+    return Reply(
+        title=title, context=context_lines(capture, *context), summary=summary, table=table,
+        sections=[*([failed] if failed else []), *(s for s in sections if s)],
+        actions=actions, service=capture.service, snapshot_id=capture.snapshot_id or None,
+        data={**(data or {}), "service": capture.service, "snapshot_id": capture.snapshot_id},
+    )

@@ -15,7 +15,7 @@ from handlers._common import (
     Args,
     failed_instances_text,
     not_stored_text,
-    parse_args,
+    parse_service,
     short_build_id,
     standard_actions,
 )
@@ -49,8 +49,7 @@ def instance_table(snapshot: StoredSnapshot) -> Table:
 
 def check(argv: list[str]) -> Args:
     """Validate the arguments, syntax only (no I/O): shared by handle() and the instant ack."""
-    return parse_args(argv, USAGE, flags={"--force": "force"}, min_positionals=1,
-                      max_positionals=1)
+    return parse_service(argv, USAGE)
 
 
 async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:

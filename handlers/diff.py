@@ -15,10 +15,10 @@ from bot.reply import Action, Reply
 from bot.units import format_clock, format_duration, signed
 from handlers._common import (
     Args,
+    capture_reply,
     check_regex,
     check_sample_type,
     context_lines,
-    failed_instances_text,
     no_profile_reply,
     parse_args,
     parse_count,
@@ -114,13 +114,14 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     base_build = short_build_id(base.build_id)
     now_build = short_build_id(capture.snapshot.build_id)
     extra = await base_label(runtime, service, ref, base, base_time)
-    sections = [s for s in [failed_instances_text(capture.snapshot)] if s]
+    sections = []
     if base_build and now_build and base_build != now_build:
         sections.append(f"The binary changed between the captures (build {base_build} → "
                         f"{now_build}): part of the change can be the deploy itself.")
-    reply = Reply(
+    reply = capture_reply(
+        capture,
         title=f"{service}: {report.sample_type} change since {ref}",
-        context=context_lines(capture, extra),
+        context=[extra],
         summary=summary,
         table=top_table(report, caption=caption, with_status=True),
         sections=sections,
@@ -130,10 +131,7 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
             Action("Goroutines", f"goroutines {service}"),
             Action("Diff since deploy", f"diff {service} since deploy"),
         ],
-        service=service,
-        snapshot_id=capture.snapshot_id or None,
-        data={**report.to_json(), "service": service, "since": ref,
-              "base_snapshot_id": base.id, "snapshot_id": capture.snapshot_id},
+        data={**report.to_json(), "since": ref, "base_snapshot_id": base.id},
     )
     from handlers._flame import flame_attachments, flame_option_words
 

@@ -14,8 +14,7 @@ from bot.reply import Action, Column, Reply, Table
 from bot.units import format_clock
 from handlers._common import (
     Args,
-    context_lines,
-    failed_instances_text,
+    capture_reply,
     no_profile_reply,
     parse_args,
     parse_count,
@@ -99,21 +98,18 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
             summary += f", {top.count - before[top.signature]:+,} since {when}"
     summary += "."
     states = ", ".join(f"{n:,} {s}" for s, n in report.by_state().items())
-    return Reply(
+    return capture_reply(
+        capture,
         title=f"{service}: {plural(report.total, 'goroutine')}",
-        context=context_lines(capture, f"source {report.source}"),
+        context=[f"source {report.source}"],
         summary=summary,
         table=Table(columns=columns, rows=rows, caption=caption),
-        sections=[s for s in [f"By state: {states}." if states else "",
-                              failed_instances_text(snapshot)] if s],
+        sections=[f"By state: {states}." if states else ""],
         actions=[
             Action("Leaks", f"leaks {service}", "primary"),
             Action("Top", f"top {service}"),
             Action("Stats", f"stats {service}"),
             Action("Capture again", f"capture {service}"),
         ],
-        service=service,
-        snapshot_id=capture.snapshot_id or None,
-        data={**report.to_json(), "service": service, "snapshot_id": capture.snapshot_id,
-              "previous_total": prev_total},
+        data={**report.to_json(), "previous_total": prev_total},
     )

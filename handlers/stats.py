@@ -13,10 +13,9 @@ from bot.reply import Action, Column, Reply, Table
 from bot.units import format_bytes, format_clock, signed
 from handlers._common import (
     Args,
-    context_lines,
-    failed_instances_text,
+    capture_reply,
     no_profile_reply,
-    parse_args,
+    parse_service,
 )
 
 if TYPE_CHECKING:
@@ -50,8 +49,7 @@ def change(name: str, now: int | None, before: int | None) -> str:
 
 def check(argv: list[str]) -> Args:
     """Validate the arguments, syntax only (no I/O): shared by handle() and the instant ack."""
-    return parse_args(argv, USAGE, flags={"--force": "force"}, min_positionals=1,
-                      max_positionals=1)
+    return parse_service(argv, USAGE)
 
 
 async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
@@ -95,20 +93,17 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
             row += [show(name, before.get(name)), change(name, now.get(name), before.get(name))]
         rows.append(row)
 
-    return Reply(
+    return capture_reply(
+        capture,
         title=f"{service}: runtime.MemStats",
-        context=context_lines(capture, "summed over instances"),
+        context=["summed over instances"],
         summary=takeaway(now, before, when),
         table=Table(columns=columns, rows=rows),
-        sections=[s for s in [failed_instances_text(snapshot)] if s],
         actions=[Action("Top", f"top {service}", "primary"),
                  Action("Goroutines", f"goroutines {service}"),
                  Action("Diff vs previous", f"diff {service} since previous"),
                  Action("Leaks", f"leaks {service}")],
-        service=service,
-        snapshot_id=capture.snapshot_id or None,
-        data={"service": service, "snapshot_id": capture.snapshot_id, "memstats": now,
-              "previous": before or None,
+        data={"memstats": now, "previous": before or None,
               "previous_snapshot_id": previous.id if previous is not None else None},
     )
 

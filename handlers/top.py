@@ -16,10 +16,9 @@ from bot.reply import Action, Attachment, Reply
 from bot.units import format_clock, signed
 from handlers._common import (
     Args,
+    capture_reply,
     check_regex,
     check_sample_type,
-    context_lines,
-    failed_instances_text,
     instances_text,
     no_profile_reply,
     not_stored_text,
@@ -118,18 +117,16 @@ async def top_reply(runtime: Runtime, capture: Captured, *, sample_type: str | N
     previous = await runtime.previous(service, snapshot)
     summary = takeaway(report, previous, filtered=filtered)
 
-    reply = Reply(
+    reply = capture_reply(
+        capture,
         title=f"{service}: top {shown} by {report.sample_type}"
               + (f" (focus {focus})" if focus else ""),
-        context=context_lines(capture, report.sample_type),
+        context=[report.sample_type],
         summary=summary,
         table=top_table(report, caption=caption),
-        sections=[s for s in [failed_instances_text(snapshot), not_stored_text(capture)] if s],
+        sections=[not_stored_text(capture)],
         actions=standard_actions(service, capture.snapshot_id, stored=capture.stored),
-        service=service,
-        snapshot_id=capture.snapshot_id or None,
-        data={**report.to_json(), "service": service, "snapshot_id": capture.snapshot_id,
-              "taken_at": capture.taken_at, "reused": capture.reused,
+        data={**report.to_json(), "taken_at": capture.taken_at, "reused": capture.reused,
               "build_id": snapshot.build_id},
     )
     if download == "instances":
@@ -166,17 +163,8 @@ async def add_flame(reply: Reply, capture: Captured, profile: Profile, options: 
 
 
 def pprof_header(report: TopReport) -> str:
-    """pprof's lines above the table: what the shown rows account for, and how many."""
-    from bot.units import percentage
-
-    total = report.percent_total
-    text = (f"Showing nodes accounting for {report.format(report.shown_flat)}, "
-            f"{percentage(report.shown_flat, total).strip()} of {report.format(total)} total")
-    if 0 < len(report.rows) < report.node_total:
-        text += f"; showing top {len(report.rows)} nodes out of {report.node_total}"
-    if report.sort == "cum":
-        text += "; sorted by cum"
-    return text
+    """pprof's lines above the table (``TopReport.header_lines``) as one caption."""
+    return "; ".join([*report.header_lines(), *(["sorted by cum"] if report.sort == "cum" else [])])
 
 
 def takeaway(report: TopReport, previous: StoredSnapshot | None, *,

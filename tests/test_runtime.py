@@ -209,7 +209,9 @@ async def test_embedded_redis_keeps_history_across_restarts(tmp_path: Path,
     runtime = await Runtime.create(settings)
     assert runtime.embedded is not None and runtime.embedded.started_here
     first = await runtime.capture("demo")
-    await runtime.close()  # heapbot exits: the server it started stops cleanly
+    await runtime.close()  # heapbot exits: the server stays up for the next process
+    assert runtime.embedded.answering()
+    assert runtime.embedded.stop() is True  # `heapbot store stop`: stopped cleanly
     assert not runtime.embedded.answering()
 
     runtime = await Runtime.create(settings)  # heapbot restarts: a new server, same data
@@ -221,7 +223,8 @@ async def test_embedded_redis_keeps_history_across_restarts(tmp_path: Path,
                                                                first.snapshot.id]
     finally:
         await reuser.close()
-    await asyncio.to_thread(runtime.embedded.stop)  # the embedded server alone restarts
+    # the embedded server alone restarts (forced: this heapbot still uses it)
+    await asyncio.to_thread(lambda: runtime.embedded.stop(force=True))
     await runtime.close()
     runtime = await Runtime.create(settings)
     try:

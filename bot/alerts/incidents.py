@@ -14,17 +14,18 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
+from bot import keys, records
 from bot.alerts.lifecycle import stop_requested
 from bot.errors import HeapbotError
+from bot.redisconn import store_errors
 
 log = logging.getLogger(__name__)
 
-INCIDENT_PREFIX = "heapbot:incident:"
+INCIDENT_PREFIX = keys.incident("")
 INCIDENT_TTL_SECONDS = 30 * 24 * 3600
 OPEN, RESOLVED = "open", "resolved"
 
@@ -56,25 +57,49 @@ class Incident:
 
     @classmethod
     def from_hash(cls, data: dict[bytes, bytes]) -> Incident:
-        text = {k.decode(): v.decode() for k, v in data.items()}
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            if f.name in text:
-                values[f.name] = float(text[f.name]) if f.type == "float" else text[f.name]
-        return cls(**values)
+        return records.from_hash(cls, data)
 
 
 async def load_incident(redis: aioredis.Redis, key: str) -> Incident | None:
-    data = await redis.hgetall(INCIDENT_PREFIX + key)
+    async with store_errors("read an incident"):
+        data = await redis.hgetall(keys.incident(key))
     return Incident.from_hash(data) if data else None
 
 
 async def save_incident(redis: aioredis.Redis, incident: Incident) -> None:
-    key = INCIDENT_PREFIX + incident.key
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.hset(key, mapping={k: str(v) for k, v in asdict(incident).items()})
+    key = keys.incident(incident.key)
+    async with store_errors("save an incident"), redis.pipeline(transaction=True) as pipe:
+        pipe.hset(key, mapping=records.to_hash(incident))
         pipe.expire(key, INCIDENT_TTL_SECONDS)
         await pipe.execute()
+    if incident.status == OPEN and incident.source != "watch":  # another slot: no MULTI
+        async with store_errors("save an incident"):
+            await redis.set(keys.incident_latest(incident.service), incident.key,
+                            ex=INCIDENT_TTL_SECONDS)
+
+
+async def latest_open_incident(redis: aioredis.Redis, service: str) -> Incident | None:
+    """The service's newest alert thread if it is still open (where a folded alert goes)."""
+    async with store_errors("read an incident"):
+        key = await redis.get(keys.incident_latest(service))
+    if key is None:
+        return None
+    incident = await load_incident(redis, key.decode() if isinstance(key, bytes) else key)
+    return incident if incident is not None and incident.status == OPEN else None
+
+
+async def may_open_thread(redis: aioredis.Redis, service: str, limit: int,
+                          window_seconds: float) -> bool:
+    """Count one new thread for ``service``; False once ``limit`` were opened in the window.
+
+    A burst of distinct groupKeys or fingerprints must not open a thread each.
+    """
+    key = keys.incidents_opened(service)
+    async with store_errors("count new incidents"), redis.pipeline(transaction=True) as pipe:
+        pipe.set(key, 0, nx=True, px=max(1, int(window_seconds * 1000)))  # window starts
+        pipe.incr(key)  # keeps the TTL (Redis 6.2 has no EXPIRE NX)
+        _, opened = await pipe.execute()
+    return int(opened) <= limit
 
 
 @contextlib.asynccontextmanager
@@ -85,7 +110,7 @@ async def incident_lock(redis: aioredis.Redis, key: str, ttl_seconds: float,
     The lock expires ``ttl_seconds`` after its holder dies (the same idle time
     after which the holder's job is taken over) and is refreshed while held.
     """
-    name = INCIDENT_PREFIX + key + ":lock"
+    name = keys.incident_lock(key)
     token = secrets.token_hex(8)
     ttl_ms = max(1000, int(ttl_seconds * 1000))
     deadline = time.monotonic() + wait_seconds

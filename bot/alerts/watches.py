@@ -20,16 +20,16 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from bot import keys
 from bot.alerts.context import WorkContext
 from bot.alerts.incidents import OPEN, incident_lock, load_incident
 from bot.alerts.lifecycle import stop_requested, tracked
 from bot.alerts.paged import capture_step, follow_up, open_thread
 from bot.alerts.payloads import WatchTickJob
+from bot.errors import StoreError
 from bot.jobs import Job
 from bot.units import format_duration
 from bot.watchlist import (
-    OK_STREAK_PREFIX,
-    STATE_PREFIX,
     Watch,
     WatchStore,
     channel_allowed,
@@ -37,11 +37,9 @@ from bot.watchlist import (
 
 log = logging.getLogger(__name__)
 
-LEASE_PREFIX = "heapbot:watch:lease:"
 # A bad verdict is called back to normal only after this many good ticks in a row, so a
 # verdict that flickers (one quiet capture in a leak) does not close and reopen threads.
 RECOVERY_TICKS = 3
-TICKS_PREFIX = "heapbot:watch:ticks:"
 OK = "ok"
 
 
@@ -60,7 +58,7 @@ class WatchScheduler:
         for watch in await self.store.all():
             interval = max(watch.interval_seconds, 0.001)
             slot = int(now // interval)
-            lease = f"{LEASE_PREFIX}{watch.service}:{slot}"
+            lease = keys.watch_lease(watch.service, slot)
             ttl_ms = max(1000, int(interval * 2000))
             if not await self.ctx.redis.set(lease, self.ctx.consumer, nx=True, px=ttl_ms):
                 continue
@@ -77,7 +75,7 @@ class WatchScheduler:
         while not stop_requested(self.stop):
             try:
                 await self.tick_once()
-            except (RedisError, OSError) as exc:
+            except (StoreError, RedisError, OSError) as exc:
                 log.warning("watch scheduler: Redis error %s", exc)
             except Exception:
                 log.exception("watch scheduler tick failed")
@@ -116,7 +114,7 @@ async def run_tick(ctx: WorkContext, job: Job) -> str:
                     "service's allow_channels", service, watch.channel)
         return "refused_channel"
     snapshot = await capture_step(ctx, job, service, "watch", "watch")
-    ticks = TICKS_PREFIX + service
+    ticks = keys.watch_ticks(service)
     done = await ctx.queue.progress(job)
     if "tick" not in done:
         async with ctx.redis.pipeline(transaction=True) as pipe:
@@ -131,12 +129,12 @@ async def run_tick(ctx: WorkContext, job: Job) -> str:
         state, why = await _alarm(ctx, watch, snapshot)
         if await WatchStore(ctx.redis).get(service) is None:
             return "unwatched"  # removed while this tick captured: its state is gone too
-        previous = (await ctx.redis.get(STATE_PREFIX + service) or b"ok").decode()
+        previous = (await ctx.redis.get(keys.watch_state(service)) or b"ok").decode()
         if state == OK and previous != OK:
-            if await ctx.redis.incr(OK_STREAK_PREFIX + service) < RECOVERY_TICKS:
+            if await ctx.redis.incr(keys.watch_ok_streak(service)) < RECOVERY_TICKS:
                 state = previous  # not yet: hold the bad state until it stays good
         else:
-            await ctx.redis.delete(OK_STREAK_PREFIX + service)
+            await ctx.redis.delete(keys.watch_ok_streak(service))
         if ctx.slack is not None and watch.channel:
             incident = await load_incident(ctx.redis, key)
             resuming = "summary" in done
@@ -152,7 +150,7 @@ async def run_tick(ctx: WorkContext, job: Job) -> str:
                     and incident.status == OPEN:
                 await follow_up(ctx, job, incident, resolved=True,
                                 note="The watch's verdict is back to normal.")
-        await ctx.redis.set(STATE_PREFIX + service, state)
+        await ctx.redis.set(keys.watch_state(service), state)
     return f"tick_{state.replace(' ', '_')}"
 
 
@@ -162,7 +160,7 @@ async def list_ticks(redis: aioredis.Redis, service: str) -> list[tuple[int, str
     Sorted by slot, not by when each finished: replicas run ticks concurrently, and a
     slow capture can finish after the next slot's.
     """
-    rows = await redis.lrange(TICKS_PREFIX + service, 0, -1)
+    rows = await redis.lrange(keys.watch_ticks(service), 0, -1)
     out = []
     for row in rows:
         slot, _, snapshot_id = row.decode().partition(":")

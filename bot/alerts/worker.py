@@ -30,9 +30,9 @@ from bot.alerts.paged import capture_step, handle_alert
 from bot.alerts.payloads import CaptureJob, DeployJob
 from bot.alerts.sampling import SampleScheduler, run_sample_step
 from bot.alerts.watches import WatchScheduler, run_tick
-from bot.errors import HeapbotError
-from bot.jobs import Job, JobQueue, QueueSettings, as_text
-from bot.metrics import REDIS_ERRORS
+from bot.errors import HeapbotError, StoreError
+from bot.jobs import Job, JobQueue, QueueSettings
+from bot.metrics import redis_error
 from bot.runtime import Runtime
 from bot.settings import Settings, get_settings
 from bot.slack.client import build_web_client
@@ -129,8 +129,9 @@ class Worker:
             try:
                 with tracked(f"job {job.id} ({job.kind}) of consumer {self.ctx.consumer}"):
                     await self.process(job)
-            except (RedisError, OSError) as exc:  # Redis went away mid-ack: retried later
-                REDIS_ERRORS.labels("job").inc()
+            except (StoreError, RedisError, OSError) as exc:  # Redis went away: retried later
+                if not isinstance(exc, StoreError):  # a StoreError was counted at the boundary
+                    redis_error("job", exc)
                 log.warning("job %s (%s): Redis error %s", job.id, job.kind, exc)
             finally:
                 self.running.pop(job.id, None)
@@ -150,16 +151,8 @@ class Worker:
             if not self.running:
                 continue
             try:
-                # Only jobs still ours: one taken over while this replica stalled stays taken.
-                mine = await self.queue.redis.xpending_range(
-                    self.queue.stream, self.queue.group, "-", "+", 1000,
-                    consumername=self.ctx.consumer)
-                ids = [p["message_id"] for p in mine
-                       if as_text(p["message_id"]) in self.running]
-                if ids:
-                    await self.queue.redis.xclaim(self.queue.stream, self.queue.group,
-                                                  self.ctx.consumer, 0, ids, justid=True)
-            except (RedisError, OSError) as exc:
+                await self.queue.heartbeat(self.ctx.consumer, set(self.running))
+            except (StoreError, RedisError, OSError) as exc:
                 log.warning("heartbeat failed: %s", exc)
 
     async def run(self) -> None:
@@ -172,8 +165,9 @@ class Worker:
             try:
                 await self.queue.ensure_group()
                 break
-            except (RedisError, OSError) as exc:
-                REDIS_ERRORS.labels("job_group").inc()
+            except (StoreError, RedisError, OSError) as exc:
+                if not isinstance(exc, StoreError):
+                    redis_error("job_group", exc)
                 log.warning("job queue unreachable (%s); retrying in 1 s", exc)
                 await asyncio.sleep(1)
         heartbeat = asyncio.create_task(self._heartbeat(), name="job-heartbeat")
@@ -195,8 +189,9 @@ class Worker:
                         jobs = await self.queue.read(self.ctx.consumer, count=free,
                                                      block_ms=block)
                     await self.queue.depth()
-                except (RedisError, OSError) as exc:
-                    REDIS_ERRORS.labels("job_read").inc()
+                except (StoreError, RedisError, OSError) as exc:
+                    if not isinstance(exc, StoreError):
+                        redis_error("job_read", exc)
                     log.warning("job queue unreachable (%s); retrying in 1 s", exc)
                     await asyncio.sleep(1)
                     continue

@@ -41,7 +41,7 @@ from bot.pprof.model import Profile, sample_type_index
 
 ROOT = "root"  # the top frame: the whole (filtered) profile, like pprof's flame view
 FOLDED = "…"  # frames too narrow to see, folded together under one parent
-MIN_FRACTION = 1.5 / 1560  # narrower than ~1.5 px on the default PNG: folded
+MIN_FRACTION = 1.5 / 1380  # narrower than 1.5 px on the default PNG (1380 px of frames): folded
 MAX_DEPTH = 80  # rows below the root; deeper frames are cut (the share is reported)
 
 # pprof's graph.ShortenFunctionName and report.packageName (internal/graph/graph.go,

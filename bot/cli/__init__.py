@@ -136,6 +136,15 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     p = add("ask", "bot.cli.dispatch:ask", "run one /heap command in the terminal")
     p.add_argument("text", help='e.g. "/heap top demo"')
 
+    p = add("store", "bot.cli.store:status",
+            "the embedded redis-server of HEAPBOT_DATA_DIR: status, or stop it")
+    store = p.add_subparsers(dest="store_command", metavar="ACTION")
+    q = store.add_parser("status", help="is it running, its pid, version, and who uses it")
+    q.set_defaults(runner="bot.cli.store:status")
+    q.add_argument("--format", choices=("text", "json"), default="text")
+    q = store.add_parser("stop", help="stop it (refused while a heapbot process uses it)")
+    q.set_defaults(runner="bot.cli.store:stop")
+    q.add_argument("--force", action="store_true", help="stop it even if in use")
     add("console", "bot.cli.dispatch:console", "a prompt for /heap commands, no Slack needed")
     add("serve", "bot.cli.dispatch:serve", "run the Slack bot (HTTP or Socket Mode)")
     return parser, commands

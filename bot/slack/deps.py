@@ -7,6 +7,7 @@ from typing import Any
 
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot import keys
 from bot.slack.ratelimit import ChannelRateLimiter
 from bot.slack.seen import SharedSeenSet
 from bot.slack.threads import ThreadMemory
@@ -22,7 +23,7 @@ class SlackDeps:
     limiter: ChannelRateLimiter
     # Slack redelivers an event it thinks we missed (to any replica); do its work once.
     seen_events: SharedSeenSet = field(
-        default_factory=lambda: SharedSeenSet(None, "heapbot:slack:event:", 3600))
+        default_factory=lambda: SharedSeenSet(None, keys.SLACK_EVENT_SEEN, 3600))
 
 
 def build_deps(runtime: Any, client: AsyncWebClient, threads: ThreadMemory,
@@ -31,4 +32,4 @@ def build_deps(runtime: Any, client: AsyncWebClient, threads: ThreadMemory,
     runner = CommandRunner(runtime, client, threads, limiter, max_running=max_running)
     return SlackDeps(runtime=runtime, client=client, runner=runner, threads=threads,
                      limiter=limiter,
-                     seen_events=SharedSeenSet(threads.redis, "heapbot:slack:event:", 3600))
+                     seen_events=SharedSeenSet(threads.redis, keys.SLACK_EVENT_SEEN, 3600))

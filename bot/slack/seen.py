@@ -9,7 +9,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from bot.metrics import REDIS_ERRORS
+from bot.metrics import redis_error
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class SharedSeenSet:
             created = await self.redis.set(self.prefix + key, b"1", nx=True,
                                            ex=max(1, int(self.ttl)))
         except (RedisError, OSError) as exc:
-            REDIS_ERRORS.labels("slack_seen").inc()
+            redis_error("slack_seen", exc)
             log.warning("seen-set in Redis unavailable (%s); using this replica's memory",
                         type(exc).__name__)
             return True

@@ -14,7 +14,8 @@ import logging
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from bot.metrics import REDIS_ERRORS
+from bot import keys
+from bot.metrics import redis_error
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,7 @@ THREAD_TTL_SECONDS = 90 * 24 * 3600
 
 
 def thread_key(channel: str, ts: str) -> str:
-    return f"heapbot:thread:{channel}:{ts}"
+    return keys.thread(channel, ts)
 
 
 class ThreadMemory:
@@ -38,7 +39,7 @@ class ThreadMemory:
         try:
             await self.redis.set(thread_key(channel, ts), service, ex=self.ttl)
         except (RedisError, OSError) as exc:
-            REDIS_ERRORS.labels("thread_remember").inc()
+            redis_error("thread_remember", exc)
             log.warning("could not remember thread %s:%s: %s", channel, ts, exc)
 
     async def service_of(self, channel: str, ts: str | None) -> str | None:
@@ -47,7 +48,7 @@ class ThreadMemory:
         try:
             value = await self.redis.get(thread_key(channel, ts))
         except (RedisError, OSError) as exc:
-            REDIS_ERRORS.labels("thread_lookup").inc()
+            redis_error("thread_lookup", exc)
             log.warning("could not look up thread %s:%s: %s", channel, ts, exc)
             return None
         if value is None:

@@ -177,6 +177,67 @@ async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
         await client.aclose()
 
 
+# -- embedded redis-servers started by a test are stopped after it ----------------------------
+#
+# The embedded server (bot/redis_server.py) is long-lived by design: it daemonizes and outlives
+# the heapbot process that started it. pytest makes itself a child subreaper, so such daemons
+# (started by this process or by a `python -m bot` child) become its children and are found,
+# and stopped, after each test, never another session's.
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def _become_subreaper() -> None:
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+_become_subreaper()
+
+
+def embedded_redis_children() -> dict[int, str]:
+    """Daemonized redis-servers (the embedded kind) that are children of this pytest."""
+    me = os.getpid()
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            comm = (entry / "comm").read_text().strip()
+        except OSError:
+            continue
+        state, ppid, _pgrp, session = stat.rsplit(")", 1)[1].split()[:4]
+        if int(ppid) != me:
+            continue
+        if state == "Z":
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(int(entry.name), os.WNOHANG)
+            continue
+        # daemonized (setsid: it leads its own session), unlike the test-owned servers
+        if comm.startswith("redis-server") and int(session) == int(entry.name):
+            found[int(entry.name)] = comm
+    return found
+
+
+@pytest.fixture(autouse=True)
+def embedded_redis_stopped_after_test() -> Iterator[None]:
+    """Stop (SIGTERM, then reap) embedded redis-servers a test's heapbot processes left up."""
+    yield
+    for pid in embedded_redis_children():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                done, _ = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    break
+            time.sleep(0.02)
+
+
 # -- no job worker outlives its test ----------------------------------------------------------
 
 BOT_PROCESS_MARKERS = (("-m", "bot.alerts.worker"), ("-m", "bot", "serve"))

