@@ -93,6 +93,11 @@ def add_secret(value: str | None) -> None:
         _configured_secrets.add(value)
 
 
+def configured_secrets() -> set[str]:
+    """The secrets registered with ``add_secret`` (for redacting text that is not a log line)."""
+    return set(_configured_secrets)
+
+
 def secrets_of(settings: Settings, environ: dict[str, str] | None = None) -> set[str]:
     """Every SecretStr in settings plus values of secret-looking environment variables."""
     found: set[str] = set()
