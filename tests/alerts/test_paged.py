@@ -63,7 +63,8 @@ async def bot(tmp_path: Path, redis_url: str, demo_service: Any,
     settings = Settings(config_path=write_registry(tmp_path, [demo_service.url]),
                         redis_url=redis_url, slack_bot_token=SecretStr("xoxb-test"),
                         slack_api_url=slack_standin.api_url,
-                        pagerduty_secret=SecretStr(PD_SECRET))
+                        pagerduty_secret=SecretStr(PD_SECRET),
+                        alertmanager_open=True)  # the explicit opt-in to an open hook
     runtime = await Runtime.create(settings)
     config = QueueSettings(claim_idle_seconds=5, consumer_name="replica-test")
     app = web.Application()
@@ -93,7 +94,8 @@ async def served(tmp_path: Path, redis_url: str, demo_service: Any,
                         redis_url=redis_url, slack_bot_token=SecretStr("xoxb-test"),
                         slack_signing_secret=SecretStr("signing-secret"),
                         slack_api_url=slack_standin.api_url,
-                        pagerduty_secret=SecretStr(PD_SECRET))
+                        pagerduty_secret=SecretStr(PD_SECRET),
+                        alertmanager_open=True)  # the explicit opt-in to an open hook
     runtime = await Runtime.create(settings)
     runner = web.AppRunner(build_web_app(runtime, settings, socket_mode=False))
     await runner.setup()

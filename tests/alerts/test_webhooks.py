@@ -115,13 +115,19 @@ def alertmanager_payload(status: str = "firing", job: str = "payments-api",
 
 
 def pagerduty_payload(event_type: str = "incident.triggered",
-                      service_summary: str = "Payments") -> dict[str, Any]:
-    """A PagerDuty webhooks v3 event, shaped like PagerDuty's documented example."""
+                      service_summary: str = "Payments",
+                      occurred_at: str | None = None) -> dict[str, Any]:
+    """A PagerDuty webhooks v3 event, shaped like PagerDuty's documented example.
+
+    ``occurred_at`` defaults to now: heapbot refuses events older than its dedupe window.
+    """
+    if occurred_at is None:
+        occurred_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
     return {"event": {
         "id": "01DEN4HPBQAAAG05V5QQYBRZMF",
         "event_type": event_type,
         "resource_type": "incident",
-        "occurred_at": "2026-11-21T22:00:00.000Z",
+        "occurred_at": occurred_at,
         "agent": {"id": "PLH1HKV", "type": "user_reference"},
         "client": None,
         "data": {
@@ -335,10 +341,11 @@ async def test_hooks_without_configured_secrets_refuse(tmp_path: Path, redis_url
         status, answer, _ = await post(f"{url}/hooks/deploy",
                                        json.dumps({"service": "payments", "version": "1"}))
         assert status == 403 and "HEAPBOT_WEBHOOK_TOKEN" in answer["error"]
-        # Alertmanager auth is optional: no token configured means open.
-        status, _answer, _ = await post(f"{url}/hooks/alertmanager",
-                                        json.dumps(alertmanager_payload()))
-        assert status == 202
+        # Alertmanager too is off until HEAPBOT_ALERTMANAGER_TOKEN is set (issue 17 item 3).
+        status, answer, _ = await post(f"{url}/hooks/alertmanager",
+                                       json.dumps(alertmanager_payload()))
+        assert status == 403 and "HEAPBOT_ALERTMANAGER_TOKEN" in answer["error"]
+        assert "HEAPBOT_ALERTMANAGER_OPEN" in answer["error"]
     finally:
         await runner.cleanup()
         await store.close()
