@@ -156,7 +156,7 @@ def _digest(result: CaptureResult, snapshot_id: str, trigger: str, requested_by:
     goroutine_blobs: list[bytes] = []
     memstats_texts: dict[str, str] = {}
     for index, inst in enumerate(result.instances):
-        build_id = getattr(inst.heap_profile, "main_build_id", "") or ""
+        build_id = inst.build_id or getattr(inst.heap_profile, "main_build_id", "") or ""
         kinds = []
         if inst.ok and inst.heap is not None:
             raw[(index, "heap")] = inst.heap
@@ -174,7 +174,9 @@ def _digest(result: CaptureResult, snapshot_id: str, trigger: str, requested_by:
         instances.append(InstanceMeta(
             target=inst.target, ok=inst.ok, error=inst.error, elapsed=round(inst.elapsed, 4),
             source=inst.source, build_id=build_id, warnings=list(inst.warnings), kinds=kinds))
-    heap = _merge_parsed(heaps)
+    # Capturer.capture folds each instance's heap into result.heap as it arrives
+    # (bot.pprof.fold); profiles still attached to instances are merged here.
+    heap = result.heap if result.heap is not None else _merge_parsed(heaps)
     reports: list[GoroutineReport] = []
     for meta, blob in zip([i for i in instances if "goroutine" in i.kinds], goroutine_blobs,
                           strict=True):

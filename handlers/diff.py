@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from bot.errors import UsageError
 from bot.reply import Action, Reply
-from bot.units import format_clock, format_duration, signed
+from bot.units import format_clock, format_duration, format_since, signed
 from handlers._common import (
     Args,
     capture_reply,
@@ -110,7 +110,8 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
                f"{format_clock(capture.taken_at)} ({span}); % of the base total "
                f"{format_value(base_total, report.unit)}; "
                f"showing {len(report.rows)} of {report.node_total} changed nodes")
-    summary = growth_takeaway(report, base_total, new_total, base_time)
+    summary = growth_takeaway(report, base_total, new_total,
+                              format_since(base.taken_at, capture.taken_at))
     base_build = short_build_id(base.build_id)
     now_build = short_build_id(capture.snapshot.build_id)
     extra = await base_label(runtime, service, ref, base, base_time)

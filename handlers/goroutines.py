@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from bot.analysis.goroutines import GoroutineGroup, creator_heading
 from bot.reply import Action, Column, Reply, Table
-from bot.units import format_clock
+from bot.units import format_since
 from handlers._common import (
     Args,
     capture_reply,
@@ -82,7 +82,7 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     caption = (f"Showing {len(rows)} of {plural(len(report.groups), 'group')} "
                f"({plural(report.total, 'goroutine')})")
 
-    when = format_clock(previous.taken_at) if previous is not None else ""
+    when = format_since(previous.taken_at, snapshot.taken_at) if previous is not None else ""
     summary = f"{plural(report.total, 'goroutine')}"
     if prev_total is not None:
         delta = report.total - prev_total

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from bot.reply import Action, Column, Reply, Table
-from bot.units import format_bytes, format_clock, signed
+from bot.units import format_bytes, format_since, signed
 from handlers._common import (
     Args,
     capture_reply,
@@ -79,7 +79,7 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
             prev_goroutines = prev_summary.goroutine_total
         if prev_goroutines is not None:
             before["goroutines"] = int(prev_goroutines)
-    when = format_clock(previous.taken_at) if previous is not None else ""
+    when = format_since(previous.taken_at, snapshot.taken_at) if previous is not None else ""
 
     columns = [Column("field", "left"), Column("now")]
     if before:

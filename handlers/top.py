@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from bot.errors import UsageError
 from bot.reply import Action, Attachment, Reply
-from bot.units import format_clock, signed
+from bot.units import format_bytes, signed
 from handlers._common import (
     Args,
     capture_reply,
@@ -115,7 +115,7 @@ async def top_reply(runtime: Runtime, capture: Captured, *, sample_type: str | N
     caption = pprof_header(report)
     filtered = bool(focus or ignore or hide)
     previous = await runtime.previous(service, snapshot)
-    summary = takeaway(report, previous, filtered=filtered)
+    summary = takeaway(report, previous, filtered=filtered, taken_at=snapshot.taken_at)
 
     reply = capture_reply(
         capture,
@@ -124,7 +124,7 @@ async def top_reply(runtime: Runtime, capture: Captured, *, sample_type: str | N
         context=[report.sample_type],
         summary=summary,
         table=top_table(report, caption=caption),
-        sections=[not_stored_text(capture)],
+        sections=[heap_numbers_note(report.sample_type, snapshot), not_stored_text(capture)],
         actions=standard_actions(service, capture.snapshot_id, stored=capture.stored),
         data={**report.to_json(), "taken_at": capture.taken_at, "reused": capture.reused,
               "build_id": snapshot.build_id},
@@ -167,10 +167,20 @@ def pprof_header(report: TopReport) -> str:
     return "; ".join([*report.header_lines(), *(["sorted by cum"] if report.sort == "cum" else [])])
 
 
+def heap_numbers_note(sample_type: str, snapshot: StoredSnapshot) -> str:
+    """One line on why Total differs from the capture's "heap in use" (MemStats HeapInuse)."""
+    heap_inuse = snapshot.memstats.get("HeapInuse")
+    if sample_type != "inuse_space" or not heap_inuse:
+        return ""
+    return (f"Two heap numbers: Total is pprof's inuse_space (sampled live objects as of the "
+            f"last GC); heap in use {format_bytes(heap_inuse)} is MemStats HeapInuse (whole "
+            "spans in use now), so the two differ.")
+
+
 def takeaway(report: TopReport, previous: StoredSnapshot | None, *,
-             filtered: bool = False) -> str:
+             filtered: bool = False, taken_at: float | None = None) -> str:
     """"main.(*sessionStore).Put holds 41% of in-use memory, +18.20MB since 14:02:11 UTC"."""
-    from bot.units import format_value
+    from bot.units import format_since, format_value
 
     if not report.rows or report.total == 0:
         return f"The profile holds nothing for {report.sample_type}."
@@ -183,7 +193,7 @@ def takeaway(report: TopReport, previous: StoredSnapshot | None, *,
         if previous is None:
             text += " (first stored capture: the next one will show the change)"
         return text + "."
-    when = format_clock(previous.taken_at)
+    when = format_since(previous.taken_at, taken_at)
     before = {fv.function: fv.flat
               for fv in prev_summary.heap.functions.get(report.sample_type, [])}
     if leader.function in before:
