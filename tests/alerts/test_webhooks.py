@@ -1,6 +1,6 @@
 """Webhook routes over real HTTP against a real Redis: validate, authenticate, enqueue.
 
-These tests stop at the queue (what the routes promise); tests/test_paged.py
+These tests stop at the queue (what the routes promise); tests/alerts/test_paged.py
 follows the jobs through the worker into Slack threads.
 """
 
