@@ -189,12 +189,9 @@ def guarded_runner(app: web.Application, header_timeout: float, max_connections:
     Call ``await runner.setup()``, then start a :class:`GuardedSite` with the limiter.
     """
     runner = web.AppRunner(app, access_log=None, keepalive_timeout=header_timeout)
-
     def protocol() -> asyncio.Protocol:
-        server = runner.server  # set by runner.setup(), before any connection arrives
-        if server is None:
-            raise RuntimeError("the AppRunner was not set up before serving")
-        return server()
+        assert runner.server is not None, "call runner.setup() before serving"
+        return runner.server()
 
     limiter = ConnectionLimiter(protocol, connection_limit(max_connections))
     app.middlewares.insert(0, limiter.middleware)
