@@ -116,6 +116,16 @@ def incident_lock(key: str) -> str:
     return f"{PREFIX}incident:{key}:lock"
 
 
+def incident_latest(service: str) -> str:
+    """String: the key of the service's newest alert thread (where folded alerts go)."""
+    return f"{PREFIX}incident-latest:{service}"
+
+
+def incidents_opened(service: str) -> str:
+    """Counter of alert threads opened for the service in the current window (with a TTL)."""
+    return f"{PREFIX}incident-opened:{service}"
+
+
 def thread(channel: str, ts: str) -> str:
     """Which service a Slack thread is about."""
     return f"{PREFIX}thread:{channel}:{ts}"

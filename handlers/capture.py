@@ -59,13 +59,14 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     args = check(argv)
     service = args.positionals[0]
     captured = await runtime.capture(service, trigger="user", requested_by=inv.user_id,
-                                     force=bool(args.get("force")), gc=bool(args.get("gc")))
+                                     force=args.flag("force"), gc=args.flag("gc"))
     snapshot = captured.snapshot
     answered = sum(1 for i in snapshot.instances if i.ok)
     total = len(snapshot.instances)
     heap = snapshot.memstats.get("HeapInuse")
     goroutines = snapshot.goroutine_total
-    facts = [f"heap in use {format_bytes(heap)}" if heap is not None else "",
+    facts = [f"heap in use {format_bytes(heap)} (MemStats HeapInuse; `/heap top` totals "
+             "the sampled live objects, usually less)" if heap is not None else "",
              f"{goroutines:,} goroutines" if goroutines is not None else "",
              f"build {short_build_id(snapshot.build_id)}" if snapshot.build_id else ""]
     context = [" · ".join([service, f"{answered}/{total} instances",

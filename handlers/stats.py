@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from bot.reply import Action, Column, Reply, Table
-from bot.units import format_bytes, format_clock, signed
+from bot.units import format_bytes, format_since, signed
 from handlers._common import (
     Args,
     capture_reply,
@@ -57,7 +57,7 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     args = check(argv)
     service = args.positionals[0]
     capture = await runtime.capture(service, requested_by=inv.user_id,
-                                    force=bool(args.get("force")))
+                                    force=args.flag("force"))
     snapshot = capture.snapshot
     now: dict[str, int] = dict(capture.memstats)
     goroutines = (capture.goroutines.total if capture.goroutines is not None
@@ -79,7 +79,7 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
             prev_goroutines = prev_summary.goroutine_total
         if prev_goroutines is not None:
             before["goroutines"] = int(prev_goroutines)
-    when = format_clock(previous.taken_at) if previous is not None else ""
+    when = format_since(previous.taken_at, snapshot.taken_at) if previous is not None else ""
 
     columns = [Column("field", "left"), Column("now")]
     if before:
@@ -125,7 +125,7 @@ def takeaway(now: dict[str, int], before: dict[str, int], when: str) -> str:
     if "goroutines" in now:
         text = f"{now['goroutines']:,} goroutines"
         if "goroutines" in before:
-            delta = now["goroutines"] - before["goroutines"]
-            text += f" ({delta:+,})" if delta else " (unchanged)"
+            moved = now["goroutines"] - before["goroutines"]
+            text += f" ({moved:+,})" if moved else " (unchanged)"
         parts.append(text)
     return "; ".join(parts) + "." if parts else "No MemStats fields were reported."

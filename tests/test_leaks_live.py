@@ -118,8 +118,8 @@ async def test_leaks_names_every_leaking_scenario_and_no_harmless_one(
     assert reply.table is not None
     shown = [row[0] for row in reply.table.rows]
     assert shown == [s["function"] for s in data["suspects"]]
-    assert all(re.fullmatch(r"\+\S+ (goroutines )?in (\d+m)?\d+s", row[2]) for row in reply.table.rows), \
-        [row[2] for row in reply.table.rows]
+    growth = [row[2] for row in reply.table.rows]
+    assert all(re.fullmatch(r"\+\S+ (goroutines )?in (\d+m)?\d+s", g) for g in growth), growth
     assert "/h" not in reply.summary
     assert any(a.command.startswith("list demo ") for a in reply.actions)
 

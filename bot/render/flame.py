@@ -19,10 +19,14 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape, quoteattr
 
 from bot.analysis.flame import FOLDED, GROWTH, ROOT, SHRINK, FlameLayout, FlameRect
 from bot.units import format_value
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 WIDTH_PX = 1400  # Slack's viewer shows it about 1:1 on a laptop screen; ≤ 2000 px
 MARGIN = 10
@@ -241,7 +245,7 @@ def flame_png(layout: FlameLayout, subject: str = "", captured_at: float | None 
         hs = np.array([b.h for b in pic.boxes])
         verts = np.stack([np.stack([xs, ys], 1), np.stack([xs + ws, ys], 1),
                           np.stack([xs + ws, ys + hs], 1), np.stack([xs, ys + hs], 1)], axis=1)
-        ax.add_collection(PolyCollection(verts, facecolors=[b.rect.color for b in pic.boxes],
+        ax.add_collection(PolyCollection(list(verts), facecolors=[b.rect.color for b in pic.boxes],
                                          edgecolors="none", antialiased=False))
     for b in pic.boxes:
         if b.label:
@@ -255,18 +259,18 @@ def flame_png(layout: FlameLayout, subject: str = "", captured_at: float | None 
     return buffer.getvalue()
 
 
-def _png_footer(ax: object, pic: Picture) -> None:
+def _png_footer(ax: Axes, pic: Picture) -> None:
     from matplotlib.patches import Rectangle
 
     y = pic.height - FOOTER_PX + 12
     x = float(MARGIN)
     for color, text in pic.legend:
-        ax.add_patch(Rectangle((x, y), 14, 14, facecolor=color, edgecolor="#999999",  # type: ignore[attr-defined]
+        ax.add_patch(Rectangle((x, y), 14, 14, facecolor=color, edgecolor="#999999",
                                linewidth=0.5))
-        ax.text(x + 19, y + 7, text, fontsize=SUB_PX, family=SANS, va="center")  # type: ignore[attr-defined]
+        ax.text(x + 19, y + 7, text, fontsize=SUB_PX, family=SANS, va="center")
         x += 19 + len(text) * SUB_PX * 0.56 + 16
     if pic.note:
-        ax.text(pic.width - MARGIN, y + 7, pic.note, fontsize=SUB_PX - 1, family=SANS,  # type: ignore[attr-defined]
+        ax.text(pic.width - MARGIN, y + 7, pic.note, fontsize=SUB_PX - 1, family=SANS,
                 color="#555555", va="center", ha="right")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -34,6 +35,22 @@ def heap_digest(profile: Profile) -> str:
     return hashlib.blake2b(values.tobytes(), digest_size=12).hexdigest()
 
 
+@dataclass(frozen=True, slots=True)
+class HeapFacts:
+    """What leak analysis keeps of one instance's heap profile (the profile itself is
+    folded into the capture's merge and dropped)."""
+
+    digest: str
+    inuse_total: int
+    inuse: dict[str, int]
+
+
+def heap_facts(profile: Profile) -> HeapFacts:
+    """Digest and leading in-use functions of one instance's heap profile."""
+    total, inuse = instance_inuse(profile)
+    return HeapFacts(heap_digest(profile), total, inuse)
+
+
 def instance_inuse(profile: Profile, k: int = TOP_FUNCTIONS) -> tuple[int, dict[str, int]]:
     """(total in-use bytes, the k largest functions by flat in-use bytes) of one profile."""
     types = [st.type for st in profile.sample_types]
@@ -47,9 +64,9 @@ def instance_inuse(profile: Profile, k: int = TOP_FUNCTIONS) -> tuple[int, dict[
     return int(np.abs(column).sum()), {nodes.names[i]: int(flat[i]) for i in top if flat[i] > 0}
 
 
-def observe(target: str, heap: Profile | None, memstats: Mapping[str, int] | None,
-            goroutines: GoroutineReport | None, leaked: list[GoroutineGroupSummary] | None, *,
-            inuse: tuple[int, dict[str, int]] | None = None) -> InstanceObservation:
+def observe(target: str, heap: HeapFacts | None, memstats: Mapping[str, int] | None,
+            goroutines: GoroutineReport | None,
+            leaked: list[GoroutineGroupSummary] | None) -> InstanceObservation:
     """One instance's observation: GC cycle, heap digest, leading functions, parked groups."""
     ms = memstats or {}
     last_gc = ms.get("LastGC")
@@ -59,8 +76,7 @@ def observe(target: str, heap: Profile | None, memstats: Mapping[str, int] | Non
         next_gc=ms.get("NextGC"), heap_inuse=ms.get("HeapInuse"),
         total_alloc=ms.get("TotalAlloc"))
     if heap is not None:
-        obs.digest = heap_digest(heap)
-        obs.inuse_total, obs.inuse = inuse if inuse is not None else instance_inuse(heap)
+        obs.digest, obs.inuse_total, obs.inuse = heap.digest, heap.inuse_total, dict(heap.inuse)
     if goroutines is not None:
         for g in goroutines.summaries():
             if g.state in BLOCKED_STATES:
