@@ -154,13 +154,16 @@ def use_folder(folder: Path) -> None:
 def stop(folder: Path) -> int:
     """`make demo-stop`: the instances, then the embedded redis-server; data is kept."""
     stopped = stop_instances(folder)
+    from bot.errors import HeapbotError
     from bot.redis_server import EmbeddedRedis
 
-    server = EmbeddedRedis(folder / "data")
-    redis_stopped = server.answering()
-    if redis_stopped:
-        server.stop()
     (folder / "heapbot.yaml").unlink(missing_ok=True)
+    try:
+        redis_stopped = EmbeddedRedis(folder / "data").stop()
+    except HeapbotError as exc:  # a console still open on the demo's data
+        print(f"stopped {stopped} demo instance{'s' if stopped != 1 else ''}; "
+              f"{exc.user_message()}")
+        return 2
     print(f"stopped {stopped} demo instance{'s' if stopped != 1 else ''}"
           f"{' and the embedded redis-server' if redis_stopped else ''}; "
           f"captures stay in {folder / 'data'}")
