@@ -54,7 +54,9 @@ def write_registry(urls: list[str], folder: Path) -> Path:
         f"    targets: [{targets}]\n"
         "    aliases: [payments]\n"
         "    timeout_seconds: 10\n"
-        "    cooldown_seconds: 0\n",
+        "    cooldown_seconds: 0\n"
+        "    source:  # `list` shows the demo's source lines from this checkout\n"
+        f"      dir: {json.dumps(str(REPO_ROOT))}\n",
         encoding="utf-8",
     )
     return path
