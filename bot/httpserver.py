@@ -189,6 +189,10 @@ def guarded_runner(app: web.Application, header_timeout: float, max_connections:
     Call ``await runner.setup()``, then start a :class:`GuardedSite` with the limiter.
     """
     runner = web.AppRunner(app, access_log=None, keepalive_timeout=header_timeout)
-    limiter = ConnectionLimiter(lambda: runner.server(), connection_limit(max_connections))
+    def protocol() -> asyncio.Protocol:
+        assert runner.server is not None, "call runner.setup() before serving"
+        return runner.server()
+
+    limiter = ConnectionLimiter(protocol, connection_limit(max_connections))
     app.middlewares.insert(0, limiter.middleware)
     return runner, limiter

@@ -147,6 +147,21 @@ def _memstats(texts: dict[str, str]) -> tuple[dict[str, int], dict[str, dict[str
     return dict(merged.fields), {t: dict(m.fields) for t, m in parsed.items()}
 
 
+def _memstats_block(text: str) -> str:
+    """The ``# runtime.MemStats`` block of a heap?debug=1 page (the whole text if none)."""
+    at = text.find("# runtime.MemStats")
+    return text[at:] if at >= 0 else text
+
+
+def encode_merged(heap: Profile | None) -> dict[str, bytes]:
+    """The merged heap as stored with a snapshot (``merged:heap``): one .pb.gz."""
+    if heap is None:
+        return {}
+    from bot.pprof.encode import encode_profile
+
+    return {"heap": encode_profile(heap)}
+
+
 def _digest(result: CaptureResult, snapshot_id: str, trigger: str, requested_by: str
             ) -> tuple[StoredSnapshot, dict[tuple[int, str], bytes], Profile | None,
                        GoroutineReport | None]:
@@ -169,7 +184,9 @@ def _digest(result: CaptureResult, snapshot_id: str, trigger: str, requested_by:
             goroutine_blobs.append(inst.goroutine)
             kinds.append("goroutine")
         if inst.ok and inst.memstats_text is not None:
-            raw[(index, "memstats")] = inst.memstats_text.encode()
+            # heap?debug=1 repeats every heap sample as text before the MemStats
+            # block: only the block is kept (megabytes less per instance)
+            raw[(index, "memstats")] = _memstats_block(inst.memstats_text).encode()
             memstats_texts[inst.target] = inst.memstats_text
             kinds.append("memstats")
         instances.append(InstanceMeta(
@@ -362,8 +379,9 @@ class Runtime:
             captured.stored, captured.store_error = False, store_error
             return captured
         try:
+            merged = await asyncio.to_thread(encode_merged, heap)
             captured.deploys_detected = await self.store.save(
-                snapshot, raw, retention_count=config.retention_count,
+                snapshot, raw, merged=merged, retention_count=config.retention_count,
                 retention_days=config.retention_days)
         except StoreError as exc:
             captured.stored, captured.store_error = False, exc.user_message()
@@ -433,11 +451,15 @@ class Runtime:
         """Every stored snapshot taken at or after ``since``, newest first."""
         return await self.store.list(self.registry.resolve(service).name, 0, since=since)
 
-    async def raw_profiles(self, service: str, snapshot_id: str, kind: str = "heap"
-                           ) -> list[tuple[int, bytes]]:
-        """(instance index, raw bytes) of every stored ``kind`` profile of a snapshot."""
+    async def raw_profiles(self, service: str, snapshot_id: str, kind: str = "heap", *,
+                           merged_ok: bool = True) -> list[tuple[int, bytes]]:
+        """(instance index, raw bytes) of every stored ``kind`` profile of a snapshot.
+
+        Past the newest few captures only the merged profile is kept: it comes back
+        as one entry with index ``bot.store.MERGED`` (-1) unless ``merged_ok`` is False.
+        """
         return await self.store.raw_profiles(self.registry.resolve(service).name, snapshot_id,
-                                             kind)
+                                             kind, merged_ok=merged_ok)
 
     async def history(self, service: str, limit: int = 20) -> list[StoredSnapshot]:
         """Stored snapshots, newest first (with summaries)."""

@@ -133,6 +133,10 @@ async def top_reply(runtime: Runtime, capture: Captured, *, sample_type: str | N
         reply.attachments.extend(await raw_profile_attachments(runtime, service, snapshot))
         if not reply.attachments:
             reply.sections.append("The raw profiles of this capture are no longer stored.")
+        elif reply.attachments[0].filename.endswith("-merged-heap.pb.gz"):
+            reply.sections.append(
+                "Only the merged profile of this capture is stored: heapbot keeps each "
+                "instance's own file for the newest captures only (HEAPBOT_RAW_CAPTURES).")
         elif len(reply.attachments) > 1:
             reply.sections.append(
                 f"One file per instance; `go tool pprof -top {service}-*-heap.pb.gz` merges "
@@ -246,6 +250,12 @@ async def raw_profile_attachments(runtime: Runtime, service: str, snapshot: Stor
     attachments = []
     for index, data in raws[:MAX_PROFILE_FILES]:
         if not data:
+            continue
+        if index < 0:  # per-instance files aged out: the stored merge (store.MERGED)
+            attachments.append(Attachment(
+                filename=f"{service}-{snapshot.id}-merged-heap.pb.gz", content=data,
+                title=f"merged heap profile of {service}, snapshot {snapshot.id} "
+                      "(per-instance files are no longer kept)", kind="profile"))
             continue
         if not data.startswith(b"\x1f\x8b"):  # Go serves gzip; keep the .pb.gz name honest
             data = gzip.compress(data)

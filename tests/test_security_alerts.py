@@ -45,23 +45,20 @@ from bot.serve import build_web_app
 from bot.settings import Settings
 from bot.slack.server import check_slack_settings
 from bot.store import SnapshotStore
-from tests.alerts.test_webhooks import (
+from tests.support.alerts import (
     AM_TOKEN,
     BEARER,
     HOOK_TOKEN,
     PD_SECRET,
     RegistryAndStore,
     alertmanager_payload,
-    hooks,
     pagerduty_payload,
     pd_signature,
     queued,
-    write_registry,
+    write_payments_registry,
 )
 from tests.support.redis import free_port
 from tests.support.slack_standin import RunningWebApp, wait_until_serving
-
-__all__ = ["hooks"]  # the fixture, reused from the routes' own tests
 
 ROOT = Path(__file__).resolve().parents[1]
 SIGNING_SECRET = "alerts-security-signing-secret"
@@ -104,7 +101,7 @@ async def test_empty_or_blank_secrets_mean_unset(tmp_path: Path, redis_url: str,
     """docker-compose passes ``${VAR:-}``: "" must not become a secret anyone can send."""
     for name in SECRET_ENV:
         monkeypatch.setenv(name, blank)
-    monkeypatch.setenv("HEAPBOT_CONFIG", str(write_registry(tmp_path)))
+    monkeypatch.setenv("HEAPBOT_CONFIG", str(write_payments_registry(tmp_path)))
     settings = Settings()
     assert all(getattr(settings, field) is None for field in (
         "slack_bot_token", "slack_signing_secret", "slack_app_token", "webhook_token",
@@ -138,7 +135,7 @@ async def test_empty_or_blank_secrets_mean_unset(tmp_path: Path, redis_url: str,
 async def test_alertmanager_hook_is_off_until_a_token_or_the_open_opt_in(
         tmp_path: Path, redis_url: str, caplog: pytest.LogCaptureFixture) -> None:
     body = json.dumps(alertmanager_payload()).encode()
-    closed = Settings(config_path=write_registry(tmp_path))
+    closed = Settings(config_path=write_payments_registry(tmp_path))
     async with _webhook_app(closed, redis_url) as url:
         status, answer = await _post(f"{url}/hooks/alertmanager", body)
         assert status == 403, answer  # was 202: anyone reaching the port could page
@@ -146,7 +143,7 @@ async def test_alertmanager_hook_is_off_until_a_token_or_the_open_opt_in(
         assert "HEAPBOT_ALERTMANAGER_OPEN" in answer["error"]
 
     caplog.set_level(logging.WARNING, logger="bot.alerts.webhooks")
-    opened = Settings(config_path=write_registry(tmp_path), alertmanager_open=True)
+    opened = Settings(config_path=write_payments_registry(tmp_path), alertmanager_open=True)
     async with _webhook_app(opened, redis_url) as url:
         assert any("HEAPBOT_ALERTMANAGER_OPEN is set" in r.getMessage() for r in caplog.records)
         status, answer = await _post(f"{url}/hooks/alertmanager", body)

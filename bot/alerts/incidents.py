@@ -13,8 +13,9 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -56,7 +57,7 @@ class Incident:
     resolved_at: float = 0.0
 
     @classmethod
-    def from_hash(cls, data: dict[bytes, bytes]) -> Incident:
+    def from_hash(cls, data: Mapping[Any, Any]) -> Incident:
         return records.from_hash(cls, data)
 
 

@@ -115,6 +115,8 @@ def may_post(ctx: WorkContext, service: str, channel: str) -> bool:
 
 async def post(ctx: WorkContext, channel: str, reply: Reply, thread_ts: str | None = None) -> str:
     """Post a visible reply (errors included: nobody is there to see an ephemeral one)."""
+    if ctx.slack is None:
+        raise HeapbotError("Slack is not configured (SLACK_BOT_TOKEN), so heapbot cannot post.")
     reply.ephemeral = False
     ts = await post_reply(ctx.slack, channel, reply, thread_ts=thread_ts)
     if thread_ts is None and reply.service:

@@ -27,7 +27,7 @@ from bot.alerts.lifecycle import stop_requested, tracked
 from bot.alerts.paged import capture_step, follow_up, open_thread
 from bot.alerts.payloads import WatchTickJob
 from bot.errors import StoreError
-from bot.jobs import Job
+from bot.jobs import Job, as_text
 from bot.units import format_duration
 from bot.watchlist import (
     Watch,
@@ -129,7 +129,7 @@ async def run_tick(ctx: WorkContext, job: Job) -> str:
         state, why = await _alarm(ctx, watch, snapshot)
         if await WatchStore(ctx.redis).get(service) is None:
             return "unwatched"  # removed while this tick captured: its state is gone too
-        previous = (await ctx.redis.get(keys.watch_state(service)) or b"ok").decode()
+        previous = as_text(await ctx.redis.get(keys.watch_state(service)) or b"ok")
         if state == OK and previous != OK:
             if await ctx.redis.incr(keys.watch_ok_streak(service)) < RECOVERY_TICKS:
                 state = previous  # not yet: hold the bad state until it stays good
@@ -163,7 +163,7 @@ async def list_ticks(redis: aioredis.Redis, service: str) -> list[tuple[int, str
     rows = await redis.lrange(keys.watch_ticks(service), 0, -1)
     out = []
     for row in rows:
-        slot, _, snapshot_id = row.decode().partition(":")
+        slot, _, snapshot_id = as_text(row).partition(":")
         out.append((int(slot), snapshot_id))
     return sorted(out, key=lambda tick: tick[0])
 

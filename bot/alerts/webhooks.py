@@ -396,11 +396,13 @@ class Webhooks:
             raise WebhookRejected(400, "The body has no `event` object (PagerDuty webhooks v3).")
         self._check_fresh(event)
         event_type = str(event.get("event_type", ""))
-        incident = event.get("data") if isinstance(event.get("data"), dict) else {}
+        data = event.get("data")
+        incident: dict[str, Any] = data if isinstance(data, dict) else {}
         if event_type not in PAGERDUTY_OPEN | PAGERDUTY_CLOSE:
             WEBHOOKS.labels(source="pagerduty", outcome="ignored").inc()
             return web.json_response({"ok": True, "ignored": event_type or "no event_type"})
-        pd_service = incident.get("service") if isinstance(incident.get("service"), dict) else {}
+        listed = incident.get("service")
+        pd_service: dict[str, Any] = listed if isinstance(listed, dict) else {}
         names = [str(pd_service.get(k, "")) for k in ("summary", "name")]
         service = None
         tried: list[str] = []

@@ -132,12 +132,12 @@ async def test_watch_pages_once_per_turn_and_closes_when_normal(
     from bot.alerts.worker import start_worker, stop_worker
     from bot.runtime import Runtime
     from bot.slack.client import build_web_client
-    from tests.alerts.test_paged import text_of, thread, top_level, write_registry
+    from tests.support.alerts import text_of, thread, top_level, write_demo_registry
     from tests.support.demo import start_demo
 
     demo_service = start_demo(demo_binary, scenarios="churn,pool")
     monkeypatch.setenv("HEAPBOT_WATCH_MIN_INTERVAL_SECONDS", "1")
-    settings = Settings(config_path=write_registry(tmp_path, [demo_service.url]),
+    settings = Settings(config_path=write_demo_registry(tmp_path, [demo_service.url]),
                         redis_url=redis_url, slack_bot_token=SecretStr("xoxb-test"),
                         slack_api_url=slack_standin.api_url)
     rt = await Runtime.create(settings)
@@ -199,12 +199,12 @@ async def test_watch_pages_when_the_leak_verdict_turns(
     from bot.alerts.worker import start_worker, stop_worker
     from bot.runtime import Runtime
     from bot.slack.client import build_web_client
-    from tests.alerts.test_paged import text_of, top_level, write_registry
+    from tests.support.alerts import text_of, top_level, write_demo_registry
     from tests.support.demo import start_demo
 
     demo_service = start_demo(demo_binary, scenarios="leakmap,slice", rate=20)
     monkeypatch.setenv("HEAPBOT_WATCH_MIN_INTERVAL_SECONDS", "1")
-    registry = write_registry(tmp_path, [demo_service.url])
+    registry = write_demo_registry(tmp_path, [demo_service.url])
     # gc: true (?gc=1): a young demo seldom collects, so without it the in-use heap still
     # holds the gzip writers of earlier profile downloads, which then look like the leak.
     registry.write_text(registry.read_text() + "    gc: true\n")
