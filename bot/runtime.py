@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import redis.asyncio as aioredis
 from redis.exceptions import LockError, RedisError
@@ -403,18 +403,26 @@ class Runtime:
 
     # -- stored snapshots --------------------------------------------------------------
 
+    @overload
+    async def load_profile(self, snapshot: StoredSnapshot, kind: str = "heap", *,
+                           missing_ok: Literal[False] = False) -> Profile: ...
+
+    @overload
+    async def load_profile(self, snapshot: StoredSnapshot, kind: str = "heap", *,
+                           missing_ok: bool) -> Profile | None: ...
+
     async def load_profile(self, snapshot: StoredSnapshot, kind: str = "heap", *,
                            missing_ok: bool = False) -> Profile | None:
-        """The merged profile of ``kind`` rebuilt from the snapshot's stored raw bytes."""
+        """The merged profile of ``kind`` rebuilt from the snapshot's stored raw bytes
+        (NotFoundError when it holds none, unless ``missing_ok``: then None)."""
         blobs = [b for _, b in await self.store.raw_profiles(snapshot.service, snapshot.id,
                                                              kind)]
-        if not blobs:
-            if missing_ok:
-                return None
+        profile = await asyncio.to_thread(_parse_profiles, blobs) if blobs else None
+        if profile is None and not missing_ok:
             raise NotFoundError(
                 f"Snapshot `{snapshot.id}` of `{snapshot.service}` holds no {kind} profile.",
                 hint=f"`/heap capture {snapshot.service}` takes a new one.")
-        return await asyncio.to_thread(_parse_profiles, blobs)
+        return profile
 
     async def open_snapshot(self, service: str, ref: str) -> Captured:
         """A stored snapshot (``ref`` as in :meth:`resolve_since`) with its merged heap profile.

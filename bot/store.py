@@ -20,6 +20,7 @@ type in ``/heap diff payments since <id>``.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import gzip
 import json
@@ -390,7 +391,8 @@ class SnapshotStore:
             return int(await self.redis.zcard(keys.snapshot_index(service)))
 
     async def summaries(self, service: str, since: float | None = None,
-                        until: float | None = None, limit: int = 0) -> list[SnapshotSummary]:
+                        until: float | None = None, limit: int = 0
+                        ) -> builtins.list[SnapshotSummary]:
         """Stored summaries oldest first (what trends and leak analysis read)."""
         async with self._errors("read summaries"):
             ids = await self.redis.zrevrangebyscore(
@@ -419,7 +421,7 @@ class SnapshotStore:
         return _unpack(data)
 
     async def raw_profiles(self, service: str, snapshot_id: str, kind: str = "heap", *,
-                           merged_ok: bool = True) -> list[tuple[int, bytes]]:
+                           merged_ok: bool = True) -> builtins.list[tuple[int, bytes]]:
         """Every instance's raw bytes of one kind, by instance index.
 
         When the per-instance files are no longer kept (older than the newest
@@ -442,7 +444,7 @@ class SnapshotStore:
                 if v is not None]
 
     async def deploys(self, service: str, since: float | None = None,
-                      until: float | None = None) -> list[DeployMarker]:
+                      until: float | None = None) -> builtins.list[DeployMarker]:
         """Deploy markers oldest first, optionally within [since, until]."""
         async with self._errors("read deploy markers"):
             rows = await self.redis.zrangebyscore(
