@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export GOTOOLCHAIN := local
 
-.PHONY: setup demo demo-console demo-stop test lint proto bench fixtures clean
+.PHONY: setup demo demo-console demo-stop test check lint proto bench fixtures clean
 
 $(BIN)/heapbot: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -32,7 +32,14 @@ demo-stop:
 
 test: setup
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+# The architecture checks alone (part of `make test`): the layer contracts and the types.
+check: setup
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 lint: setup
 	$(BIN)/ruff check .

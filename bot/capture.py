@@ -25,7 +25,7 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 import httpx
 
 from bot import workpool
-from bot.errors import CaptureError, HeapbotError, ProfileError
+from bot.errors import CaptureError, HeapbotError
 from bot.logs import configured_secrets, redact
 from bot.registry import ServiceConfig
 
@@ -117,19 +117,6 @@ def _format_bytes(n: int) -> str:
 def _path_of(url: str) -> str:
     parts = urlsplit(url)
     return parts.path + (f"?{parts.query}" if parts.query else "")
-
-
-def parse_heap(data: bytes, max_compressed: int) -> Profile:
-    """Parse and check a heap profile (CPU-bound: runs in bot.workpool's processes)."""
-    from bot.pprof import Limits, parse_profile
-
-    limits = Limits(max_compressed=max(max_compressed, len(data)))
-    profile = parse_profile(data, limits)
-    kinds = [t.type for t in profile.sample_types]
-    if not {"inuse_space", "alloc_space"} & set(kinds):
-        raise ProfileError(f"it holds {', '.join(kinds) or 'no sample types'}, not heap "
-                           "samples (is the endpoint a heap profile?)")
-    return profile
 
 
 class Capturer:

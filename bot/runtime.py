@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import redis.asyncio as aioredis
 from redis.exceptions import LockError, RedisError
@@ -146,6 +146,21 @@ def _memstats(texts: dict[str, str]) -> tuple[dict[str, int], dict[str, dict[str
     return dict(merged.fields), {t: dict(m.fields) for t, m in parsed.items()}
 
 
+def _memstats_block(text: str) -> str:
+    """The ``# runtime.MemStats`` block of a heap?debug=1 page (the whole text if none)."""
+    at = text.find("# runtime.MemStats")
+    return text[at:] if at >= 0 else text
+
+
+def encode_merged(heap: Profile | None) -> dict[str, bytes]:
+    """The merged heap as stored with a snapshot (``merged:heap``): one .pb.gz."""
+    if heap is None:
+        return {}
+    from bot.pprof.encode import encode_profile
+
+    return {"heap": encode_profile(heap)}
+
+
 def _digest(result: CaptureResult, snapshot_id: str, trigger: str, requested_by: str
             ) -> tuple[StoredSnapshot, dict[tuple[int, str], bytes], Profile | None,
                        GoroutineReport | None]:
@@ -168,7 +183,9 @@ def _digest(result: CaptureResult, snapshot_id: str, trigger: str, requested_by:
             goroutine_blobs.append(inst.goroutine)
             kinds.append("goroutine")
         if inst.ok and inst.memstats_text is not None:
-            raw[(index, "memstats")] = inst.memstats_text.encode()
+            # heap?debug=1 repeats every heap sample as text before the MemStats
+            # block: only the block is kept (megabytes less per instance)
+            raw[(index, "memstats")] = _memstats_block(inst.memstats_text).encode()
             memstats_texts[inst.target] = inst.memstats_text
             kinds.append("memstats")
         instances.append(InstanceMeta(
@@ -361,8 +378,9 @@ class Runtime:
             captured.stored, captured.store_error = False, store_error
             return captured
         try:
+            merged = await asyncio.to_thread(encode_merged, heap)
             captured.deploys_detected = await self.store.save(
-                snapshot, raw, retention_count=config.retention_count,
+                snapshot, raw, merged=merged, retention_count=config.retention_count,
                 retention_days=config.retention_days)
         except StoreError as exc:
             captured.stored, captured.store_error = False, exc.user_message()
@@ -384,18 +402,26 @@ class Runtime:
 
     # -- stored snapshots --------------------------------------------------------------
 
+    @overload
+    async def load_profile(self, snapshot: StoredSnapshot, kind: str = "heap", *,
+                           missing_ok: Literal[False] = False) -> Profile: ...
+
+    @overload
+    async def load_profile(self, snapshot: StoredSnapshot, kind: str = "heap", *,
+                           missing_ok: bool) -> Profile | None: ...
+
     async def load_profile(self, snapshot: StoredSnapshot, kind: str = "heap", *,
                            missing_ok: bool = False) -> Profile | None:
-        """The merged profile of ``kind`` rebuilt from the snapshot's stored raw bytes."""
+        """The merged profile of ``kind`` rebuilt from the snapshot's stored raw bytes
+        (NotFoundError when it holds none, unless ``missing_ok``: then None)."""
         blobs = [b for _, b in await self.store.raw_profiles(snapshot.service, snapshot.id,
                                                              kind)]
-        if not blobs:
-            if missing_ok:
-                return None
+        profile = await asyncio.to_thread(_parse_profiles, blobs) if blobs else None
+        if profile is None and not missing_ok:
             raise NotFoundError(
                 f"Snapshot `{snapshot.id}` of `{snapshot.service}` holds no {kind} profile.",
                 hint=f"`/heap capture {snapshot.service}` takes a new one.")
-        return await asyncio.to_thread(_parse_profiles, blobs)
+        return profile
 
     async def open_snapshot(self, service: str, ref: str) -> Captured:
         """A stored snapshot (``ref`` as in :meth:`resolve_since`) with its merged heap profile.
@@ -432,11 +458,15 @@ class Runtime:
         """Every stored snapshot taken at or after ``since``, newest first."""
         return await self.store.list(self.registry.resolve(service).name, 0, since=since)
 
-    async def raw_profiles(self, service: str, snapshot_id: str, kind: str = "heap"
-                           ) -> list[tuple[int, bytes]]:
-        """(instance index, raw bytes) of every stored ``kind`` profile of a snapshot."""
+    async def raw_profiles(self, service: str, snapshot_id: str, kind: str = "heap", *,
+                           merged_ok: bool = True) -> list[tuple[int, bytes]]:
+        """(instance index, raw bytes) of every stored ``kind`` profile of a snapshot.
+
+        Past the newest few captures only the merged profile is kept: it comes back
+        as one entry with index ``bot.store.MERGED`` (-1) unless ``merged_ok`` is False.
+        """
         return await self.store.raw_profiles(self.registry.resolve(service).name, snapshot_id,
-                                             kind)
+                                             kind, merged_ok=merged_ok)
 
     async def history(self, service: str, limit: int = 20) -> list[StoredSnapshot]:
         """Stored snapshots, newest first (with summaries)."""

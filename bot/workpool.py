@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from bot.errors import CaptureError
+from bot.errors import CaptureError, ProfileError
 
 if TYPE_CHECKING:
     from bot.pprof import Profile
@@ -97,10 +97,21 @@ async def heavy_slot() -> AsyncIterator[None]:
         yield
 
 
+def parse_heap(data: bytes, max_compressed: int) -> Profile:
+    """Parse and check a heap profile (CPU-bound: runs in this module's processes)."""
+    from bot.pprof import Limits, parse_profile
+
+    limits = Limits(max_compressed=max(max_compressed, len(data)))
+    profile = parse_profile(data, limits)
+    kinds = [t.type for t in profile.sample_types]
+    if not {"inuse_space", "alloc_space"} & set(kinds):
+        raise ProfileError(f"it holds {', '.join(kinds) or 'no sample types'}, not heap "
+                           "samples (is the endpoint a heap profile?)")
+    return profile
+
+
 def _decode(data: bytes, max_compressed: int) -> Profile:
     """In a worker: parse and check a heap profile, labels decoded, ready to pickle."""
-    from bot.capture import parse_heap
-
     profile = parse_heap(data, max_compressed)
     profile.decode_labels()  # the lazy decoder is a closure: it does not pickle
     profile.cache.clear()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from bot.analysis.graph import compile_regex
 from bot.errors import UsageError
@@ -29,13 +29,32 @@ EVERY_ROW = 1_000_000_000  # `-n 0`: no cut
 
 @dataclass(slots=True)
 class Args:
-    """Positional arguments and options of one command."""
+    """Positional arguments and options of one command.
+
+    ``options`` holds the valued options by key (their text, normalised by the
+    command's ``check``), ``flags`` the keys of the flags given, ``count`` the
+    row count a command's ``check`` read (N, ``-n N``, ``--limit N``).
+    """
 
     positionals: list[str] = field(default_factory=list)
-    options: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, str] = field(default_factory=dict)
+    flags: set[str] = field(default_factory=set)
+    count: int = DEFAULT_ROWS
 
-    def get(self, name: str, default: Any = None) -> Any:
-        return self.options.get(name, default)
+    def get(self, name: str) -> str | None:
+        """A valued option's text, or None when it was not given."""
+        return self.options.get(name)
+
+    def flag(self, name: str) -> bool:
+        """Whether a flag was given."""
+        return name in self.flags
+
+    def set(self, name: str, value: str | None) -> None:
+        """Replace an option's text with its normalised form (None: as if not given)."""
+        if value is None:
+            self.options.pop(name, None)
+        else:
+            self.options[name] = value
 
 
 def usage_error(message: str, usage: str) -> UsageError:
@@ -59,7 +78,7 @@ def parse_args(argv: Sequence[str], usage: str, *, flags: Mapping[str, str] = {}
         if token.startswith("-") and len(token) > 1 and not _is_number(token):
             name, eq, inline = token.partition("=")
             if name in flags and not eq:
-                args.options[flags[name]] = True
+                args.flags.add(flags[name])
             elif name in valued:
                 if eq:
                     value = inline

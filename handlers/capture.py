@@ -57,7 +57,7 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     args = check(argv)
     service = args.positionals[0]
     captured = await runtime.capture(service, trigger="user", requested_by=inv.user_id,
-                                     force=bool(args.get("force")))
+                                     force=args.flag("force"))
     snapshot = captured.snapshot
     answered = sum(1 for i in snapshot.instances if i.ok)
     total = len(snapshot.instances)

@@ -9,7 +9,7 @@ that changed since the previous stored capture.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from bot.errors import UsageError
 from bot.reply import Action, Attachment, Reply
@@ -60,12 +60,12 @@ def check(argv: list[str]) -> Args:
     args = parse_args(argv, USAGE, flags=FLAGS, valued=VALUED, min_positionals=1,
                       max_positionals=2)
     count_text = args.positionals[1] if len(args.positionals) > 1 else args.get("n")
-    args.options["n"] = parse_count(count_text, USAGE)
-    args.options["type"] = check_sample_type(args.get("type"), USAGE)
+    args.count = parse_count(count_text, USAGE)
+    args.set("type", check_sample_type(args.get("type"), USAGE))
     for key in ("focus", "ignore", "hide"):
         check_regex(args.get(key), USAGE)
-    if args.get("snapshot"):
-        args.options["snapshot"] = snapshot_ref(args.get("snapshot"), args.positionals[0])
+    if (snapshot := args.get("snapshot")):
+        args.set("snapshot", snapshot_ref(snapshot, args.positionals[0]))
     return args
 
 
@@ -73,17 +73,17 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     """Capture (or load ``--snapshot ID``) and answer with the top table."""
     args = check(argv)
     service = args.positionals[0]
-    if args.get("snapshot"):
-        capture = await runtime.open_snapshot(service, args.get("snapshot"))
+    if (snapshot := args.get("snapshot")):
+        capture = await runtime.open_snapshot(service, snapshot)
     else:
         capture = await runtime.capture(service, requested_by=inv.user_id,
-                                        force=bool(args.get("force")))
-    download: bool | str = "instances" if args.get("per_instance") else bool(args.get("download"))
+                                        force=args.flag("force"))
+    download: bool | str = "instances" if args.flag("per_instance") else args.flag("download")
     return await top_reply(runtime, capture, sample_type=args.get("type"),
-                           sort="cum" if args.get("cum") else "flat", count=args.get("n"),
+                           sort="cum" if args.flag("cum") else "flat", count=args.count,
                            focus=args.get("focus"), ignore=args.get("ignore"),
                            hide=args.get("hide"), download=download,
-                           flame=bool(args.get("flame")))
+                           flame=args.flag("flame"))
 
 
 def snapshot_ref(text: str, service: str) -> str:
@@ -99,8 +99,8 @@ def snapshot_ref(text: str, service: str) -> str:
 
 
 async def top_reply(runtime: Runtime, capture: Captured, *, sample_type: str | None = None,
-                    sort: str = "flat", count: int = 10, focus: str | None = None,
-                    ignore: str | None = None, hide: str | None = None,
+                    sort: Literal["flat", "cum"] = "flat", count: int = 10,
+                    focus: str | None = None, ignore: str | None = None, hide: str | None = None,
                     download: bool | str = False, flame: bool = False) -> Reply:
     """The top Reply for a capture (shared with `/heap capture`-like callers)."""
     from bot.analysis.top import TopOptions, top
@@ -133,6 +133,10 @@ async def top_reply(runtime: Runtime, capture: Captured, *, sample_type: str | N
         reply.attachments.extend(await raw_profile_attachments(runtime, service, snapshot))
         if not reply.attachments:
             reply.sections.append("The raw profiles of this capture are no longer stored.")
+        elif reply.attachments[0].filename.endswith("-merged-heap.pb.gz"):
+            reply.sections.append(
+                "Only the merged profile of this capture is stored: heapbot keeps each "
+                "instance's own file for the newest captures only (HEAPBOT_RAW_CAPTURES).")
         elif len(reply.attachments) > 1:
             reply.sections.append(
                 f"One file per instance; `go tool pprof -top {service}-*-heap.pb.gz` merges "
@@ -246,6 +250,12 @@ async def raw_profile_attachments(runtime: Runtime, service: str, snapshot: Stor
     attachments = []
     for index, data in raws[:MAX_PROFILE_FILES]:
         if not data:
+            continue
+        if index < 0:  # per-instance files aged out: the stored merge (store.MERGED)
+            attachments.append(Attachment(
+                filename=f"{service}-{snapshot.id}-merged-heap.pb.gz", content=data,
+                title=f"merged heap profile of {service}, snapshot {snapshot.id} "
+                      "(per-instance files are no longer kept)", kind="profile"))
             continue
         if not data.startswith(b"\x1f\x8b"):  # Go serves gzip; keep the .pb.gz name honest
             data = gzip.compress(data)
