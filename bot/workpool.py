@@ -27,7 +27,7 @@ import os
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from bot.errors import CaptureError, ProfileError
 
@@ -133,24 +133,20 @@ async def decode_heap(data: bytes, max_compressed: int) -> Profile:
             return await asyncio.to_thread(_decode, data, max_compressed)
 
 
-async def run_heavy(fn: Callable[..., T], *args: object) -> T:
-    """``fn(*args)`` in the process pool (or a thread), in a heavy-work slot.
-
-    For CPU-bound work other than decoding (drawing flame graphs); ``fn`` must be
-    a module-level function and its arguments must pickle.
-    """
-    async with heavy_slot():
-        pool = _get_pool()
-        if pool is None:
-            return await asyncio.to_thread(fn, *args)
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(pool, fn, *args)
-        except concurrent.futures.process.BrokenProcessPool:
-            log.warning("worker process died; running %s in a thread and restarting the pool",
-                        getattr(fn, "__name__", "the work"))
-            shutdown()
-            return await asyncio.to_thread(fn, *args)
+async def run_cpu(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` in the process pool (or a thread when there is none): CPU-bound work
+    that would hold the GIL, e.g. parsing a 1 MiB webhook body. ``fn`` must be a
+    module-level function and its arguments and result picklable. Not bounded by
+    :func:`heavy_slot`, so a webhook never waits behind profile decodes."""
+    pool = _get_pool()
+    if pool is None:
+        return await asyncio.to_thread(fn, *args)
+    try:
+        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+    except concurrent.futures.process.BrokenProcessPool:
+        log.warning("worker process died; running %s in a thread", fn.__name__)
+        shutdown()
+        return await asyncio.to_thread(fn, *args)
 
 
 class ByteBudget:

@@ -334,8 +334,10 @@ async def draw_flame(layout: FlameLayout, subject: str = "", captured_at: float 
     """``flame_files`` in the worker process pool (bot.workpool), off the event loop.
 
     Only the layout (a few thousand rectangles) crosses to the worker, never a profile;
-    matplotlib's pure-Python drawing then never holds the bot's GIL.
+    matplotlib's pure-Python drawing then never holds the bot's GIL. It takes one of
+    the bounded heavy-work slots, like a profile decode.
     """
-    from bot.workpool import run_heavy
+    from bot.workpool import heavy_slot, run_cpu
 
-    return await run_heavy(flame_files, layout, subject, captured_at, base_captured_at)
+    async with heavy_slot():
+        return await run_cpu(flame_files, layout, subject, captured_at, base_captured_at)
