@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import string
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,64 @@ class _Defaults(BaseModel):
     gc_triggers: list[GcTrigger] = Field(default_factory=lambda: list(DEFAULT_GC_TRIGGERS))
 
 
+SOURCE_MAX_BYTES = 1024 * 1024  # a source file larger than this is not shown by `list`
+SOURCE_PLACEHOLDERS = frozenset({"path", "version", "build_id"})
+
+
+@dataclass(frozen=True, slots=True)
+class SourceConfig:
+    """Where a service's source files are (the registry's ``source:`` block)."""
+
+    dir: str | None = None
+    url: str | None = None
+    trim_prefix: tuple[str, ...] = ()
+    max_bytes: int = SOURCE_MAX_BYTES
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.dir or self.url)
+
+
+def url_template_problem(template: str) -> str | None:
+    """Why ``template`` cannot be a source URL template, or None when it can."""
+    parts = urlsplit(template)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"{template!r} is not an http(s) URL template"
+    if "@" in parts.netloc:
+        return "holds credentials (user:password@); source URLs must not"
+    try:
+        names = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError:
+        return f"{template!r} has an unbalanced {{ or }}"
+    unknown = names - SOURCE_PLACEHOLDERS
+    if unknown:
+        return (f"unknown placeholder {{{sorted(unknown)[0]}}} (use {{path}}, {{version}}, "
+                "{build_id})")
+    if "path" not in names:
+        return "needs {path} (the file's path in the repository)"
+    if urlsplit(template.split("{", 1)[0]).hostname != parts.hostname:
+        return "the host must be written out, not a placeholder"
+    return None
+
+
+class _SourceEntry(BaseModel):
+    """A service's ``source:`` block: where `list` reads source lines (bot/source.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dir: str | None = None
+    url: str | None = None
+    trim_prefix: list[str] = Field(default_factory=list)
+    max_bytes: int = Field(SOURCE_MAX_BYTES, ge=1024, le=16 * 1024 * 1024)
+
+    @field_validator("url")
+    @classmethod
+    def _url_template(cls, url: str | None) -> str | None:
+        if url is not None and (problem := url_template_problem(url)):
+            raise ValueError(problem)
+        return url
+
+
 class _ServiceEntry(BaseModel):
     """One service as written in the file (unset keys fall back to defaults)."""
 
@@ -75,6 +134,7 @@ class _ServiceEntry(BaseModel):
     retention_days: float | None = Field(None, gt=0)
     max_profile_bytes: int | None = Field(None, ge=1024)
     concurrency: int | None = Field(None, ge=1, le=256)
+    source: _SourceEntry | None = None
 
     @field_validator("targets")
     @classmethod
@@ -188,6 +248,7 @@ class ServiceConfig:
     retention_days: float = 30.0
     max_profile_bytes: int = 64 * 1024 * 1024
     concurrency: int = 16
+    source: SourceConfig | None = None  # where `list` reads source lines
 
     def request_headers(self, environ: Mapping[str, str] | None = None) -> dict[str, str]:
         """Headers built from the named env vars (values never logged or stored).
@@ -399,6 +460,9 @@ def parse_registry(data: Any, path: Path) -> Registry:
             retention_days=pick(entry.retention_days, defaults.retention_days),
             max_profile_bytes=pick(entry.max_profile_bytes, defaults.max_profile_bytes),
             concurrency=pick(entry.concurrency, defaults.concurrency),
+            source=SourceConfig(dir=entry.source.dir, url=entry.source.url,
+                                trim_prefix=tuple(entry.source.trim_prefix),
+                                max_bytes=entry.source.max_bytes) if entry.source else None,
         )
     return Registry(services=services, path=path, found=True)
 

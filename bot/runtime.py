@@ -63,6 +63,7 @@ if TYPE_CHECKING:
     from bot.pprof import Profile
     from bot.redis_server import EmbeddedRedis
     from bot.settings import Settings
+    from bot.source import Sources
 
 log = logging.getLogger(__name__)
 
@@ -508,6 +509,26 @@ class Runtime:
 
     async def deploys(self, service: str, since: float | None = None) -> list[DeployMarker]:
         return await self.store.deploys(self.registry.resolve(service).name, since=since)
+
+    async def sources(self, service: str, files: Sequence[str], *,
+                      build_id: str | None = None) -> Sources:
+        """Source text of ``files`` from the service's ``source:`` block, for `list`.
+
+        ``{version}`` in a URL template is the version of the latest deploy marker.
+        """
+        from pathlib import Path
+
+        from bot.source import find_sources
+
+        config = self.registry.resolve(service)
+        version = None
+        if config.source is not None and "{version}" in (config.source.url or ""):
+            with contextlib.suppress(StoreError):
+                markers = await self.deploys(service)
+                version = markers[-1].version if markers else None
+        folder = Path(self.registry.path).parent if self.registry.path else None
+        return await find_sources(config.source, files, version=version, build_id=build_id,
+                                  registry_dir=folder)
 
     async def leak_report(self, service: str) -> LeakReport:
         """The one leak verdict over a service's stored captures.
