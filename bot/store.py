@@ -236,6 +236,23 @@ class SnapshotStore:
         """The store boundary: Redis failures become StoreErrors a person can act on."""
         return store_errors(operation, self.location)
 
+    async def topology(self) -> dict[str, Any]:
+        """What /readyz shows of the Redis behind the store: the topology and, on a
+        Cluster, its state (``ok`` only when every slot has a reachable master)."""
+        if self.connection is None or not self.connection.is_cluster:
+            kind = self.connection.target.topology if self.connection is not None else "single"
+            return {"topology": kind, "ok": True}
+        async with self._errors("read the cluster state"):
+            info = await self.redis.cluster_info()
+        if isinstance(info, dict) and info and all(isinstance(v, dict) for v in info.values()):
+            info = next(iter(info.values()))  # answered per node: one is enough
+        state = str(info.get("cluster_state", "unknown"))
+        masters = sum(1 for n in self.redis.get_nodes() if n.server_type == "primary")
+        return {"topology": "cluster", "ok": state == "ok", "cluster_state": state,
+                "slots_ok": int(info.get("cluster_slots_ok", 0)),
+                "slots_fail": int(info.get("cluster_slots_fail", 0)),
+                "known_nodes": int(info.get("cluster_known_nodes", 0)), "masters": masters}
+
     async def ping(self) -> float:
         """Round-trip time in seconds; StoreUnavailableError when Redis does not answer."""
         async with self._errors("ping"):
