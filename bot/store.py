@@ -32,7 +32,7 @@ from redis.exceptions import WatchError
 from bot import keys, records
 from bot.analysis.summary import ProfileSummary, SnapshotSummary
 from bot.errors import NotFoundError, StoreError
-from bot.redisconn import Connection, connect, store_errors
+from bot.redisconn import Connection, connect, retrying, store_errors
 
 if TYPE_CHECKING:
     from bot.pprof import Profile
@@ -216,6 +216,11 @@ class SnapshotStore:
         self.location = location
         self.connection = connection
 
+    @property
+    def failover_capable(self) -> bool:
+        """Cluster or Sentinel: a failed master is replaced within seconds, worth waiting for."""
+        return self.connection is not None and self.connection.target.topology != "single"
+
     @classmethod
     def from_url(cls, url: str) -> SnapshotStore:
         """A store on the Redis named by ``url`` (any form bot.redisconn accepts).
@@ -294,7 +299,7 @@ class SnapshotStore:
 
         mapping = await asyncio.to_thread(encode)
         ttl = max(1, int(retention_days * 86400))
-        async with self._errors("save a snapshot"):
+        async def transaction() -> list[DeployMarker]:
             for _ in range(10):  # optimistic: retry when another writer touched the index
                 async with self.redis.pipeline(transaction=True) as pipe:
                     try:
@@ -339,6 +344,11 @@ class SnapshotStore:
             raise StoreError(
                 f"Could not store the snapshot of `{svc}`: the index kept changing under "
                 "concurrent writers.", hint="Try the capture again.")
+
+        async with self._errors("save a snapshot"):
+            if self.failover_capable:  # a Cluster or Sentinel failover: wait for the new master
+                return await retrying("save a snapshot", transaction)
+            return await transaction()
 
     async def add_deploy(self, service: str, version: str, by: str = "",
                          at: float | None = None, source: str = "manual") -> DeployMarker:

@@ -292,3 +292,18 @@ async def test_failover_mid_capture_and_mid_alert_loses_nothing(
     for bot in bots:
         assert bot.process is not None and bot.process.returncode == 0, \
             bot.log.read_text()[-3000:]
+
+
+def test_kubernetes_cluster_example_points_at_a_cluster() -> None:
+    import yaml
+
+    from bot.redisconn import CLUSTER, parse_redis_url
+
+    example = REPO / "deploy" / "kubernetes" / "redis-cluster"
+    kustomization = yaml.safe_load((example / "kustomization.yaml").read_text())
+    assert kustomization["resources"] == ["../"]
+    assert "secret.example.yaml" not in kustomization["resources"]
+    secret = yaml.safe_load((example / "secret.example.yaml").read_text())
+    target = parse_redis_url(secret["stringData"]["REDIS_URL"])
+    assert target.topology == CLUSTER and len(target.hosts) == 3
+    assert all(port == 6379 for _host, port in target.hosts)
