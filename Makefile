@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export GOTOOLCHAIN := local
 
-.PHONY: setup demo demo-console demo-stop test lint proto bench fixtures clean
+.PHONY: setup demo demo-console demo-stop test test-cluster check lint proto bench fixtures clean
 
 $(BIN)/heapbot: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -32,6 +32,8 @@ demo-stop:
 
 test: setup
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 # The Redis-facing tests again, against a real Redis Cluster (3 masters + 3 replicas
@@ -45,6 +47,11 @@ REDIS_TESTS := tests/alerts tests/test_store.py tests/test_store_fixture.py test
 	tests/test_flame_live.py tests/test_fuzz_grammar.py tests/test_review_user_fixes.py
 test-cluster: setup
 	HEAPBOT_TEST_REDIS=cluster $(BIN)/python -m pytest -q -p no:cacheprovider $(REDIS_TESTS)
+
+# The architecture checks alone (part of `make test`): the layer contracts and the types.
+check: setup
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 lint: setup
 	$(BIN)/ruff check .

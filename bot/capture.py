@@ -24,7 +24,9 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
 
-from bot.errors import CaptureError, HeapbotError, ProfileError
+from bot import workpool
+from bot.errors import CaptureError, HeapbotError
+from bot.logs import configured_secrets, redact
 from bot.registry import ServiceConfig
 
 if TYPE_CHECKING:
@@ -33,6 +35,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_REDIRECTS = 5
+# goroutine and heap?debug=1 are read for counts and the MemStats block: they get a
+# smaller cap than the heap profile itself (issue 17 item 12)
+TEXT_ENDPOINT_BYTES = 16 * 1024 * 1024
+_BUDGET_BLOCK = 1 << 20  # bytes reserved from the global budget at a time
 USER_AGENT = "heapbot (+https://github.com/heapbot)"
 KINDS = ("heap", "goroutine", "memstats")
 
@@ -54,7 +60,8 @@ class InstanceResult:
     elapsed: float = 0.0
     source: str = ""  # the registry target this came from (differs for dns+http)
     warnings: list[str] = field(default_factory=list)  # goroutine/memstats problems
-    heap_profile: Profile | None = None  # parsed heap, when bot.pprof is available
+    heap_profile: Profile | None = None  # parsed heap until folded into the capture's merge
+    build_id: str = ""  # the heap profile's main build id (kept after the profile is dropped)
 
 
 @dataclass(slots=True)
@@ -65,6 +72,7 @@ class CaptureResult:
     instances: list[InstanceResult]
     started_at: float  # unix seconds
     elapsed: float
+    heap: Profile | None = None  # every instance's heap, merged as each one arrived
 
     @property
     def ok_instances(self) -> list[InstanceResult]:
@@ -109,19 +117,6 @@ def _format_bytes(n: int) -> str:
 def _path_of(url: str) -> str:
     parts = urlsplit(url)
     return parts.path + (f"?{parts.query}" if parts.query else "")
-
-
-def _parse_heap(data: bytes, max_compressed: int) -> Profile | None:
-    """Parse with the engine (off the event loop)."""
-    from bot.pprof import Limits, parse_profile
-
-    limits = Limits(max_compressed=max(max_compressed, len(data)))
-    profile = parse_profile(data, limits)
-    kinds = [t.type for t in profile.sample_types]
-    if not {"inuse_space", "alloc_space"} & set(kinds):
-        raise ProfileError(f"it holds {', '.join(kinds) or 'no sample types'}, not heap "
-                           "samples (is the endpoint a heap profile?)")
-    return profile
 
 
 class Capturer:
@@ -205,16 +200,17 @@ class Capturer:
         clock = time.monotonic()
         bases = await self.expand_targets(service)
         per_service = asyncio.Semaphore(service.concurrency)
+        folder = _Folder()
 
         async def one(base: str, source: str, dns_error: str | None) -> InstanceResult:
             if dns_error:
                 return InstanceResult(target=base, ok=False, error=dns_error, source=source)
             async with per_service, self._limit:
-                return await self._capture_instance(service, base, source, headers)
+                return await self._capture_instance(service, base, source, headers, folder)
 
         instances = list(await asyncio.gather(*(one(*b) for b in bases)))
         result = CaptureResult(service=service.name, instances=instances, started_at=started,
-                               elapsed=time.monotonic() - clock)
+                               elapsed=time.monotonic() - clock, heap=folder.result())
         if not result.ok_instances:
             raise CaptureError(
                 f"No instance of `{service.name}` answered with a heap profile "
@@ -256,7 +252,8 @@ class Capturer:
         return out
 
     async def _capture_instance(self, service: ServiceConfig, base: str, source: str,
-                                headers: dict[str, str]) -> InstanceResult:
+                                headers: dict[str, str],
+                                folder: _Folder | None = None) -> InstanceResult:
         clock = time.monotonic()
         prefix = base.rstrip("/") + service.pprof_prefix
         heap_url = prefix + "/heap" + ("?gc=1" if service.gc else "")
@@ -264,8 +261,10 @@ class Capturer:
                 "memstats": prefix + "/heap?debug=1"}
 
         async def get(kind: str) -> bytes | FetchFailure:
+            limit = service.max_profile_bytes if kind == "heap" else \
+                min(service.max_profile_bytes, TEXT_ENDPOINT_BYTES)
             try:
-                return await self._fetch(service, urls[kind], headers)
+                return await self._fetch(service, urls[kind], headers, limit)
             except FetchFailure as failure:
                 return failure
 
@@ -277,8 +276,12 @@ class Capturer:
             result.error = f"not a profile (got an HTML page from {_path_of(heap_url)})"
         else:
             try:
-                result.heap_profile = await asyncio.to_thread(
-                    _parse_heap, heap, service.max_profile_bytes)
+                if folder is None:
+                    result.heap_profile = await workpool.decode_heap(heap,
+                                                                     service.max_profile_bytes)
+                    result.build_id = result.heap_profile.main_build_id
+                else:
+                    result.build_id = await folder.add(heap, service.max_profile_bytes)
                 result.heap, result.ok = heap, True
             except HeapbotError as exc:
                 result.error = f"not a heap profile: {exc.message}"
@@ -303,13 +306,15 @@ class Capturer:
         result.elapsed = time.monotonic() - clock
         return result
 
-    async def _fetch(self, service: ServiceConfig, url: str, headers: dict[str, str]) -> bytes:
+    async def _fetch(self, service: ServiceConfig, url: str, headers: dict[str, str],
+                     limit: int | None = None) -> bytes:
         """GET with deadline, size cap, same-origin redirects and connect retries."""
         attempt = 0
         while True:
             try:
                 async with asyncio.timeout(service.timeout_seconds):
-                    return await self._fetch_once(service, url, headers)
+                    return await self._fetch_once(service, url, headers,
+                                                  limit or service.max_profile_bytes)
             except TimeoutError:
                 raise FetchFailure(
                     f"timeout: no complete answer within {service.timeout_seconds:g}s "
@@ -328,20 +333,19 @@ class Capturer:
             await asyncio.sleep(self.backoff_seconds * (2 ** (attempt - 1)))
 
     async def _fetch_once(self, service: ServiceConfig, url: str,
-                          headers: dict[str, str]) -> bytes:
+                          headers: dict[str, str], limit: int) -> bytes:
         origin = url
         pool, client = self._client_for(url)  # redirects stay on this origin
         self._in_flight[pool] += 1
         try:
-            return await self._fetch_on(client, service, url, origin, headers)
+            return await self._fetch_on(client, service, url, origin, headers, limit)
         finally:
             self._in_flight[pool] -= 1
             if not self._in_flight[pool]:
                 del self._in_flight[pool]
 
     async def _fetch_on(self, client: httpx.AsyncClient, service: ServiceConfig, url: str,
-                        origin: str, headers: dict[str, str]) -> bytes:
-        limit = service.max_profile_bytes
+                        origin: str, headers: dict[str, str], limit: int) -> bytes:
         for _ in range(MAX_REDIRECTS + 1):
             timeout = httpx.Timeout(service.timeout_seconds)
             async with client.stream("GET", url, headers=headers,
@@ -358,19 +362,67 @@ class Capturer:
                     url = target
                     continue
                 if status != 200:
-                    raise FetchFailure(await _status_reason(service, response, url))
+                    raise FetchFailure(await _status_reason(service, response, url, headers))
                 declared = response.headers.get("content-length")
                 if declared and declared.isdigit() and int(declared) > limit:
                     raise FetchFailure(_too_large(url, limit))
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in response.aiter_bytes():
-                    size += len(chunk)
-                    if size > limit:
-                        raise FetchFailure(_too_large(url, limit))
-                    chunks.append(chunk)
-                return b"".join(chunks)
+                return await _read_body(response, url, limit)
         raise FetchFailure(f"too many redirects (more than {MAX_REDIRECTS}) from {_path_of(url)}")
+
+
+async def _read_body(response: httpx.Response, url: str, limit: int) -> bytes:
+    """The body, up to ``limit``, counted against the global in-flight byte budget.
+
+    Bytes are reserved from ``workpool.BYTES`` a block at a time while they arrive
+    and returned when the download is over: however many instances and commands
+    run at once, downloads hold at most the budget (a slow endless target waits
+    for room instead of growing the bot's memory).
+    """
+    chunks: list[bytes] = []
+    size = reserved = 0
+    try:
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > limit:
+                raise FetchFailure(_too_large(url, limit))
+            while size > reserved:
+                await workpool.BYTES.reserve(_BUDGET_BLOCK, timeout=None)
+                reserved += _BUDGET_BLOCK
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        if reserved:
+            workpool.BYTES.release(reserved)
+
+
+class _Folder:
+    """One capture's streaming merge: each heap is decoded and folded in as it arrives.
+
+    At most two instances' decoded profiles exist at once (one being folded, one
+    waiting), whatever the number of instances; each is dropped once folded.
+    """
+
+    def __init__(self) -> None:
+        self._merger: Any = None
+        self._lock = asyncio.Lock()
+        self._decoding = asyncio.Semaphore(2)
+
+    async def add(self, data: bytes, max_compressed: int) -> str:
+        """Decode (process pool) and fold; returns the profile's main build id."""
+        async with self._decoding:
+            profile = await workpool.decode_heap(data, max_compressed)
+            build_id = profile.main_build_id
+            async with self._lock:
+                if self._merger is None:
+                    from bot.pprof.fold import Merger
+
+                    self._merger = Merger()
+                await asyncio.to_thread(self._merger.add, profile)
+            del profile
+            return build_id
+
+    def result(self) -> Profile | None:
+        return self._merger.result() if self._merger is not None else None
 
 
 def _origin_text(url: str) -> str:
@@ -403,7 +455,21 @@ def _connect_reason(exc: httpx.ConnectError) -> str:
     return "cannot connect"
 
 
-async def _status_reason(service: ServiceConfig, response: httpx.Response, url: str) -> str:
+def target_text(text: str, headers: Mapping[str, str]) -> str:
+    """Text a target sent, fit to show and store: credentials redacted (issue 17 item 9).
+
+    A target may echo the request's Authorization header ("bad auth header: Bearer …")
+    into an error body that heapbot quotes: the values heapbot sent, every secret the
+    process registered for its logs and anything credential-shaped are replaced by
+    [REDACTED], with the same redactor as the logs.
+    """
+    sent = set(headers.values())
+    sent |= {part for value in headers.values() for part in value.split() if len(part) >= 6}
+    return redact(text, configured_secrets() | {s for s in sent if len(s) >= 6})
+
+
+async def _status_reason(service: ServiceConfig, response: httpx.Response, url: str,
+                         headers: Mapping[str, str] | None = None) -> str:
     status = response.status_code
     path = _path_of(url)
     if status == 404:
@@ -422,8 +488,8 @@ async def _status_reason(service: ServiceConfig, response: httpx.Response, url: 
             if len(body) > 300:
                 break
         line = body.decode("utf-8", errors="replace").strip().splitlines()
-        if line:
-            snippet = ": " + line[0][:160]
+        if line:  # redacted before it is cut, so a cut cannot hide a secret's end
+            snippet = ": " + target_text(line[0], headers or {})[:160]
     return f"HTTP {status} on {path}{snippet}"
 
 

@@ -56,8 +56,8 @@ return id
 class QueueSettings(BaseSettings):
     """Knobs of the queue, webhooks, paged threads and watches (environment variables).
 
-    Kept apart from bot.settings so the queue's owner can tune them without
-    touching the shared settings; tests pass their own instance.
+    Kept apart from bot.settings (the queue's knobs do not concern the other
+    surfaces); tests pass their own instance.
     """
 
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
@@ -80,6 +80,14 @@ class QueueSettings(BaseSettings):
         10_000, ge=1, validation_alias="HEAPBOT_WATCH_GOROUTINE_THRESHOLD"
     )
     max_body_bytes: int = Field(1024 * 1024, ge=1024, validation_alias="HEAPBOT_WEBHOOK_MAX_BYTES")
+    # Looked at per Alertmanager notification; the rest is counted in the answer, not read.
+    alert_max_alerts: int = Field(200, ge=1, validation_alias="HEAPBOT_ALERT_MAX_ALERTS")
+    alert_max_labels: int = Field(64, ge=1, validation_alias="HEAPBOT_ALERT_MAX_LABELS")
+    # New paged threads per service per window; more alerts reply in the newest thread.
+    alert_max_new_incidents: int = Field(
+        3, ge=1, validation_alias="HEAPBOT_ALERT_MAX_NEW_INCIDENTS")
+    alert_incident_window_seconds: float = Field(
+        600.0, gt=0, validation_alias="HEAPBOT_ALERT_INCIDENT_WINDOW_SECONDS")
     # `/heap leaks --sample` (bot/sampling.py): samplings in progress per person and
     # heapbot-wide, and the longest span of one.
     sample_max_per_user: int = Field(2, ge=1, validation_alias="HEAPBOT_SAMPLE_MAX_PER_USER")

@@ -38,7 +38,12 @@ _AUTH_HEADER = re.compile(
     r"(?i)((?:proxy-)?authorization['\"]?\s*[:=]\s*['\"]?)"
     r"(?:(?:bearer|basic|token|digest)\s+)?[^\s'\",;}]+"
 )
-_SCHEME_CREDENTIAL = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{6,}")
+# (the value never ends in a full stop: that ends the sentence)
+_SCHEME_CREDENTIAL = re.compile(r"(?i)\b(bearer|basic)\s+([A-Za-z0-9._~+/=-]{5,}[A-Za-z0-9_~+/=-])")
+# What a credential after "Bearer"/"Basic" looks like, unlike an English word
+# ("send it as a bearer token", "basic authentication"): a digit, a capital
+# inside the word, a token68 symbol, or a long run of characters.
+_CREDENTIAL_SHAPE = re.compile(r"\d|.[A-Z]|[._~+/=]|^.{24,}$")
 _URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s:@]*:[^/\s@]+@")
 # Environment variables whose values are secrets even if heapbot's settings do not
 # name them (e.g. the registry's auth_header_env variables).
@@ -88,6 +93,11 @@ def add_secret(value: str | None) -> None:
         _configured_secrets.add(value)
 
 
+def configured_secrets() -> set[str]:
+    """The secrets registered with ``add_secret`` (for redacting text that is not a log line)."""
+    return set(_configured_secrets)
+
+
 def secrets_of(settings: Settings, environ: dict[str, str] | None = None) -> set[str]:
     """Every SecretStr in settings plus values of secret-looking environment variables."""
     found: set[str] = set()
@@ -111,8 +121,15 @@ def redact(text: str, secrets: Iterable[str] | None = None) -> str:
             text = text.replace(secret, REDACTED)
     text = _SLACK_TOKEN.sub(REDACTED, text)
     text = _AUTH_HEADER.sub(lambda m: m.group(1) + REDACTED, text)
-    text = _SCHEME_CREDENTIAL.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
+    text = _SCHEME_CREDENTIAL.sub(_scheme_credential, text)
     return _URL_CREDENTIALS.sub(lambda m: m.group(1) + REDACTED + "@", text)
+
+
+def _scheme_credential(match: re.Match[str]) -> str:
+    """"Bearer eyJhbGciOi…" → "Bearer [REDACTED]"; "a bearer token" stays as written."""
+    if _CREDENTIAL_SHAPE.search(match.group(2)):
+        return f"{match.group(1)} {REDACTED}"
+    return match.group(0)
 
 
 def _redact_value(value: Any) -> Any:

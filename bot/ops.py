@@ -6,7 +6,9 @@
   server knows it, Slack accepted the token / the socket is connected. 503 with a
   JSON reason otherwise, so a load balancer routes around it.
 - ``GET /metrics``: the default Prometheus registry (bot.metrics holds the metrics),
-  as Prometheus text or OpenMetrics, as the scraper's Accept header asks.
+  as Prometheus text or OpenMetrics, as the scraper's Accept header asks. With
+  ``HEAPBOT_METRICS_TOKEN`` set it needs that bearer token; with
+  ``HEAPBOT_INTERNAL_PORT`` set it is served there, not on the public port.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import REGISTRY
 from prometheus_client.exposition import choose_encoder
+from pydantic import SecretStr
 
 from bot.errors import HeapbotError
+from bot.httpauth import credential_matches
 from bot.logs import request_id_middleware
 
 READY_TIMEOUT_SECONDS = 2.0
@@ -61,9 +65,25 @@ async def _redis_check(runtime: Any) -> dict[str, Any]:
     return check
 
 
+def register_metrics(app: web.Application, token: SecretStr | None = None) -> None:
+    """Add ``GET /metrics``; with ``token``, only for requests that send it (401 otherwise)."""
+
+    async def metrics(request: web.Request) -> web.Response:
+        if token is not None and not credential_matches(request, token.get_secret_value()):
+            return _json({"error": "Send the token set in HEAPBOT_METRICS_TOKEN as "
+                                   "`Authorization: Bearer <token>`."}, 401)
+        # Prometheus text by default; OpenMetrics when the scraper asks for it.
+        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+        body = await asyncio.to_thread(encoder, REGISTRY)
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    app.router.add_get("/metrics", metrics)
+
+
 def register_routes(app: web.Application, runtime: Any,
-                    slack_ready: Callable[[], bool] | None = None) -> None:
-    """Add /healthz, /readyz and /metrics to ``app`` and a request-id middleware."""
+                    slack_ready: Callable[[], bool] | None = None, *,
+                    metrics: bool = True, metrics_token: SecretStr | None = None) -> None:
+    """Add /healthz, /readyz and (unless ``metrics`` is False) /metrics, and a request id."""
     if request_id_middleware not in app.middlewares:
         app.middlewares.append(request_id_middleware)
 
@@ -85,12 +105,7 @@ def register_routes(app: web.Application, runtime: Any,
             return _json({"status": "not ready", "reason": reason, "checks": checks}, 503)
         return _json({"status": "ready", "checks": checks})
 
-    async def metrics(request: web.Request) -> web.Response:
-        # Prometheus text by default; OpenMetrics when the scraper asks for it.
-        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-        body = await asyncio.to_thread(encoder, REGISTRY)
-        return web.Response(body=body, headers={"Content-Type": content_type})
-
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
+    if metrics:
+        register_metrics(app, metrics_token)

@@ -266,15 +266,22 @@ class Registry:
     def names(self) -> list[str]:
         return sorted(self.services)
 
+    def find(self, name: str) -> ServiceConfig | None:
+        """The service called ``name`` (or aliased so), or None; no did-you-mean (cheap)."""
+        return self._by_name.get((name or "").strip().lower())
+
+    def suggest(self, name: str) -> list[str]:
+        """Up to 3 service names close to ``name`` (difflib: slow on long input)."""
+        key = (name or "").strip().lower()
+        suggestions = difflib.get_close_matches(key, list(self._by_name), n=3, cutoff=0.6)
+        return list(dict.fromkeys(self._by_name[s].name for s in suggestions))
+
     def resolve(self, name: str) -> ServiceConfig:
         """The service called ``name`` (or aliased so); UnknownServiceError with did-you-mean."""
-        key = (name or "").strip().lower()
-        service = self._by_name.get(key)
+        service = self.find(name)
         if service is not None:
             return service
-        suggestions = difflib.get_close_matches(key, list(self._by_name), n=3, cutoff=0.6)
-        canonical = list(dict.fromkeys(self._by_name[s].name for s in suggestions))
-        error = UnknownServiceError(name, canonical)
+        error = UnknownServiceError(name, self.suggest(name))
         if not self.services:
             error.hint = self.setup_hint()
         raise error

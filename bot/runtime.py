@@ -17,12 +17,13 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import redis.asyncio as aioredis
 from redis.exceptions import LockError, RedisError
 
 from bot import keys, metrics, sampling
+from bot.analysis.goroutines import merge_reports, parse_goroutines
 from bot.analysis.leaks import MAX_CAPTURES as MAX_LEAK_CAPTURES
 from bot.analysis.leaks import (
     HeapSite,
@@ -31,6 +32,7 @@ from bot.analysis.leaks import (
     summarize_heap_bytes,
 )
 from bot.analysis.leaks import analyze as analyze_leaks
+from bot.analysis.summarize import summarize_snapshot
 from bot.capture import Capturer, CaptureResult, InstanceResult
 from bot.errors import (
     CaptureError,
@@ -40,7 +42,8 @@ from bot.errors import (
     StoreUnavailableError,
     UsageError,
 )
-from bot.redisconn import parse_redis_url
+from bot.pprof import merge_profiles, parse_profile
+from bot.redisconn import parse_redis_url, store_errors
 from bot.registry import Registry, ServiceConfig, load_registry
 from bot.sampling import Sampling
 from bot.store import (
@@ -48,7 +51,6 @@ from bot.store import (
     InstanceMeta,
     SnapshotStore,
     StoredSnapshot,
-    build_summary,
     new_snapshot_id,
 )
 from bot.units import duration_seconds, format_duration
@@ -107,55 +109,18 @@ def check_since_ref(ref: str | None) -> str:
                      hint=f"Use {SINCE_HELP}.")
 
 
-def merge_goroutine_reports(reports: Sequence[GoroutineReport]) -> GoroutineReport | None:
-    """One report over several instances: groups with the same stack signature summed."""
-    if not reports:
-        return None
-    if len(reports) == 1:
-        return reports[0]
-    from bot.analysis.goroutines import GoroutineGroup, GoroutineReport
-
-    merged: dict[str, GoroutineGroup] = {}
-    for report in reports:
-        for group in report.groups:
-            seen = merged.get(group.signature)
-            if seen is None:
-                merged[group.signature] = GoroutineGroup(
-                    count=group.count, frames=list(group.frames), state=group.state,
-                    wait_frame=group.wait_frame, creator=group.creator,
-                    creator_location=group.creator_location, wait_minutes=group.wait_minutes)
-            else:
-                seen.count += group.count
-                if group.wait_minutes is not None:
-                    seen.wait_minutes = max(seen.wait_minutes or 0, group.wait_minutes)
-    groups = sorted(merged.values(), key=lambda g: (-g.count, g.signature))
-    return GoroutineReport(total=sum(r.total for r in reports), groups=groups,
-                           source=reports[0].source)
-
-
 def _parse_profiles(blobs: Sequence[bytes]) -> Profile | None:
     """Parse and merge heap profiles (CPU-heavy: called via asyncio.to_thread)."""
-    from bot.pprof import merge_profiles, parse_profile
-
-    profiles = [parse_profile(b) for b in blobs]
-    if not profiles:
-        return None
-    return profiles[0] if len(profiles) == 1 else merge_profiles(profiles)
+    return _merge_parsed([parse_profile(b) for b in blobs])
 
 
 def _merge_parsed(profiles: Sequence[Profile]) -> Profile | None:
     if not profiles:
         return None
-    if len(profiles) == 1:
-        return profiles[0]
-    from bot.pprof import merge_profiles
-
-    return merge_profiles(profiles)
+    return profiles[0] if len(profiles) == 1 else merge_profiles(profiles)
 
 
 def _goroutine_reports(blobs: Sequence[bytes]) -> list[GoroutineReport]:
-    from bot.analysis.goroutines import parse_goroutines
-
     reports = []
     for blob in blobs:
         try:
@@ -181,6 +146,21 @@ def _memstats(texts: dict[str, str]) -> tuple[dict[str, int], dict[str, dict[str
     return dict(merged.fields), {t: dict(m.fields) for t, m in parsed.items()}
 
 
+def _memstats_block(text: str) -> str:
+    """The ``# runtime.MemStats`` block of a heap?debug=1 page (the whole text if none)."""
+    at = text.find("# runtime.MemStats")
+    return text[at:] if at >= 0 else text
+
+
+def encode_merged(heap: Profile | None) -> dict[str, bytes]:
+    """The merged heap as stored with a snapshot (``merged:heap``): one .pb.gz."""
+    if heap is None:
+        return {}
+    from bot.pprof.encode import encode_profile
+
+    return {"heap": encode_profile(heap)}
+
+
 def _digest(result: CaptureResult, snapshot_id: str, trigger: str, requested_by: str
             ) -> tuple[StoredSnapshot, dict[tuple[int, str], bytes], Profile | None,
                        GoroutineReport | None]:
@@ -191,7 +171,7 @@ def _digest(result: CaptureResult, snapshot_id: str, trigger: str, requested_by:
     goroutine_blobs: list[bytes] = []
     memstats_texts: dict[str, str] = {}
     for index, inst in enumerate(result.instances):
-        build_id = getattr(inst.heap_profile, "main_build_id", "") or ""
+        build_id = inst.build_id or getattr(inst.heap_profile, "main_build_id", "") or ""
         kinds = []
         if inst.ok and inst.heap is not None:
             raw[(index, "heap")] = inst.heap
@@ -203,13 +183,17 @@ def _digest(result: CaptureResult, snapshot_id: str, trigger: str, requested_by:
             goroutine_blobs.append(inst.goroutine)
             kinds.append("goroutine")
         if inst.ok and inst.memstats_text is not None:
-            raw[(index, "memstats")] = inst.memstats_text.encode()
+            # heap?debug=1 repeats every heap sample as text before the MemStats
+            # block: only the block is kept (megabytes less per instance)
+            raw[(index, "memstats")] = _memstats_block(inst.memstats_text).encode()
             memstats_texts[inst.target] = inst.memstats_text
             kinds.append("memstats")
         instances.append(InstanceMeta(
             target=inst.target, ok=inst.ok, error=inst.error, elapsed=round(inst.elapsed, 4),
             source=inst.source, build_id=build_id, warnings=list(inst.warnings), kinds=kinds))
-    heap = _merge_parsed(heaps)
+    # Capturer.capture folds each instance's heap into result.heap as it arrives
+    # (bot.pprof.fold); profiles still attached to instances are merged here.
+    heap = result.heap if result.heap is not None else _merge_parsed(heaps)
     reports: list[GoroutineReport] = []
     for meta, blob in zip([i for i in instances if "goroutine" in i.kinds], goroutine_blobs,
                           strict=True):
@@ -217,14 +201,14 @@ def _digest(result: CaptureResult, snapshot_id: str, trigger: str, requested_by:
         if parsed:
             meta.goroutines = parsed[0].total
             reports.extend(parsed)
-    goroutines = merge_goroutine_reports(reports)
+    goroutines = merge_reports(reports)
     memstats, per_instance = _memstats(memstats_texts)
     builds = Counter(i.build_id for i in instances if i.ok and i.build_id)
     build_id = builds.most_common(1)[0][0] if builds else ""
     answered = sum(1 for i in instances if i.ok)
-    summary = build_summary(
+    summary = summarize_snapshot(
         snapshot_id=snapshot_id, service=result.service, taken_at=result.started_at,
-        build_id=build_id, instances=answered, heap=heap, goroutine_reports=reports,
+        build_id=build_id, instances=answered, heap=heap, goroutines=goroutines,
         memstats=memstats, trigger=trigger)
     snapshot = StoredSnapshot(
         id=snapshot_id, service=result.service, taken_at=result.started_at, trigger=trigger,
@@ -394,8 +378,9 @@ class Runtime:
             captured.stored, captured.store_error = False, store_error
             return captured
         try:
+            merged = await asyncio.to_thread(encode_merged, heap)
             captured.deploys_detected = await self.store.save(
-                snapshot, raw, retention_count=config.retention_count,
+                snapshot, raw, merged=merged, retention_count=config.retention_count,
                 retention_days=config.retention_days)
         except StoreError as exc:
             captured.stored, captured.store_error = False, exc.user_message()
@@ -409,7 +394,7 @@ class Runtime:
         blobs = [b for _, b in await self.store.raw_profiles(
             snapshot.service, snapshot.id, "goroutine")]
         if blobs:
-            goroutines = merge_goroutine_reports(
+            goroutines = merge_reports(
                 await asyncio.to_thread(_goroutine_reports, blobs))
         return Captured(snapshot=snapshot, heap=heap, goroutines=goroutines,
                         memstats=dict(snapshot.memstats), instances=snapshot.instances,
@@ -417,18 +402,26 @@ class Runtime:
 
     # -- stored snapshots --------------------------------------------------------------
 
+    @overload
+    async def load_profile(self, snapshot: StoredSnapshot, kind: str = "heap", *,
+                           missing_ok: Literal[False] = False) -> Profile: ...
+
+    @overload
+    async def load_profile(self, snapshot: StoredSnapshot, kind: str = "heap", *,
+                           missing_ok: bool) -> Profile | None: ...
+
     async def load_profile(self, snapshot: StoredSnapshot, kind: str = "heap", *,
                            missing_ok: bool = False) -> Profile | None:
-        """The merged profile of ``kind`` rebuilt from the snapshot's stored raw bytes."""
+        """The merged profile of ``kind`` rebuilt from the snapshot's stored raw bytes
+        (NotFoundError when it holds none, unless ``missing_ok``: then None)."""
         blobs = [b for _, b in await self.store.raw_profiles(snapshot.service, snapshot.id,
                                                              kind)]
-        if not blobs:
-            if missing_ok:
-                return None
+        profile = await asyncio.to_thread(_parse_profiles, blobs) if blobs else None
+        if profile is None and not missing_ok:
             raise NotFoundError(
                 f"Snapshot `{snapshot.id}` of `{snapshot.service}` holds no {kind} profile.",
                 hint=f"`/heap capture {snapshot.service}` takes a new one.")
-        return await asyncio.to_thread(_parse_profiles, blobs)
+        return profile
 
     async def open_snapshot(self, service: str, ref: str) -> Captured:
         """A stored snapshot (``ref`` as in :meth:`resolve_since`) with its merged heap profile.
@@ -465,11 +458,15 @@ class Runtime:
         """Every stored snapshot taken at or after ``since``, newest first."""
         return await self.store.list(self.registry.resolve(service).name, 0, since=since)
 
-    async def raw_profiles(self, service: str, snapshot_id: str, kind: str = "heap"
-                           ) -> list[tuple[int, bytes]]:
-        """(instance index, raw bytes) of every stored ``kind`` profile of a snapshot."""
+    async def raw_profiles(self, service: str, snapshot_id: str, kind: str = "heap", *,
+                           merged_ok: bool = True) -> list[tuple[int, bytes]]:
+        """(instance index, raw bytes) of every stored ``kind`` profile of a snapshot.
+
+        Past the newest few captures only the merged profile is kept: it comes back
+        as one entry with index ``bot.store.MERGED`` (-1) unless ``merged_ok`` is False.
+        """
         return await self.store.raw_profiles(self.registry.resolve(service).name, snapshot_id,
-                                             kind)
+                                             kind, merged_ok=merged_ok)
 
     async def history(self, service: str, limit: int = 20) -> list[StoredSnapshot]:
         """Stored snapshots, newest first (with summaries)."""
@@ -542,33 +539,32 @@ class Runtime:
 
     async def start_sampling(self, plan: Sampling) -> Sampling:
         """Reserve and schedule ``/heap leaks --sample`` captures (bot/sampling.py caps)."""
-        async with self.store._errors("reserve a sampling"):
+        async with store_errors("reserve a sampling", self.store.location):
             return await sampling.start(self.redis, plan)
 
     # -- watches (stored beside the snapshots; the alert wing schedules them) ----------
 
+    @property
+    def _watches(self) -> WatchStore:
+        return WatchStore(self.redis)
+
     async def watch(self, service: str) -> Watch | None:
         """The watch on ``service``, or None."""
-        async with self.store._errors("read a watch"):
-            return await WatchStore(self.store.redis).get(service)
+        return await self._watches.get(service)
 
     async def watches(self) -> list[Watch]:
         """Every watch, by service name."""
-        async with self.store._errors("read the watches"):
-            return await WatchStore(self.store.redis).all()
+        return await self._watches.all()
 
     async def put_watch(self, watch: Watch) -> Watch | None:
         """Store ``watch`` (replacing the service's earlier one, which is returned)."""
-        async with self.store._errors("store a watch"):
-            watches = WatchStore(self.store.redis)
-            previous = await watches.get(watch.service)
-            await watches.put(watch)
+        previous = await self._watches.get(watch.service)
+        await self._watches.put(watch)
         return previous
 
     async def remove_watch(self, service: str) -> bool:
         """Drop the watch on ``service``; False when there was none."""
-        async with self.store._errors("remove a watch"):
-            return await WatchStore(self.store.redis).remove(service)
+        return await self._watches.remove(service)
 
     async def resolve_since(self, service: str, ref: str | None,
                             before: StoredSnapshot | float | None = None) -> StoredSnapshot:
@@ -661,5 +657,4 @@ __all__ = [
     "Runtime",
     "StoreUnavailableError",
     "check_since_ref",
-    "merge_goroutine_reports",
 ]

@@ -18,6 +18,7 @@ from aiohttp import web
 from bot.alerts import webhooks
 from bot.alerts.worker import start_worker as start_alert_worker
 from bot.errors import ConfigError
+from bot.httpserver import GuardedSite, guarded_runner, quiet_accept_errors
 from bot.logs import configure_logging
 from bot.ops import register_routes as register_ops_routes
 from bot.runtime import Runtime
@@ -38,10 +39,13 @@ def build_web_app(runtime: Runtime | None, settings: Settings, *,
     app = web.Application(client_max_size=2 * 1024 * 1024)
     state = install_slack(app, runtime, settings, socket_mode=socket_mode,
                           channel_interval=channel_interval, max_running=max_running)
-    register_ops_routes(app, runtime, lambda: state.ready)
+    internal = settings.internal_port is not None  # hooks and /metrics live there instead
+    register_ops_routes(app, runtime, lambda: state.ready, metrics=not internal,
+                        metrics_token=settings.metrics_token)
     if runtime is None:
         return app
-    webhooks.register_routes(app, runtime, settings)
+    if not internal:
+        webhooks.register_routes(app, runtime, settings)
     if start_worker:
         async def on_startup(app: web.Application) -> None:
             state.background.append(start_alert_worker(runtime, settings, state.deps.client))
@@ -50,34 +54,60 @@ def build_web_app(runtime: Runtime | None, settings: Settings, *,
     return app
 
 
+def build_internal_app(runtime: Runtime, settings: Settings) -> web.Application:
+    """What ``HEAPBOT_INTERNAL_PORT`` serves: /hooks/*, /metrics, /healthz and /readyz.
+
+    A port apart from /slack/events, so a NetworkPolicy can keep it inside the cluster.
+    """
+    app = web.Application(client_max_size=2 * 1024 * 1024)
+    register_ops_routes(app, runtime, None, metrics_token=settings.metrics_token)
+    webhooks.register_routes(app, runtime, settings)
+    return app
+
+
+async def _listen(app: web.Application, settings: Settings, port: int, setting: str
+                  ) -> web.AppRunner:
+    """Serve ``app`` on ``port`` with header timeouts and a connection cap (bot.httpserver)."""
+    runner, limiter = guarded_runner(app, settings.header_timeout_seconds,
+                                     settings.max_connections)
+    await runner.setup()
+    try:
+        await GuardedSite(runner, settings.host, port, limiter).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise ConfigError(f"heapbot cannot listen on {settings.host}:{port} "
+                          f"({exc.strerror or exc}).",
+                          hint=f"Stop whatever uses that port or set {setting}.") from None
+    return runner
+
+
 async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
     """Run until SIGINT/SIGTERM (or ``stop`` is set): the server, then a clean shutdown."""
     check_slack_settings(settings)  # before starting Redis: a missing token is one message
     runtime = await Runtime.create(settings)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
+    quiet_accept_errors(loop)
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    runners: list[web.AppRunner] = []
     try:
-        runner = web.AppRunner(build_web_app(runtime, settings), access_log=None)
-    except BaseException:
-        await runtime.close()
-        raise
-    try:
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, settings.host, settings.port).start()
-        except OSError as exc:
-            raise ConfigError(f"heapbot cannot listen on {settings.host}:{settings.port} "
-                              f"({exc.strerror or exc}).",
-                              hint="Stop whatever uses that port or set HEAPBOT_PORT.") from None
-        mode = "Socket Mode" if runner.app[SLACK_STATE].socket_mode else \
+        app = build_web_app(runtime, settings)
+        runners.append(await _listen(app, settings, settings.port, "HEAPBOT_PORT"))
+        if settings.internal_port is not None:
+            internal = build_internal_app(runtime, settings)
+            runners.append(await _listen(internal, settings, settings.internal_port,
+                                         "HEAPBOT_INTERNAL_PORT"))
+            log.info("webhooks and /metrics on %s:%s only", settings.host,
+                     settings.internal_port)
+        mode = "Socket Mode" if app[SLACK_STATE].socket_mode else \
             f"HTTP mode, Slack request URL http://<public host>:{settings.port}{EVENTS_PATH}"
         log.info("heapbot serving on %s:%s (%s)", settings.host, settings.port, mode)
         await stop.wait()
         log.info("shutting down: finishing running commands")
     finally:
-        await runner.cleanup()
+        for runner in reversed(runners):
+            await runner.cleanup()
         await runtime.close()
 
 

@@ -3,7 +3,8 @@
 The service registry (which services exist and where their pprof endpoints
 are) lives in a YAML file and is loaded by :mod:`bot.registry`; this module
 holds only what varies per deployment: tokens, ports, Redis, paths. Secrets
-are ``SecretStr`` so they never print by accident.
+are ``SecretStr`` so they never print by accident, and an empty or
+whitespace-only secret is unset (docker-compose passes ``${VAR:-}`` as "").
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEMO_DIR = ".heapbot-demo"  # what `make demo` leaves running: registry, data, service logs
@@ -73,10 +74,40 @@ class Settings(BaseSettings):
     pagerduty_secret: SecretStr | None = Field(
         None, validation_alias=AliasChoices("PAGERDUTY_WEBHOOK_SECRET")
     )
+    # Without HEAPBOT_ALERTMANAGER_TOKEN the Alertmanager hook is off; this opts in to an
+    # open hook (anyone who reaches the port can page), with a warning at start-up.
+    alertmanager_open: bool = Field(False, validation_alias="HEAPBOT_ALERTMANAGER_OPEN")
+    # A second port for /hooks/* and /metrics, so a NetworkPolicy can keep them internal;
+    # when set, the public port serves only /slack/events, /healthz and /readyz.
+    internal_port: int | None = Field(None, validation_alias="HEAPBOT_INTERNAL_PORT")
+    metrics_token: SecretStr | None = Field(None, validation_alias="HEAPBOT_METRICS_TOKEN")
+
+    # HTTP server limits (slow or half-open clients must not starve /healthz or the fds)
+    header_timeout_seconds: float = Field(
+        10.0, gt=0, validation_alias="HEAPBOT_HTTP_HEADER_TIMEOUT_SECONDS")
+    body_timeout_seconds: float = Field(
+        15.0, gt=0, validation_alias="HEAPBOT_HTTP_BODY_TIMEOUT_SECONDS")
+    max_connections: int = Field(512, ge=8, validation_alias="HEAPBOT_HTTP_MAX_CONNECTIONS")
 
     # Logging
     log_level: str = Field("INFO", validation_alias="HEAPBOT_LOG_LEVEL")
     log_format: str = Field("json", validation_alias="HEAPBOT_LOG_FORMAT")  # json | text
+
+    @field_validator("internal_port", mode="before")
+    @classmethod
+    def _blank_port_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("slack_bot_token", "slack_signing_secret", "slack_app_token",
+                     "webhook_token", "alertmanager_token", "pagerduty_secret",
+                     "metrics_token", mode="before")
+    @classmethod
+    def _blank_secret_is_unset(cls, value: Any) -> Any:
+        """An empty or whitespace-only secret means "not set", never the secret ""."""
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if isinstance(raw, str) and not raw.strip():
+            return None
+        return value
 
 
 @lru_cache(maxsize=1)

@@ -3,8 +3,13 @@
 Key layout (every key of one service shares the hash tag ``{service}`` so a
 MULTI/EXEC touching them stays in one Redis Cluster slot):
 
-- ``heapbot:{svc}:snap:<id>``  hash: ``meta`` (JSON), ``summary`` (JSON) and
-  ``raw:<instance>:<kind>`` (the bytes as fetched, compressed) per instance;
+- ``heapbot:{svc}:snap:<id>``  hash: ``meta`` (JSON), ``summary`` (JSON),
+  ``merged:heap`` (every instance's heap merged, one .pb.gz) and
+  ``raw:<instance>:<kind>`` (the bytes as fetched, compressed) per instance: raw
+  heap and goroutine files are kept only for the service's newest
+  ``HEAPBOT_RAW_CAPTURES`` snapshots (default 3), so a stored capture does not
+  grow with instances x profile size (issue 13); older snapshots saved before
+  ``merged:heap`` existed keep their raw files and stay readable;
 - ``heapbot:{svc}:index``      sorted set of snapshot ids scored by capture time;
 - ``heapbot:{svc}:deploys``    sorted set of deploy markers (JSON) scored by time.
 
@@ -15,31 +20,38 @@ type in ``/heap diff payments since <id>``.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import gzip
 import json
 import logging
+import os
 import secrets
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import WatchError
 
 from bot import keys, records
-from bot.analysis.summary import ProfileSummary, SnapshotSummary
+from bot.analysis.summary import SnapshotSummary
 from bot.errors import NotFoundError, StoreError
 from bot.redisconn import Connection, connect, retrying, store_errors
-
-if TYPE_CHECKING:
-    from bot.pprof import Profile
 
 log = logging.getLogger(__name__)
 
 RAW_KINDS = ("heap", "goroutine", "memstats")
+MERGED = -1  # the "instance" index raw_profiles gives a snapshot's merged profile
+# raw kinds trimmed from snapshots older than the newest keep_raw ones
+_TRIMMED_KINDS = ("heap", "goroutine")
+
+
+def _keep_raw_default() -> int:
+    text = os.environ.get("HEAPBOT_RAW_CAPTURES", "").strip()
+    return max(0, int(text)) if text.isdigit() else 3
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
@@ -151,47 +163,6 @@ class StoredSnapshot:
         return snapshot
 
 
-def build_summary(
-    *,
-    snapshot_id: str,
-    service: str,
-    taken_at: float,
-    build_id: str,
-    instances: int,
-    heap: Profile | None,
-    goroutine_reports: Sequence[Any] = (),
-    memstats: Mapping[str, int] | None = None,
-    trigger: str = "user",
-) -> SnapshotSummary:
-    """The precomputed summary stored with a snapshot (the one place that builds it).
-
-    Pieces whose engine module has not landed are left empty rather than
-    guessed, so history and leak analysis never read invented numbers.
-    """
-    heap_summary = ProfileSummary()
-    if heap is not None:
-        from bot.analysis.summarize import summarize_heap
-
-        heap_summary = summarize_heap(heap)
-    groups: dict[str, Any] = {}
-    total = 0
-    for report in goroutine_reports:
-        total += int(getattr(report, "total", 0))
-        for group in report.summaries():
-            seen = groups.get(group.signature)
-            if seen is None:
-                groups[group.signature] = group
-            else:  # the same stack on several instances: one group, counts summed
-                groups[group.signature] = type(group)(**{**asdict(seen),
-                                                        "count": seen.count + group.count})
-    ordered = sorted(groups.values(), key=lambda g: (-g.count, g.signature))
-    return SnapshotSummary(
-        snapshot_id=snapshot_id, service=service, taken_at=taken_at, build_id=build_id,
-        instances=instances, heap=heap_summary, goroutine_total=total,
-        goroutine_groups=ordered, memstats=dict(memstats or {}), trigger=trigger,
-    )
-
-
 DECODE_INLINE_ROWS = 8  # more stored snapshots than this are decoded in a worker thread
 
 
@@ -211,10 +182,12 @@ class SnapshotStore:
     """Snapshots, their index and deploy markers in Redis (redis.asyncio)."""
 
     def __init__(self, client: aioredis.Redis, *, location: str = "redis",
-                 connection: Connection | None = None) -> None:
+                 connection: Connection | None = None, keep_raw: int | None = None) -> None:
         self.redis = client
         self.location = location
         self.connection = connection
+        # per-instance raw heap/goroutine files are kept for this many newest snapshots
+        self.keep_raw = _keep_raw_default() if keep_raw is None else keep_raw
 
     @property
     def failover_capable(self) -> bool:
@@ -272,6 +245,7 @@ class SnapshotStore:
         snapshot: StoredSnapshot,
         raw: Mapping[tuple[int, str], bytes] | None = None,
         *,
+        merged: Mapping[str, bytes] | None = None,
         retention_count: int = 500,
         retention_days: float = 30.0,
     ) -> list[DeployMarker]:
@@ -291,9 +265,13 @@ class SnapshotStore:
             mapping: dict[str, bytes | str] = {"meta": json.dumps(snapshot.meta_dict())}
             if snapshot.summary is not None:
                 mapping["summary"] = json.dumps(snapshot.summary.to_dict())
+            for kind, data in (merged or {}).items():
+                mapping[f"merged:{kind}"] = _pack(data)
             for (instance, kind), data in (raw or {}).items():
                 if kind not in RAW_KINDS:
                     raise ValueError(f"unknown raw kind {kind!r}")
+                if self.keep_raw == 0 and kind in _TRIMMED_KINDS and "merged:heap" in mapping:
+                    continue
                 mapping[f"raw:{instance}:{kind}"] = _pack(data)
             return mapping
 
@@ -319,6 +297,20 @@ class SnapshotStore:
                         by_count = (await pipe.zrange(index, 0, overflow - 1)
                                     if overflow > 0 else [])
                         drop = {m.decode() for m in [*too_old, *by_count]}
+                        # the snapshot this save pushes out of the newest keep_raw: its
+                        # per-instance heap/goroutine files go (its merged profile stays)
+                        trim: list[tuple[str, list[bytes]]] = []
+                        if self.keep_raw > 0 and mapping.keys() & {"merged:heap"}:
+                            aged = await pipe.zrevrangebyscore(
+                                index, snapshot.taken_at, "-inf", start=self.keep_raw - 1,
+                                num=1)
+                            for old_id in (a.decode() for a in aged):
+                                old_key = keys.snapshot(svc, old_id)
+                                fields = await pipe.hkeys(old_key)
+                                if b"merged:heap" in fields:
+                                    trim.append((old_key, [
+                                        f for f in fields if f.startswith(b"raw:")
+                                        and f.rsplit(b":", 1)[-1].decode() in _TRIMMED_KINDS]))
                         markers: list[DeployMarker] = []
                         if (previous_build and snapshot.build_id
                                 and previous_build != snapshot.build_id):
@@ -331,6 +323,9 @@ class SnapshotStore:
                         pipe.hset(snap_key, mapping=mapping)
                         pipe.expire(snap_key, ttl)
                         pipe.zadd(index, {snapshot.id: snapshot.taken_at})
+                        for old_key, fields in trim:
+                            if fields:
+                                pipe.hdel(old_key, *fields)
                         for old in drop:
                             pipe.delete(keys.snapshot(svc, old))
                             pipe.zrem(index, old)
@@ -423,7 +418,8 @@ class SnapshotStore:
             return int(await self.redis.zcard(keys.snapshot_index(service)))
 
     async def summaries(self, service: str, since: float | None = None,
-                        until: float | None = None, limit: int = 0) -> list[SnapshotSummary]:
+                        until: float | None = None, limit: int = 0
+                        ) -> builtins.list[SnapshotSummary]:
         """Stored summaries oldest first (what trends and leak analysis read)."""
         async with self._errors("read summaries"):
             ids = await self.redis.zrevrangebyscore(
@@ -451,22 +447,31 @@ class SnapshotStore:
                 f"{instance}.", hint="That instance may have failed during the capture.")
         return _unpack(data)
 
-    async def raw_profiles(self, service: str, snapshot_id: str, kind: str = "heap"
-                           ) -> list[tuple[int, bytes]]:
-        """Every instance's raw bytes of one kind, by instance index."""
+    async def raw_profiles(self, service: str, snapshot_id: str, kind: str = "heap", *,
+                           merged_ok: bool = True) -> builtins.list[tuple[int, bytes]]:
+        """Every instance's raw bytes of one kind, by instance index.
+
+        When the per-instance files are no longer kept (older than the newest
+        ``keep_raw`` snapshots), the snapshot's merged profile comes back as one
+        entry with index ``MERGED`` (-1) unless ``merged_ok`` is False: merging or
+        summarizing it gives what the instances' files gave.
+        """
         async with self._errors("read raw profiles"):
             key = keys.snapshot(service, snapshot_id)
             names = [f.decode() for f in await self.redis.hkeys(key)]
             wanted = sorted((int(n.split(":")[1]), n) for n in names
                             if n.startswith("raw:") and n.endswith(f":{kind}"))
             if not wanted:
+                if merged_ok and f"merged:{kind}" in names:
+                    data = await self.redis.hget(key, f"merged:{kind}")
+                    return [(MERGED, _unpack(data))] if data is not None else []
                 return []
             values = await self.redis.hmget(key, [n for _, n in wanted])
         return [(i, _unpack(v)) for (i, _), v in zip(wanted, values, strict=True)
                 if v is not None]
 
     async def deploys(self, service: str, since: float | None = None,
-                      until: float | None = None) -> list[DeployMarker]:
+                      until: float | None = None) -> builtins.list[DeployMarker]:
         """Deploy markers oldest first, optionally within [since, until]."""
         async with self._errors("read deploy markers"):
             rows = await self.redis.zrangebyscore(

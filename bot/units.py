@@ -200,7 +200,7 @@ def format_duration(seconds: float) -> str:
     if 0 < seconds < 1:
         return f"{seconds * 1000:.0f}ms"
     rest = round(seconds)
-    parts = []
+    parts: list[tuple[int, str]] = []
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
         count, rest = divmod(rest, size)
         if count or (parts and len(parts) < 2):
@@ -232,3 +232,18 @@ def format_clock(ts: float | None, *, now: float | None = None) -> str:
     if when.date() == today.date():
         return when.strftime("%H:%M:%S UTC")
     return when.strftime("%b %d %H:%M UTC")
+
+
+def format_since(earlier: float | None, later: float | None, *, now: float | None = None) -> str:
+    """Clock text of an earlier capture that a reader can tell apart from ``later``'s.
+
+    Two captures in the same second printed "-512kB since 15:45:08 UTC" under
+    "captured 15:45:08 UTC", as if compared with itself: then the gap is said.
+    """
+    text = format_clock(earlier, now=now)
+    if not earlier or not later or text != format_clock(later, now=now):
+        return text
+    gap = later - earlier
+    if abs(gap) < 0.05:
+        return f"{text} (the same moment as this capture)"
+    return f"{text} ({abs(gap):.1f} s {'before' if gap > 0 else 'after'} this capture)"

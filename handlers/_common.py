@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from bot.analysis.graph import compile_regex
 from bot.errors import UsageError
@@ -29,13 +29,32 @@ EVERY_ROW = 1_000_000_000  # `-n 0`: no cut
 
 @dataclass(slots=True)
 class Args:
-    """Positional arguments and options of one command."""
+    """Positional arguments and options of one command.
+
+    ``options`` holds the valued options by key (their text, normalised by the
+    command's ``check``), ``flags`` the keys of the flags given, ``count`` the
+    row count a command's ``check`` read (N, ``-n N``, ``--limit N``).
+    """
 
     positionals: list[str] = field(default_factory=list)
-    options: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, str] = field(default_factory=dict)
+    flags: set[str] = field(default_factory=set)
+    count: int = DEFAULT_ROWS
 
-    def get(self, name: str, default: Any = None) -> Any:
-        return self.options.get(name, default)
+    def get(self, name: str) -> str | None:
+        """A valued option's text, or None when it was not given."""
+        return self.options.get(name)
+
+    def flag(self, name: str) -> bool:
+        """Whether a flag was given."""
+        return name in self.flags
+
+    def set(self, name: str, value: str | None) -> None:
+        """Replace an option's text with its normalised form (None: as if not given)."""
+        if value is None:
+            self.options.pop(name, None)
+        else:
+            self.options[name] = value
 
 
 def usage_error(message: str, usage: str) -> UsageError:
@@ -59,7 +78,7 @@ def parse_args(argv: Sequence[str], usage: str, *, flags: Mapping[str, str] = {}
         if token.startswith("-") and len(token) > 1 and not _is_number(token):
             name, eq, inline = token.partition("=")
             if name in flags and not eq:
-                args.options[flags[name]] = True
+                args.flags.add(flags[name])
             elif name in valued:
                 if eq:
                     value = inline
@@ -80,6 +99,12 @@ def parse_args(argv: Sequence[str], usage: str, *, flags: Mapping[str, str] = {}
         extra = " ".join(_shown(p) for p in args.positionals[max_positionals:])
         raise usage_error(f"Unexpected argument `{extra}`.", usage)
     return args
+
+
+def parse_service(argv: Sequence[str], usage: str) -> Args:
+    """``SERVICE [--force]``: the whole grammar of a command that only captures a service."""
+    return parse_args(argv, usage, flags={"--force": "force"}, min_positionals=1,
+                      max_positionals=1)
 
 
 def _is_number(token: str) -> bool:
@@ -217,9 +242,9 @@ def failed_instances_text(snapshot: StoredSnapshot) -> str:
     return f"{plural(len(failed), 'instance')} did not answer: " + "; ".join(parts) + more + "."
 
 
-def not_stored_text(captured: Any) -> str:
+def not_stored_text(captured: Captured) -> str:
     """The line under a capture Redis did not keep (empty when it was stored)."""
-    if getattr(captured, "stored", True):
+    if captured.stored:
         return ""
     return (f"Not stored: {captured.store_error} The numbers here are right, but history, "
             "diff and leaks will not see this capture.")
@@ -257,3 +282,22 @@ def context_lines(capture: Captured, *extra: str) -> list[str]:
         lines.append(f"new build noticed: deploy {marker.version or '?'} "
                      "recorded")
     return lines
+
+
+def capture_reply(capture: Captured, *, title: str, summary: str, table: Table | None,
+                  actions: list[Action], context: Sequence[str] = (),
+                  sections: Sequence[str] = (),
+                  data: Mapping[str, object] | None = None) -> Reply:
+    """The Reply of a command answered from one capture, with the tail they all share.
+
+    Context lines about the capture (:func:`context_lines`), the instances that did
+    not answer before any other section, the service and snapshot on the Reply
+    (threads and buttons follow them), and both in its data.
+    """
+    failed = failed_instances_text(capture.snapshot)
+    return Reply(
+        title=title, context=context_lines(capture, *context), summary=summary, table=table,
+        sections=[*([failed] if failed else []), *(s for s in sections if s)],
+        actions=actions, service=capture.service, snapshot_id=capture.snapshot_id or None,
+        data={**(data or {}), "service": capture.service, "snapshot_id": capture.snapshot_id},
+    )

@@ -15,7 +15,7 @@ from handlers._common import (
     Args,
     failed_instances_text,
     not_stored_text,
-    parse_args,
+    parse_service,
     short_build_id,
     standard_actions,
 )
@@ -49,8 +49,7 @@ def instance_table(snapshot: StoredSnapshot) -> Table:
 
 def check(argv: list[str]) -> Args:
     """Validate the arguments, syntax only (no I/O): shared by handle() and the instant ack."""
-    return parse_args(argv, USAGE, flags={"--force": "force"}, min_positionals=1,
-                      max_positionals=1)
+    return parse_service(argv, USAGE)
 
 
 async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
@@ -58,13 +57,14 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     args = check(argv)
     service = args.positionals[0]
     captured = await runtime.capture(service, trigger="user", requested_by=inv.user_id,
-                                     force=bool(args.get("force")))
+                                     force=args.flag("force"))
     snapshot = captured.snapshot
     answered = sum(1 for i in snapshot.instances if i.ok)
     total = len(snapshot.instances)
     heap = snapshot.memstats.get("HeapInuse")
     goroutines = snapshot.goroutine_total
-    facts = [f"heap in use {format_bytes(heap)}" if heap is not None else "",
+    facts = [f"heap in use {format_bytes(heap)} (MemStats HeapInuse; `/heap top` totals "
+             "the sampled live objects, usually less)" if heap is not None else "",
              f"{goroutines:,} goroutines" if goroutines is not None else "",
              f"build {short_build_id(snapshot.build_id)}" if snapshot.build_id else ""]
     context = [" · ".join([service, f"{answered}/{total} instances",

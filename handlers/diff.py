@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING
 
 from bot.errors import UsageError
 from bot.reply import Action, Reply
-from bot.units import format_clock, format_duration, signed
+from bot.units import format_clock, format_duration, format_since, signed
 from handlers._common import (
     Args,
+    capture_reply,
     check_regex,
     check_sample_type,
     context_lines,
-    failed_instances_text,
     no_profile_reply,
     parse_args,
     parse_count,
@@ -64,9 +64,9 @@ def check(argv: list[str]) -> Args:
     """
     args = parse_args(argv, USAGE, flags=FLAGS, valued=VALUED, min_positionals=1,
                       max_positionals=3)
-    args.options["since"] = since_ref(args.positionals, args.get("since"))
-    args.options["n"] = parse_count(args.get("n"), USAGE)
-    args.options["type"] = check_sample_type(args.get("type"), USAGE)
+    args.set("since", since_ref(args.positionals, args.get("since")))
+    args.count = parse_count(args.get("n"), USAGE)
+    args.set("type", check_sample_type(args.get("type"), USAGE))
     for key in ("focus", "ignore", "hide"):
         check_regex(args.get(key), USAGE)
     return args
@@ -76,7 +76,7 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     """Capture now, compare with the referenced capture, show the change table."""
     args = check(argv)
     service = args.positionals[0]
-    ref, count, sample_type = args.get("since"), args.get("n"), args.get("type")
+    ref, count, sample_type = args.get("since") or "previous", args.count, args.get("type")
     focus, ignore, hide = args.get("focus"), args.get("ignore"), args.get("hide")
 
     from bot.analysis.diff import diff
@@ -84,8 +84,9 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     from bot.units import format_value
 
     capture = await runtime.capture(service, requested_by=inv.user_id,
-                                    force=bool(args.get("force")))
-    if capture.heap is None:
+                                    force=args.flag("force"))
+    heap = capture.heap
+    if heap is None:
         return no_profile_reply(service, capture.snapshot)
     base = await runtime.resolve_since(service, ref, capture.snapshot)
     if base.id == capture.snapshot_id:
@@ -98,9 +99,9 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
             service=service, snapshot_id=capture.snapshot_id, ephemeral=True,
         )
     base_profile = await runtime.load_profile(base)
-    options = TopOptions(sample_type=sample_type, sort="cum" if args.get("cum") else "flat",
+    options = TopOptions(sample_type=sample_type, sort="cum" if args.flag("cum") else "flat",
                          node_count=count, focus=focus, ignore=ignore, hide=hide)
-    report = await asyncio.to_thread(diff, base_profile, capture.heap, options)
+    report = await asyncio.to_thread(diff, base_profile, heap, options)
 
     base_time = format_clock(base.taken_at)
     span = format_duration(capture.taken_at - base.taken_at)
@@ -110,17 +111,19 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
                f"{format_clock(capture.taken_at)} ({span}); % of the base total "
                f"{format_value(base_total, report.unit)}; "
                f"showing {len(report.rows)} of {report.node_total} changed nodes")
-    summary = growth_takeaway(report, base_total, new_total, base_time)
+    summary = growth_takeaway(report, base_total, new_total,
+                              format_since(base.taken_at, capture.taken_at))
     base_build = short_build_id(base.build_id)
     now_build = short_build_id(capture.snapshot.build_id)
     extra = await base_label(runtime, service, ref, base, base_time)
-    sections = [s for s in [failed_instances_text(capture.snapshot)] if s]
+    sections = []
     if base_build and now_build and base_build != now_build:
         sections.append(f"The binary changed between the captures (build {base_build} → "
                         f"{now_build}): part of the change can be the deploy itself.")
-    reply = Reply(
+    reply = capture_reply(
+        capture,
         title=f"{service}: {report.sample_type} change since {ref}",
-        context=context_lines(capture, extra),
+        context=[extra],
         summary=summary,
         table=top_table(report, caption=caption, with_status=True),
         sections=sections,
@@ -130,16 +133,13 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
             Action("Goroutines", f"goroutines {service}"),
             Action("Diff since deploy", f"diff {service} since deploy"),
         ],
-        service=service,
-        snapshot_id=capture.snapshot_id or None,
-        data={**report.to_json(), "service": service, "since": ref,
-              "base_snapshot_id": base.id, "snapshot_id": capture.snapshot_id},
+        data={**report.to_json(), "since": ref, "base_snapshot_id": base.id},
     )
     from handlers._flame import flame_attachments, flame_option_words
 
-    if args.get("flame"):
+    if args.flag("flame"):
         reply.attachments.extend(await flame_attachments(
-            capture.heap, options, service=service, snapshot_id=capture.snapshot_id,
+            heap, options, service=service, snapshot_id=capture.snapshot_id,
             captured_at=capture.taken_at, base=base_profile, base_id=base.id,
             base_captured_at=base.taken_at))
     else:  # the button pins the base, so "previous" still means this one later

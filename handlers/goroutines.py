@@ -11,11 +11,10 @@ from typing import TYPE_CHECKING
 
 from bot.analysis.goroutines import GoroutineGroup, creator_heading
 from bot.reply import Action, Column, Reply, Table
-from bot.units import format_clock
+from bot.units import format_since
 from handlers._common import (
     Args,
-    context_lines,
-    failed_instances_text,
+    capture_reply,
     no_profile_reply,
     parse_args,
     parse_count,
@@ -40,7 +39,7 @@ def check(argv: list[str]) -> Args:
     """Validate the arguments, syntax only (no I/O): shared by handle() and the instant ack."""
     args = parse_args(argv, USAGE, flags={"--force": "force"}, valued=VALUED,
                       min_positionals=1, max_positionals=2)
-    args.options["n"] = parse_count(
+    args.count = parse_count(
         args.positionals[1] if len(args.positionals) > 1 else args.get("n"), USAGE)
     return args
 
@@ -48,9 +47,9 @@ def check(argv: list[str]) -> Args:
 async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     """Capture and show the goroutine groups, largest first."""
     args = check(argv)
-    service, count = args.positionals[0], args.get("n")
+    service, count = args.positionals[0], args.count
     capture = await runtime.capture(service, requested_by=inv.user_id,
-                                    force=bool(args.get("force")))
+                                    force=args.flag("force"))
     report = capture.goroutines
     snapshot = capture.snapshot
     if report is None:
@@ -83,7 +82,7 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     caption = (f"Showing {len(rows)} of {plural(len(report.groups), 'group')} "
                f"({plural(report.total, 'goroutine')})")
 
-    when = format_clock(previous.taken_at) if previous is not None else ""
+    when = format_since(previous.taken_at, snapshot.taken_at) if previous is not None else ""
     summary = f"{plural(report.total, 'goroutine')}"
     if prev_total is not None:
         delta = report.total - prev_total
@@ -99,21 +98,18 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
             summary += f", {top.count - before[top.signature]:+,} since {when}"
     summary += "."
     states = ", ".join(f"{n:,} {s}" for s, n in report.by_state().items())
-    return Reply(
+    return capture_reply(
+        capture,
         title=f"{service}: {plural(report.total, 'goroutine')}",
-        context=context_lines(capture, f"source {report.source}"),
+        context=[f"source {report.source}"],
         summary=summary,
         table=Table(columns=columns, rows=rows, caption=caption),
-        sections=[s for s in [f"By state: {states}." if states else "",
-                              failed_instances_text(snapshot)] if s],
+        sections=[f"By state: {states}." if states else ""],
         actions=[
             Action("Leaks", f"leaks {service}", "primary"),
             Action("Top", f"top {service}"),
             Action("Stats", f"stats {service}"),
             Action("Capture again", f"capture {service}"),
         ],
-        service=service,
-        snapshot_id=capture.snapshot_id or None,
-        data={**report.to_json(), "service": service, "snapshot_id": capture.snapshot_id,
-              "previous_total": prev_total},
+        data={**report.to_json(), "previous_total": prev_total},
     )

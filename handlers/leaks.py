@@ -57,8 +57,8 @@ def parse_sample(text: str) -> tuple[int, float]:
 def check(argv: list[str]) -> Args:
     """Validate the arguments, syntax only (no I/O): shared by handle() and the instant ack."""
     args = parse_args(argv, USAGE, valued={"--sample": "sample"}, min_positionals=1)
-    if args.get("sample"):
-        args.options["sample_plan"] = parse_sample(args.get("sample"))
+    if (sample := args.get("sample")):
+        parse_sample(sample)
     return args
 
 
@@ -66,7 +66,8 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     """Judge the stored history (after sampling, if asked) and answer with the suspects."""
     args = check(argv)
     name = runtime.registry.resolve(args.positionals[0]).name
-    sample_plan = args.get("sample_plan")
+    sample = args.get("sample")
+    sample_plan = parse_sample(sample) if sample else None
     taken = 0
     if sample_plan and inv.source not in INLINE_SOURCES:
         return await schedule(runtime, name, *sample_plan, inv)  # jobs, not a held slot

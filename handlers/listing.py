@@ -10,7 +10,7 @@ import shlex
 from typing import TYPE_CHECKING
 
 from bot.reply import Action, Column, Reply, Table
-from handlers._common import context_lines, failed_instances_text, short_path
+from handlers._common import capture_reply, short_path
 from handlers.peek import RegexCommand, capture_and_analyse, parse_regex_command
 
 if TYPE_CHECKING:
@@ -65,19 +65,17 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     elif functions:
         summary = (f"{functions[0].function} allocates nothing itself; {fmt(functions[0].cum)} "
                    "is in what it calls (try peek).")
-    return Reply(
+    return capture_reply(
+        capture,
         title=f"{service}: list {regex}",
-        context=context_lines(capture, report.sample_type),
+        context=[report.sample_type],
         summary=summary,
         table=Table(columns=[Column("function / line", "left"), Column("flat"), Column("cum"),
                              Column("cum%")], rows=rows, caption=caption),
-        sections=[s for s in [failed_instances_text(capture.snapshot)] if s],
         actions=[Action("Peek callers", f"peek {service} {shlex.quote(regex)}", "primary"),
                  Action("Top", f"top {service}"),
                  Action("Leaks", f"leaks {service}")],
-        service=service,
-        snapshot_id=capture.snapshot_id or None,
-        data={**report.to_json(), "service": service, "snapshot_id": capture.snapshot_id},
+        data=report.to_json(),
     )
 
 

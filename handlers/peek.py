@@ -17,10 +17,9 @@ from bot.analysis.top import TopOptions
 from bot.errors import CaptureError
 from bot.reply import Action, Column, Reply, Table
 from handlers._common import (
+    capture_reply,
     check_regex,
     check_sample_type,
-    context_lines,
-    failed_instances_text,
     no_profile_reply,
     parse_args,
     usage_error,
@@ -63,7 +62,7 @@ def parse_regex_command(argv: list[str], usage: str) -> RegexCommand:
                          focus=check_regex(args.get("focus"), usage),
                          ignore=check_regex(args.get("ignore"), usage),
                          hide=check_regex(args.get("hide"), usage))
-    return RegexCommand(service, regex, options, force=bool(args.get("force")))
+    return RegexCommand(service, regex, options, force=args.flag("force"))
 
 
 def check(argv: list[str]) -> RegexCommand:
@@ -131,18 +130,16 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
             summary += (f"; mostly reached from {main.function} "
                         f"({percentage(main.value, first.cum).strip()})")
         summary += "."
-    return Reply(
+    return capture_reply(
+        capture,
         title=f"{service}: peek {regex}",
-        context=context_lines(capture, report.sample_type),
+        context=[report.sample_type],
         summary=summary,
         table=Table(columns=[Column("", "left"), Column("function", "left"), Column("flat"),
                              Column("cum"), Column("calls"), Column("calls%")],
                     rows=rows, caption=caption),
-        sections=[s for s in [failed_instances_text(capture.snapshot)] if s],
         actions=[Action("List lines", f"list {service} {shlex.quote(regex)}", "primary"),
                  Action("Top", f"top {service}"),
                  Action("Leaks", f"leaks {service}")],
-        service=service,
-        snapshot_id=capture.snapshot_id or None,
-        data={**report.to_json(), "service": service, "snapshot_id": capture.snapshot_id},
+        data=report.to_json(),
     )

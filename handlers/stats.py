@@ -10,13 +10,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from bot.reply import Action, Column, Reply, Table
-from bot.units import format_bytes, format_clock, signed
+from bot.units import format_bytes, format_since, signed
 from handlers._common import (
     Args,
-    context_lines,
-    failed_instances_text,
+    capture_reply,
     no_profile_reply,
-    parse_args,
+    parse_service,
 )
 
 if TYPE_CHECKING:
@@ -50,8 +49,7 @@ def change(name: str, now: int | None, before: int | None) -> str:
 
 def check(argv: list[str]) -> Args:
     """Validate the arguments, syntax only (no I/O): shared by handle() and the instant ack."""
-    return parse_args(argv, USAGE, flags={"--force": "force"}, min_positionals=1,
-                      max_positionals=1)
+    return parse_service(argv, USAGE)
 
 
 async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
@@ -59,7 +57,7 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     args = check(argv)
     service = args.positionals[0]
     capture = await runtime.capture(service, requested_by=inv.user_id,
-                                    force=bool(args.get("force")))
+                                    force=args.flag("force"))
     snapshot = capture.snapshot
     now: dict[str, int] = dict(capture.memstats)
     goroutines = (capture.goroutines.total if capture.goroutines is not None
@@ -81,7 +79,7 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
             prev_goroutines = prev_summary.goroutine_total
         if prev_goroutines is not None:
             before["goroutines"] = int(prev_goroutines)
-    when = format_clock(previous.taken_at) if previous is not None else ""
+    when = format_since(previous.taken_at, snapshot.taken_at) if previous is not None else ""
 
     columns = [Column("field", "left"), Column("now")]
     if before:
@@ -95,20 +93,17 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
             row += [show(name, before.get(name)), change(name, now.get(name), before.get(name))]
         rows.append(row)
 
-    return Reply(
+    return capture_reply(
+        capture,
         title=f"{service}: runtime.MemStats",
-        context=context_lines(capture, "summed over instances"),
+        context=["summed over instances"],
         summary=takeaway(now, before, when),
         table=Table(columns=columns, rows=rows),
-        sections=[s for s in [failed_instances_text(snapshot)] if s],
         actions=[Action("Top", f"top {service}", "primary"),
                  Action("Goroutines", f"goroutines {service}"),
                  Action("Diff vs previous", f"diff {service} since previous"),
                  Action("Leaks", f"leaks {service}")],
-        service=service,
-        snapshot_id=capture.snapshot_id or None,
-        data={"service": service, "snapshot_id": capture.snapshot_id, "memstats": now,
-              "previous": before or None,
+        data={"memstats": now, "previous": before or None,
               "previous_snapshot_id": previous.id if previous is not None else None},
     )
 
@@ -130,7 +125,7 @@ def takeaway(now: dict[str, int], before: dict[str, int], when: str) -> str:
     if "goroutines" in now:
         text = f"{now['goroutines']:,} goroutines"
         if "goroutines" in before:
-            delta = now["goroutines"] - before["goroutines"]
-            text += f" ({delta:+,})" if delta else " (unchanged)"
+            moved = now["goroutines"] - before["goroutines"]
+            text += f" ({moved:+,})" if moved else " (unchanged)"
         parts.append(text)
     return "; ".join(parts) + "." if parts else "No MemStats fields were reported."

@@ -9,17 +9,16 @@ that changed since the previous stored capture.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from bot.errors import UsageError
 from bot.reply import Action, Attachment, Reply
-from bot.units import format_clock, signed
+from bot.units import format_bytes, signed
 from handlers._common import (
     Args,
+    capture_reply,
     check_regex,
     check_sample_type,
-    context_lines,
-    failed_instances_text,
     instances_text,
     no_profile_reply,
     not_stored_text,
@@ -61,12 +60,12 @@ def check(argv: list[str]) -> Args:
     args = parse_args(argv, USAGE, flags=FLAGS, valued=VALUED, min_positionals=1,
                       max_positionals=2)
     count_text = args.positionals[1] if len(args.positionals) > 1 else args.get("n")
-    args.options["n"] = parse_count(count_text, USAGE)
-    args.options["type"] = check_sample_type(args.get("type"), USAGE)
+    args.count = parse_count(count_text, USAGE)
+    args.set("type", check_sample_type(args.get("type"), USAGE))
     for key in ("focus", "ignore", "hide"):
         check_regex(args.get(key), USAGE)
-    if args.get("snapshot"):
-        args.options["snapshot"] = snapshot_ref(args.get("snapshot"), args.positionals[0])
+    if (snapshot := args.get("snapshot")):
+        args.set("snapshot", snapshot_ref(snapshot, args.positionals[0]))
     return args
 
 
@@ -74,17 +73,17 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     """Capture (or load ``--snapshot ID``) and answer with the top table."""
     args = check(argv)
     service = args.positionals[0]
-    if args.get("snapshot"):
-        capture = await runtime.open_snapshot(service, args.get("snapshot"))
+    if (snapshot := args.get("snapshot")):
+        capture = await runtime.open_snapshot(service, snapshot)
     else:
         capture = await runtime.capture(service, requested_by=inv.user_id,
-                                        force=bool(args.get("force")))
-    download: bool | str = "instances" if args.get("per_instance") else bool(args.get("download"))
+                                        force=args.flag("force"))
+    download: bool | str = "instances" if args.flag("per_instance") else args.flag("download")
     return await top_reply(runtime, capture, sample_type=args.get("type"),
-                           sort="cum" if args.get("cum") else "flat", count=args.get("n"),
+                           sort="cum" if args.flag("cum") else "flat", count=args.count,
                            focus=args.get("focus"), ignore=args.get("ignore"),
                            hide=args.get("hide"), download=download,
-                           flame=bool(args.get("flame")))
+                           flame=args.flag("flame"))
 
 
 def snapshot_ref(text: str, service: str) -> str:
@@ -100,8 +99,8 @@ def snapshot_ref(text: str, service: str) -> str:
 
 
 async def top_reply(runtime: Runtime, capture: Captured, *, sample_type: str | None = None,
-                    sort: str = "flat", count: int = 10, focus: str | None = None,
-                    ignore: str | None = None, hide: str | None = None,
+                    sort: Literal["flat", "cum"] = "flat", count: int = 10,
+                    focus: str | None = None, ignore: str | None = None, hide: str | None = None,
                     download: bool | str = False, flame: bool = False) -> Reply:
     """The top Reply for a capture (shared with `/heap capture`-like callers)."""
     from bot.analysis.top import TopOptions, top
@@ -116,26 +115,28 @@ async def top_reply(runtime: Runtime, capture: Captured, *, sample_type: str | N
     caption = pprof_header(report)
     filtered = bool(focus or ignore or hide)
     previous = await runtime.previous(service, snapshot)
-    summary = takeaway(report, previous, filtered=filtered)
+    summary = takeaway(report, previous, filtered=filtered, taken_at=snapshot.taken_at)
 
-    reply = Reply(
+    reply = capture_reply(
+        capture,
         title=f"{service}: top {shown} by {report.sample_type}"
               + (f" (focus {focus})" if focus else ""),
-        context=context_lines(capture, report.sample_type),
+        context=[report.sample_type],
         summary=summary,
         table=top_table(report, caption=caption),
-        sections=[s for s in [failed_instances_text(snapshot), not_stored_text(capture)] if s],
+        sections=[heap_numbers_note(report.sample_type, snapshot), not_stored_text(capture)],
         actions=standard_actions(service, capture.snapshot_id, stored=capture.stored),
-        service=service,
-        snapshot_id=capture.snapshot_id or None,
-        data={**report.to_json(), "service": service, "snapshot_id": capture.snapshot_id,
-              "taken_at": capture.taken_at, "reused": capture.reused,
+        data={**report.to_json(), "taken_at": capture.taken_at, "reused": capture.reused,
               "build_id": snapshot.build_id},
     )
     if download == "instances":
         reply.attachments.extend(await raw_profile_attachments(runtime, service, snapshot))
         if not reply.attachments:
             reply.sections.append("The raw profiles of this capture are no longer stored.")
+        elif reply.attachments[0].filename.endswith("-merged-heap.pb.gz"):
+            reply.sections.append(
+                "Only the merged profile of this capture is stored: heapbot keeps each "
+                "instance's own file for the newest captures only (HEAPBOT_RAW_CAPTURES).")
         elif len(reply.attachments) > 1:
             reply.sections.append(
                 f"One file per instance; `go tool pprof -top {service}-*-heap.pb.gz` merges "
@@ -166,23 +167,24 @@ async def add_flame(reply: Reply, capture: Captured, profile: Profile, options: 
 
 
 def pprof_header(report: TopReport) -> str:
-    """pprof's lines above the table: what the shown rows account for, and how many."""
-    from bot.units import percentage
+    """pprof's lines above the table (``TopReport.header_lines``) as one caption."""
+    return "; ".join([*report.header_lines(), *(["sorted by cum"] if report.sort == "cum" else [])])
 
-    total = report.percent_total
-    text = (f"Showing nodes accounting for {report.format(report.shown_flat)}, "
-            f"{percentage(report.shown_flat, total).strip()} of {report.format(total)} total")
-    if 0 < len(report.rows) < report.node_total:
-        text += f"; showing top {len(report.rows)} nodes out of {report.node_total}"
-    if report.sort == "cum":
-        text += "; sorted by cum"
-    return text
+
+def heap_numbers_note(sample_type: str, snapshot: StoredSnapshot) -> str:
+    """One line on why Total differs from the capture's "heap in use" (MemStats HeapInuse)."""
+    heap_inuse = snapshot.memstats.get("HeapInuse")
+    if sample_type != "inuse_space" or not heap_inuse:
+        return ""
+    return (f"Two heap numbers: Total is pprof's inuse_space (sampled live objects as of the "
+            f"last GC); heap in use {format_bytes(heap_inuse)} is MemStats HeapInuse (whole "
+            "spans in use now), so the two differ.")
 
 
 def takeaway(report: TopReport, previous: StoredSnapshot | None, *,
-             filtered: bool = False) -> str:
+             filtered: bool = False, taken_at: float | None = None) -> str:
     """"main.(*sessionStore).Put holds 41% of in-use memory, +18.20MB since 14:02:11 UTC"."""
-    from bot.units import format_value
+    from bot.units import format_since, format_value
 
     if not report.rows or report.total == 0:
         return f"The profile holds nothing for {report.sample_type}."
@@ -195,7 +197,7 @@ def takeaway(report: TopReport, previous: StoredSnapshot | None, *,
         if previous is None:
             text += " (first stored capture: the next one will show the change)"
         return text + "."
-    when = format_clock(previous.taken_at)
+    when = format_since(previous.taken_at, taken_at)
     before = {fv.function: fv.flat
               for fv in prev_summary.heap.functions.get(report.sample_type, [])}
     if leader.function in before:
@@ -248,6 +250,12 @@ async def raw_profile_attachments(runtime: Runtime, service: str, snapshot: Stor
     attachments = []
     for index, data in raws[:MAX_PROFILE_FILES]:
         if not data:
+            continue
+        if index < 0:  # per-instance files aged out: the stored merge (store.MERGED)
+            attachments.append(Attachment(
+                filename=f"{service}-{snapshot.id}-merged-heap.pb.gz", content=data,
+                title=f"merged heap profile of {service}, snapshot {snapshot.id} "
+                      "(per-instance files are no longer kept)", kind="profile"))
             continue
         if not data.startswith(b"\x1f\x8b"):  # Go serves gzip; keep the .pb.gz name honest
             data = gzip.compress(data)

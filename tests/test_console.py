@@ -101,3 +101,16 @@ def test_piped_output_keeps_each_row_on_one_line(cli_env: dict[str, str]) -> Non
     row = next(line for line in done.stdout.splitlines() if "chan send" in line)
     assert "main.blockedSendResult" in row and "scenarios.go:" in row, done.stdout
     assert "goroutines" in done.stdout.splitlines()[0]
+
+
+def test_both_heap_numbers_are_explained_where_they_appear(cli_env: dict[str, str]) -> None:
+    captured = heapbot(cli_env, "capture", "demo")
+    assert captured.returncode == 0, captured.stderr
+    assert "(MemStats HeapInuse; `/heap top` totals the sampled live objects" in captured.stdout
+    top = heapbot(cli_env, "top", "demo", "-n", "3")
+    assert top.returncode == 0, top.stderr
+    note = next(line for line in top.stdout.splitlines() if line.startswith("Two heap numbers"))
+    assert "Total is pprof's inuse_space" in note and "is MemStats HeapInuse" in note
+    # the other sample types have no MemStats twin: no note
+    objects = heapbot(cli_env, "top", "demo", "-n", "3", "--type", "inuse_objects")
+    assert objects.returncode == 0 and "Two heap numbers" not in objects.stdout

@@ -20,6 +20,7 @@ import pytest
 
 from bot.analysis.flame import (
     FOLDED,
+    MIN_FRACTION,
     NEUTRAL,
     ROOT,
     FlameLayout,
@@ -114,7 +115,7 @@ def test_frames_equal_pprof_traces_path_by_path(fixture: str, options: TopOption
                       if len(p) == len(parent) + 1 and p[:-1] == parent and p[-1] not in shown
                       and v[0]]
             assert r.cum == sum(hidden) and r.folded == len(hidden)
-            assert all(v < layout.width * 1.5 / 1560 for v in hidden)
+            assert all(v < layout.width * MIN_FRACTION for v in hidden)
             continue
         expected = paths[path_of(layout, i)]
         assert (r.cum, r.flat) == (expected[0], expected[1]), path_of(layout, i)
@@ -122,7 +123,7 @@ def test_frames_equal_pprof_traces_path_by_path(fixture: str, options: TopOption
     assert drawn >= 5
     # Nothing wide enough to see is missing: every path at least the fold threshold is drawn.
     visible = {path_of(layout, i) for i, r in enumerate(layout.rects) if i and not r.folded}
-    limit = layout.width * 1.5 / 1560
+    limit = layout.width * MIN_FRACTION
     missing = [p for p, v in paths.items() if v[0] >= limit and len(p) <= layout.max_depth
                and all(paths[p[:d]][0] >= limit for d in range(1, len(p))) and p not in visible]
     assert missing == []

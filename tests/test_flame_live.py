@@ -112,7 +112,7 @@ async def test_flame_graph_buttons_on_top_and_diff_draw_the_same_view(runtime: R
     assert redrawn.attachments[0].filename.startswith(f"demo-{base_id}-")
     texts = [t.text for t in ET.fromstring(got["flame.svg"]).iter(f"{SVG}text")]
     assert texts[0] == "demo: inuse_space diff flame graph"
-    assert any(t and t.startswith("grew (flat, full colour = ") for t in texts)
+    assert any(t and t.startswith("flat grew (full colour: +") for t in texts)
     frames = svg_frames(got["flame.svg"])
     assert all(g.get("data-base-cum") is not None for g in frames)
 

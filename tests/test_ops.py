@@ -253,6 +253,19 @@ def test_redact_removes_credentials(text: str, leaked: str) -> None:
     assert REDACTED in out
 
 
-def test_redact_keeps_ordinary_text() -> None:
-    text = "captured payments: 3 instances, inuse 41.20MB, main.leakmapLoadUser"
+@pytest.mark.parametrize("text", [
+    "captured payments: 3 instances, inuse 41.20MB, main.leakmapLoadUser",
+    "the endpoint needs auth: send it as a bearer token.",
+    "Basic authentication and Bearer schemes are both accepted",
+])
+def test_redact_keeps_ordinary_text(text: str) -> None:
     assert redact(text) == text
+
+
+@pytest.mark.parametrize(("text", "leaked"), [
+    ("Authorization header was Bearer pprof-credential-4b3a2910", "4b3a2910"),
+    ("retrying with basic dXNlcjpwYXNz", "dXNlcjpwYXNz"),
+    ("bearer abcdefghijklmnopqrstuvwxyz", "abcdefghijklmnopqrstuvwxyz"),
+])
+def test_redact_still_removes_credentials_after_a_scheme_word(text: str, leaked: str) -> None:
+    assert leaked not in redact(text) and REDACTED in redact(text)

@@ -23,7 +23,7 @@ from pydantic import SecretStr
 from bot.alerts.watches import list_ticks
 from bot.jobs import DEAD_LETTER, GROUP, STREAM, JobQueue
 from bot.settings import Settings
-from tests.alerts.test_paged import CHANNEL, text_of, thread, top_level, write_registry
+from tests.support.alerts import CHANNEL, text_of, thread, top_level, write_demo_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 CLAIM_IDLE_SECONDS = 2
@@ -64,7 +64,7 @@ class Replicas:
 @pytest.fixture
 def replicas(tmp_path: Path, redis_url: str, demo_service: Any,
              slack_standin: Any) -> Iterator[Replicas]:
-    config = write_registry(tmp_path, [demo_service.url])
+    config = write_demo_registry(tmp_path, [demo_service.url])
     config.write_text(config.read_text().replace("cooldown_seconds: 120", "cooldown_seconds: 0"))
     env = {
         "HEAPBOT_CONFIG": str(config), "REDIS_URL": redis_url,

@@ -1,4 +1,4 @@
-"""Hostile webhook deliveries beyond tests/test_webhooks.py (the routes' owner covers
+"""Hostile webhook deliveries beyond tests/alerts/test_webhooks.py (the routes' owner covers
 bad PagerDuty signatures, malformed JSON, unknown services and oversized bodies with a
 Content-Length). Here: bodies that stream past the limit without declaring a length,
 JSON nested deep enough to blow Python's recursion limit, non-UTF-8 bytes, JSON of the
@@ -15,9 +15,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from tests.alerts.test_webhooks import AM_TOKEN, BEARER, PD_SECRET, hooks, pd_signature, queued
-
-__all__ = ["hooks"]  # the fixture, reused from the routes' own tests
+from tests.support.alerts import AM_TOKEN, BEARER, PD_SECRET, pd_signature, queued
 
 
 async def _post(url: str, body: bytes | AsyncIterator[bytes], headers: dict[str, str]

@@ -20,26 +20,37 @@ sys.path.insert(0, str(HERE.parents[1]))
 from bot.gotool import find_go, go_env  # noqa: E402
 
 
-def big_heap_profile(path: Path | None = None, stacks: int = 300_000) -> Path:
+def big_heap_profile(path: Path | None = None, stacks: int = 300_000, *, base: int = 10,
+                     depth: int = 0) -> Path:
     """A heap profile with ``stacks`` distinct stacks; reused while main.go is unchanged."""
-    key = hashlib.sha256((HERE / "main.go").read_bytes() + str(stacks).encode()).hexdigest()[:16]
+    shape = f"{stacks}" if (base, depth) == (10, 0) else f"{stacks}-{base}-{depth}"
+    key = hashlib.sha256((HERE / "main.go").read_bytes() + shape.encode()).hexdigest()[:16]
     target = path or Path(tempfile.gettempdir()) / f"heapbot-big-heap-{key}.pb.gz"
     if target.exists() and target.stat().st_size > 0:
         return target
     partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
-    subprocess.run([find_go(), "run", ".", "-o", str(partial), "-stacks", str(stacks)],
+    subprocess.run([find_go(), "run", ".", "-o", str(partial), "-stacks", str(stacks),
+                    "-base", str(base), "-depth", str(depth)],
                    cwd=HERE, env=go_env(), check=True, timeout=600,
                    stdout=subprocess.DEVNULL)
     os.replace(partial, target)
     return target
 
 
+def deep_heap_profile(path: Path | None = None, stacks: int = 262_144) -> Path:
+    """Deep recursion: 3 mutually recursive functions, 18 digits (about 36 frames) per stack."""
+    return big_heap_profile(path, stacks, base=3, depth=18)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("path", nargs="?", type=Path)
     parser.add_argument("--stacks", type=int, default=300_000)
+    parser.add_argument("--deep", action="store_true",
+                        help="3 mutually recursive functions 18 deep, 262,144 stacks")
     args = parser.parse_args()
-    profile = big_heap_profile(args.path, args.stacks)
+    profile = (deep_heap_profile(args.path) if args.deep
+               else big_heap_profile(args.path, args.stacks))
     print(f"{profile} {profile.stat().st_size} bytes")
 
 

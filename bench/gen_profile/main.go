@@ -75,16 +75,25 @@ func digit9(path []int, size int) { descend(path, size) }
 func main() {
 	out := flag.String("o", "big_heap.pb.gz", "output path of the heap profile")
 	stacks := flag.Int("stacks", 300000, "number of distinct allocation stacks")
+	base := flag.Int("base", 10, "digits per position (2..10): 3 uses only digit0..digit2")
+	depth := flag.Int("depth", 0, "digits per path (0: as many as stacks-1 needs); "+
+		"a deep path with a small base gives deep mutually recursive stacks")
 	flag.Parse()
+	if *base < 2 || *base > 10 {
+		log.Fatal("-base must be 2..10")
+	}
 	runtime.MemProfileRate = 1
 
-	width := len(strconv.Itoa(*stacks - 1))
+	width := len(strconv.FormatInt(int64(*stacks-1), *base))
+	if *depth > width {
+		width = *depth
+	}
 	started := time.Now()
 	path := make([]int, width)
 	kept = make([][]byte, 0, *stacks)
 	for i := 0; i < *stacks; i++ {
-		for pos, n := width-1, i; pos >= 0; pos, n = pos-1, n/10 {
-			path[pos] = n % 10
+		for pos, n := width-1, i; pos >= 0; pos, n = pos-1, n / *base {
+			path[pos] = n % *base
 		}
 		// Sizes vary so flat values differ between stacks.
 		descend(path, 16+(i%7)*16)

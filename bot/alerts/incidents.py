@@ -13,8 +13,9 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -56,7 +57,7 @@ class Incident:
     resolved_at: float = 0.0
 
     @classmethod
-    def from_hash(cls, data: dict[bytes, bytes]) -> Incident:
+    def from_hash(cls, data: Mapping[Any, Any]) -> Incident:
         return records.from_hash(cls, data)
 
 
@@ -72,6 +73,34 @@ async def save_incident(redis: aioredis.Redis, incident: Incident) -> None:
         pipe.hset(key, mapping=records.to_hash(incident))
         pipe.expire(key, INCIDENT_TTL_SECONDS)
         await pipe.execute()
+    if incident.status == OPEN and incident.source != "watch":  # another slot: no MULTI
+        async with store_errors("save an incident"):
+            await redis.set(keys.incident_latest(incident.service), incident.key,
+                            ex=INCIDENT_TTL_SECONDS)
+
+
+async def latest_open_incident(redis: aioredis.Redis, service: str) -> Incident | None:
+    """The service's newest alert thread if it is still open (where a folded alert goes)."""
+    async with store_errors("read an incident"):
+        key = await redis.get(keys.incident_latest(service))
+    if key is None:
+        return None
+    incident = await load_incident(redis, key.decode() if isinstance(key, bytes) else key)
+    return incident if incident is not None and incident.status == OPEN else None
+
+
+async def may_open_thread(redis: aioredis.Redis, service: str, limit: int,
+                          window_seconds: float) -> bool:
+    """Count one new thread for ``service``; False once ``limit`` were opened in the window.
+
+    A burst of distinct groupKeys or fingerprints must not open a thread each.
+    """
+    key = keys.incidents_opened(service)
+    async with store_errors("count new incidents"), redis.pipeline(transaction=True) as pipe:
+        pipe.set(key, 0, nx=True, px=max(1, int(window_seconds * 1000)))  # window starts
+        pipe.incr(key)  # keeps the TTL (Redis 6.2 has no EXPIRE NX)
+        _, opened = await pipe.execute()
+    return int(opened) <= limit
 
 
 @contextlib.asynccontextmanager

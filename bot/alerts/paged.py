@@ -28,7 +28,9 @@ from bot.alerts.incidents import (
     RESOLVED,
     Incident,
     incident_lock,
+    latest_open_incident,
     load_incident,
+    may_open_thread,
     save_incident,
 )
 from bot.alerts.payloads import FIRING, AlertJob
@@ -43,6 +45,8 @@ from bot.units import format_bytes, format_rate, signed
 from bot.units import format_clock as _clock
 
 log = logging.getLogger(__name__)
+
+FOLD_WAIT_SECONDS = 60.0  # how long an alert over the limit waits for a thread to join
 
 # -- formatting ------------------------------------------------------------
 
@@ -79,18 +83,40 @@ def describe_change(before: Any, after: Any) -> str:
 # -- Runtime and Slack plumbing ----------------------------------------------
 
 
-def channel_for(ctx: WorkContext, service: str, explicit: str = "") -> str:
-    if explicit:
-        return explicit
+def channel_for(ctx: WorkContext, service: str) -> tuple[str, str]:
+    """(channel, "") where an alert for ``service`` posts, or ("", why it may post nowhere).
+
+    The registry's ``channel``, else HEAPBOT_ALERT_CHANNEL; a service with allow_channels
+    posts only into one of them, since everyone in the channel reads the thread.
+    """
     try:
-        configured = ctx.runtime.registry.resolve(service).channel
+        config = ctx.runtime.registry.resolve(service)
     except HeapbotError:
-        configured = None
-    return configured or ctx.config.alert_channel
+        config = None
+    candidates = [c for c in ((config.channel if config else None), ctx.config.alert_channel)
+                  if c]
+    if not candidates:
+        return "", "the service has no channel and HEAPBOT_ALERT_CHANNEL is not set"
+    for channel in candidates:
+        if config is None or config.may_post_in(channel):
+            return channel, ""
+    allowed = ", ".join(config.allow_channels) if config is not None else ""
+    return "", (f"{' and '.join(candidates)} {'is' if len(candidates) == 1 else 'are'} not "
+                f"among its allow_channels ({allowed or 'none: only user groups may use it'})")
+
+
+def may_post(ctx: WorkContext, service: str, channel: str) -> bool:
+    """Whether the registry, as it is now, lets ``service`` post into ``channel``."""
+    try:
+        return ctx.runtime.registry.resolve(service).may_post_in(channel)
+    except HeapbotError:
+        return True  # a service removed from the registry: the capture step says so
 
 
 async def post(ctx: WorkContext, channel: str, reply: Reply, thread_ts: str | None = None) -> str:
     """Post a visible reply (errors included: nobody is there to see an ephemeral one)."""
+    if ctx.slack is None:
+        raise HeapbotError("Slack is not configured (SLACK_BOT_TOKEN), so heapbot cannot post.")
     reply.ephemeral = False
     ts = await post_reply(ctx.slack, channel, reply, thread_ts=thread_ts)
     if thread_ts is None and reply.service:
@@ -274,6 +300,10 @@ async def follow_up(ctx: WorkContext, job: Job, incident: Incident, *, resolved:
                     note: str = "") -> None:
     """A re-fire (reply in the thread) or a resolve (final capture, diff over the incident)."""
     service = incident.service
+    if not may_post(ctx, service, incident.channel):
+        log.warning("%s thread of %s not followed up: %s is no longer one of its "
+                    "allow_channels", incident.source, service, incident.channel)
+        return
     trigger = "alert" if incident.source != "watch" else "watch"
     snapshot = await capture_step(ctx, job, service, trigger,
                                   f"{incident.source}: {incident.title}"[:200])
@@ -313,13 +343,13 @@ async def handle_alert(ctx: WorkContext, job: Job) -> str:
     """Run one alert job (from /hooks/alertmanager or /hooks/pagerduty); returns the outcome."""
     alert = AlertJob.of(job)
     service, key = alert.service, alert.incident_key
-    channel = channel_for(ctx, service)
+    channel, why = channel_for(ctx, service)
     if ctx.slack is None or not channel:
-        why = "Slack is not configured" if ctx.slack is None else "the service has no channel"
+        why = "Slack is not configured" if ctx.slack is None else why
         log.warning("alert for %s not posted: %s (capturing anyway)", service, why)
         if alert.status == FIRING:
             await capture_step(ctx, job, service, "alert", f"{alert.source}: {alert.title}")
-        return "not_posted"
+        return "refused_channel" if "allow_channels" in why else "not_posted"
     async with incident_lock(ctx.redis, key, ctx.config.claim_idle_seconds):
         incident = await load_incident(ctx.redis, key)
         done = await ctx.queue.progress(job)
@@ -329,6 +359,8 @@ async def handle_alert(ctx: WorkContext, job: Job) -> str:
             if incident is not None and incident.status == OPEN and not resuming_open:
                 await follow_up(ctx, job, incident, resolved=False, note=alert.summary)
                 return "refired"
+            if not resuming_open and not await _counted_new_thread(ctx, job, service):
+                return await _fold_into_latest(ctx, job, alert)
             lines = [alert.summary,
                      f"{alert.alerts} alert(s), severity {alert.severity}"
                      if alert.severity else "",
@@ -343,3 +375,43 @@ async def handle_alert(ctx: WorkContext, job: Job) -> str:
             return "no_thread"
         await follow_up(ctx, job, incident, resolved=True)
         return "resolved"
+
+
+async def _counted_new_thread(ctx: WorkContext, job: Job, service: str) -> bool:
+    """Whether this job may open a new thread for ``service`` (counted once per job)."""
+    done = await ctx.queue.progress(job)
+    if "new_thread" in done:
+        return done["new_thread"] == "yes"
+    allowed = await may_open_thread(ctx.redis, service, ctx.config.alert_max_new_incidents,
+                                    ctx.config.alert_incident_window_seconds)
+    await ctx.queue.record_step(job, "new_thread", "yes" if allowed else "no")
+    return allowed
+
+
+async def _fold_into_latest(ctx: WorkContext, job: Job, alert: AlertJob) -> str:
+    """Over the per-service limit: one line in the newest open thread instead of a new one."""
+    limit = ctx.config.alert_max_new_incidents
+    minutes = ctx.config.alert_incident_window_seconds / 60
+    # The threads that used up the limit may still be posting their summaries: wait a bit.
+    deadline = time.monotonic() + FOLD_WAIT_SECONDS
+    latest = await latest_open_incident(ctx.redis, alert.service)
+    while latest is None and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        latest = await latest_open_incident(ctx.redis, alert.service)
+    if latest is None or not may_post(ctx, alert.service, latest.channel):
+        log.warning("alert %r for %s dropped: %d new threads in %.0f min is the limit and no "
+                    "thread is open to add it to", alert.title, alert.service, limit, minutes)
+        return "rate_limited"
+
+    async def note() -> Reply:
+        return Reply(title=f":heavy_plus_sign: Also firing: {alert.title}",
+                     summary=alert.summary,
+                     sections=[f"heapbot opens at most {limit} new threads per service every "
+                               f"{minutes:.0f} minutes, so this alert is added here instead "
+                               "of opening another."],
+                     service=alert.service)
+
+    await post_step(ctx, job, "folded", latest.channel, latest.ts, note)
+    log.info("alert %r for %s folded into thread %s (new-thread limit)", alert.title,
+             alert.service, latest.key)
+    return "folded"

@@ -14,12 +14,14 @@ that were tried), because a 4xx/5xx would only make Alertmanager retry forever.
 
 from __future__ import annotations
 
-import base64
+import asyncio
 import hashlib
 import hmac
+import itertools
 import json
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 from typing import Any
@@ -29,8 +31,10 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from bot.alerts.payloads import FIRING, RESOLVED, AlertJob, CaptureJob, DeployJob
 from bot.errors import HeapbotError, UnknownServiceError
+from bot.httpauth import credential_matches
 from bot.jobs import JobQueue, QueueSettings
 from bot.metrics import WEBHOOKS
+from bot.registry import ServiceConfig
 from bot.runtime import Runtime
 from bot.settings import Settings
 
@@ -38,6 +42,9 @@ log = logging.getLogger(__name__)
 
 QUEUE_KEY: web.AppKey[JobQueue] = web.AppKey("heapbot_job_queue", JobQueue)
 
+MAX_TRIED_SHOWN = 20  # label values echoed back to the sender
+MAX_SUGGESTED = 5  # unknown values given a did-you-mean per notification
+PAGERDUTY_CLOCK_SKEW_SECONDS = 300
 PAGERDUTY_OPEN = {"incident.triggered", "incident.reopened"}
 PAGERDUTY_CLOSE = {"incident.resolved"}
 
@@ -122,28 +129,8 @@ def parse_time(text: str | None) -> float | None:
         return None
 
 
-def credential_matches(request: web.Request, secret: str) -> bool:
-    """``Authorization: Bearer <secret>``, or basic auth whose password is ``secret``.
-
-    Compared in constant time; Alertmanager's ``http_config`` can send either form.
-    """
-    header = request.headers.get("Authorization", "")
-    scheme, _, value = header.partition(" ")
-    value = value.strip()
-    if scheme.lower() == "bearer":
-        return hmac.compare_digest(value.encode(), secret.encode())
-    if scheme.lower() == "basic":
-        try:
-            decoded = base64.b64decode(value, validate=True).decode()
-        except (ValueError, UnicodeDecodeError):
-            return False
-        _user, _, password = decoded.partition(":")
-        return hmac.compare_digest(password.encode(), secret.encode())
-    return False
-
-
 def require_credential(request: web.Request, secret: SecretStr | None, *, setting: str,
-                       hook: str, open_when_unset: bool = False) -> None:
+                       hook: str, open_when_unset: bool = False, off_hint: str = "") -> None:
     """The one webhook auth check: 403 when the hook's secret is unset, 401 when it is wrong.
 
     ``open_when_unset`` lets a request through when no secret is configured.
@@ -152,7 +139,7 @@ def require_credential(request: web.Request, secret: SecretStr | None, *, settin
         if open_when_unset:
             return
         raise WebhookRejected(403, f"/hooks/{hook} is off: set {setting} and send it as a "
-                                   "bearer token.")
+                                   f"bearer token.{off_hint}")
     if not credential_matches(request, secret.get_secret_value()):
         raise WebhookRejected(401, f"Missing or wrong credentials: send the token set in "
                                    f"{setting} as `Authorization: Bearer <token>`.")
@@ -171,6 +158,7 @@ class Webhooks:
         self.settings = settings
         self.config = config
         self._queue = queue
+        self._suggested: dict[str, list[str]] = {}  # did-you-mean per unknown label value
 
     def queue(self, app: web.Application) -> JobQueue:
         if self._queue is None:
@@ -186,12 +174,18 @@ class Webhooks:
                                        "refuses it.")
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.content.iter_chunked(64 * 1024):
-            size += len(chunk)
-            if size > limit:
-                raise WebhookRejected(413, f"The body is larger than {limit} bytes; heapbot "
-                                           "refuses it.")
-            chunks.append(chunk)
+        seconds = self.settings.body_timeout_seconds
+        try:
+            async with asyncio.timeout(seconds):  # a client trickling its body holds nothing
+                async for chunk in request.content.iter_chunked(64 * 1024):
+                    size += len(chunk)
+                    if size > limit:
+                        raise WebhookRejected(413, f"The body is larger than {limit} bytes; "
+                                                   "heapbot refuses it.")
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise WebhookRejected(408, f"The body did not arrive within {seconds:g} s; send it "
+                                       "in one go.") from None
         return b"".join(chunks)
 
     @staticmethod
@@ -203,6 +197,9 @@ class Webhooks:
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise WebhookRejected(400, f"The body is not valid JSON ({exc.__class__.__name__} "
                                        f"at position {getattr(exc, 'pos', '?')}).") from None
+        except ValueError:  # e.g. an integer of more than 4,300 digits (int-string limit)
+            raise WebhookRejected(400, "The body is not valid JSON for heapbot: it holds a "
+                                       "number too long to read.") from None
         except RecursionError:  # "[[[[…" a few thousand deep blows the decoder's stack
             raise WebhookRejected(400, "The body is not valid JSON for heapbot: it nests "
                                        "too deeply.") from None
@@ -213,13 +210,13 @@ class Webhooks:
         where = ".".join(str(p) for p in first.get("loc", ())) or "body"
         return f"The body is not a valid {what}: {where}: {first.get('msg', 'invalid')}."
 
-    def _resolve(self, name: str) -> Any | None:
-        try:
-            return self.runtime.registry.resolve(name)
-        except UnknownServiceError:
-            return None
+    def _resolve(self, name: str) -> ServiceConfig | None:
+        """The service ``name`` names, or None: a dict lookup, no did-you-mean."""
+        return self.runtime.registry.find(name)
 
-    def _service_from_labels(self, labels: dict[str, str]) -> tuple[Any | None, dict[str, str]]:
+    def _service_from_labels(self, labels: dict[str, str],
+                             known: dict[str, ServiceConfig | None]
+                             ) -> tuple[ServiceConfig | None, dict[str, str]]:
         """The first configured label whose value names a registry service (or alias)."""
         tried: dict[str, str] = {}
         for key in self.config.alert_service_labels:
@@ -227,7 +224,9 @@ class Webhooks:
             if not value:
                 continue
             tried[key] = value
-            service = self._resolve(value)
+            if value not in known:
+                known[value] = self._resolve(value)
+            service = known[value]
             if service is not None:
                 return service, tried
         return None, tried
@@ -237,8 +236,11 @@ class Webhooks:
     async def alertmanager(self, request: web.Request) -> web.Response:
         require_credential(request, self.settings.alertmanager_token,
                            setting="HEAPBOT_ALERTMANAGER_TOKEN", hook="alertmanager",
-                           open_when_unset=True)
+                           open_when_unset=self.settings.alertmanager_open,
+                           off_hint=" (HEAPBOT_ALERTMANAGER_OPEN=true opens it to anyone who "
+                                    "can reach this port.)")
         data = self._json(await self._body(request))
+        data, skipped = self._capped(data)
         try:
             payload = AlertmanagerPayload.model_validate(data)
         except ValidationError as exc:
@@ -247,22 +249,28 @@ class Webhooks:
 
         by_service: dict[str, tuple[Any, list[AlertmanagerAlert]]] = {}
         unmatched: list[dict[str, str]] = []
+        known: dict[str, ServiceConfig | None] = {}  # each distinct value looked up once
         for alert in payload.alerts:
             labels = {**payload.common_labels, **alert.labels}
-            service, tried = self._service_from_labels(labels)
+            service, tried = self._service_from_labels(labels, known)
             if service is None:
                 unmatched.append(tried)
                 continue
             by_service.setdefault(service.name, (service, []))[1].append(alert)
 
+        tried_values = sorted({f"{k}={v}" for t in unmatched for k, v in t.items()})
+        if unmatched:  # a count, not every value: a hostile body must not flood the log
+            log.warning("alertmanager webhook: %d alert(s) name no service heapbot knows "
+                        "(%d distinct label values)", len(unmatched), len(tried_values))
         if not by_service:
-            tried_values = sorted({f"{k}={v}" for t in unmatched for k, v in t.items()})
             reason = ("No alert in this notification names a service heapbot knows "
                       f"(labels tried: {', '.join(self.config.alert_service_labels)}).")
-            log.warning("alertmanager webhook ignored: %s values: %s", reason, tried_values)
             WEBHOOKS.labels(source="alertmanager", outcome="unknown_service").inc()
+            values = sorted({v for t in unmatched for v in t.values()})
             return web.json_response({"ok": False, "status": 422, "error": reason,
-                                      "tried": tried_values}, status=200)
+                                      "tried": tried_values[:MAX_TRIED_SHOWN],
+                                      "did_you_mean": await self._suggestions(values),
+                                      **skipped}, status=200)
 
         queue = self.queue(request.app)
         queued = []
@@ -292,10 +300,54 @@ class Webhooks:
             queued.append({"service": name, "status": status, "job": job_id,
                            "duplicate": job_id is None})
         WEBHOOKS.labels(source="alertmanager", outcome="accepted").inc()
-        body: dict[str, Any] = {"ok": True, "queued": queued}
+        body: dict[str, Any] = {"ok": True, "queued": queued, **skipped}
         if unmatched:
-            body["unmatched"] = sorted({f"{k}={v}" for t in unmatched for k, v in t.items()})
+            body["unmatched"] = tried_values[:MAX_TRIED_SHOWN]
         return web.json_response(body, status=202)
+
+    def _capped(self, data: Any) -> tuple[Any, dict[str, int]]:
+        """The payload with at most ``alert_max_alerts`` alerts of ``alert_max_labels`` labels.
+
+        Cut before validation, so an 8,000-alert body costs what 200 alerts cost. Returns
+        what was left out, for the answer (Alertmanager itself sends ``truncatedAlerts``).
+        """
+        if not isinstance(data, dict) or not isinstance(data.get("alerts"), list):
+            return data, {}
+        max_alerts, max_labels = self.config.alert_max_alerts, self.config.alert_max_labels
+        alerts = data["alerts"]
+        skipped: dict[str, int] = {}
+        if len(alerts) > max_alerts:
+            skipped["alerts_not_looked_at"] = len(alerts) - max_alerts
+            alerts = alerts[:max_alerts]
+        trimmed = []
+        for alert in alerts:
+            if isinstance(alert, dict):
+                alert = dict(alert)
+                for key in ("labels", "annotations"):
+                    values = alert.get(key)
+                    if isinstance(values, dict) and len(values) > max_labels:
+                        skipped["labels_not_looked_at"] = (skipped.get("labels_not_looked_at", 0)
+                                                           + len(values) - max_labels)
+                        alert[key] = dict(itertools.islice(values.items(), max_labels))
+            trimmed.append(alert)
+        for key in ("commonLabels", "commonAnnotations", "groupLabels"):
+            values = data.get(key)
+            if isinstance(values, dict) and len(values) > max_labels:
+                skipped["labels_not_looked_at"] = (skipped.get("labels_not_looked_at", 0)
+                                                   + len(values) - max_labels)
+                data = {**data, key: dict(itertools.islice(values.items(), max_labels))}
+        return {**data, "alerts": trimmed}, skipped
+
+    async def _suggestions(self, values: list[str]) -> dict[str, list[str]]:
+        """Did-you-mean for a few unknown values: once per distinct value, off the event loop."""
+        wanted = [v for v in values[:MAX_SUGGESTED] if v not in self._suggested]
+        if wanted:
+            found = await asyncio.to_thread(
+                lambda: {v: self.runtime.registry.suggest(v) for v in wanted})
+            self._suggested.update(found)
+            while len(self._suggested) > 1024:
+                self._suggested.pop(next(iter(self._suggested)))
+        return {v: self._suggested[v] for v in values[:MAX_SUGGESTED] if self._suggested.get(v)}
 
     # -- PagerDuty -------------------------------------------------------
 
@@ -307,6 +359,26 @@ class Webhooks:
             if version == "v1" and hmac.compare_digest(expected, signature.strip().lower()):
                 ok = True  # keep comparing: the time spent does not depend on which matched
         return ok
+
+    def _check_fresh(self, event: dict[str, Any]) -> None:
+        """Refuse a signed event older than the dedupe window (or from the future).
+
+        The signature proves PagerDuty sent it once, not when; within the window a
+        replay is dropped as a duplicate, after it only its own timestamp tells.
+        """
+        occurred = parse_time(str(event.get("occurred_at") or ""))
+        if occurred is None:
+            raise WebhookRejected(400, "The event has no readable `occurred_at`; heapbot needs "
+                                       "it to refuse replayed events.")
+        age = time.time() - occurred
+        window = self.config.dedupe_seconds
+        if age > window:
+            raise WebhookRejected(400, f"The event occurred {age / 60:.0f} minutes ago, longer "
+                                       f"ago than heapbot remembers deliveries "
+                                       f"({window / 60:.0f} minutes); a replay is refused.")
+        if age < -PAGERDUTY_CLOCK_SKEW_SECONDS:
+            raise WebhookRejected(400, "The event's `occurred_at` is in the future; check the "
+                                       "clocks of heapbot's host.")
 
     async def pagerduty(self, request: web.Request) -> web.Response:
         secret = self.settings.pagerduty_secret
@@ -322,12 +394,15 @@ class Webhooks:
         event = data.get("event") if isinstance(data, dict) else None
         if not isinstance(event, dict):
             raise WebhookRejected(400, "The body has no `event` object (PagerDuty webhooks v3).")
+        self._check_fresh(event)
         event_type = str(event.get("event_type", ""))
-        incident = event.get("data") if isinstance(event.get("data"), dict) else {}
+        data = event.get("data")
+        incident: dict[str, Any] = data if isinstance(data, dict) else {}
         if event_type not in PAGERDUTY_OPEN | PAGERDUTY_CLOSE:
             WEBHOOKS.labels(source="pagerduty", outcome="ignored").inc()
             return web.json_response({"ok": True, "ignored": event_type or "no event_type"})
-        pd_service = incident.get("service") if isinstance(incident.get("service"), dict) else {}
+        listed = incident.get("service")
+        pd_service: dict[str, Any] = listed if isinstance(listed, dict) else {}
         names = [str(pd_service.get(k, "")) for k in ("summary", "name")]
         service = None
         tried: list[str] = []
@@ -425,8 +500,11 @@ def _guarded(source: str, handler: Handler) -> Handler:
             WEBHOOKS.labels(source=source, outcome=f"rejected_{exc.status}").inc()
             log.info("webhook %s rejected (%d): %s", source, exc.status, exc.message)
             headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-            return web.json_response({"ok": False, "error": exc.message, **exc.extra},
-                                     status=exc.status, headers=headers)
+            response = web.json_response({"ok": False, "error": exc.message, **exc.extra},
+                                         status=exc.status, headers=headers)
+            if exc.status in (408, 413):  # the rest of the body is not worth reading
+                response.force_close()
+            return response
         except HeapbotError as exc:  # e.g. Redis down: ask the sender to retry later
             WEBHOOKS.labels(source=source, outcome="error").inc()
             log.error("webhook %s failed: %s", source, exc.user_message())
@@ -439,6 +517,10 @@ def register_routes(app: web.Application, runtime: Runtime, settings: Settings, 
                     config: QueueSettings | None = None, queue: JobQueue | None = None) -> None:
     """Mount /hooks/{alertmanager,pagerduty,deploy,capture} on ``app``."""
     hooks = Webhooks(runtime, settings, config or QueueSettings(), queue)
+    if settings.alertmanager_open and settings.alertmanager_token is None:
+        log.warning("HEAPBOT_ALERTMANAGER_OPEN is set: /hooks/alertmanager takes alerts from "
+                    "anyone who can reach this port, and each can page a service's channel. "
+                    "Set HEAPBOT_ALERTMANAGER_TOKEN instead.")
     app.router.add_post("/hooks/alertmanager", _guarded("alertmanager", hooks.alertmanager))
     app.router.add_post("/hooks/pagerduty", _guarded("pagerduty", hooks.pagerduty))
     app.router.add_post("/hooks/deploy", _guarded("deploy", hooks.deploy))

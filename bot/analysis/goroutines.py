@@ -133,6 +133,31 @@ class GoroutineReport:
                 "groups": [g.to_json() for g in self.groups]}
 
 
+def merge_reports(reports: Sequence[GoroutineReport]) -> GoroutineReport | None:
+    """One report over several instances: groups with the same stack signature summed
+    (the longest wait kept), largest first; None when there is no report."""
+    if not reports:
+        return None
+    if len(reports) == 1:
+        return reports[0]
+    merged: dict[str, GoroutineGroup] = {}
+    for report in reports:
+        for group in report.groups:
+            seen = merged.get(group.signature)
+            if seen is None:
+                merged[group.signature] = GoroutineGroup(
+                    count=group.count, frames=list(group.frames), state=group.state,
+                    wait_frame=group.wait_frame, creator=group.creator,
+                    creator_location=group.creator_location, wait_minutes=group.wait_minutes)
+            else:
+                seen.count += group.count
+                if group.wait_minutes is not None:
+                    seen.wait_minutes = max(seen.wait_minutes or 0, group.wait_minutes)
+    groups = sorted(merged.values(), key=lambda g: (-g.count, g.signature))
+    return GoroutineReport(total=sum(r.total for r in reports), groups=groups,
+                           source=reports[0].source)
+
+
 # ---------------------------------------------------------------- package helpers
 
 def package_path(function: str) -> str:

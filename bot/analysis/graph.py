@@ -279,33 +279,77 @@ def pruned(profile: Profile) -> Profile:
 
 
 @dataclass(slots=True)
+class LocationStacks:
+    """Kept samples as location stacks plus each location's node list (CSR).
+
+    Enough to compute leaves and per-sample node sets without expanding every
+    frame into a node: deep recursive stacks never need the long node array.
+    """
+
+    frame_locs: np.ndarray  # locations of kept samples, leaf first
+    loc_offsets: np.ndarray  # int64, per kept sample
+    per_loc: np.ndarray  # int32, nodes of each location (0: hidden)
+    loc_node_off: np.ndarray  # int64, CSR offsets into loc_nodes
+    loc_nodes: np.ndarray  # int32, nodes of each location, innermost first
+    loc_inline: np.ndarray  # bool, that node is inlined into the next one
+
+
 class Frames:
     """Samples as sequences of nodes (leaf first), after filters.
 
     ``samples`` are the kept sample indexes; frames of kept sample k are
     ``nodes[offsets[k]:offsets[k+1]]``; ``inline[i]`` tells that frame i was
     inlined into frame i+1 (same location). A node repeated within one sample
-    (recursion) counts once in cum: see ``presence``.
+    (recursion) counts once in cum: see ``presence``. ``nodes``, ``inline`` and
+    ``offsets`` are expanded from the location stacks only when asked for (peek,
+    flame graphs, more than 64 nodes): top on a small graph never builds them.
     """
 
-    samples: np.ndarray
-    offsets: np.ndarray
-    nodes: np.ndarray
-    inline: np.ndarray
-    leaf: np.ndarray  # leaf node per kept sample, -1 for an empty stack
-    num_nodes: int
-    inlined_nodes: np.ndarray  # bool per node: is it ever an inlined call (some location)?
-    _presence: tuple | None = None
+    __slots__ = ("_expanded", "_presence", "_stacks", "inlined_nodes", "leaf", "num_nodes",
+                 "samples")
+
+    def __init__(self, samples: np.ndarray, stacks: LocationStacks, leaf: np.ndarray,
+                 num_nodes: int, inlined_nodes: np.ndarray) -> None:
+        self.samples = samples
+        self.leaf = leaf  # leaf node per kept sample, -1 for an empty stack
+        self.num_nodes = num_nodes
+        self.inlined_nodes = inlined_nodes  # bool per node: is it ever an inlined call?
+        self._stacks = stacks
+        self._expanded: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._presence: tuple | None = None
+
+    def _expand(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if self._expanded is None:
+            st = self._stacks
+            self._expanded = _expand(st.frame_locs, st.loc_offsets, st.per_loc,
+                                     st.loc_node_off, st.loc_nodes, st.loc_inline)
+        return self._expanded
+
+    @property
+    def nodes(self) -> np.ndarray:
+        """Node of every frame of every kept sample."""
+        return self._expand()[0]
+
+    @property
+    def inline(self) -> np.ndarray:
+        """Per frame: inlined into the next frame of its sample."""
+        return self._expand()[1]
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """Frames of kept sample k are ``nodes[offsets[k]:offsets[k+1]]``."""
+        return self._expand()[2]
 
     def presence(self) -> tuple:
         """How to count each node once per sample (computed once, shared by sample types).
 
-        ("bits", masks): with at most 64 nodes, one bit per node per sample;
+        ("bits", masks): with at most 64 nodes, one bit per node per sample, ORed
+        from per-location bits (no per-frame node array);
         ("dups", samples, nodes): otherwise, the extra occurrences to subtract.
         """
         if self._presence is None:
             if self.num_nodes <= 64:
-                self._presence = ("bits", _node_bits(self.nodes, self.offsets))
+                self._presence = ("bits", _location_bits(self._stacks))
             else:
                 self._presence = ("dups", *_duplicates(self.nodes, self.offsets,
                                                        np.diff(self.offsets)))
@@ -411,17 +455,19 @@ def frames(profile: Profile, filters: Filters = Filters(), lines: bool = False) 
         nonempty = per_sample > 0
         kept, per_sample = kept[nonempty], per_sample[nonempty]
         loc_offsets = np.concatenate(([0], np.cumsum(per_sample)))
-    # Expand locations into nodes (a location with inlined calls gives several).
-    nodes, inline, offsets = _expand(frame_locs, np.asarray(loc_offsets, dtype=np.int64),
-                                     eff_count.astype(np.int32), loc_node_off, loc_nodes,
-                                     loc_inline)
-    counts = np.diff(offsets)
+    # Nodes per frame are expanded lazily (Frames.nodes); leaves need only the first
+    # node of each sample's first location.
+    loc_offsets = np.asarray(loc_offsets, dtype=np.int64)
+    stacks = LocationStacks(frame_locs, loc_offsets, eff_count.astype(np.int32), loc_node_off,
+                            loc_nodes, loc_inline)
     leaf = np.full(kept.size, -1, dtype=np.int32)
-    has = counts > 0
-    leaf[has] = nodes[offsets[:-1][has]]
+    has = np.diff(loc_offsets) > 0
+    if has.any():
+        first_loc = frame_locs[loc_offsets[:-1][has]]
+        leaf[has] = loc_nodes[loc_node_off[first_loc]]
     inlined_nodes = np.zeros(len(nodes_ix.names), dtype=bool)
     inlined_nodes[loc_nodes[loc_inline]] = True
-    result = Frames(kept, offsets, nodes, inline, leaf, len(nodes_ix.names), inlined_nodes)
+    result = Frames(kept, stacks, leaf, len(nodes_ix.names), inlined_nodes)
     # Keep the unfiltered stacks and the few latest filter sets: a long-lived profile
     # asked with many different --focus values must not grow without bound.
     filtered = [k for k in profile.cache if k[0] == "frames" and k[1] != Filters()]
@@ -505,18 +551,23 @@ def _duplicates(nodes: np.ndarray, offsets: np.ndarray,
     return np.concatenate(out_s), np.concatenate(out_n)
 
 
-def _node_bits(nodes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """Per sample, a 64-bit set of the nodes on its stack (at most 64 nodes)."""
-    masks = np.zeros(offsets.size - 1, dtype=np.uint64)
-    counts = np.diff(offsets)
-    has = np.flatnonzero(counts > 0)
+def _location_bits(st: LocationStacks) -> np.ndarray:
+    """Per kept sample, the 64-bit set of its nodes, ORed from per-location sets."""
     table = np.left_shift(np.uint64(1), np.arange(64, dtype=np.uint64))
+    nloc = st.per_loc.size
+    loc_bits = np.zeros(nloc, dtype=np.uint64)
+    if st.loc_nodes.size:
+        owner = np.repeat(np.arange(nloc), np.diff(st.loc_node_off))
+        np.bitwise_or.at(loc_bits, owner, table[st.loc_nodes])
+    masks = np.zeros(st.loc_offsets.size - 1, dtype=np.uint64)
+    counts = np.diff(st.loc_offsets)
+    has = np.flatnonzero(counts > 0)
     step = 1 << 16  # samples per chunk: keeps the per-frame temporaries small
     for lo in range(0, has.size, step):
         rows = has[lo:lo + step]
-        first, last = int(offsets[rows[0]]), int(offsets[rows[-1] + 1])
-        bits = table[nodes[first:last]]
-        masks[rows] = np.bitwise_or.reduceat(bits, offsets[rows] - first)
+        first, last = int(st.loc_offsets[rows[0]]), int(st.loc_offsets[rows[-1] + 1])
+        bits = loc_bits[st.frame_locs[first:last]]
+        masks[rows] = np.bitwise_or.reduceat(bits, st.loc_offsets[rows] - first)
     return masks
 
 

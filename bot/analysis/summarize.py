@@ -1,4 +1,5 @@
-"""``summarize_heap``: the small per-snapshot summary that history and leak detection read.
+"""``summarize_heap`` / ``summarize_snapshot``: the small per-snapshot summary that history
+and leak detection read.
 
 Totals per sample type and, per sample type, the union of the top-k functions by
 flat and by cum, with pprof-exact values (the same numbers ``top`` shows).
@@ -6,8 +7,11 @@ flat and by cum, with pprof-exact values (the same numbers ``top`` shows).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from bot.analysis import graph
-from bot.analysis.summary import FunctionValue, ProfileSummary
+from bot.analysis.goroutines import GoroutineReport
+from bot.analysis.summary import FunctionValue, ProfileSummary, SnapshotSummary
 from bot.analysis.top import report_total
 from bot.pprof.model import Profile, sample_type_index
 
@@ -33,3 +37,19 @@ def summarize_heap(profile: Profile, k: int = 100) -> ProfileSummary:
             FunctionValue(nodes.names[i], int(flat[i]), int(cum[i])) for i in chosen
         ]
     return summary
+
+
+def summarize_snapshot(*, snapshot_id: str, service: str, taken_at: float, build_id: str,
+                       instances: int, heap: Profile | None, goroutines: GoroutineReport | None,
+                       memstats: Mapping[str, int] | None = None,
+                       trigger: str = "user") -> SnapshotSummary:
+    """The summary stored with a snapshot: the merged heap's, the merged goroutines'
+    (``bot.analysis.goroutines.merge_reports``) and the summed MemStats."""
+    return SnapshotSummary(
+        snapshot_id=snapshot_id, service=service, taken_at=taken_at, build_id=build_id,
+        instances=instances,
+        heap=summarize_heap(heap) if heap is not None else ProfileSummary(),
+        goroutine_total=goroutines.total if goroutines is not None else 0,
+        goroutine_groups=goroutines.summaries() if goroutines is not None else [],
+        memstats=dict(memstats or {}), trigger=trigger,
+    )

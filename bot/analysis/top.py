@@ -104,6 +104,15 @@ class TopReport:
         vals = [r.flat if r.flat else r.cum for r in self.rows]
         return output_unit(vals, self.percent_total, self.unit)
 
+    def header_lines(self) -> list[str]:
+        """pprof's "Showing nodes accounting for …" and "Showing top N nodes out of M"."""
+        total, shown = self.percent_total, self.shown_flat
+        lines = [f"Showing nodes accounting for {self.format(shown)}, "
+                 f"{percentage(shown, total).strip()} of {self.format(total)} total"]
+        if total and 0 < len(self.rows) < self.node_total:
+            lines.append(f"Showing top {len(self.rows)} nodes out of {self.node_total}")
+        return lines
+
     def to_text(self) -> str:
         """pprof-like text: header lines, then the table."""
         unit = self.display_unit()
@@ -116,11 +125,7 @@ class TopReport:
         if self.filters:
             lines.append("Active filters:")
             lines.extend(f"   {f[:80]}…" if len(f) > 80 else f"   {f}" for f in self.filters)
-        shown = self.shown_flat
-        lines.append(f"Showing nodes accounting for {fmt(shown)}, "
-                     f"{percentage(shown, total).strip()} of {fmt(total)} total")
-        if total and 0 < len(self.rows) < self.node_total:
-            lines.append(f"Showing top {len(self.rows)} nodes out of {self.node_total}")
+        lines.extend(self.header_lines())
         lines.append(f"{'flat':>10s} {'flat':>5s}% {'sum':>5s}% {'cum':>10s} {'cum':>5s}%")
         running = 0
         for r in self.rows:

@@ -19,12 +19,16 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape, quoteattr
 
 from bot.analysis.flame import FOLDED, GROWTH, ROOT, SHRINK, FlameLayout, FlameRect
 from bot.units import format_value
 
-WIDTH_PX = 1600  # Slack shows it whole on a laptop; ≤ 2000 px
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+WIDTH_PX = 1400  # Slack's viewer shows it about 1:1 on a laptop screen; ≤ 2000 px
 MARGIN = 10
 ROW_PX = 18
 FONT_PX = 12
@@ -132,11 +136,18 @@ def _label(layout: FlameLayout, r: FlameRect, width_px: float) -> str:
                     width_px)
     short = r.short
     tail = short[short.rfind(".", 0, short.find("(") if "(" in short else len(short)) + 1:]
+    if tail == short or not tail:
+        tail = ""
     if layout.is_diff:
-        detail = f"{short} {_value(layout, r.delta_cum, True)}"
+        if not r.delta_cum:  # unchanged: the name says enough
+            return _fit([t for t in (short, tail) if t], width_px)
+        value = _value(layout, r.delta_cum, True)
+        options = [f"{short} {value}", short, f"{tail} {value}" if tail else "", tail]
     else:
-        detail = f"{short} {_value(layout, r.cum)} ({_pct(layout, r.cum)})"
-    return _fit([detail, short, tail] if tail and tail != short else [detail, short], width_px)
+        value = _value(layout, r.cum)
+        options = [f"{short} {value} ({_pct(layout, r.cum)})", f"{short} {value}", short,
+                   f"{tail} {value}" if tail else "", tail]
+    return _fit([t for t in options if t], width_px)
 
 
 def _text_color(fill: str) -> str:
@@ -195,14 +206,14 @@ def picture(layout: FlameLayout, subject: str = "", captured_at: float | None = 
         notes.append(f"stacks cut below {layout.max_depth} frames "
                      f"({_value(layout, layout.cut_value)} lies deeper)")
     if layout.is_diff:
-        notes.append("width: " + ("the larger of base and now per stack"
-                                  if layout.diff_width == "max" else "now"))
+        notes.append("labels: change in cum; width: " + (
+            "the larger of base and now per stack" if layout.diff_width == "max" else "now"))
     legend: list[tuple[str, str]] = []
     if layout.is_diff:
         full = _value(layout, layout.max_abs_delta)
-        legend = [(_hex(GROWTH), f"grew (flat, full colour = {full})"),
-                  (_hex(SHRINK), f"shrank (flat, full colour = -{full})"),
-                  ("#e8e8e8", "unchanged")]
+        legend = [(_hex(GROWTH), f"flat grew (full colour: +{full})"),
+                  (_hex(SHRINK), f"flat shrank (full colour: -{full})"),
+                  ("#e8e8e8", "flat unchanged")]
     else:
         legend = [(color, pkg) for pkg, color in layout.packages[:8]]
     return Picture(width_px, height, title, subtitle, boxes, legend, "; ".join(notes))
@@ -234,7 +245,7 @@ def flame_png(layout: FlameLayout, subject: str = "", captured_at: float | None 
         hs = np.array([b.h for b in pic.boxes])
         verts = np.stack([np.stack([xs, ys], 1), np.stack([xs + ws, ys], 1),
                           np.stack([xs + ws, ys + hs], 1), np.stack([xs, ys + hs], 1)], axis=1)
-        ax.add_collection(PolyCollection(verts, facecolors=[b.rect.color for b in pic.boxes],
+        ax.add_collection(PolyCollection(list(verts), facecolors=[b.rect.color for b in pic.boxes],
                                          edgecolors="none", antialiased=False))
     for b in pic.boxes:
         if b.label:
@@ -248,18 +259,18 @@ def flame_png(layout: FlameLayout, subject: str = "", captured_at: float | None 
     return buffer.getvalue()
 
 
-def _png_footer(ax: object, pic: Picture) -> None:
+def _png_footer(ax: Axes, pic: Picture) -> None:
     from matplotlib.patches import Rectangle
 
     y = pic.height - FOOTER_PX + 12
     x = float(MARGIN)
     for color, text in pic.legend:
-        ax.add_patch(Rectangle((x, y), 14, 14, facecolor=color, edgecolor="#999999",  # type: ignore[attr-defined]
+        ax.add_patch(Rectangle((x, y), 14, 14, facecolor=color, edgecolor="#999999",
                                linewidth=0.5))
-        ax.text(x + 19, y + 7, text, fontsize=SUB_PX, family=SANS, va="center")  # type: ignore[attr-defined]
+        ax.text(x + 19, y + 7, text, fontsize=SUB_PX, family=SANS, va="center")
         x += 19 + len(text) * SUB_PX * 0.56 + 16
     if pic.note:
-        ax.text(pic.width - MARGIN, y + 7, pic.note, fontsize=SUB_PX - 1, family=SANS,  # type: ignore[attr-defined]
+        ax.text(pic.width - MARGIN, y + 7, pic.note, fontsize=SUB_PX - 1, family=SANS,
                 color="#555555", va="center", ha="right")
 
 

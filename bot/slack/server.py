@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.signature import SignatureVerifier
 
@@ -34,6 +36,7 @@ log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
 SIGNATURE_WINDOW_SECONDS = 5 * 60  # Bolt rejects timestamps older than this
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
 
 
 @dataclass(slots=True)
@@ -72,15 +75,29 @@ class ReplayGuard:
         return not await self.seen.first_time(signature)
 
 
-def _events_handler(bolt: AsyncApp, guard: ReplayGuard) -> Any:
+def _events_handler(bolt: AsyncApp, guard: ReplayGuard, body_timeout: float) -> Any:
     async def slack_events(request: web.Request) -> web.Response:
         started = time.perf_counter()
-        body = await request.text()
-        if await guard.is_replay(body, request.headers.get("X-Slack-Request-Timestamp"),
-                           request.headers.get("X-Slack-Signature")):
+        timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
+        if not _TIMESTAMP.fullmatch(timestamp):  # Bolt would int() it and answer 500
+            return web.json_response({"error": "missing or invalid X-Slack-Request-Timestamp"},
+                                     status=401)
+        try:  # Slack signs and sends UTF-8 whatever charset the header names
+            async with asyncio.timeout(body_timeout):  # a trickled body holds nothing
+                body = (await request.read()).decode("utf-8")
+        except UnicodeDecodeError:
+            return web.json_response({"error": "the body is not UTF-8"}, status=400)
+        except TimeoutError:
+            response = web.json_response({"error": "the body did not arrive in time"},
+                                         status=408)
+            response.force_close()
+            return response
+        if await guard.is_replay(body, timestamp, request.headers.get("X-Slack-Signature")):
             log.warning("refused a replayed Slack request")
             return web.json_response({"error": "replayed request"}, status=401)
-        bolt_response = await bolt.async_dispatch(await to_bolt_request(request))
+        bolt_request = AsyncBoltRequest(body=body, query=request.query_string,
+                                        headers=request.headers)  # type: ignore[arg-type]
+        bolt_response = await bolt.async_dispatch(bolt_request)
         response = await to_aiohttp_response(bolt_response)
         ACK_SECONDS.observe(time.perf_counter() - started)
         return response
@@ -110,7 +127,8 @@ def install_slack(app: web.Application, runtime: Any, settings: Settings, *,
     app[SLACK_STATE] = state
     if not socket_mode:
         guard = ReplayGuard(signing_secret_of(settings), redis)
-        app.router.add_post(EVENTS_PATH, _events_handler(bolt, guard))
+        app.router.add_post(EVENTS_PATH, _events_handler(bolt, guard,
+                                                         settings.body_timeout_seconds))
 
     async def on_startup(app: web.Application) -> None:
         state.background.append(asyncio.create_task(_check_slack(state, settings),

@@ -27,9 +27,17 @@ from bot.alerts.webhooks import register_routes
 from bot.alerts.worker import start_worker, stop_worker
 from bot.jobs import QueueSettings
 from bot.settings import Settings
-from tests.alerts.test_webhooks import alertmanager_payload, pagerduty_payload, pd_signature
+from tests.support.alerts import (
+    CHANNEL,
+    alertmanager_payload,
+    pagerduty_payload,
+    pd_signature,
+    text_of,
+    thread,
+    top_level,
+    write_demo_registry,
+)
 
-CHANNEL = "C0DEMO"
 PD_SECRET = "pd-signing-secret"
 
 
@@ -40,17 +48,6 @@ class Bot:
     standin: Any
 
 
-def write_registry(tmp_path: Path, targets: list[str]) -> Path:
-    path = tmp_path / "heapbot.yaml"
-    path.write_text(
-        "services:\n"
-        "  demo:\n"
-        f"    targets: {json.dumps(targets)}\n"
-        f"    channel: {CHANNEL}\n"
-        "    aliases: [demo-api]\n"
-        "    cooldown_seconds: 120\n"
-    )
-    return path
 
 
 @pytest.fixture
@@ -60,10 +57,11 @@ async def bot(tmp_path: Path, redis_url: str, demo_service: Any,
     from bot.runtime import Runtime
     from bot.slack.client import build_web_client
 
-    settings = Settings(config_path=write_registry(tmp_path, [demo_service.url]),
+    settings = Settings(config_path=write_demo_registry(tmp_path, [demo_service.url]),
                         redis_url=redis_url, slack_bot_token=SecretStr("xoxb-test"),
                         slack_api_url=slack_standin.api_url,
-                        pagerduty_secret=SecretStr(PD_SECRET))
+                        pagerduty_secret=SecretStr(PD_SECRET),
+                        alertmanager_open=True)  # the explicit opt-in to an open hook
     runtime = await Runtime.create(settings)
     config = QueueSettings(claim_idle_seconds=5, consumer_name="replica-test")
     app = web.Application()
@@ -89,11 +87,12 @@ async def served(tmp_path: Path, redis_url: str, demo_service: Any,
     from bot.runtime import Runtime
     from bot.serve import build_web_app
 
-    settings = Settings(config_path=write_registry(tmp_path, [demo_service.url]),
+    settings = Settings(config_path=write_demo_registry(tmp_path, [demo_service.url]),
                         redis_url=redis_url, slack_bot_token=SecretStr("xoxb-test"),
                         slack_signing_secret=SecretStr("signing-secret"),
                         slack_api_url=slack_standin.api_url,
-                        pagerduty_secret=SecretStr(PD_SECRET))
+                        pagerduty_secret=SecretStr(PD_SECRET),
+                        alertmanager_open=True)  # the explicit opt-in to an open hook
     runtime = await Runtime.create(settings)
     runner = web.AppRunner(build_web_app(runtime, settings, socket_mode=False))
     await runner.setup()
@@ -125,18 +124,6 @@ def parse_bytes(cell: str) -> float:
     return float(match.group(1)) * units[match.group(2) or "B"]
 
 
-def text_of(post: dict[str, Any]) -> str:
-    """Everything a user reads in one message: fallback text and every block."""
-    return json.dumps({"text": post.get("text", ""), "blocks": post.get("blocks", [])},
-                      ensure_ascii=False)
-
-
-def top_level(standin: Any) -> list[dict[str, Any]]:
-    return [p for p in standin.posts(CHANNEL) if not p.get("thread_ts")]
-
-
-def thread(standin: Any, ts: str) -> list[dict[str, Any]]:
-    return [p for p in standin.posts(CHANNEL) if p.get("thread_ts") == ts]
 
 
 def firing_now(job: str = "demo", **kwargs: Any) -> dict[str, Any]:

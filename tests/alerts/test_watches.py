@@ -132,12 +132,12 @@ async def test_watch_pages_once_per_turn_and_closes_when_normal(
     from bot.alerts.worker import start_worker, stop_worker
     from bot.runtime import Runtime
     from bot.slack.client import build_web_client
-    from tests.alerts.test_paged import text_of, thread, top_level, write_registry
+    from tests.support.alerts import text_of, thread, top_level, write_demo_registry
     from tests.support.demo import start_demo
 
     demo_service = start_demo(demo_binary, scenarios="churn,pool")
     monkeypatch.setenv("HEAPBOT_WATCH_MIN_INTERVAL_SECONDS", "1")
-    settings = Settings(config_path=write_registry(tmp_path, [demo_service.url]),
+    settings = Settings(config_path=write_demo_registry(tmp_path, [demo_service.url]),
                         redis_url=redis_url, slack_bot_token=SecretStr("xoxb-test"),
                         slack_api_url=slack_standin.api_url)
     rt = await Runtime.create(settings)
@@ -199,12 +199,12 @@ async def test_watch_pages_when_the_leak_verdict_turns(
     from bot.alerts.worker import start_worker, stop_worker
     from bot.runtime import Runtime
     from bot.slack.client import build_web_client
-    from tests.alerts.test_paged import text_of, top_level, write_registry
+    from tests.support.alerts import text_of, top_level, write_demo_registry
     from tests.support.demo import start_demo
 
     demo_service = start_demo(demo_binary, scenarios="leakmap,slice", rate=20)
     monkeypatch.setenv("HEAPBOT_WATCH_MIN_INTERVAL_SECONDS", "1")
-    registry = write_registry(tmp_path, [demo_service.url])
+    registry = write_demo_registry(tmp_path, [demo_service.url])
     # gc: true (?gc=1): a young demo seldom collects, so without it the in-use heap still
     # holds the gzip writers of earlier profile downloads, which then look like the leak.
     registry.write_text(registry.read_text() + "    gc: true\n")
@@ -230,3 +230,32 @@ async def test_watch_pages_when_the_leak_verdict_turns(
         await stop_worker(worker)
         await rt.close()
         demo_service.stop()
+
+
+async def test_a_late_scheduler_enqueues_the_slots_it_missed(redis_url: str) -> None:
+    """A poll that comes 3.5 intervals late (a stalled loop, a failover) still runs every
+    tick once; after a long outage only the last CATCH_UP_SLOTS are run."""
+    from bot.alerts.watches import CATCH_UP_SLOTS
+
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        await WatchStore(client).put(Watch("payments", 60, "C0PAY"))
+        scheduler = WatchScheduler(WorkContext(
+            runtime=None, settings=None, config=QueueSettings(), queue=JobQueue(client),
+            slack=None, consumer="replica-0"))
+        now = 1_800_000_000.0  # slot 30_000_000
+        assert await scheduler.tick_once(now) == [("payments", 30_000_000)]
+        assert await scheduler.tick_once(now + 30) == []
+        late = await scheduler.tick_once(now + 3.5 * 60)
+        assert late == [("payments", 30_000_001), ("payments", 30_000_002),
+                        ("payments", 30_000_003)]
+        assert await scheduler.tick_once(now + 3.6 * 60) == []
+        outage = await scheduler.tick_once(now + 100 * 60)
+        assert [slot for _, slot in outage] == list(
+            range(30_000_100 - CATCH_UP_SLOTS + 1, 30_000_101))
+        # Unwatching forgets the cursor: a watch made again later starts at its own slot.
+        await WatchStore(client).remove("payments")
+        await WatchStore(client).put(Watch("payments", 60, "C0PAY"))
+        assert await scheduler.tick_once(now + 200 * 60) == [("payments", 30_000_200)]
+    finally:
+        await client.aclose()

@@ -1,160 +1,36 @@
 """Webhook routes over real HTTP against a real Redis: validate, authenticate, enqueue.
 
-These tests stop at the queue (what the routes promise); tests/test_paged.py
+These tests stop at the queue (what the routes promise); tests/alerts/test_paged.py
 follows the jobs through the worker into Slack threads.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import json
-import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-import aiohttp
 import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
-from pydantic import SecretStr
 
 from bot.alerts.webhooks import register_routes
-from bot.jobs import STREAM, JobQueue, QueueSettings
-from bot.registry import Registry, load_registry
-from bot.settings import Settings
+from bot.jobs import JobQueue
+from bot.registry import load_registry
 from bot.store import SnapshotStore
-
-AM_TOKEN = "am-secret-token"
-PD_SECRET = "pd-signing-secret"
-HOOK_TOKEN = "deploy-hook-token"
-
-
-@dataclass
-class RegistryAndStore:
-    """The two Runtime parts the routes read (a real registry file and a real store)."""
-
-    registry: Registry
-    store: SnapshotStore
-
-    @property
-    def redis(self) -> Any:
-        """The Runtime's one Redis client (the store's)."""
-        return self.store.redis
-
-
-def write_registry(tmp_path: Path, target: str = "http://127.0.0.1:9") -> Path:
-    path = tmp_path / "heapbot.yaml"
-    path.write_text(
-        "services:\n"
-        "  payments:\n"
-        f"    targets: [\"{target}\"]\n"
-        "    channel: C0PAY\n"
-        "    aliases: [pay, payments-api]\n"
-    )
-    return path
-
-
-def settings_for(tmp_path: Path, **secrets: str) -> Settings:
-    values: dict[str, Any] = {"config_path": write_registry(tmp_path)}
-    for name, value in secrets.items():
-        values[name] = SecretStr(value)
-    return Settings(**values)
-
-
-@pytest.fixture
-async def hooks(tmp_path: Path, redis_url: str) -> AsyncIterator[tuple[str, aioredis.Redis]]:
-    """A running aiohttp app with the webhook routes; yields (base URL, redis)."""
-    settings = settings_for(tmp_path, alertmanager_token=AM_TOKEN, pagerduty_secret=PD_SECRET,
-                            webhook_token=HOOK_TOKEN)
-    store = SnapshotStore.from_url(redis_url)
-    runtime = RegistryAndStore(load_registry(settings.config_path), store)
-    app = web.Application()
-    register_routes(app, runtime, settings, config=QueueSettings(max_body_bytes=64 * 1024))
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}", store.redis
-    finally:
-        await runner.cleanup()
-        await store.close()
-
-
-def alertmanager_payload(status: str = "firing", job: str = "payments-api",
-                         group_key: str = '{}:{alertname="HeapGrowing"}') -> dict[str, Any]:
-    """What Alertmanager 0.27 sends (webhook version 4), with its real field names."""
-    return {
-        "receiver": "heapbot",
-        "status": status,
-        "alerts": [{
-            "status": status,
-            "labels": {"alertname": "HeapGrowing", "job": job, "instance": "10.0.0.5:6060",
-                       "severity": "page"},
-            "annotations": {"summary": "go_memstats_heap_inuse_bytes grew 40% in 1h"},
-            "startsAt": "2026-11-21T21:58:03.123456789Z",
-            "endsAt": "0001-01-01T00:00:00Z" if status == "firing" else "2026-11-21T22:30:00Z",
-            "generatorURL": "http://prometheus:9090/graph?g0.expr=...",
-            "fingerprint": "c4b7f8e2a1d0c9b3",
-        }],
-        "groupLabels": {"alertname": "HeapGrowing"},
-        "commonLabels": {"alertname": "HeapGrowing", "severity": "page"},
-        "commonAnnotations": {},
-        "externalURL": "http://alertmanager:9093",
-        "version": "4",
-        "groupKey": group_key,
-        "truncatedAlerts": 0,
-        "unknownFutureField": {"x": 1},
-    }
-
-
-def pagerduty_payload(event_type: str = "incident.triggered",
-                      service_summary: str = "Payments") -> dict[str, Any]:
-    """A PagerDuty webhooks v3 event, shaped like PagerDuty's documented example."""
-    return {"event": {
-        "id": "01DEN4HPBQAAAG05V5QQYBRZMF",
-        "event_type": event_type,
-        "resource_type": "incident",
-        "occurred_at": "2026-11-21T22:00:00.000Z",
-        "agent": {"id": "PLH1HKV", "type": "user_reference"},
-        "client": None,
-        "data": {
-            "id": "PGR0VU2", "type": "incident", "number": 2,
-            "html_url": "https://acme.pagerduty.com/incidents/PGR0VU2",
-            "title": "Payments heap above 2 GB", "status": "triggered",
-            "created_at": "2026-11-21T21:59:00Z", "urgency": "high",
-            "service": {"id": "PF9KMXH", "summary": service_summary, "type": "service_reference",
-                        "html_url": "https://acme.pagerduty.com/services/PF9KMXH"},
-        },
-    }}
-
-
-def pd_signature(body: bytes, secret: str = PD_SECRET) -> str:
-    return "v1=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
-async def post(url: str, body: bytes | str, headers: dict[str, str] | None = None
-               ) -> tuple[int, dict[str, Any], float]:
-    started = time.monotonic()
-    async with aiohttp.ClientSession() as session, session.post(
-        url, data=body, headers={"Content-Type": "application/json", **(headers or {})}
-    ) as resp:
-        text = await resp.text()
-        return resp.status, json.loads(text), time.monotonic() - started
-
-
-async def queued(redis: aioredis.Redis) -> list[dict[str, Any]]:
-    entries = await redis.xrange(STREAM)
-    return [{"kind": f[b"kind"].decode(), **json.loads(f[b"payload"])} for _, f in entries]
-
-
-BEARER = {"Authorization": f"Bearer {AM_TOKEN}"}
+from tests.support.alerts import (
+    AM_TOKEN,
+    BEARER,
+    HOOK_TOKEN,
+    RegistryAndStore,
+    alertmanager_payload,
+    pagerduty_payload,
+    pd_signature,
+    post,
+    queued,
+    settings_for,
+)
 
 
 async def test_alertmanager_firing_is_queued_fast(hooks: tuple[str, aioredis.Redis]) -> None:
@@ -335,10 +211,11 @@ async def test_hooks_without_configured_secrets_refuse(tmp_path: Path, redis_url
         status, answer, _ = await post(f"{url}/hooks/deploy",
                                        json.dumps({"service": "payments", "version": "1"}))
         assert status == 403 and "HEAPBOT_WEBHOOK_TOKEN" in answer["error"]
-        # Alertmanager auth is optional: no token configured means open.
-        status, _answer, _ = await post(f"{url}/hooks/alertmanager",
-                                        json.dumps(alertmanager_payload()))
-        assert status == 202
+        # Alertmanager too is off until HEAPBOT_ALERTMANAGER_TOKEN is set (issue 17 item 3).
+        status, answer, _ = await post(f"{url}/hooks/alertmanager",
+                                       json.dumps(alertmanager_payload()))
+        assert status == 403 and "HEAPBOT_ALERTMANAGER_TOKEN" in answer["error"]
+        assert "HEAPBOT_ALERTMANAGER_OPEN" in answer["error"]
     finally:
         await runner.cleanup()
         await store.close()

@@ -30,12 +30,13 @@ from bot.analysis.leaks.model import (
     Suspect,
 )
 from bot.analysis.leaks.sites import heap_sites, own_code_callers, summarize_heap_bytes
+from bot.analysis.leaks.text import format_duration, format_rate
 from bot.analysis.leaks.trend import Trend, theil_sen, trend
 from bot.analysis.leaks.verdict import analyze
 
 __all__ = [
     "GOROUTINE_HINTS", "GROWTH_BOUNDED", "LEAK_LIKELY", "MAX_CAPTURES", "MIN_CAPTURES",
     "NOT_ENOUGH_DATA", "NO_GROWTH", "Deploy", "DeployMarker", "HeapSite", "LeakReport",
-    "NotSuspect", "Suspect", "Trend", "analyze",
+    "NotSuspect", "Suspect", "Trend", "analyze", "format_duration", "format_rate",
     "heap_hint", "heap_sites", "own_code_callers", "summarize_heap_bytes", "theil_sen", "trend",
 ]

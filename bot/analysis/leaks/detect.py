@@ -19,10 +19,10 @@ from bot.analysis.leaks.model import (
     NotSuspect,
     Suspect,
 )
+from bot.analysis.leaks.text import rate as _rate
+from bot.analysis.leaks.text import size as _size
 from bot.analysis.leaks.trend import Trend, trend
 from bot.analysis.summary import SnapshotSummary
-from bot.units import format_bytes as _size
-from bot.units import format_rate as _rate
 
 
 def _series(caps: Sequence[SnapshotSummary], sample_type: str, *, cum: bool = False

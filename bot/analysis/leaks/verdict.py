@@ -29,11 +29,11 @@ from bot.analysis.leaks.model import (
     HeapSite,
     LeakReport,
 )
+from bot.analysis.leaks.text import format_duration
+from bot.analysis.leaks.text import rate as _rate
 from bot.analysis.leaks.window import Window as _Window
 from bot.analysis.leaks.window import select_window as _select_window
 from bot.analysis.summary import SnapshotSummary
-from bot.units import format_duration
-from bot.units import format_rate as _rate
 
 
 def analyze(

@@ -1,0 +1,208 @@
+"""Benchmark: `heapbot top SERVICE` over N instances vs `go tool pprof -top` on the same N files.
+
+Each instance serves the same 64k-stack heap profile (bench/gen_profile, about
+300 kB gzip) over real HTTP on 127.0.0.1 (one port per instance, served by a
+separate process), with a small goroutine profile and a heap?debug=1 MemStats
+page. heapbot runs as the real CLI in service mode (registry file, its own
+embedded Redis, snapshot stored); pprof merges the same N files given on its
+command line. Both are measured in the same run, alternating: wall time and the
+peak of the summed RSS of the process tree (heapbot plus its decode workers),
+sampled every 20 ms. heapbot stores into one redis-server started by the bench
+(not counted in its RSS); the Redis bytes each capture added (MEMORY USAGE of
+every key) are printed, and the DB is emptied after each run.
+
+Done means (issue 13): N=40 at least 1.5x faster than pprof with at most 1/4 of
+its peak RSS; heapbot's RSS at N=40 within 1.5x of N=1; Redis bytes per capture
+at N=40 at most 2x those at N=1.
+
+    .venv/bin/python bench/fanout/run.py [--sizes 1,10,40] [--runs 3] [--stacks 65536]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench" / "gen_profile"))
+
+from bot.gotool import find_go, go_env  # noqa: E402
+
+FIXTURES = ROOT / "tests" / "fixtures"
+
+_SERVER = r"""
+import asyncio, sys
+from aiohttp import web
+heap = open(sys.argv[1], "rb").read()
+goroutine = open(sys.argv[2], "rb").read()
+memstats = open(sys.argv[3], "rb").read()
+count = int(sys.argv[4])
+
+async def handle(request):
+    kind = request.match_info["kind"]
+    if kind == "heap" and request.query.get("debug") == "1":
+        return web.Response(body=memstats, content_type="text/plain")
+    return web.Response(body=heap if kind == "heap" else goroutine,
+                        content_type="application/octet-stream")
+
+async def main():
+    app = web.Application()
+    app.router.add_get("/debug/pprof/{kind}", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    ports = []
+    for _ in range(count):
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        ports.append(site._server.sockets[0].getsockname()[1])
+    print(" ".join(map(str, ports)), flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+def tree_peak_rss(cmd: list[str], env: dict[str, str], skip: tuple[str, ...] = ()
+                  ) -> tuple[float, float]:
+    """Run ``cmd``; (wall seconds, peak MB of the summed RSS of it and its descendants)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    peak = 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        root = psutil.Process(proc.pid)
+        while not done.is_set():
+            total = 0
+            try:
+                procs = [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                break
+            for p in procs:
+                try:
+                    if skip and any(s in " ".join(p.cmdline()) for s in skip):
+                        continue
+                    total += p.memory_info().rss
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    pass
+            peak = max(peak, total)
+            done.wait(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    _, err = proc.communicate(timeout=1800)
+    wall = time.perf_counter() - start
+    done.set()
+    sampler.join()
+    if proc.returncode:
+        sys.stderr.write(err.decode(errors="replace")[-3000:])
+        raise SystemExit(f"{cmd[:4]} failed ({proc.returncode})")
+    return wall, peak / 1e6
+
+
+def redis_bytes(url: str) -> tuple[int, int]:
+    """(keys, summed MEMORY USAGE) in the bench's Redis; then it is emptied for the next run."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        keys = list(client.scan_iter(count=1000))
+        used = sum(int(client.memory_usage(k, samples=0) or 0) for k in keys)
+        client.flushdb()
+        return len(keys), used
+    finally:
+        client.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="1,10,40")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--stacks", type=int, default=65_536)
+    args = parser.parse_args()
+    from gen_profile import big_heap_profile
+
+    profile = big_heap_profile(stacks=args.stacks)
+    sizes = [int(x) for x in args.sizes.split(",")]
+    work = Path(tempfile.mkdtemp(prefix="heapbot-fanout-"))
+    from bot.redis_server import EmbeddedRedis
+
+    store = EmbeddedRedis(work / "redis")  # one Redis for every run, emptied after each
+    redis_url = store.ensure()
+    server = subprocess.Popen(
+        [sys.executable, "-c", _SERVER, str(profile), str(FIXTURES / "goroutine.pb.gz"),
+         str(FIXTURES / "heap_debug1.txt"), str(max(sizes))],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        ports = [int(p) for p in server.stdout.readline().split()]  # type: ignore[union-attr]
+        print(f"profile {profile} ({profile.stat().st_size / 1e3:.0f} kB gzip, "
+              f"{args.stacks} stacks); {os.cpu_count()} CPUs", flush=True)
+        go_environ = go_env()
+        find_go()
+        results = {}
+        for n in sizes:
+            files = []
+            for i in range(n):
+                f = work / f"instance{i}.pb.gz"
+                if not f.exists():
+                    shutil.copyfile(profile, f)
+                files.append(str(f))
+            registry = work / f"heapbot-{n}.yaml"
+            targets = ", ".join(f'"http://127.0.0.1:{p}"' for p in ports[:n])
+            registry.write_text(f"services:\n  fleet:\n    targets: [{targets}]\n"
+                                f"    cooldown_seconds: 0\n    concurrency: 40\n"
+                                f"    timeout_seconds: 120\n")
+            pprof = [find_go(), "tool", "pprof", "-top", *files]
+            tree_peak_rss(pprof, go_environ)  # warm go's build cache
+            h_runs, p_runs, stored = [], [], []
+            for run in range(args.runs):
+                env = dict(os.environ, HEAPBOT_CONFIG=str(registry), REDIS_URL=redis_url,
+                           HEAPBOT_DATA_DIR=str(work / "data"), HEAPBOT_LOG_LEVEL="WARNING")
+                h_runs.append(tree_peak_rss([sys.executable, "-m", "bot", "top", "fleet"], env))
+                p_runs.append(tree_peak_rss(pprof, go_environ))
+                stored.append(redis_bytes(redis_url))
+                print(f"N={n} run {run + 1}: heapbot {h_runs[-1][0]:.2f}s "
+                      f"{h_runs[-1][1]:.0f}MB | pprof {p_runs[-1][0]:.2f}s "
+                      f"{p_runs[-1][1]:.0f}MB | redis {stored[-1][1] / 1e3:.0f} kB "
+                      f"in {stored[-1][0]} keys", flush=True)
+            hw = statistics.median(r[0] for r in h_runs)
+            pw = statistics.median(r[0] for r in p_runs)
+            hm = max(r[1] for r in h_runs)
+            pm = max(r[1] for r in p_runs)
+            rb = statistics.median(s[1] for s in stored)
+            results[n] = (hw, pw, hm, pm, rb)
+            print(f"N={n}: heapbot {hw:.2f}s, pprof {pw:.2f}s: {pw / hw:.2f}x faster; "
+                  f"peak RSS heapbot {hm:.0f} MB, pprof {pm:.0f} MB "
+                  f"(heapbot/pprof {hm / pm:.2f}); Redis {rb / 1e3:.0f} kB per capture",
+                  flush=True)
+        if len(results) > 1:
+            lo, hi = min(results), max(results)
+            print(f"RSS N={hi} / N={lo}: {results[hi][2] / results[lo][2]:.2f} "
+                  f"(target <= 1.5); Redis bytes per capture N={hi} / N={lo}: "
+                  f"{results[hi][4] / max(results[lo][4], 1):.2f} (target <= 2)")
+            print(f"N={hi}: speed {results[hi][1] / results[hi][0]:.2f}x pprof "
+                  f"(target >= 1.5), RSS {results[hi][2] / results[hi][3]:.2f} of pprof's "
+                  "(target <= 0.25)")
+    finally:
+        server.kill()
+        server.wait()
+        store.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

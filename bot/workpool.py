@@ -1,0 +1,198 @@
+"""Heavy work off the event loop: a process pool for decoding, and bounds on what is in flight.
+
+Decoding a profile is CPU-bound Python/numpy: in a thread it holds the GIL and
+slows every Slack ack; in another process it uses the machine's other cores.
+``decode_heap`` runs ``parse_profile`` in a process pool sized to the machine
+(``HEAPBOT_WORKER_PROCESSES``, default: the CPU count, at most 4; 0 decodes in a
+thread instead) and sends the decoded Profile back (numpy arrays pickle as raw
+buffers: a few milliseconds for a 64k-stack profile).
+
+Bounds (issue 13 and issue 17 item 12), stated in the README:
+- ``heavy_slot()``: at most ``2 x processes`` decodes queued or running at once,
+  whatever the number of captures; the rest wait their turn (a bounded queue).
+- ``BYTES``: a global budget of bytes being downloaded or held before decoding,
+  across every instance of every command (``HEAPBOT_INFLIGHT_BYTES``, 256 MiB).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import collections
+import concurrent.futures
+import contextlib
+import logging
+import multiprocessing
+import os
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+from bot.errors import CaptureError, ProfileError
+
+if TYPE_CHECKING:
+    from bot.pprof import Profile
+
+log = logging.getLogger(__name__)
+
+DEFAULT_INFLIGHT_BYTES = 256 << 20
+
+
+def _env_int(name: str, default: int) -> int:
+    text = os.environ.get(name, "").strip()
+    try:
+        return int(text) if text else default
+    except ValueError:
+        log.warning("%s=%r is not a whole number; using %d", name, text, default)
+        return default
+
+
+def processes() -> int:
+    """Worker processes for decoding (0: decode in a thread)."""
+    return max(0, _env_int("HEAPBOT_WORKER_PROCESSES", min(os.cpu_count() or 1, 4)))
+
+
+_pool: concurrent.futures.ProcessPoolExecutor | None = None
+_pool_lock = threading.Lock()
+_slots: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
+
+
+def _get_pool() -> concurrent.futures.ProcessPoolExecutor | None:
+    global _pool
+    count = processes()
+    if count == 0:
+        return None
+    with _pool_lock:
+        if _pool is None:
+            # forkserver: never fork a process whose threads may hold locks
+            context = multiprocessing.get_context("forkserver")
+            _pool = concurrent.futures.ProcessPoolExecutor(max_workers=count,
+                                                           mp_context=context)
+            atexit.register(shutdown, wait=True)
+        return _pool
+
+
+def shutdown(wait: bool = False) -> None:
+    """Stop the worker processes (they start again on the next decode)."""
+    global _pool
+    with _pool_lock:
+        pool, _pool = _pool, None
+    if pool is not None:
+        atexit.unregister(shutdown)
+        pool.shutdown(wait=wait, cancel_futures=True)
+
+
+@asynccontextmanager
+async def heavy_slot() -> AsyncIterator[None]:
+    """Wait for one of the bounded heavy-work slots of this event loop."""
+    loop = asyncio.get_running_loop()
+    sem = _slots.get(loop)
+    if sem is None:
+        for old in [k for k in _slots if k.is_closed()]:
+            del _slots[old]
+        sem = _slots[loop] = asyncio.Semaphore(max(2, 2 * processes()))
+    async with sem:
+        yield
+
+
+def parse_heap(data: bytes, max_compressed: int) -> Profile:
+    """Parse and check a heap profile (CPU-bound: runs in this module's processes)."""
+    from bot.pprof import Limits, parse_profile
+
+    limits = Limits(max_compressed=max(max_compressed, len(data)))
+    profile = parse_profile(data, limits)
+    kinds = [t.type for t in profile.sample_types]
+    if not {"inuse_space", "alloc_space"} & set(kinds):
+        raise ProfileError(f"it holds {', '.join(kinds) or 'no sample types'}, not heap "
+                           "samples (is the endpoint a heap profile?)")
+    return profile
+
+
+def _decode(data: bytes, max_compressed: int) -> Profile:
+    """In a worker: parse and check a heap profile, labels decoded, ready to pickle."""
+    profile = parse_heap(data, max_compressed)
+    profile.decode_labels()  # the lazy decoder is a closure: it does not pickle
+    profile.cache.clear()
+    return profile
+
+
+async def decode_heap(data: bytes, max_compressed: int) -> Profile:
+    """Decode a heap profile in the process pool (or a thread), in a heavy-work slot."""
+    async with heavy_slot():
+        pool = _get_pool()
+        if pool is None:
+            return await asyncio.to_thread(_decode, data, max_compressed)
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(pool, _decode, data, max_compressed)
+        except concurrent.futures.process.BrokenProcessPool:
+            log.warning("decoder process died; decoding in a thread and restarting the pool")
+            shutdown()
+            return await asyncio.to_thread(_decode, data, max_compressed)
+
+
+class ByteBudget:
+    """A global budget of in-flight bytes, shared by every capture of this process.
+
+    ``reserve(n)`` waits (first come, first served) until n more bytes fit;
+    ``release(n)`` is synchronous, so it is safe in a ``finally`` of a cancelled
+    task. A request that could never fit is refused at once.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self.peak = 0
+        self._waiters: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
+
+    async def reserve(self, n: int, timeout: float | None = None) -> None:
+        """Wait until ``n`` more bytes fit (CaptureError after ``timeout`` seconds)."""
+        if n > self.limit:
+            raise CaptureError(f"{n} bytes do not fit heapbot's in-flight budget "
+                               f"of {self.limit} bytes.")
+        if not self._waiters and self.used + n <= self.limit:
+            self._take(n)
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (n, waiter)
+        self._waiters.append(entry)
+        try:
+            async with asyncio.timeout(timeout):
+                await waiter
+        except BaseException as exc:
+            if waiter.done() and not waiter.cancelled():
+                self.release(n)  # granted while we were being cancelled: give it back
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(entry)
+                self._wake()
+            if isinstance(exc, TimeoutError):
+                raise CaptureError(
+                    "heapbot is busy: other captures hold its whole download budget "
+                    f"({self.limit >> 20} MiB).", hint="Try again in a minute.") from None
+            raise
+
+    def _take(self, n: int) -> None:
+        self.used += n
+        self.peak = max(self.peak, self.used)
+
+    def release(self, n: int) -> None:
+        """Give ``n`` bytes back and let waiting downloads continue."""
+        self.used = max(0, self.used - n)
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters:
+            n, waiter = self._waiters[0]
+            if waiter.done():
+                self._waiters.popleft()
+                continue
+            if self.used + n > self.limit:
+                return
+            self._waiters.popleft()
+            self._take(n)
+            waiter.set_result(None)  # bytes are the waiter's from now on
+
+
+BYTES = ByteBudget(_env_int("HEAPBOT_INFLIGHT_BYTES", DEFAULT_INFLIGHT_BYTES))
