@@ -220,12 +220,13 @@ class SnapshotStore:
         if self.connection is None or not self.connection.is_cluster:
             kind = self.connection.target.topology if self.connection is not None else "single"
             return {"topology": kind, "ok": True}
+        cluster: Any = self.redis  # a redis.asyncio.cluster.RedisCluster here
         async with self._errors("read the cluster state"):
-            info = await self.redis.cluster_info()
+            info = await cluster.cluster_info()
         if isinstance(info, dict) and info and all(isinstance(v, dict) for v in info.values()):
             info = next(iter(info.values()))  # answered per node: one is enough
         state = str(info.get("cluster_state", "unknown"))
-        masters = sum(1 for n in self.redis.get_nodes() if n.server_type == "primary")
+        masters = sum(1 for n in cluster.get_nodes() if n.server_type == "primary")
         return {"topology": "cluster", "ok": state == "ok", "cluster_state": state,
                 "slots_ok": int(info.get("cluster_slots_ok", 0)),
                 "slots_fail": int(info.get("cluster_slots_fail", 0)),

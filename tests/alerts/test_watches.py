@@ -237,7 +237,7 @@ async def test_a_late_scheduler_enqueues_the_slots_it_missed(redis_url: str) -> 
     tick once; after a long outage only the last CATCH_UP_SLOTS are run."""
     from bot.alerts.watches import CATCH_UP_SLOTS
 
-    client = aioredis.Redis.from_url(redis_url)
+    client = async_client(redis_url)
     try:
         await WatchStore(client).put(Watch("payments", 60, "C0PAY"))
         scheduler = WatchScheduler(WorkContext(
