@@ -25,9 +25,9 @@ import logging
 import multiprocessing
 import os
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from bot.errors import CaptureError, ProfileError
 
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from bot.pprof import Profile
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEFAULT_INFLIGHT_BYTES = 256 << 20
 
@@ -130,6 +131,22 @@ async def decode_heap(data: bytes, max_compressed: int) -> Profile:
             log.warning("decoder process died; decoding in a thread and restarting the pool")
             shutdown()
             return await asyncio.to_thread(_decode, data, max_compressed)
+
+
+async def run_cpu(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` in the process pool (or a thread when there is none): CPU-bound work
+    that would hold the GIL, e.g. parsing a 1 MiB webhook body. ``fn`` must be a
+    module-level function and its arguments and result picklable. Not bounded by
+    :func:`heavy_slot`, so a webhook never waits behind profile decodes."""
+    pool = _get_pool()
+    if pool is None:
+        return await asyncio.to_thread(fn, *args)
+    try:
+        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+    except concurrent.futures.process.BrokenProcessPool:
+        log.warning("worker process died; running %s in a thread", fn.__name__)
+        shutdown()
+        return await asyncio.to_thread(fn, *args)
 
 
 class ByteBudget:
