@@ -587,6 +587,11 @@ class Runtime:
         async with store_errors("reserve a sampling", self.store.location):
             return await sampling.start(self.redis, plan)
 
+    async def set_sampling_thread(self, sampling_id: str, channel: str, ts: str) -> None:
+        """Where a sampling's verdict goes: the thread of the reply that announced it."""
+        async with store_errors("record a sampling's thread", self.store.location):
+            await sampling.set_thread(self.redis, sampling_id, channel, ts)
+
     # -- watches (stored beside the snapshots; the alert wing schedules them) ----------
 
     @property
