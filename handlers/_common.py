@@ -273,6 +273,8 @@ def context_lines(capture: Captured, *extra: str) -> list[str]:
                      + " (history and diffs will not include this capture)")
     elif capture.snapshot_id:
         lines.append(f"snapshot {capture.snapshot_id}")
+    if capture.heap_note:
+        lines.append(capture.heap_note)
     for marker in capture.deploys_detected:
         lines.append(f"new build noticed: deploy {marker.version or '?'} "
                      "recorded")
