@@ -261,11 +261,11 @@ def memstats_signals(caps: Sequence[SnapshotSummary], found: HeapFindings) -> li
             out.append(f"{_size(idle[-1])} is free but not yet returned to the OS "
                        "(HeapIdle − HeapReleased): memory the GC freed and the runtime holds "
                        "(free-but-held), not a leak.")
-    nextgc = [c.memstats.get("NextGC") for c in caps if c.memstats.get("NextGC")]
+    nextgc = [v for c in caps if (v := c.memstats.get("NextGC"))]
     if (growing_live or growing_gc) and len(nextgc) >= 2 and nextgc[-1] > nextgc[0]:
         out.append(f"NextGC {_size(nextgc[0])} → {_size(nextgc[-1])}: the heap live after "
                    "each GC grows (NextGC ≈ live heap × (1 + GOGC/100)).")
-    numgc = [c.memstats.get("NumGC") for c in caps if c.memstats.get("NumGC") is not None]
+    numgc = [v for c in caps if (v := c.memstats.get("NumGC")) is not None]
     span = caps[-1].taken_at - caps[0].taken_at
     if len(numgc) >= 2 and numgc[-1] >= numgc[0] and span > 0:
         gcs = numgc[-1] - numgc[0]
