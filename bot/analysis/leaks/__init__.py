@@ -37,7 +37,7 @@ from bot.analysis.leaks.model import (
 )
 from bot.analysis.leaks.sites import heap_sites, own_code_callers, summarize_heap_bytes
 from bot.analysis.leaks.text import format_duration, format_rate
-from bot.analysis.leaks.trend import Trend, theil_sen, trend
+from bot.analysis.leaks.trend import theil_sen
 from bot.analysis.leaks.verdict import analyze
 
 __all__ = [

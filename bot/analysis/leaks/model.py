@@ -8,16 +8,11 @@ from typing import Any, Protocol
 MIN_CAPTURES = 3
 MAX_CAPTURES = 60  # the newest ones; Theil–Sen is O(n²) per series
 
-# A series is "steady growth" when most non-flat steps go up ...
-MIN_UP_SHARE = 0.75
-# ... no single step carries most of the growth ...
-MAX_JUMP_SHARE = 0.6
-# ... and the growth matters next to the whole heap (or is large in itself).
+# Growth that matters next to the whole heap (or is large in itself); the rules that
+# tell steady growth from the rest are in classify.py.
 MIN_HEAP_GROWTH_SHARE = 0.01  # of the mean in-use heap over the window
 MIN_HEAP_GROWTH_BYTES = 256 * 1024
 MIN_GOROUTINE_GROWTH = 5
-# Plateau: the recent rate fell below this fraction of the earlier rate.
-PLATEAU_RATIO = 0.15
 
 LEAK_LIKELY = "leak likely"
 GROWTH_BOUNDED = "growth bounded"
