@@ -7,6 +7,9 @@
 - bench/merge: merge_profiles on 3 copies of the 300,000-stack profile vs go tool pprof
 - bench/flame: flame graph (layout, PNG, SVG) of a 262,144-stack deep profile, < 2 s;
                heapbot top --flame vs go tool pprof -http's flame graph page
+- bench/alerts: /healthz during 10 x 8,000-alert bodies and 1,100 half-open connections,
+               vs idle /healthz of the same bot process
+- bench/store: warm CLI calls and 10 concurrent CLI captures on one embedded store
 The fuzzer (bench/fuzz) runs for minutes and is started on its own.
 """
 
@@ -19,7 +22,7 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 SCRIPTS = ["top/run.py", "leaks/run.py", "slack/run.py", "load/run.py", "merge/run.py",
-           "flame/run.py"]
+           "flame/run.py", "alerts/run.py", "store/run.py"]
 
 
 def main() -> int:

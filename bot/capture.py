@@ -25,7 +25,8 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 import httpx
 
 from bot import workpool
-from bot.errors import CaptureError, HeapbotError, ProfileError
+from bot.analysis.leaks.observe import HeapFacts, heap_facts
+from bot.errors import CaptureError, HeapbotError
 from bot.logs import configured_secrets, redact
 from bot.registry import ServiceConfig
 
@@ -63,6 +64,9 @@ class InstanceResult:
     warnings: list[str] = field(default_factory=list)  # goroutine/memstats problems
     heap_profile: Profile | None = None  # parsed heap until folded into the capture's merge
     build_id: str = ""  # the heap profile's main build id (kept after the profile is dropped)
+    heap_facts: HeapFacts | None = None  # digest and leading functions, for leak analysis
+    goroutineleak: bytes | None = None  # /goroutineleak (Go ≥ 1.26), fetched with a fresh heap
+    fresh: bool = False  # the heap was fetched with ?gc=1
 
 
 @dataclass(slots=True)
@@ -118,19 +122,6 @@ def _format_bytes(n: int) -> str:
 def _path_of(url: str) -> str:
     parts = urlsplit(url)
     return parts.path + (f"?{parts.query}" if parts.query else "")
-
-
-def parse_heap(data: bytes, max_compressed: int) -> Profile:
-    """Parse and check a heap profile (CPU-bound: runs in bot.workpool's processes)."""
-    from bot.pprof import Limits, parse_profile
-
-    limits = Limits(max_compressed=max(max_compressed, len(data)))
-    profile = parse_profile(data, limits)
-    kinds = [t.type for t in profile.sample_types]
-    if not {"inuse_space", "alloc_space"} & set(kinds):
-        raise ProfileError(f"it holds {', '.join(kinds) or 'no sample types'}, not heap "
-                           "samples (is the endpoint a heap profile?)")
-    return profile
 
 
 class Capturer:
@@ -207,8 +198,14 @@ class Capturer:
         await asyncio.gather(*(c.aclose() for c in clients), *self._closing,
                              return_exceptions=True)
 
-    async def capture(self, service: ServiceConfig) -> CaptureResult:
-        """Fetch every instance; raises CaptureError only when none answered usefully."""
+    async def capture(self, service: ServiceConfig, *, fresh: bool | None = None
+                      ) -> CaptureResult:
+        """Fetch every instance; raises CaptureError only when none answered usefully.
+
+        ``fresh`` asks for ``heap?gc=1`` (a GC on the target right before the heap
+        profile) and for the proven goroutine leaks; None follows ``service.gc``.
+        """
+        fresh = bool(service.gc) if fresh is None else fresh
         headers = service.request_headers(self.environ)  # ConfigError if an env var is unset
         started = time.time()
         clock = time.monotonic()
@@ -221,7 +218,8 @@ class Capturer:
             if dns_error:
                 return InstanceResult(target=base, ok=False, error=dns_error, source=source)
             async with per_service, self._limit:
-                return await self._capture_instance(service, base, source, headers, folder)
+                return await self._capture_instance(service, base, source, headers, folder,
+                                                    fresh=fresh)
 
         instances = list(await asyncio.gather(*(one(*b) for b in bases)))
         result = CaptureResult(service=service.name, instances=instances, started_at=started,
@@ -267,13 +265,14 @@ class Capturer:
         return out
 
     async def _capture_instance(self, service: ServiceConfig, base: str, source: str,
-                                headers: dict[str, str],
-                                folder: _Folder | None = None) -> InstanceResult:
+                                headers: dict[str, str], folder: _Folder | None = None, *,
+                                fresh: bool = False) -> InstanceResult:
         clock = time.monotonic()
         prefix = base.rstrip("/") + service.pprof_prefix
-        heap_url = prefix + "/heap" + ("?gc=1" if service.gc else "")
+        heap_url = prefix + "/heap" + ("?gc=1" if fresh else "")
         urls = {"heap": heap_url, "goroutine": prefix + "/goroutine",
-                "memstats": prefix + "/heap?debug=1"}
+                "memstats": prefix + "/heap?debug=1",
+                "goroutineleak": prefix + "/goroutineleak"}
 
         async def get(kind: str) -> bytes | FetchFailure:
             limit = service.max_profile_bytes if kind == "heap" else \
@@ -283,8 +282,18 @@ class Capturer:
             except FetchFailure as failure:
                 return failure
 
-        heap, goroutine, memstats = await asyncio.gather(*(get(k) for k in KINDS))
-        result = InstanceResult(target=base, ok=False, source=source)
+        async def heap_then_memstats() -> tuple[bytes | FetchFailure, bytes | FetchFailure]:
+            # MemStats after the heap: its NumGC/LastGC name the GC the profile is from.
+            first = await get("heap")
+            return first, await get("memstats")
+
+        (heap, memstats), goroutine, leaked = await asyncio.gather(
+            heap_then_memstats(), get("goroutine"),
+            get("goroutineleak") if fresh else asyncio.sleep(0, FetchFailure("not asked")))
+        result = InstanceResult(target=base, ok=False, source=source, fresh=fresh)
+        if (not isinstance(leaked, FetchFailure) and not _looks_like_html(leaked)
+                and leaked[:2] == b"\x1f\x8b"):
+            result.goroutineleak = leaked  # a gzipped profile: the target serves it
         if isinstance(heap, FetchFailure):
             result.error = str(heap)
         elif _looks_like_html(heap):
@@ -295,8 +304,10 @@ class Capturer:
                     result.heap_profile = await workpool.decode_heap(heap,
                                                                      service.max_profile_bytes)
                     result.build_id = result.heap_profile.main_build_id
+                    result.heap_facts = await asyncio.to_thread(heap_facts, result.heap_profile)
                 else:
-                    result.build_id = await folder.add(heap, service.max_profile_bytes)
+                    result.build_id, result.heap_facts = await folder.add(
+                        heap, service.max_profile_bytes)
                 result.heap, result.ok = heap, True
             except HeapbotError as exc:
                 result.error = f"not a heap profile: {exc.message}"
@@ -423,11 +434,13 @@ class _Folder:
         self._lock = asyncio.Lock()
         self._decoding = asyncio.Semaphore(2)
 
-    async def add(self, data: bytes, max_compressed: int) -> str:
-        """Decode (process pool) and fold; returns the profile's main build id."""
+    async def add(self, data: bytes, max_compressed: int) -> tuple[str, HeapFacts]:
+        """Decode (process pool) and fold; returns the profile's main build id and what
+        leak analysis keeps of this instance's own heap (digest, leading functions)."""
         async with self._decoding:
             profile = await workpool.decode_heap(data, max_compressed, pool_ok=self._pool_ok)
             build_id = profile.main_build_id
+            facts = await asyncio.to_thread(heap_facts, profile)
             async with self._lock:
                 if self._merger is None:
                     from bot.pprof.fold import Merger
@@ -435,7 +448,7 @@ class _Folder:
                     self._merger = Merger()
                 await asyncio.to_thread(self._merger.add, profile)
             del profile
-            return build_id
+            return build_id, facts
 
     def result(self) -> Profile | None:
         return self._merger.result() if self._merger is not None else None

@@ -56,8 +56,8 @@ return id
 class QueueSettings(BaseSettings):
     """Knobs of the queue, webhooks, paged threads and watches (environment variables).
 
-    Kept apart from bot.settings so the queue's owner can tune them without
-    touching the shared settings; tests pass their own instance.
+    Kept apart from bot.settings (the queue's knobs do not concern the other
+    surfaces); tests pass their own instance.
     """
 
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)

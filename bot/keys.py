@@ -81,6 +81,11 @@ def watch_lease(service: str, slot: int | str) -> str:
     return f"{PREFIX}{WATCHES_TAG}:lease:{service}:{slot}"
 
 
+def watch_cursor(service: str) -> str:
+    """The start (ms since the epoch) of the newest slot whose tick was scheduled."""
+    return f"{PREFIX}{WATCHES_TAG}:cursor:{service}"
+
+
 def watch_state(service: str) -> str:
     return f"{PREFIX}{WATCHES_TAG}:state:{service}"
 
@@ -146,5 +151,6 @@ MULTI_KEY_GROUPS: dict[str, list[Callable[..., str]]] = {
         lambda user: sampling("user", user), lambda svc: sampling("service", svc),
         lambda run: sampling("run", run)],
     "watches (unwatch, tick log)": [
-        lambda _x: WATCHES, watch_lease, watch_state, watch_ok_streak, watch_ticks],
+        lambda _x: WATCHES, watch_lease, watch_cursor, watch_state, watch_ok_streak,
+        watch_ticks],
 }

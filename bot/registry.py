@@ -11,10 +11,11 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import string
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
@@ -22,6 +23,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from bot.errors import AccessDeniedError, ConfigError, UnknownServiceError
 
+# Captures that ask for a fresh heap (heap?gc=1: one forced GC on the target) unless
+# the registry says otherwise: leak sampling, watch ticks and alert captures. A
+# user's /heap top or capture does not, unless it says --gc.
+GcTrigger = Literal["user", "sample", "watch", "alert", "schedule"]
+DEFAULT_GC_TRIGGERS: tuple[str, ...] = ("sample", "watch", "alert")
 TARGET_SCHEMES = ("http", "https", "dns+http", "dns+https")
 SERVICE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -46,6 +52,65 @@ class _Defaults(BaseModel):
     concurrency: int = Field(16, ge=1, le=256)
     pprof_prefix: str = "/debug/pprof"
     gc: bool = False
+    gc_triggers: list[GcTrigger] = Field(default_factory=lambda: list(DEFAULT_GC_TRIGGERS))
+
+
+SOURCE_MAX_BYTES = 1024 * 1024  # a source file larger than this is not shown by `list`
+SOURCE_PLACEHOLDERS = frozenset({"path", "version", "build_id"})
+
+
+@dataclass(frozen=True, slots=True)
+class SourceConfig:
+    """Where a service's source files are (the registry's ``source:`` block)."""
+
+    dir: str | None = None
+    url: str | None = None
+    trim_prefix: tuple[str, ...] = ()
+    max_bytes: int = SOURCE_MAX_BYTES
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.dir or self.url)
+
+
+def url_template_problem(template: str) -> str | None:
+    """Why ``template`` cannot be a source URL template, or None when it can."""
+    parts = urlsplit(template)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"{template!r} is not an http(s) URL template"
+    if "@" in parts.netloc:
+        return "holds credentials (user:password@); source URLs must not"
+    try:
+        names = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError:
+        return f"{template!r} has an unbalanced {{ or }}"
+    unknown = names - SOURCE_PLACEHOLDERS
+    if unknown:
+        return (f"unknown placeholder {{{sorted(unknown)[0]}}} (use {{path}}, {{version}}, "
+                "{build_id})")
+    if "path" not in names:
+        return "needs {path} (the file's path in the repository)"
+    if urlsplit(template.split("{", 1)[0]).hostname != parts.hostname:
+        return "the host must be written out, not a placeholder"
+    return None
+
+
+class _SourceEntry(BaseModel):
+    """A service's ``source:`` block: where `list` reads source lines (bot/source.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dir: str | None = None
+    url: str | None = None
+    trim_prefix: list[str] = Field(default_factory=list)
+    max_bytes: int = Field(SOURCE_MAX_BYTES, ge=1024, le=16 * 1024 * 1024)
+
+    @field_validator("url")
+    @classmethod
+    def _url_template(cls, url: str | None) -> str | None:
+        if url is not None and (problem := url_template_problem(url)):
+            raise ValueError(problem)
+        return url
 
 
 class _ServiceEntry(BaseModel):
@@ -61,6 +126,7 @@ class _ServiceEntry(BaseModel):
     timeout_seconds: float | None = Field(None, gt=0, le=600)
     pprof_prefix: str | None = None
     gc: bool | None = None
+    gc_triggers: list[GcTrigger] | None = None
     allow_channels: list[str] = Field(default_factory=list)
     allow_usergroups: list[str] = Field(default_factory=list)
     cooldown_seconds: float | None = Field(None, ge=0)
@@ -68,6 +134,7 @@ class _ServiceEntry(BaseModel):
     retention_days: float | None = Field(None, gt=0)
     max_profile_bytes: int | None = Field(None, ge=1024)
     concurrency: int | None = Field(None, ge=1, le=256)
+    source: _SourceEntry | None = None
 
     @field_validator("targets")
     @classmethod
@@ -156,6 +223,14 @@ def target_problem(target: Any) -> str | None:
 class ServiceConfig:
     """A service with every default applied: what capture and store need."""
 
+    def fresh_heap(self, trigger: str, asked: bool = False) -> bool:
+        """Whether a capture with this trigger fetches ``heap?gc=1`` (forces a GC).
+
+        ``gc: true`` forces one on every capture; otherwise the triggers listed in
+        ``gc_triggers`` do, and a user's ``--gc`` does.
+        """
+        return self.gc or asked or trigger in self.gc_triggers
+
     name: str
     targets: tuple[str, ...]
     channel: str | None = None
@@ -165,6 +240,7 @@ class ServiceConfig:
     timeout_seconds: float = 10.0
     pprof_prefix: str = "/debug/pprof"
     gc: bool = False
+    gc_triggers: tuple[str, ...] = DEFAULT_GC_TRIGGERS
     allow_channels: tuple[str, ...] = ()
     allow_usergroups: tuple[str, ...] = ()
     cooldown_seconds: float = 30.0
@@ -172,6 +248,7 @@ class ServiceConfig:
     retention_days: float = 30.0
     max_profile_bytes: int = 64 * 1024 * 1024
     concurrency: int = 16
+    source: SourceConfig | None = None  # where `list` reads source lines
 
     def request_headers(self, environ: Mapping[str, str] | None = None) -> dict[str, str]:
         """Headers built from the named env vars (values never logged or stored).
@@ -375,6 +452,7 @@ def parse_registry(data: Any, path: Path) -> Registry:
             timeout_seconds=pick(entry.timeout_seconds, defaults.timeout_seconds),
             pprof_prefix=pick(entry.pprof_prefix, defaults.pprof_prefix).rstrip("/") or "",
             gc=pick(entry.gc, defaults.gc),
+            gc_triggers=tuple(pick(entry.gc_triggers, defaults.gc_triggers)),
             allow_channels=tuple(entry.allow_channels),
             allow_usergroups=tuple(entry.allow_usergroups),
             cooldown_seconds=pick(entry.cooldown_seconds, defaults.cooldown_seconds),
@@ -382,6 +460,9 @@ def parse_registry(data: Any, path: Path) -> Registry:
             retention_days=pick(entry.retention_days, defaults.retention_days),
             max_profile_bytes=pick(entry.max_profile_bytes, defaults.max_profile_bytes),
             concurrency=pick(entry.concurrency, defaults.concurrency),
+            source=SourceConfig(dir=entry.source.dir, url=entry.source.url,
+                                trim_prefix=tuple(entry.source.trim_prefix),
+                                max_bytes=entry.source.max_bytes) if entry.source else None,
         )
     return Registry(services=services, path=path, found=True)
 

@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import redis.asyncio as aioredis
 from redis.exceptions import LockError, RedisError
@@ -32,6 +32,7 @@ from bot.analysis.leaks import (
     summarize_heap_bytes,
 )
 from bot.analysis.leaks import analyze as analyze_leaks
+from bot.analysis.leaks.observe import leaked_groups, observe, unchanged_note
 from bot.analysis.summarize import summarize_snapshot
 from bot.capture import Capturer, CaptureResult, InstanceResult
 from bot.errors import (
@@ -62,6 +63,7 @@ if TYPE_CHECKING:
     from bot.pprof import Profile
     from bot.redis_server import EmbeddedRedis
     from bot.settings import Settings
+    from bot.source import Sources
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +86,7 @@ class Captured:
     stored: bool = True  # False when Redis was down (the capture is still usable)
     store_error: str | None = None
     deploys_detected: list[DeployMarker] = field(default_factory=list)
+    heap_note: str = ""  # "heap profile unchanged since the previous capture: no GC ran…"
 
     @property
     def service(self) -> str:
@@ -195,14 +198,24 @@ def _digest(result: CaptureResult, snapshot_id: str, trigger: str, requested_by:
     # (bot.pprof.fold); profiles still attached to instances are merged here.
     heap = result.heap if result.heap is not None else _merge_parsed(heaps)
     reports: list[GoroutineReport] = []
+    by_target: dict[str, GoroutineReport] = {}
     for meta, blob in zip([i for i in instances if "goroutine" in i.kinds], goroutine_blobs,
                           strict=True):
         parsed = _goroutine_reports([blob])
         if parsed:
             meta.goroutines = parsed[0].total
             reports.extend(parsed)
+            by_target[meta.target] = parsed[0]
     goroutines = merge_reports(reports)
     memstats, per_instance = _memstats(memstats_texts)
+    observations = []
+    for inst in result.instances:
+        if not inst.ok:
+            continue
+        observations.append(observe(
+            inst.target, inst.heap_facts, per_instance.get(inst.target),
+            by_target.get(inst.target),
+            leaked_groups(inst.goroutineleak) if inst.goroutineleak else None))
     builds = Counter(i.build_id for i in instances if i.ok and i.build_id)
     build_id = builds.most_common(1)[0][0] if builds else ""
     answered = sum(1 for i in instances if i.ok)
@@ -210,6 +223,8 @@ def _digest(result: CaptureResult, snapshot_id: str, trigger: str, requested_by:
         snapshot_id=snapshot_id, service=result.service, taken_at=result.started_at,
         build_id=build_id, instances=answered, heap=heap, goroutines=goroutines,
         memstats=memstats, trigger=trigger)
+    summary.observations = observations
+    summary.fresh = any(i.fresh for i in result.instances if i.ok)
     snapshot = StoredSnapshot(
         id=snapshot_id, service=result.service, taken_at=result.started_at, trigger=trigger,
         requested_by=requested_by, instances=instances, build_id=build_id,
@@ -278,8 +293,14 @@ class Runtime:
     # -- capture -------------------------------------------------------------------
 
     async def capture(self, service: str, trigger: str = "user", requested_by: str = "",
-                      force: bool = False) -> Captured:
-        """Capture every instance and store the snapshot (or reuse/join a recent one)."""
+                      force: bool = False, gc: bool = False) -> Captured:
+        """Capture every instance and store the snapshot (or reuse/join a recent one).
+
+        Whether the heap is fetched fresh (``heap?gc=1``) follows the registry's
+        policy for ``trigger`` (:meth:`ServiceConfig.fresh_heap`); ``gc`` is a
+        user's ``--gc``, which also bypasses the cooldown.
+        """
+        force = force or gc
         config = self.registry.resolve(service)
         requested_at = time.time()
         while (pending := self._inflight.get(config.name)) is not None:
@@ -295,7 +316,7 @@ class Runtime:
         self._inflight[config.name] = future
         try:
             result = await self._capture_once(config, trigger, requested_by, force,
-                                              requested_at)
+                                              requested_at, gc)
         except asyncio.CancelledError:
             future.cancel()
             raise
@@ -311,7 +332,7 @@ class Runtime:
             self._inflight.pop(config.name, None)
 
     async def _capture_once(self, config: ServiceConfig, trigger: str, requested_by: str,
-                            force: bool, requested_at: float) -> Captured:
+                            force: bool, requested_at: float, gc: bool = False) -> Captured:
         now = time.time()
         latest: StoredSnapshot | None = None
         store_error: str | None = None
@@ -351,16 +372,17 @@ class Runtime:
                             type(exc).__name__)
                 lock = None
         try:
-            return await self._fresh(config, trigger, requested_by, store_error)
+            return await self._fresh(config, trigger, requested_by, store_error, gc, latest)
         finally:
             if lock is not None:
                 await _release(lock)
 
     async def _fresh(self, config: ServiceConfig, trigger: str, requested_by: str,
-                     store_error: str | None) -> Captured:
+                     store_error: str | None, gc: bool = False,
+                     latest: StoredSnapshot | None = None) -> Captured:
         clock = time.monotonic()
         try:
-            result = await self.capturer.capture(config)
+            result = await self.capturer.capture(config, fresh=config.fresh_heap(trigger, gc))
         except CaptureError:
             metrics.CAPTURES.labels(config.name, "failed").inc()
             raise
@@ -372,6 +394,9 @@ class Runtime:
         metrics.CAPTURES.labels(config.name, "partial" if result.partial else "ok").inc()
         captured = Captured(snapshot=snapshot, heap=heap, goroutines=goroutines,
                             memstats=dict(snapshot.memstats), instances=snapshot.instances)
+        if latest is not None and latest.summary is not None and snapshot.summary is not None:
+            captured.heap_note = unchanged_note(latest.summary.observations,
+                                                snapshot.summary.observations, config.name)
         log.info("captured %s: %d/%d instances in %.2fs, snapshot %s", config.name,
                  snapshot.answered, len(snapshot.instances), result.elapsed, snapshot_id)
         if store_error is not None:
@@ -402,18 +427,26 @@ class Runtime:
 
     # -- stored snapshots --------------------------------------------------------------
 
+    @overload
+    async def load_profile(self, snapshot: StoredSnapshot, kind: str = "heap", *,
+                           missing_ok: Literal[False] = False) -> Profile: ...
+
+    @overload
+    async def load_profile(self, snapshot: StoredSnapshot, kind: str = "heap", *,
+                           missing_ok: bool) -> Profile | None: ...
+
     async def load_profile(self, snapshot: StoredSnapshot, kind: str = "heap", *,
                            missing_ok: bool = False) -> Profile | None:
-        """The merged profile of ``kind`` rebuilt from the snapshot's stored raw bytes."""
+        """The merged profile of ``kind`` rebuilt from the snapshot's stored raw bytes
+        (NotFoundError when it holds none, unless ``missing_ok``: then None)."""
         blobs = [b for _, b in await self.store.raw_profiles(snapshot.service, snapshot.id,
                                                              kind)]
-        if not blobs:
-            if missing_ok:
-                return None
+        profile = await asyncio.to_thread(_parse_profiles, blobs) if blobs else None
+        if profile is None and not missing_ok:
             raise NotFoundError(
                 f"Snapshot `{snapshot.id}` of `{snapshot.service}` holds no {kind} profile.",
                 hint=f"`/heap capture {snapshot.service}` takes a new one.")
-        return await asyncio.to_thread(_parse_profiles, blobs)
+        return profile
 
     async def open_snapshot(self, service: str, ref: str) -> Captured:
         """A stored snapshot (``ref`` as in :meth:`resolve_since`) with its merged heap profile.
@@ -477,6 +510,26 @@ class Runtime:
     async def deploys(self, service: str, since: float | None = None) -> list[DeployMarker]:
         return await self.store.deploys(self.registry.resolve(service).name, since=since)
 
+    async def sources(self, service: str, files: Sequence[str], *,
+                      build_id: str | None = None) -> Sources:
+        """Source text of ``files`` from the service's ``source:`` block, for `list`.
+
+        ``{version}`` in a URL template is the version of the latest deploy marker.
+        """
+        from pathlib import Path
+
+        from bot.source import find_sources
+
+        config = self.registry.resolve(service)
+        version = None
+        if config.source is not None and "{version}" in (config.source.url or ""):
+            with contextlib.suppress(StoreError):
+                markers = await self.deploys(service)
+                version = markers[-1].version if markers else None
+        folder = Path(self.registry.path).parent if self.registry.path else None
+        return await find_sources(config.source, files, version=version, build_id=build_id,
+                                  registry_dir=folder)
+
     async def leak_report(self, service: str) -> LeakReport:
         """The one leak verdict over a service's stored captures.
 
@@ -533,6 +586,11 @@ class Runtime:
         """Reserve and schedule ``/heap leaks --sample`` captures (bot/sampling.py caps)."""
         async with store_errors("reserve a sampling", self.store.location):
             return await sampling.start(self.redis, plan)
+
+    async def set_sampling_thread(self, sampling_id: str, channel: str, ts: str) -> None:
+        """Where a sampling's verdict goes: the thread of the reply that announced it."""
+        async with store_errors("record a sampling's thread", self.store.location):
+            await sampling.set_thread(self.redis, sampling_id, channel, ts)
 
     # -- watches (stored beside the snapshots; the alert wing schedules them) ----------
 
@@ -633,7 +691,7 @@ def _joined(captured: Captured) -> Captured:
         memstats=captured.memstats, instances=captured.instances, reused=captured.reused,
         shared=True, age_seconds=max(0.0, time.time() - captured.snapshot.taken_at),
         stored=captured.stored, store_error=captured.store_error,
-        deploys_detected=captured.deploys_detected)
+        deploys_detected=captured.deploys_detected, heap_note=captured.heap_note)
 
 
 async def _release(lock: Any) -> None:

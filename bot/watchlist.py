@@ -73,7 +73,8 @@ class WatchStore:
         async with store_errors("remove a watch"), \
                 self.redis.pipeline(transaction=True) as pipe:
             pipe.hdel(WATCHES_KEY, service)
-            pipe.delete(keys.watch_state(service), keys.watch_ok_streak(service))
+            pipe.delete(keys.watch_state(service), keys.watch_ok_streak(service),
+                        keys.watch_cursor(service))
             removed, _ = await pipe.execute()
         return bool(removed)
 

@@ -26,16 +26,17 @@ import multiprocessing
 import os
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from bot.errors import CaptureError
+from bot.errors import CaptureError, ProfileError
 
 if TYPE_CHECKING:
     from bot.pprof import Profile
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEFAULT_INFLIGHT_BYTES = 256 << 20
 
@@ -99,10 +100,21 @@ async def heavy_slot() -> AsyncIterator[None]:
         yield
 
 
+def parse_heap(data: bytes, max_compressed: int) -> Profile:
+    """Parse and check a heap profile (CPU-bound: runs in this module's processes)."""
+    from bot.pprof import Limits, parse_profile
+
+    limits = Limits(max_compressed=max(max_compressed, len(data)))
+    profile = parse_profile(data, limits)
+    kinds = [t.type for t in profile.sample_types]
+    if not {"inuse_space", "alloc_space"} & set(kinds):
+        raise ProfileError(f"it holds {', '.join(kinds) or 'no sample types'}, not heap "
+                           "samples (is the endpoint a heap profile?)")
+    return profile
+
+
 def _decode(data: bytes, max_compressed: int) -> Profile:
     """In a worker: parse and check a heap profile, labels decoded, ready to pickle."""
-    from bot.capture import parse_heap
-
     profile = parse_heap(data, max_compressed)
     profile.decode_labels()  # the lazy decoder is a closure: it does not pickle
     profile.cache.clear()
@@ -129,6 +141,22 @@ async def decode_heap(data: bytes, max_compressed: int, *, pool_ok: bool = True)
                         type(exc).__name__, _RETRY_POOL_AFTER_S)
             shutdown()
             return await asyncio.to_thread(_decode, data, max_compressed)
+
+
+async def run_cpu(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` in the process pool (or a thread when there is none): CPU-bound work
+    that would hold the GIL, e.g. parsing a 1 MiB webhook body. ``fn`` must be a
+    module-level function and its arguments and result picklable. Not bounded by
+    :func:`heavy_slot`, so a webhook never waits behind profile decodes."""
+    pool = _get_pool()
+    if pool is None:
+        return await asyncio.to_thread(fn, *args)
+    try:
+        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+    except concurrent.futures.process.BrokenProcessPool:
+        log.warning("worker process died; running %s in a thread", fn.__name__)
+        shutdown()
+        return await asyncio.to_thread(fn, *args)
 
 
 class ByteBudget:

@@ -27,7 +27,7 @@ from handlers.access import (
     resolve_and_authorize,
     resolve_for,
 )
-from handlers.commands import ALIASES, COMMANDS, USAGES, usage_of
+from handlers.commands import ALIASES, COMMANDS, usage_of
 from handlers.grammar import ParsedCommand, clean_text, parse, shorten
 from handlers.invocation import Invocation
 
@@ -157,7 +157,6 @@ def ack_text(runtime: Runtime, text: str, channel_id: str | None = None) -> str:
 __all__ = [
     "ALIASES",
     "COMMANDS",
-    "USAGES",
     "Invocation",
     "ParsedCommand",
     "ack_text",

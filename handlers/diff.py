@@ -32,9 +32,9 @@ if TYPE_CHECKING:
     from bot.store import StoredSnapshot
     from handlers.invocation import Invocation
 
-USAGE = "/heap diff SERVICE [since previous|deploy|1h|SNAPSHOT_ID] [--flame]"
+USAGE = "/heap diff SERVICE [since previous|deploy|1h|SNAPSHOT_ID] [--flame] [--gc]"
 
-FLAGS = {"--cum": "cum", "--force": "force", "--flame": "flame"}
+FLAGS = {"--cum": "cum", "--force": "force", "--flame": "flame", "--gc": "gc"}
 VALUED = {"--type": "type", "-t": "type", "--focus": "focus", "--ignore": "ignore",
           "--hide": "hide", "-n": "n", "--nodes": "n", "--since": "since"}
 
@@ -64,9 +64,9 @@ def check(argv: list[str]) -> Args:
     """
     args = parse_args(argv, USAGE, flags=FLAGS, valued=VALUED, min_positionals=1,
                       max_positionals=3)
-    args.options["since"] = since_ref(args.positionals, args.get("since"))
-    args.options["n"] = parse_count(args.get("n"), USAGE)
-    args.options["type"] = check_sample_type(args.get("type"), USAGE)
+    args.set("since", since_ref(args.positionals, args.get("since")))
+    args.count = parse_count(args.get("n"), USAGE)
+    args.set("type", check_sample_type(args.get("type"), USAGE))
     for key in ("focus", "ignore", "hide"):
         check_regex(args.get(key), USAGE)
     return args
@@ -76,7 +76,7 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     """Capture now, compare with the referenced capture, show the change table."""
     args = check(argv)
     service = args.positionals[0]
-    ref, count, sample_type = args.get("since"), args.get("n"), args.get("type")
+    ref, count, sample_type = args.get("since") or "previous", args.count, args.get("type")
     focus, ignore, hide = args.get("focus"), args.get("ignore"), args.get("hide")
 
     from bot.analysis.diff import diff
@@ -84,8 +84,9 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     from bot.units import format_value
 
     capture = await runtime.capture(service, requested_by=inv.user_id,
-                                    force=bool(args.get("force")))
-    if capture.heap is None:
+                                    force=args.flag("force"), gc=args.flag("gc"))
+    heap = capture.heap
+    if heap is None:
         return no_profile_reply(service, capture.snapshot)
     base = await runtime.resolve_since(service, ref, capture.snapshot)
     if base.id == capture.snapshot_id:
@@ -98,9 +99,9 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
             service=service, snapshot_id=capture.snapshot_id, ephemeral=True,
         )
     base_profile = await runtime.load_profile(base)
-    options = TopOptions(sample_type=sample_type, sort="cum" if args.get("cum") else "flat",
+    options = TopOptions(sample_type=sample_type, sort="cum" if args.flag("cum") else "flat",
                          node_count=count, focus=focus, ignore=ignore, hide=hide)
-    report = await asyncio.to_thread(diff, base_profile, capture.heap, options)
+    report = await asyncio.to_thread(diff, base_profile, heap, options)
 
     base_time = format_clock(base.taken_at)
     span = format_duration(capture.taken_at - base.taken_at)
@@ -136,9 +137,9 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     )
     from handlers._flame import flame_attachments, flame_option_words
 
-    if args.get("flame"):
+    if args.flag("flame"):
         reply.attachments.extend(await flame_attachments(
-            capture.heap, options, service=service, snapshot_id=capture.snapshot_id,
+            heap, options, service=service, snapshot_id=capture.snapshot_id,
             captured_at=capture.taken_at, base=base_profile, base_id=base.id,
             base_captured_at=base.taken_at))
     else:  # the button pins the base, so "previous" still means this one later

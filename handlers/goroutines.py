@@ -39,7 +39,7 @@ def check(argv: list[str]) -> Args:
     """Validate the arguments, syntax only (no I/O): shared by handle() and the instant ack."""
     args = parse_args(argv, USAGE, flags={"--force": "force"}, valued=VALUED,
                       min_positionals=1, max_positionals=2)
-    args.options["n"] = parse_count(
+    args.count = parse_count(
         args.positionals[1] if len(args.positionals) > 1 else args.get("n"), USAGE)
     return args
 
@@ -47,9 +47,9 @@ def check(argv: list[str]) -> Args:
 async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     """Capture and show the goroutine groups, largest first."""
     args = check(argv)
-    service, count = args.positionals[0], args.get("n")
+    service, count = args.positionals[0], args.count
     capture = await runtime.capture(service, requested_by=inv.user_id,
-                                    force=bool(args.get("force")))
+                                    force=args.flag("force"))
     report = capture.goroutines
     snapshot = capture.snapshot
     if report is None:

@@ -36,14 +36,14 @@ def check(argv: list[str]) -> Args:
     args = parse_args(argv, USAGE, valued={"-n": "limit", "--limit": "limit"},
                       min_positionals=1, max_positionals=2)
     count_text = args.positionals[1] if len(args.positionals) > 1 else args.get("limit")
-    args.options["limit"] = parse_count(count_text, USAGE, default=DEFAULT_LIMIT)
+    args.count = parse_count(count_text, USAGE, default=DEFAULT_LIMIT)
     return args
 
 
 async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     """List stored captures newest first, with deploy markers in between."""
     args = check(argv)
-    service, limit = args.positionals[0], args.get("limit")
+    service, limit = args.positionals[0], args.count
     snapshots = await runtime.history(service, limit)
     if not snapshots:
         return Reply(title=f"No stored captures of {service} yet", service=service,

@@ -13,7 +13,7 @@ import asyncio
 import re
 from typing import TYPE_CHECKING
 
-from bot.analysis.leaks import LEAK_LIKELY, NOT_ENOUGH_DATA, LeakReport
+from bot.analysis.leaks import LEAK_LIKELY, NOT_ENOUGH_DATA, UNDECIDED, LeakReport
 from bot.errors import UsageError
 from bot.reply import Action, Column, Reply, Table
 from bot.units import duration_seconds, format_rate
@@ -34,6 +34,7 @@ _TITLE = {
     "growth bounded": "growth bounded, no leak",
     "no growth": "no growth",
     NOT_ENOUGH_DATA: "not enough captures yet",
+    UNDECIDED: "undecided, more captures needed",
 }
 
 
@@ -57,8 +58,8 @@ def parse_sample(text: str) -> tuple[int, float]:
 def check(argv: list[str]) -> Args:
     """Validate the arguments, syntax only (no I/O): shared by handle() and the instant ack."""
     args = parse_args(argv, USAGE, valued={"--sample": "sample"}, min_positionals=1)
-    if args.get("sample"):
-        args.options["sample_plan"] = parse_sample(args.get("sample"))
+    if (sample := args.get("sample")):
+        parse_sample(sample)
     return args
 
 
@@ -66,7 +67,8 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     """Judge the stored history (after sampling, if asked) and answer with the suspects."""
     args = check(argv)
     name = runtime.registry.resolve(args.positionals[0]).name
-    sample_plan = args.get("sample_plan")
+    sample = args.get("sample")
+    sample_plan = parse_sample(sample) if sample else None
     taken = 0
     if sample_plan and inv.source not in INLINE_SOURCES:
         return await schedule(runtime, name, *sample_plan, inv)  # jobs, not a held slot
@@ -75,7 +77,7 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
         for i in range(count):
             if i:
                 await asyncio.sleep(interval)
-            await runtime.capture(name, trigger="user", requested_by=inv.user_id, force=True)
+            await runtime.capture(name, trigger="sample", requested_by=inv.user_id, force=True)
             taken += 1
     report = await leak_report(runtime, name)
     return build_reply(name, report, sampled=taken)
@@ -97,10 +99,11 @@ def build_reply(service: str, report: LeakReport, *, sampled: int = 0) -> Reply:
         context.append(f"took {sampled} new captures for this answer")
     table = None
     if report.suspects:
-        rows = [[s.function, s.kind, format_rate(s.growth_per_hour, s.unit), str(s.captures),
+        rows = [[s.function, "goroutines (proven)" if s.proven else s.kind,
+                 s.growth_text or format_rate(s.growth_per_hour, s.unit), str(s.captures),
                  f"{s.share:.0%}"] for s in report.suspects]
         table = Table(columns=[Column("function", "left"), Column("kind", "left"),
-                               Column("growth/h"), Column("captures"), Column("share")],
+                               Column("growth"), Column("captures"), Column("share")],
                       rows=rows,
                       caption=f"{plural(len(rows), 'suspect')}, strongest evidence first")
     sections: list[str] = []
@@ -114,6 +117,13 @@ def build_reply(service: str, report: LeakReport, *, sampled: int = 0) -> Reply:
         if s.hint:
             lines.append(f"Hint: {s.hint}")
         sections.append("\n".join(lines))
+    if report.undecided:
+        lines = ["Undecided (not enough evidence either way):"]
+        lines.extend(f"• {u.function} ({u.kind}{', ' + u.growth if u.growth else ''}): "
+                     f"{u.reason}" for u in report.undecided[:8])
+        if len(report.undecided) > 8:
+            lines.append(f"… {len(report.undecided) - 8} more")
+        sections.append("\n".join(lines))
     if report.not_suspects:
         lines = ["Not suspects:"]
         suspected = {s.function for s in report.suspects}
@@ -124,11 +134,11 @@ def build_reply(service: str, report: LeakReport, *, sampled: int = 0) -> Reply:
             lines.append(f"… {len(report.not_suspects) - 8} more")
         sections.append("\n".join(lines))
     if report.signals:
-        sections.append("MemStats: " + " ".join(report.signals))
+        sections.append("Process: " + " ".join(report.signals))
     if report.next_steps:
         sections.append("Next: " + " ".join(report.next_steps))
     actions: list[Action] = []
-    if report.verdict == NOT_ENOUGH_DATA:
+    if report.verdict in (NOT_ENOUGH_DATA, UNDECIDED):
         actions.append(Action("Sample 3x30s", f"leaks {service} --sample 3x30s", "primary"))
     for s in [s for s in report.suspects if s.kind == "heap"][:2]:
         target = s.own_caller or s.function

@@ -1,7 +1,9 @@
 """`/heap list SERVICE FUNC_RE`: which source lines of the matching functions hold memory.
 
-pprof's ``-list`` without the source text (heapbot has no source): for each
-matching function its file, flat and cum, then every line that carries a value.
+pprof's ``-list``: for each matching function its file, flat and cum, then every
+line that carries a value, with its source text when the registry's ``source:``
+block says where the source is (bot/source.py); otherwise a line saying how to
+configure it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ if TYPE_CHECKING:
 USAGE = "/heap list SERVICE FUNC_RE"
 MAX_FUNCTIONS = 6
 MAX_LINES = 15
+MAX_SOURCE_CHARS = 72  # a source line in the table, cut with "…" beyond this
 
 
 def check(argv: list[str]) -> RegexCommand:
@@ -35,6 +38,8 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     service, regex, capture, report = await capture_and_analyse(runtime, argv, inv, USAGE,
                                                                 list_lines)
     functions = sorted(report.functions, key=lambda f: -abs(f.cum))[:MAX_FUNCTIONS]
+    sources = await runtime.sources(service, [f.file for f in functions],
+                                    build_id=capture.snapshot.build_id)
 
     def fmt(value: int) -> str:
         return format_value(value, report.unit) if value else "."
@@ -45,8 +50,9 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
                      fmt(function.flat), fmt(function.cum),
                      percentage(function.cum, report.total).strip()])
         lines = sorted(function.lines, key=lambda x: -abs(x.flat or x.cum))[:MAX_LINES]
+        text = sources.texts.get(function.file, [])
         for line in sorted(lines, key=lambda x: x.line):
-            rows.append([f"    line {line.line}", fmt(line.flat), fmt(line.cum),
+            rows.append([_line_label(line.line, text), fmt(line.flat), fmt(line.cum),
                          percentage(line.cum, report.total).strip()])
         if len(function.lines) > MAX_LINES:
             rows.append([f"    … {len(function.lines) - MAX_LINES} more lines", "", "", ""])
@@ -67,6 +73,7 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
                    "is in what it calls (try peek).")
     return capture_reply(
         capture,
+        sections=[sources.note(service)],
         title=f"{service}: list {regex}",
         context=[report.sample_type],
         summary=summary,
@@ -82,3 +89,13 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
 def _short_file(path: str) -> str:
     """The package directory and file name: enough to open it in an editor."""
     return short_path(path) or "?"
+
+
+def _line_label(number: int, text: list[str]) -> str:
+    """"    line 80", or "    80  return &sessionUser{…}" when the source was found."""
+    if not 0 < number <= len(text):
+        return f"    line {number}"
+    code = " ".join(text[number - 1].split())
+    if len(code) > MAX_SOURCE_CHARS:
+        code = code[: MAX_SOURCE_CHARS - 1] + "…"
+    return f"    {number}  {code}"

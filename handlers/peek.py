@@ -62,7 +62,7 @@ def parse_regex_command(argv: list[str], usage: str) -> RegexCommand:
                          focus=check_regex(args.get("focus"), usage),
                          ignore=check_regex(args.get("ignore"), usage),
                          hide=check_regex(args.get("hide"), usage))
-    return RegexCommand(service, regex, options, force=bool(args.get("force")))
+    return RegexCommand(service, regex, options, force=args.flag("force"))
 
 
 def check(argv: list[str]) -> RegexCommand:

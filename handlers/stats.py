@@ -57,7 +57,7 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     args = check(argv)
     service = args.positionals[0]
     capture = await runtime.capture(service, requested_by=inv.user_id,
-                                    force=bool(args.get("force")))
+                                    force=args.flag("force"))
     snapshot = capture.snapshot
     now: dict[str, int] = dict(capture.memstats)
     goroutines = (capture.goroutines.total if capture.goroutines is not None
@@ -125,7 +125,7 @@ def takeaway(now: dict[str, int], before: dict[str, int], when: str) -> str:
     if "goroutines" in now:
         text = f"{now['goroutines']:,} goroutines"
         if "goroutines" in before:
-            delta = now["goroutines"] - before["goroutines"]
-            text += f" ({delta:+,})" if delta else " (unchanged)"
+            moved = now["goroutines"] - before["goroutines"]
+            text += f" ({moved:+,})" if moved else " (unchanged)"
         parts.append(text)
     return "; ".join(parts) + "." if parts else "No MemStats fields were reported."

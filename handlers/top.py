@@ -9,7 +9,7 @@ that changed since the previous stored capture.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from bot.errors import UsageError
 from bot.reply import Action, Attachment, Reply
@@ -36,11 +36,12 @@ if TYPE_CHECKING:
     from handlers.invocation import Invocation
 
 USAGE = ("/heap top SERVICE [N] [--cum] [--type inuse_space|inuse_objects|alloc_space|"
-         "alloc_objects] [--focus RE] [--download] [--flame]")
+         "alloc_objects] [--focus RE] [--download] [--flame] [--gc]")
 
-# --download attaches the merged profile; --per-instance each instance's own raw file instead
+# --download attaches the merged profile; --per-instance each instance's own raw file instead;
+# --gc asks for a fresh heap (heap?gc=1)
 FLAGS = {"--cum": "cum", "--download": "download", "--force": "force",
-         "--per-instance": "per_instance", "--flame": "flame"}
+         "--per-instance": "per_instance", "--flame": "flame", "--gc": "gc"}
 VALUED = {"--type": "type", "-t": "type", "--focus": "focus", "--ignore": "ignore",
           "--hide": "hide", "-n": "n", "--nodes": "n", "--snapshot": "snapshot"}
 
@@ -60,12 +61,12 @@ def check(argv: list[str]) -> Args:
     args = parse_args(argv, USAGE, flags=FLAGS, valued=VALUED, min_positionals=1,
                       max_positionals=2)
     count_text = args.positionals[1] if len(args.positionals) > 1 else args.get("n")
-    args.options["n"] = parse_count(count_text, USAGE)
-    args.options["type"] = check_sample_type(args.get("type"), USAGE)
+    args.count = parse_count(count_text, USAGE)
+    args.set("type", check_sample_type(args.get("type"), USAGE))
     for key in ("focus", "ignore", "hide"):
         check_regex(args.get(key), USAGE)
-    if args.get("snapshot"):
-        args.options["snapshot"] = snapshot_ref(args.get("snapshot"), args.positionals[0])
+    if (snapshot := args.get("snapshot")):
+        args.set("snapshot", snapshot_ref(snapshot, args.positionals[0]))
     return args
 
 
@@ -73,17 +74,17 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     """Capture (or load ``--snapshot ID``) and answer with the top table."""
     args = check(argv)
     service = args.positionals[0]
-    if args.get("snapshot"):
-        capture = await runtime.open_snapshot(service, args.get("snapshot"))
+    if (snapshot := args.get("snapshot")):
+        capture = await runtime.open_snapshot(service, snapshot)
     else:
         capture = await runtime.capture(service, requested_by=inv.user_id,
-                                        force=bool(args.get("force")))
-    download: bool | str = "instances" if args.get("per_instance") else bool(args.get("download"))
+                                        force=args.flag("force"), gc=args.flag("gc"))
+    download: bool | str = "instances" if args.flag("per_instance") else args.flag("download")
     return await top_reply(runtime, capture, sample_type=args.get("type"),
-                           sort="cum" if args.get("cum") else "flat", count=args.get("n"),
+                           sort="cum" if args.flag("cum") else "flat", count=args.count,
                            focus=args.get("focus"), ignore=args.get("ignore"),
                            hide=args.get("hide"), download=download,
-                           flame=bool(args.get("flame")))
+                           flame=args.flag("flame"))
 
 
 def snapshot_ref(text: str, service: str) -> str:
@@ -99,8 +100,8 @@ def snapshot_ref(text: str, service: str) -> str:
 
 
 async def top_reply(runtime: Runtime, capture: Captured, *, sample_type: str | None = None,
-                    sort: str = "flat", count: int = 10, focus: str | None = None,
-                    ignore: str | None = None, hide: str | None = None,
+                    sort: Literal["flat", "cum"] = "flat", count: int = 10,
+                    focus: str | None = None, ignore: str | None = None, hide: str | None = None,
                     download: bool | str = False, flame: bool = False) -> Reply:
     """The top Reply for a capture (shared with `/heap capture`-like callers)."""
     from bot.analysis.top import TopOptions, top

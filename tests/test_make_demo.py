@@ -74,7 +74,7 @@ def test_demo_leaves_a_running_demo_the_readme_commands_can_use(tmp_path: Path) 
     finally:
         stopped = run(str(RUN_DEMO), "--dir", str(folder), "--stop")
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-    assert "stopped 1 demo instance" in stopped.stdout
+    assert "stopped 1 demo instance and the embedded redis-server" in stopped.stdout
     assert not any(_alive(pid) for pid in pids)
     gone = heapbot("ask", "/heap top demo")
     assert gone.returncode == 2 and "knows no service called `demo`" in gone.stdout

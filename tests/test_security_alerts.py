@@ -550,3 +550,20 @@ async def test_pagerduty_event_older_than_the_dedupe_window_is_refused(
     status, answer = await _post(f"{url}/hooks/pagerduty", body, {"X-PagerDuty-Signature": sig})
     assert status == 400 and "occurred_at" in answer["error"]
     assert await queued(redis) == []
+
+
+async def test_large_bodies_parsed_in_a_worker_process_answer_like_small_ones(
+        tmp_path: Path, redis_url: str) -> None:
+    """Bodies over 64 KiB are parsed off the event loop; the answers do not change."""
+    settings = Settings(config_path=write_payments_registry(tmp_path),
+                        alertmanager_token=SecretStr(AM_TOKEN))
+    big = _big_alertmanager_body(2000)
+    assert len(big) > 64 * 1024
+    async with _webhook_app(settings, redis_url) as url:
+        status, answer = await _post(f"{url}/hooks/alertmanager", big[:-5], BEARER)
+        assert status == 400 and "not valid JSON" in answer["error"]
+        deep = b"[" * 40_000 + b"]" * 40_000
+        status, answer = await _post(f"{url}/hooks/alertmanager", deep, BEARER)
+        assert status == 400 and "nests too deeply" in answer["error"]
+        status, answer = await _post(f"{url}/hooks/alertmanager", big, BEARER)
+        assert status == 200 and answer["alerts_not_looked_at"] == 1800

@@ -73,7 +73,7 @@ async def run_sample_step(ctx: WorkContext, job: Job) -> str:
     done = await ctx.queue.progress(job)
     if "captured" not in done:
         try:
-            await ctx.runtime.capture(plan.service, trigger="user", requested_by=plan.user_id,
+            await ctx.runtime.capture(plan.service, trigger="sample", requested_by=plan.user_id,
                                       force=True)
         except HeapbotError as exc:
             await _post(ctx, plan, Reply.failure(

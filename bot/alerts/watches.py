@@ -3,9 +3,11 @@
 ``/heap watch payments every 15m [in #channel]`` stores a watch in Redis
 (bot/watchlist.py), so it survives restarts. Every replica runs the
 scheduler loop; time is cut into slots of the watch's interval and a slot's
-tick is enqueued only by the replica that wins the lease
-``heapbot:watch:lease:<service>:<slot>`` (SET NX PX), so each tick runs once
-across replicas. A tick captures (trigger "watch"), runs the leak analysis,
+tick is enqueued only by the replica that moves the watch's cursor past it (one
+script), and wins the lease ``heapbot:watch:lease:<service>:<slot>`` (SET NX PX), so
+each tick runs once across replicas. A scheduler that was late (a stalled event loop,
+a failover) enqueues the slots it missed, up to ``CATCH_UP_SLOTS``, so no tick is lost
+to a slow poll. A tick captures (trigger "watch"), runs the leak analysis,
 and when the verdict turns to "leak likely" or the goroutines cross the
 threshold it opens a thread like an alert's — once per turn, not every tick.
 """
@@ -41,6 +43,18 @@ log = logging.getLogger(__name__)
 # verdict that flickers (one quiet capture in a leak) does not close and reopen threads.
 RECOVERY_TICKS = 3
 OK = "ok"
+# Slots a late scheduler still enqueues; older ones (the bot was down) are logged as missed.
+CATCH_UP_SLOTS = 10
+
+# Move the cursor (ms) forward to ARGV[1]; returns where it was (-1 when unset). The
+# replica that moves it owns the slots in between, so a slot is handed out once.
+_ADVANCE_CURSOR = """
+local cur = tonumber(redis.call('GET', KEYS[1]) or '-1')
+local target = tonumber(ARGV[1])
+if cur >= target then return tostring(cur) end
+redis.call('SET', KEYS[1], ARGV[1])
+return tostring(cur)
+"""
 
 
 class WatchScheduler:
@@ -57,15 +71,39 @@ class WatchScheduler:
         won = []
         for watch in await self.store.all():
             interval = max(watch.interval_seconds, 0.001)
-            slot = int(now // interval)
-            lease = keys.watch_lease(watch.service, slot)
-            ttl_ms = max(1000, int(interval * 2000))
-            if not await self.ctx.redis.set(lease, self.ctx.consumer, nx=True, px=ttl_ms):
-                continue
-            tick = WatchTickJob(service=watch.service, slot=slot, interval_seconds=interval)
-            await tick.enqueue(self.ctx.queue, dedupe_key=f"watch:{watch.service}:{slot}")
-            won.append((watch.service, slot))
+            for slot in await self._due_slots(watch.service, interval, now):
+                lease = keys.watch_lease(watch.service, slot)
+                ttl_ms = max(1000, int(interval * 2000))
+                if not await self.ctx.redis.set(lease, self.ctx.consumer, nx=True, px=ttl_ms):
+                    continue
+                tick = WatchTickJob(service=watch.service, slot=slot, interval_seconds=interval)
+                await tick.enqueue(self.ctx.queue, dedupe_key=f"watch:{watch.service}:{slot}")
+                won.append((watch.service, slot))
         return won
+
+    async def _due_slots(self, service: str, interval: float, now: float) -> list[int]:
+        """The slots up to now that no replica has scheduled yet, oldest first.
+
+        The cursor holds a slot's start time, not its number, so a watch re-created with
+        another interval neither repeats nor skips ticks.
+        """
+        slot = int(now // interval)
+        start_ms = int(slot * interval * 1000)
+        previous = int(float(as_text(await self.ctx.redis.eval(
+            _ADVANCE_CURSOR, 1, keys.watch_cursor(service), start_ms))))
+        if previous >= start_ms:
+            return []
+        if previous < 0:
+            return [slot]
+        first = int(previous // (interval * 1000)) + 1
+        while first <= slot and int(first * interval * 1000) <= previous:
+            first += 1
+        if slot - first + 1 > CATCH_UP_SLOTS:
+            log.warning("watch on %s: %d ticks were missed (the schedulers were down); "
+                        "running the last %d", service, slot - first + 1 - CATCH_UP_SLOTS,
+                        CATCH_UP_SLOTS)
+            first = slot - CATCH_UP_SLOTS + 1
+        return list(range(first, slot + 1))
 
     async def run(self) -> None:
         with tracked(f"watch scheduler {self.ctx.consumer}"):

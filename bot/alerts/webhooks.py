@@ -17,8 +17,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import itertools
-import json
 import logging
 import re
 import time
@@ -29,6 +27,8 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from bot import workpool
+from bot.alerts.intake import IN_PROCESS_BYTES, BodyError, parse_alertmanager, parse_json
 from bot.alerts.payloads import FIRING, RESOLVED, AlertJob, CaptureJob, DeployJob
 from bot.errors import HeapbotError, UnknownServiceError
 from bot.httpauth import credential_matches
@@ -190,19 +190,10 @@ class Webhooks:
 
     @staticmethod
     def _json(body: bytes) -> Any:
-        if not body.strip():
-            raise WebhookRejected(400, "The body is empty; send a JSON object.")
         try:
-            return json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise WebhookRejected(400, f"The body is not valid JSON ({exc.__class__.__name__} "
-                                       f"at position {getattr(exc, 'pos', '?')}).") from None
-        except ValueError:  # e.g. an integer of more than 4,300 digits (int-string limit)
-            raise WebhookRejected(400, "The body is not valid JSON for heapbot: it holds a "
-                                       "number too long to read.") from None
-        except RecursionError:  # "[[[[…" a few thousand deep blows the decoder's stack
-            raise WebhookRejected(400, "The body is not valid JSON for heapbot: it nests "
-                                       "too deeply.") from None
+            return parse_json(body)
+        except BodyError as exc:
+            raise WebhookRejected(400, str(exc)) from None
 
     @staticmethod
     def _validation_message(exc: ValidationError, what: str) -> str:
@@ -239,8 +230,7 @@ class Webhooks:
                            open_when_unset=self.settings.alertmanager_open,
                            off_hint=" (HEAPBOT_ALERTMANAGER_OPEN=true opens it to anyone who "
                                     "can reach this port.)")
-        data = self._json(await self._body(request))
-        data, skipped = self._capped(data)
+        data, skipped = await self._alertmanager_body(await self._body(request))
         try:
             payload = AlertmanagerPayload.model_validate(data)
         except ValidationError as exc:
@@ -305,38 +295,15 @@ class Webhooks:
             body["unmatched"] = tried_values[:MAX_TRIED_SHOWN]
         return web.json_response(body, status=202)
 
-    def _capped(self, data: Any) -> tuple[Any, dict[str, int]]:
-        """The payload with at most ``alert_max_alerts`` alerts of ``alert_max_labels`` labels.
-
-        Cut before validation, so an 8,000-alert body costs what 200 alerts cost. Returns
-        what was left out, for the answer (Alertmanager itself sends ``truncatedAlerts``).
-        """
-        if not isinstance(data, dict) or not isinstance(data.get("alerts"), list):
-            return data, {}
-        max_alerts, max_labels = self.config.alert_max_alerts, self.config.alert_max_labels
-        alerts = data["alerts"]
-        skipped: dict[str, int] = {}
-        if len(alerts) > max_alerts:
-            skipped["alerts_not_looked_at"] = len(alerts) - max_alerts
-            alerts = alerts[:max_alerts]
-        trimmed = []
-        for alert in alerts:
-            if isinstance(alert, dict):
-                alert = dict(alert)
-                for key in ("labels", "annotations"):
-                    values = alert.get(key)
-                    if isinstance(values, dict) and len(values) > max_labels:
-                        skipped["labels_not_looked_at"] = (skipped.get("labels_not_looked_at", 0)
-                                                           + len(values) - max_labels)
-                        alert[key] = dict(itertools.islice(values.items(), max_labels))
-            trimmed.append(alert)
-        for key in ("commonLabels", "commonAnnotations", "groupLabels"):
-            values = data.get(key)
-            if isinstance(values, dict) and len(values) > max_labels:
-                skipped["labels_not_looked_at"] = (skipped.get("labels_not_looked_at", 0)
-                                                   + len(values) - max_labels)
-                data = {**data, key: dict(itertools.islice(values.items(), max_labels))}
-        return {**data, "alerts": trimmed}, skipped
+    async def _alertmanager_body(self, body: bytes) -> tuple[Any, dict[str, int]]:
+        """The capped payload; a large body is parsed in a worker process, not on the loop."""
+        limits = (self.config.alert_max_alerts, self.config.alert_max_labels)
+        try:
+            if len(body) <= IN_PROCESS_BYTES:
+                return parse_alertmanager(body, *limits)
+            return await workpool.run_cpu(parse_alertmanager, body, *limits)
+        except BodyError as exc:
+            raise WebhookRejected(400, str(exc)) from None
 
     async def _suggestions(self, values: list[str]) -> dict[str, list[str]]:
         """Did-you-mean for a few unknown values: once per distinct value, off the event loop."""

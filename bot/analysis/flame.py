@@ -186,26 +186,31 @@ def _build_tree(nodes: np.ndarray, offsets: np.ndarray, weights: np.ndarray, num
     tree = _Tree()
     k = weights.shape[1]
     counts = np.diff(offsets)
-    keep = (counts > 0) & np.any(weights != 0, axis=1)
-    alive = np.flatnonzero(keep)
-    ends = offsets[1:]
+    alive = np.flatnonzero((counts > 0) & np.any(weights != 0, axis=1))
+    # The samples still being followed, compacted: next frame's position, frames left, values.
+    pos = offsets[1:][alive] - 1
+    left = counts[alive]
+    w = weights[alive]
+    # bincount sums in float64: exact for every subset when the whole is below 2**52.
+    exact = float(np.abs(weights).sum(dtype=np.float64)) < float(1 << 52)
+
+    def sums(index: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
+        if exact:
+            return np.rint(np.bincount(index, weights=values, minlength=size)).astype(np.int64)
+        return graph.weighted_sum(index, values, size)
+
     parent = np.full(alive.size, -1, dtype=np.int64)
     cut = np.zeros(k, dtype=np.int64)
     level = 0
-    while alive.size:
-        node = nodes[ends[alive] - 1 - level].astype(np.int64)
-        keys = (parent + 1) * num_nodes + node
+    while pos.size:
+        keys = (parent + 1) * num_nodes + nodes[pos]
         uniq, inv = _group(keys, (int(parent.max(initial=-1)) + 2) * num_nodes)
-        w = weights[alive]
-        cum = np.stack([graph.weighted_sum(inv, w[:, j], uniq.size) for j in range(k)], axis=1)
-        last = counts[alive] == level + 1
-        flat = np.stack([graph.weighted_sum(inv[last], w[last, j], uniq.size) for j in range(k)],
-                        axis=1)
-        bound = np.abs(cum).sum(axis=1)
-        expand = bound >= min_value
+        cum = np.stack([sums(inv, w[:, j], uniq.size) for j in range(k)], axis=1)
+        last = left == 1
+        flat = np.stack([sums(inv[last], w[last, j], uniq.size) for j in range(k)], axis=1)
+        expand = np.abs(cum).sum(axis=1) >= min_value
         if level + 1 >= max_depth:
-            deeper = ~last & expand[inv]
-            cut += w[deeper].sum(axis=0)
+            cut += w[~last & expand[inv]].sum(axis=0)
             expand[:] = False
         tree.parent.append(uniq // num_nodes - 1)
         tree.node.append(uniq % num_nodes)
@@ -213,8 +218,8 @@ def _build_tree(nodes: np.ndarray, offsets: np.ndarray, weights: np.ndarray, num
         tree.flat.append(flat)
         tree.expanded.append(expand)
         go_on = ~last & expand[inv]
-        alive = alive[go_on]
-        parent = inv[go_on].astype(np.int64)
+        pos, left, w = pos[go_on] - 1, left[go_on] - 1, w[go_on]
+        parent = inv[go_on]
         level += 1
     tree.cut = cut
     return tree

@@ -92,6 +92,10 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     p.add_argument("service", nargs="?")
     p.add_argument("regex", nargs="?", metavar="FUNC_RE")
     p.add_argument("--profile", metavar="FILE")
+    p.add_argument("--source-dir", metavar="DIR",
+                   help="file mode: the checkout the binary was built from (shows source lines)")
+    p.add_argument("--trim-prefix", action="append", metavar="PREFIX",
+                   help="file mode: cut PREFIX off the profile's file paths (repeatable)")
     _add_report_options(p)
 
     p = add("goroutines", "bot.cli.dispatch:goroutines", "goroutine count and stack groups")

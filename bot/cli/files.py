@@ -157,6 +157,19 @@ def list_file(args: argparse.Namespace) -> int:
     """heapbot list --profile FILE RE: values per source line of matching functions."""
     from bot.analysis.listing import list_lines
 
-    report = list_lines(_read(args.profile), _regex(args, "list"), _options(args, rows=False))
-    _emit_json(report.to_json()) if args.format == "json" else _emit(report.to_text())
+    profile = _read(args.profile)
+    report = list_lines(profile, _regex(args, "list"), _options(args, rows=False))
+    if args.format == "json":
+        _emit_json(report.to_json())
+        return 0
+    import asyncio
+
+    from bot.source import SourceConfig, find_sources, listing_text, start_lines
+
+    config = SourceConfig(dir=args.source_dir, trim_prefix=tuple(args.trim_prefix or ()))
+    sources = asyncio.run(find_sources(config, [f.file for f in report.functions]))
+    _emit(listing_text(report, sources,
+                       start_lines(profile.function_names, profile.function_start_lines)))
+    if (note := sources.note()):
+        print(note, file=sys.stderr)  # stdout stays pprof's text
     return 0

@@ -54,7 +54,9 @@ def write_registry(urls: list[str], folder: Path) -> Path:
         f"    targets: [{targets}]\n"
         "    aliases: [payments]\n"
         "    timeout_seconds: 10\n"
-        "    cooldown_seconds: 0\n",
+        "    cooldown_seconds: 0\n"
+        "    source:  # `list` shows the demo's source lines from this checkout\n"
+        f"      dir: {json.dumps(str(REPO_ROOT))}\n",
         encoding="utf-8",
     )
     return path
@@ -154,13 +156,16 @@ def use_folder(folder: Path) -> None:
 def stop(folder: Path) -> int:
     """`make demo-stop`: the instances, then the embedded redis-server; data is kept."""
     stopped = stop_instances(folder)
+    from bot.errors import HeapbotError
     from bot.redis_server import EmbeddedRedis
 
-    server = EmbeddedRedis(folder / "data")
-    redis_stopped = server.answering()
-    if redis_stopped:
-        server.stop()
     (folder / "heapbot.yaml").unlink(missing_ok=True)
+    try:
+        redis_stopped = EmbeddedRedis(folder / "data").stop()
+    except HeapbotError as exc:  # a console still open on the demo's data
+        print(f"stopped {stopped} demo instance{'s' if stopped != 1 else ''}; "
+              f"{exc.user_message()}")
+        return 2
     print(f"stopped {stopped} demo instance{'s' if stopped != 1 else ''}"
           f"{' and the embedded redis-server' if redis_stopped else ''}; "
           f"captures stay in {folder / 'data'}")

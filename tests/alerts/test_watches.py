@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 
 from bot.alerts.context import WorkContext
 from bot.alerts.watches import RECOVERY_TICKS, WatchScheduler
@@ -17,6 +16,7 @@ from bot.jobs import STREAM, JobQueue, QueueSettings
 from bot.settings import Settings
 from bot.watchlist import Watch, WatchStore
 from handlers.watch import parse_watch
+from tests.support.redis import async_client
 
 
 @pytest.mark.parametrize(("argv", "expected"), [
@@ -66,7 +66,7 @@ async def test_watch_commands_store_list_and_remove(runtime: Any, redis_url: str
     assert "A thread opens in this channel" in " ".join(reply.sections)
 
     # A fresh connection (another replica, or after a restart) sees the same watch.
-    other = aioredis.Redis.from_url(redis_url)
+    other = async_client(redis_url)
     try:
         (watch,) = await WatchStore(other).all()
         assert (watch.service, watch.interval_seconds, watch.channel, watch.created_by) == (
@@ -91,7 +91,7 @@ async def test_watch_commands_store_list_and_remove(runtime: Any, redis_url: str
 
 
 async def test_each_slot_is_enqueued_by_exactly_one_replica(redis_url: str) -> None:
-    clients = [aioredis.Redis.from_url(redis_url) for _ in range(3)]
+    clients = [async_client(redis_url) for _ in range(3)]
     try:
         await WatchStore(clients[0]).put(Watch("payments", 60, "C0PAY"))
         await WatchStore(clients[0]).put(Watch("search", 300, "C0SEARCH"))
@@ -230,3 +230,32 @@ async def test_watch_pages_when_the_leak_verdict_turns(
         await stop_worker(worker)
         await rt.close()
         demo_service.stop()
+
+
+async def test_a_late_scheduler_enqueues_the_slots_it_missed(redis_url: str) -> None:
+    """A poll that comes 3.5 intervals late (a stalled loop, a failover) still runs every
+    tick once; after a long outage only the last CATCH_UP_SLOTS are run."""
+    from bot.alerts.watches import CATCH_UP_SLOTS
+
+    client = async_client(redis_url)
+    try:
+        await WatchStore(client).put(Watch("payments", 60, "C0PAY"))
+        scheduler = WatchScheduler(WorkContext(
+            runtime=None, settings=None, config=QueueSettings(), queue=JobQueue(client),
+            slack=None, consumer="replica-0"))
+        now = 1_800_000_000.0  # slot 30_000_000
+        assert await scheduler.tick_once(now) == [("payments", 30_000_000)]
+        assert await scheduler.tick_once(now + 30) == []
+        late = await scheduler.tick_once(now + 3.5 * 60)
+        assert late == [("payments", 30_000_001), ("payments", 30_000_002),
+                        ("payments", 30_000_003)]
+        assert await scheduler.tick_once(now + 3.6 * 60) == []
+        outage = await scheduler.tick_once(now + 100 * 60)
+        assert [slot for _, slot in outage] == list(
+            range(30_000_100 - CATCH_UP_SLOTS + 1, 30_000_101))
+        # Unwatching forgets the cursor: a watch made again later starts at its own slot.
+        await WatchStore(client).remove("payments")
+        await WatchStore(client).put(Watch("payments", 60, "C0PAY"))
+        assert await scheduler.tick_once(now + 200 * 60) == [("payments", 30_000_200)]
+    finally:
+        await client.aclose()
