@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from prometheus_client import REGISTRY
@@ -35,13 +35,18 @@ def _json(body: dict[str, Any], status: int = 200) -> web.Response:
     return web.json_response(body, status=status, headers={"Cache-Control": "no-store"})
 
 
-async def _redis_check(runtime: Any) -> dict[str, Any]:
+class Pingable(Protocol):
+    """What readiness needs of the Runtime (a layer above this module): a store PING."""
+
+    async def ping(self) -> float: ...
+
+
+async def _redis_check(runtime: Pingable | None) -> dict[str, Any]:
     """``{"ok": bool, ...}`` for the Runtime's store; never raises."""
-    store = getattr(runtime, "store", None)
-    if store is None:
+    if runtime is None:
         return {"ok": False, "reason": "heapbot has no snapshot store configured yet."}
     try:
-        seconds = await asyncio.wait_for(store.ping(), READY_TIMEOUT_SECONDS)
+        seconds = await asyncio.wait_for(runtime.ping(), READY_TIMEOUT_SECONDS)
     except HeapbotError as exc:
         return {"ok": False, "reason": exc.user_message()}
     except TimeoutError:
@@ -67,7 +72,7 @@ def register_metrics(app: web.Application, token: SecretStr | None = None) -> No
     app.router.add_get("/metrics", metrics)
 
 
-def register_routes(app: web.Application, runtime: Any,
+def register_routes(app: web.Application, runtime: Pingable | None,
                     slack_ready: Callable[[], bool] | None = None, *,
                     metrics: bool = True, metrics_token: SecretStr | None = None) -> None:
     """Add /healthz, /readyz and (unless ``metrics`` is False) /metrics, and a request id."""
