@@ -22,17 +22,8 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 import redis.asyncio as aioredis
 from redis.exceptions import LockError, RedisError
 
-from bot import keys, metrics, sampling
+from bot import keys, metrics
 from bot.analysis.goroutines import merge_reports, parse_goroutines
-from bot.analysis.leaks import MAX_CAPTURES as MAX_LEAK_CAPTURES
-from bot.analysis.leaks import (
-    HeapSite,
-    LeakReport,
-    heap_sites,
-    summarize_heap_bytes,
-)
-from bot.analysis.leaks import analyze as analyze_leaks
-from bot.analysis.leaks.observe import leaked_groups, observe, unchanged_note
 from bot.analysis.summarize import summarize_snapshot
 from bot.capture import Capturer, CaptureResult, InstanceResult
 from bot.errors import (
@@ -46,7 +37,6 @@ from bot.errors import (
 from bot.pprof import merge_profiles, parse_profile
 from bot.redisconn import parse_redis_url, store_errors
 from bot.registry import Registry, ServiceConfig, load_registry
-from bot.sampling import Sampling
 from bot.store import (
     DeployMarker,
     InstanceMeta,
@@ -58,10 +48,14 @@ from bot.units import duration_seconds, format_duration
 from bot.watchlist import Watch, WatchStore
 
 if TYPE_CHECKING:
+    # Imported where used: `heapbot services` / `history` start without loading the leak
+    # analysis and the --sample scheduler (issue 15 item 12: warm CLI calls are fast).
     from bot.analysis.goroutines import GoroutineReport
+    from bot.analysis.leaks import HeapSite, LeakReport
     from bot.analysis.summary import SnapshotSummary
     from bot.pprof import Profile
     from bot.redis_server import EmbeddedRedis
+    from bot.sampling import Sampling
     from bot.settings import Settings
     from bot.source import Sources
 
@@ -208,6 +202,8 @@ def _digest(result: CaptureResult, snapshot_id: str, trigger: str, requested_by:
             by_target[meta.target] = parsed[0]
     goroutines = merge_reports(reports)
     memstats, per_instance = _memstats(memstats_texts)
+    from bot.analysis.leaks.observe import leaked_groups, observe
+
     observations = []
     for inst in result.instances:
         if not inst.ok:
@@ -399,6 +395,8 @@ class Runtime:
         captured = Captured(snapshot=snapshot, heap=heap, goroutines=goroutines,
                             memstats=dict(snapshot.memstats), instances=snapshot.instances)
         if latest is not None and latest.summary is not None and snapshot.summary is not None:
+            from bot.analysis.leaks.observe import unchanged_note
+
             captured.heap_note = unchanged_note(latest.summary.observations,
                                                 snapshot.summary.observations, config.name)
         log.info("captured %s: %d/%d instances in %.2fs, snapshot %s", config.name,
@@ -543,6 +541,8 @@ class Runtime:
         profiles, adds file:line and own-code callers from the latest heap
         profile, and runs the analysis off the event loop.
         """
+        from bot.analysis.leaks import analyze as analyze_leaks
+
         name = self.registry.resolve(service).name
         summaries = await self._with_heap(name, await self.summaries(name))
         deploys = await self.deploys(name)
@@ -553,6 +553,9 @@ class Runtime:
     async def _with_heap(self, service: str, summaries: list[SnapshotSummary]
                          ) -> list[SnapshotSummary]:
         """Fill the heap part of summaries stored without one, from their raw profiles."""
+        from bot.analysis.leaks import MAX_CAPTURES as MAX_LEAK_CAPTURES
+        from bot.analysis.leaks import summarize_heap_bytes
+
         for summary in summaries[-MAX_LEAK_CAPTURES:]:
             if summary.heap.functions:
                 continue
@@ -588,11 +591,15 @@ class Runtime:
 
     async def start_sampling(self, plan: Sampling) -> Sampling:
         """Reserve and schedule ``/heap leaks --sample`` captures (bot/sampling.py caps)."""
+        from bot import sampling
+
         async with store_errors("reserve a sampling", self.store.location):
             return await sampling.start(self.redis, plan)
 
     async def set_sampling_thread(self, sampling_id: str, channel: str, ts: str) -> None:
         """Where a sampling's verdict goes: the thread of the reply that announced it."""
+        from bot import sampling
+
         async with store_errors("record a sampling's thread", self.store.location):
             await sampling.set_thread(self.redis, sampling_id, channel, ts)
 
@@ -678,6 +685,8 @@ class Runtime:
 
 
 def _sites_of(blobs: list[bytes]) -> dict[str, HeapSite]:
+    from bot.analysis.leaks import heap_sites
+
     sites: dict[str, HeapSite] = {}
     for blob in blobs:
         try:

@@ -326,6 +326,12 @@ class Frames:
         return self._expanded
 
     @property
+    def location_stacks(self) -> LocationStacks:
+        """The kept samples as location stacks, what ``nodes`` is expanded from (flame
+        graphs walk them from the root without expanding every frame)."""
+        return self._stacks
+
+    @property
     def nodes(self) -> np.ndarray:
         """Node of every frame of every kept sample."""
         return self._expand()[0]
