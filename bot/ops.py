@@ -36,9 +36,12 @@ def _json(body: dict[str, Any], status: int = 200) -> web.Response:
 
 
 class Pingable(Protocol):
-    """What readiness needs of the Runtime (a layer above this module): a store PING."""
+    """What readiness needs of the Runtime (a layer above this module): a store PING and
+    the Redis topology behind it."""
 
     async def ping(self) -> float: ...
+
+    async def topology(self) -> dict[str, Any]: ...
 
 
 async def _redis_check(runtime: Pingable | None) -> dict[str, Any]:
@@ -55,18 +58,16 @@ async def _redis_check(runtime: Pingable | None) -> dict[str, Any]:
     except Exception as exc:  # readiness must answer, whatever the store raised
         return {"ok": False, "reason": f"Redis check failed ({type(exc).__name__})."}
     check: dict[str, Any] = {"ok": True, "ping_ms": round(float(seconds) * 1000, 3)}
-    topology = getattr(store, "topology", None)
-    if topology is not None:
-        try:
-            state = await asyncio.wait_for(topology(), READY_TIMEOUT_SECONDS)
-        except (HeapbotError, TimeoutError) as exc:
-            return {"ok": False, "reason": getattr(exc, "message", "")
-                    or "Redis Cluster did not report its state in time."}
-        check.update({k: v for k, v in state.items() if k != "ok"})
-        if not state.get("ok", True):
-            check.update(ok=False, reason=f"Redis Cluster state is {state.get('cluster_state')} "
-                         f"({state.get('slots_fail', 0)} slots failing): a master is down and "
-                         "no replica has taken over yet.")
+    try:
+        state = await asyncio.wait_for(runtime.topology(), READY_TIMEOUT_SECONDS)
+    except (HeapbotError, TimeoutError) as exc:
+        return {"ok": False, "reason": getattr(exc, "message", "")
+                or "Redis Cluster did not report its state in time."}
+    check.update({k: v for k, v in state.items() if k != "ok"})
+    if not state.get("ok", True):
+        check.update(ok=False, reason=f"Redis Cluster state is {state.get('cluster_state')} "
+                     f"({state.get('slots_fail', 0)} slots failing): a master is down and "
+                     "no replica has taken over yet.")
     return check
 
 

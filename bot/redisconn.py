@@ -234,7 +234,7 @@ def _cluster_class() -> type:
     """
     from redis.asyncio.cluster import RedisCluster
 
-    class BackoffRedisCluster(RedisCluster):  # type: ignore[misc]
+    class BackoffRedisCluster(RedisCluster):
         async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
             parent = super().execute_command
             return await retrying(str(args[0]) if args else "command",
