@@ -40,6 +40,7 @@ MAX_REDIRECTS = 5
 # smaller cap than the heap profile itself (issue 17 item 12)
 TEXT_ENDPOINT_BYTES = 16 * 1024 * 1024
 _BUDGET_BLOCK = 1 << 20  # bytes reserved from the global budget at a time
+POOL_FROM_INSTANCES = 4  # captures of fewer instances decode in a thread
 USER_AGENT = "heapbot (+https://github.com/heapbot)"
 KINDS = ("heap", "goroutine", "memstats")
 
@@ -210,7 +211,8 @@ class Capturer:
         clock = time.monotonic()
         bases = await self.expand_targets(service)
         per_service = asyncio.Semaphore(service.concurrency)
-        folder = _Folder()
+        # worker processes pay off from a few instances up (bench/fanout/run.py)
+        folder = _Folder(pool_ok=len(bases) >= POOL_FROM_INSTANCES)
 
         async def one(base: str, source: str, dns_error: str | None) -> InstanceResult:
             if dns_error:
@@ -426,7 +428,8 @@ class _Folder:
     waiting), whatever the number of instances; each is dropped once folded.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, pool_ok: bool = True) -> None:
+        self._pool_ok = pool_ok
         self._merger: Any = None
         self._lock = asyncio.Lock()
         self._decoding = asyncio.Semaphore(2)
@@ -435,7 +438,7 @@ class _Folder:
         """Decode (process pool) and fold; returns the profile's main build id and what
         leak analysis keeps of this instance's own heap (digest, leading functions)."""
         async with self._decoding:
-            profile = await workpool.decode_heap(data, max_compressed)
+            profile = await workpool.decode_heap(data, max_compressed, pool_ok=self._pool_ok)
             build_id = profile.main_build_id
             facts = await asyncio.to_thread(heap_facts, profile)
             async with self._lock:

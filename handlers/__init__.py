@@ -22,6 +22,7 @@ from bot.reply import Reply
 from handlers import commands
 from handlers.access import (
     check_access,
+    keep_private,
     may_use,
     require_service,
     resolve_and_authorize,
@@ -94,6 +95,8 @@ async def run(runtime: Runtime, inv: Invocation) -> Reply:
         reply = await commands.handler_of(module, command)(runtime, argv, inv)
         if not isinstance(reply, Reply):
             raise TypeError(f"handler {command} returned {type(reply).__name__}, not Reply")
+        if command in commands.SERVICE_COMMANDS:  # outside allow_channels: the asker alone
+            reply = keep_private(reply, runtime.registry.resolve(argv[0]), inv)
         outcome = "error" if reply.error else "ok"
     except UsageError as err:
         reply = Reply.failure(_usage_hint(err, command).user_message(), service=service)
