@@ -382,7 +382,8 @@ class Capturer:
                     target = urljoin(url, location)
                     if not location or not _same_origin(origin, target):
                         raise FetchFailure(
-                            f"refused a redirect to another host ({_origin_text(target)}); "
+                            f"refused a redirect to another host "
+                            f"({target_text(_origin_text(target), headers)}); "
                             "heapbot only follows redirects on the same scheme, host and port"
                         )
                     url = target
@@ -459,8 +460,11 @@ class _Folder:
 
 
 def _origin_text(url: str) -> str:
+    """scheme://host:port of a URL a target sent, without userinfo (its to choose: it can
+    echo the credential it was sent there)."""
     parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}" if parts.netloc else url[:80]
+    host = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{host}" if host else url[:80]
 
 
 def _too_large(url: str, limit: int) -> str:

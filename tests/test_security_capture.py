@@ -82,6 +82,27 @@ async def _good_handler(request: web.Request) -> web.Response:
     return _good(request)
 
 
+async def test_a_redirect_echoing_the_credential_is_refused_without_quoting_it() -> None:
+    """The same echo through a redirect: ``Location: http://TOKEN@other-host/``. Before,
+    the refusal quoted the Location's userinfo (the target's choice) in the reply."""
+    async def echo_in_location(request: web.Request) -> web.Response:
+        token = request.headers.get("Authorization", "").split()[-1]
+        return web.Response(status=302, headers={"Location": f"http://{token}@127.0.0.2:9/x"})
+
+    server = await HttpServer(echo_in_location).start()
+    try:
+        capturer = Capturer(retries=0, environ={"PPROF_AUTH": f"Bearer {TOKEN}"})
+        service = service_of([server.url], auth_header_env="PPROF_AUTH")
+        with pytest.raises(capture_module.CaptureError) as failed:
+            await capturer.capture(service)
+        await capturer.aclose()
+    finally:
+        await server.stop()
+    message = failed.value.user_message()
+    assert "refused a redirect to another host (http://127.0.0.2:9)" in message, message
+    assert TOKEN not in message
+
+
 def test_target_text_redacts_sent_headers_and_credential_shapes() -> None:
     text = target_text("denied Bearer abcdef123456 for token xyz-777777; "
                        "see https://bob:hunter22@proxy", {"X-Api-Key": "xyz-777777"})
