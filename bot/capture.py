@@ -451,7 +451,8 @@ class _Folder:
                     from bot.pprof.fold import Merger
 
                     self._merger = Merger()
-                await asyncio.to_thread(self._merger.add, profile)
+                async with workpool.fold_slot():
+                    await asyncio.to_thread(self._merger.add, profile)
             del profile
             return build_id, facts
 

@@ -113,6 +113,23 @@ def parse_heap(data: bytes, max_compressed: int) -> Profile:
     return profile
 
 
+_fold_slots: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
+
+
+@asynccontextmanager
+async def fold_slot() -> AsyncIterator[None]:
+    """One fold at a time per event loop: folding runs in a thread of this process and
+    holds its GIL; five captures folding at once would slow every Slack ack five-fold."""
+    loop = asyncio.get_running_loop()
+    sem = _fold_slots.get(loop)
+    if sem is None:
+        for old in [k for k in _fold_slots if k.is_closed()]:
+            del _fold_slots[old]
+        sem = _fold_slots[loop] = asyncio.Semaphore(1)
+    async with sem:
+        yield
+
+
 def _decode(data: bytes, max_compressed: int) -> Profile:
     """In a worker: parse and check a heap profile, labels decoded, ready to pickle."""
     profile = parse_heap(data, max_compressed)
