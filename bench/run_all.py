@@ -9,6 +9,9 @@
                heapbot top --flame vs go tool pprof -http's flame graph page
 - bench/alerts: /healthz during 10 x 8,000-alert bodies and 1,100 half-open connections,
                vs idle /healthz of the same bot process
+- bench/regex: /healthz while (.|.)*Z runs as --focus/--ignore/--hide/FUNC_RE in heapbot serve,
+               vs the same bot answering ordinary commands
+- bench/store: warm CLI calls and 10 concurrent CLI captures on one embedded store
 The fuzzer (bench/fuzz) runs for minutes and is started on its own.
 """
 
@@ -21,7 +24,8 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 SCRIPTS = ["top/run.py", "leaks/run.py", "slack/run.py", "load/run.py", "merge/run.py",
-           "flame/run.py", "alerts/run.py"]
+           "flame/run.py", "alerts/run.py", "regex/run.py",
+           "store/run.py"]
 
 
 def main() -> int:

@@ -25,6 +25,7 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 import httpx
 
 from bot import workpool
+from bot.analysis.leaks.observe import HeapFacts, heap_facts
 from bot.errors import CaptureError, HeapbotError
 from bot.logs import configured_secrets, redact
 from bot.registry import ServiceConfig
@@ -39,6 +40,7 @@ MAX_REDIRECTS = 5
 # smaller cap than the heap profile itself (issue 17 item 12)
 TEXT_ENDPOINT_BYTES = 16 * 1024 * 1024
 _BUDGET_BLOCK = 1 << 20  # bytes reserved from the global budget at a time
+POOL_FROM_INSTANCES = 4  # captures of fewer instances decode in a thread
 USER_AGENT = "heapbot (+https://github.com/heapbot)"
 KINDS = ("heap", "goroutine", "memstats")
 
@@ -62,6 +64,9 @@ class InstanceResult:
     warnings: list[str] = field(default_factory=list)  # goroutine/memstats problems
     heap_profile: Profile | None = None  # parsed heap until folded into the capture's merge
     build_id: str = ""  # the heap profile's main build id (kept after the profile is dropped)
+    heap_facts: HeapFacts | None = None  # digest and leading functions, for leak analysis
+    goroutineleak: bytes | None = None  # /goroutineleak (Go ≥ 1.26), fetched with a fresh heap
+    fresh: bool = False  # the heap was fetched with ?gc=1
 
 
 @dataclass(slots=True)
@@ -193,20 +198,28 @@ class Capturer:
         await asyncio.gather(*(c.aclose() for c in clients), *self._closing,
                              return_exceptions=True)
 
-    async def capture(self, service: ServiceConfig) -> CaptureResult:
-        """Fetch every instance; raises CaptureError only when none answered usefully."""
+    async def capture(self, service: ServiceConfig, *, fresh: bool | None = None
+                      ) -> CaptureResult:
+        """Fetch every instance; raises CaptureError only when none answered usefully.
+
+        ``fresh`` asks for ``heap?gc=1`` (a GC on the target right before the heap
+        profile) and for the proven goroutine leaks; None follows ``service.gc``.
+        """
+        fresh = bool(service.gc) if fresh is None else fresh
         headers = service.request_headers(self.environ)  # ConfigError if an env var is unset
         started = time.time()
         clock = time.monotonic()
         bases = await self.expand_targets(service)
         per_service = asyncio.Semaphore(service.concurrency)
-        folder = _Folder()
+        # worker processes pay off from a few instances up (bench/fanout/run.py)
+        folder = _Folder(pool_ok=len(bases) >= POOL_FROM_INSTANCES)
 
         async def one(base: str, source: str, dns_error: str | None) -> InstanceResult:
             if dns_error:
                 return InstanceResult(target=base, ok=False, error=dns_error, source=source)
             async with per_service, self._limit:
-                return await self._capture_instance(service, base, source, headers, folder)
+                return await self._capture_instance(service, base, source, headers, folder,
+                                                    fresh=fresh)
 
         instances = list(await asyncio.gather(*(one(*b) for b in bases)))
         result = CaptureResult(service=service.name, instances=instances, started_at=started,
@@ -252,13 +265,14 @@ class Capturer:
         return out
 
     async def _capture_instance(self, service: ServiceConfig, base: str, source: str,
-                                headers: dict[str, str],
-                                folder: _Folder | None = None) -> InstanceResult:
+                                headers: dict[str, str], folder: _Folder | None = None, *,
+                                fresh: bool = False) -> InstanceResult:
         clock = time.monotonic()
         prefix = base.rstrip("/") + service.pprof_prefix
-        heap_url = prefix + "/heap" + ("?gc=1" if service.gc else "")
+        heap_url = prefix + "/heap" + ("?gc=1" if fresh else "")
         urls = {"heap": heap_url, "goroutine": prefix + "/goroutine",
-                "memstats": prefix + "/heap?debug=1"}
+                "memstats": prefix + "/heap?debug=1",
+                "goroutineleak": prefix + "/goroutineleak"}
 
         async def get(kind: str) -> bytes | FetchFailure:
             limit = service.max_profile_bytes if kind == "heap" else \
@@ -268,8 +282,18 @@ class Capturer:
             except FetchFailure as failure:
                 return failure
 
-        heap, goroutine, memstats = await asyncio.gather(*(get(k) for k in KINDS))
-        result = InstanceResult(target=base, ok=False, source=source)
+        async def heap_then_memstats() -> tuple[bytes | FetchFailure, bytes | FetchFailure]:
+            # MemStats after the heap: its NumGC/LastGC name the GC the profile is from.
+            first = await get("heap")
+            return first, await get("memstats")
+
+        (heap, memstats), goroutine, leaked = await asyncio.gather(
+            heap_then_memstats(), get("goroutine"),
+            get("goroutineleak") if fresh else asyncio.sleep(0, FetchFailure("not asked")))
+        result = InstanceResult(target=base, ok=False, source=source, fresh=fresh)
+        if (not isinstance(leaked, FetchFailure) and not _looks_like_html(leaked)
+                and leaked[:2] == b"\x1f\x8b"):
+            result.goroutineleak = leaked  # a gzipped profile: the target serves it
         if isinstance(heap, FetchFailure):
             result.error = str(heap)
         elif _looks_like_html(heap):
@@ -280,8 +304,10 @@ class Capturer:
                     result.heap_profile = await workpool.decode_heap(heap,
                                                                      service.max_profile_bytes)
                     result.build_id = result.heap_profile.main_build_id
+                    result.heap_facts = await asyncio.to_thread(heap_facts, result.heap_profile)
                 else:
-                    result.build_id = await folder.add(heap, service.max_profile_bytes)
+                    result.build_id, result.heap_facts = await folder.add(
+                        heap, service.max_profile_bytes)
                 result.heap, result.ok = heap, True
             except HeapbotError as exc:
                 result.error = f"not a heap profile: {exc.message}"
@@ -356,7 +382,8 @@ class Capturer:
                     target = urljoin(url, location)
                     if not location or not _same_origin(origin, target):
                         raise FetchFailure(
-                            f"refused a redirect to another host ({_origin_text(target)}); "
+                            f"refused a redirect to another host "
+                            f"({target_text(_origin_text(target), headers)}); "
                             "heapbot only follows redirects on the same scheme, host and port"
                         )
                     url = target
@@ -391,6 +418,10 @@ async def _read_body(response: httpx.Response, url: str, limit: int) -> bytes:
             chunks.append(chunk)
         return b"".join(chunks)
     finally:
+        # A failed or cancelled download's bytes go now: the exception's traceback keeps
+        # this frame (and a list of chunks) alive until the cyclic GC gets to it, long
+        # after the budget was released (issue 17 item 12: RSS was 2.6x the budget).
+        chunks.clear()
         if reserved:
             workpool.BYTES.release(reserved)
 
@@ -402,16 +433,19 @@ class _Folder:
     waiting), whatever the number of instances; each is dropped once folded.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, pool_ok: bool = True) -> None:
+        self._pool_ok = pool_ok
         self._merger: Any = None
         self._lock = asyncio.Lock()
         self._decoding = asyncio.Semaphore(2)
 
-    async def add(self, data: bytes, max_compressed: int) -> str:
-        """Decode (process pool) and fold; returns the profile's main build id."""
+    async def add(self, data: bytes, max_compressed: int) -> tuple[str, HeapFacts]:
+        """Decode (process pool) and fold; returns the profile's main build id and what
+        leak analysis keeps of this instance's own heap (digest, leading functions)."""
         async with self._decoding:
-            profile = await workpool.decode_heap(data, max_compressed)
+            profile = await workpool.decode_heap(data, max_compressed, pool_ok=self._pool_ok)
             build_id = profile.main_build_id
+            facts = await asyncio.to_thread(heap_facts, profile)
             async with self._lock:
                 if self._merger is None:
                     from bot.pprof.fold import Merger
@@ -419,15 +453,18 @@ class _Folder:
                     self._merger = Merger()
                 await asyncio.to_thread(self._merger.add, profile)
             del profile
-            return build_id
+            return build_id, facts
 
     def result(self) -> Profile | None:
         return self._merger.result() if self._merger is not None else None
 
 
 def _origin_text(url: str) -> str:
+    """scheme://host:port of a URL a target sent, without userinfo (its to choose: it can
+    echo the credential it was sent there)."""
     parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}" if parts.netloc else url[:80]
+    host = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{host}" if host else url[:80]
 
 
 def _too_large(url: str, limit: int) -> str:

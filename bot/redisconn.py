@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -155,11 +156,11 @@ def parse_redis_url(url: str) -> RedisTarget:
                            username=username, tls=tls)
     if topology == SENTINEL:
         hosts = _hosts(url, parts, 26379)
-        path = [p for p in parts.path.split("/") if p]
-        if not path:
+        segments = [p for p in parts.path.split("/") if p]
+        if not segments:
             raise _bad(url, "it names no Sentinel master (…/MASTER_NAME/0)")
-        db = _db(url, path[1]) if len(path) > 1 else 0
-        return RedisTarget(url, SENTINEL, hosts, master=unquote(path[0]), db=db,
+        db = _db(url, segments[1]) if len(segments) > 1 else 0
+        return RedisTarget(url, SENTINEL, hosts, master=unquote(segments[0]), db=db,
                            password=password, username=username, tls=tls)
     hosts = _hosts(url, parts, 6379)
     path = parts.path.strip("/")
@@ -222,6 +223,26 @@ MAX_CONNECTIONS = 32
 FAILOVER_RETRIES = 10
 
 
+@functools.cache
+def _cluster_class() -> type:
+    """redis-py's RedisCluster, with backoff between retries of a command.
+
+    redis-py retries a command on a connection error at once (re-reading the slot map
+    each time), so all its tries can fail inside the seconds a failover takes. Each
+    command here gets those tries again, spaced by jittered backoff (:func:`retrying`),
+    until a replica has been promoted.
+    """
+    from redis.asyncio.cluster import RedisCluster
+
+    class BackoffRedisCluster(RedisCluster):
+        async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+            parent = super().execute_command
+            return await retrying(str(args[0]) if args else "command",
+                                  lambda: parent(*args, **kwargs))
+
+    return BackoffRedisCluster
+
+
 def connect(url: str) -> Connection:
     """A client for ``url`` (checked by :func:`parse_redis_url` first)."""
     import redis.asyncio as aioredis
@@ -231,9 +252,9 @@ def connect(url: str) -> Connection:
         "socket_connect_timeout": 5, "socket_timeout": 30, **_DRIVER_INFO,
     }
     if target.topology == CLUSTER:
-        from redis.asyncio.cluster import ClusterNode, RedisCluster
+        from redis.asyncio.cluster import ClusterNode
 
-        cluster = RedisCluster(
+        cluster = _cluster_class()(
             startup_nodes=[ClusterNode(host, port) for host, port in target.hosts],
             password=target.password, username=target.username, ssl=target.tls,
             retry=retry_policy(FAILOVER_RETRIES, cap=1.0, base=0.1),
@@ -308,7 +329,7 @@ async def store_errors(operation: str, location: str = "Redis") -> AsyncIterator
 
 
 async def retrying(operation: str, call: Callable[[], Awaitable[T]], *,
-                   attempts: int = 6, base: float = 0.1, cap: float = 2.0) -> T:
+                   attempts: int = 8, base: float = 0.2, cap: float = 2.0) -> T:
     """``call()`` again with jittered backoff while Redis is unreachable or failing over.
 
     For whole operations that are safe to repeat (a MULTI/EXEC that writes the same

@@ -15,7 +15,7 @@ import string
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
@@ -23,6 +23,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from bot.errors import AccessDeniedError, ConfigError, UnknownServiceError
 
+# Captures that ask for a fresh heap (heap?gc=1: one forced GC on the target) unless
+# the registry says otherwise: leak sampling, watch ticks and alert captures. A
+# user's /heap top or capture does not, unless it says --gc.
+GcTrigger = Literal["user", "sample", "watch", "alert", "schedule"]
+DEFAULT_GC_TRIGGERS: tuple[str, ...] = ("sample", "watch", "alert")
 TARGET_SCHEMES = ("http", "https", "dns+http", "dns+https")
 SERVICE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -47,6 +52,7 @@ class _Defaults(BaseModel):
     concurrency: int = Field(16, ge=1, le=256)
     pprof_prefix: str = "/debug/pprof"
     gc: bool = False
+    gc_triggers: list[GcTrigger] = Field(default_factory=lambda: list(DEFAULT_GC_TRIGGERS))
 
 
 SOURCE_MAX_BYTES = 1024 * 1024  # a source file larger than this is not shown by `list`
@@ -120,6 +126,7 @@ class _ServiceEntry(BaseModel):
     timeout_seconds: float | None = Field(None, gt=0, le=600)
     pprof_prefix: str | None = None
     gc: bool | None = None
+    gc_triggers: list[GcTrigger] | None = None
     allow_channels: list[str] = Field(default_factory=list)
     allow_usergroups: list[str] = Field(default_factory=list)
     cooldown_seconds: float | None = Field(None, ge=0)
@@ -216,6 +223,14 @@ def target_problem(target: Any) -> str | None:
 class ServiceConfig:
     """A service with every default applied: what capture and store need."""
 
+    def fresh_heap(self, trigger: str, asked: bool = False) -> bool:
+        """Whether a capture with this trigger fetches ``heap?gc=1`` (forces a GC).
+
+        ``gc: true`` forces one on every capture; otherwise the triggers listed in
+        ``gc_triggers`` do, and a user's ``--gc`` does.
+        """
+        return self.gc or asked or trigger in self.gc_triggers
+
     name: str
     targets: tuple[str, ...]
     channel: str | None = None
@@ -225,6 +240,7 @@ class ServiceConfig:
     timeout_seconds: float = 10.0
     pprof_prefix: str = "/debug/pprof"
     gc: bool = False
+    gc_triggers: tuple[str, ...] = DEFAULT_GC_TRIGGERS
     allow_channels: tuple[str, ...] = ()
     allow_usergroups: tuple[str, ...] = ()
     cooldown_seconds: float = 30.0
@@ -436,6 +452,7 @@ def parse_registry(data: Any, path: Path) -> Registry:
             timeout_seconds=pick(entry.timeout_seconds, defaults.timeout_seconds),
             pprof_prefix=pick(entry.pprof_prefix, defaults.pprof_prefix).rstrip("/") or "",
             gc=pick(entry.gc, defaults.gc),
+            gc_triggers=tuple(pick(entry.gc_triggers, defaults.gc_triggers)),
             allow_channels=tuple(entry.allow_channels),
             allow_usergroups=tuple(entry.allow_usergroups),
             cooldown_seconds=pick(entry.cooldown_seconds, defaults.cooldown_seconds),

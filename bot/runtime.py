@@ -22,16 +22,8 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 import redis.asyncio as aioredis
 from redis.exceptions import LockError, RedisError
 
-from bot import keys, metrics, sampling
+from bot import keys, metrics
 from bot.analysis.goroutines import merge_reports, parse_goroutines
-from bot.analysis.leaks import MAX_CAPTURES as MAX_LEAK_CAPTURES
-from bot.analysis.leaks import (
-    HeapSite,
-    LeakReport,
-    heap_sites,
-    summarize_heap_bytes,
-)
-from bot.analysis.leaks import analyze as analyze_leaks
 from bot.analysis.summarize import summarize_snapshot
 from bot.capture import Capturer, CaptureResult, InstanceResult
 from bot.errors import (
@@ -45,7 +37,6 @@ from bot.errors import (
 from bot.pprof import merge_profiles, parse_profile
 from bot.redisconn import parse_redis_url, store_errors
 from bot.registry import Registry, ServiceConfig, load_registry
-from bot.sampling import Sampling
 from bot.store import (
     DeployMarker,
     InstanceMeta,
@@ -57,10 +48,14 @@ from bot.units import duration_seconds, format_duration
 from bot.watchlist import Watch, WatchStore
 
 if TYPE_CHECKING:
+    # Imported where used: `heapbot services` / `history` start without loading the leak
+    # analysis and the --sample scheduler (issue 15 item 12: warm CLI calls are fast).
     from bot.analysis.goroutines import GoroutineReport
+    from bot.analysis.leaks import HeapSite, LeakReport
     from bot.analysis.summary import SnapshotSummary
     from bot.pprof import Profile
     from bot.redis_server import EmbeddedRedis
+    from bot.sampling import Sampling
     from bot.settings import Settings
     from bot.source import Sources
 
@@ -85,6 +80,7 @@ class Captured:
     stored: bool = True  # False when Redis was down (the capture is still usable)
     store_error: str | None = None
     deploys_detected: list[DeployMarker] = field(default_factory=list)
+    heap_note: str = ""  # "heap profile unchanged since the previous capture: no GC ran…"
 
     @property
     def service(self) -> str:
@@ -196,14 +192,26 @@ def _digest(result: CaptureResult, snapshot_id: str, trigger: str, requested_by:
     # (bot.pprof.fold); profiles still attached to instances are merged here.
     heap = result.heap if result.heap is not None else _merge_parsed(heaps)
     reports: list[GoroutineReport] = []
+    by_target: dict[str, GoroutineReport] = {}
     for meta, blob in zip([i for i in instances if "goroutine" in i.kinds], goroutine_blobs,
                           strict=True):
         parsed = _goroutine_reports([blob])
         if parsed:
             meta.goroutines = parsed[0].total
             reports.extend(parsed)
+            by_target[meta.target] = parsed[0]
     goroutines = merge_reports(reports)
     memstats, per_instance = _memstats(memstats_texts)
+    from bot.analysis.leaks.observe import leaked_groups, observe
+
+    observations = []
+    for inst in result.instances:
+        if not inst.ok:
+            continue
+        observations.append(observe(
+            inst.target, inst.heap_facts, per_instance.get(inst.target),
+            by_target.get(inst.target),
+            leaked_groups(inst.goroutineleak) if inst.goroutineleak else None))
     builds = Counter(i.build_id for i in instances if i.ok and i.build_id)
     build_id = builds.most_common(1)[0][0] if builds else ""
     answered = sum(1 for i in instances if i.ok)
@@ -211,6 +219,8 @@ def _digest(result: CaptureResult, snapshot_id: str, trigger: str, requested_by:
         snapshot_id=snapshot_id, service=result.service, taken_at=result.started_at,
         build_id=build_id, instances=answered, heap=heap, goroutines=goroutines,
         memstats=memstats, trigger=trigger)
+    summary.observations = observations
+    summary.fresh = any(i.fresh for i in result.instances if i.ok)
     snapshot = StoredSnapshot(
         id=snapshot_id, service=result.service, taken_at=result.started_at, trigger=trigger,
         requested_by=requested_by, instances=instances, build_id=build_id,
@@ -267,6 +277,14 @@ class Runtime:
         if self.embedded is not None:  # it keeps running for the next heapbot process
             self.embedded.release()
 
+    async def ping(self) -> float:
+        """Seconds a PING to the store took (readiness); StoreError when Redis is down."""
+        return await self.store.ping()
+
+    async def topology(self) -> dict[str, Any]:
+        """The Redis behind the store for readiness: topology and, on a Cluster, its state."""
+        return await self.store.topology()
+
     @property
     def redis(self) -> aioredis.Redis:
         """The one Redis client of this process (the store's pool), for the job queue,
@@ -279,8 +297,14 @@ class Runtime:
     # -- capture -------------------------------------------------------------------
 
     async def capture(self, service: str, trigger: str = "user", requested_by: str = "",
-                      force: bool = False) -> Captured:
-        """Capture every instance and store the snapshot (or reuse/join a recent one)."""
+                      force: bool = False, gc: bool = False) -> Captured:
+        """Capture every instance and store the snapshot (or reuse/join a recent one).
+
+        Whether the heap is fetched fresh (``heap?gc=1``) follows the registry's
+        policy for ``trigger`` (:meth:`ServiceConfig.fresh_heap`); ``gc`` is a
+        user's ``--gc``, which also bypasses the cooldown.
+        """
+        force = force or gc
         config = self.registry.resolve(service)
         requested_at = time.time()
         while (pending := self._inflight.get(config.name)) is not None:
@@ -296,7 +320,7 @@ class Runtime:
         self._inflight[config.name] = future
         try:
             result = await self._capture_once(config, trigger, requested_by, force,
-                                              requested_at)
+                                              requested_at, gc)
         except asyncio.CancelledError:
             future.cancel()
             raise
@@ -312,7 +336,7 @@ class Runtime:
             self._inflight.pop(config.name, None)
 
     async def _capture_once(self, config: ServiceConfig, trigger: str, requested_by: str,
-                            force: bool, requested_at: float) -> Captured:
+                            force: bool, requested_at: float, gc: bool = False) -> Captured:
         now = time.time()
         latest: StoredSnapshot | None = None
         store_error: str | None = None
@@ -352,16 +376,17 @@ class Runtime:
                             type(exc).__name__)
                 lock = None
         try:
-            return await self._fresh(config, trigger, requested_by, store_error)
+            return await self._fresh(config, trigger, requested_by, store_error, gc, latest)
         finally:
             if lock is not None:
                 await _release(lock)
 
     async def _fresh(self, config: ServiceConfig, trigger: str, requested_by: str,
-                     store_error: str | None) -> Captured:
+                     store_error: str | None, gc: bool = False,
+                     latest: StoredSnapshot | None = None) -> Captured:
         clock = time.monotonic()
         try:
-            result = await self.capturer.capture(config)
+            result = await self.capturer.capture(config, fresh=config.fresh_heap(trigger, gc))
         except CaptureError:
             metrics.CAPTURES.labels(config.name, "failed").inc()
             raise
@@ -373,6 +398,11 @@ class Runtime:
         metrics.CAPTURES.labels(config.name, "partial" if result.partial else "ok").inc()
         captured = Captured(snapshot=snapshot, heap=heap, goroutines=goroutines,
                             memstats=dict(snapshot.memstats), instances=snapshot.instances)
+        if latest is not None and latest.summary is not None and snapshot.summary is not None:
+            from bot.analysis.leaks.observe import unchanged_note
+
+            captured.heap_note = unchanged_note(latest.summary.observations,
+                                                snapshot.summary.observations, config.name)
         log.info("captured %s: %d/%d instances in %.2fs, snapshot %s", config.name,
                  snapshot.answered, len(snapshot.instances), result.elapsed, snapshot_id)
         if store_error is not None:
@@ -515,6 +545,8 @@ class Runtime:
         profiles, adds file:line and own-code callers from the latest heap
         profile, and runs the analysis off the event loop.
         """
+        from bot.analysis.leaks import analyze as analyze_leaks
+
         name = self.registry.resolve(service).name
         summaries = await self._with_heap(name, await self.summaries(name))
         deploys = await self.deploys(name)
@@ -525,6 +557,9 @@ class Runtime:
     async def _with_heap(self, service: str, summaries: list[SnapshotSummary]
                          ) -> list[SnapshotSummary]:
         """Fill the heap part of summaries stored without one, from their raw profiles."""
+        from bot.analysis.leaks import MAX_CAPTURES as MAX_LEAK_CAPTURES
+        from bot.analysis.leaks import summarize_heap_bytes
+
         for summary in summaries[-MAX_LEAK_CAPTURES:]:
             if summary.heap.functions:
                 continue
@@ -560,8 +595,17 @@ class Runtime:
 
     async def start_sampling(self, plan: Sampling) -> Sampling:
         """Reserve and schedule ``/heap leaks --sample`` captures (bot/sampling.py caps)."""
+        from bot import sampling
+
         async with store_errors("reserve a sampling", self.store.location):
             return await sampling.start(self.redis, plan)
+
+    async def set_sampling_thread(self, sampling_id: str, channel: str, ts: str) -> None:
+        """Where a sampling's verdict goes: the thread of the reply that announced it."""
+        from bot import sampling
+
+        async with store_errors("record a sampling's thread", self.store.location):
+            await sampling.set_thread(self.redis, sampling_id, channel, ts)
 
     # -- watches (stored beside the snapshots; the alert wing schedules them) ----------
 
@@ -645,6 +689,8 @@ class Runtime:
 
 
 def _sites_of(blobs: list[bytes]) -> dict[str, HeapSite]:
+    from bot.analysis.leaks import heap_sites
+
     sites: dict[str, HeapSite] = {}
     for blob in blobs:
         try:
@@ -662,7 +708,7 @@ def _joined(captured: Captured) -> Captured:
         memstats=captured.memstats, instances=captured.instances, reused=captured.reused,
         shared=True, age_seconds=max(0.0, time.time() - captured.snapshot.taken_at),
         stored=captured.stored, store_error=captured.store_error,
-        deploys_detected=captured.deploys_detected)
+        deploys_detected=captured.deploys_detected, heap_note=captured.heap_note)
 
 
 async def _release(lock: Any) -> None:

@@ -39,7 +39,7 @@ from redis.exceptions import WatchError
 from bot import keys, records
 from bot.analysis.summary import SnapshotSummary
 from bot.errors import NotFoundError, StoreError
-from bot.redisconn import Connection, connect, store_errors
+from bot.redisconn import Connection, connect, retrying, store_errors
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +189,11 @@ class SnapshotStore:
         # per-instance raw heap/goroutine files are kept for this many newest snapshots
         self.keep_raw = _keep_raw_default() if keep_raw is None else keep_raw
 
+    @property
+    def failover_capable(self) -> bool:
+        """Cluster or Sentinel: a failed master is replaced within seconds, worth waiting for."""
+        return self.connection is not None and self.connection.target.topology != "single"
+
     @classmethod
     def from_url(cls, url: str) -> SnapshotStore:
         """A store on the Redis named by ``url`` (any form bot.redisconn accepts).
@@ -208,6 +213,24 @@ class SnapshotStore:
     def _errors(self, operation: str) -> contextlib.AbstractAsyncContextManager[None]:
         """The store boundary: Redis failures become StoreErrors a person can act on."""
         return store_errors(operation, self.location)
+
+    async def topology(self) -> dict[str, Any]:
+        """What /readyz shows of the Redis behind the store: the topology and, on a
+        Cluster, its state (``ok`` only when every slot has a reachable master)."""
+        if self.connection is None or not self.connection.is_cluster:
+            kind = self.connection.target.topology if self.connection is not None else "single"
+            return {"topology": kind, "ok": True}
+        cluster: Any = self.redis  # a redis.asyncio.cluster.RedisCluster here
+        async with self._errors("read the cluster state"):
+            info = await cluster.cluster_info()
+        if isinstance(info, dict) and info and all(isinstance(v, dict) for v in info.values()):
+            info = next(iter(info.values()))  # answered per node: one is enough
+        state = str(info.get("cluster_state", "unknown"))
+        masters = sum(1 for n in cluster.get_nodes() if n.server_type == "primary")
+        return {"topology": "cluster", "ok": state == "ok", "cluster_state": state,
+                "slots_ok": int(info.get("cluster_slots_ok", 0)),
+                "slots_fail": int(info.get("cluster_slots_fail", 0)),
+                "known_nodes": int(info.get("cluster_known_nodes", 0)), "masters": masters}
 
     async def ping(self) -> float:
         """Round-trip time in seconds; StoreUnavailableError when Redis does not answer."""
@@ -255,7 +278,7 @@ class SnapshotStore:
 
         mapping = await asyncio.to_thread(encode)
         ttl = max(1, int(retention_days * 86400))
-        async with self._errors("save a snapshot"):
+        async def transaction() -> list[DeployMarker]:
             for _ in range(10):  # optimistic: retry when another writer touched the index
                 async with self.redis.pipeline(transaction=True) as pipe:
                     try:
@@ -317,6 +340,11 @@ class SnapshotStore:
             raise StoreError(
                 f"Could not store the snapshot of `{svc}`: the index kept changing under "
                 "concurrent writers.", hint="Try the capture again.")
+
+        async with self._errors("save a snapshot"):
+            if self.failover_capable:  # a Cluster or Sentinel failover: wait for the new master
+                return await retrying("save a snapshot", transaction)
+            return await transaction()
 
     async def add_deploy(self, service: str, version: str, by: str = "",
                          at: float | None = None, source: str = "manual") -> DeployMarker:

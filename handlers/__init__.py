@@ -22,12 +22,13 @@ from bot.reply import Reply
 from handlers import commands
 from handlers.access import (
     check_access,
+    keep_private,
     may_use,
     require_service,
     resolve_and_authorize,
     resolve_for,
 )
-from handlers.commands import ALIASES, COMMANDS, USAGES, usage_of
+from handlers.commands import ALIASES, COMMANDS, usage_of
 from handlers.grammar import ParsedCommand, clean_text, parse, shorten
 from handlers.invocation import Invocation
 
@@ -94,6 +95,8 @@ async def run(runtime: Runtime, inv: Invocation) -> Reply:
         reply = await commands.handler_of(module, command)(runtime, argv, inv)
         if not isinstance(reply, Reply):
             raise TypeError(f"handler {command} returned {type(reply).__name__}, not Reply")
+        if command in commands.SERVICE_COMMANDS:  # outside allow_channels: the asker alone
+            reply = keep_private(reply, runtime.registry.resolve(argv[0]), inv)
         outcome = "error" if reply.error else "ok"
     except UsageError as err:
         reply = Reply.failure(_usage_hint(err, command).user_message(), service=service)
@@ -157,7 +160,6 @@ def ack_text(runtime: Runtime, text: str, channel_id: str | None = None) -> str:
 __all__ = [
     "ALIASES",
     "COMMANDS",
-    "USAGES",
     "Invocation",
     "ParsedCommand",
     "ack_text",

@@ -16,6 +16,7 @@ from bot.analysis.graph import compile_regex
 from bot.errors import UsageError
 from bot.reply import Action, Column, Reply, Table
 from bot.units import format_clock, format_duration
+from handlers.grammar import shorten
 
 if TYPE_CHECKING:
     from bot.analysis.top import TopReport
@@ -89,14 +90,14 @@ def parse_args(argv: Sequence[str], usage: str, *, flags: Mapping[str, str] = {}
                     raise usage_error(f"`{name}` needs a value.", usage)
                 args.options[valued[name]] = value
             else:
-                raise usage_error(f"Unknown option `{_shown(name)}`.", usage)
+                raise usage_error(f"Unknown option `{shorten(name)}`.", usage)
         else:
             args.positionals.append(token)
         i += 1
     if len(args.positionals) < min_positionals:
         raise usage_error("Some arguments are missing.", usage)
     if len(args.positionals) > max_positionals:
-        extra = " ".join(_shown(p) for p in args.positionals[max_positionals:])
+        extra = " ".join(shorten(p) for p in args.positionals[max_positionals:])
         raise usage_error(f"Unexpected argument `{extra}`.", usage)
     return args
 
@@ -111,19 +112,13 @@ def _is_number(token: str) -> bool:
     return bool(re.fullmatch(r"-?\d+", token))
 
 
-def _shown(text: str, limit: int = 40) -> str:
-    """User text quoted back: backticks removed, length capped."""
-    text = text.replace("`", "'")
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def parse_count(text: str | None, usage: str, *, default: int = DEFAULT_ROWS,
                 what: str = "N") -> int:
     """A row count; 0 means every row (renderers still cut what a message can hold)."""
     if text is None:
         return default
     if not re.fullmatch(r"\d{1,6}", text):
-        raise usage_error(f"{what} must be a whole number of rows, not `{_shown(text)}`.", usage)
+        raise usage_error(f"{what} must be a whole number of rows, not `{shorten(text)}`.", usage)
     value = int(text)
     return EVERY_ROW if value == 0 else value
 
@@ -148,7 +143,7 @@ def check_sample_type(text: str | None, usage: str) -> str | None:
         raise UsageError("Goroutines are not a heap sample type.",
                          hint="`/heap goroutines SERVICE` shows the goroutine groups.")
     if name not in HEAP_SAMPLE_TYPES:
-        raise usage_error(f"`{_shown(text)}` is not a heap sample type; use one of "
+        raise usage_error(f"`{shorten(text)}` is not a heap sample type; use one of "
                           + ", ".join(HEAP_SAMPLE_TYPES) + ".", usage)
     return name
 
@@ -278,6 +273,8 @@ def context_lines(capture: Captured, *extra: str) -> list[str]:
                      + " (history and diffs will not include this capture)")
     elif capture.snapshot_id:
         lines.append(f"snapshot {capture.snapshot_id}")
+    if capture.heap_note:
+        lines.append(capture.heap_note)
     for marker in capture.deploys_detected:
         lines.append(f"new build noticed: deploy {marker.version or '?'} "
                      "recorded")

@@ -2,7 +2,8 @@
 
 The layout is computed in a thread (numpy on the merged profile, whose node
 stacks the table just computed are reused); the PNG and SVG are drawn in the
-drawing process (``bot.render.pool``), so neither runs on the event loop.
+worker process pool (``bot.workpool.run_cpu`` in a heavy-work slot), so neither
+runs on the event loop.
 """
 
 from __future__ import annotations

@@ -26,7 +26,12 @@ INLINE_SOURCES = frozenset({"console", "cli"})
 
 async def schedule(runtime: Runtime, service: str, count: int, interval: float,
                    inv: Invocation) -> Reply:
-    """Reserve and schedule a sampling of ``service``; the Reply says when the verdict comes."""
+    """Reserve and schedule a sampling of ``service``; the Reply says when the verdict comes.
+
+    The verdict is posted later into the asking channel for everyone there, so a
+    restricted service samples only from one of its ``allow_channels``.
+    """
+    runtime.registry.resolve(service).check_post_channel(inv.channel_id)
     plan = sampling.Sampling(service=service, count=count, interval_seconds=interval,
                              user_id=inv.user_id, channel=inv.channel_id)
     plan = await runtime.start_sampling(plan)

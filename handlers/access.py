@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from bot.errors import AccessDeniedError, UnknownServiceError, UsageError
+from bot.reply import Reply
 from handlers import commands
 from handlers.invocation import TRUSTED_SOURCES, Invocation
 
@@ -38,6 +39,35 @@ def check_access(service: ServiceConfig, inv: Invocation) -> None:
             f"that may use `{service.name}`: Slack did not answer the membership lookup.",
             hint="Try again in a minute, or ask in one of the service's allowed channels.",
         ) from None
+
+
+def answers_privately(service: ServiceConfig, inv: Invocation) -> bool:
+    """Whether a chat answer about ``service`` must reach the asker alone.
+
+    A user group lets its members *ask* from any channel, but everyone in the
+    channel reads a post: outside the service's ``allow_channels`` the answer is
+    the asker's alone (issue 17: a restricted service's data reaches no other channel).
+    """
+    return inv.source not in TRUSTED_SOURCES and not service.may_post_in(inv.channel_id)
+
+
+def keep_private(reply: Reply, service: ServiceConfig, inv: Invocation) -> Reply:
+    """Make ``reply`` ephemeral when :func:`answers_privately`; its files stay unposted.
+
+    Slack cannot share a file with one person only, so the files (flame graphs,
+    raw profiles, charts) are named instead of uploaded into the channel.
+    """
+    if not answers_privately(service, inv):
+        return reply
+    reply.ephemeral = True
+    if reply.attachments:
+        allowed = ", ".join(f"#{c}" for c in service.allow_channels) or "none"
+        names = ", ".join(f"`{a.filename}`" for a in reply.attachments)
+        reply.sections.append(
+            f"Only you see this: `{service.name}`'s files ({names}) are posted only in its "
+            f"allowed channels ({allowed}); ask there for them.")
+        reply.attachments = []
+    return reply
 
 
 def may_use(service: ServiceConfig, inv: Invocation) -> bool:

@@ -1,4 +1,4 @@
-"""`/heap capture SERVICE [--force]`: capture every instance now and store the snapshot.
+"""`/heap capture SERVICE [--force] [--gc]`: capture every instance now and store it.
 
 The reply is about the capture itself (which instances answered, how much heap
 and how many goroutines each holds), not a report: `top`, `diff` and `leaks`
@@ -15,7 +15,7 @@ from handlers._common import (
     Args,
     failed_instances_text,
     not_stored_text,
-    parse_service,
+    parse_args,
     short_build_id,
     standard_actions,
 )
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from bot.store import StoredSnapshot
     from handlers.invocation import Invocation
 
-USAGE = "/heap capture SERVICE [--force]"
+USAGE = "/heap capture SERVICE [--force] [--gc]"
 
 
 def instance_table(snapshot: StoredSnapshot) -> Table:
@@ -49,7 +49,9 @@ def instance_table(snapshot: StoredSnapshot) -> Table:
 
 def check(argv: list[str]) -> Args:
     """Validate the arguments, syntax only (no I/O): shared by handle() and the instant ack."""
-    return parse_service(argv, USAGE)
+    # --gc: a fresh heap (heap?gc=1), whatever the registry's gc_triggers say for users
+    return parse_args(argv, USAGE, flags={"--force": "force", "--gc": "gc"}, min_positionals=1,
+                      max_positionals=1)
 
 
 async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
@@ -57,7 +59,7 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     args = check(argv)
     service = args.positionals[0]
     captured = await runtime.capture(service, trigger="user", requested_by=inv.user_id,
-                                     force=args.flag("force"))
+                                     force=args.flag("force"), gc=args.flag("gc"))
     snapshot = captured.snapshot
     answered = sum(1 for i in snapshot.instances if i.ok)
     total = len(snapshot.instances)
@@ -81,6 +83,8 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
         title = f"Captured {service}: {answered}/{total} instances"
     if (failed := failed_instances_text(snapshot)):
         sections.append(failed)
+    if captured.heap_note:
+        sections.append(captured.heap_note[0].upper() + captured.heap_note[1:] + ".")
     if (unstored := not_stored_text(captured)):
         sections.append(unstored)
     for marker in captured.deploys_detected:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import difflib
 import importlib
 import logging
-import sys
 from collections.abc import Awaitable, Callable
 from types import ModuleType
 from typing import TYPE_CHECKING
@@ -64,27 +63,6 @@ SERVICE_COMMANDS = frozenset(
 CAPTURING_COMMANDS = frozenset(
     {"top", "diff", "goroutines", "stats", "capture", "leaks", "peek", "list"}
 )
-
-# One line per command, shown by `/heap help` and as the hint of usage errors.
-USAGES: dict[str, str] = {
-    "top": "/heap top SERVICE [N] [--cum] [--type inuse_space|inuse_objects|alloc_space|"
-           "alloc_objects] [--focus RE] [--download]",
-    "diff": "/heap diff SERVICE [since previous|deploy|1h|SNAPSHOT_ID]",
-    "goroutines": "/heap goroutines SERVICE [N]",
-    "stats": "/heap stats SERVICE",
-    "history": "/heap history SERVICE",
-    "peek": "/heap peek SERVICE FUNC_RE",
-    "list": "/heap list SERVICE FUNC_RE",
-    "deploy": "/heap deploy SERVICE VERSION",
-    "services": "/heap services",
-    "capture": "/heap capture SERVICE",
-    "leaks": "/heap leaks SERVICE [--sample 3x30s]",
-    "watch": "/heap watch SERVICE every 15m [in #channel]",
-    "unwatch": "/heap unwatch SERVICE",
-    "watches": "/heap watches",
-    "help": "/heap help [COMMAND]",
-}
-
 
 def canonical(word: str) -> str:
     """The command a word names (aliases resolved, case folded); may not exist."""
@@ -141,18 +119,15 @@ def checker_of(module: ModuleType, command: str) -> Callable[[list[str]], object
     return check if callable(check) else None
 
 
-def usage_of(command: str, *, load: bool = False) -> str:
-    """The usage line of a command: its module's own when loaded (or ``load``), else ours."""
-    module_name = "handlers." + COMMANDS.get(command, "help")
-    module = sys.modules.get(module_name)
-    if module is None and load and command in COMMANDS:
-        try:
-            module = importlib.import_module(module_name)
-        except Exception:  # a broken module is reported when it is run, not in help
-            module = None
-    if module is not None:
-        own = getattr(module, "USAGES", {}).get(command) or (
-            getattr(module, "USAGE", None) if _serves_one(command) else None)
-        if isinstance(own, str) and own.startswith("/heap"):
-            return own
-    return USAGES.get(command, "/heap help")
+def usage_of(command: str) -> str:
+    """The usage line of a command: its module's ``USAGES[command]`` or ``USAGE`` (the one
+    place each is written; shown by `/heap help` and as the hint of usage errors)."""
+    if command not in COMMANDS:
+        return "/heap help"
+    try:
+        module = importlib.import_module("handlers." + COMMANDS[command])
+    except Exception:  # a broken module is reported when it is run, not in a hint
+        return f"/heap {command}"
+    own = getattr(module, "USAGES", {}).get(command) or (
+        getattr(module, "USAGE", None) if _serves_one(command) else None)
+    return own if isinstance(own, str) and own.startswith("/heap") else f"/heap {command}"

@@ -32,9 +32,9 @@ if TYPE_CHECKING:
     from bot.store import StoredSnapshot
     from handlers.invocation import Invocation
 
-USAGE = "/heap diff SERVICE [since previous|deploy|1h|SNAPSHOT_ID] [--flame]"
+USAGE = "/heap diff SERVICE [since previous|deploy|1h|SNAPSHOT_ID] [--flame] [--gc]"
 
-FLAGS = {"--cum": "cum", "--force": "force", "--flame": "flame"}
+FLAGS = {"--cum": "cum", "--force": "force", "--flame": "flame", "--gc": "gc"}
 VALUED = {"--type": "type", "-t": "type", "--focus": "focus", "--ignore": "ignore",
           "--hide": "hide", "-n": "n", "--nodes": "n", "--since": "since"}
 
@@ -84,7 +84,7 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     from bot.units import format_value
 
     capture = await runtime.capture(service, requested_by=inv.user_id,
-                                    force=args.flag("force"))
+                                    force=args.flag("force"), gc=args.flag("gc"))
     heap = capture.heap
     if heap is None:
         return no_profile_reply(service, capture.snapshot)

@@ -51,7 +51,7 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
         if word not in COMMANDS:
             raise UsageError(f"There is no command `{word[:40]}` to explain.",
                              hint=did_you_mean(word))
-        usage = usage_of(word, load=True)
+        usage = usage_of(word)
         return Reply(
             title=f"/heap {word}",
             summary=f"`{usage}`",
@@ -60,7 +60,7 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
             ephemeral=True,
             data={"command": word, "usage": usage},
         )
-    usages = {c: usage_of(c, load=True) for c in COMMANDS}
+    usages = {c: usage_of(c) for c in COMMANDS}
     rows = [[usages[c], DESCRIPTIONS.get(c, "").split(". ")[0].rstrip(".")]
             for c in COMMANDS if c != "help"]
     return Reply(

@@ -13,7 +13,7 @@ import asyncio
 import re
 from typing import TYPE_CHECKING
 
-from bot.analysis.leaks import LEAK_LIKELY, NOT_ENOUGH_DATA, LeakReport
+from bot.analysis.leaks import LEAK_LIKELY, NOT_ENOUGH_DATA, UNDECIDED, LeakReport
 from bot.errors import UsageError
 from bot.reply import Action, Column, Reply, Table
 from bot.units import duration_seconds, format_rate
@@ -34,6 +34,7 @@ _TITLE = {
     "growth bounded": "growth bounded, no leak",
     "no growth": "no growth",
     NOT_ENOUGH_DATA: "not enough captures yet",
+    UNDECIDED: "undecided, more captures needed",
 }
 
 
@@ -76,7 +77,7 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
         for i in range(count):
             if i:
                 await asyncio.sleep(interval)
-            await runtime.capture(name, trigger="user", requested_by=inv.user_id, force=True)
+            await runtime.capture(name, trigger="sample", requested_by=inv.user_id, force=True)
             taken += 1
     report = await leak_report(runtime, name)
     return build_reply(name, report, sampled=taken)
@@ -98,10 +99,11 @@ def build_reply(service: str, report: LeakReport, *, sampled: int = 0) -> Reply:
         context.append(f"took {sampled} new captures for this answer")
     table = None
     if report.suspects:
-        rows = [[s.function, s.kind, format_rate(s.growth_per_hour, s.unit), str(s.captures),
+        rows = [[s.function, "goroutines (proven)" if s.proven else s.kind,
+                 s.growth_text or format_rate(s.growth_per_hour, s.unit), str(s.captures),
                  f"{s.share:.0%}"] for s in report.suspects]
         table = Table(columns=[Column("function", "left"), Column("kind", "left"),
-                               Column("growth/h"), Column("captures"), Column("share")],
+                               Column("growth"), Column("captures"), Column("share")],
                       rows=rows,
                       caption=f"{plural(len(rows), 'suspect')}, strongest evidence first")
     sections: list[str] = []
@@ -115,21 +117,23 @@ def build_reply(service: str, report: LeakReport, *, sampled: int = 0) -> Reply:
         if s.hint:
             lines.append(f"Hint: {s.hint}")
         sections.append("\n".join(lines))
+    if report.undecided:
+        sections.append(_bullets(
+            "Undecided (not enough evidence either way):",
+            [f"{u.function} ({u.kind}{', ' + u.growth if u.growth else ''}): {u.reason}"
+             for u in report.undecided]))
     if report.not_suspects:
-        lines = ["Not suspects:"]
         suspected = {s.function for s in report.suspects}
         # "main.f (heap)" when main.f is also a suspect of the other kind, so the two agree
-        lines.extend(f"• {n.function}{f' ({n.kind})' if n.function in suspected else ''}: "
-                     f"{n.reason}" for n in report.not_suspects[:8])
-        if len(report.not_suspects) > 8:
-            lines.append(f"… {len(report.not_suspects) - 8} more")
-        sections.append("\n".join(lines))
+        sections.append(_bullets("Not suspects:", [
+            f"{n.function}{f' ({n.kind})' if n.function in suspected else ''}: {n.reason}"
+            for n in report.not_suspects]))
     if report.signals:
-        sections.append("MemStats: " + " ".join(report.signals))
+        sections.append("Process: " + " ".join(report.signals))
     if report.next_steps:
         sections.append("Next: " + " ".join(report.next_steps))
     actions: list[Action] = []
-    if report.verdict == NOT_ENOUGH_DATA:
+    if report.verdict in (NOT_ENOUGH_DATA, UNDECIDED):
         actions.append(Action("Sample 3x30s", f"leaks {service} --sample 3x30s", "primary"))
     for s in [s for s in report.suspects if s.kind == "heap"][:2]:
         target = s.own_caller or s.function
@@ -147,3 +151,11 @@ def build_reply(service: str, report: LeakReport, *, sampled: int = 0) -> Reply:
         service=service,
         data={**report.to_json(), "service": service},
     )
+
+
+def _bullets(heading: str, items: list[str], limit: int = 8) -> str:
+    """A heading and at most ``limit`` bulleted items, the rest counted."""
+    lines = [heading, *(f"• {item}" for item in items[:limit])]
+    if len(items) > limit:
+        lines.append(f"… {len(items) - limit} more")
+    return "\n".join(lines)

@@ -36,11 +36,12 @@ if TYPE_CHECKING:
     from handlers.invocation import Invocation
 
 USAGE = ("/heap top SERVICE [N] [--cum] [--type inuse_space|inuse_objects|alloc_space|"
-         "alloc_objects] [--focus RE] [--download] [--flame]")
+         "alloc_objects] [--focus RE] [--download] [--flame] [--gc]")
 
-# --download attaches the merged profile; --per-instance each instance's own raw file instead
+# --download attaches the merged profile; --per-instance each instance's own raw file instead;
+# --gc asks for a fresh heap (heap?gc=1)
 FLAGS = {"--cum": "cum", "--download": "download", "--force": "force",
-         "--per-instance": "per_instance", "--flame": "flame"}
+         "--per-instance": "per_instance", "--flame": "flame", "--gc": "gc"}
 VALUED = {"--type": "type", "-t": "type", "--focus": "focus", "--ignore": "ignore",
           "--hide": "hide", "-n": "n", "--nodes": "n", "--snapshot": "snapshot"}
 
@@ -77,7 +78,7 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
         capture = await runtime.open_snapshot(service, snapshot)
     else:
         capture = await runtime.capture(service, requested_by=inv.user_id,
-                                        force=args.flag("force"))
+                                        force=args.flag("force"), gc=args.flag("gc"))
     download: bool | str = "instances" if args.flag("per_instance") else args.flag("download")
     return await top_reply(runtime, capture, sample_type=args.get("type"),
                            sort="cum" if args.flag("cum") else "flat", count=args.count,

@@ -114,17 +114,19 @@ def test_cli_refuses_a_path_it_cannot_write(tmp_path: Path) -> None:
     assert "Cannot write the flame graph to" in out.stderr and "Traceback" not in out.stderr
 
 
-async def test_drawing_survives_a_killed_drawing_process() -> None:
-    from bot.render import pool
+async def test_drawing_survives_a_killed_drawing_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bot import workpool
     from bot.render.flame import draw_flame
 
+    monkeypatch.setenv("HEAPBOT_WORKER_PROCESSES", "1")
     layout = flame(load(HEAP2))
     png, svg = await draw_flame(layout, "demo")
     assert decode(png).size == (picture(layout, "demo").width, picture(layout, "demo").height)
-    assert pool._pool is not None
-    for process in list(pool._pool._processes.values()):  # type: ignore[union-attr]
+    pool = workpool._pool
+    assert pool is not None  # it was drawn in a worker process
+    for process in list(pool._processes.values()):
         process.kill()
         process.join()
     again, svg_again = await draw_flame(layout, "demo")
     assert decode(again).size == decode(png).size and svg_again == svg
-    pool.shutdown()
+    workpool.shutdown(wait=True)

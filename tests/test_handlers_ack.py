@@ -81,7 +81,7 @@ async def test_the_ack_names_the_problem_and_the_usage(runtime: RegistryOnly, te
     ack = ack_text(runtime, text)
     assert problem in ack
     assert "capturing" not in ack.lower() and "…" not in ack
-    usage = usage_of(command, load=True)
+    usage = usage_of(command)
     # the usage line, or for a bad reference the references heapbot understands
     assert any(hint in ack for hint in (f"Usage: `{usage}`", "Use previous, deploy, a duration",
                                         "`/heap history payments` lists the stored ones"))
@@ -93,7 +93,7 @@ async def test_the_ack_names_the_problem_and_the_usage(runtime: RegistryOnly, te
 
 def test_the_usage_line_is_the_commands_own(runtime: RegistryOnly) -> None:
     ack = ack_text(runtime, "top payments --bogus")
-    assert ack == ("Unknown option `--bogus`. Usage: `" + usage_of("top", load=True) + "`")
+    assert ack == ("Unknown option `--bogus`. Usage: `" + usage_of("top") + "`")
 
 
 async def test_an_unknown_service_is_named_with_did_you_mean(runtime: RegistryOnly) -> None:

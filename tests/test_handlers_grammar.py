@@ -72,7 +72,6 @@ def install(folder: Path, monkeypatch: pytest.MonkeyPatch, word: str, module: st
             source: str, *, takes_service: bool = True) -> None:
     (folder / f"{module}.py").write_text(textwrap.dedent(source))
     monkeypatch.setitem(handlers.COMMANDS, word, module)
-    monkeypatch.setitem(handlers.USAGES, word, f"/heap {word} SERVICE")
     if takes_service:
         monkeypatch.setattr(handlers.commands, "SERVICE_COMMANDS",
                             handlers.commands.SERVICE_COMMANDS | {word})

@@ -230,7 +230,10 @@ def test_window_keeps_at_least_three_captures() -> None:
     caps = captures(10, {**BACKGROUND, "main.leak": grows(MB, MB)})
     report = analyze(caps, window=60.0)  # only the last capture is inside 60 s
     assert report.captures == 3
-    assert report.verdict == leaks.LEAK_LIKELY
+    # Three rising observations are not yet steady growth: undecided, and says what decides.
+    assert report.verdict == leaks.UNDECIDED
+    assert [u.function for u in report.undecided] == ["main.leak"]
+    assert report.needed_captures == 1 and "1 more capture" in report.undecided[0].reason
 
 
 def test_goroutines_blocked_on_chan_send_that_keep_growing_are_suspects() -> None:

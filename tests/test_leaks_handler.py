@@ -52,6 +52,7 @@ def test_leak_reply_table_sections_and_actions() -> None:
     assert [row[0] for row in reply.table.rows] == [s.function for s in report.suspects]
     assert {row[1] for row in reply.table.rows} == {"heap", "goroutines"}
     audit = next(row for row in reply.table.rows if row[0] == "main.auditAppend")
+    # 1 MB per 5 minutes over 45 minutes: a per-hour rate, in the top table's units (MiB)
     assert audit[2] == "+11.44MB/h" and audit[3] == "10"  # 12e6 B/h, pprof units (1024)
     assert any("Hint:" in s for s in reply.sections)
     assert any(s.startswith("Not suspects:") and "main.cachePut" in s for s in reply.sections)

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import redis.asyncio as aioredis
 from aiohttp import web
 
 from bot.capture import Capturer
@@ -33,7 +32,7 @@ from bot.registry import Registry, ServiceConfig
 from bot.runtime import Runtime
 from bot.store import SnapshotStore
 from handlers import Invocation, run
-from tests.support.redis import free_port
+from tests.support.redis import all_keys, async_client, free_port
 
 FIXTURES = Path(__file__).parent / "fixtures"
 HEAP = (FIXTURES / "heap_1.pb.gz").read_bytes()
@@ -323,9 +322,9 @@ async def test_same_host_redirect_is_followed(endpoints: Endpoints) -> None:
 
 
 async def _keys(redis_url: str) -> list[bytes]:
-    client = aioredis.Redis.from_url(redis_url)
+    client = async_client(redis_url)
     try:
-        return sorted(await client.keys("*"))
+        return sorted(await all_keys(client))
     finally:
         await client.aclose()
 
@@ -404,9 +403,9 @@ async def test_secret_auth_header_stays_out_of_logs_and_redis(
         assert not any(s in text for s in secret_bits), record
     shown = repr(reply)
     assert not any(s in shown for s in secret_bits)
-    client = aioredis.Redis.from_url(redis_url)
+    client = async_client(redis_url)
     try:
-        keys = await client.keys("*")
+        keys = await all_keys(client)
         assert any(b"snap" in k for k in keys)
         for key in keys:
             kind = (await client.type(key)).decode()

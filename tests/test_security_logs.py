@@ -22,10 +22,9 @@ import sys
 from pathlib import Path
 
 import aiohttp
-import redis.asyncio as aioredis
 from aiohttp import web
 
-from tests.support.redis import free_port
+from tests.support.redis import all_keys, async_client, free_port
 from tests.support.slack_standin import (
     RunningWebApp,
     SignedSender,
@@ -68,10 +67,10 @@ def _unpacked(value: bytes) -> bytes:
 
 
 async def _redis_values(url: str) -> list[bytes]:
-    client = aioredis.Redis.from_url(url)
+    client = async_client(url)
     out: list[bytes] = []
     try:
-        for key in await client.keys("*"):
+        for key in await all_keys(client):
             kind = (await client.type(key)).decode()
             if kind == "hash":
                 out += [_unpacked(v) for v in (await client.hgetall(key)).values()]

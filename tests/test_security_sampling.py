@@ -11,7 +11,6 @@ import json
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 
 from bot.jobs import QueueSettings
 from bot.sampling import (
@@ -22,13 +21,14 @@ from bot.sampling import (
     start,
     take_due,
 )
+from tests.support.redis import async_client
 
 NOW = 1_800_000_000.0
 
 
 @pytest.fixture
 async def redis(redis_url: str):
-    client = aioredis.Redis.from_url(redis_url)
+    client = async_client(redis_url)
     keys = [k async for k in client.scan_iter("heapbot:{sampling}:*")]
     if keys:
         await client.delete(*keys)

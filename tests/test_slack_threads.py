@@ -78,9 +78,14 @@ async def test_allow_listed_user_group_opens_a_service_outside_its_channels(
         assert "`demo` may only be profiled from" in denied["text"]
 
         await bot.sender.slash_command("history demo", channel_id="C0RANDOM", user_id="U0SRE")
-        [allowed] = await slack_standin.wait_for(lambda: slack_standin.posts("C0RANDOM"),
-                                                 timeout=30)
+        # The group member gets the answer, privately: everyone in #C0RANDOM would read a
+        # post, and demo's data goes into no channel outside allow_channels (issue 17).
+        [_, allowed] = await slack_standin.wait_for(
+            lambda: len(slack_standin.responses()) == 2 and slack_standin.responses(),
+            timeout=30)
         assert "captures of demo" in allowed["text"]
+        assert allowed["response_type"] == "ephemeral"
+        assert slack_standin.posts("C0RANDOM") == []
         lookups = slack_standin.calls("usergroups.users.list")
         assert [r.body["usergroup"] for r in lookups] == ["S0SRE"]  # cached for the 2nd user
 

@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 
 from bot.errors import NotFoundError, StoreUnavailableError
 from bot.store import InstanceMeta, SnapshotStore, StoredSnapshot, new_snapshot_id
+from tests.support.redis import all_keys
 
 
 @pytest.fixture
@@ -59,7 +60,7 @@ async def test_keys_share_the_service_hash_tag(store: SnapshotStore,
                                                redis_client: aioredis.Redis) -> None:
     await store.save(snapshot(time.time()), {(0, "heap"): b"\x1f\x8bxx"})
     await store.add_deploy("payments", "v2", by="U1")
-    keys = [k.decode() for k in await redis_client.keys("*")]
+    keys = [k.decode() for k in await all_keys(redis_client)]
     assert keys and all(k.startswith("heapbot:{payments}:") for k in keys)
 
 
@@ -67,7 +68,7 @@ async def test_nothing_is_written_when_a_save_is_rejected(store: SnapshotStore,
                                                           redis_client: aioredis.Redis) -> None:
     with pytest.raises(ValueError):
         await store.save(snapshot(time.time()), {(0, "heap"): b"x", (0, "cpu"): b"y"})
-    assert await redis_client.dbsize() == 0
+    assert await all_keys(redis_client) == []
 
 
 async def test_retention_by_count_drops_the_oldest(store: SnapshotStore,

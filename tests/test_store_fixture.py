@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
+from tests.support.redis import all_keys, async_client
+
 
 async def test_redis_client_starts_clean(redis_client: aioredis.Redis) -> None:
-    assert await redis_client.dbsize() == 0
+    assert await all_keys(redis_client) == []
     await redis_client.set("heapbot:probe", "1")
     assert await redis_client.get("heapbot:probe") == b"1"
 
 
 async def test_data_survives_server_restart(redis_server, redis_url: str) -> None:
-    client = aioredis.Redis.from_url(redis_url)
+    client = async_client(redis_url)
     await client.set("heapbot:kept", "yes")
     await client.aclose()
     redis_server.stop()
     redis_server.start()
-    client = aioredis.Redis.from_url(redis_url)
+    client = async_client(redis_url)
     try:
         assert await client.get("heapbot:kept") == b"yes"
     finally:

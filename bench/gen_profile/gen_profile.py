@@ -1,4 +1,4 @@
-"""Build and run bench/gen_profile to get a big real heap profile (cached in the temp dir).
+"""Build and run bench/gen_profile to get a big real heap profile (cached in .cache/bench).
 
 Benchmarks call :func:`big_heap_profile`; ``python bench/gen_profile/gen_profile.py``
 prints where the profile is.
@@ -11,7 +11,6 @@ import hashlib
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -25,7 +24,9 @@ def big_heap_profile(path: Path | None = None, stacks: int = 300_000, *, base: i
     """A heap profile with ``stacks`` distinct stacks; reused while main.go is unchanged."""
     shape = f"{stacks}" if (base, depth) == (10, 0) else f"{stacks}-{base}-{depth}"
     key = hashlib.sha256((HERE / "main.go").read_bytes() + shape.encode()).hexdigest()[:16]
-    target = path or Path(tempfile.gettempdir()) / f"heapbot-big-heap-{key}.pb.gz"
+    # cached under the checkout's .cache/ (gitignored), not the system temp dir
+    target = path or HERE.parents[1] / ".cache" / "bench" / f"big-heap-{key}.pb.gz"
+    target.parent.mkdir(parents=True, exist_ok=True)
     if target.exists() and target.stat().st_size > 0:
         return target
     partial = target.with_name(f"{target.name}.{os.getpid()}.partial")

@@ -1,121 +1,290 @@
-"""Precision and recall of leak detection over the demo's scenarios.
+"""Precision and recall of `/heap leaks` over a matrix of real Go processes.
 
-Runs the demo Go service (deploy/demo) with every scenario, captures it over
-HTTP N times (heap proto, goroutine proto, heap?debug=1 MemStats), builds the
-same SnapshotSummary the store keeps, and runs ``bot.analysis.leaks.analyze``.
-A leaking scenario (leakmap, slice, blocked, ticker) counts as found when a
-suspect's function or own-code caller is one of its functions (main.<scenario>…);
-a harmless one (cache, churn, pool) flagged is a false positive, and so is a
-suspect that belongs to no scenario. Prints per-run results and the totals.
+Each run starts the demo Go service (deploy/demo) under one GC regime, as one
+instance or as a fleet of three where only one leaks, captures it through
+heapbot's own Runtime (HTTP, a real redis-server, the registry's gc policy)
+at one capture spacing, and asks ``Runtime.leak_report`` — the verdict users,
+watches and paged threads get. The GC behaviour is the process's own: GOGC,
+GOMEMLIMIT and the load decide when GCs happen; heapbot forces one only where
+its policy does (``--gc-policy default``: leak sampling asks for ``?gc=1``;
+``off``: never, so most captures repeat the previous GC's heap profile).
 
-    .venv/bin/python bench/leaks/run.py [--runs 2] [--captures 14] [--interval 2.5]
+Scoring per run: a leaking scenario counts as found when a suspect's function or
+own-code caller belongs to it (on a fleet, attributed to the leaking instance);
+a harmless scenario, or anything else, named as a suspect is a false positive.
+"Undecided" is not a find (it counts against recall) and not a false positive.
+
+    .venv/bin/python bench/leaks/run.py                      # the full matrix (~10 min)
+    .venv/bin/python bench/leaks/run.py --quick              # one seed, gc off only
+    .venv/bin/python bench/leaks/run.py --case stale          # the issue's stale-profile case
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import json
 import sys
+import tempfile
 import time
-import urllib.request
+from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from bot.analysis.goroutines import parse_goroutines  # noqa: E402
-from bot.analysis.leaks import analyze, heap_sites, summarize_heap_bytes  # noqa: E402
-from bot.analysis.memstats import parse_memstats  # noqa: E402
-from bot.analysis.summary import SnapshotSummary  # noqa: E402
-from bot.pprof import parse_profile  # noqa: E402
+from bot.runtime import Runtime  # noqa: E402
+from bot.settings import Settings  # noqa: E402
 from tests.support.demo import build_demo, start_demo  # noqa: E402
+from tests.support.redis import RedisServer  # noqa: E402
 
-LEAKING = ("leakmap", "slice", "blocked", "ticker")
-HARMLESS = ("cache", "churn", "pool")
+LEAKS = {"leakmap": "fast", "slice": "fast", "slowleak": "slow", "blocked": "fast",
+         "ticker": "fast"}
+HARMLESS = ("cache", "fillcache", "ttlcache", "churn", "pool")
+
+# GC regimes: environment and per-scenario rate factors (churn drives the GC rate).
+REGIMES: dict[str, dict[str, object]] = {
+    "gogc100-light": {"env": {"GOGC": "100"}, "churn": 0.2},
+    "gogc200": {"env": {"GOGC": "200"}, "churn": 1.0},
+    "gogcoff-memlimit": {"env": {"GOGC": "off", "GOMEMLIMIT": "80MiB"}, "churn": 1.0},
+    "heavy-churn": {"env": {"GOGC": "100"}, "churn": 25.0},
+}
+# Gaps (seconds) between the 11 captures of a run.
+SPACINGS: dict[str, list[float]] = {
+    "even": [10.0] * 10,
+    "bursty": [2, 2, 2, 45, 2, 2, 2, 45, 2, 2],
+    "long-gap": [8, 8, 8, 120, 8, 8, 8, 8, 8, 8],
+}
+# Held out: never looked at while tuning the thresholds.
+HELD_OUT_REGIMES: dict[str, dict[str, object]] = {
+    "gogc50": {"env": {"GOGC": "50"}, "churn": 0.5},
+}
+# The issue's stale-profile case: default GOGC, leaks fast enough that the heap (and
+# so NextGC) keeps doubling and GCs get rare; plain captures, no forced GC.
+STALE = {"env": {"GOGC": "100"}, "churn": 0.2, "leak_factor": 8.0}
 
 
-def fetch(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=30) as response:
-        return response.read()
+@dataclass
+class Case:
+    regime: str
+    spacing: str
+    fleet: int
+    seed: int
+    gc_policy: str  # "off" | "default"
+    held_out: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"{self.regime}/{self.spacing}/x{self.fleet}/s{self.seed}/gc-{self.gc_policy}"
 
 
-def capture(base: str, index: int) -> tuple[SnapshotSummary, bytes]:
-    heap = fetch(f"{base}/debug/pprof/heap")
-    goroutines = parse_goroutines(fetch(f"{base}/debug/pprof/goroutine"))
-    memstats = parse_memstats(fetch(f"{base}/debug/pprof/heap?debug=1"))
-    summary = SnapshotSummary(
-        snapshot_id=f"b{index}", service="demo", taken_at=time.time(), build_id="",
-        instances=1, heap=summarize_heap_bytes([heap]), goroutine_total=goroutines.total,
-        goroutine_groups=goroutines.summaries(), memstats=memstats.fields)
-    return summary, heap
+@dataclass
+class Outcome:
+    case: Case
+    found: dict[str, bool] = field(default_factory=dict)  # leak scenario -> found
+    false_positives: list[str] = field(default_factory=list)
+    undecided: list[str] = field(default_factory=list)
+    verdict: str = ""
+    detail: str = ""  # the report's suspects, undecided and not-suspects with reasons
+    error: str = ""
+    seconds: float = 0.0
 
 
 def scenario_of(*names: str) -> str | None:
     for name in names:
-        for scenario in LEAKING + HARMLESS:
+        for scenario in sorted((*LEAKS, *HARMLESS), key=len, reverse=True):
             if name.startswith(f"main.{scenario}"):
                 return scenario
     return None
 
 
-def one_run(binary: Path, rate: float, captures: int, interval: float) -> tuple[int, int, int]:
-    demo = start_demo(binary, scenarios="all", rate=rate, memprofilerate=512,
-                      env={"DEMO_MAX_ITEMS": "1000000", "DEMO_MAX_GOROUTINES": "100000"})
+def scenarios_arg(leaking: bool, churn: float, leak_factor: float = 1.0) -> str:
+    if leak_factor != 1.0:  # the stale case: two heap leaks, a goroutine leak, cache, churn
+        return f"churn:{churn:g},cache,leakmap:{leak_factor:g},slice:{leak_factor:g},blocked"
+    parts = [f"churn:{churn:g}", "cache", "fillcache", "ttlcache", "pool"]
+    if leaking:
+        parts += ["leakmap", "slice", "slowleak:2", "blocked:0.3", "ticker:0.3"]
+    return ",".join(parts)
+
+
+async def run_case(case: Case, binary: Path, redis_url: str, workdir: Path) -> Outcome:
+    """Start the fleet, capture it on the case's schedule, judge, score."""
+    regime = {**REGIMES, **HELD_OUT_REGIMES, "stale": STALE}[case.regime]
+    outcome = Outcome(case)
+    started = time.monotonic()
+    demos = []
     try:
-        summaries: list[SnapshotSummary] = []
-        heap = b""
-        for i in range(captures):
-            if i:
-                time.sleep(interval)
-            summary, heap = capture(demo.url, i)
-            summaries.append(summary)
+        for i in range(case.fleet):
+            env = {**regime["env"], "DEMO_SEED": str(case.seed * 10 + i),  # type: ignore[dict-item]
+                   "DEMO_MAX_ITEMS": "2000000", "DEMO_MAX_GOROUTINES": "200000"}
+            demos.append(await asyncio.to_thread(
+                start_demo, binary, scenarios_arg(
+                    i == 0, float(regime["churn"]),  # type: ignore[arg-type]
+                    float(regime.get("leak_factor", 1.0))),  # type: ignore[arg-type]
+                1.0, env, memprofilerate=512))
+        leaking_target = demos[0].url
+        service = f"bench{abs(hash(case.name)) % 10**8}"
+        config = workdir / f"{service}.yaml"
+        triggers = "[]" if case.gc_policy == "off" else "[sample, watch, alert]"
+        config.write_text(
+            "services:\n"
+            f"  {service}:\n"
+            f"    targets: {json.dumps([d.url for d in demos])}\n"
+            f"    gc_triggers: {triggers}\n"
+            f"    cooldown_seconds: {30 if case.regime == 'stale' and case.seed == 2 else 0}\n")
+        runtime = await Runtime.create(Settings(config_path=config, redis_url=redis_url))
+        try:
+            await asyncio.sleep(3.0)  # the scenarios start; the first capture sees them young
+            # --sample's trigger (fresh heap unless the policy is off); the stale case
+            # is plain user captures inside the default 30 s cooldown.
+            trigger = "user" if case.regime == "stale" else "sample"
+            for gap in [0.0, *SPACINGS[case.spacing]]:
+                await asyncio.sleep(gap)
+                await runtime.capture(service, trigger=trigger, force=case.regime != "stale")
+            report = await runtime.leak_report(service)
+        finally:
+            await runtime.close()
+        outcome.verdict = report.verdict
+        outcome.detail = "\n".join(
+            [f"  S {s.function} {s.growth_text} {s.attribution} | {'; '.join(s.evidence[:2])}"
+             for s in report.suspects]
+            + [f"  U {u.function} {u.growth}: {u.reason}" for u in report.undecided]
+            + [f"  N {n.function}: {n.reason}" for n in report.not_suspects]
+            + [f"  P {sig}" for sig in report.signals])
+        for s in report.suspects:
+            scenario = scenario_of(s.function, s.own_caller)
+            if scenario in LEAKS:
+                attributed = case.fleet == 1 or s.instances == [leaking_target] or (
+                    leaking_target in s.attribution and "only" in s.attribution)
+                if attributed:
+                    outcome.found[scenario] = True
+                else:
+                    outcome.false_positives.append(f"{s.function} (not attributed)")
+            else:
+                outcome.false_positives.append(f"{s.function} [{scenario or '?'}]")
+        outcome.undecided = [u.function for u in report.undecided]
+        leak_factor = float(regime.get("leak_factor", 1.0))  # type: ignore[arg-type]
+        running = {part.split(":")[0] for part in scenarios_arg(True, 1.0, leak_factor).split(",")}
+        for leak in LEAKS:
+            if leak in running:
+                outcome.found.setdefault(leak, False)
+    except Exception as exc:  # a broken run is reported, not hidden
+        outcome.error = f"{type(exc).__name__}: {exc}"
     finally:
-        demo.stop()
-    sites = heap_sites(heap)
-    started = time.perf_counter()
-    report = analyze(summaries, sites=sites)
-    elapsed = time.perf_counter() - started
-    # Anchor measured in the same run: decoding one heap profile of this demo.
-    started = time.perf_counter()
-    parse_profile(heap)
-    anchor = time.perf_counter() - started
-    flagged: dict[str, list[str]] = {}
-    for s in report.suspects:
-        flagged.setdefault(scenario_of(s.function, s.own_caller) or "?", []).append(
-            f"{s.function} ({s.kind})")
-    tp = sum(1 for s in LEAKING if s in flagged)
-    fp = sum(1 for s in flagged if s not in LEAKING)
-    fn = len(LEAKING) - tp
-    bounded = [n.function for n in report.not_suspects if n.bounded]
-    print(f"rate {rate:g}: verdict {report.verdict!r}; analyze() {elapsed * 1000:.1f} ms over "
-          f"{len(summaries)} captures = {elapsed / anchor:.1f}x the time to decode one heap "
-          f"profile ({anchor * 1000:.1f} ms)")
-    for scenario in (*LEAKING, *HARMLESS, "?"):
-        if scenario in flagged:
-            print(f"  flagged {scenario:8} {', '.join(flagged[scenario])}")
-    for scenario in LEAKING:
-        if scenario not in flagged:
-            print(f"  MISSED  {scenario}")
-    print(f"  bounded: {', '.join(bounded) or '-'}")
-    return tp, fp, fn
+        for demo in demos:
+            with contextlib.suppress(Exception):
+                demo.stop()
+        outcome.seconds = time.monotonic() - started
+    return outcome
+
+
+def scores(outcomes: list[Outcome]) -> tuple[float, float, int, int, int]:
+    tp = sum(sum(o.found.values()) for o in outcomes)
+    fn = sum(sum(not v for v in o.found.values()) for o in outcomes)
+    fp = sum(len(o.false_positives) for o in outcomes)
+    precision = tp / (tp + fp) if tp + fp else 1.0
+    recall = tp / (tp + fn) if tp + fn else 1.0
+    return precision, recall, tp, fp, fn
+
+
+def table(title: str, outcomes: list[Outcome], key: str) -> None:
+    groups: dict[str, list[Outcome]] = defaultdict(list)
+    for o in outcomes:
+        groups[str(getattr(o.case, key))].append(o)
+    print(f"\n{title}")
+    print(f"{key:18} {'runs':>4} {'precision':>9} {'recall':>7}   tp  fp  fn")
+    for name, group in sorted(groups.items()):
+        p, r, tp, fp, fn = scores(group)
+        print(f"{name:18} {len(group):4d} {p:9.2f} {r:7.2f}  {tp:3d} {fp:3d} {fn:3d}")
+
+
+def speed_table(outcomes: list[Outcome]) -> None:
+    print("\nby leak speed (recall)")
+    for speed in ("fast", "slow"):
+        leaks = [k for k, v in LEAKS.items() if v == speed]
+        found = sum(o.found.get(k, False) for o in outcomes for k in leaks)
+        total = len(outcomes) * len(leaks)
+        print(f"{speed:18} {found}/{total} = {found / total if total else 1:.2f}")
+
+
+def matrix(args: argparse.Namespace) -> list[Case]:
+    cases: list[Case] = []
+    seeds = [1] if args.quick else [1, 2, 3]
+    for seed in seeds:
+        for r_index, regime in enumerate(REGIMES):
+            for s_index, spacing in enumerate(SPACINGS):
+                fleet = 3 if (r_index + s_index + seed) % 2 else 1
+                cases.append(Case(regime, spacing, fleet, seed, "off"))
+    if not args.quick:
+        for r_index, regime in enumerate(REGIMES):
+            for s_index, spacing in enumerate(SPACINGS):
+                fleet = 1 if (r_index + s_index) % 2 else 3
+                cases.append(Case(regime, spacing, fleet, 7, "default"))
+        for spacing in SPACINGS:
+            for fleet in (1, 3):
+                cases.append(Case("gogc50", spacing, fleet, 101, "off", held_out=True))
+    return cases
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    binary = await asyncio.to_thread(build_demo)
+    with tempfile.TemporaryDirectory(prefix="heapbot-bench-leaks-") as tmp:
+        workdir = Path(tmp)
+        redis = RedisServer(workdir)
+        await asyncio.to_thread(redis.start)
+        try:
+            if args.case == "stale":
+                # seed 2 keeps the default 30 s cooldown: 4 of the 11 captures are stored
+                cases = [Case("stale", "even", 1, 1, "off"), Case("stale", "even", 1, 2, "off")]
+            else:
+                cases = matrix(args)
+            limit = asyncio.Semaphore(args.parallel)
+
+            async def one(case: Case) -> Outcome:
+                async with limit:
+                    outcome = await run_case(case, binary, redis.url, workdir)
+                missed = [k for k, v in outcome.found.items() if not v]
+                print(f"{case.name:48} {outcome.verdict:16} missed={','.join(missed) or '-'} "
+                      f"fp={';'.join(outcome.false_positives) or '-'} "
+                      f"undecided={len(outcome.undecided)} {outcome.seconds:.0f}s"
+                      + (f" ERROR {outcome.error}" if outcome.error else ""), flush=True)
+                if args.verbose:
+                    print(outcome.detail, flush=True)
+                return outcome
+
+            clock = time.monotonic()
+            outcomes = list(await asyncio.gather(*(one(c) for c in cases)))
+        finally:
+            await asyncio.to_thread(redis.stop)
+    tuned = [o for o in outcomes if not o.case.held_out and not o.error]
+    held = [o for o in outcomes if o.case.held_out and not o.error]
+    errors = [o for o in outcomes if o.error]
+    for policy in ("off", "default"):
+        subset = [o for o in tuned if o.case.gc_policy == policy]
+        if not subset:
+            continue
+        table(f"gc {policy}: by GC regime", subset, "regime")
+        table(f"gc {policy}: by capture spacing", subset, "spacing")
+        table(f"gc {policy}: by fleet (instances, one leaking)", subset, "fleet")
+        speed_table(subset)
+    if held:
+        table("held out (not tuned against): by spacing", held, "spacing")
+    p, r, tp, fp, fn = scores(tuned)
+    print(f"\noverall (tuned matrix): precision {p:.2f} recall {r:.2f} over {len(tuned)} runs "
+          f"({tp} found, {fp} false positives, {fn} missed); errors {len(errors)}; "
+          f"wall {time.monotonic() - clock:.0f}s")
+    return 1 if errors else 0
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=2)
-    parser.add_argument("--captures", type=int, default=14)
-    parser.add_argument("--interval", type=float, default=2.5)
-    args = parser.parse_args()
-    binary = build_demo()
-    tp = fp = fn = 0
-    for run in range(args.runs):
-        a, b, c = one_run(binary, rate=1.0 + run, captures=args.captures,
-                          interval=args.interval)
-        tp, fp, fn = tp + a, fp + b, fn + c
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    print(f"precision {precision:.2f} ({tp}/{tp + fp})  recall {recall:.2f} ({tp}/{tp + fn})  "
-          f"over {args.runs} run(s) x {len(LEAKING) + len(HARMLESS)} scenarios")
-    return 0
+    parser.add_argument("--quick", action="store_true", help="one seed, gc off only")
+    parser.add_argument("--case", choices=["stale"], help="one named case only")
+    parser.add_argument("--parallel", type=int, default=8, help="runs at once")
+    parser.add_argument("--verbose", action="store_true", help="print each report's findings")
+    return asyncio.run(main_async(parser.parse_args()))
 
 
 if __name__ == "__main__":

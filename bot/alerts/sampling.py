@@ -20,7 +20,7 @@ from bot import sampling
 from bot.alerts.context import WorkContext
 from bot.alerts.lifecycle import stop_requested, tracked
 from bot.alerts.payloads import SampleJob
-from bot.errors import HeapbotError
+from bot.errors import HeapbotError, UnknownServiceError
 from bot.jobs import Job
 from bot.reply import Reply
 from bot.slack.publish import post_reply
@@ -73,7 +73,7 @@ async def run_sample_step(ctx: WorkContext, job: Job) -> str:
     done = await ctx.queue.progress(job)
     if "captured" not in done:
         try:
-            await ctx.runtime.capture(plan.service, trigger="user", requested_by=plan.user_id,
+            await ctx.runtime.capture(plan.service, trigger="sample", requested_by=plan.user_id,
                                       force=True)
         except HeapbotError as exc:
             await _post(ctx, plan, Reply.failure(
@@ -108,6 +108,8 @@ async def _post(ctx: WorkContext, plan: sampling.Sampling, reply: Reply) -> None
         log.warning("sampling %s of %s finished but Slack is not configured; verdict not "
                     "posted", plan.id, plan.service)
         return
+    if not _may_post(ctx, plan):
+        return
     reply.ephemeral = False  # a failure goes to the thread too: the asker is not waiting
     try:
         await post_reply(ctx.slack, plan.channel, reply, plan.thread_ts or None,
@@ -115,3 +117,15 @@ async def _post(ctx: WorkContext, plan: sampling.Sampling, reply: Reply) -> None
     except HeapbotError as exc:
         log.warning("could not post the verdict of sampling %s into %s: %s", plan.id,
                     plan.channel, exc.message)
+
+
+def _may_post(ctx: WorkContext, plan: sampling.Sampling) -> bool:
+    """Re-check at verdict time: the registry may have narrowed the service's channels."""
+    try:
+        allowed = ctx.runtime.registry.resolve(plan.service).may_post_in(plan.channel)
+    except UnknownServiceError:
+        return True  # nothing restricts a service the registry no longer names
+    if not allowed:
+        log.warning("verdict of sampling %s of %s not posted: %s is not among its "
+                    "allow_channels", plan.id, plan.service, plan.channel)
+    return allowed

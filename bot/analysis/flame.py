@@ -25,7 +25,6 @@ shrinkage, the intensity proportional to the change in flat.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import zlib
 from dataclasses import dataclass, field
@@ -83,7 +82,7 @@ GROWTH = (214, 39, 40)  # red: grew since the base
 SHRINK = (31, 99, 205)  # blue: shrank
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FlameRect:
     """One rectangle as a person sees it.
 
@@ -175,50 +174,115 @@ class _Tree:
     cut: np.ndarray | None = None  # per column, value of samples cut at max_depth
 
 
-def _build_tree(nodes: np.ndarray, offsets: np.ndarray, weights: np.ndarray, num_nodes: int,
+class _Walker:
+    """Root-first steps through location stacks, one node at a time, never expanding them.
+
+    A kept sample's frames are its locations (leaf first, ``frame_locs``), each
+    standing for one or more nodes (inlined calls, innermost first). A walker
+    state is (position of the location, index of the node in it); stepping goes
+    outward-in: the node before in the same location, else the next location
+    toward the leaf. Locations with no node (hidden) are stepped over.
+    """
+
+    def __init__(self, stacks: graph.LocationStacks) -> None:
+        self.frame_locs = stacks.frame_locs
+        self.per_loc = stacks.per_loc.astype(np.int64)
+        self.loc_node_off = stacks.loc_node_off
+        self.loc_nodes = stacks.loc_nodes
+        self.starts = stacks.loc_offsets[:-1]
+        self.hidden = bool((self.per_loc == 0).any())
+
+    def _visible(self, pos: np.ndarray, start: np.ndarray) -> np.ndarray:
+        """Move each position toward the leaf past locations without nodes."""
+        if not self.hidden:
+            return pos
+        while True:
+            inside = pos >= start
+            empty = np.zeros(pos.size, dtype=bool)
+            empty[inside] = self.per_loc[self.frame_locs[pos[inside]]] == 0
+            if not empty.any():
+                return pos
+            pos = pos - empty
+
+    def first(self, samples: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, ...]:
+        """States at the root of ``samples``: (sample start, position, location, node
+        index, ok)."""
+        start = self.starts[samples]
+        pos = self._visible(ends[samples] - 1, start)
+        ok = pos >= start
+        loc = np.zeros(pos.size, dtype=np.int64)
+        loc[ok] = self.frame_locs[pos[ok]]
+        return start, pos, loc, self.per_loc[loc] - 1, ok
+
+    def node(self, loc: np.ndarray, index: np.ndarray) -> np.ndarray:
+        return self.loc_nodes[self.loc_node_off[loc] + index].astype(np.int64)
+
+    def step(self, start: np.ndarray, pos: np.ndarray, loc: np.ndarray,
+             index: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The next state of each walk (position, location, node index), and whether
+        there is one."""
+        index = index - 1
+        more = np.ones(pos.size, dtype=bool)
+        moving = np.flatnonzero(index < 0)
+        if moving.size:
+            pos = pos.copy()
+            loc = loc.copy()
+            pos[moving] = self._visible(pos[moving] - 1, start[moving])
+            ok = pos[moving] >= start[moving]
+            more[moving[~ok]] = False
+            moved = moving[ok]
+            loc[moved] = self.frame_locs[pos[moved]]
+            index[moved] = self.per_loc[loc[moved]] - 1
+        return pos, loc, index, more
+
+
+def _build_tree(walker: _Walker, ends: np.ndarray, weights: np.ndarray, num_nodes: int,
                 min_value: float, max_depth: int) -> _Tree:
     """Group root-first node paths level by level; stop under nodes below ``min_value``.
 
-    ``weights`` is (samples, k): k value columns (1, or 2 for a diff). A node is
-    expanded only while |values| summed over the columns reaches ``min_value``,
-    an upper bound of its width, so nothing wide enough to draw is ever missed.
+    ``ends[k]`` is one past sample k's last (root-most) location; ``weights`` is
+    (samples, k): k value columns (1, or 2 for a diff). A node is expanded only
+    while |values| summed over the columns reaches ``min_value``, an upper bound
+    of its width, so nothing wide enough to draw is ever missed. Only samples
+    under wide enough nodes are followed deeper, so the work is bounded by the
+    rectangles drawn, not by the profile's frames.
     """
     tree = _Tree()
     k = weights.shape[1]
-    counts = np.diff(offsets)
-    alive = np.flatnonzero((counts > 0) & np.any(weights != 0, axis=1))
-    # The samples still being followed, compacted: next frame's position, frames left, values.
-    pos = offsets[1:][alive] - 1
-    left = counts[alive]
+    alive = np.flatnonzero(np.any(weights != 0, axis=1))
+    start, pos, loc, index, ok = walker.first(alive, ends)
+    alive, start, pos, loc, index = alive[ok], start[ok], pos[ok], loc[ok], index[ok]
     w = weights[alive]
     # bincount sums in float64: exact for every subset when the whole is below 2**52.
     exact = float(np.abs(weights).sum(dtype=np.float64)) < float(1 << 52)
 
-    def sums(index: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
+    def sums(at: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
         if exact:
-            return np.rint(np.bincount(index, weights=values, minlength=size)).astype(np.int64)
-        return graph.weighted_sum(index, values, size)
+            return np.rint(np.bincount(at, weights=values, minlength=size)).astype(np.int64)
+        return graph.weighted_sum(at, values, size)
 
     parent = np.full(alive.size, -1, dtype=np.int64)
     cut = np.zeros(k, dtype=np.int64)
     level = 0
     while pos.size:
-        keys = (parent + 1) * num_nodes + nodes[pos]
+        keys = (parent + 1) * num_nodes + walker.node(loc, index)
         uniq, inv = _group(keys, (int(parent.max(initial=-1)) + 2) * num_nodes)
+        pos, loc, index, more = walker.step(start, pos, loc, index)
+        last = ~more
         cum = np.stack([sums(inv, w[:, j], uniq.size) for j in range(k)], axis=1)
-        last = left == 1
         flat = np.stack([sums(inv[last], w[last, j], uniq.size) for j in range(k)], axis=1)
         expand = np.abs(cum).sum(axis=1) >= min_value
         if level + 1 >= max_depth:
-            cut += w[~last & expand[inv]].sum(axis=0)
+            cut += w[more & expand[inv]].sum(axis=0)
             expand[:] = False
         tree.parent.append(uniq // num_nodes - 1)
         tree.node.append(uniq % num_nodes)
         tree.cum.append(cum)
         tree.flat.append(flat)
         tree.expanded.append(expand)
-        go_on = ~last & expand[inv]
-        pos, left, w = pos[go_on] - 1, left[go_on] - 1, w[go_on]
+        go_on = more & expand[inv]
+        start, pos, loc, index = start[go_on], pos[go_on], loc[go_on], index[go_on]
+        w = w[go_on]
         parent = inv[go_on]
         level += 1
     tree.cut = cut
@@ -391,12 +455,10 @@ def _package_colors(rects: list[FlameRect]) -> tuple[list[FlameRect], list[tuple
             colors[pkg] = PACKAGE_PALETTE[i]
         else:  # more packages than colours: a stable pick, told apart by tooltips
             colors[pkg] = PACKAGE_PALETTE[zlib.crc32(pkg.encode()) % len(PACKAGE_PALETTE)]
-    out = [r if not r.color_key else _with_color(r, colors[r.color_key]) for r in rects]
-    return out, [(p, colors[p]) for p in ranked]
-
-
-def _with_color(r: FlameRect, color: str) -> FlameRect:
-    return dataclasses.replace(r, color=color)
+    for r in rects:
+        if r.color_key:
+            r.color = colors[r.color_key]
+    return rects, [(p, colors[p]) for p in ranked]
 
 
 def _check(min_fraction: float, max_depth: int) -> None:
@@ -419,11 +481,22 @@ def flame(profile: Profile, options: TopOptions | None = None, *,
     fr = graph.frames(profile, filters)
     column = profile.values[:, index]
     fn_flat, fn_cum = graph.flat_cum(fr, column)
-    weights = column[fr.samples].astype(np.int64)[:, None]
-    kept_total = int(np.abs(weights).sum())
-    tree = _build_tree(fr.nodes, fr.offsets, weights, fr.num_nodes,
+    values = column[fr.samples].astype(np.int64)
+    kept_total = int(np.abs(values).sum())
+    stacks = fr.location_stacks
+    mixed = bool((values < 0).any())  # a diff written as one profile (pprof -proto -diff_base)
+    # With mixed signs a frame's width is the |value| of the samples through it (a second
+    # column), so parents still hold their children; otherwise that is just |cum|.
+    weights = np.stack([values, np.abs(values)], axis=1) if mixed else values[:, None]
+    tree = _build_tree(_Walker(stacks), stacks.loc_offsets[1:], weights, fr.num_nodes,
                        min_fraction * kept_total, max_depth)
-    widths = _widths(tree, "cum")
+    if mixed:
+        widths = [c[:, 1].copy() for c in tree.cum]
+        tree.cum = [c[:, :1] for c in tree.cum]
+        tree.flat = [f[:, :1] for f in tree.flat]
+        tree.cut = tree.cut[:1] if tree.cut is not None else None
+    else:
+        widths = _widths(tree, "cum")
     names = _Names(nodes_ix.names, nodes_ix.name_rank)
     rects, folded_value, folded_frames, _ = _layout(tree, widths, names, fn_flat, fn_cum,
                                                     kept_total, min_fraction, diff=False)
@@ -479,16 +552,27 @@ def flame_diff(base: Profile, new: Profile, options: TopOptions | None = None, *
         np.add.at(fn_flat, mapping, sign * f)
         np.add.at(fn_cum, mapping, sign * c)
     fr_new, fr_base = fronts
-    nodes = np.concatenate([maps[0][fr_new.nodes.astype(np.int64)],
-                            maps[1][fr_base.nodes.astype(np.int64)]])
-    offsets = np.concatenate([fr_new.offsets, fr_base.offsets[1:] + fr_new.offsets[-1]])
+    # Both profiles' location stacks as one: base locations numbered after the newer's,
+    # every location's nodes in the shared node space.
+    sn, sb = fr_new.location_stacks, fr_base.location_stacks
+    stacks = graph.LocationStacks(
+        frame_locs=np.concatenate([sn.frame_locs.astype(np.int64),
+                                   sb.frame_locs.astype(np.int64) + sn.per_loc.size]),
+        loc_offsets=np.concatenate([sn.loc_offsets, sb.loc_offsets[1:] + sn.loc_offsets[-1]]),
+        per_loc=np.concatenate([sn.per_loc, sb.per_loc]),
+        loc_node_off=np.concatenate([sn.loc_node_off[:-1],
+                                     sb.loc_node_off + sn.loc_node_off[-1]]),
+        loc_nodes=np.concatenate([maps[0][sn.loc_nodes.astype(np.int64)],
+                                  maps[1][sb.loc_nodes.astype(np.int64)]]),
+        loc_inline=np.concatenate([sn.loc_inline, sb.loc_inline]))
     w_new = new.values[fr_new.samples, index].astype(np.int64)
     w_base = base.values[fr_base.samples, index].astype(np.int64)
     weights = np.zeros((w_new.size + w_base.size, 2), dtype=np.int64)
     weights[:w_new.size, 0] = w_new
     weights[w_new.size:, 1] = w_base
     lower = max(int(np.abs(w_new).sum()), int(np.abs(w_base).sum()))
-    tree = _build_tree(nodes, offsets, weights, n_nodes, min_fraction * lower, max_depth)
+    tree = _build_tree(_Walker(stacks), stacks.loc_offsets[1:], weights, n_nodes,
+                       min_fraction * lower, max_depth)
     widths = _widths(tree, "max") if width == "max" else [np.abs(c[:, 0]) for c in tree.cum]
     root_width = int(widths[0].sum()) if widths else 0
     order = sorted(range(n_nodes), key=lambda i: printable[i])

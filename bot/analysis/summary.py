@@ -68,6 +68,45 @@ class GoroutineGroupSummary:
 
 
 @dataclass(slots=True)
+class InstanceObservation:
+    """One instance's view in one capture: which GC cycle its heap profile is from.
+
+    A Go heap profile is as of the last completed GC, so two captures between the
+    same two GCs return the same profile: ``digest`` (of the profile's sample
+    values) tells them apart, ``num_gc``/``last_gc`` say which cycle it was.
+    ``inuse`` holds the leading functions' flat in-use bytes of this instance,
+    ``goroutines`` the counts of its parked goroutine groups, ``leaked`` the groups
+    its ``/debug/pprof/goroutineleak`` proved leaked (None: not fetched).
+    """
+
+    target: str
+    num_gc: int | None = None
+    last_gc: float | None = None  # unix seconds of the last completed GC
+    heap_alloc: int | None = None
+    next_gc: int | None = None
+    heap_inuse: int | None = None
+    total_alloc: int | None = None
+    digest: str = ""
+    inuse_total: int = 0
+    inuse: dict[str, int] = field(default_factory=dict)
+    goroutines: dict[str, int] = field(default_factory=dict)
+    leaked: list[GoroutineGroupSummary] | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> InstanceObservation:
+        leaked = data.get("leaked")
+        return cls(
+            target=data["target"], num_gc=data.get("num_gc"), last_gc=data.get("last_gc"),
+            heap_alloc=data.get("heap_alloc"), next_gc=data.get("next_gc"),
+            heap_inuse=data.get("heap_inuse"), total_alloc=data.get("total_alloc"),
+            digest=data.get("digest", ""), inuse_total=int(data.get("inuse_total", 0)),
+            inuse={k: int(v) for k, v in data.get("inuse", {}).items()},
+            goroutines={k: int(v) for k, v in data.get("goroutines", {}).items()},
+            leaked=None if leaked is None else [GoroutineGroupSummary.from_dict(g)
+                                                for g in leaked])
+
+
+@dataclass(slots=True)
 class SnapshotSummary:
     """Everything trend analysis needs from one stored snapshot."""
 
@@ -80,7 +119,9 @@ class SnapshotSummary:
     goroutine_total: int
     goroutine_groups: list[GoroutineGroupSummary]
     memstats: dict[str, int]  # merged (summed) MemStats fields, Go's names
-    trigger: str = "user"  # user | watch | alert | schedule
+    trigger: str = "user"  # user | watch | alert | schedule | sample
+    observations: list[InstanceObservation] = field(default_factory=list)  # per instance
+    fresh: bool = False  # the heap was asked for with ?gc=1
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -100,4 +141,7 @@ class SnapshotSummary:
             ],
             memstats={k: int(v) for k, v in data.get("memstats", {}).items()},
             trigger=data.get("trigger", "user"),
+            observations=[InstanceObservation.from_dict(o)
+                          for o in data.get("observations", [])],
+            fresh=bool(data.get("fresh", False)),
         )

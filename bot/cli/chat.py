@@ -13,16 +13,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
-import inspect
 import json
 import re
 import shlex
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.text import Text
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from bot.reply import Reply
+    from bot.runtime import Runtime
 
 EXIT_OK, EXIT_ERROR = 0, 2
 PROMPT = "heap> "
@@ -56,26 +61,18 @@ def configure_cli_logging() -> None:
     configure_logging(get_settings(), stream=stream)
 
 
-async def open_runtime() -> Any:
+async def open_runtime() -> Runtime:
     """The Runtime for this process (registry, store, capturer) from the environment."""
     from bot.runtime import Runtime
     from bot.settings import get_settings
 
     configure_cli_logging()
-    runtime = Runtime.create(get_settings())
-    if inspect.isawaitable(runtime):
-        runtime = await runtime
-    return runtime
+    return await Runtime.create(get_settings())
 
 
-async def close_runtime(runtime: Any) -> None:
-    """Close the Runtime whether its close() is sync or async."""
-    close = getattr(runtime, "close", None)
-    if close is None:
-        return
-    result = close()
-    if inspect.isawaitable(result):
-        await result
+async def close_runtime(runtime: Runtime) -> None:
+    """Close the Runtime's connections (and the embedded Redis it started)."""
+    await runtime.close()
 
 
 # ------------------------------------------------------------------ argparse → /heap text
@@ -153,7 +150,7 @@ def _who() -> str:
         return "cli"
 
 
-async def run_text(runtime: Any, text: str, source: str = "cli") -> Any:
+async def run_text(runtime: Runtime, text: str, source: str = "cli") -> Reply:
     """One /heap command through the same dispatcher Slack uses."""
     import handlers
 
@@ -291,7 +288,7 @@ def _save_history(path: Path | None) -> None:
         pass
 
 
-def _arguments_ok(handlers: Any, runtime: Any, line: str) -> bool:
+def _arguments_ok(handlers: ModuleType, runtime: Runtime, line: str) -> bool:
     """Whether the command passes the ack's checks; a refused one is shown once, as the reply."""
     from bot.errors import HeapbotError
 
@@ -314,6 +311,9 @@ def console(args: argparse.Namespace) -> int:
                    "`help`, or `exit`.", style="dim"))
     with asyncio.Runner() as runner:
         runtime = runner.run(open_runtime())
+        if runtime.registry.found:  # which services these are (e.g. the one `make demo` left)
+            out.print(Text(f"registry: {runtime.registry.path} ({len(runtime.registry)} "
+                           f"service{'s' if len(runtime.registry) != 1 else ''})", style="dim"))
         try:
             while True:
                 try:

@@ -4,7 +4,7 @@ Both are drawn from one ``FlameLayout`` (``bot.analysis.flame``) with the same
 pixel geometry, an icicle like pprof's flame view (the root on top, callees
 below). The PNG uses matplotlib's object API on the Agg canvas in pixel
 coordinates (dpi 72, so a point is a pixel; no pyplot, no global state: safe in
-a worker thread or process); matplotlib is imported only when a PNG is drawn.
+a worker process, where ``draw_flame`` runs it); matplotlib is imported only when a PNG is drawn.
 The SVG is written directly: every frame is a ``<g>`` with a ``<title>`` (full
 name, flat and cum on this path and for the function as ``go tool pprof -top``
 counts it) and ``data-*`` attributes with the exact integers.
@@ -241,7 +241,7 @@ def flame_png(layout: FlameLayout, subject: str = "", captured_at: float | None 
     if pic.boxes:
         xs = np.array([b.x for b in pic.boxes])
         ys = np.array([b.y for b in pic.boxes])
-        ws = np.array([b.w - 1 if b.w >= 3 else b.w for b in pic.boxes])  # a 1 px gap
+        ws = np.array([b.w - 1 if b.w >= 2 else b.w for b in pic.boxes])  # a 1 px gap
         hs = np.array([b.h for b in pic.boxes])
         verts = np.stack([np.stack([xs, ys], 1), np.stack([xs + ws, ys], 1),
                           np.stack([xs + ws, ys + hs], 1), np.stack([xs, ys + hs], 1)], axis=1)
@@ -331,7 +331,13 @@ def flame_files(layout: FlameLayout, subject: str = "", captured_at: float | Non
 
 async def draw_flame(layout: FlameLayout, subject: str = "", captured_at: float | None = None,
                      base_captured_at: float | None = None) -> tuple[bytes, str]:
-    """``flame_files`` in the drawing process (bot.render.pool), off the event loop."""
-    from bot.render.pool import run_drawing
+    """``flame_files`` in the worker process pool (bot.workpool), off the event loop.
 
-    return await run_drawing(flame_files, layout, subject, captured_at, base_captured_at)
+    Only the layout (a few thousand rectangles) crosses to the worker, never a profile;
+    matplotlib's pure-Python drawing then never holds the bot's GIL. It takes one of
+    the bounded heavy-work slots, like a profile decode.
+    """
+    from bot.workpool import heavy_slot, run_cpu
+
+    async with heavy_slot():
+        return await run_cpu(flame_files, layout, subject, captured_at, base_captured_at)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -13,10 +13,13 @@ from bot.slack.seen import SharedSeenSet
 from bot.slack.threads import ThreadMemory
 from bot.slack.work import CommandRunner
 
+if TYPE_CHECKING:
+    from bot.runtime import Runtime
+
 
 @dataclass(slots=True)
 class SlackDeps:
-    runtime: Any
+    runtime: Runtime
     client: AsyncWebClient
     runner: CommandRunner
     threads: ThreadMemory
@@ -26,7 +29,7 @@ class SlackDeps:
         default_factory=lambda: SharedSeenSet(None, keys.SLACK_EVENT_SEEN, 3600))
 
 
-def build_deps(runtime: Any, client: AsyncWebClient, threads: ThreadMemory,
+def build_deps(runtime: Runtime, client: AsyncWebClient, threads: ThreadMemory,
                *, channel_interval: float = 1.0, max_running: int = 8) -> SlackDeps:
     limiter = ChannelRateLimiter(channel_interval)
     runner = CommandRunner(runtime, client, threads, limiter, max_running=max_running)

@@ -13,7 +13,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
@@ -31,6 +31,9 @@ from bot.slack.deps import SlackDeps, build_deps
 from bot.slack.seen import SharedSeenSet
 from bot.slack.socket_mode import TimedSocketModeHandler, build_socket_handler
 from bot.slack.threads import ThreadMemory
+
+if TYPE_CHECKING:
+    from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +108,7 @@ def _events_handler(bolt: AsyncApp, guard: ReplayGuard, body_timeout: float) -> 
     return slack_events
 
 
-def install_slack(app: web.Application, runtime: Any, settings: Settings, *,
+def install_slack(app: web.Application, runtime: Runtime | None, settings: Settings, *,
                   socket_mode: bool | None = None, channel_interval: float = 1.0,
                   max_running: int = 8) -> SlackState:
     """Put heapbot's Slack side on ``app``: ``POST /slack/events`` (HTTP mode) or Socket Mode.
@@ -120,7 +123,8 @@ def install_slack(app: web.Application, runtime: Any, settings: Settings, *,
     client = build_web_client(settings)
     redis = runtime.redis if runtime is not None else None  # None: transport-only tests
     threads = ThreadMemory(redis)
-    deps = build_deps(runtime, client, threads, channel_interval=channel_interval,
+    # Without a Runtime (the transport's own tests) only commands that need none answer.
+    deps = build_deps(cast("Runtime", runtime), client, threads, channel_interval=channel_interval,
                       max_running=max_running)
     bolt = build_bolt_app(deps, settings, socket_mode=socket_mode)
     state = SlackState(deps=deps, bolt=bolt, socket_mode=socket_mode)

@@ -20,12 +20,11 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from slack_sdk.web.async_client import AsyncWebClient
 
 import handlers
-from bot import sampling
 from bot.errors import HeapbotError
 from bot.metrics import REPLY_SECONDS
 from bot.reply import Reply
@@ -33,6 +32,9 @@ from bot.slack.publish import post_ephemeral, post_reply
 from bot.slack.ratelimit import ChannelRateLimiter
 from bot.slack.threads import ThreadMemory
 from bot.slack.usergroups import UserGroups
+
+if TYPE_CHECKING:
+    from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +87,7 @@ class AckGate:
 class CommandRunner:
     """Background execution of commands with bounded concurrency and kept references."""
 
-    def __init__(self, runtime: Any, client: AsyncWebClient, threads: ThreadMemory,
+    def __init__(self, runtime: Runtime, client: AsyncWebClient, threads: ThreadMemory,
                  limiter: ChannelRateLimiter, *, max_running: int = 8,
                  max_pending: int = 200) -> None:
         self.runtime = runtime
@@ -169,8 +171,8 @@ class CommandRunner:
     async def _sampling_thread(self, sampling_id: str, target: ReplyTarget, ts: str) -> None:
         """A --sample reply was posted: its verdict, posted later by the worker, goes there."""
         try:
-            await sampling.set_thread(self.runtime.store.redis, sampling_id, target.channel,
-                                      target.thread_ts or ts)
+            await self.runtime.set_sampling_thread(sampling_id, target.channel,
+                                                   target.thread_ts or ts)
         except Exception as exc:  # the verdict then starts its own message in the channel
             log.warning("could not record the thread of sampling %s: %s", sampling_id,
                         type(exc).__name__)

@@ -78,7 +78,7 @@ func main() {
 	// Must be set before the allocations it should sample.
 	runtime.MemProfileRate = *memProfileRate
 
-	selected, err := parseScenarios(*scenarioList)
+	selected, err := parseScenarioFactors(*scenarioList)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -105,7 +105,7 @@ func main() {
 
 	limits := limits{maxItems: *maxItems, maxGoroutines: *maxGoroutines}
 	for _, name := range selected {
-		go runScenario(name, scenarios[name], *rate, limits)
+		go runScenario(name, scenarios[name], *rate*multipliers[name], limits)
 	}
 
 	// The actual address (":0" picks a free port) goes to stdout so a parent

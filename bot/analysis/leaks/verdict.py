@@ -8,31 +8,27 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from bot.analysis.leaks.detect import (
-    goroutines as _goroutines,
+    goroutines,
+    memstats_signals,
+    proven,
+    relate_goroutines_to_memory,
 )
-from bot.analysis.leaks.detect import (
-    heap as _heap,
-)
-from bot.analysis.leaks.detect import (
-    memstats_signals as _memstats_signals,
-)
-from bot.analysis.leaks.detect import (
-    relate_goroutines_to_memory as _relate_goroutines_to_memory,
-)
+from bot.analysis.leaks.heap import heap
 from bot.analysis.leaks.model import (
     GROWTH_BOUNDED,
     LEAK_LIKELY,
     MIN_CAPTURES,
     NO_GROWTH,
     NOT_ENOUGH_DATA,
+    UNDECIDED,
     DeployMarker,
     HeapSite,
     LeakReport,
+    Suspect,
+    Undecided,
 )
 from bot.analysis.leaks.text import format_duration
-from bot.analysis.leaks.text import rate as _rate
-from bot.analysis.leaks.window import Window as _Window
-from bot.analysis.leaks.window import select_window as _select_window
+from bot.analysis.leaks.window import Window, select_window
 from bot.analysis.summary import SnapshotSummary
 
 
@@ -54,7 +50,7 @@ def analyze(
     if now is None:
         now = max((s.taken_at for s in summaries), default=time.time())
     service = service or next((s.service for s in summaries), "")
-    win = _select_window(summaries, deploys, now, window)
+    win = select_window(summaries, deploys, now, window)
     caps = win.captures
     report = LeakReport(verdict=NOT_ENOUGH_DATA, captures=len(caps), deploy=win.deploy,
                         window_start=caps[0].taken_at if caps else None,
@@ -64,22 +60,45 @@ def analyze(
     if len(caps) < MIN_CAPTURES or steps < MIN_CAPTURES - 1:
         report.needed_captures = max(MIN_CAPTURES - len(caps), MIN_CAPTURES - 1 - steps, 1)
         _explain_not_enough(report, win, service)
+        times = np.array([s.taken_at for s in caps], dtype=np.float64)
+        report.suspects = proven(caps, times) if caps else []
+        if report.suspects:  # proof needs no series: one goroutineleak profile suffices
+            report.verdict = LEAK_LIKELY
+            top = report.suspects[0]
+            report.summary = (f"{top.function} is a proven goroutine leak. " + report.summary
+                              .replace("leak detection needs", "growth-based detection needs"))
         return report
 
     times = np.array([s.taken_at for s in caps], dtype=np.float64)
-    sites = dict(sites or {})
-    heap_suspects, heap_not, heap_growth = _heap(caps, times, win.segment_ids, sites)
-    g_suspects, g_not = _goroutines(caps, times, win.segment_ids)
-    _relate_goroutines_to_memory(caps, times, win.segment_ids, g_suspects, heap_suspects, heap_not)
-    report.signals = _memstats_signals(caps, times, win.segment_ids, heap_growth)
+    found = heap(caps, win.segment_ids, dict(sites or {}))
+    g_suspects, g_not, g_undecided = goroutines(caps, times, win.segment_ids)
+    g_suspects = _with_proven(g_suspects, proven(caps, times), g_undecided)
+    relate_goroutines_to_memory(caps, times, win.segment_ids, g_suspects, found.suspects,
+                                found.not_suspects)
+    report.signals = memstats_signals(caps, found)
     if report.restarts:
         report.signals.insert(0, f"{report.restarts} process restart(s) in the window: growth is "
                                  "measured inside each run, not across the restart.")
-    suspects = sorted(heap_suspects + g_suspects, key=lambda s: (-s.score, s.function))
-    report.suspects = suspects
-    report.not_suspects = sorted(heap_not + g_not, key=lambda n: (not n.bounded, n.function))
-    if suspects:
+    report.suspects = sorted(found.suspects + g_suspects, key=lambda s: (-s.score, s.function))
+    report.not_suspects = sorted(found.not_suspects + g_not,
+                                 key=lambda n: (not n.bounded, n.function))
+    report.undecided = sorted(found.undecided + g_undecided, key=lambda u: u.function)
+    live_grows = any("the live heap keeps growing" in s for s in report.signals)
+    if not report.suspects and live_grows and not report.undecided:
+        # The process says the heap grows; no function explains it: never "no growth".
+        report.undecided.append(Undecided(
+            "(whole heap)", "heap", "the live heap grows, but no single function's growth is "
+            "clear yet; more captures after fresh GCs would show which one",
+            needed_captures=3, needed_seconds=max(60.0, float(times[-1] - times[0]))))
+    distinct = max((len(s.points) for s in found.series), default=0)
+    if report.suspects:
         report.verdict = LEAK_LIKELY
+    elif report.undecided:
+        report.verdict = UNDECIDED
+        report.needed_captures = max(u.needed_captures for u in report.undecided)
+    elif distinct < 2 and found.series and not g_not:
+        report.verdict = NOT_ENOUGH_DATA
+        report.needed_captures = 2
     elif any(n.bounded for n in report.not_suspects):
         report.verdict = GROWTH_BOUNDED
     else:
@@ -88,7 +107,22 @@ def analyze(
     return report
 
 
-def _explain_not_enough(report: LeakReport, win: _Window, service: str) -> None:
+def _with_proven(suspects: list[Suspect], proven_ones: list[Suspect],
+                 undecided: list[Undecided]) -> list[Suspect]:
+    """Proven leaks replace the growth-based finding of the same group (and its doubt)."""
+    names = {p.function for p in proven_ones}
+    undecided[:] = [u for u in undecided if u.function not in names]
+    kept = [s for s in suspects if s.function not in names]
+    for p in proven_ones:
+        grown = next((s for s in suspects if s.function == p.function), None)
+        if grown is not None:
+            p.evidence.extend(e for e in grown.evidence[:1])
+            if not p.attribution and grown.attribution:
+                p.attribution, p.instances = grown.attribution, grown.instances
+    return proven_ones + kept
+
+
+def _explain_not_enough(report: LeakReport, win: Window, service: str) -> None:
     have = len(win.captures)
     since = f" since the deploy of {win.deploy}" if win.deploy else ""
     report.summary = (f"Only {have} usable capture(s){since}; leak detection needs at least "
@@ -109,8 +143,9 @@ def _explain(report: LeakReport, service: str) -> None:
         window += f" since {report.deploy}"
     if report.verdict == LEAK_LIKELY:
         top = report.suspects[0]
-        report.summary = (f"{top.function} grows {_rate(top.growth_per_hour, top.unit)} "
-                          f"steadily ({window}).")
+        how = "is a proven leak" if top.proven else f"grows steadily: {top.growth_text}"
+        where = f"; {top.attribution}" if top.attribution else ""
+        report.summary = f"{top.function} {how}{where} ({window})."
         for s in [s for s in report.suspects if s.kind == "heap"][:2]:
             report.next_steps.append(f"/heap list {svc} {_regex(s.own_caller or s.function)}"
                                      " shows the lines that allocate.")
@@ -119,6 +154,21 @@ def _explain(report: LeakReport, service: str) -> None:
             report.next_steps.append(f"/heap goroutines {svc} shows the stacks waiting at "
                                      f"{', '.join(waits[:3])}.")
         report.next_steps.append(f"/heap diff {svc} since deploy compares with the start.")
+    elif report.verdict == UNDECIDED:
+        names = ", ".join(u.function for u in report.undecided[:3])
+        longest = max(u.needed_seconds for u in report.undecided)
+        report.summary = (f"Undecided: {names} grew, but these captures cannot tell a leak "
+                          f"from a cache filling up ({window}). About {report.needed_captures} "
+                          f"more capture(s) after fresh GCs over "
+                          f"{format_duration(max(longest, 60.0))} would decide.")
+        report.next_steps.append(
+            f"/heap leaks {svc} --sample {max(3, report.needed_captures)}x"
+            f"{_sample_gap(longest, report.needed_captures)} takes them now (with ?gc=1).")
+    elif report.verdict == NOT_ENOUGH_DATA:
+        report.summary = (f"The {report.captures} captures show the heap of one GC cycle only "
+                          "(no GC ran between them): nothing to compare yet.")
+        report.next_steps.append(f"/heap leaks {svc} --sample 3x30s takes fresh heaps (?gc=1).")
+        return
     elif report.verdict == GROWTH_BOUNDED:
         bounded = [n.function for n in report.not_suspects if n.bounded]
         report.summary = (f"Memory grew but levelled off ({', '.join(bounded[:3])}): bounded, "
@@ -128,6 +178,12 @@ def _explain(report: LeakReport, service: str) -> None:
         report.summary = f"Nothing grows steadily ({window})."
         report.next_steps.append(f"/heap diff {svc} since deploy shows what changed anyway.")
     report.next_steps.append(f"/heap capture {svc} adds a capture; more captures, surer verdict.")
+
+
+def _sample_gap(seconds: float, captures: int) -> str:
+    """A --sample interval that spreads the captures over ``seconds`` (1s … 5m)."""
+    gap = min(300, max(10, int(seconds / max(1, captures))))
+    return f"{gap // 60}m" if gap >= 60 and gap % 60 == 0 else f"{gap}s"
 
 
 def _regex(function: str) -> str:
