@@ -146,7 +146,13 @@ async def bench(instances: int, captures: int, stacks: int) -> int:
 
             def finished() -> bool:
                 for r in standin.requests:
-                    index = paths.get(r.path.lstrip("/")) if r.method == "response_url" else None
+                    index = None
+                    if r.method == "response_url":
+                        index = paths.get(r.path.lstrip("/"))
+                    elif r.method == "chat.postMessage":  # the table goes into the channel
+                        channel = str(r.body.get("channel", ""))
+                        if channel.startswith("CFLEET"):
+                            index = int(channel[6:])
                     if index is not None and index not in done:
                         done[index] = time.perf_counter() - started
                 return len(done) >= captures
@@ -154,7 +160,8 @@ async def bench(instances: int, captures: int, stacks: int) -> int:
             await standin.wait_for(finished, timeout=1800)
             stop.set()
             await asyncio.gather(sampler, prober)
-        errors = [r for r in standin.requests if r.method == "response_url"
+        errors = [r for r in standin.requests
+                  if r.method in ("response_url", "chat.postMessage", "chat.postEphemeral")
                   and ("internal error" in str(r.body) or "could not" in str(r.body))]
         print(f"{captures} fleet captures of {instances} instances x {stacks} stacks "
               f"({profile.stat().st_size / 1e3:.0f} kB each); {os.cpu_count()} CPUs, "
