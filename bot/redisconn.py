@@ -156,11 +156,11 @@ def parse_redis_url(url: str) -> RedisTarget:
                            username=username, tls=tls)
     if topology == SENTINEL:
         hosts = _hosts(url, parts, 26379)
-        path = [p for p in parts.path.split("/") if p]
-        if not path:
+        segments = [p for p in parts.path.split("/") if p]
+        if not segments:
             raise _bad(url, "it names no Sentinel master (…/MASTER_NAME/0)")
-        db = _db(url, path[1]) if len(path) > 1 else 0
-        return RedisTarget(url, SENTINEL, hosts, master=unquote(path[0]), db=db,
+        db = _db(url, segments[1]) if len(segments) > 1 else 0
+        return RedisTarget(url, SENTINEL, hosts, master=unquote(segments[0]), db=db,
                            password=password, username=username, tls=tls)
     hosts = _hosts(url, parts, 6379)
     path = parts.path.strip("/")
@@ -234,7 +234,7 @@ def _cluster_class() -> type:
     """
     from redis.asyncio.cluster import RedisCluster
 
-    class BackoffRedisCluster(RedisCluster):  # type: ignore[misc]
+    class BackoffRedisCluster(RedisCluster):
         async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
             parent = super().execute_command
             return await retrying(str(args[0]) if args else "command",

@@ -277,6 +277,14 @@ class Runtime:
         if self.embedded is not None:  # it keeps running for the next heapbot process
             self.embedded.release()
 
+    async def ping(self) -> float:
+        """Seconds a PING to the store took (readiness); StoreError when Redis is down."""
+        return await self.store.ping()
+
+    async def topology(self) -> dict[str, Any]:
+        """The Redis behind the store for readiness: topology and, on a Cluster, its state."""
+        return await self.store.topology()
+
     @property
     def redis(self) -> aioredis.Redis:
         """The one Redis client of this process (the store's pool), for the job queue,

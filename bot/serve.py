@@ -81,6 +81,24 @@ async def _listen(app: web.Application, settings: Settings, port: int, setting: 
     return runner
 
 
+def _preload() -> None:
+    """Import what the first commands would import on the event loop, before serving.
+
+    Handlers load a command's module on first use, httpcore imports h11 on the first
+    download (and anyio its asyncio backend), numpy imports numpy.ma on the first merge: on
+    a fresh process the first commands held /healthz up to 430 ms (bench/regex/run.py's
+    warm-up round; 73 ms with this).
+    """
+    import importlib
+
+    from handlers.commands import COMMANDS
+
+    for module in sorted(set(COMMANDS.values())):
+        importlib.import_module("handlers." + module)
+    for module in ("h11", "numpy.ma", "httpcore._async.http11", "anyio._backends._asyncio"):
+        importlib.import_module(module)
+
+
 async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
     """Run until SIGINT/SIGTERM (or ``stop`` is set): the server, then a clean shutdown."""
     check_slack_settings(settings)  # before starting Redis: a missing token is one message
@@ -92,6 +110,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         loop.add_signal_handler(sig, stop.set)
     runners: list[web.AppRunner] = []
     try:
+        await asyncio.to_thread(_preload)
         app = build_web_app(runtime, settings)
         runners.append(await _listen(app, settings, settings.port, "HEAPBOT_PORT"))
         if settings.internal_port is not None:

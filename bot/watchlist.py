@@ -11,13 +11,13 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any
 
 import redis.asyncio as aioredis
 
 from bot import keys, records
 from bot.errors import UnknownServiceError, UsageError
 from bot.redisconn import store_errors
+from bot.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +90,9 @@ class WatchStore:
         return sorted(watches, key=lambda w: w.service)
 
 
-def channel_allowed(runtime: Any, watch: Watch) -> bool:
+def channel_allowed(registry: Registry, watch: Watch) -> bool:
     """Whether the registry (as it is now) lets ``watch`` post into its channel."""
     try:
-        return bool(runtime.registry.resolve(watch.service).may_post_in(watch.channel))
+        return registry.resolve(watch.service).may_post_in(watch.channel)
     except UnknownServiceError:
         return True  # the capture step names the missing service

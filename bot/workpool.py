@@ -25,6 +25,7 @@ import logging
 import multiprocessing
 import os
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -56,13 +57,15 @@ def processes() -> int:
 
 _pool: concurrent.futures.ProcessPoolExecutor | None = None
 _pool_lock = threading.Lock()
+_broken_until = 0.0  # after a worker failure, decode in threads for a while
+_RETRY_POOL_AFTER_S = 60.0
 _slots: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
 
 
 def _get_pool() -> concurrent.futures.ProcessPoolExecutor | None:
     global _pool
     count = processes()
-    if count == 0:
+    if count == 0 or time.monotonic() < _broken_until:
         return None
     with _pool_lock:
         if _pool is None:
@@ -110,6 +113,23 @@ def parse_heap(data: bytes, max_compressed: int) -> Profile:
     return profile
 
 
+_fold_slots: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
+
+
+@asynccontextmanager
+async def fold_slot() -> AsyncIterator[None]:
+    """One fold at a time per event loop: folding runs in a thread of this process and
+    holds its GIL; five captures folding at once would slow every Slack ack five-fold."""
+    loop = asyncio.get_running_loop()
+    sem = _fold_slots.get(loop)
+    if sem is None:
+        for old in [k for k in _fold_slots if k.is_closed()]:
+            del _fold_slots[old]
+        sem = _fold_slots[loop] = asyncio.Semaphore(1)
+    async with sem:
+        yield
+
+
 def _decode(data: bytes, max_compressed: int) -> Profile:
     """In a worker: parse and check a heap profile, labels decoded, ready to pickle."""
     profile = parse_heap(data, max_compressed)
@@ -118,17 +138,24 @@ def _decode(data: bytes, max_compressed: int) -> Profile:
     return profile
 
 
-async def decode_heap(data: bytes, max_compressed: int) -> Profile:
-    """Decode a heap profile in the process pool (or a thread), in a heavy-work slot."""
+async def decode_heap(data: bytes, max_compressed: int, *, pool_ok: bool = True) -> Profile:
+    """Decode a heap profile in the process pool (or a thread), in a heavy-work slot.
+
+    ``pool_ok=False`` decodes in a thread: for a lone profile, starting or feeding a
+    worker costs more than it saves.
+    """
     async with heavy_slot():
-        pool = _get_pool()
+        pool = _get_pool() if pool_ok else None
         if pool is None:
             return await asyncio.to_thread(_decode, data, max_compressed)
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(pool, _decode, data, max_compressed)
-        except concurrent.futures.process.BrokenProcessPool:
-            log.warning("decoder process died; decoding in a thread and restarting the pool")
+        except (concurrent.futures.process.BrokenProcessPool, RuntimeError, OSError) as exc:
+            global _broken_until
+            _broken_until = time.monotonic() + _RETRY_POOL_AFTER_S
+            log.warning("decoder processes failed (%s); decoding in threads for %.0f s",
+                        type(exc).__name__, _RETRY_POOL_AFTER_S)
             shutdown()
             return await asyncio.to_thread(_decode, data, max_compressed)
 

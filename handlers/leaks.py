@@ -118,21 +118,16 @@ def build_reply(service: str, report: LeakReport, *, sampled: int = 0) -> Reply:
             lines.append(f"Hint: {s.hint}")
         sections.append("\n".join(lines))
     if report.undecided:
-        lines = ["Undecided (not enough evidence either way):"]
-        lines.extend(f"• {u.function} ({u.kind}{', ' + u.growth if u.growth else ''}): "
-                     f"{u.reason}" for u in report.undecided[:8])
-        if len(report.undecided) > 8:
-            lines.append(f"… {len(report.undecided) - 8} more")
-        sections.append("\n".join(lines))
+        sections.append(_bullets(
+            "Undecided (not enough evidence either way):",
+            [f"{u.function} ({u.kind}{', ' + u.growth if u.growth else ''}): {u.reason}"
+             for u in report.undecided]))
     if report.not_suspects:
-        lines = ["Not suspects:"]
         suspected = {s.function for s in report.suspects}
         # "main.f (heap)" when main.f is also a suspect of the other kind, so the two agree
-        lines.extend(f"• {n.function}{f' ({n.kind})' if n.function in suspected else ''}: "
-                     f"{n.reason}" for n in report.not_suspects[:8])
-        if len(report.not_suspects) > 8:
-            lines.append(f"… {len(report.not_suspects) - 8} more")
-        sections.append("\n".join(lines))
+        sections.append(_bullets("Not suspects:", [
+            f"{n.function}{f' ({n.kind})' if n.function in suspected else ''}: {n.reason}"
+            for n in report.not_suspects]))
     if report.signals:
         sections.append("Process: " + " ".join(report.signals))
     if report.next_steps:
@@ -156,3 +151,11 @@ def build_reply(service: str, report: LeakReport, *, sampled: int = 0) -> Reply:
         service=service,
         data={**report.to_json(), "service": service},
     )
+
+
+def _bullets(heading: str, items: list[str], limit: int = 8) -> str:
+    """A heading and at most ``limit`` bulleted items, the rest counted."""
+    lines = [heading, *(f"• {item}" for item in items[:limit])]
+    if len(items) > limit:
+        lines.append(f"… {len(items) - limit} more")
+    return "\n".join(lines)

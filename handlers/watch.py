@@ -121,7 +121,7 @@ async def handle_watches(runtime: Runtime, argv: list[str], inv: Invocation) -> 
                                                    *([hidden] if hidden else [])],
                      data={"watches": []})
     rows = [[w.service, format_duration(w.interval_seconds),
-             w.channel if channel_allowed(runtime, w) else
+             w.channel if channel_allowed(runtime.registry, w) else
              f"{w.channel} (paused: not an allowed channel)",
              f"{w.goroutine_threshold:,}" if w.goroutine_threshold else "default"]
             for w in watches]

@@ -324,3 +324,22 @@ def test_package_names_like_pprof() -> None:
     assert package_name("github.com/a/b.c.(*T).M") == "github.com/a/b"
     assert package_name("main.main") == "main"
     assert package_name("[demo]") == ""
+
+
+def test_a_profile_with_negative_values_keeps_children_inside_parents() -> None:
+    import dataclasses
+
+    import numpy as np
+
+    heap = load("heap_2.pb.gz")
+    values = heap.values.copy()
+    values[::3] *= -1  # every third sample negative, as in a diff written as one profile
+    mixed = dataclasses.replace(heap, values=values, cache={})
+    layout = flame(mixed, min_fraction=0)
+    column = values[:, -1]
+    assert layout.width == int(np.abs(column).sum()) == layout.rects[0].width
+    assert layout.rects[0].cum == int(column.sum())  # cum stays signed, as pprof counts it
+    for parent, kids in children(layout).items():
+        assert sum(layout.rects[k].width for k in kids) <= layout.rects[parent].width
+    assert all(r.width >= abs(r.cum) for r in layout.rects)
+    assert any(r.cum < 0 for r in layout.rects)

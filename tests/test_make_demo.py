@@ -63,6 +63,7 @@ def test_demo_leaves_a_running_demo_the_readme_commands_can_use(tmp_path: Path) 
         console = heapbot("console", stdin="diff demo\nexit\n")
         assert console.returncode == 0, console.stdout + console.stderr
         assert "demo: inuse_space change since previous" in console.stdout, console.stdout
+        assert f"registry: {folder / 'heapbot.yaml'} (1 service)" in console.stdout
 
         # --console goes straight to the prompt, on the instances already running.
         prompt = run(str(RUN_DEMO), "--dir", str(folder), "--console", stdin="services\nexit\n")

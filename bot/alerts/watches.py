@@ -147,7 +147,7 @@ async def run_tick(ctx: WorkContext, job: Job) -> str:
     watch = await WatchStore(ctx.redis).get(service)
     if watch is None:
         return "unwatched"
-    if not channel_allowed(ctx.runtime, watch):
+    if not channel_allowed(ctx.runtime.registry, watch):
         log.warning("watch on %s skipped: it posts into %s, which is not one of the "
                     "service's allow_channels", service, watch.channel)
         return "refused_channel"

@@ -481,12 +481,22 @@ def flame(profile: Profile, options: TopOptions | None = None, *,
     fr = graph.frames(profile, filters)
     column = profile.values[:, index]
     fn_flat, fn_cum = graph.flat_cum(fr, column)
-    weights = column[fr.samples].astype(np.int64)[:, None]
-    kept_total = int(np.abs(weights).sum())
+    values = column[fr.samples].astype(np.int64)
+    kept_total = int(np.abs(values).sum())
     stacks = fr.location_stacks
+    mixed = bool((values < 0).any())  # a diff written as one profile (pprof -proto -diff_base)
+    # With mixed signs a frame's width is the |value| of the samples through it (a second
+    # column), so parents still hold their children; otherwise that is just |cum|.
+    weights = np.stack([values, np.abs(values)], axis=1) if mixed else values[:, None]
     tree = _build_tree(_Walker(stacks), stacks.loc_offsets[1:], weights, fr.num_nodes,
                        min_fraction * kept_total, max_depth)
-    widths = _widths(tree, "cum")
+    if mixed:
+        widths = [c[:, 1].copy() for c in tree.cum]
+        tree.cum = [c[:, :1] for c in tree.cum]
+        tree.flat = [f[:, :1] for f in tree.flat]
+        tree.cut = tree.cut[:1] if tree.cut is not None else None
+    else:
+        widths = _widths(tree, "cum")
     names = _Names(nodes_ix.names, nodes_ix.name_rank)
     rects, folded_value, folded_frames, _ = _layout(tree, widths, names, fn_flat, fn_cum,
                                                     kept_total, min_fraction, diff=False)

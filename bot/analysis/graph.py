@@ -568,7 +568,7 @@ def _location_bits(st: LocationStacks) -> np.ndarray:
     masks = np.zeros(st.loc_offsets.size - 1, dtype=np.uint64)
     counts = np.diff(st.loc_offsets)
     has = np.flatnonzero(counts > 0)
-    step = 1 << 16  # samples per chunk: keeps the per-frame temporaries small
+    step = 1 << 13  # samples per chunk: per-frame temporaries of a few MB even 40 deep
     for lo in range(0, has.size, step):
         rows = has[lo:lo + step]
         first, last = int(st.loc_offsets[rows[0]]), int(st.loc_offsets[rows[-1] + 1])
@@ -625,26 +625,54 @@ def incoming_edges(fr: Frames, sample_values: np.ndarray,
 
     An edge is inline only when every sample passing through it went through an
     inlined frame (pprof's AddToEdge). Samples with a zero value add no edge.
+    Worked out on location stacks: a call inside one location (inlined lines) is
+    inline, a call from one location to the next never is; so deep stacks are
+    never expanded into one node per frame.
     """
     want = np.zeros(fr.num_nodes, dtype=bool)
     want[selected] = True
     want &= fr.inlined_nodes  # a node never inlined anywhere has no inline edge
     if not want.any():
         return {}
-    nodes = fr.nodes
-    if nodes.size < 2:
+    st = fr._stacks
+    counts = np.diff(st.loc_offsets)
+    flag = np.repeat(sample_values[fr.samples] != 0, counts)  # frame of a nonzero sample
+    if not flag.any():
         return {}
-    counts = np.diff(fr.offsets)
-    last = np.zeros(nodes.size, dtype=bool)  # root-most frame of each sample: no caller
-    last[fr.offsets[1:][counts > 0] - 1] = True
-    w = np.repeat(sample_values[fr.samples] != 0, counts)
-    idx = np.flatnonzero(want[nodes[:-1]] & ~last[:-1] & w[:-1])
-    idx = idx[nodes[idx] != nodes[idx + 1]]
-    callee, caller, inline = nodes[idx], nodes[idx + 1], fr.inline[idx]
+    nloc = st.per_loc.size
+    used = np.bincount(st.frame_locs[flag], minlength=nloc) > 0
+    callee_parts, caller_parts, inline_parts = [], [], []
+    # inside a location: line k is inlined into line k+1
+    owner = np.repeat(np.arange(nloc), st.per_loc)
+    inner = np.flatnonzero(st.loc_inline)  # every line but a location's last
+    inner = inner[used[owner[inner]] & want[st.loc_nodes[inner]]]
+    callee_parts.append(st.loc_nodes[inner])
+    caller_parts.append(st.loc_nodes[inner + 1])
+    inline_parts.append(np.ones(inner.size, dtype=bool))
+    # from a location's outermost line to the next location of the stack
+    has = st.per_loc > 0
+    last_node = np.full(nloc, -1, dtype=np.int64)
+    last_node[has] = st.loc_nodes[st.loc_node_off[1:][has] - 1]
+    first_node = np.full(nloc, -1, dtype=np.int64)
+    first_node[has] = st.loc_nodes[st.loc_node_off[:-1][has]]
+    wanted_last = np.zeros(nloc, dtype=bool)
+    wanted_last[has] = want[last_node[has]]
+    if wanted_last.any() and st.frame_locs.size > 1:
+        not_root = np.ones(st.frame_locs.size, dtype=bool)
+        not_root[st.loc_offsets[1:][counts > 0] - 1] = False  # a sample's root-most frame
+        idx = np.flatnonzero(wanted_last[st.frame_locs[:-1]] & flag[:-1] & not_root[:-1])
+        callee_parts.append(last_node[st.frame_locs[idx]])
+        caller_parts.append(first_node[st.frame_locs[idx + 1]])
+        inline_parts.append(np.zeros(idx.size, dtype=bool))
+    callee = np.concatenate(callee_parts).astype(np.int64)
+    caller = np.concatenate(caller_parts).astype(np.int64)
+    inline = np.concatenate(inline_parts)
+    keep = callee != caller
+    callee, caller, inline = callee[keep], caller[keep], inline[keep]
     out: dict[int, dict[int, bool]] = {}
-    if idx.size == 0:
+    if callee.size == 0:
         return out
-    key = callee.astype(np.int64) * fr.num_nodes + caller
+    key = callee * fr.num_nodes + caller
     uniq, inv = np.unique(key, return_inverse=True)
     all_inline = np.ones(uniq.size, dtype=bool)
     np.logical_and.at(all_inline, inv, inline)

@@ -311,6 +311,9 @@ def console(args: argparse.Namespace) -> int:
                    "`help`, or `exit`.", style="dim"))
     with asyncio.Runner() as runner:
         runtime = runner.run(open_runtime())
+        if runtime.registry.found:  # which services these are (e.g. the one `make demo` left)
+            out.print(Text(f"registry: {runtime.registry.path} ({len(runtime.registry)} "
+                           f"service{'s' if len(runtime.registry) != 1 else ''})", style="dim"))
         try:
             while True:
                 try:

@@ -241,7 +241,7 @@ def flame_png(layout: FlameLayout, subject: str = "", captured_at: float | None 
     if pic.boxes:
         xs = np.array([b.x for b in pic.boxes])
         ys = np.array([b.y for b in pic.boxes])
-        ws = np.array([b.w - 1 if b.w >= 3 else b.w for b in pic.boxes])  # a 1 px gap
+        ws = np.array([b.w - 1 if b.w >= 2 else b.w for b in pic.boxes])  # a 1 px gap
         hs = np.array([b.h for b in pic.boxes])
         verts = np.stack([np.stack([xs, ys], 1), np.stack([xs + ws, ys], 1),
                           np.stack([xs + ws, ys + hs], 1), np.stack([xs, ys + hs], 1)], axis=1)
