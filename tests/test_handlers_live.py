@@ -332,8 +332,15 @@ async def test_peek_and_list_match_the_engine(runtime: Runtime) -> None:
     expected_list = list_lines(profile, regex)
     assert listed.data["functions"] == expected_list.to_json()["functions"]
     line_rows = [r for r in column(listed, "function / line") if r.strip().startswith("line ")]
-    assert line_rows == [f"    line {x.line}" for x in
-                         sorted(expected_list.functions[0].lines, key=lambda x: x.line)]
+    # one block per matching function (a function can be listed from several files),
+    # largest cum first, its heaviest lines in line order
+    from handlers.listing import MAX_FUNCTIONS, MAX_LINES
+
+    shown = sorted(expected_list.functions, key=lambda f: -abs(f.cum))[:MAX_FUNCTIONS]
+    assert line_rows == [
+        f"    line {x.line}" for f in shown
+        for x in sorted(sorted(f.lines, key=lambda x: -abs(x.flat or x.cum))[:MAX_LINES],
+                        key=lambda x: x.line)]
 
     missing = await run(runtime, slack("peek demo nosuchfunction"))
     assert missing.error and "No function matches" in missing.sections[0]
