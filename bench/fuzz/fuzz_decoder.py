@@ -1,6 +1,6 @@
 """Coverage-guided fuzzing of the pprof decoder with atheris (libFuzzer), for minutes, outside CI.
 
-The property is the one tests/test_fuzz_decoder.py checks under hypothesis:
+The property is the one tests/reliability/test_fuzz_decoder.py checks under hypothesis:
 ``bot.pprof.parse_profile`` returns a Profile or raises heapbot's own
 ``HeapbotError``; anything else (IndexError, struct.error, MemoryError, a hang)
 is a crash that libFuzzer saves as ``crash-<sha1>`` in the working directory.

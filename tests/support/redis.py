@@ -174,7 +174,7 @@ class RedisCluster:
 
     def start(self) -> None:
         pytest.skip("a Redis Cluster (HEAPBOT_TEST_REDIS=cluster): the single-server restart "
-                    "tests do not apply; tests/test_cluster.py kills and restarts its nodes")
+                    "tests do not apply; tests/store/test_cluster.py kills and restarts its nodes")
 
     stop = start
 
