@@ -202,7 +202,12 @@ async def test_watch_pages_when_the_leak_verdict_turns(
     from tests.support.alerts import text_of, top_level, write_demo_registry
     from tests.support.demo import start_demo
 
-    demo_service = start_demo(demo_binary, scenarios="leakmap,slice", rate=20)
+    # The leaks must keep growing for the whole wait: at the demo's default cap (50,000
+    # items, reached in about 15 s at this rate) a leak that stopped reads, rightly, as
+    # "rose, then flat: undecided", and the verdict never turned when the first ticks
+    # were slow.
+    demo_service = start_demo(demo_binary, scenarios="leakmap,slice", rate=20,
+                              extra_args=("-max-items", "2000000"))
     monkeypatch.setenv("HEAPBOT_WATCH_MIN_INTERVAL_SECONDS", "1")
     registry = write_demo_registry(tmp_path, [demo_service.url])
     # gc: true (?gc=1): a young demo seldom collects, so without it the in-use heap still
