@@ -206,8 +206,11 @@ async def test_watch_pages_when_the_leak_verdict_turns(
     # items, reached in about 15 s at this rate) a leak that stopped reads, rightly, as
     # "rose, then flat: undecided", and the verdict never turned when the first ticks
     # were slow.
+    # memprofilerate=512 as bench/leaks runs it: at Go's default sampling (one sample per
+    # 512 KiB) a second's growth reads as a staircase, which the verdict rightly calls
+    # undecided, and the thread never opened in about 1 run of 3.
     demo_service = start_demo(demo_binary, scenarios="leakmap,slice", rate=20,
-                              extra_args=("-max-items", "2000000"))
+                              memprofilerate=512, extra_args=("-max-items", "2000000"))
     monkeypatch.setenv("HEAPBOT_WATCH_MIN_INTERVAL_SECONDS", "1")
     registry = write_demo_registry(tmp_path, [demo_service.url])
     # gc: true (?gc=1): a young demo seldom collects, so without it the in-use heap still
