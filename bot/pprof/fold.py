@@ -20,7 +20,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from bot.errors import ProfileError
-from bot.pprof.merge import _LENGTH_MIX, _mapping_key, merge_profiles
+from bot.pprof.merge import _LENGTH_MIX, _mapping_key, function_columns, merge_profiles
 from bot.pprof.model import Mapping, Profile
 
 _MIX_A = np.uint64(0x9E3779B97F4A7C15)
@@ -305,11 +305,7 @@ class Merger:
         return Profile(
             sample_types=list(first.sample_types),
             default_sample_type=first.default_sample_type,
-            function_ids=np.arange(1, len(fn_keys) + 1, dtype=np.uint64),
-            function_names=[k[0] for k in fn_keys],
-            function_system_names=[k[1] for k in fn_keys],
-            function_filenames=[k[2] for k in fn_keys],
-            function_start_lines=np.array([k[3] for k in fn_keys], dtype=np.int64),
+            **function_columns(fn_keys),
             location_ids=np.arange(1, len(rows) + 1, dtype=np.uint64),
             location_mappings=np.array([r[0] for r in rows], dtype=np.int32),
             location_addresses=np.array([r[1] for r in rows], dtype=np.uint64),

@@ -10,6 +10,7 @@ the largest period, the first profile's default sample type and frame filters.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -276,6 +277,17 @@ def _gather(offsets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarr
                                                      - new_offsets[:-1][owner])
 
 
+def function_columns(fn_keys: Sequence[_FnKey]) -> dict[str, Any]:
+    """A merged profile's function table, ids 1..n in key order (merge and fold both)."""
+    return {
+        "function_ids": np.arange(1, len(fn_keys) + 1, dtype=np.uint64),
+        "function_names": [k[0] for k in fn_keys],
+        "function_system_names": [k[1] for k in fn_keys],
+        "function_filenames": [k[2] for k in fn_keys],
+        "function_start_lines": np.array([k[3] for k in fn_keys], dtype=np.int64),
+    }
+
+
 def _assemble(profiles: Sequence[Profile], first: Profile, mappings: list[Mapping],
               fn_keys: list[_FnKey], label_strings: list[str], line_offsets: np.ndarray,
               lines: tuple[np.ndarray, np.ndarray, np.ndarray],
@@ -306,11 +318,7 @@ def _assemble(profiles: Sequence[Profile], first: Profile, mappings: list[Mappin
     return Profile(
         sample_types=list(first.sample_types),
         default_sample_type=first.default_sample_type,
-        function_ids=np.arange(1, len(fn_keys) + 1, dtype=np.uint64),
-        function_names=[k[0] for k in fn_keys],
-        function_system_names=[k[1] for k in fn_keys],
-        function_filenames=[k[2] for k in fn_keys],
-        function_start_lines=np.array([k[3] for k in fn_keys], dtype=np.int64),
+        **function_columns(fn_keys),
         location_ids=np.arange(1, loc_firsts.size + 1, dtype=np.uint64),
         location_mappings=loc_mappings[loc_firsts].astype(np.int32),
         location_addresses=addresses[loc_firsts],
