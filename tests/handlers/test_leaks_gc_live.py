@@ -9,10 +9,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-
-import time
 
 import pytest
 
