@@ -203,8 +203,13 @@ def start_demo(
     extra_args: tuple[str, ...] = (),
     port: int = 0,
     detach_log: Path | None = None,
+    ready: Mapping[str, int] | None = None,
 ) -> DemoProcess:
     """Start the demo on a free port (``port=0``) and wait until /healthz answers.
+
+    ``ready`` also waits until the demo's /stats reach those counts (e.g.
+    ``{"blocked_goroutines": 3}``): scenarios tick on their own clock, and on a loaded
+    machine a capture made at once can come before the first simulated request.
 
     With ``detach_log`` the instance outlives this process (its own session, no
     parent-death signal, output to that file): `make demo` leaves it running.
@@ -250,10 +255,22 @@ def start_demo(
         _running.add(demo)
     try:
         _wait_healthy(demo.url, deadline)
+        _wait_stats(demo, ready or {}, time.monotonic() + START_TIMEOUT_S)
     except RuntimeError:
         demo.kill()
         raise
     return demo
+
+
+def _wait_stats(demo: DemoProcess, ready: Mapping[str, int], deadline: float) -> None:
+    while True:
+        stats = demo.stats()
+        short = {k: v for k, v in ready.items() if stats[k] < v}
+        if not short:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the demo's /stats never reached {short}: {stats}")
+        time.sleep(0.05)
 
 
 @atexit.register
@@ -283,7 +300,8 @@ def demo_cluster(demo_binary: Path) -> Iterator[list[DemoProcess]]:
     instances: list[DemoProcess] = []
     try:
         for _ in range(3):
-            instances.append(start_demo(demo_binary, "all", rate=DEFAULT_RATE))
+            instances.append(start_demo(demo_binary, "all", rate=DEFAULT_RATE,
+                                        ready={"blocked_goroutines": 1}))
         yield instances
     finally:
         for demo in instances:
