@@ -18,11 +18,9 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextvars import ContextVar
 from typing import Any, TextIO
-
-from aiohttp import web
 
 from bot.settings import Settings
 
@@ -224,19 +222,3 @@ def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> lo
     logging.captureWarnings(True)
     return handler
 
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@web.middleware
-async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Give each HTTP request an id (the caller's X-Request-Id if sane) for its log lines."""
-    token = request_id_var.set(_clean_request_id(request.headers.get(REQUEST_ID_HEADER))
-                               or new_request_id())
-    try:
-        response = await handler(request)
-        if not response.prepared:
-            response.headers[REQUEST_ID_HEADER] = request_id_var.get()
-        return response
-    finally:
-        request_id_var.reset(token)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -25,10 +25,23 @@ from pydantic import SecretStr
 
 from bot.errors import HeapbotError
 from bot.httpauth import credential_matches
-from bot.logs import request_id_middleware
+from bot.logs import REQUEST_ID_HEADER, request_context, request_id_var
 
 READY_TIMEOUT_SECONDS = 2.0
 STARTED_AT = time.time()
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Give each HTTP request an id (the caller's X-Request-Id if sane) for its log lines."""
+    with request_context(request.headers.get(REQUEST_ID_HEADER)):
+        response = await handler(request)
+        if not response.prepared:
+            response.headers[REQUEST_ID_HEADER] = request_id_var.get()
+        return response
 
 
 def _json(body: dict[str, Any], status: int = 200) -> web.Response:

@@ -23,9 +23,6 @@ import redis.asyncio as aioredis
 from redis.exceptions import LockError, RedisError
 
 from bot import keys, metrics
-from bot.analysis.goroutines import merge_reports, parse_goroutines
-from bot.analysis.summarize import summarize_snapshot
-from bot.capture import Capturer, CaptureResult, InstanceResult
 from bot.errors import (
     CaptureError,
     HeapbotError,
@@ -34,7 +31,6 @@ from bot.errors import (
     StoreUnavailableError,
     UsageError,
 )
-from bot.pprof import merge_profiles, parse_profile
 from bot.redisconn import parse_redis_url, store_errors
 from bot.registry import Registry, ServiceConfig, load_registry
 from bot.store import (
@@ -48,11 +44,13 @@ from bot.units import duration_seconds, format_duration
 from bot.watchlist import Watch, WatchStore
 
 if TYPE_CHECKING:
-    # Imported where used: `heapbot services` / `history` start without loading the leak
-    # analysis and the --sample scheduler (issue 15 item 12: warm CLI calls are fast).
+    # Imported where used: `heapbot services` / `history` read only the store and start
+    # without the engine (numpy, re2), the capturer (httpx), the leak analysis or the
+    # --sample scheduler (issue 15 item 12: warm CLI calls are fast).
     from bot.analysis.goroutines import GoroutineReport
     from bot.analysis.leaks import HeapSite, LeakReport
     from bot.analysis.summary import SnapshotSummary
+    from bot.capture import Capturer, CaptureResult
     from bot.pprof import Profile
     from bot.redis_server import EmbeddedRedis
     from bot.sampling import Sampling
@@ -108,16 +106,22 @@ def check_since_ref(ref: str | None) -> str:
 
 def _parse_profiles(blobs: Sequence[bytes]) -> Profile | None:
     """Parse and merge heap profiles (CPU-heavy: called via asyncio.to_thread)."""
+    from bot.pprof import parse_profile
+
     return _merge_parsed([parse_profile(b) for b in blobs])
 
 
 def _merge_parsed(profiles: Sequence[Profile]) -> Profile | None:
+    from bot.pprof import merge_profiles
+
     if not profiles:
         return None
     return profiles[0] if len(profiles) == 1 else merge_profiles(profiles)
 
 
 def _goroutine_reports(blobs: Sequence[bytes]) -> list[GoroutineReport]:
+    from bot.analysis.goroutines import parse_goroutines
+
     reports = []
     for blob in blobs:
         try:
@@ -162,6 +166,9 @@ def _digest(result: CaptureResult, snapshot_id: str, trigger: str, requested_by:
             ) -> tuple[StoredSnapshot, dict[tuple[int, str], bytes], Profile | None,
                        GoroutineReport | None]:
     """Everything CPU-heavy about a fresh capture, off the event loop."""
+    from bot.analysis.goroutines import merge_reports
+    from bot.analysis.summarize import summarize_snapshot
+
     instances: list[InstanceMeta] = []
     raw: dict[tuple[int, str], bytes] = {}
     heaps: list[Profile] = []
@@ -233,12 +240,13 @@ def _digest(result: CaptureResult, snapshot_id: str, trigger: str, requested_by:
 class Runtime:
     """Registry + capturer + store, with single-flight and since-resolution."""
 
-    def __init__(self, *, registry: Registry, store: SnapshotStore, capturer: Capturer,
+    def __init__(self, *, registry: Registry, store: SnapshotStore,
+                 capturer: Capturer | None = None,
                  settings: Settings | None = None, embedded: EmbeddedRedis | None = None,
                  lock_timeout: float | None = None) -> None:
         self.registry = registry
         self.store = store
-        self.capturer = capturer
+        self._capturer = capturer
         self.settings = settings
         self.embedded = embedded
         self.lock_timeout = lock_timeout
@@ -264,14 +272,24 @@ class Runtime:
             url = await asyncio.to_thread(embedded.ensure)
             store = SnapshotStore.from_url(url)
             store.location = f"embedded redis-server in {settings.data_dir}"
-        return cls(registry=registry, store=store, capturer=capturer or Capturer(),
+        return cls(registry=registry, store=store, capturer=capturer,
                    settings=settings, embedded=embedded)
+
+    @property
+    def capturer(self) -> Capturer:
+        """The HTTP capturer, made on first use."""
+        if self._capturer is None:
+            from bot.capture import Capturer
+
+            self._capturer = Capturer()
+        return self._capturer
 
     async def close(self) -> None:
         """Close connections; let go of the embedded Redis (it stays up for the next process)."""
         for pending in list(self._inflight.values()):
             pending.cancel()
-        await self.capturer.aclose()
+        if self._capturer is not None:
+            await self._capturer.aclose()
         with contextlib.suppress(Exception):
             await self.store.close()
         if self.embedded is not None:  # it keeps running for the next heapbot process
@@ -425,6 +443,8 @@ class Runtime:
         blobs = [b for _, b in await self.store.raw_profiles(
             snapshot.service, snapshot.id, "goroutine")]
         if blobs:
+            from bot.analysis.goroutines import merge_reports
+
             goroutines = merge_reports(
                 await asyncio.to_thread(_goroutine_reports, blobs))
         return Captured(snapshot=snapshot, heap=heap, goroutines=goroutines,
@@ -718,9 +738,7 @@ async def _release(lock: Any) -> None:
 
 __all__ = [
     "SINCE_HELP",
-    "CaptureResult",
     "Captured",
-    "InstanceResult",
     "Runtime",
     "StoreUnavailableError",
     "check_since_ref",

@@ -12,7 +12,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from bot.analysis.graph import compile_regex
 from bot.errors import UsageError
 from bot.reply import Action, Column, Reply, Table
 from bot.units import format_clock, format_duration
@@ -127,6 +126,8 @@ def check_regex(text: str | None, usage: str, what: str = "regular expression") 
     """Validate a user regex as RE2, the dialect the engine (and go tool pprof) matches with."""
     if text is None:
         return None
+    from bot.analysis.graph import compile_regex  # numpy and re2: only when a regex is given
+
     try:
         compile_regex(text, "", what)
     except UsageError as exc:
