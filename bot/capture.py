@@ -213,6 +213,8 @@ class Capturer:
         per_service = asyncio.Semaphore(service.concurrency)
         # worker processes pay off from a few instances up (bench/fanout/run.py)
         folder = _Folder(pool_ok=len(bases) >= POOL_FROM_INSTANCES)
+        if folder.pool_ok:
+            workpool.warm()  # workers start while the profiles download
 
         async def one(base: str, source: str, dns_error: str | None) -> InstanceResult:
             if dns_error:
@@ -434,7 +436,7 @@ class _Folder:
     """
 
     def __init__(self, *, pool_ok: bool = True) -> None:
-        self._pool_ok = pool_ok
+        self.pool_ok = pool_ok
         self._merger: Any = None
         self._lock = asyncio.Lock()
         self._decoding = asyncio.Semaphore(2)
@@ -443,17 +445,17 @@ class _Folder:
         """Decode (process pool) and fold; returns the profile's main build id and what
         leak analysis keeps of this instance's own heap (digest, leading functions)."""
         async with self._decoding:
-            profile = await workpool.decode_heap(data, max_compressed, pool_ok=self._pool_ok)
+            profile, facts, keys = await workpool.decode_for_fold(data, max_compressed,
+                                                                  pool_ok=self.pool_ok)
             build_id = profile.main_build_id
-            facts = await asyncio.to_thread(heap_facts, profile)
             async with self._lock:
                 if self._merger is None:
                     from bot.pprof.fold import Merger
 
                     self._merger = Merger()
                 async with workpool.fold_slot():
-                    await asyncio.to_thread(self._merger.add, profile)
-            del profile
+                    await asyncio.to_thread(self._merger.add, profile, keys)
+            del profile, keys
             return build_id, facts
 
     def result(self) -> Profile | None:
