@@ -432,14 +432,17 @@ class _Folder:
     """One capture's streaming merge: each heap is decoded and folded in as it arrives.
 
     At most two instances' decoded profiles exist at once (one being folded, one
-    waiting), whatever the number of instances; each is dropped once folded.
+    waiting; one in all when decoding in threads), whatever the number of instances;
+    each is dropped once folded.
     """
 
     def __init__(self, *, pool_ok: bool = True) -> None:
-        self.pool_ok = pool_ok
+        self.pool_ok = pool_ok and workpool.processes() > 0
         self._merger: Any = None
         self._lock = asyncio.Lock()
-        self._decoding = asyncio.Semaphore(2)
+        # Two in flight feed two worker processes; in threads they would only take
+        # turns at the GIL, and each held its decode's peak memory at the same time.
+        self._decoding = asyncio.Semaphore(2 if self.pool_ok else 1)
 
     async def add(self, data: bytes, max_compressed: int) -> tuple[str, HeapFacts]:
         """Decode (process pool) and fold; returns the profile's main build id and what
