@@ -312,7 +312,7 @@ class Capturer:
                         heap, service.max_profile_bytes)
                 result.heap, result.ok = heap, True
             except HeapbotError as exc:
-                result.error = f"not a heap profile: {exc.message}"
+                result.error = f"not a heap profile: {target_text(exc.message, headers)}"
 
         if isinstance(goroutine, FetchFailure):
             result.warnings.append(f"goroutine: {goroutine}")

@@ -31,6 +31,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from bot.errors import CaptureError, ProfileError
+from bot.logs import target_names
 
 if TYPE_CHECKING:
     from bot.analysis.leaks.observe import HeapFacts
@@ -130,7 +131,7 @@ def parse_heap(data: bytes, max_compressed: int) -> Profile:
     profile = parse_profile(data, limits)
     kinds = [t.type for t in profile.sample_types]
     if not {"inuse_space", "alloc_space"} & set(kinds):
-        raise ProfileError(f"it holds {', '.join(kinds) or 'no sample types'}, not heap "
+        raise ProfileError(f"it holds {target_names(kinds) or 'no sample types'}, not heap "
                            "samples (is the endpoint a heap profile?)")
     return profile
 
