@@ -287,6 +287,16 @@ class JobQueue:
             jobs.append(job)
         return jobs
 
+    @_guarded("look up a job")
+    async def is_pending(self, job_id: str) -> bool:
+        """Whether ``job_id`` was read and is not finished: running, or waiting to be retried.
+
+        False once it was acked or dead-lettered (and for an id never read).
+        """
+        pending = await self._on_group(lambda: self.redis.xpending_range(
+            self.stream, self.group, job_id, job_id, 1))
+        return bool(pending)
+
     async def _delivery_count(self, job_id: str) -> int:
         pending = await self.redis.xpending_range(self.stream, self.group, job_id, job_id, 1)
         return int(pending[0]["times_delivered"]) if pending else 1

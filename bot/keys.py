@@ -8,8 +8,9 @@ part in ``{…}`` that alone decides the slot:
   (one MULTI/EXEC stores a snapshot, trims retention and adds deploy markers);
 - ``{jobs}``: the job stream, its dead letters, dedupe keys and per-job progress
   (the enqueue script sets a dedupe key and XADDs; ack XACKs and deletes progress);
-- ``{watches}``: the watch list and each watch's state, recovery streak, tick log
-  and leases (unwatch deletes the watch and its state together);
+- ``{watches}``: the watch list and each watch's state, recovery streak, turn, tick log
+  and leases (unwatch deletes the watch and its state together; one script decides a
+  tick's verdict, streak and turn, another logs a tick once per slot);
 - ``{sampling}``: the --sample scheduler's due and active sets, per-user and
   per-service reservations and run records (one script reserves them all);
 - incidents, their locks, thread memory and the Slack replay/seen sets are used one
@@ -91,7 +92,15 @@ def watch_state(service: str) -> str:
 
 
 def watch_ok_streak(service: str) -> str:
-    return f"{PREFIX}{WATCHES_TAG}:ok-streak:{service}"
+    """Set of the slots whose ticks judged "ok" since the verdict went bad (a retried tick
+    counts once); RECOVERY_TICKS of them call the watch back to normal."""
+    return f"{PREFIX}{WATCHES_TAG}:ok-slots:{service}"
+
+
+def watch_turn(service: str) -> str:
+    """The id of the tick job that made the watch's current verdict (it, and only it,
+    opens or closes that turn's thread), with `` done`` appended once it has."""
+    return f"{PREFIX}{WATCHES_TAG}:turn:{service}"
 
 
 def watch_ticks(service: str) -> str:
@@ -152,5 +161,5 @@ MULTI_KEY_GROUPS: dict[str, list[Callable[..., str]]] = {
         lambda run: sampling("run", run)],
     "watches (unwatch, tick log)": [
         lambda _x: WATCHES, watch_lease, watch_cursor, watch_state, watch_ok_streak,
-        watch_ticks],
+        watch_turn, watch_ticks],
 }

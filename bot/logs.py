@@ -20,9 +20,10 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextvars import ContextVar
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from bot.settings import Settings
+if TYPE_CHECKING:  # only annotations: the engine's workers import this module for target_name
+    from bot.settings import Settings
 
 REDACTED = "[REDACTED]"
 REQUEST_ID_HEADER = "X-Request-Id"
@@ -121,6 +122,29 @@ def redact(text: str, secrets: Iterable[str] | None = None) -> str:
     text = _AUTH_HEADER.sub(lambda m: m.group(1) + REDACTED, text)
     text = _SCHEME_CREDENTIAL.sub(_scheme_credential, text)
     return _URL_CREDENTIALS.sub(lambda m: m.group(1) + REDACTED + "@", text)
+
+
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029`]+")
+
+
+def target_name(text: str, width: int = 60) -> str:
+    """A name a profiled target chose (a sample type, a unit), fit to quote in a reply.
+
+    A target decides what its profile says, so such names get what other
+    target-chosen text gets (issue 17): credentials and configured secrets
+    redacted, control characters and backticks (which would break out of Slack's
+    code spans) made blanks, and the length bounded to ``width`` characters.
+    """
+    text = _UNPRINTABLE.sub(" ", redact(text)).strip()
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def target_names(names: Iterable[str], most: int = 6, width: int = 60, quote: str = "") -> str:
+    """"a, b, c and 4 more": at most ``most`` target-chosen names, each as target_name
+    (and each between ``quote``s: a backtick makes code spans, which a name cannot end)."""
+    names = list(names)
+    shown = ", ".join(f"{quote}{target_name(n, width)}{quote}" for n in names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 def _scheme_credential(match: re.Match[str]) -> str:

@@ -74,7 +74,7 @@ class WatchStore:
                 self.redis.pipeline(transaction=True) as pipe:
             pipe.hdel(WATCHES_KEY, service)
             pipe.delete(keys.watch_state(service), keys.watch_ok_streak(service),
-                        keys.watch_cursor(service))
+                        keys.watch_turn(service), keys.watch_cursor(service))
             removed, _ = await pipe.execute()
         return bool(removed)
 

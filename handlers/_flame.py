@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+from bot.logs import target_name
 from bot.reply import Attachment
 
 if TYPE_CHECKING:
@@ -29,11 +30,12 @@ async def flame_attachments(profile: Profile, options: TopOptions, *, service: s
     if base is None:
         layout = await asyncio.to_thread(flame, profile, options)
         stem = f"{service}-{snapshot_id or 'unsaved'}-flame"
-        what = f"flame graph of {service} ({layout.sample_type})"
+        what = f"flame graph of {service} ({target_name(layout.sample_type)})"
     else:
         layout = await asyncio.to_thread(flame_diff, base, profile, options)
         stem = f"{service}-{base_id or 'base'}-{snapshot_id or 'unsaved'}-diff-flame"
-        what = f"diff flame graph of {service} ({layout.sample_type}), red grew, blue shrank"
+        what = (f"diff flame graph of {service} ({target_name(layout.sample_type)}), "
+                "red grew, blue shrank")
     png, svg = await draw_flame(layout, service, captured_at, base_captured_at)
     return [Attachment(f"{stem}.png", png, what, kind="chart"),
             Attachment(f"{stem}.svg", svg.encode(), what + "; open in a browser and hover a "

@@ -11,6 +11,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from bot.errors import UsageError
+from bot.logs import target_name
 from bot.reply import Action, Reply
 from bot.units import format_clock, format_duration, format_since, signed
 from handlers._common import (
@@ -107,7 +108,7 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     span = format_duration(capture.taken_at - base.taken_at)
     base_total = report.base_total if report.base_total is not None else 0
     new_total = base_total + sum_change(report, capture, base)
-    caption = (f"Change in {report.sample_type} from {base_time} to "
+    caption = (f"Change in {target_name(report.sample_type)} from {base_time} to "
                f"{format_clock(capture.taken_at)} ({span}); % of the base total "
                f"{format_value(base_total, report.unit)}; "
                f"showing {len(report.rows)} of {report.node_total} changed nodes")
@@ -122,7 +123,7 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
                         f"{now_build}): part of the change can be the deploy itself.")
     reply = capture_reply(
         capture,
-        title=f"{service}: {report.sample_type} change since {ref}",
+        title=f"{service}: {target_name(report.sample_type)} change since {ref}",
         context=[extra],
         summary=summary,
         table=top_table(report, caption=caption, with_status=True),

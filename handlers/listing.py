@@ -11,6 +11,7 @@ from __future__ import annotations
 import shlex
 from typing import TYPE_CHECKING
 
+from bot.logs import target_name
 from bot.reply import Action, Column, Reply, Table
 from handlers._common import capture_reply, short_path
 from handlers.peek import RegexCommand, capture_and_analyse, parse_regex_command
@@ -57,7 +58,8 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
         if len(function.lines) > MAX_LINES:
             rows.append([f"    … {len(function.lines) - MAX_LINES} more lines", "", "", ""])
     more = len(report.functions) - len(functions)
-    caption = (f"{report.sample_type}; total {format_value(report.total, report.unit)}; "
+    caption = (f"{target_name(report.sample_type)}; "
+               f"total {format_value(report.total, report.unit)}; "
                "lines with no value are left out"
                + (f"; {more} more matching functions (narrow FUNC_RE)" if more > 0 else ""))
     summary = ""
@@ -67,7 +69,7 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
         flat, function, line = max(candidates, key=lambda c: c[0])
         summary = (f"{_short_file(function.file)}:{line.line} in {function.function} holds "
                    f"{fmt(flat)} ({percentage(flat, report.total).strip()} of "
-                   f"{report.sample_type}): the line that allocates the most.")
+                   f"{target_name(report.sample_type)}): the line that allocates the most.")
     elif functions:
         summary = (f"{functions[0].function} allocates nothing itself; {fmt(functions[0].cum)} "
                    "is in what it calls (try peek).")
@@ -75,7 +77,7 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
         capture,
         sections=[sources.note(service)],
         title=f"{service}: list {regex}",
-        context=[report.sample_type],
+        context=[target_name(report.sample_type)],
         summary=summary,
         table=Table(columns=[Column("function / line", "left"), Column("flat"), Column("cum"),
                              Column("cum%")], rows=rows, caption=caption),

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from bot.analysis.top import TopOptions
 from bot.errors import CaptureError
+from bot.logs import target_name
 from bot.reply import Action, Column, Reply, Table
 from handlers._common import (
     capture_reply,
@@ -124,7 +125,8 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     summary = ""
     if first is not None:
         summary = (f"{first.function}: flat {fmt(first.flat)}, cum {fmt(first.cum)} "
-                   f"({percentage(first.cum, report.total).strip()} of {report.sample_type})")
+                   f"({percentage(first.cum, report.total).strip()} of "
+                   f"{target_name(report.sample_type)})")
         if first.callers:
             main = max(first.callers, key=lambda e: e.value)
             summary += (f"; mostly reached from {main.function} "
@@ -133,7 +135,7 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     return capture_reply(
         capture,
         title=f"{service}: peek {regex}",
-        context=[report.sample_type],
+        context=[target_name(report.sample_type)],
         summary=summary,
         table=Table(columns=[Column("", "left"), Column("function", "left"), Column("flat"),
                              Column("cum"), Column("calls"), Column("calls%")],

@@ -12,6 +12,7 @@ import asyncio
 from typing import TYPE_CHECKING, Literal
 
 from bot.errors import UsageError
+from bot.logs import target_name
 from bot.reply import Action, Attachment, Reply
 from bot.units import format_bytes, signed
 from handlers._common import (
@@ -120,9 +121,9 @@ async def top_reply(runtime: Runtime, capture: Captured, *, sample_type: str | N
 
     reply = capture_reply(
         capture,
-        title=f"{service}: top {shown} by {report.sample_type}"
+        title=f"{service}: top {shown} by {target_name(report.sample_type)}"
               + (f" (focus {focus})" if focus else ""),
-        context=[report.sample_type],
+        context=[target_name(report.sample_type)],
         summary=summary,
         table=top_table(report, caption=caption),
         sections=[heap_numbers_note(report.sample_type, snapshot), not_stored_text(capture)],
@@ -188,11 +189,11 @@ def takeaway(report: TopReport, previous: StoredSnapshot | None, *,
     from bot.units import format_since, format_value
 
     if not report.rows or report.total == 0:
-        return f"The profile holds nothing for {report.sample_type}."
+        return f"The profile holds nothing for {target_name(report.sample_type)}."
     leader = max(report.rows, key=lambda r: abs(r.flat))
     verb = "holds" if report.sample_type.startswith("inuse") else "accounts for"
     text = (f"{leader.function} {verb} {leader.flat_pct:.0f}% "
-            f"{WHAT.get(report.sample_type, 'of ' + report.sample_type)}")
+            f"{WHAT.get(report.sample_type, 'of ' + target_name(report.sample_type))}")
     prev_summary = previous.summary if previous is not None else None
     if previous is None or prev_summary is None or filtered:
         if previous is None:

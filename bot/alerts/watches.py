@@ -10,6 +10,15 @@ a failover) enqueues the slots it missed, up to ``CATCH_UP_SLOTS``, so no tick i
 to a slow poll. A tick captures (trigger "watch"), runs the leak analysis,
 and when the verdict turns to "leak likely" or the goroutines cross the
 threshold it opens a thread like an alert's — once per turn, not every tick.
+
+Once per turn holds whatever happens to the tick that turns the verdict. The tick
+decides (one script: verdict, recovery streak, and which job owns the turn) before it
+posts anything, so a second tick never reads a stale "ok": not when the first tick's
+replica froze past its lock's TTL, nor while the first tick's job waits for a retry
+after Slack refused a post mid-thread. Only the turn's job (its retries included)
+posts the turn's thread or close; if that job dies for good (dead-lettered), the next
+tick takes the turn over, so a turn is not left without its thread. Each slot is
+logged once (one script keyed by the slot), so a tick run again logs nothing twice.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ from bot.alerts.paged import capture_step, follow_up, open_thread
 from bot.alerts.payloads import WatchTickJob
 from bot.errors import StoreError
 from bot.jobs import Job, as_text
+from bot.redisconn import store_errors
 from bot.units import format_duration
 from bot.watchlist import (
     Watch,
@@ -45,6 +55,56 @@ RECOVERY_TICKS = 3
 OK = "ok"
 # Slots a late scheduler still enqueues; older ones (the bot was down) are logged as missed.
 CATCH_UP_SLOTS = 10
+
+# The tick log keeps this many ticks per watch.
+TICK_LOG_LENGTH = 1000
+
+# Log a tick once per slot: KEYS[1] the log; ARGV slot, snapshot id, length. Returns 1 when
+# logged, 0 when the slot already was (a retry, or a copy of the job on another replica).
+# One key, so nothing else (the job's progress lives in the {jobs} slot) must be written
+# with it: a crash right after it leaves a retry nothing to duplicate.
+_LOG_TICK = """
+local prefix = ARGV[1] .. ':'
+for _, row in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  if string.sub(row, 1, #prefix) == prefix then return 0 end
+end
+redis.call('RPUSH', KEYS[1], prefix .. ARGV[2])
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[3]), -1)
+return 1
+"""
+
+# A tick's decision, before it posts anything. KEYS: state, ok slots, turn; ARGV: verdict,
+# job id, slot, RECOVERY_TICKS, and the id of a dead turn job to take over ('' if none).
+# Returns {state, previous state, turn}. A job that already made the current turn (its
+# retry, or a copy of it) changes nothing: its decision stands. A tick turns the verdict
+# when bad follows ok, or ok follows bad RECOVERY_TICKS distinct slots in a row; the
+# turning job's id goes into the turn key, and only that job posts the turn's thread.
+_DECIDE = """
+local previous = redis.call('GET', KEYS[1]) or 'ok'
+local turn = redis.call('GET', KEYS[3]) or ''
+local job = ARGV[2]
+if turn == job or turn == job .. ' done' then return {previous, previous, turn} end
+local state = ARGV[1]
+if state == 'ok' and previous ~= 'ok' then
+  redis.call('SADD', KEYS[2], ARGV[3])
+  if redis.call('SCARD', KEYS[2]) < tonumber(ARGV[4]) then state = previous end
+else
+  redis.call('DEL', KEYS[2])
+end
+if (state == 'ok') ~= (previous == 'ok') or (ARGV[5] ~= '' and turn == ARGV[5]) then
+  redis.call('SET', KEYS[3], job)
+  turn = job
+  if state == 'ok' then redis.call('DEL', KEYS[2]) end
+end
+redis.call('SET', KEYS[1], state)
+return {state, previous, turn}
+"""
+
+# The turn's thread (or close) is posted: mark it done, if the turn is still this job's.
+_TURN_DONE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[1] .. ' done') end
+return 1
+"""
 
 # Move the cursor (ms) forward to ARGV[1]; returns where it was (-1 when unset). The
 # replica that moves it owns the slots in between, so a slot is handed out once.
@@ -140,6 +200,39 @@ async def _alarm(ctx: WorkContext, watch: Watch, snapshot: Any) -> tuple[str, st
     return OK, ""
 
 
+async def log_tick(redis: aioredis.Redis, service: str, slot: int, snapshot_id: str) -> bool:
+    """Log the tick of ``slot`` (its capture ``snapshot_id``); False if it was logged before."""
+    async with store_errors("log a watch tick"):
+        logged = await redis.eval(_LOG_TICK, 1, keys.watch_ticks(service), slot,
+                                  snapshot_id, TICK_LOG_LENGTH)
+    return bool(int(logged))
+
+
+async def _dead_turn(ctx: WorkContext, service: str, job: Job) -> str:
+    """The id of the job that owns the current turn if it died before finishing it, else ""."""
+    async with store_errors("read a watch's turn"):
+        raw = await ctx.redis.get(keys.watch_turn(service))
+    turn = as_text(raw) if raw else ""
+    if not turn or turn == job.id or turn.endswith(" done"):
+        return ""
+    if await ctx.queue.is_pending(turn):
+        return ""  # running, or waiting for its retry: the turn is still its own
+    log.warning("watch on %s: the tick job %s that turned the verdict ended without "
+                "finishing its thread; tick job %s takes the turn over", service, turn, job.id)
+    return turn
+
+
+async def _decide(ctx: WorkContext, service: str, verdict: str, job: Job,
+                  slot: int) -> tuple[str, bool]:
+    """(the watch's state after this tick, whether this job owns the turn to post)."""
+    dead = await _dead_turn(ctx, service, job)
+    async with store_errors("record a watch's verdict"):
+        state, _previous, turn = await ctx.redis.eval(
+            _DECIDE, 3, keys.watch_state(service), keys.watch_ok_streak(service),
+            keys.watch_turn(service), verdict, job.id, slot, RECOVERY_TICKS, dead)
+    return as_text(state), as_text(turn) == job.id
+
+
 async def run_tick(ctx: WorkContext, job: Job) -> str:
     """One watch tick: capture, judge, and open a thread when the verdict turns bad."""
     tick = WatchTickJob.of(job)
@@ -152,43 +245,35 @@ async def run_tick(ctx: WorkContext, job: Job) -> str:
                     "service's allow_channels", service, watch.channel)
         return "refused_channel"
     snapshot = await capture_step(ctx, job, service, "watch", "watch")
-    ticks = keys.watch_ticks(service)
-    done = await ctx.queue.progress(job)
-    if "tick" not in done:
-        async with ctx.redis.pipeline(transaction=True) as pipe:
-            pipe.rpush(ticks, f"{tick.slot}:{snapshot.id}")
-            pipe.ltrim(ticks, -1000, -1)
-            await pipe.execute()
-        await ctx.queue.record_step(job, "tick")
+    await log_tick(ctx.redis, service, tick.slot, snapshot.id)
     key = f"watch:{service}"
-    # Ticks of one watch may overlap (slow capture, short interval, several replicas):
-    # judging, posting and recording the state happen under one lock, so a turn pages once.
+    # Ticks of one watch may overlap (slow capture, short interval, several replicas): the
+    # lock keeps their posts apart, and the decision (made before posting, in Redis) makes
+    # a turn page once even when a holder outlives its lock.
     async with incident_lock(ctx.redis, key, ctx.config.claim_idle_seconds):
-        state, why = await _alarm(ctx, watch, snapshot)
+        verdict, why = await _alarm(ctx, watch, snapshot)
         if await WatchStore(ctx.redis).get(service) is None:
             return "unwatched"  # removed while this tick captured: its state is gone too
-        previous = as_text(await ctx.redis.get(keys.watch_state(service)) or b"ok")
-        if state == OK and previous != OK:
-            if await ctx.redis.incr(keys.watch_ok_streak(service)) < RECOVERY_TICKS:
-                state = previous  # not yet: hold the bad state until it stays good
-        else:
-            await ctx.redis.delete(keys.watch_ok_streak(service))
-        if ctx.slack is not None and watch.channel:
-            incident = await load_incident(ctx.redis, key)
-            resuming = "summary" in done
-            if state != OK and (previous == OK or resuming):
+        state, owns_turn = await _decide(ctx, service, verdict, job, tick.slot)
+        if owns_turn and ctx.slack is not None and watch.channel:
+            if state != OK:
                 title = "Leak likely" if state == "leak likely" else "Goroutines above threshold"
                 every = format_duration(watch.interval_seconds)
                 await open_thread(ctx, job, service=service, incident_key=key,
                                   channel=watch.channel, title=f"Watch: {title}",
-                                  lines=[why, f"Watched every {every}."],
+                                  lines=[why if verdict == state else "",
+                                         f"Watched every {every}."],
                                   started_at=snapshot.taken_at - 1, source="watch",
                                   trigger="watch", icon=":eyes:")
-            elif state == OK and previous != OK and incident is not None \
-                    and incident.status == OPEN:
-                await follow_up(ctx, job, incident, resolved=True,
-                                note="The watch's verdict is back to normal.")
-        await ctx.redis.set(keys.watch_state(service), state)
+            else:
+                incident = await load_incident(ctx.redis, key)
+                if incident is not None and incident.status == OPEN:
+                    await follow_up(ctx, job, incident, resolved=True,
+                                    note="The watch's verdict is back to normal.")
+        if owns_turn:
+            async with store_errors("record a watch's turn"):
+                await ctx.redis.eval(_TURN_DONE, 1, keys.watch_turn(service),
+                                     job.id)
     return f"tick_{state.replace(' ', '_')}"
 
 

@@ -15,6 +15,7 @@ import numpy as np
 from bot.analysis import graph
 from bot.analysis.top import TopOptions, TopReport, build_rows, filter_labels, report_total
 from bot.errors import ProfileError
+from bot.logs import target_names
 from bot.pprof.model import Profile, sample_type_index
 
 Key = tuple[str, str, int]  # a function node's identity (see graph.NodeIndex.keys)
@@ -67,7 +68,7 @@ def check_comparable(base: Profile, new: Profile) -> None:
     if bt != nt:
         raise ProfileError(
             "These two profiles cannot be compared: they hold different sample types ("
-            + ", ".join(t for t, _ in bt) + " vs " + ", ".join(t for t, _ in nt) + ").",
+            + target_names(t for t, _ in bt) + " vs " + target_names(t for t, _ in nt) + ").",
             hint="Compare two heap profiles, or two goroutine profiles.")
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from bot.analysis.summary import GoroutineGroupSummary
 from bot.errors import ProfileError
+from bot.logs import target_names
 
 # Top-level packages of the Go standard library (first element of the import path).
 _STDLIB_WORDS = (
@@ -473,7 +474,7 @@ def _proto_stacks(data: bytes) -> list[tuple[int, list[Frame]]]:
     types = [st.type for st in profile.sample_types]
     if "goroutine" not in types and len(types) != 1:
         raise ProfileError(
-            f"This profile holds {', '.join(types) or 'no sample types'}, not goroutines.",
+            f"This profile holds {target_names(types) or 'no sample types'}, not goroutines.",
             hint="Fetch /debug/pprof/goroutine for goroutines; heap profiles go to `top`.",
         )
     index = types.index("goroutine") if "goroutine" in types else 0

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from bot.errors import ProfileError
+from bot.logs import target_names
 from bot.pprof.model import Mapping, Profile
 
 _FnKey = tuple[str, str, str, int]
@@ -27,7 +28,8 @@ def _compatible(profiles: Sequence[Profile]) -> None:
         if other != first:
             raise ProfileError(
                 "These profiles cannot be merged: their sample types differ ("
-                + ", ".join(t for t, _ in first) + " vs " + ", ".join(t for t, _ in other) + ").",
+                + target_names(t for t, _ in first) + " vs " + target_names(t for t, _ in other)
+                + ").",
                 hint="Merge profiles of the same kind (all heap, or all goroutine).")
 
 

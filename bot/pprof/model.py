@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bot.errors import UsageError
+from bot.logs import target_names
 
 # A label as stored: (key, string value, number, number unit); sorted per sample.
 Label = tuple[str, str, int, str]
@@ -175,5 +176,5 @@ def sample_type_index(profile: Profile, name: str | None) -> int:
         return int(name)
     raise UsageError(
         f"This profile has no sample type `{name}`.",
-        hint="Its types are: " + ", ".join(f"`{n}`" for n in names) + ".",
+        hint=f"Its types are: {target_names(names, quote='`')}.",
     )

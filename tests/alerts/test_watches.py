@@ -3,20 +3,33 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from slack_sdk.web.async_client import AsyncWebClient
 
+from bot import keys
 from bot.alerts.context import WorkContext
-from bot.alerts.watches import RECOVERY_TICKS, WatchScheduler
-from bot.errors import UsageError
-from bot.jobs import STREAM, JobQueue, QueueSettings
+from bot.alerts.payloads import WatchTickJob
+from bot.alerts.watches import RECOVERY_TICKS, WatchScheduler, list_ticks, log_tick, run_tick
+from bot.errors import HeapbotError, UsageError
+from bot.jobs import STREAM, Job, JobQueue, QueueSettings
 from bot.settings import Settings
+from bot.slack.client import normalized_api_url
 from bot.watchlist import Watch, WatchStore
 from handlers.watch import parse_watch
+from tests.support.alerts import CHANNEL, text_of, thread, top_level
 from tests.support.redis import async_client
+from tests.support.runtime import (
+    UNREACHABLE,
+    runtime_on,
+    service_registry,
+    start_watch_worker,
+    work_context,
+)
 
 
 @pytest.mark.parametrize(("argv", "expected"), [
@@ -44,16 +57,10 @@ def test_bad_watch_arguments_say_what_to_do(argv: list[str], words: str) -> None
 
 @pytest.fixture
 async def runtime(tmp_path: Path, redis_url: str) -> AsyncIterator[Any]:
-    from bot.runtime import Runtime
-
-    config = tmp_path / "heapbot.yaml"
-    config.write_text("services:\n  payments:\n    targets: [\"http://127.0.0.1:9\"]\n"
-                      "    channel: C0PAY\n    aliases: [pay]\n")
-    rt = await Runtime.create(Settings(config_path=config, redis_url=redis_url))
-    try:
+    registry = service_registry(tmp_path, "payments", [UNREACHABLE], channel="C0PAY",
+                                aliases=["pay"])
+    async with runtime_on(registry, redis_url) as rt:
         yield rt
-    finally:
-        await rt.close()
 
 
 async def test_watch_commands_store_list_and_remove(runtime: Any, redis_url: str) -> None:
@@ -96,8 +103,7 @@ async def test_each_slot_is_enqueued_by_exactly_one_replica(redis_url: str) -> N
         await WatchStore(clients[0]).put(Watch("payments", 60, "C0PAY"))
         await WatchStore(clients[0]).put(Watch("search", 300, "C0SEARCH"))
         schedulers = [
-            WatchScheduler(WorkContext(runtime=None, settings=None, config=QueueSettings(),
-                                       queue=JobQueue(c), slack=None, consumer=f"replica-{i}"))
+            WatchScheduler(work_context(queue=JobQueue(c), consumer=f"replica-{i}"))
             for i, c in enumerate(clients)
         ]
         now = 1_800_000_000.0
@@ -125,25 +131,16 @@ async def test_watch_pages_once_per_turn_and_closes_when_normal(
     """The goroutine threshold decides the turns; the demo runs only harmless scenarios so
     the leak verdict never says "leak likely" here."""
 
-    from pydantic import SecretStr
-
     import handlers
     from bot.alerts.watches import list_ticks
-    from bot.alerts.worker import start_worker, stop_worker
-    from bot.runtime import Runtime
-    from bot.slack.client import build_web_client
     from tests.support.alerts import text_of, thread, top_level, write_demo_registry
     from tests.support.demo import start_demo
 
     demo_service = start_demo(demo_binary, scenarios="churn,pool")
     monkeypatch.setenv("HEAPBOT_WATCH_MIN_INTERVAL_SECONDS", "1")
-    settings = Settings(config_path=write_demo_registry(tmp_path, [demo_service.url]),
-                        redis_url=redis_url, slack_bot_token=SecretStr("xoxb-test"),
-                        slack_api_url=slack_standin.api_url)
-    rt = await Runtime.create(settings)
-    config = QueueSettings(claim_idle_seconds=5, watch_min_interval_seconds=1,
-                           watch_poll_seconds=0.1, consumer_name="solo")
-    worker = start_worker(rt, settings, build_web_client(settings), config=config)
+    bot = await start_watch_worker(write_demo_registry(tmp_path, [demo_service.url]),
+                                   redis_url, slack_standin.api_url)
+    rt = bot.runtime
 
     async def ticks_after(count: int) -> None:
         start = len(await list_ticks(rt.store.redis, "demo"))
@@ -181,8 +178,7 @@ async def test_watch_pages_once_per_turn_and_closes_when_normal(
         await slack_standin.wait_for(lambda: len(top_level(slack_standin)) == 2, timeout=60)
     finally:
         await handlers.run(rt, handlers.Invocation("unwatch demo", source="slack"))
-        await stop_worker(worker)
-        await rt.close()
+        await bot.stop()
         demo_service.stop()
 
 
@@ -193,12 +189,7 @@ async def test_watch_pages_when_the_leak_verdict_turns(
     """A leaking demo (global map and append-only slice) watched every second: once the
     leak analysis says "leak likely", one thread names the suspect."""
 
-    from pydantic import SecretStr
-
     import handlers
-    from bot.alerts.worker import start_worker, stop_worker
-    from bot.runtime import Runtime
-    from bot.slack.client import build_web_client
     from tests.support.alerts import text_of, top_level, write_demo_registry
     from tests.support.demo import start_demo
 
@@ -216,13 +207,8 @@ async def test_watch_pages_when_the_leak_verdict_turns(
     # gc: true (?gc=1): a young demo seldom collects, so without it the in-use heap still
     # holds the gzip writers of earlier profile downloads, which then look like the leak.
     registry.write_text(registry.read_text() + "    gc: true\n")
-    settings = Settings(config_path=registry,
-                        redis_url=redis_url, slack_bot_token=SecretStr("xoxb-test"),
-                        slack_api_url=slack_standin.api_url)
-    rt = await Runtime.create(settings)
-    config = QueueSettings(claim_idle_seconds=5, watch_min_interval_seconds=1,
-                           watch_poll_seconds=0.1, consumer_name="solo")
-    worker = start_worker(rt, settings, build_web_client(settings), config=config)
+    bot = await start_watch_worker(registry, redis_url, slack_standin.api_url)
+    rt = bot.runtime
     try:
         reply = await handlers.run(rt, handlers.Invocation(
             "watch demo every 1s in C0DEMO --goroutines 10000000", source="slack"))
@@ -235,8 +221,7 @@ async def test_watch_pages_when_the_leak_verdict_turns(
         assert "main.leakmap" in shown or "main.slice" in shown, shown
     finally:
         await handlers.run(rt, handlers.Invocation("unwatch demo", source="slack"))
-        await stop_worker(worker)
-        await rt.close()
+        await bot.stop()
         demo_service.stop()
 
 
@@ -248,9 +233,7 @@ async def test_a_late_scheduler_enqueues_the_slots_it_missed(redis_url: str) -> 
     client = async_client(redis_url)
     try:
         await WatchStore(client).put(Watch("payments", 60, "C0PAY"))
-        scheduler = WatchScheduler(WorkContext(
-            runtime=None, settings=None, config=QueueSettings(), queue=JobQueue(client),
-            slack=None, consumer="replica-0"))
+        scheduler = WatchScheduler(work_context(queue=JobQueue(client), consumer="replica-0"))
         now = 1_800_000_000.0  # slot 30_000_000
         assert await scheduler.tick_once(now) == [("payments", 30_000_000)]
         assert await scheduler.tick_once(now + 30) == []
@@ -265,5 +248,191 @@ async def test_a_late_scheduler_enqueues_the_slots_it_missed(redis_url: str) -> 
         await WatchStore(client).remove("payments")
         await WatchStore(client).put(Watch("payments", 60, "C0PAY"))
         assert await scheduler.tick_once(now + 200 * 60) == [("payments", 30_000_200)]
+    finally:
+        await client.aclose()
+
+
+# -- one thread per turn, whatever happens to the tick that opens it ---------------------------
+#
+# Two ticks of one watch run on two "replicas" (two WorkContexts, each with its own Redis
+# client, queue consumer and Slack client) against the demo service, a real Redis and the
+# Slack stand-in. The goroutine threshold of 1 makes every tick's verdict bad, so the first
+# tick turns it and opens the thread; the second must not open another.
+
+TURN_SLOT = 29_000_000  # slots are numbers: these tests hand them to the jobs directly
+
+
+class _FreezingSlack(AsyncWebClient):
+    """Replica A's Slack client, with controlled timing around its thread's first post.
+
+    ``freeze``: the replica's process freezes (a GC pause, a starved CPU, a paused VM) for
+    that many seconds right before it posts the summary: the event loop blocks, so no lock
+    refresh or heartbeat runs, and then it stays away until ``resume`` is set.
+    ``fail_after_summary``: Slack refuses the first post after the summary (the stand-in's
+    own fault injection), so the tick fails mid-thread and is left for a retry.
+    """
+
+    def __init__(self, *args: Any, standin: Any, freeze: float = 0.0,
+                 fail_after_summary: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.standin = standin
+        self.freeze = freeze
+        self.fail_after_summary = fail_after_summary
+        self.frozen = asyncio.Event()
+        self.resume = asyncio.Event()
+
+    async def chat_postMessage(self, **kwargs: Any) -> Any:
+        summary = not kwargs.get("thread_ts")
+        if summary and self.freeze:
+            freeze, self.freeze = self.freeze, 0.0
+            time.sleep(freeze)  # blocking on purpose: the whole replica stops
+            self.frozen.set()
+            await self.resume.wait()
+        response = await super().chat_postMessage(**kwargs)
+        if summary and self.fail_after_summary:
+            self.fail_after_summary = False
+            self.standin.fail("chat.postMessage", status=200, error="fatal_error")
+        return response
+
+
+@pytest.fixture
+async def two_replicas(tmp_path: Path, redis_url: str, demo_service: Any, slack_standin: Any,
+                       monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Any]:
+    """(runtime, make_context) on the demo; make_context(name, slack) is one replica."""
+    from pydantic import SecretStr
+
+    from bot.runtime import Runtime
+    from tests.support.alerts import write_demo_registry
+
+    monkeypatch.setenv("HEAPBOT_WATCH_MIN_INTERVAL_SECONDS", "1")
+    settings = Settings(config_path=write_demo_registry(tmp_path, [demo_service.url]),
+                        redis_url=redis_url, slack_bot_token=SecretStr("xoxb-test"),
+                        slack_api_url=slack_standin.api_url)
+    rt = await Runtime.create(settings)
+    # claim_idle_seconds is also the incident lock's TTL: 1 s, so a 2 s freeze outlives it.
+    config = QueueSettings(claim_idle_seconds=1, max_deliveries=5)
+    clients: list[Any] = []
+
+    def make_context(name: str, slack: AsyncWebClient) -> WorkContext:
+        client = async_client(redis_url)
+        clients.append(client)
+        return WorkContext(runtime=rt, settings=settings, config=config,
+                           queue=config.queue(client), slack=slack, consumer=name)
+
+    await WatchStore(rt.store.redis).put(Watch("demo", 60.0, CHANNEL, goroutine_threshold=1))
+    try:
+        yield rt, make_context
+    finally:
+        for client in clients:
+            await client.aclose()
+        await rt.close()
+
+
+def _slack(standin: Any, **freezing: Any) -> AsyncWebClient:
+    base = normalized_api_url(standin.api_url)
+    if freezing:
+        return _FreezingSlack(token="xoxb-test", base_url=base, standin=standin, **freezing)
+    return AsyncWebClient(token="xoxb-test", base_url=base)
+
+
+async def _tick_job(ctx: WorkContext, slot: int) -> Job:
+    """Enqueue the tick of ``slot`` and read it as ``ctx``'s consumer (it is now pending)."""
+    await WatchTickJob(service="demo", slot=slot, interval_seconds=60.0).enqueue(ctx.queue)
+    (job,) = await ctx.queue.read(ctx.consumer, count=1, block_ms=1000)
+    return job
+
+
+def _thread_of(standin: Any, summary_index: int = 0) -> list[str]:
+    ts = standin.post_ts(CHANNEL)[standin.posts(CHANNEL).index(top_level(standin)[summary_index])]
+    return [text_of(p) for p in thread(standin, ts)]
+
+
+@pytest.mark.slow
+async def test_a_frozen_tick_that_lost_its_lock_still_opens_the_only_thread(
+        two_replicas: Any, slack_standin: Any) -> None:
+    """Replica A turns the verdict and freezes before its summary, past its lock's TTL;
+    replica B's tick then gets the lock. It must see the turn taken, not "ok"."""
+    runtime, make_context = two_replicas
+    slack_a = _slack(slack_standin, freeze=2.0)
+    a, b = make_context("replica-a", slack_a), make_context("replica-b", _slack(slack_standin))
+    job_a, job_b = await _tick_job(a, TURN_SLOT), await _tick_job(b, TURN_SLOT + 1)
+
+    ticking = asyncio.create_task(run_tick(a, job_a))
+    try:
+        await asyncio.wait_for(slack_a.frozen.wait(), 60)
+        assert await runtime.store.redis.get(keys.incident_lock("watch:demo")) is None  # lapsed
+        outcome_b = await asyncio.wait_for(run_tick(b, job_b), 60)  # while A is still away
+        assert top_level(slack_standin) == []  # B opened nothing: the turn is A's
+    finally:
+        slack_a.resume.set()
+        outcome_a = await asyncio.wait_for(ticking, 60)
+
+    assert outcome_a == outcome_b != "tick_ok"
+    (summary,) = top_level(slack_standin)
+    assert "Watch: " in text_of(summary)
+    replies = _thread_of(slack_standin)
+    assert any("flat%" in r for r in replies), replies  # A went on to post its thread
+    assert [slot for slot, _ in await list_ticks(runtime.store.redis, "demo")] == [
+        TURN_SLOT, TURN_SLOT + 1]
+
+
+@pytest.mark.slow
+async def test_a_tick_that_fails_mid_thread_is_resumed_not_opened_again(
+        two_replicas: Any, slack_standin: Any) -> None:
+    """Slack refuses A's first thread reply, after its summary: A's job waits for a retry.
+    B's tick in the meantime must not open a second thread; A's retry finishes the first."""
+    runtime, make_context = two_replicas
+    a = make_context("replica-a", _slack(slack_standin, fail_after_summary=True))
+    b = make_context("replica-b", _slack(slack_standin))
+    job_a, job_b = await _tick_job(a, TURN_SLOT), await _tick_job(b, TURN_SLOT + 1)
+
+    with pytest.raises(HeapbotError, match="fatal_error"):
+        await run_tick(a, job_a)
+    assert len(top_level(slack_standin)) == 1
+    await run_tick(b, job_b)
+    assert len(top_level(slack_standin)) == 1
+    await run_tick(a, job_a)  # the retry (the worker runs it again after claim_idle_seconds)
+
+    assert len(top_level(slack_standin)) == 1
+    replies = _thread_of(slack_standin)
+    assert any("flat%" in r for r in replies), replies
+    assert [slot for slot, _ in await list_ticks(runtime.store.redis, "demo")] == [
+        TURN_SLOT, TURN_SLOT + 1]
+
+
+@pytest.mark.slow
+async def test_the_next_tick_opens_the_thread_when_the_turning_tick_died(
+        two_replicas: Any, slack_standin: Any) -> None:
+    """A's summary is refused and its job is dead-lettered (it failed max_deliveries
+    times): the turn must not stay without a thread. B's tick takes it over."""
+    _runtime, make_context = two_replicas
+    a = make_context("replica-a", _slack(slack_standin))
+    b = make_context("replica-b", _slack(slack_standin))
+    job_a, job_b = await _tick_job(a, TURN_SLOT), await _tick_job(b, TURN_SLOT + 1)
+
+    slack_standin.fail("chat.postMessage", status=200, error="fatal_error")
+    with pytest.raises(HeapbotError, match="fatal_error"):
+        await run_tick(a, job_a)
+    await a.queue.dead_letter_job(job_a, "failed 5 times")
+    await run_tick(b, job_b)
+
+    (summary,) = top_level(slack_standin)
+    assert "Watch: " in text_of(summary)
+    assert any("flat%" in r for r in _thread_of(slack_standin))
+
+
+async def test_a_slot_is_logged_once_however_often_its_tick_runs(redis_url: str) -> None:
+    """The tick log is written by one script on the {watches} slot, keyed by the slot: a
+    tick run again (a retry after a crash right after logging, a copy on a replica that
+    took the job over) does not log its slot twice, and no other key is needed to know."""
+    client = async_client(redis_url)
+    try:
+        assert await log_tick(client, "demo", 7, "snap-a")
+        assert not await log_tick(client, "demo", 7, "snap-b")  # the retry's own capture
+        assert await log_tick(client, "demo", 8, "snap-c")
+        assert await list_ticks(client, "demo") == [(7, "snap-a"), (8, "snap-c")]
+        results = await asyncio.gather(*(log_tick(client, "demo", 9, f"s{i}") for i in range(8)))
+        assert sum(results) == 1
+        assert [slot for slot, _ in await list_ticks(client, "demo")] == [7, 8, 9]
     finally:
         await client.aclose()

@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 import yaml
 from aiohttp import web
-from pydantic import AliasChoices
+from pydantic import AliasChoices, SecretStr
 
 from bot.jobs import QueueSettings
 from bot.ops import register_routes
 from bot.registry import load_registry
+from bot.serve import build_internal_app, build_web_app
 from bot.settings import Settings
 from bot.slack.server import EVENTS_PATH
 
@@ -201,6 +202,48 @@ def test_network_policy_allows_pprof_redis_dns_and_slack_only(tmp_path: Path) ->
     assert target_ports <= {6060}
     pod_labels = k8s("Deployment")["spec"]["template"]["metadata"]["labels"]
     assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+
+
+def test_internal_port_serves_metrics_and_hooks_to_the_monitoring_namespace_only() -> None:
+    """HEAPBOT_INTERNAL_PORT in the manifests: declared on the pod and the Service, scraped
+    by Prometheus there, and admitted by the NetworkPolicy from `monitoring` alone."""
+    config = k8s("ConfigMap")["data"]
+    public, internal = int(config["HEAPBOT_PORT"]), int(config["HEAPBOT_INTERNAL_PORT"])
+    settings = Settings(HEAPBOT_PORT=config["HEAPBOT_PORT"],
+                        HEAPBOT_INTERNAL_PORT=config["HEAPBOT_INTERNAL_PORT"],
+                        SLACK_BOT_TOKEN=SecretStr("xoxb-deploy-test"),
+                        SLACK_SIGNING_SECRET=SecretStr("deploy-test-secret"))
+    assert settings.internal_port == internal != public
+    # What each port serves, as `heapbot serve` builds them.
+    on_public = {r.resource.canonical for r in
+                 build_web_app(None, settings, start_worker=False).router.routes()}
+    on_internal = {r.resource.canonical for r in
+                   build_internal_app(None, settings).router.routes()}  # type: ignore[arg-type]
+    assert "/metrics" in on_internal and "/hooks/alertmanager" in on_internal
+    assert "/metrics" not in on_public and not any(p.startswith("/hooks/") for p in on_public)
+    assert EVENTS_PATH in on_public
+
+    template = k8s("Deployment")["spec"]["template"]
+    ports = {p["name"]: p["containerPort"] for p in template["spec"]["containers"][0]["ports"]}
+    assert ports == {"http": public, "internal": internal}
+    service = k8s("Service")
+    for scrape in (template["metadata"]["annotations"], service["metadata"]["annotations"]):
+        assert scrape["prometheus.io/scrape"] == "true"
+        assert scrape["prometheus.io/port"] == str(internal)
+        assert scrape["prometheus.io/path"] in on_internal
+    by_target = {p["targetPort"]: p["port"] for p in service["spec"]["ports"]}
+    assert set(by_target) == {"http", "internal"} and by_target["internal"] == internal
+
+    admitted: dict[int, list[Any]] = {}
+    for rule in k8s("NetworkPolicy")["spec"]["ingress"]:
+        assert rule.get("ports"), "an ingress rule without ports opens every port"
+        for port in rule["ports"]:
+            admitted.setdefault(port["port"], []).append(rule.get("from"))
+    assert admitted == {
+        public: [None],  # from anywhere, as before (Slack events through the ingress)
+        internal: [[{"namespaceSelector": {
+            "matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]],
+    }
 
 
 def test_service_and_pdb_select_the_deployment_pods() -> None:
