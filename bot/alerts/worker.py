@@ -179,12 +179,14 @@ class Worker:
                 self.slots.release()
                 try:
                     jobs: list[Job] = []
+                    # Take only what can start now: a job claimed or read but waiting for
+                    # a slot is not in self.running, so no heartbeat keeps it, and another
+                    # replica would take it over while it still waits here (run twice).
+                    free = max(1, self.ctx.config.concurrency - len(self.running))
                     if time.monotonic() >= next_claim:
                         next_claim = time.monotonic() + claim_every
-                        jobs = await self.queue.claim_stale(self.ctx.consumer,
-                                                            count=self.ctx.config.concurrency)
+                        jobs = await self.queue.claim_stale(self.ctx.consumer, count=free)
                     if not jobs:
-                        free = max(1, self.ctx.config.concurrency - len(self.running))
                         block = int(min(1000, claim_every * 1000))
                         jobs = await self.queue.read(self.ctx.consumer, count=free,
                                                      block_ms=block)
