@@ -23,6 +23,13 @@ from bot.watchlist import Watch, WatchStore
 from handlers.watch import parse_watch
 from tests.support.alerts import CHANNEL, text_of, thread, top_level
 from tests.support.redis import async_client
+from tests.support.runtime import (
+    UNREACHABLE,
+    runtime_on,
+    service_registry,
+    start_watch_worker,
+    work_context,
+)
 
 
 @pytest.mark.parametrize(("argv", "expected"), [
@@ -50,16 +57,10 @@ def test_bad_watch_arguments_say_what_to_do(argv: list[str], words: str) -> None
 
 @pytest.fixture
 async def runtime(tmp_path: Path, redis_url: str) -> AsyncIterator[Any]:
-    from bot.runtime import Runtime
-
-    config = tmp_path / "heapbot.yaml"
-    config.write_text("services:\n  payments:\n    targets: [\"http://127.0.0.1:9\"]\n"
-                      "    channel: C0PAY\n    aliases: [pay]\n")
-    rt = await Runtime.create(Settings(config_path=config, redis_url=redis_url))
-    try:
+    registry = service_registry(tmp_path, "payments", [UNREACHABLE], channel="C0PAY",
+                                aliases=["pay"])
+    async with runtime_on(registry, redis_url) as rt:
         yield rt
-    finally:
-        await rt.close()
 
 
 async def test_watch_commands_store_list_and_remove(runtime: Any, redis_url: str) -> None:
@@ -102,8 +103,7 @@ async def test_each_slot_is_enqueued_by_exactly_one_replica(redis_url: str) -> N
         await WatchStore(clients[0]).put(Watch("payments", 60, "C0PAY"))
         await WatchStore(clients[0]).put(Watch("search", 300, "C0SEARCH"))
         schedulers = [
-            WatchScheduler(WorkContext(runtime=None, settings=None, config=QueueSettings(),
-                                       queue=JobQueue(c), slack=None, consumer=f"replica-{i}"))
+            WatchScheduler(work_context(queue=JobQueue(c), consumer=f"replica-{i}"))
             for i, c in enumerate(clients)
         ]
         now = 1_800_000_000.0
@@ -131,25 +131,16 @@ async def test_watch_pages_once_per_turn_and_closes_when_normal(
     """The goroutine threshold decides the turns; the demo runs only harmless scenarios so
     the leak verdict never says "leak likely" here."""
 
-    from pydantic import SecretStr
-
     import handlers
     from bot.alerts.watches import list_ticks
-    from bot.alerts.worker import start_worker, stop_worker
-    from bot.runtime import Runtime
-    from bot.slack.client import build_web_client
     from tests.support.alerts import text_of, thread, top_level, write_demo_registry
     from tests.support.demo import start_demo
 
     demo_service = start_demo(demo_binary, scenarios="churn,pool")
     monkeypatch.setenv("HEAPBOT_WATCH_MIN_INTERVAL_SECONDS", "1")
-    settings = Settings(config_path=write_demo_registry(tmp_path, [demo_service.url]),
-                        redis_url=redis_url, slack_bot_token=SecretStr("xoxb-test"),
-                        slack_api_url=slack_standin.api_url)
-    rt = await Runtime.create(settings)
-    config = QueueSettings(claim_idle_seconds=5, watch_min_interval_seconds=1,
-                           watch_poll_seconds=0.1, consumer_name="solo")
-    worker = start_worker(rt, settings, build_web_client(settings), config=config)
+    bot = await start_watch_worker(write_demo_registry(tmp_path, [demo_service.url]),
+                                   redis_url, slack_standin.api_url)
+    rt = bot.runtime
 
     async def ticks_after(count: int) -> None:
         start = len(await list_ticks(rt.store.redis, "demo"))
@@ -187,8 +178,7 @@ async def test_watch_pages_once_per_turn_and_closes_when_normal(
         await slack_standin.wait_for(lambda: len(top_level(slack_standin)) == 2, timeout=60)
     finally:
         await handlers.run(rt, handlers.Invocation("unwatch demo", source="slack"))
-        await stop_worker(worker)
-        await rt.close()
+        await bot.stop()
         demo_service.stop()
 
 
@@ -199,12 +189,7 @@ async def test_watch_pages_when_the_leak_verdict_turns(
     """A leaking demo (global map and append-only slice) watched every second: once the
     leak analysis says "leak likely", one thread names the suspect."""
 
-    from pydantic import SecretStr
-
     import handlers
-    from bot.alerts.worker import start_worker, stop_worker
-    from bot.runtime import Runtime
-    from bot.slack.client import build_web_client
     from tests.support.alerts import text_of, top_level, write_demo_registry
     from tests.support.demo import start_demo
 
@@ -222,13 +207,8 @@ async def test_watch_pages_when_the_leak_verdict_turns(
     # gc: true (?gc=1): a young demo seldom collects, so without it the in-use heap still
     # holds the gzip writers of earlier profile downloads, which then look like the leak.
     registry.write_text(registry.read_text() + "    gc: true\n")
-    settings = Settings(config_path=registry,
-                        redis_url=redis_url, slack_bot_token=SecretStr("xoxb-test"),
-                        slack_api_url=slack_standin.api_url)
-    rt = await Runtime.create(settings)
-    config = QueueSettings(claim_idle_seconds=5, watch_min_interval_seconds=1,
-                           watch_poll_seconds=0.1, consumer_name="solo")
-    worker = start_worker(rt, settings, build_web_client(settings), config=config)
+    bot = await start_watch_worker(registry, redis_url, slack_standin.api_url)
+    rt = bot.runtime
     try:
         reply = await handlers.run(rt, handlers.Invocation(
             "watch demo every 1s in C0DEMO --goroutines 10000000", source="slack"))
@@ -241,8 +221,7 @@ async def test_watch_pages_when_the_leak_verdict_turns(
         assert "main.leakmap" in shown or "main.slice" in shown, shown
     finally:
         await handlers.run(rt, handlers.Invocation("unwatch demo", source="slack"))
-        await stop_worker(worker)
-        await rt.close()
+        await bot.stop()
         demo_service.stop()
 
 
@@ -254,9 +233,7 @@ async def test_a_late_scheduler_enqueues_the_slots_it_missed(redis_url: str) -> 
     client = async_client(redis_url)
     try:
         await WatchStore(client).put(Watch("payments", 60, "C0PAY"))
-        scheduler = WatchScheduler(WorkContext(
-            runtime=None, settings=None, config=QueueSettings(), queue=JobQueue(client),
-            slack=None, consumer="replica-0"))
+        scheduler = WatchScheduler(work_context(queue=JobQueue(client), consumer="replica-0"))
         now = 1_800_000_000.0  # slot 30_000_000
         assert await scheduler.tick_once(now) == [("payments", 30_000_000)]
         assert await scheduler.tick_once(now + 30) == []

@@ -23,8 +23,8 @@ from PIL import Image
 from bot.analysis.flame import flame
 from bot.analysis.top import TopOptions
 from bot.runtime import Runtime
-from bot.settings import Settings
 from handlers import Invocation, run
+from tests.support.runtime import runtime_on, service_registry
 from tests.support.slack_standin import LiveSlackBot
 
 pytestmark = pytest.mark.slow
@@ -34,15 +34,9 @@ CHANNEL = "C0FLAMES"
 
 @pytest.fixture
 async def runtime(tmp_path: Path, redis_url: str, demo_service: Any) -> AsyncIterator[Runtime]:
-    config = tmp_path / "heapbot.yaml"
-    config.write_text(f'services:\n  demo:\n    targets: ["{demo_service.url}"]\n'
-                      "    cooldown_seconds: 0\n")
-    rt = await Runtime.create(Settings(config_path=config, redis_url=redis_url,
-                                       data_dir=tmp_path / "data"))
-    try:
+    async with runtime_on(service_registry(tmp_path, "demo", [demo_service.url],
+                                           cooldown_seconds=0), redis_url) as rt:
         yield rt
-    finally:
-        await rt.close()
 
 
 def ask(text: str) -> Invocation:

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from bot.runtime import Runtime
-from bot.settings import Settings
 from handlers import Invocation, run
 from tests.support.demo import start_demo
+from tests.support.runtime import runtime_on, service_registry
 
 BLOCKING_LINE = "deploy/demo/scenarios.go:"
 
@@ -26,15 +26,11 @@ async def demo_runtime(tmp_path: Path, redis_url: str, demo_binary: Path, scenar
                        rate: float, ready: dict[str, int] | None = None
                        ) -> AsyncIterator[Runtime]:
     demo = start_demo(demo_binary, scenarios=scenarios, rate=rate, ready=ready)
-    config = tmp_path / "heapbot.yaml"
-    config.write_text(f"services:\n  demo:\n    targets: [\"{demo.url}\"]\n"
-                      "    cooldown_seconds: 0\n")
-    rt = await Runtime.create(Settings(config_path=config, redis_url=redis_url,
-                                       data_dir=tmp_path / "data"))
     try:
-        yield rt
+        async with runtime_on(service_registry(tmp_path, "demo", [demo.url],
+                                               cooldown_seconds=0), redis_url) as rt:
+            yield rt
     finally:
-        await rt.close()
         demo.stop()
 
 

@@ -14,27 +14,18 @@ from typing import Any
 import pytest
 
 import handlers
-from bot.alerts.context import WorkContext
 from bot.analysis.summary import ProfileSummary
-from bot.jobs import QueueSettings
-from bot.settings import Settings
 from bot.store import InstanceMeta, StoredSnapshot
 from tests.analysis.test_leaks import BACKGROUND, MB, captures, fills, grows
 from tests.support.heap import heap_profile
+from tests.support.runtime import UNREACHABLE, runtime_on, service_registry, work_context
 
 
 @pytest.fixture
 async def runtime(tmp_path: Path, redis_url: str) -> AsyncIterator[Any]:
-    from bot.runtime import Runtime
-
-    config = tmp_path / "heapbot.yaml"
-    config.write_text("services:\n  payments:\n    targets: [\"http://127.0.0.1:9\"]\n"
-                      "    channel: C0PAY\n")
-    rt = await Runtime.create(Settings(config_path=config, redis_url=redis_url))
-    try:
+    async with runtime_on(service_registry(tmp_path, "payments", [UNREACHABLE],
+                                           channel="C0PAY"), redis_url) as rt:
         yield rt
-    finally:
-        await rt.close()
 
 
 async def store_history(runtime: Any) -> StoredSnapshot:
@@ -73,8 +64,7 @@ async def test_leaks_watch_and_paged_thread_give_the_same_verdict(runtime: Any) 
     assert [s.function for s in report.suspects] == shown
     top = report.suspects[0].function
 
-    ctx = WorkContext(runtime=runtime, settings=None, config=QueueSettings(), queue=None,
-                      slack=None)
+    ctx = work_context(runtime=runtime)
     state, why = await _alarm(ctx, Watch("payments", 60.0, "C0PAY",
                                          goroutine_threshold=10**9), latest)
     assert state == "leak likely"
