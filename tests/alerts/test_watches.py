@@ -370,7 +370,8 @@ async def test_a_frozen_tick_that_lost_its_lock_still_opens_the_only_thread(
         slack_a.resume.set()
         outcome_a = await asyncio.wait_for(ticking, 60)
 
-    assert outcome_a == outcome_b != "tick_ok"
+    # Both verdicts are bad ("leak likely" or "goroutines": the demo leaks, threshold 1).
+    assert {outcome_a, outcome_b} <= {"tick_leak_likely", "tick_goroutines"}
     (summary,) = top_level(slack_standin)
     assert "Watch: " in text_of(summary)
     replies = _thread_of(slack_standin)
