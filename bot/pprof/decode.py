@@ -30,6 +30,7 @@ from bot.pprof.wire import (
     layout_sub_messages,
     ranges,
     scalar,
+    scalars,
     sub_messages,
 )
 
@@ -305,14 +306,11 @@ def _labels(regions: tuple[np.ndarray, np.ndarray, np.ndarray], buf: np.ndarray,
     """
     starts, ends, owner = regions
     try:
-        lf = decode_fields(Messages(buf, starts, ends))
+        cols = scalars(Messages(buf, starts, ends), (1, 2, 3, 4))
     except WireError as exc:
         _fail(f"A sample label of the profile is malformed ({exc}).", "The profile is corrupt.")
     n = starts.size
-    key = as_int64(scalar(lf, 1, n))
-    sval = as_int64(scalar(lf, 2, n))
-    num = as_int64(scalar(lf, 3, n))
-    unit = as_int64(scalar(lf, 4, n))
+    key, sval, num, unit = (as_int64(cols.pop(k)) for k in (1, 2, 3, 4))
     for col, what in ((key, "label key"), (sval, "label value"), (unit, "label unit")):
         if n and (int(col.min()) < 0 or int(col.max()) >= len(strings.table)):
             _fail(f"The profile's {what} points outside its string table.",
