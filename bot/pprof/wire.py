@@ -228,7 +228,7 @@ def decode_layout(msgs: Messages, tags: Sequence[int]) -> LayoutFields:
 
 
 def layout_repeated_varints(fields: LayoutFields, buf: np.ndarray, number: int, n: int,
-                            convert: Callable[[np.ndarray], np.ndarray] | None = None,
+                            convert: Callable[..., np.ndarray] | None = None,
                             dtype: type = _U64) -> tuple[np.ndarray, np.ndarray]:
     """``repeated_varints`` for a LayoutFields (it takes the field's regions: once per field)."""
     empty = np.zeros(0, dtype=np.int64)
@@ -259,7 +259,7 @@ _CHUNK_BYTES = 1 << 19
 
 
 def packed_varints(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray,
-                   convert: Callable[[np.ndarray], np.ndarray] | None = None,
+                   convert: Callable[..., np.ndarray] | None = None,
                    dtype: type = _U64) -> tuple[np.ndarray, np.ndarray]:
     """Decode every varint inside the given regions, region after region.
 
@@ -267,13 +267,14 @@ def packed_varints(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray,
     512 KiB of input into one preallocated array, so temporaries stay small;
     ``convert`` maps each chunk's values (an unsigned array: uint8 when every
     varint of the chunk is one byte, else uint64) to the stored ``dtype`` (e.g.
-    ids to int32 indexes).
+    ids to int32 indexes); called as ``convert(values, out=...)`` it writes into
+    the output array directly.
     """
     return _packed(buf, starts, ends, convert, dtype, None, None)
 
 
 def _packed(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray,
-            convert: Callable[[np.ndarray], np.ndarray] | None, dtype: type,
+            convert: Callable[..., np.ndarray] | None, dtype: type,
             ins_at: np.ndarray | None, ins_values: np.ndarray | None,
             ) -> tuple[np.ndarray, np.ndarray]:
     """``packed_varints``, plus extra values put before region ``ins_at[i]`` (sorted;
@@ -300,22 +301,30 @@ def _packed(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray,
     filled = done = 0
     for lo, hi in itertools.pairwise(bounds):
         values, per_region = _packed_chunk(buf, starts[lo:hi], lens[lo:hi])
-        if convert is not None:
-            values = convert(values)
-        if ins_at is not None and ins_values is not None:
+        upto = done
+        if ins_at is not None:
             upto = int(np.searchsorted(ins_at, hi)) if hi < starts.size else nins
-            if upto > done:  # the extra values that go inside (or right after) this chunk
-                values = values.astype(dtype, copy=False)
-                before = np.zeros(hi - lo + 1, dtype=np.int64)
-                np.cumsum(per_region, out=before[1:])
-                values = np.insert(values, before[ins_at[done:upto] - lo],
-                                   ins_values[done:upto])
-                done = upto
+        written = False
+        if convert is not None:
+            if upto == done and filled + values.size <= out.size:  # convert in place
+                values = convert(values, out=out[filled:filled + values.size])
+                written = True
+            else:
+                values = convert(values)
+        if ins_at is not None and ins_values is not None and upto > done:
+            # the extra values that go inside (or right after) this chunk
+            values = values.astype(dtype, copy=False)
+            before = np.zeros(hi - lo + 1, dtype=np.int64)
+            np.cumsum(per_region, out=before[1:])
+            values = np.insert(values, before[ins_at[done:upto] - lo], ins_values[done:upto])
+            done = upto
         rest = total - (int(cum[hi - 1]) if hi else 0)  # bytes still to decode
         if filled + values.size > out.size:  # the estimate was short: room for the worst
             out.resize(filled + values.size + rest + nins - done, refcheck=False)
-        out[filled:filled + values.size] = values
+        if not written:
+            out[filled:filled + values.size] = values
         filled += values.size
+        del values  # (may be a view of out, which the resizes below move)
         counts[lo:hi] = per_region
         if lo == 0 and rest:
             per_byte = int(per_region.sum()) / max(total - rest, 1)
@@ -393,7 +402,7 @@ def ranges(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
 
 
 def repeated_varints(fields: Fields, buf: np.ndarray, number: int, n: int,
-                     convert: Callable[[np.ndarray], np.ndarray] | None = None,
+                     convert: Callable[..., np.ndarray] | None = None,
                      dtype: type = _U64) -> tuple[np.ndarray, np.ndarray]:
     """A repeated varint field of ``n`` messages, packed or not.
 
@@ -409,7 +418,7 @@ def repeated_varints(fields: Fields, buf: np.ndarray, number: int, n: int,
 
 def _repeated(buf: np.ndarray, pmsg: np.ndarray, pstart: np.ndarray, pend: np.ndarray,
               smsg: np.ndarray, svalue: np.ndarray, spos: np.ndarray, n: int,
-              convert: Callable[[np.ndarray], np.ndarray] | None,
+              convert: Callable[..., np.ndarray] | None,
               dtype: type) -> tuple[np.ndarray, np.ndarray]:
     if smsg.size == 0:
         pv, per_region = _packed(buf, pstart, pend, convert, dtype, None, None)
