@@ -213,6 +213,8 @@ class Capturer:
         per_service = asyncio.Semaphore(service.concurrency)
         # worker processes pay off from a few instances up (bench/fanout/run.py)
         folder = _Folder(pool_ok=len(bases) >= POOL_FROM_INSTANCES)
+        if folder.pool_ok:
+            workpool.warm()  # workers start while the profiles download
 
         async def one(base: str, source: str, dns_error: str | None) -> InstanceResult:
             if dns_error:
@@ -430,30 +432,33 @@ class _Folder:
     """One capture's streaming merge: each heap is decoded and folded in as it arrives.
 
     At most two instances' decoded profiles exist at once (one being folded, one
-    waiting), whatever the number of instances; each is dropped once folded.
+    waiting; one in all when decoding in threads), whatever the number of instances;
+    each is dropped once folded.
     """
 
     def __init__(self, *, pool_ok: bool = True) -> None:
-        self._pool_ok = pool_ok
+        self.pool_ok = pool_ok and workpool.processes() > 0
         self._merger: Any = None
         self._lock = asyncio.Lock()
-        self._decoding = asyncio.Semaphore(2)
+        # Two in flight feed two worker processes; in threads they would only take
+        # turns at the GIL, and each held its decode's peak memory at the same time.
+        self._decoding = asyncio.Semaphore(2 if self.pool_ok else 1)
 
     async def add(self, data: bytes, max_compressed: int) -> tuple[str, HeapFacts]:
         """Decode (process pool) and fold; returns the profile's main build id and what
         leak analysis keeps of this instance's own heap (digest, leading functions)."""
         async with self._decoding:
-            profile = await workpool.decode_heap(data, max_compressed, pool_ok=self._pool_ok)
+            profile, facts, keys = await workpool.decode_for_fold(data, max_compressed,
+                                                                  pool_ok=self.pool_ok)
             build_id = profile.main_build_id
-            facts = await asyncio.to_thread(heap_facts, profile)
             async with self._lock:
                 if self._merger is None:
                     from bot.pprof.fold import Merger
 
                     self._merger = Merger()
                 async with workpool.fold_slot():
-                    await asyncio.to_thread(self._merger.add, profile)
-            del profile
+                    await asyncio.to_thread(self._merger.add, profile, keys)
+            del profile, keys
             return build_id, facts
 
     def result(self) -> Profile | None:

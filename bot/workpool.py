@@ -34,7 +34,9 @@ from bot.errors import CaptureError, ProfileError
 from bot.logs import target_names
 
 if TYPE_CHECKING:
+    from bot.analysis.leaks.observe import HeapFacts
     from bot.pprof import Profile
+    from bot.pprof.fold import SampleKeys
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -63,6 +65,11 @@ _RETRY_POOL_AFTER_S = 60.0
 _slots: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
 
 
+# Imported once by the fork server, so each worker forked from it starts with the
+# decoder loaded instead of importing numpy and the engine itself (~0.5 s each).
+_PRELOAD = ["bot.workpool", "bot.pprof.fold", "bot.analysis.leaks.observe"]
+
+
 def _get_pool() -> concurrent.futures.ProcessPoolExecutor | None:
     global _pool
     count = processes()
@@ -72,10 +79,25 @@ def _get_pool() -> concurrent.futures.ProcessPoolExecutor | None:
         if _pool is None:
             # forkserver: never fork a process whose threads may hold locks
             context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(_PRELOAD)
             _pool = concurrent.futures.ProcessPoolExecutor(max_workers=count,
                                                            mp_context=context)
             atexit.register(shutdown, wait=True)
         return _pool
+
+
+def _ready() -> None:
+    """A no-op run in each worker by :func:`warm`."""
+
+
+def warm() -> None:
+    """Start the worker processes now (in the background), so a capture's first decode
+    does not wait for them: called when a fleet capture starts fetching, and by the
+    server at start-up."""
+    pool = _get_pool()
+    if pool is not None:
+        for _ in range(processes()):
+            pool.submit(_ready)
 
 
 def shutdown(wait: bool = False) -> None:
@@ -139,26 +161,49 @@ def _decode(data: bytes, max_compressed: int) -> Profile:
     return profile
 
 
-async def decode_heap(data: bytes, max_compressed: int, *, pool_ok: bool = True) -> Profile:
-    """Decode a heap profile in the process pool (or a thread), in a heavy-work slot.
+def _decode_for_fold(data: bytes, max_compressed: int
+                     ) -> tuple[Profile, HeapFacts, SampleKeys]:
+    """In a worker: decode, plus everything per-frame a fleet capture needs of this one
+    profile (leak facts, the fold's sample keys), so the capture's own process only
+    looks keys up (issue 13: per sample, not per frame, on the event loop's process)."""
+    from bot.analysis.leaks.observe import heap_facts
+    from bot.pprof.fold import sample_keys
 
-    ``pool_ok=False`` decodes in a thread: for a lone profile, starting or feeding a
-    worker costs more than it saves.
-    """
+    profile = _decode(data, max_compressed)
+    return profile, heap_facts(profile), sample_keys(profile)
+
+
+async def _heavy(fn: Callable[..., T], *args: Any, pool_ok: bool) -> T:
+    """``fn(*args)`` in the process pool (or a thread), in a heavy-work slot."""
     async with heavy_slot():
         pool = _get_pool() if pool_ok else None
         if pool is None:
-            return await asyncio.to_thread(_decode, data, max_compressed)
+            return await asyncio.to_thread(fn, *args)
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(pool, _decode, data, max_compressed)
+            return await loop.run_in_executor(pool, fn, *args)
         except (concurrent.futures.process.BrokenProcessPool, RuntimeError, OSError) as exc:
             global _broken_until
             _broken_until = time.monotonic() + _RETRY_POOL_AFTER_S
             log.warning("decoder processes failed (%s); decoding in threads for %.0f s",
                         type(exc).__name__, _RETRY_POOL_AFTER_S)
             shutdown()
-            return await asyncio.to_thread(_decode, data, max_compressed)
+            return await asyncio.to_thread(fn, *args)
+
+
+async def decode_heap(data: bytes, max_compressed: int, *, pool_ok: bool = True) -> Profile:
+    """Decode a heap profile in the process pool (or a thread), in a heavy-work slot.
+
+    ``pool_ok=False`` decodes in a thread: for a lone profile, starting or feeding a
+    worker costs more than it saves.
+    """
+    return await _heavy(_decode, data, max_compressed, pool_ok=pool_ok)
+
+
+async def decode_for_fold(data: bytes, max_compressed: int, *, pool_ok: bool = True
+                          ) -> tuple[Profile, HeapFacts, SampleKeys]:
+    """:func:`decode_heap`, plus the profile's leak facts and fold keys, made there too."""
+    return await _heavy(_decode_for_fold, data, max_compressed, pool_ok=pool_ok)
 
 
 async def run_cpu(fn: Callable[..., T], *args: Any) -> T:

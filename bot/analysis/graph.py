@@ -588,11 +588,17 @@ def weighted_sum(index: np.ndarray, weights: np.ndarray, size: int) -> np.ndarra
     return out
 
 
+def flat_only(fr: Frames, sample_values: np.ndarray) -> np.ndarray:
+    """Flat of every node (per sample, not per frame: what flat_cum costs without cum)."""
+    w = sample_values[fr.samples]
+    has_leaf = fr.leaf >= 0
+    return weighted_sum(fr.leaf[has_leaf], w[has_leaf], fr.num_nodes)
+
+
 def flat_cum(fr: Frames, sample_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Flat and cum of every node for one column of sample values (all samples)."""
     w = sample_values[fr.samples]
-    has_leaf = fr.leaf >= 0
-    flat = weighted_sum(fr.leaf[has_leaf], w[has_leaf], fr.num_nodes)
+    flat = flat_only(fr, sample_values)
     presence = fr.presence()
     if presence[0] == "bits":
         masks = presence[1]

@@ -90,8 +90,9 @@ def test_hash_collisions_fall_back_to_an_exact_merge(monkeypatch: pytest.MonkeyP
 
     real = fold._stack_hashes
 
-    def colliding(offsets: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        first, second = real(offsets, items)
+    def colliding(offsets: np.ndarray, items_a: np.ndarray, items_b: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        first, second = real(offsets, items_a, items_b)
         return np.zeros_like(first), second
 
     monkeypatch.setattr(fold, "_stack_hashes", colliding)
@@ -107,3 +108,39 @@ def test_folding_heap_with_goroutine_is_refused() -> None:
     merger.add(parse_profile(HEAPS[0].read_bytes()))
     with pytest.raises(ProfileError, match="sample types differ"):
         merger.add(parse_profile((FIXTURES / "goroutine.pb.gz").read_bytes()))
+
+
+def test_sample_keys_are_the_same_in_every_process(tmp_path: Path) -> None:
+    """Decode workers make the keys the fold looks up: they must not depend on the process
+    (e.g. its string-hash seed), or one fleet's instances would never merge."""
+    import pickle
+    import subprocess
+    import sys
+
+    from bot.pprof.fold import sample_keys
+
+    out = tmp_path / "keys.pickle"
+    code = ("import pickle, sys; from bot.pprof import parse_profile; "
+            "from bot.pprof.fold import sample_keys; "
+            f"k = sample_keys(parse_profile(open({str(HEAPS[0])!r}, 'rb').read())); "
+            f"pickle.dump(k, open({str(out)!r}, 'wb'))")
+    root = Path(__file__).resolve().parents[2]
+    for seed in ("1", "2"):
+        subprocess.run([sys.executable, "-c", code], check=True, cwd=root,
+                       env={"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin"})
+        theirs = pickle.loads(out.read_bytes())
+        mine = sample_keys(parse_profile(HEAPS[0].read_bytes()))
+        for name in ("keys", "check", "loc_a", "loc_b"):
+            assert np.array_equal(getattr(theirs, name), getattr(mine, name)), (seed, name)
+
+
+def test_folding_with_keys_made_elsewhere_equals_folding_alone() -> None:
+    from bot.pprof.fold import sample_keys
+
+    profiles = [parse_profile(f.read_bytes()) for f in HEAPS]
+    given, alone = Merger(), Merger()
+    for p in profiles:
+        given.add(p, sample_keys(p))
+        alone.add(p)
+    assert canonical(given.result()) == canonical(alone.result())
+    assert canonical(given.result()) == canonical(merge_profiles(profiles))

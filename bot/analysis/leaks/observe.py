@@ -59,7 +59,7 @@ def instance_inuse(profile: Profile, k: int = TOP_FUNCTIONS) -> tuple[int, dict[
     index = types.index("inuse_space")
     column = np.asarray(profile.values[:, index], dtype=np.int64)
     nodes = graph.node_index(profile)
-    flat, _ = graph.flat_cum(graph.frames(profile), column)
+    flat = graph.flat_only(graph.frames(profile), column)
     top = np.argsort(-flat, kind="stable")[:k]
     return int(np.abs(column).sum()), {nodes.names[i]: int(flat[i]) for i in top if flat[i] > 0}
 
