@@ -181,6 +181,9 @@ def _resolve(spec: str) -> Runner:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from bot.workpool import one_malloc_arena
+
+    one_malloc_arena()  # before any thread allocates
     args = parse(argv)
     try:
         return _resolve(args.runner)(args)
