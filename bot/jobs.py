@@ -118,6 +118,14 @@ def _guarded(operation: str) -> Callable[[F], F]:
     return wrap
 
 
+class JobTakenOver(Exception):
+    """This replica no longer holds the job: another took it over while this one stalled.
+
+    Not a HeapbotError: no person sees it. The worker drops its copy of the job (no ack,
+    no retry) and leaves it to the replica that holds it now.
+    """
+
+
 @dataclass(slots=True)
 class Job:
     """One delivery of a queued job."""
@@ -288,14 +296,28 @@ class JobQueue:
         return jobs
 
     @_guarded("look up a job")
-    async def is_pending(self, job_id: str) -> bool:
-        """Whether ``job_id`` was read and is not finished: running, or waiting to be retried.
-
-        False once it was acked or dead-lettered (and for an id never read).
-        """
+    async def holder(self, job_id: str) -> str | None:
+        """The consumer holding ``job_id`` (running it, or to retry it); None once it was
+        acked or dead-lettered (and for an id never read)."""
         pending = await self._on_group(lambda: self.redis.xpending_range(
             self.stream, self.group, job_id, job_id, 1))
-        return bool(pending)
+        return as_text(pending[0]["consumer"]) if pending else None
+
+    async def is_pending(self, job_id: str) -> bool:
+        """Whether ``job_id`` was read and is not finished: running, or waiting to be retried."""
+        return await self.holder(job_id) is not None
+
+    async def check_held(self, job: Job, consumer: str) -> None:
+        """Raise JobTakenOver unless ``consumer`` still holds ``job``.
+
+        Called before each visible effect (a post, a capture) and before the ack: a replica
+        that stalled past ``claim_idle_ms`` lost the job to another, and must neither repeat
+        what that one does nor ack (and so delete the progress of) the job it is running.
+        """
+        holder = await self.holder(job.id)
+        if holder != consumer:
+            raise JobTakenOver(f"job {job.id} is held by {holder or 'nobody (finished)'} now, "
+                               f"not by {consumer}")
 
     async def _delivery_count(self, job_id: str) -> int:
         pending = await self.redis.xpending_range(self.stream, self.group, job_id, job_id, 1)

@@ -9,7 +9,10 @@ same thread and a resolve closes it with the diff over the whole incident.
 
 Jobs are delivered at least once. Each step records its progress in Redis
 (bot.jobs.JobQueue.record_step) and a retried job skips what is done, so a
-crash mid-thread does not post the summary twice.
+crash mid-thread does not post the summary twice. Before each capture and post a
+job checks that this replica still holds it (JobQueue.check_held): one that
+stalled past claim_idle_seconds, while another replica took its job over, stops
+instead of posting the thread a second time.
 """
 
 from __future__ import annotations
@@ -141,6 +144,7 @@ async def capture_step(ctx: WorkContext, job: Job, service: str, trigger: str,
             return await ctx.runtime.get(service, done[step])
         except NotFoundError:
             log.warning("snapshot %s of job %s is gone; capturing again", done[step], job.id)
+    await ctx.queue.check_held(job, ctx.consumer)  # not if another replica took the job
     captured = await ctx.runtime.capture(service, trigger=trigger, requested_by=requested_by,
                                          force=True)
     await ctx.queue.record_step(job, step, captured.snapshot.id)
@@ -156,6 +160,7 @@ async def post_step(ctx: WorkContext, job: Job, step: str, channel: str, thread_
     reply = await build()
     ts = ""
     if reply is not None:
+        await ctx.queue.check_held(job, ctx.consumer)  # it may have stalled while building
         ts = await post(ctx, channel, reply, thread_ts=thread_ts)
     await ctx.queue.record_step(job, step, ts or "-")
     return ts

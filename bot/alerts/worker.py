@@ -31,7 +31,7 @@ from bot.alerts.payloads import CaptureJob, DeployJob
 from bot.alerts.sampling import SampleScheduler, run_sample_step
 from bot.alerts.watches import WatchScheduler, run_tick
 from bot.errors import HeapbotError, StoreError
-from bot.jobs import Job, JobQueue, QueueSettings
+from bot.jobs import Job, JobQueue, JobTakenOver, QueueSettings
 from bot.metrics import redis_error
 from bot.runtime import Runtime
 from bot.settings import Settings, get_settings
@@ -112,17 +112,35 @@ class Worker:
             outcome = await handler(self.ctx, job)
         except asyncio.CancelledError:
             raise  # shutting down: the job stays pending and another replica takes it over
+        except JobTakenOver as exc:
+            log.warning("job %s (%s) stopped on %s: %s (this replica stalled; the one "
+                        "holding the job finishes it)", job.id, job.kind, self.ctx.consumer, exc)
+            return
         except HeapbotError as exc:
             log.warning("job %s (%s) failed: %s", job.id, job.kind, exc.user_message())
-            await self.queue.fail(job, exc.user_message())
+            if await self._still_held(job):
+                await self.queue.fail(job, exc.user_message())
             return
         except Exception as exc:
             log.exception("job %s (%s) crashed", job.id, job.kind)
-            await self.queue.fail(job, f"{type(exc).__name__}: {exc}")
+            if await self._still_held(job):
+                await self.queue.fail(job, f"{type(exc).__name__}: {exc}")
             return
+        if not await self._still_held(job):
+            return  # acking would delete the progress of the replica running it now
         await self.queue.ack(job, outcome or "done")
         log.info("job %s (%s) %s in %.2fs", job.id, job.kind, outcome,
                  time.monotonic() - started)
+
+    async def _still_held(self, job: Job) -> bool:
+        """Whether this replica still holds ``job`` (False: another took it over; logged)."""
+        try:
+            await self.queue.check_held(job, self.ctx.consumer)
+        except JobTakenOver as exc:
+            log.warning("job %s (%s) finished on %s, but %s: not acked here",
+                        job.id, job.kind, self.ctx.consumer, exc)
+            return False
+        return True
 
     def _start(self, job: Job) -> None:
         async def guarded() -> None:
@@ -179,12 +197,14 @@ class Worker:
                 self.slots.release()
                 try:
                     jobs: list[Job] = []
+                    # Take only what can start now: a job claimed or read but waiting for
+                    # a slot is not in self.running, so no heartbeat keeps it, and another
+                    # replica would take it over while it still waits here (run twice).
+                    free = max(1, self.ctx.config.concurrency - len(self.running))
                     if time.monotonic() >= next_claim:
                         next_claim = time.monotonic() + claim_every
-                        jobs = await self.queue.claim_stale(self.ctx.consumer,
-                                                            count=self.ctx.config.concurrency)
+                        jobs = await self.queue.claim_stale(self.ctx.consumer, count=free)
                     if not jobs:
-                        free = max(1, self.ctx.config.concurrency - len(self.running))
                         block = int(min(1000, claim_every * 1000))
                         jobs = await self.queue.read(self.ctx.consumer, count=free,
                                                      block_ms=block)

@@ -28,7 +28,6 @@ from bot.pprof.wire import (
     decode_layout,
     layout_repeated_varints,
     layout_sub_messages,
-    lookup_table,
     ranges,
     scalar,
     sub_messages,
@@ -118,37 +117,57 @@ class _Strings:
         return [table[i] for i in idx.tolist()]
 
 
-def _id_index(ids: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted ids and the table position of each, after checking ids are non-zero and unique."""
-    if ids.size and not ids.all():
-        _fail(f"The profile has a {what} with the reserved id 0.", "The profile is corrupt.")
-    order = np.argsort(ids, kind="stable")
-    sorted_ids = ids[order]
-    if sorted_ids.size > 1 and np.any(sorted_ids[1:] == sorted_ids[:-1]):
-        _fail(f"The profile has two {what}s with the same id.", "The profile is corrupt.")
-    return sorted_ids, order
+class _Ids:
+    """Where each id of one table (functions, locations, mappings) sits, checked once
+    (ids non-zero and unique), so references resolve with one array lookup."""
 
+    def __init__(self, ids: np.ndarray, what: str) -> None:
+        self.what = what
+        self.size = int(ids.size)
+        if ids.size and not ids.all():
+            _fail(f"The profile has a {what} with the reserved id 0.", "The profile is corrupt.")
+        self.lut: np.ndarray | None = None  # id -> table position (-1: none), small ids
+        if ids.size and int(ids.max()) <= 4 * ids.size + 4096:
+            lut = np.full(int(ids.max()) + 1, -1, dtype=np.int32)
+            where = np.arange(ids.size, dtype=np.int32)
+            lut[ids.view(np.int64)] = where
+            if not np.array_equal(lut[ids.view(np.int64)], where):  # a later twin won
+                self._duplicate()
+            self.lut = lut
+            return
+        self.order = np.argsort(ids, kind="stable")
+        self.sorted_ids = ids[self.order]
+        if self.sorted_ids.size > 1 and np.any(self.sorted_ids[1:] == self.sorted_ids[:-1]):
+            self._duplicate()
 
-def _resolve(refs: np.ndarray, sorted_ids: np.ndarray, order: np.ndarray, what: str) -> np.ndarray:
-    """Map id references to table positions; fail on unknown ids."""
-    if refs.size == 0:
-        return np.zeros(0, dtype=np.int32)
-    if sorted_ids.size == 0:
-        _fail(f"The profile refers to {what} {int(refs[0])}, which does not exist.",
+    def _duplicate(self) -> NoReturn:
+        _fail(f"The profile has two {self.what}s with the same id.", "The profile is corrupt.")
+
+    def _missing(self, ref: int) -> NoReturn:
+        _fail(f"The profile refers to {self.what} {ref}, which does not exist.",
               "The profile is corrupt.")
-    lut = lookup_table(sorted_ids)
-    if lut is not None and int(refs.max()) < lut.size:
-        pos = lut[refs.view(np.int64) if refs.dtype == np.uint64 else refs]
-        if int(pos.min()) >= 0:
-            return order[pos].astype(np.int32)  # lut gives sorted positions, as searchsorted
-    pos = np.searchsorted(sorted_ids, refs)
-    pos_c = np.minimum(pos, sorted_ids.size - 1)
-    bad = sorted_ids[pos_c] != refs
-    if np.any(bad):
-        first = int(refs[np.flatnonzero(bad)[0]])
-        _fail(f"The profile refers to {what} {first}, which does not exist.",
-              "The profile is corrupt.")
-    return order[pos_c].astype(np.int32)
+
+    def resolve(self, refs: np.ndarray) -> np.ndarray:
+        """Table positions (int32) of id references (any unsigned dtype); fail on unknown ids."""
+        if refs.size == 0:
+            return np.zeros(0, dtype=np.int32)
+        if self.size == 0:
+            self._missing(int(refs[0]))
+        lut = self.lut
+        if lut is not None:
+            if int(refs.max()) < lut.size:
+                pos = lut[refs.view(np.int64) if refs.dtype == np.uint64 else refs]
+                if int(pos.min()) >= 0:
+                    return pos
+            big = refs >= lut.size
+            bad = big | (lut[np.where(big, 0, refs).astype(np.int64)] < 0)
+            self._missing(int(refs[np.flatnonzero(bad)[0]]))
+        pos = np.searchsorted(self.sorted_ids, refs.astype(np.uint64, copy=False))
+        pos_c = np.minimum(pos, self.sorted_ids.size - 1)
+        bad = self.sorted_ids[pos_c] != refs
+        if np.any(bad):
+            self._missing(int(refs[np.flatnonzero(bad)[0]]))
+        return self.order[pos_c].astype(np.int32)
 
 
 def _build(box: list[profile_pb2.ProfileFrame]) -> Profile:
@@ -169,15 +188,14 @@ def _build(box: list[profile_pb2.ProfileFrame]) -> Profile:
                 m.has_functions, m.has_filenames, m.has_line_numbers, m.has_inline_frames)
         for m in frame.mapping
     ]
-    map_ids = np.array([m.id for m in mappings], dtype=np.uint64)
-    map_sorted, map_order = _id_index(map_ids, "mapping")
+    map_index = _Ids(np.array([m.id for m in mappings], dtype=np.uint64), "mapping")
 
     # Functions.
     fmsgs = Messages.from_parts(list(frame.function))
     ff = decode_fields(fmsgs)
     nf = len(fmsgs)
     function_ids = scalar(ff, 1, nf)
-    fn_sorted, fn_order = _id_index(function_ids, "function")
+    fn_index = _Ids(function_ids, "function")
     function_names = strings.many(scalar(ff, 2, nf), "function name")
     function_system_names = strings.many(scalar(ff, 3, nf), "function system name")
     function_filenames = strings.many(scalar(ff, 4, nf), "function file name")
@@ -188,11 +206,11 @@ def _build(box: list[profile_pb2.ProfileFrame]) -> Profile:
     lf = decode_fields(lmsgs)
     nl = len(lmsgs)
     location_ids = scalar(lf, 1, nl)
-    loc_sorted, loc_order = _id_index(location_ids, "location")
+    loc_index = _Ids(location_ids, "location")
     mapping_refs = scalar(lf, 2, nl)
     location_mappings = np.full(nl, -1, dtype=np.int32)
     has_map = np.flatnonzero(mapping_refs)
-    location_mappings[has_map] = _resolve(mapping_refs[has_map], map_sorted, map_order, "mapping")
+    location_mappings[has_map] = map_index.resolve(mapping_refs[has_map])
     location_addresses = scalar(lf, 3, nl)
     location_folded = scalar(lf, 5, nl) != 0
     ls, le, lowner = sub_messages(lf, 4)
@@ -202,7 +220,7 @@ def _build(box: list[profile_pb2.ProfileFrame]) -> Profile:
     if nlines and not line_fn_ids.all():
         _fail("A location of the profile has a line without a function.",
               "The profile is corrupt.")
-    line_functions = _resolve(line_fn_ids, fn_sorted, fn_order, "function")
+    line_functions = fn_index.resolve(line_fn_ids)
     line_numbers = as_int64(scalar(line_fields, 2, nlines))
     line_columns = as_int64(scalar(line_fields, 3, nlines))
     location_line_offsets = np.zeros(nl + 1, dtype=np.int64)
@@ -232,8 +250,7 @@ def _build(box: list[profile_pb2.ProfileFrame]) -> Profile:
               "Capture again once the service has done some work.")
     sf = decode_layout(smsgs, (0x12, 0x0A, 0x1A))  # Go order: values, ids, labels
     sample_locations, per_sample = layout_repeated_varints(
-        sf, smsgs.buf, 1, ns, dtype=np.int32,
-        convert=lambda ids: _resolve(ids, loc_sorted, loc_order, "location"))
+        sf, smsgs.buf, 1, ns, dtype=np.int32, convert=loc_index.resolve)
     sample_offsets = np.zeros(ns + 1, dtype=np.int64)
     np.cumsum(per_sample, out=sample_offsets[1:])
     raw_values, per_sample = layout_repeated_varints(sf, smsgs.buf, 2, ns)

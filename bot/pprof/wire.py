@@ -74,12 +74,21 @@ class Fields:
 
 def varints_at(buf: np.ndarray, pos: np.ndarray,
                limit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Decode one varint at each position; return (values, position after each)."""
-    n = pos.size
-    values = np.zeros(n, dtype=_U64)
-    nxt = pos.copy()
-    todo = np.arange(n)
-    for k in range(_MAX_VARINT):
+    """Decode one varint at each position; return (values, position after each).
+
+    The first byte is read for all positions at once without index bookkeeping
+    (most varints here are tags and short lengths: one byte); only the longer
+    ones go round the loop.
+    """
+    if pos.size == 0:
+        return np.zeros(0, dtype=_U64), pos.copy()
+    if np.any(pos >= limit):
+        raise WireError("truncated varint")
+    byte = buf[pos]
+    values = (byte & 0x7F).astype(_U64)
+    nxt = pos + 1
+    todo = np.flatnonzero(byte >= 0x80)
+    for k in range(1, _MAX_VARINT):
         if todo.size == 0:
             return values, nxt
         p = pos[todo] + k
@@ -156,34 +165,42 @@ class LayoutFields:
 def decode_layout(msgs: Messages, tags: Sequence[int]) -> LayoutFields:
     """Decode messages that are a run of length-delimited fields in a known order
     (Go writes Sample as values, location ids, labels) with a few array operations
-    over all messages; messages in another layout go through ``decode_fields``."""
+    over all messages; messages in another layout go through ``decode_fields``.
+
+    Only the messages still being read are kept in the working arrays (they shrink
+    as messages end), so no pass touches all ``n`` messages per field.
+    """
     buf, ends = msgs.buf, msgs.ends
     n = len(msgs)
-    cur = msgs.starts.copy()
     ok = np.ones(n, dtype=bool)
-    done = cur >= ends
+    index = np.int32 if max(n, buf.size) < (1 << 31) else np.int64  # halves the tables
+    live = np.flatnonzero(msgs.starts < ends).astype(index)  # messages with fields to read
+    p = msgs.starts[live].astype(index)
+    lim = ends[live].astype(index)
     found: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
     for tag in tags:
-        live = np.flatnonzero(ok & ~done)
         if live.size == 0:
             break
-        p = cur[live]
         match = buf[p] == tag
-        ok[live[~match]] = False
-        live, p = live[match], p[match]
-        length, after = varints_at(buf, p + 1, ends[live])
-        end = after + length.astype(np.int64)
-        fits = end <= ends[live]
-        ok[live[~fits]] = False
-        live, after, end = live[fits], after[fits], end[fits]
+        if not match.all():
+            ok[live[~match]] = False
+            live, p, lim = live[match], p[match], lim[match]
+        length, after = varints_at(buf, p + 1, lim)
+        fits = length <= (lim - after).astype(_U64)  # unsigned: a huge length never wraps
+        if not fits.all():
+            ok[live[~fits]] = False
+            live, lim, after, length = live[fits], lim[fits], after[fits], length[fits]
+        end = after + length.astype(index)
         found.append((tag >> 3, live, after, end))
-        cur[live] = end
-        done[live] = end >= ends[live]
-    ok &= done
+        more = end < lim
+        live, p, lim = live[more], end[more], lim[more]
+    ok[live] = False  # fields beyond the expected ones: the general decoder reads them
     regions = {}
-    for number, live, start, end in found:
-        keep = ok[live]
-        regions[number] = (live[keep], start[keep], end[keep])
+    while found:  # one field at a time, so the unfiltered and filtered copies never pile up
+        number, at, start, end = found.pop(0)
+        keep = ok[at]
+        regions[number] = (at, start, end) if keep.all() else (at[keep], start[keep], end[keep])
+        del at, start, end, keep
     bad = np.flatnonzero(~ok)
     slow = decode_fields(Messages(buf, msgs.starts[bad], ends[bad]))
     slow.msg = bad[slow.msg]
@@ -193,9 +210,9 @@ def decode_layout(msgs: Messages, tags: Sequence[int]) -> LayoutFields:
 def layout_repeated_varints(fields: LayoutFields, buf: np.ndarray, number: int, n: int,
                             convert: Callable[[np.ndarray], np.ndarray] | None = None,
                             dtype: type = _U64) -> tuple[np.ndarray, np.ndarray]:
-    """``repeated_varints`` for a LayoutFields."""
+    """``repeated_varints`` for a LayoutFields (it takes the field's regions: once per field)."""
     empty = np.zeros(0, dtype=np.int64)
-    fmsg, fstart, fend = fields.regions.get(number, (empty, empty, empty))
+    fmsg, fstart, fend = fields.regions.pop(number, (empty, empty, empty))
     slow = fields.slow
     packed = slow.select(number, 2)
     if packed.size:  # merge the few odd messages' regions into message order
@@ -210,14 +227,15 @@ def layout_repeated_varints(fields: LayoutFields, buf: np.ndarray, number: int, 
 
 def layout_sub_messages(fields: LayoutFields,
                         number: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``sub_messages`` for a LayoutFields (owner order is not guaranteed)."""
+    """``sub_messages`` for a LayoutFields (owner order is not guaranteed; it takes the
+    field's regions: once per field)."""
     empty = np.zeros(0, dtype=np.int64)
-    fmsg, fstart, fend = fields.regions.get(number, (empty, empty, empty))
+    fmsg, fstart, fend = fields.regions.pop(number, (empty, empty, empty))
     s, e, m = sub_messages(fields.slow, number)
     return np.concatenate([fstart, s]), np.concatenate([fend, e]), np.concatenate([fmsg, m])
 
 
-_CHUNK_BYTES = 1 << 20
+_CHUNK_BYTES = 1 << 19
 
 
 def packed_varints(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray,
@@ -225,60 +243,120 @@ def packed_varints(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray,
                    dtype: type = _U64) -> tuple[np.ndarray, np.ndarray]:
     """Decode every varint inside the given regions, region after region.
 
-    Returns (values, number of values in each region). Works in chunks of a few
-    MiB into one preallocated array, so temporaries stay small; ``convert`` maps
-    each chunk's uint64 values to the stored ``dtype`` (e.g. ids to int32 indexes).
+    Returns (values, number of values in each region). Works in chunks of about
+    512 KiB of input into one preallocated array, so temporaries stay small;
+    ``convert`` maps each chunk's values (an unsigned array: uint8 when every
+    varint of the chunk is one byte, else uint64) to the stored ``dtype`` (e.g.
+    ids to int32 indexes).
     """
+    return _packed(buf, starts, ends, convert, dtype, None, None)
+
+
+def _packed(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+            convert: Callable[[np.ndarray], np.ndarray] | None, dtype: type,
+            ins_at: np.ndarray | None, ins_values: np.ndarray | None,
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """``packed_varints``, plus extra values put before region ``ins_at[i]`` (sorted;
+    ``starts.size``: after the last region) while the output is written, so
+    unpacked values join the packed ones without copying the whole array again."""
     lens = ends - starts
     counts = np.zeros(starts.size, dtype=np.int64)
-    if starts.size == 0 or int(lens.sum()) == 0:
-        return np.zeros(0, dtype=_U64), counts
+    nins = 0 if ins_at is None else int(ins_at.size)
+    total = int(lens.sum())
+    if total + nins == 0:
+        return np.zeros(0, dtype=dtype), counts
     nz = lens > 0
     if np.any(buf[ends[nz] - 1] >= 0x80):
         raise WireError("truncated varint in packed field")
-    out = np.empty(int(lens.sum()), dtype=dtype)  # at most one value per byte
+    # At most one value per byte (plus the extra ones): pages never written cost no
+    # memory, and the array is fitted to the first chunk's bytes per value, then
+    # shrunk to size at the end, both in place (realloc), never copied.
+    out = np.empty(total + nins, dtype=dtype)
     cum = np.cumsum(lens)
-    cuts = np.searchsorted(cum, np.arange(_CHUNK_BYTES, int(cum[-1]), _CHUNK_BYTES))
-    bounds = sorted({0, starts.size, *np.minimum(cuts + 1, starts.size).tolist()})
-    filled = 0
+    bounds = [0, starts.size]
+    if total > _CHUNK_BYTES:
+        cuts = np.searchsorted(cum, np.arange(_CHUNK_BYTES, total, _CHUNK_BYTES))
+        bounds = sorted({0, starts.size, *np.minimum(cuts + 1, starts.size).tolist()})
+    filled = done = 0
     for lo, hi in itertools.pairwise(bounds):
-        if hi > lo:
-            values, per_region = _packed_chunk(buf, starts[lo:hi], lens[lo:hi])
-            if convert is not None:
-                values = convert(values.astype(_U64, copy=False))
-            out[filled:filled + values.size] = values
-            filled += values.size
-            counts[lo:hi] = per_region
-    # Multi-byte varints leave the tail unused: copy so the slack can be freed.
-    return (out[:filled].copy() if filled < out.size else out), counts
+        values, per_region = _packed_chunk(buf, starts[lo:hi], lens[lo:hi])
+        if convert is not None:
+            values = convert(values)
+        if ins_at is not None and ins_values is not None:
+            upto = int(np.searchsorted(ins_at, hi)) if hi < starts.size else nins
+            if upto > done:  # the extra values that go inside (or right after) this chunk
+                values = values.astype(dtype, copy=False)
+                before = np.zeros(hi - lo + 1, dtype=np.int64)
+                np.cumsum(per_region, out=before[1:])
+                values = np.insert(values, before[ins_at[done:upto] - lo],
+                                   ins_values[done:upto])
+                done = upto
+        rest = total - (int(cum[hi - 1]) if hi else 0)  # bytes still to decode
+        if filled + values.size > out.size:  # the estimate was short: room for the worst
+            out.resize(filled + values.size + rest + nins - done, refcheck=False)
+        out[filled:filled + values.size] = values
+        filled += values.size
+        counts[lo:hi] = per_region
+        if lo == 0 and rest:
+            per_byte = int(per_region.sum()) / max(total - rest, 1)
+            guess = filled + nins - done + int(rest * per_byte * 1.125) + 1024
+            if guess < out.size:
+                out.resize(guess, refcheck=False)
+    if filled < out.size:
+        out.resize(filled, refcheck=False)
+    return out, counts
 
 
 def _packed_chunk(buf: np.ndarray, starts: np.ndarray,
                   lens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    idx = ranges(starts, lens)
-    b = buf[idx]
-    del idx
-    cont = b >= 0x80
-    if not cont.any():  # every varint is one byte: the common case for small ids
+    """Values of the varints in some regions (uint8 when all are one byte), and how
+    many each region holds. Temporaries are int32 and bool: a few bytes per input
+    byte."""
+    b = _gather(buf, starts, lens)
+    if b.size == 0 or int(b.max()) < 0x80:  # every varint is one byte: small ids
         return b, lens
-    first = np.ones(b.size, dtype=bool)
-    first[1:] = ~cont[:-1]
-    region_first = np.cumsum(lens) - lens  # where each region starts
-    first[region_first[lens > 0]] = True
-    group_start = np.flatnonzero(first)
-    values = (b[group_start] & 0x7F).astype(_U64)
-    active = np.flatnonzero(cont[group_start])
+    last = b < 0x80  # the last byte of each varint (regions end with one: checked)
+    ends = np.flatnonzero(last)
+    if ends.size < (1 << 31):
+        ends = ends.astype(np.int32)
+    firsts = np.empty_like(ends)
+    firsts[0] = 0
+    np.add(ends[:-1], 1, out=firsts[1:])
+    values = (b[firsts] & 0x7F).astype(_U64)
+    active = np.flatnonzero(ends > firsts)
     k = 1
     while active.size:
         if k >= _MAX_VARINT:
             raise WireError("varint longer than 10 bytes")
-        byte = b[group_start[active] + k]
-        values[active] |= (byte & 0x7F).astype(_U64) << _U64(7 * k)
-        active = active[byte >= 0x80]
+        at = firsts[active] + k
+        values[active] |= (b[at] & 0x7F).astype(_U64) << _U64(7 * k)
+        active = active[ends[active] > at]
         k += 1
-    counted = np.concatenate(([0], np.cumsum(first, dtype=np.int64)))
-    per_region = counted[np.cumsum(lens)] - counted[region_first]
+    counted = np.zeros(b.size + 1, dtype=np.int32 if b.size < (1 << 31) else np.int64)
+    np.cumsum(last, out=counted[1:])
+    bounds = np.cumsum(lens)
+    per_region = (counted[bounds] - counted[bounds - lens]).astype(np.int64)
     return values, per_region
+
+
+def _gather(buf: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """The bytes of the regions, concatenated. Regions in buffer order that cover
+    most of their span (location ids in Go's samples) are cut out of it with one
+    run-length mask, cheaper than building an index per byte."""
+    if starts.size == 0:
+        return buf[:0]
+    ends = starts + lens
+    if starts.size > 1:
+        gaps = starts[1:] - ends[:-1]
+        if int(gaps.min()) < 0 or int(ends[-1] - starts[0]) > 2 * int(lens.sum()):
+            return buf[ranges(starts, lens)]  # out of order, or sparse: index every byte
+        runs = np.empty(2 * starts.size - 1, dtype=np.int64)
+        runs[0::2] = lens
+        runs[1::2] = gaps
+        keep = np.zeros(runs.size, dtype=bool)
+        keep[0::2] = True
+        return buf[int(starts[0]):int(ends[-1])][np.repeat(keep, runs)]
+    return buf[int(starts[0]):int(ends[0])].copy()
 
 
 def ranges(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
@@ -292,18 +370,6 @@ def ranges(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
     out = np.repeat(shift, lens)
     out += np.arange(total, dtype=dtype)
     return out
-
-
-def lookup_table(ids: np.ndarray) -> np.ndarray | None:
-    """A dense id → position table when ids are small integers (the usual case)."""
-    if ids.size == 0:
-        return None
-    top = int(ids.max())
-    if top > 4 * ids.size + 4096:
-        return None
-    lut = np.full(top + 1, -1, dtype=np.int32)
-    lut[ids.astype(np.int64)] = np.arange(ids.size, dtype=np.int32)
-    return lut
 
 
 def repeated_varints(fields: Fields, buf: np.ndarray, number: int, n: int,
@@ -325,21 +391,32 @@ def _repeated(buf: np.ndarray, pmsg: np.ndarray, pstart: np.ndarray, pend: np.nd
               smsg: np.ndarray, svalue: np.ndarray, spos: np.ndarray, n: int,
               convert: Callable[[np.ndarray], np.ndarray] | None,
               dtype: type) -> tuple[np.ndarray, np.ndarray]:
-    pv, per_region = packed_varints(buf, pstart, pend, convert, dtype)
-    counts = np.bincount(pmsg, weights=per_region, minlength=n).astype(np.int64)
     if smsg.size == 0:
-        return pv, counts
-    sv = convert(svalue) if convert is not None else svalue
+        pv, per_region = _packed(buf, pstart, pend, convert, dtype, None, None)
+        return pv, _per_message(pmsg, per_region, n)
+    sv = (convert(svalue) if convert is not None else svalue).astype(dtype, copy=False)
     single_counts = np.bincount(smsg, minlength=n)
-    if np.any((single_counts > 0) & (counts > 0)):
+    if np.any(single_counts[pmsg] > 0):
         # Both encodings inside one message (legal, never seen from Go): order by position.
+        pv, per_region = _packed(buf, pstart, pend, convert, dtype, None, None)
         owner = np.concatenate([np.repeat(pmsg, per_region), smsg])
         pos = np.concatenate([np.repeat(pstart, per_region), spos])
         order = np.lexsort((pos, owner))
-        return np.concatenate([pv, sv])[order], counts + single_counts
-    # Go writes short lists unpacked: put those messages' values between the others.
-    before = np.concatenate(([0], np.cumsum(counts)))
-    return np.insert(pv, before[smsg], sv), counts + single_counts
+        return np.concatenate([pv, sv])[order], _per_message(pmsg, per_region, n) + single_counts
+    # Go writes short lists unpacked: those messages' values go between the others'
+    # regions (before the first region of a later message) as the output is written.
+    pv, per_region = _packed(buf, pstart, pend, convert, dtype,
+                             np.searchsorted(pmsg, smsg), sv)
+    return pv, _per_message(pmsg, per_region, n) + single_counts
+
+
+def _per_message(msg: np.ndarray, per_region: np.ndarray, n: int) -> np.ndarray:
+    """Values per message, from values per region (a message may have several regions)."""
+    if msg.size > 1 and np.all(msg[1:] > msg[:-1]):  # one region per message: no sums
+        counts = np.zeros(n, dtype=np.int64)
+        counts[msg] = per_region
+        return counts
+    return np.bincount(msg, weights=per_region, minlength=n).astype(np.int64)
 
 
 def scalar(fields: Fields, number: int, n: int, wire: int = 0) -> np.ndarray:

@@ -169,3 +169,65 @@ def test_guard_finds_a_worker_process_left_running(tmp_path: Path) -> None:
         process.kill()
         process.wait(10)
     assert process.pid not in bot_child_processes()
+
+
+async def test_a_replica_claims_no_more_stale_jobs_than_it_can_start(runtime: Any) -> None:
+    """Jobs left by a dead replica are taken over by two live ones. A replica that claimed
+    more than its free slots left the extra job waiting without a heartbeat: the other
+    replica took it over after claim_idle_seconds, and both ran it."""
+    from bot.alerts.worker import WorkContext, Worker
+
+    config = QueueSettings(claim_idle_seconds=1, concurrency=2)
+    queue = config.queue(runtime.store.redis)
+    gate = asyncio.Event()
+    runs: list[tuple[str, str]] = []
+
+    def handler(consumer: str) -> Any:
+        async def run(ctx: Any, job: Any) -> str:
+            runs.append((consumer, job.payload["name"]))
+            if job.payload["name"] != "quick":
+                await gate.wait()
+            return "done"
+        return run
+
+    names = ["hold-1", "quick", "hold-2", "hold-3"]
+    for name in names:
+        await queue.enqueue("test", {"name": name})
+    assert len(await queue.read("dead-replica", count=4, block_ms=100)) == 4
+    await asyncio.sleep(1.2)  # idle past claim_idle_seconds: stale
+
+    def start(name: str, stop: asyncio.Event) -> asyncio.Task[None]:
+        ctx = WorkContext(runtime=runtime, settings=None, config=config,
+                          queue=config.queue(runtime.store.redis), slack=None, consumer=name)
+        return asyncio.create_task(Worker(ctx, {"test": handler(name)}, stop=stop).run())
+
+    async def pending_for(consumer: str) -> int:
+        rows = await runtime.store.redis.xpending_range(queue.stream, queue.group, "-", "+",
+                                                        10, consumername=consumer)
+        return len(rows)
+
+    stop = asyncio.Event()
+    workers = [start("replica-a", stop)]
+    try:
+        # A takes hold-1 and quick, then (quick done) one more: hold-2 fills its slots.
+        await wait_until(lambda: _ran(runs, "hold-2"))
+        workers.append(start("replica-b", stop))
+        await asyncio.sleep(2.5)  # longer than claim_idle_seconds: B claims what is stale
+        gate.set()
+
+        async def all_done() -> bool:
+            return await queue.depth() == 0
+
+        await wait_until(all_done)
+        await asyncio.sleep(0.5)  # a second run of a job would have started by now
+        assert sorted(name for _, name in runs) == sorted(names), runs  # each ran once
+        assert await pending_for("replica-a") == await pending_for("replica-b") == 0
+    finally:
+        gate.set()
+        stop.set()
+        for task in workers:
+            await stop_worker(task)
+
+
+async def _ran(runs: list[tuple[str, str]], name: str) -> bool:
+    return any(job == name for _, job in runs)
