@@ -352,7 +352,7 @@ def _thread_of(standin: Any, summary_index: int = 0) -> list[str]:
 
 @pytest.mark.slow
 async def test_a_frozen_tick_that_lost_its_lock_still_opens_the_only_thread(
-        two_replicas: Any, slack_standin: Any) -> None:
+        two_replicas: Any, slack_standin: Any, caplog: pytest.LogCaptureFixture) -> None:
     """Replica A turns the verdict and freezes before its summary, past its lock's TTL;
     replica B's tick then gets the lock. It must see the turn taken, not "ok"."""
     runtime, make_context = two_replicas
@@ -370,6 +370,7 @@ async def test_a_frozen_tick_that_lost_its_lock_still_opens_the_only_thread(
         slack_a.resume.set()
         outcome_a = await asyncio.wait_for(ticking, 60)
 
+    assert "incident lock watch:demo lost" in caplog.text  # A's refresh came too late
     # Both verdicts are bad ("leak likely" or "goroutines": the demo leaks, threshold 1).
     assert {outcome_a, outcome_b} <= {"tick_leak_likely", "tick_goroutines"}
     (summary,) = top_level(slack_standin)
