@@ -21,11 +21,9 @@ import atexit
 import collections
 import concurrent.futures
 import contextlib
-import ctypes
 import logging
 import multiprocessing
 import os
-import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -53,21 +51,6 @@ def _env_int(name: str, default: int) -> int:
     except ValueError:
         log.warning("%s=%r is not a whole number; using %d", name, text, default)
         return default
-
-
-def one_malloc_arena() -> None:
-    """Ask glibc for one malloc arena in this process (unless MALLOC_ARENA_MAX is set).
-
-    The engine's numpy arrays are made in whichever thread decodes or folds; with an
-    arena per thread, memory freed in one is not reused by the next, and a 40-instance
-    capture decoded in threads peaked at ~270 MB instead of ~225 MB (bench/fanout). The
-    GIL serialises the allocations anyway, so one arena costs no speed. Called by the
-    drivers before any thread starts; a no-op where there is no glibc ``mallopt``.
-    """
-    if sys.platform != "linux" or os.environ.get("MALLOC_ARENA_MAX"):
-        return
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).mallopt(-8, 1)  # M_ARENA_MAX
 
 
 _one_shot = False
