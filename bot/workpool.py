@@ -53,9 +53,26 @@ def _env_int(name: str, default: int) -> int:
         return default
 
 
+_one_shot = False
+
+
+def one_shot() -> None:
+    """This process runs one user's commands (the CLI), not the server.
+
+    On a machine of 2 CPUs it then decodes in threads by default: with no Slack acks to
+    keep fast, worker processes only add their start-up and ~100 MB each, and a
+    40-instance capture is as fast in threads (numpy and zlib let go of the GIL) at half
+    the memory (bench/fanout). With more CPUs the workers are used as in the server.
+    """
+    global _one_shot
+    _one_shot = True
+
+
 def processes() -> int:
     """Worker processes for decoding (0: decode in a thread)."""
-    return max(0, _env_int("HEAPBOT_WORKER_PROCESSES", min(os.cpu_count() or 1, 4)))
+    cpus = os.cpu_count() or 1
+    default = 0 if _one_shot and cpus <= 2 else min(cpus, 4)
+    return max(0, _env_int("HEAPBOT_WORKER_PROCESSES", default))
 
 
 _pool: concurrent.futures.ProcessPoolExecutor | None = None

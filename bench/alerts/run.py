@@ -24,37 +24,22 @@ import contextlib
 import json
 import os
 import resource
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
-
-import aiohttp
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from tests.support.redis import RedisServer, free_port  # noqa: E402
+from bench._common import BotProcess, healthz_seconds, lag_line  # noqa: E402
+from tests.support.redis import RedisServer  # noqa: E402
+from tests.support.registry import write_registry  # noqa: E402
 from tests.support.slack_standin import SlackStandIn  # noqa: E402
 
 TOKEN = "alerts-bench-token"
 FD_LIMIT = 1024
-
-
-async def healthz(url: str, timeout: float = 10.0) -> float:
-    """Seconds for one GET /healthz on a fresh connection (``timeout`` when it never came)."""
-    started = time.perf_counter()
-    try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as s, \
-                s.get(url + "/healthz") as resp:
-            await resp.read()
-    except (TimeoutError, aiohttp.ClientError):
-        return timeout
-    return time.perf_counter() - started
 
 
 def alert_body(count: int) -> bytes:
@@ -67,7 +52,7 @@ def alert_body(count: int) -> bytes:
 async def poll_while(url: str, work: asyncio.Future[object]) -> list[float]:
     latencies = []
     while not work.done():
-        latencies.append(await healthz(url))
+        latencies.append(await healthz_seconds(url))
         await asyncio.sleep(0.02)
     return latencies
 
@@ -104,7 +89,7 @@ async def half_open(url: str, port: int, count: int) -> list[float]:
             with contextlib.suppress(OSError):
                 sock.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
         await asyncio.sleep(1.0)
-        return [await healthz(url) for _ in range(20)]
+        return [await healthz_seconds(url) for _ in range(20)]
     finally:
         for sock in socks:
             sock.close()
@@ -121,61 +106,39 @@ async def bench(alerts: int, bodies: int, connections: int) -> int:
     redis = RedisServer(tmp)
     redis.start()
     standin = await SlackStandIn().start()
-    registry = tmp / "heapbot.yaml"
-    registry.write_text("services:\n  payments:\n    targets: [\"http://127.0.0.1:9\"]\n")
-    port = free_port()
-    stats_path = tmp / "bot-stats.json"
-    env = {**os.environ, "SLACK_BOT_TOKEN": "xoxb-alerts-bench",
-           "SLACK_SIGNING_SECRET": "alerts-bench-secret", "SLACK_API_URL": standin.api_url,
-           "REDIS_URL": redis.url, "HEAPBOT_CONFIG": str(registry),
-           "HEAPBOT_DATA_DIR": str(tmp / "data"), "HEAPBOT_HOST": "127.0.0.1",
-           "HEAPBOT_PORT": str(port), "HEAPBOT_ALERTMANAGER_TOKEN": TOKEN,
-           "HEAPBOT_HTTP_HEADER_TIMEOUT_SECONDS": "60", "HEAPBOT_LOG_FORMAT": "text"}
-    env.pop("SLACK_APP_TOKEN", None)
-    log_path = tmp / "bot.log"
+    registry = write_registry(tmp / "heapbot.yaml", {"payments": ["http://127.0.0.1:9"]})
 
     def limit_fds() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (FD_LIMIT, FD_LIMIT))
 
-    with open(log_path, "wb") as log:
-        bot = subprocess.Popen([sys.executable, str(REPO / "bench/load/bot_process.py"),
-                                str(stats_path)], env=env, stdout=log, stderr=log, cwd=REPO,
-                               preexec_fn=limit_fds)
-    url = f"http://127.0.0.1:{port}"
+    bot = BotProcess(tmp, registry=registry, redis_url=redis.url, slack_api_url=standin.api_url,
+                     signing_secret="alerts-bench-secret", preexec_fn=limit_fds,
+                     env={"HEAPBOT_ALERTMANAGER_TOKEN": TOKEN, "HEAPBOT_LOG_FORMAT": "text",
+                          "HEAPBOT_HTTP_HEADER_TIMEOUT_SECONDS": "60"})
+    url = bot.url
     try:
-        deadline = time.monotonic() + 60
-        while await healthz(url, 1.0) >= 1.0:
-            if bot.poll() is not None or time.monotonic() > deadline:
-                print(log_path.read_text()[-3000:])
-                return 1
-        anchor_values = [await healthz(url) for _ in range(50)]
+        await bot.wait_healthy()
+        anchor_values = [await healthz_seconds(url) for _ in range(50)]
         anchor = max(anchor_values)
         print(f"{'anchor: 50 GET /healthz, idle bot':<44} /healthz max {anchor * 1000:8.1f} ms "
               f"(p50 {sorted(anchor_values)[25] * 1000:.1f} ms)")
-        bot.send_signal(signal.SIGUSR1)  # the bot's lag monitor counts from here
-        size = log_path.stat().st_size
+        bot.mark()  # the bot's lag monitor counts from here
+        size = bot.log_size()
         report(f"{bodies} x {alerts:,}-alert Alertmanager bodies", await flood(url, bodies, alerts),
-               anchor, log_path.stat().st_size - size)
-        size = log_path.stat().st_size
+               anchor, bot.log_size() - size)
+        size = bot.log_size()
         report(f"{connections:,} half-open connections, ulimit {FD_LIMIT}",
-               await half_open(url, port, connections), anchor, log_path.stat().st_size - size)
+               await half_open(url, bot.port, connections), anchor, bot.log_size() - size)
     finally:
-        bot.send_signal(signal.SIGTERM)
-        try:
-            bot.wait(30)
-        except subprocess.TimeoutExpired:
-            bot.kill()
+        bot.stop()
         await standin.stop()
         redis.stop()
-    if stats_path.exists():
-        stats = json.loads(stats_path.read_text())
-        print(f"bot loop lag over both phases: max {stats['lag_max'] * 1000:.1f} ms, "
-              f"p99 {stats['lag_p99'] * 1000:.1f} ms, ticks over 100 ms "
-              f"{stats['lag_over_100ms']}; of it heapbot's own CPU: max "
-              f"{stats['busy_max'] * 1000:.1f} ms")
+    stats = bot.stats()
+    if stats:
+        print(lag_line(stats, "over both phases"))
         if os.environ.get("HEAPBOT_BENCH_STALLS"):
             print("\n".join(stats["stalls"][:3]))
-    print(f"(bot log: {log_path})")
+    print(f"(bot log: {bot.log_path})")
     return 0
 
 

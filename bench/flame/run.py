@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,7 +36,9 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench" / "gen_profile"))
 
+from bench._common import run_measured, tree_hwm_mb  # noqa: E402
 from bot.gotool import find_go, go_env  # noqa: E402
+from tests.support.redis import free_port  # noqa: E402
 
 TARGET_S = 2.0
 
@@ -97,29 +97,9 @@ print(json.dumps({"parse": parse_s, "render": times, "parts": parts, "after_top"
                   "rss_parsed_mb": rss_parsed, "rss_peak_mb": rss_rendered}))
 """
 
-# Runs one command in a fresh process and reports its wall time and peak RSS.
-_MEASURE = r"""
-import json, resource, subprocess, sys, time
-start = time.perf_counter()
-proc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-wall = time.perf_counter() - start
-if proc.returncode:
-    sys.stderr.write(proc.stderr.decode(errors="replace"))
-    sys.exit(proc.returncode)
-print(json.dumps({"wall": wall, "rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-                  / 1024}))
-"""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def pprof_flamegraph(profile: Path) -> dict[str, float]:
     """`go tool pprof -http` on the file until /ui/flamegraph is served: wall time, peak RSS."""
-    port = _free_port()
+    port = free_port()
     start = time.perf_counter()
     proc = subprocess.Popen([find_go(), "tool", "pprof", "-no_browser",
                              f"-http=127.0.0.1:{port}", str(profile)], env=go_env(),
@@ -137,45 +117,13 @@ def pprof_flamegraph(profile: Path) -> dict[str, float]:
                     raise RuntimeError("go tool pprof -http exited early") from None
                 time.sleep(0.02)
         wall = time.perf_counter() - start
-        rss = _peak_rss_of_tree(proc.pid)
+        rss = tree_hwm_mb(proc.pid)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
     if b"stacks" not in body:
         raise RuntimeError("pprof's flame graph page carried no stacks")
     return {"wall": wall, "rss_mb": rss}
-
-
-def _peak_rss_of_tree(pid: int) -> float:
-    """Largest VmHWM among pid and its descendants (`go tool` runs pprof as a child)."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    tree, grew = {pid}, True
-    while grew:
-        more = {p for p, parent in parents.items() if parent in tree} - tree
-        grew = bool(more)
-        tree |= more
-    best = 0.0
-    for p in tree:
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    best = max(best, int(line.split()[1]) / 1024)
-        except OSError:
-            continue
-    return best
-
-
-def measure(cmd: list[str]) -> dict[str, float]:
-    out = subprocess.run([sys.executable, "-c", _MEASURE, *cmd], check=True,
-                         capture_output=True, text=True, timeout=900, env=dict(os.environ))
-    return json.loads(out.stdout)
 
 
 def deep_profile() -> Path:
@@ -217,11 +165,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         heapbot = [sys.executable, "-m", "bot", "top", "--profile", str(profile), "-n", "1",
                    "--flame", str(Path(tmp) / "flame.png")]
-        measure(heapbot)  # warm the font cache and the page cache
+        run_measured(heapbot)  # warm the font cache and the page cache
         pprof_flamegraph(profile)  # warm go's build cache (go tool builds pprof once)
         hb, pp = [], []
         for i in range(args.runs):
-            hb.append(measure(heapbot))
+            hb.append(run_measured(heapbot))
             pp.append(pprof_flamegraph(profile))
             print(f"run {i + 1}: heapbot {hb[-1]['wall']:.2f}s {hb[-1]['rss_mb']:.0f}MB | "
                   f"pprof -http flame graph {pp[-1]['wall']:.2f}s {pp[-1]['rss_mb']:.0f}MB",

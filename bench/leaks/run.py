@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import sys
 import tempfile
 import time
@@ -39,6 +38,7 @@ from bot.runtime import Runtime  # noqa: E402
 from bot.settings import Settings  # noqa: E402
 from tests.support.demo import build_demo, start_demo  # noqa: E402
 from tests.support.redis import RedisServer  # noqa: E402
+from tests.support.registry import write_registry  # noqa: E402
 
 LEAKS = {"leakmap": "fast", "slice": "fast", "slowleak": "slow", "blocked": "fast",
          "ticker": "fast"}
@@ -126,14 +126,10 @@ async def run_case(case: Case, binary: Path, redis_url: str, workdir: Path) -> O
                 1.0, env, memprofilerate=512))
         leaking_target = demos[0].url
         service = f"bench{abs(hash(case.name)) % 10**8}"
-        config = workdir / f"{service}.yaml"
-        triggers = "[]" if case.gc_policy == "off" else "[sample, watch, alert]"
-        config.write_text(
-            "services:\n"
-            f"  {service}:\n"
-            f"    targets: {json.dumps([d.url for d in demos])}\n"
-            f"    gc_triggers: {triggers}\n"
-            f"    cooldown_seconds: {30 if case.regime == 'stale' and case.seed == 2 else 0}\n")
+        config = write_registry(
+            workdir / f"{service}.yaml", {service: [d.url for d in demos]},
+            gc_triggers=[] if case.gc_policy == "off" else ["sample", "watch", "alert"],
+            cooldown_seconds=30 if case.regime == "stale" and case.seed == 2 else 0)
         runtime = await Runtime.create(Settings(config_path=config, redis_url=redis_url))
         try:
             await asyncio.sleep(3.0)  # the scenarios start; the first capture sees them young

@@ -36,13 +36,19 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import psutil
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from bench._common import (  # noqa: E402
+    BotProcess,
+    TreeRssSampler,
+    latency_line,
+    percentile,
+)
 from tests.support.demo import build_demo, start_demo  # noqa: E402
-from tests.support.redis import RedisServer, free_port  # noqa: E402
+from tests.support.redis import RedisServer  # noqa: E402
+from tests.support.registry import write_registry  # noqa: E402
 from tests.support.slack_standin import SignedSender, SlackStandIn  # noqa: E402
 
 SECRET = "load-bench-signing-secret"
@@ -53,19 +59,6 @@ MIX = [("top {svc}", 6), ("goroutines {svc}", 2), ("stats {svc}", 1), ("help", 0
        ("services", 0.5)]
 
 
-def percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values) or [0.0]
-    index = min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered) + 0.5) - 1))
-    return ordered[index]
-
-
-def line(name: str, values: list[float]) -> str:
-    return (f"{name:<30} p50 {percentile(values, 50) * 1000:8.1f} ms   "
-            f"p95 {percentile(values, 95) * 1000:8.1f} ms   "
-            f"p99 {percentile(values, 99) * 1000:8.1f} ms   max {max(values or [0]) * 1000:8.1f}"
-            f" ms   (n={len(values)})")
-
-
 def commands_for(count: int, services: int) -> list[str]:
     """``count`` commands in MIX proportions, spread round-robin over the services."""
     total = sum(weight for _, weight in MIX)
@@ -74,22 +67,6 @@ def commands_for(count: int, services: int) -> list[str]:
         out += [template] * round(count * weight / total)
     out = (out + ["top {svc}"] * count)[:count]
     return [t.format(svc=f"svc{i % services:02d}") for i, t in enumerate(out)]
-
-
-async def wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"the bot exited with {process.returncode} at start")
-            try:
-                async with session.get(url + "/healthz") as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    raise RuntimeError("the bot did not answer /healthz")
 
 
 async def healthz_anchor(url: str, count: int) -> list[float]:
@@ -104,23 +81,6 @@ async def healthz_anchor(url: str, count: int) -> list[float]:
         return list(await asyncio.gather(*(one() for _ in range(count))))
 
 
-class RssSampler:
-    """Peak RSS of a process, sampled every 50 ms."""
-
-    def __init__(self, pid: int) -> None:
-        self.process = psutil.Process(pid)
-        self.peak = 0
-        self.task: asyncio.Task[None] | None = None
-
-    async def run(self) -> None:
-        while True:
-            try:
-                self.peak = max(self.peak, self.process.memory_info().rss)
-            except psutil.Error:
-                return
-            await asyncio.sleep(0.05)
-
-
 async def bench(count: int, services: int, rate: float, timeout: float,
                 asyncio_debug: bool = False, cold: bool = False, profile: bool = False,
                 py_spy: str = "") -> int:
@@ -130,30 +90,21 @@ async def bench(count: int, services: int, rate: float, timeout: float,
     binary = build_demo("dev")
     demos = [start_demo(binary, "all", rate=rate) for _ in range(services)]
     standin = await SlackStandIn().start()
-    registry = tmp / "heapbot.yaml"
-    registry.write_text("services:\n" + "".join(
-        f"  svc{i:02d}:\n    targets: [\"{d.url}\"]\n    cooldown_seconds: 0\n"
-        for i, d in enumerate(demos)))
-    port = free_port()
-    stats_path = tmp / "bot-stats.json"
-    env = {**os.environ, "SLACK_BOT_TOKEN": "xoxb-load-bench", "SLACK_SIGNING_SECRET": SECRET,
-           "SLACK_API_URL": standin.api_url, "REDIS_URL": redis.url,
-           "HEAPBOT_CONFIG": str(registry), "HEAPBOT_DATA_DIR": str(tmp / "data"),
-           "HEAPBOT_HOST": "127.0.0.1", "HEAPBOT_PORT": str(port),
-           "HEAPBOT_LOG_LEVEL": "WARNING"}
-    env.pop("SLACK_APP_TOKEN", None)
+    registry = write_registry(tmp / "heapbot.yaml",
+                              {f"svc{i:02d}": [d.url] for i, d in enumerate(demos)},
+                              cooldown_seconds=0)
+    env = {"HEAPBOT_LOG_LEVEL": "WARNING"}
     if asyncio_debug:  # asyncio then logs every callback that holds the loop > 100 ms
         env["PYTHONASYNCIODEBUG"] = "1"
     if profile:
         env["HEAPBOT_BENCH_PROFILE"] = "1"
-    log = open(tmp / "bot.log", "wb")  # noqa: SIM115 - closed below
-    bot = subprocess.Popen([sys.executable, str(REPO / "bench/load/bot_process.py"),
-                            str(stats_path)], env=env, stdout=log, stderr=log, cwd=REPO)
-    url = f"http://127.0.0.1:{port}"
+    bot = BotProcess(tmp, registry=registry, redis_url=redis.url,
+                     slack_api_url=standin.api_url, signing_secret=SECRET, env=env)
+    url = bot.url
     outcome = 1
     try:
-        await wait_healthy(url, bot)
-        sender = SignedSender(url + "/slack/events", SECRET, standin)
+        await bot.wait_healthy()
+        sender = SignedSender(bot.events_url, SECRET, standin)
         # Warm up: one command of every kind first. handlers/ imports a command's module
         # on its first use, on the event loop (100-200 ms each here); the figures below
         # are for a bot that has served each command once. --cold skips this.
@@ -163,9 +114,8 @@ async def bench(count: int, services: int, rate: float, timeout: float,
         await standin.wait_for(lambda: len(standin.requests) >= len(warmups), timeout=60)
         await asyncio.sleep(1)
         standin.reset()
-        sampler = RssSampler(bot.pid)
-        sampler_task = asyncio.create_task(sampler.run())
-        bot.send_signal(signal.SIGUSR1)  # the lag monitor starts counting now
+        sampler = TreeRssSampler(bot.pid).start()  # the bot and its decode workers
+        bot.mark()  # the lag monitor starts counting now
         spy = None
         if py_spy:  # sample the bot's threads through the ack burst (collapsed stacks)
             spy = subprocess.Popen(["py-spy", "record", "--pid", str(bot.pid), "--rate", "1000",
@@ -210,14 +160,14 @@ async def bench(count: int, services: int, rate: float, timeout: float,
 
         started = time.perf_counter()
         await asyncio.gather(*(one(i, t) for i, t in enumerate(texts)))
-        bot.send_signal(signal.SIGUSR2)  # every ack is in: the profile of the ack window
+        bot.process.send_signal(signal.SIGUSR2)  # every ack is in: the ack window's profile
         with contextlib.suppress(TimeoutError):
             await standin.wait_for(answered, timeout=timeout)
         wall = time.perf_counter() - started
         anchor = await healthz_anchor(url, count)
         if spy is not None:
             spy.wait(30)
-        sampler_task.cancel()
+        sampler.stop()
 
         kinds = Counter()
         for r in standin.requests:
@@ -227,17 +177,16 @@ async def bench(count: int, services: int, rate: float, timeout: float,
                     kinds["internal error"] += 1
                 elif "could not do that" in text:
                     kinds["user-facing error"] += 1
-        bot.send_signal(signal.SIGTERM)
-        bot.wait(60)
-        stats: dict[str, Any] = json.loads(stats_path.read_text()) if stats_path.exists() else {}
+        bot.stop(60)
+        stats: dict[str, Any] = bot.stats()
 
         print(f"heapbot load: {len(texts)} concurrent signed /heap commands over {services} live "
               f"demo services ({dict(Counter(t.split()[0] for t in texts))}); {wall:.1f} s wall")
         print(f"answered: {len(answers)}/{len(texts)}; HTTP statuses {dict(statuses)}; "
               f"error answers {dict(kinds) or 'none'}")
-        print(line("ack (slash command HTTP)", acks))
-        print(line("answer (command -> reply)", list(answers.values())))
-        print(line("anchor: GET /healthz x N", anchor))
+        print(latency_line("ack (slash command HTTP)", acks))
+        print(latency_line("answer (command -> reply)", list(answers.values())))
+        print(latency_line("anchor: GET /healthz x N", anchor))
         ratio = percentile(acks, 99) / max(percentile(anchor, 99), 1e-6)
         print(f"ratio ack p99 / healthz p99 = {ratio:.1f}x")
         if stats:
@@ -258,7 +207,7 @@ async def bench(count: int, services: int, rate: float, timeout: float,
                 print("where the loop thread's CPU went during the load (cProfile, tottime):")
                 print(stats["profile"])
             print(f"bot peak RSS: {max(sampler.peak, stats['peak_rss']) / 2**20:.0f} MiB "
-                  f"(sampled during load {sampler.peak / 2**20:.0f} MiB)")
+                  f"(bot + decode workers, sampled during load {sampler.peak / 2**20:.0f} MiB)")
         ack_p99 = percentile(acks, 99)
         checks = {
             "every command answered": len(answers) == len(texts),
@@ -273,18 +222,12 @@ async def bench(count: int, services: int, rate: float, timeout: float,
               f"{'met' if ack_p99 < ACK_TARGET_P99 else 'missed'} ({ack_p99 * 1000:.0f} ms)")
         outcome = 0 if all(checks.values()) else 1
     finally:
-        if bot.poll() is None:
-            bot.terminate()
-            try:
-                bot.wait(30)
-            except subprocess.TimeoutExpired:
-                bot.kill()
-        log.close()
+        bot.stop()
         await standin.stop()
         for demo in demos:
             demo.stop()
         redis.stop()
-    print(f"(bot log: {tmp / 'bot.log'})")
+    print(f"(bot log: {bot.log_path})")
     return outcome
 
 

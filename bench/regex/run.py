@@ -23,8 +23,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,8 +33,10 @@ import aiohttp
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from bench._common import BotProcess, healthz_seconds, lag_line, percentile  # noqa: E402
 from tests.support.demo import build_demo, start_demo  # noqa: E402
-from tests.support.redis import RedisServer, free_port  # noqa: E402
+from tests.support.redis import RedisServer  # noqa: E402
+from tests.support.registry import write_registry  # noqa: E402
 from tests.support.slack_standin import SignedSender, SlackStandIn  # noqa: E402
 
 SECRET = "regex-bench-signing-secret"
@@ -45,17 +45,6 @@ ANCHOR = ["top demo", "top demo --focus main", "top demo -n 30", "peek demo main
           "list demo main"]
 ATTACK = [f"top demo --focus '{HOSTILE}'", f"top demo --ignore '{HOSTILE}'",
           f"top demo --hide '{HOSTILE}'", f"peek demo '{HOSTILE}'", f"list demo '{HOSTILE}'"]
-
-
-async def healthz(session: aiohttp.ClientSession, url: str, timeout: float = 10.0) -> float:
-    started = time.perf_counter()
-    try:
-        async with session.get(url + "/healthz", timeout=aiohttp.ClientTimeout(total=timeout)
-                               ) as resp:
-            await resp.read()
-    except (TimeoutError, aiohttp.ClientError):
-        return timeout
-    return time.perf_counter() - started
 
 
 async def round_of(sender: SignedSender, standin: SlackStandIn, url: str,
@@ -73,7 +62,7 @@ async def round_of(sender: SignedSender, standin: SlackStandIn, url: str,
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
         deadline = time.monotonic() + 120
         while answered() < len(commands) and time.monotonic() < deadline:
-            latencies.append(await healthz(s, url))
+            latencies.append(await healthz_seconds(url, session=s))
             await asyncio.sleep(0.02)
     if answered() < len(commands):
         raise SystemExit(f"only {answered()} of {len(commands)} commands answered in 120 s")
@@ -84,10 +73,9 @@ async def round_of(sender: SignedSender, standin: SlackStandIn, url: str,
 
 
 def line(name: str, latencies: list[float], seconds: float) -> str:
-    ordered = sorted(latencies)
-    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-    return (f"{name:<8} answered in {seconds:5.1f} s; /healthz n={len(ordered):3d} "
-            f"max {ordered[-1] * 1000:6.1f} ms, p99 {p99 * 1000:6.1f} ms")
+    return (f"{name:<8} answered in {seconds:5.1f} s; /healthz n={len(latencies):3d} "
+            f"max {max(latencies) * 1000:6.1f} ms, "
+            f"p99 {percentile(latencies, 99) * 1000:6.1f} ms")
 
 
 async def bench(rounds: int) -> int:
@@ -96,53 +84,32 @@ async def bench(rounds: int) -> int:
     redis.start()
     standin = await SlackStandIn().start()
     demo = start_demo(build_demo())
-    registry = tmp / "heapbot.yaml"
-    registry.write_text(f"services:\n  demo:\n    targets: [\"{demo.url}\"]\n"
-                        "    cooldown_seconds: 0\n")
-    port = free_port()
-    env = {**os.environ, "SLACK_BOT_TOKEN": "xoxb-regex-bench", "SLACK_SIGNING_SECRET": SECRET,
-           "SLACK_API_URL": standin.api_url, "REDIS_URL": redis.url,
-           "HEAPBOT_CONFIG": str(registry), "HEAPBOT_DATA_DIR": str(tmp / "data"),
-           "HEAPBOT_HOST": "127.0.0.1", "HEAPBOT_PORT": str(port), "HEAPBOT_LOG_FORMAT": "text"}
-    env.pop("SLACK_APP_TOKEN", None)
-    log_path, stats_path = tmp / "bot.log", tmp / "bot-stats.json"
-    with open(log_path, "wb") as log:
-        bot = subprocess.Popen([sys.executable, str(REPO / "bench/load/bot_process.py"),
-                                str(stats_path)], env=env, stdout=log, stderr=log, cwd=REPO)
-    url = f"http://127.0.0.1:{port}"
-    sender = SignedSender(url + "/slack/events", SECRET, standin)
+    registry = write_registry(tmp / "heapbot.yaml", {"demo": [demo.url]}, cooldown_seconds=0)
+    bot = BotProcess(tmp, registry=registry, redis_url=redis.url, slack_api_url=standin.api_url,
+                     signing_secret=SECRET, env={"HEAPBOT_LOG_FORMAT": "text"})
+    url = bot.url
+    sender = SignedSender(bot.events_url, SECRET, standin)
     worst = {"anchor": 0.0, "hostile": 0.0}
     try:
-        async with aiohttp.ClientSession() as s:
-            deadline = time.monotonic() + 60
-            while await healthz(s, url, 1.0) >= 1.0:
-                if bot.poll() is not None or time.monotonic() > deadline:
-                    print(log_path.read_text()[-3000:])
-                    return 1
+        await bot.wait_healthy()
         print(line("warm-up", *await round_of(sender, standin, url, ANCHOR + ATTACK)))
-        bot.send_signal(signal.SIGUSR1)  # the lag monitor counts from here
+        bot.mark()  # the lag monitor counts from here
         for _ in range(rounds):
             for name, commands in (("anchor", ANCHOR), ("hostile", ATTACK)):
                 latencies, seconds = await round_of(sender, standin, url, commands)
                 worst[name] = max(worst[name], *latencies)
                 print(line(name, latencies, seconds))
     finally:
-        bot.send_signal(signal.SIGTERM)
-        try:
-            bot.wait(30)
-        except subprocess.TimeoutExpired:
-            bot.kill()
+        bot.stop()
         await standin.stop()
         demo.stop()
         redis.stop()
     print(f"worst /healthz: anchor {worst['anchor'] * 1000:.1f} ms, hostile "
           f"{worst['hostile'] * 1000:.1f} ms = {worst['hostile'] / worst['anchor']:.2f}x anchor")
-    if stats_path.exists():
-        stats = json.loads(stats_path.read_text())
-        print(f"bot loop lag over the rounds: max {stats['lag_max'] * 1000:.1f} ms, p99 "
-              f"{stats['lag_p99'] * 1000:.1f} ms; of it heapbot's own CPU: max "
-              f"{stats['busy_max'] * 1000:.1f} ms")
-    print(f"(load average {os.getloadavg()[0]:.1f}; bot log: {log_path})")
+    stats = bot.stats()
+    if stats:
+        print(lag_line(stats, "over the rounds"))
+    print(f"(load average {os.getloadavg()[0]:.1f}; bot log: {bot.log_path})")
     return 0
 
 

@@ -36,11 +36,13 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 import handlers  # noqa: E402
+from bench._common import latency_line, percentile  # noqa: E402
 from bot.serve import build_web_app  # noqa: E402
 from bot.settings import Settings  # noqa: E402
 from bot.slack.server import SLACK_STATE  # noqa: E402
 from tests.support.demo import build_demo, start_demo  # noqa: E402
 from tests.support.redis import RedisServer  # noqa: E402
+from tests.support.registry import write_registry  # noqa: E402
 from tests.support.slack_standin import (  # noqa: E402
     RunningWebApp,
     SignedSender,
@@ -50,18 +52,6 @@ from tests.support.slack_standin import (  # noqa: E402
 SECRET = "bench-signing-secret"
 ACK_TARGET_P99 = 0.300
 REPLY_TARGET_P95 = 1.0
-
-
-def percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered) + 0.5) - 1))
-    return ordered[index]
-
-
-def summary(name: str, values: list[float]) -> str:
-    return (f"{name:<28} p50 {percentile(values, 50) * 1000:8.1f} ms   "
-            f"p95 {percentile(values, 95) * 1000:8.1f} ms   "
-            f"p99 {percentile(values, 99) * 1000:8.1f} ms   (n={len(values)})")
 
 
 async def bare_aiohttp_round_trips(count: int) -> list[float]:
@@ -107,9 +97,8 @@ async def bench(commands: int, concurrency: int, command: str, cooldown: float) 
     binary = build_demo("dev")
     demos = [start_demo(binary, "all") for _ in range(3)]
     standin = await SlackStandIn().start()
-    registry = tmp / "heapbot.yaml"
-    registry.write_text(f"services:\n  demo:\n    cooldown_seconds: {cooldown}\n"
-                        "    targets:\n" + "".join(f"      - {d.url}\n" for d in demos))
+    registry = write_registry(tmp / "heapbot.yaml", {"demo": [d.url for d in demos]},
+                              cooldown_seconds=cooldown)
     settings = Settings(SLACK_BOT_TOKEN=SecretStr("xoxb-bench"),
                         SLACK_SIGNING_SECRET=SecretStr(SECRET), SLACK_API_URL=standin.api_url,
                         REDIS_URL=redis.url, HEAPBOT_CONFIG=str(registry),
@@ -154,10 +143,10 @@ async def bench(commands: int, concurrency: int, command: str, cooldown: float) 
 
     print(f"heapbot Slack transport: {commands} × `/heap {command}`, 3 demo instances, "
           f"concurrency {concurrency}, cooldown {cooldown:g} s, {wall:.1f} s wall")
-    print(summary("ack (slash command HTTP)", acks))
-    print(summary("reply (command → post)", replies))
-    print(summary("anchor: bare aiohttp POST", bare))
-    print(summary("anchor: handlers.run direct", direct))
+    print(latency_line("ack (slash command HTTP)", acks))
+    print(latency_line("reply (command → post)", replies))
+    print(latency_line("anchor: bare aiohttp POST", bare))
+    print(latency_line("anchor: handlers.run direct", direct))
     ack_ratio = percentile(acks, 99) / max(percentile(bare, 99), 1e-6)
     reply_ratio = percentile(replies, 95) / max(percentile(direct, 95), 1e-6)
     print(f"ratio ack p99 / bare aiohttp p99        = {ack_ratio:6.1f}x")

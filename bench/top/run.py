@@ -15,10 +15,8 @@ getrusage(RUSAGE_CHILDREN) in a fresh wrapper process. Targets (issue 13): wide
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
@@ -26,26 +24,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench" / "gen_profile"))
 
+from bench._common import run_measured  # noqa: E402
 from bot.gotool import find_go, go_env  # noqa: E402
-
-# Runs one command in a fresh process and reports its wall time and peak RSS.
-_MEASURE = r"""
-import json, resource, subprocess, sys, time
-start = time.perf_counter()
-proc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-wall = time.perf_counter() - start
-if proc.returncode:
-    sys.stderr.write(proc.stderr.decode(errors="replace"))
-    sys.exit(proc.returncode)
-peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-print(json.dumps({"wall": wall, "rss_mb": peak_kb / 1024}))
-"""
-
-
-def measure(cmd: list[str], env: dict[str, str]) -> dict[str, float]:
-    out = subprocess.run([sys.executable, "-c", _MEASURE, *cmd], env=env, check=True,
-                         capture_output=True, text=True, timeout=900)
-    return json.loads(out.stdout)
 
 
 def compare(name: str, profile: Path, runs: int) -> tuple[float, float]:
@@ -53,12 +33,12 @@ def compare(name: str, profile: Path, runs: int) -> tuple[float, float]:
     env = go_env()
     heapbot = [sys.executable, "-m", "bot", "top", "--profile", str(profile)]
     pprof = [find_go(), "tool", "pprof", "-top", str(profile)]
-    measure(pprof, env)  # warm the build cache (go tool builds pprof on first use)
-    measure(heapbot, dict(os.environ))
+    run_measured(pprof, env)  # warm the build cache (go tool builds pprof on first use)
+    run_measured(heapbot, dict(os.environ))
     results: dict[str, list[dict[str, float]]] = {"heapbot": [], "pprof": []}
     for i in range(runs):
-        results["heapbot"].append(measure(heapbot, dict(os.environ)))
-        results["pprof"].append(measure(pprof, env))
+        results["heapbot"].append(run_measured(heapbot, dict(os.environ)))
+        results["pprof"].append(run_measured(pprof, env))
         h, p = results["heapbot"][-1], results["pprof"][-1]
         print(f"{name} run {i + 1}: heapbot {h['wall']:.2f}s {h['rss_mb']:.0f}MB | "
               f"pprof {p['wall']:.2f}s {p['rss_mb']:.0f}MB", flush=True)

@@ -127,8 +127,13 @@ async def incident_lock(redis: aioredis.Redis, key: str, ttl_seconds: float,
         # Not `while True`: redis-py can swallow a cancel, and the lock must still let go.
         while not stop_requested(None) and held.is_set():
             await asyncio.sleep(ttl_ms / 3000)
-            if held.is_set():
-                await redis.eval(_REFRESH_LUA, 1, name, token, ttl_ms)
+            if held.is_set() and not await redis.eval(_REFRESH_LUA, 1, name, token, ttl_ms):
+                # Expired before this refresh: the loop stalled past the TTL, and another
+                # holder may have it now. Callers must not rely on it alone (watches decide
+                # their turn in Redis first); said here so such a stall can be seen.
+                log.warning("incident lock %s lost: not refreshed within its %d ms TTL "
+                            "(this replica stalled)", key, ttl_ms)
+                return
 
     refresher = asyncio.create_task(refresh(), name=f"incident-lock-{key}")
     try:

@@ -63,10 +63,12 @@ def configure_cli_logging() -> None:
 
 async def open_runtime() -> Runtime:
     """The Runtime for this process (registry, store, capturer) from the environment."""
+    from bot import workpool
     from bot.runtime import Runtime
     from bot.settings import get_settings
 
     configure_cli_logging()
+    workpool.one_shot()
     return await Runtime.create(get_settings())
 
 

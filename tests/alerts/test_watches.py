@@ -352,7 +352,7 @@ def _thread_of(standin: Any, summary_index: int = 0) -> list[str]:
 
 @pytest.mark.slow
 async def test_a_frozen_tick_that_lost_its_lock_still_opens_the_only_thread(
-        two_replicas: Any, slack_standin: Any) -> None:
+        two_replicas: Any, slack_standin: Any, caplog: pytest.LogCaptureFixture) -> None:
     """Replica A turns the verdict and freezes before its summary, past its lock's TTL;
     replica B's tick then gets the lock. It must see the turn taken, not "ok"."""
     runtime, make_context = two_replicas
@@ -370,6 +370,7 @@ async def test_a_frozen_tick_that_lost_its_lock_still_opens_the_only_thread(
         slack_a.resume.set()
         outcome_a = await asyncio.wait_for(ticking, 60)
 
+    assert "incident lock watch:demo lost" in caplog.text  # A's refresh came too late
     # Both verdicts are bad ("leak likely" or "goroutines": the demo leaks, threshold 1).
     assert {outcome_a, outcome_b} <= {"tick_leak_likely", "tick_goroutines"}
     (summary,) = top_level(slack_standin)
@@ -466,5 +467,33 @@ async def test_a_slot_is_logged_once_however_often_its_tick_runs(redis_url: str)
         results = await asyncio.gather(*(log_tick(client, "demo", 9, f"s{i}") for i in range(8)))
         assert sum(results) == 1
         assert [slot for slot, _ in await list_ticks(client, "demo")] == [7, 8, 9]
+    finally:
+        await client.aclose()
+
+
+async def test_a_tick_judged_while_its_watch_is_removed_decides_nothing(redis_url: str) -> None:
+    """The tick that made test_replicas see 5 ticks is still judging when the test unwatches.
+    Its decision came after the unwatch had wiped the state: "ok" before, so a new turn, a
+    second thread after "Stopped watching", and a state key a later watch inherited. The
+    decision now checks, in the same script, that the watch still exists."""
+    from bot.alerts.watches import _decide
+
+    client = async_client(redis_url)
+    try:
+        ctx = WorkContext(runtime=None, settings=None, config=QueueSettings(),
+                          queue=JobQueue(client), slack=None, consumer="replica-a")
+        store = WatchStore(client)
+        await store.put(Watch("demo", 60.0, CHANNEL))
+        first = await _tick_job(ctx, 1)
+        assert await _decide(ctx, "demo", "leak likely", first, 1) == ("leak likely", True)
+
+        await store.remove("demo")  # /heap unwatch lands while the next tick judges
+        late = await _tick_job(ctx, 2)
+        assert await _decide(ctx, "demo", "leak likely", late, 2) == ("unwatched", False)
+        assert await client.exists(keys.watch_state("demo"), keys.watch_turn("demo")) == 0
+
+        await store.put(Watch("demo", 60.0, CHANNEL))  # watched again: a fresh first turn
+        again = await _tick_job(ctx, 3)
+        assert await _decide(ctx, "demo", "goroutines", again, 3) == ("goroutines", True)
     finally:
         await client.aclose()

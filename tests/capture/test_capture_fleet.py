@@ -60,3 +60,18 @@ def test_a_broken_pool_falls_back_to_threads(monkeypatch: pytest.MonkeyPatch) ->
     profile = asyncio.run(workpool.decode_heap(data, 1 << 20))
     assert profile.num_samples > 0
     assert workpool._broken_until > 0
+
+
+def test_the_cli_decodes_in_threads_on_two_cpus_and_the_server_in_workers(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HEAPBOT_WORKER_PROCESSES", raising=False)
+    monkeypatch.setattr(workpool, "_one_shot", False)
+    monkeypatch.setattr(workpool.os, "cpu_count", lambda: 2)
+    assert workpool.processes() == 2  # the server: workers keep Slack acks fast
+    workpool.one_shot()
+    assert workpool.processes() == 0  # one user's command on 2 CPUs: threads
+    monkeypatch.setattr(workpool.os, "cpu_count", lambda: 8)
+    assert workpool.processes() == 4
+    monkeypatch.setattr(workpool.os, "cpu_count", lambda: 2)
+    monkeypatch.setenv("HEAPBOT_WORKER_PROCESSES", "2")
+    assert workpool.processes() == 2  # the setting wins

@@ -8,7 +8,6 @@ started the real alert worker the same way twice; this module does it once for a
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -22,20 +21,15 @@ from bot.jobs import JobQueue, QueueSettings
 from bot.runtime import Runtime
 from bot.settings import Settings
 from bot.slack.client import build_web_client
+from tests.support.registry import write_registry
 
 UNREACHABLE = "http://127.0.0.1:9"  # discard port: nothing answers (stored-history tests)
 
 
 def service_registry(tmp_path: Path, name: str, targets: Sequence[str],
                      **keys: object) -> Path:
-    """tmp_path/heapbot.yaml with one service ``name``: its targets and other registry keys
-    (lists are written as YAML flow lists, everything else as it reads)."""
-    lines = ["services:", f"  {name}:", f"    targets: {json.dumps(list(targets))}"]
-    lines += [f"    {key}: {json.dumps(value) if isinstance(value, list) else value}"
-              for key, value in keys.items()]
-    path = tmp_path / "heapbot.yaml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    """tmp_path/heapbot.yaml with one service ``name``: its targets and other registry keys."""
+    return write_registry(tmp_path / "heapbot.yaml", {name: targets}, **keys)
 
 
 @asynccontextmanager
