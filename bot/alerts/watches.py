@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 # verdict that flickers (one quiet capture in a leak) does not close and reopen threads.
 RECOVERY_TICKS = 3
 OK = "ok"
+UNWATCHED = "unwatched"
 # Slots a late scheduler still enqueues; older ones (the bot was down) are logged as missed.
 CATCH_UP_SLOTS = 10
 
@@ -73,13 +74,18 @@ redis.call('LTRIM', KEYS[1], -tonumber(ARGV[3]), -1)
 return 1
 """
 
-# A tick's decision, before it posts anything. KEYS: state, ok slots, turn; ARGV: verdict,
-# job id, slot, RECOVERY_TICKS, and the id of a dead turn job to take over ('' if none).
-# Returns {state, previous state, turn}. A job that already made the current turn (its
+# A tick's decision, before it posts anything. KEYS: state, ok slots, turn, the watch hash;
+# ARGV: verdict, job id, slot, RECOVERY_TICKS, the id of a dead turn job to take over ('' if
+# none), service. Returns {state, previous state, turn}, or {'unwatched'} when the watch is
+# gone: checked in the same script, since an unwatch between a separate check and this
+# would leave it to decide on wiped state ("ok" before it: a new turn, a thread opened
+# after "Stopped watching", and a state key left for a later watch to inherit).
+# A job that already made the current turn (its
 # retry, or a copy of it) changes nothing: its decision stands. A tick turns the verdict
 # when bad follows ok, or ok follows bad RECOVERY_TICKS distinct slots in a row; the
 # turning job's id goes into the turn key, and only that job posts the turn's thread.
 _DECIDE = """
+if redis.call('HEXISTS', KEYS[4], ARGV[6]) == 0 then return {'unwatched'} end
 local previous = redis.call('GET', KEYS[1]) or 'ok'
 local turn = redis.call('GET', KEYS[3]) or ''
 local job = ARGV[2]
@@ -224,12 +230,17 @@ async def _dead_turn(ctx: WorkContext, service: str, job: Job) -> str:
 
 async def _decide(ctx: WorkContext, service: str, verdict: str, job: Job,
                   slot: int) -> tuple[str, bool]:
-    """(the watch's state after this tick, whether this job owns the turn to post)."""
+    """(the watch's state after this tick, whether this job owns the turn to post);
+    ("unwatched", False) when the watch was removed (nothing is written then)."""
     dead = await _dead_turn(ctx, service, job)
     async with store_errors("record a watch's verdict"):
-        state, _previous, turn = await ctx.redis.eval(
-            _DECIDE, 3, keys.watch_state(service), keys.watch_ok_streak(service),
-            keys.watch_turn(service), verdict, job.id, slot, RECOVERY_TICKS, dead)
+        decided = await ctx.redis.eval(
+            _DECIDE, 4, keys.watch_state(service), keys.watch_ok_streak(service),
+            keys.watch_turn(service), keys.WATCHES, verdict, job.id, slot, RECOVERY_TICKS,
+            dead, service)
+    if len(decided) == 1:
+        return UNWATCHED, False
+    state, _previous, turn = decided
     return as_text(state), as_text(turn) == job.id
 
 
@@ -239,7 +250,7 @@ async def run_tick(ctx: WorkContext, job: Job) -> str:
     service = tick.service
     watch = await WatchStore(ctx.redis).get(service)
     if watch is None:
-        return "unwatched"
+        return UNWATCHED
     if not channel_allowed(ctx.runtime.registry, watch):
         log.warning("watch on %s skipped: it posts into %s, which is not one of the "
                     "service's allow_channels", service, watch.channel)
@@ -252,9 +263,9 @@ async def run_tick(ctx: WorkContext, job: Job) -> str:
     # a turn page once even when a holder outlives its lock.
     async with incident_lock(ctx.redis, key, ctx.config.claim_idle_seconds):
         verdict, why = await _alarm(ctx, watch, snapshot)
-        if await WatchStore(ctx.redis).get(service) is None:
-            return "unwatched"  # removed while this tick captured: its state is gone too
         state, owns_turn = await _decide(ctx, service, verdict, job, tick.slot)
+        if state == UNWATCHED:
+            return UNWATCHED  # removed while this tick captured or judged: nothing to post
         if owns_turn and ctx.slack is not None and watch.channel:
             if state != OK:
                 title = "Leak likely" if state == "leak likely" else "Goroutines above threshold"

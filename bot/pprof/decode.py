@@ -30,6 +30,7 @@ from bot.pprof.wire import (
     layout_sub_messages,
     ranges,
     scalar,
+    scalars,
     sub_messages,
 )
 
@@ -121,15 +122,16 @@ class _Ids:
     """Where each id of one table (functions, locations, mappings) sits, checked once
     (ids non-zero and unique), so references resolve with one array lookup."""
 
-    def __init__(self, ids: np.ndarray, what: str) -> None:
+    def __init__(self, ids: np.ndarray, what: str, dtype: type = np.int32) -> None:
         self.what = what
         self.size = int(ids.size)
+        self.dtype = dtype  # of the positions resolve returns
         if ids.size and not ids.all():
             _fail(f"The profile has a {what} with the reserved id 0.", "The profile is corrupt.")
         self.lut: np.ndarray | None = None  # id -> table position (-1: none), small ids
         if ids.size and int(ids.max()) <= 4 * ids.size + 4096:
-            lut = np.full(int(ids.max()) + 1, -1, dtype=np.int32)
-            where = np.arange(ids.size, dtype=np.int32)
+            lut = np.full(int(ids.max()) + 1, -1, dtype=dtype)
+            where = np.arange(ids.size, dtype=dtype)
             lut[ids.view(np.int64)] = where
             if not np.array_equal(lut[ids.view(np.int64)], where):  # a later twin won
                 self._duplicate()
@@ -147,27 +149,32 @@ class _Ids:
         _fail(f"The profile refers to {self.what} {ref}, which does not exist.",
               "The profile is corrupt.")
 
-    def resolve(self, refs: np.ndarray) -> np.ndarray:
-        """Table positions (int32) of id references (any unsigned dtype); fail on unknown ids."""
+    def resolve(self, refs: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Table positions of id references (any unsigned dtype), written to ``out``
+        when given; fail on unknown ids."""
         if refs.size == 0:
-            return np.zeros(0, dtype=np.int32)
+            return np.zeros(0, dtype=self.dtype) if out is None else out
         if self.size == 0:
             self._missing(int(refs[0]))
         lut = self.lut
         if lut is not None:
             if int(refs.max()) < lut.size:
-                pos = lut[refs.view(np.int64) if refs.dtype == np.uint64 else refs]
+                pos = np.take(lut, refs.view(np.int64) if refs.dtype == np.uint64 else refs,
+                              out=out)
                 if int(pos.min()) >= 0:
                     return pos
             big = refs >= lut.size
             bad = big | (lut[np.where(big, 0, refs).astype(np.int64)] < 0)
             self._missing(int(refs[np.flatnonzero(bad)[0]]))
-        pos = np.searchsorted(self.sorted_ids, refs.astype(np.uint64, copy=False))
-        pos_c = np.minimum(pos, self.sorted_ids.size - 1)
-        bad = self.sorted_ids[pos_c] != refs
+        at = np.searchsorted(self.sorted_ids, refs.astype(np.uint64, copy=False))
+        at_c = np.minimum(at, self.sorted_ids.size - 1)
+        bad = self.sorted_ids[at_c] != refs
         if np.any(bad):
             self._missing(int(refs[np.flatnonzero(bad)[0]]))
-        return self.order[pos_c].astype(np.int32)
+        if out is None:
+            return self.order[at_c].astype(self.dtype)
+        out[...] = self.order[at_c]
+        return out
 
 
 def _build(box: list[profile_pb2.ProfileFrame]) -> Profile:
@@ -206,7 +213,10 @@ def _build(box: list[profile_pb2.ProfileFrame]) -> Profile:
     lf = decode_fields(lmsgs)
     nl = len(lmsgs)
     location_ids = scalar(lf, 1, nl)
-    loc_index = _Ids(location_ids, "location")
+    # Sample location indexes are the biggest column (one per frame): int16 when the
+    # table is small enough (most profiles), int32 otherwise.
+    loc_index = _Ids(location_ids, "location",
+                     np.int16 if location_ids.size < (1 << 15) else np.int32)
     mapping_refs = scalar(lf, 2, nl)
     location_mappings = np.full(nl, -1, dtype=np.int32)
     has_map = np.flatnonzero(mapping_refs)
@@ -249,17 +259,25 @@ def _build(box: list[profile_pb2.ProfileFrame]) -> Profile:
         _fail("The profile holds no samples, so there is nothing to show.",
               "Capture again once the service has done some work.")
     sf = decode_layout(smsgs, (0x12, 0x0A, 0x1A))  # Go order: values, ids, labels
-    sample_locations, per_sample = layout_repeated_varints(
-        sf, smsgs.buf, 1, ns, dtype=np.int32, convert=loc_index.resolve)
-    sample_offsets = np.zeros(ns + 1, dtype=np.int64)
-    np.cumsum(per_sample, out=sample_offsets[1:])
     raw_values, per_sample = layout_repeated_varints(sf, smsgs.buf, 2, ns)
     if np.any(per_sample != ntypes):
         bad = int(np.flatnonzero(per_sample != ntypes)[0])
         _fail(f"A sample of the profile has {int(per_sample[bad])} values but the profile "
               f"declares {ntypes} sample types.", "The profile is corrupt.")
     values = as_int64(raw_values).reshape(ns, ntypes)
+    del raw_values
     label_regions = layout_sub_messages(sf, 3)
+    pending_labels = (partial(_labels, *_compact(smsgs.buf, label_regions), strings)
+                      if label_regions[0].size else None)
+    del label_regions
+    # Location ids last: the biggest array (one int32 per frame) is made once the
+    # other fields' temporaries are gone, and the sample bytes go right after.
+    sample_locations, per_sample = layout_repeated_varints(
+        sf, smsgs.buf, 1, ns, dtype=loc_index.dtype, convert=loc_index.resolve)
+    del sf, smsgs
+    sample_offsets = np.zeros(ns + 1, dtype=np.int64)
+    np.cumsum(per_sample, out=sample_offsets[1:])
+    del per_sample
 
     return Profile(
         sample_types=sample_types,
@@ -280,8 +298,7 @@ def _build(box: list[profile_pb2.ProfileFrame]) -> Profile:
         sample_locations=sample_locations,
         values=values,
         strings=strings.table,
-        pending_labels=(partial(_labels, *_compact(smsgs.buf, label_regions), strings)
-                        if label_regions[0].size else None),
+        pending_labels=pending_labels,
         mappings=mappings,
         **header,
     )
@@ -305,14 +322,11 @@ def _labels(regions: tuple[np.ndarray, np.ndarray, np.ndarray], buf: np.ndarray,
     """
     starts, ends, owner = regions
     try:
-        lf = decode_fields(Messages(buf, starts, ends))
+        cols = scalars(Messages(buf, starts, ends), (1, 2, 3, 4))
     except WireError as exc:
         _fail(f"A sample label of the profile is malformed ({exc}).", "The profile is corrupt.")
     n = starts.size
-    key = as_int64(scalar(lf, 1, n))
-    sval = as_int64(scalar(lf, 2, n))
-    num = as_int64(scalar(lf, 3, n))
-    unit = as_int64(scalar(lf, 4, n))
+    key, sval, num, unit = (as_int64(cols.pop(k)) for k in (1, 2, 3, 4))
     for col, what in ((key, "label key"), (sval, "label value"), (unit, "label unit")):
         if n and (int(col.min()) < 0 or int(col.max()) >= len(strings.table)):
             _fail(f"The profile's {what} points outside its string table.",

@@ -8,6 +8,11 @@ first, exactly as in the proto; the lines of location j are
 ``line_*[location_line_offsets[j]:location_line_offsets[j+1]]``, innermost
 (inlined) first. Analysis works on whole columns at once, which is what makes
 heapbot fast on profiles with hundreds of thousands of stacks.
+
+Index columns are narrow to keep big profiles small: ``sample_locations`` (one
+entry per frame, the biggest column) is int16 when a parsed profile has fewer
+than 32,768 locations and int32 otherwise. Index with it freely; widen it
+(``astype(np.int64)``) before arithmetic on the indexes themselves.
 """
 
 from __future__ import annotations
@@ -82,7 +87,7 @@ class Profile:
     line_columns: np.ndarray = field(default_factory=lambda: _empty(np.int64))
     # samples
     sample_offsets: np.ndarray = field(default_factory=_zero_offsets)
-    sample_locations: np.ndarray = field(default_factory=lambda: _empty(np.int32))
+    sample_locations: np.ndarray = field(default_factory=lambda: _empty(np.int32))  # or int16
     values: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int64))
     # sample labels, one row per label; strings index ``strings``
     label_samples: np.ndarray = field(default_factory=lambda: _empty(np.int64))

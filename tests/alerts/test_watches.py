@@ -469,3 +469,31 @@ async def test_a_slot_is_logged_once_however_often_its_tick_runs(redis_url: str)
         assert [slot for slot, _ in await list_ticks(client, "demo")] == [7, 8, 9]
     finally:
         await client.aclose()
+
+
+async def test_a_tick_judged_while_its_watch_is_removed_decides_nothing(redis_url: str) -> None:
+    """The tick that made test_replicas see 5 ticks is still judging when the test unwatches.
+    Its decision came after the unwatch had wiped the state: "ok" before, so a new turn, a
+    second thread after "Stopped watching", and a state key a later watch inherited. The
+    decision now checks, in the same script, that the watch still exists."""
+    from bot.alerts.watches import _decide
+
+    client = async_client(redis_url)
+    try:
+        ctx = WorkContext(runtime=None, settings=None, config=QueueSettings(),
+                          queue=JobQueue(client), slack=None, consumer="replica-a")
+        store = WatchStore(client)
+        await store.put(Watch("demo", 60.0, CHANNEL))
+        first = await _tick_job(ctx, 1)
+        assert await _decide(ctx, "demo", "leak likely", first, 1) == ("leak likely", True)
+
+        await store.remove("demo")  # /heap unwatch lands while the next tick judges
+        late = await _tick_job(ctx, 2)
+        assert await _decide(ctx, "demo", "leak likely", late, 2) == ("unwatched", False)
+        assert await client.exists(keys.watch_state("demo"), keys.watch_turn("demo")) == 0
+
+        await store.put(Watch("demo", 60.0, CHANNEL))  # watched again: a fresh first turn
+        again = await _tick_job(ctx, 3)
+        assert await _decide(ctx, "demo", "goroutines", again, 3) == ("goroutines", True)
+    finally:
+        await client.aclose()

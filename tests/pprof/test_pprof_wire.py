@@ -135,3 +135,23 @@ def test_broken_packed_fields_are_one_clear_error(bad: bytes, phrase: str) -> No
     with pytest.raises(ProfileError) as info:
         parse_profile(data)
     assert phrase in info.value.message, info.value.message
+
+
+@pytest.mark.parametrize("nlocs,width", [(300, "int16"), (40_000, "int32")])
+def test_location_indexes_take_the_narrowest_width_that_holds_them(nlocs: int,
+                                                                   width: str) -> None:
+    p = profile_pb2.Profile()
+    p.string_table.extend(["", "inuse_space", "bytes", "main.f"])
+    p.sample_type.add(type=1, unit=2)
+    p.function.add(id=1, name=3)
+    for lid in range(1, nlocs + 1):
+        p.location.add(id=lid).line.add(function_id=1, line=lid)
+    rng = random.Random(nlocs)
+    for _ in range(200):
+        p.sample.add(location_id=[rng.randrange(1, nlocs + 1) for _ in range(rng.randrange(1, 30))]
+                     + [nlocs], value=[rng.randrange(1, 1 << 20)])
+    data = p.SerializeToString()
+    ours = parse_profile(data)
+    assert str(ours.sample_locations.dtype) == width
+    _agree_with_upb(data)
+    assert int(ours.sample_locations.max()) == nlocs - 1
