@@ -159,8 +159,9 @@ class _Ids:
         lut = self.lut
         if lut is not None:
             if int(refs.max()) < lut.size:
+                # (in range: checked above; "clip" skips numpy's own check)
                 pos = np.take(lut, refs.view(np.int64) if refs.dtype == np.uint64 else refs,
-                              out=out)
+                              out=out, mode="clip")
                 if int(pos.min()) >= 0:
                     return pos
             big = refs >= lut.size
@@ -259,7 +260,9 @@ def _build(box: list[profile_pb2.ProfileFrame]) -> Profile:
         _fail("The profile holds no samples, so there is nothing to show.",
               "Capture again once the service has done some work.")
     sf = decode_layout(smsgs, (0x12, 0x0A, 0x1A))  # Go order: values, ids, labels
-    raw_values, per_sample = layout_repeated_varints(sf, smsgs.buf, 2, ns)
+    buf = smsgs.buf
+    del smsgs  # the layout holds what is left to read: the message bounds can go
+    raw_values, per_sample = layout_repeated_varints(sf, buf, 2, ns)
     if np.any(per_sample != ntypes):
         bad = int(np.flatnonzero(per_sample != ntypes)[0])
         _fail(f"A sample of the profile has {int(per_sample[bad])} values but the profile "
@@ -267,14 +270,14 @@ def _build(box: list[profile_pb2.ProfileFrame]) -> Profile:
     values = as_int64(raw_values).reshape(ns, ntypes)
     del raw_values
     label_regions = layout_sub_messages(sf, 3)
-    pending_labels = (partial(_labels, *_compact(smsgs.buf, label_regions), strings)
+    pending_labels = (partial(_labels, *_compact(buf, label_regions), strings)
                       if label_regions[0].size else None)
     del label_regions
     # Location ids last: the biggest array (one int32 per frame) is made once the
     # other fields' temporaries are gone, and the sample bytes go right after.
     sample_locations, per_sample = layout_repeated_varints(
-        sf, smsgs.buf, 1, ns, dtype=loc_index.dtype, convert=loc_index.resolve)
-    del sf, smsgs
+        sf, buf, 1, ns, dtype=loc_index.dtype, convert=loc_index.resolve)
+    del sf, buf
     sample_offsets = np.zeros(ns + 1, dtype=np.int64)
     np.cumsum(per_sample, out=sample_offsets[1:])
     del per_sample
