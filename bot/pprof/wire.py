@@ -157,7 +157,7 @@ def _field_passes(msgs: Messages) -> Iterator[tuple[np.ndarray, ...]]:
         active = active[end < lim]
 
 
-_SCALAR_BLOCK = 1 << 16  # messages per block in ``scalars``: bounds its temporaries
+_SCALAR_BLOCK = 1 << 14  # messages per block in ``scalars``: bounds its temporaries
 
 
 def scalars(msgs: Messages, numbers: Sequence[int]) -> dict[int, np.ndarray]:
