@@ -9,6 +9,8 @@
 - bench/slack: ack and reply latency of /heap top through the Bolt app
 - bench/load:  100 concurrent /heap commands over 10 live demo services
 - bench/merge: merge_profiles on 3 copies of the 300,000-stack profile vs go tool pprof
+- bench/decode: parse_profile on a 65,536-stack and a 262,144-stack deep profile vs
+               zlib inflate + upb parse of the same bytes (time, traced peak, RSS)
 - bench/flame: flame graph (layout, PNG, SVG) of a 262,144-stack deep profile, < 2 s;
                heapbot top --flame vs go tool pprof -http's flame graph page
 - bench/alerts: /healthz during 10 x 8,000-alert bodies and 1,100 half-open connections,
@@ -27,8 +29,8 @@ import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-SCRIPTS = ["top/run.py", "leaks/run.py", "slack/run.py", "load/run.py", "merge/run.py",
-           "flame/run.py", "alerts/run.py", "regex/run.py",
+SCRIPTS = ["top/run.py", "decode/run.py", "leaks/run.py", "slack/run.py", "load/run.py",
+           "merge/run.py", "flame/run.py", "alerts/run.py", "regex/run.py",
            "store/run.py", "fanout/run.py", "fleetload/run.py"]
 
 

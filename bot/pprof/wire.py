@@ -157,18 +157,25 @@ def _field_passes(msgs: Messages) -> Iterator[tuple[np.ndarray, ...]]:
         active = active[end < lim]
 
 
+_SCALAR_BLOCK = 1 << 16  # messages per block in ``scalars``: bounds its temporaries
+
+
 def scalars(msgs: Messages, numbers: Sequence[int]) -> dict[int, np.ndarray]:
     """``scalar(decode_fields(msgs), k, n)`` for each k of ``numbers`` (singular
     varint fields, last occurrence wins, default 0), without the field table: each
     pass writes the fields it read straight into their columns (labels: 4 columns
-    instead of 7 per field, no sort)."""
-    cols = {k: np.zeros(len(msgs), dtype=_U64) for k in numbers}
-    for active, number, wire, _p, _start, _end, value in _field_passes(msgs):
-        varint = wire == 0
-        for k, col in cols.items():
-            sel = np.flatnonzero(varint & (number == k))
-            if sel.size:
-                col[active[sel]] = value[sel]
+    instead of 7 per field, no sort), a block of messages at a time."""
+    n = len(msgs)
+    cols = {k: np.zeros(n, dtype=_U64) for k in numbers}
+    for lo in range(0, n, _SCALAR_BLOCK):
+        hi = min(lo + _SCALAR_BLOCK, n)
+        block = Messages(msgs.buf, msgs.starts[lo:hi], msgs.ends[lo:hi])
+        for active, number, wire, _p, _start, _end, value in _field_passes(block):
+            varint = wire == 0
+            for k, col in cols.items():
+                sel = np.flatnonzero(varint & (number == k))
+                if sel.size:
+                    col[lo + active[sel]] = value[sel]
     return cols
 
 

@@ -3,8 +3,9 @@
 Profiles here are written field by field with the independent encoder of
 tests/reliability (not the engine's generated code), then parsed twice: by
 ``parse_profile`` and by upb into full ``profile_pb2.Profile`` messages. Every
-sample's location ids, values and labels must agree. Small chunk sizes force the
-chunked decoder across region boundaries, as a 262k-stack profile does.
+sample's location ids, values and labels must agree. Small chunk and block sizes
+force the chunked decoders across region and message boundaries, as a 262k-stack
+profile does.
 """
 
 from __future__ import annotations
@@ -111,6 +112,7 @@ STYLES = {
 def test_every_encoding_decodes_like_upb(ids: str, styles: str, chunk: int,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(wire, "_CHUNK_BYTES", chunk)
+    monkeypatch.setattr(wire, "_SCALAR_BLOCK", chunk)  # labels, a block of messages at a time
     _agree_with_upb(_profile(len(ids) + chunk, 400, LOC_IDS[ids], STYLES[styles]))
 
 
