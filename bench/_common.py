@@ -92,13 +92,29 @@ def _tree(pid: int) -> list[psutil.Process]:
 def tree_rss(pid: int, skip: Sequence[str] = ()) -> int:
     """Bytes of RSS summed over ``pid`` and its descendants now (those whose command line
     holds one of ``skip`` left out)."""
-    total = 0
+    return tree_memory(pid, skip)[0]
+
+
+def tree_memory(pid: int, skip: Sequence[str] = (), *, pss: bool = False) -> tuple[int, int]:
+    """(summed RSS, summed PSS) in bytes of ``pid`` and its descendants now; PSS only
+    when asked (it reads smaps), else 0.
+
+    RSS counts a page shared by processes forked from one parent (the decode workers:
+    the interpreter, numpy) once per process; PSS splits it among them, which is what
+    the tree costs the machine (and a pod's cgroup).
+    """
+    rss = shared = 0
     for process in _tree(pid):
         with contextlib.suppress(psutil.Error):
             if skip and any(s in " ".join(process.cmdline()) for s in skip):
                 continue
-            total += process.memory_info().rss
-    return total
+            if pss:
+                info = process.memory_full_info()
+                rss += info.rss
+                shared += getattr(info, "pss", info.rss)
+            else:
+                rss += process.memory_info().rss
+    return rss, shared
 
 
 def tree_hwm_mb(pid: int) -> float:
@@ -142,16 +158,25 @@ def run_with_tree_peak(cmd: Sequence[str], env: Mapping[str, str], skip: Sequenc
                        timeout: float = 1800) -> tuple[float, float]:
     """Run ``cmd``; (wall seconds, peak MB of the summed RSS of it and its descendants,
     sampled every 20 ms from a thread). Exits the benchmark when the command fails."""
+    wall, rss, _ = run_with_tree_peaks(cmd, env, skip, timeout, pss=False)
+    return wall, rss
+
+
+def run_with_tree_peaks(cmd: Sequence[str], env: Mapping[str, str], skip: Sequence[str] = (),
+                        timeout: float = 1800, *, pss: bool = True
+                        ) -> tuple[float, float, float]:
+    """:func:`run_with_tree_peak`, plus the peak MB of the tree's summed PSS."""
     start = time.perf_counter()
     proc = subprocess.Popen(list(cmd), env=dict(env), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
-    peak = 0
+    peak = peak_pss = 0
     done = threading.Event()
 
     def sample() -> None:
-        nonlocal peak
+        nonlocal peak, peak_pss
         while not done.is_set():
-            peak = max(peak, tree_rss(proc.pid, skip))
+            rss, shared = tree_memory(proc.pid, skip, pss=pss)
+            peak, peak_pss = max(peak, rss), max(peak_pss, shared)
             done.wait(0.02)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -163,7 +188,7 @@ def run_with_tree_peak(cmd: Sequence[str], env: Mapping[str, str], skip: Sequenc
     if proc.returncode:
         sys.stderr.write(err.decode(errors="replace")[-3000:])
         raise SystemExit(f"{list(cmd)[:4]} failed ({proc.returncode})")
-    return wall, peak / 1e6
+    return wall, peak / 1e6, peak_pss / 1e6
 
 
 # -- pprof endpoints over HTTP ---------------------------------------------------------------

@@ -25,101 +25,17 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
-
-import psutil
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench" / "gen_profile"))
 
+from bench._common import ProfileServer, run_with_tree_peaks  # noqa: E402
 from bot.gotool import find_go, go_env  # noqa: E402
-
-FIXTURES = ROOT / "tests" / "fixtures"
-
-_SERVER = r"""
-import asyncio, sys
-from aiohttp import web
-heap = open(sys.argv[1], "rb").read()
-goroutine = open(sys.argv[2], "rb").read()
-memstats = open(sys.argv[3], "rb").read()
-count = int(sys.argv[4])
-
-async def handle(request):
-    kind = request.match_info["kind"]
-    if kind == "heap" and request.query.get("debug") == "1":
-        return web.Response(body=memstats, content_type="text/plain")
-    return web.Response(body=heap if kind == "heap" else goroutine,
-                        content_type="application/octet-stream")
-
-async def main():
-    app = web.Application()
-    app.router.add_get("/debug/pprof/{kind}", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    ports = []
-    for _ in range(count):
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        ports.append(site._server.sockets[0].getsockname()[1])
-    print(" ".join(map(str, ports)), flush=True)
-    await asyncio.Event().wait()
-
-asyncio.run(main())
-"""
-
-
-def tree_peak_rss(cmd: list[str], env: dict[str, str], skip: tuple[str, ...] = ()
-                  ) -> tuple[float, float, float]:
-    """Run ``cmd``: (wall seconds, peak MB of the summed RSS of it and its descendants,
-    peak MB of their summed PSS).
-
-    RSS counts a page shared by the decode workers (forked from one fork server: the
-    interpreter, numpy) once per process; PSS splits it among them, which is what the
-    tree costs the machine (and a pod's cgroup). Both are printed; targets use RSS.
-    """
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    peak = peak_pss = 0
-    done = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak, peak_pss
-        root = psutil.Process(proc.pid)
-        while not done.is_set():
-            total = pss = 0
-            try:
-                procs = [root, *root.children(recursive=True)]
-            except psutil.NoSuchProcess:
-                break
-            for p in procs:
-                try:
-                    if skip and any(s in " ".join(p.cmdline()) for s in skip):
-                        continue
-                    info = p.memory_full_info()
-                    total += info.rss
-                    pss += getattr(info, "pss", info.rss)
-                except (psutil.NoSuchProcess, psutil.AccessDenied):
-                    pass
-            peak = max(peak, total)
-            peak_pss = max(peak_pss, pss)
-            done.wait(0.02)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    _, err = proc.communicate(timeout=1800)
-    wall = time.perf_counter() - start
-    done.set()
-    sampler.join()
-    if proc.returncode:
-        sys.stderr.write(err.decode(errors="replace")[-3000:])
-        raise SystemExit(f"{cmd[:4]} failed ({proc.returncode})")
-    return wall, peak / 1e6, peak_pss / 1e6
+from tests.support.registry import write_registry  # noqa: E402
 
 
 def redis_bytes(url: str) -> tuple[int, int]:
@@ -152,12 +68,8 @@ def main() -> int:
 
     store = EmbeddedRedis(work / "redis")  # one Redis for every run, emptied after each
     redis_url = store.ensure()
-    server = subprocess.Popen(
-        [sys.executable, "-c", _SERVER, str(profile), str(FIXTURES / "goroutine.pb.gz"),
-         str(FIXTURES / "heap_debug1.txt"), str(max(sizes))],
-        stdout=subprocess.PIPE, text=True)
+    server = ProfileServer(profile, count=max(sizes)).__enter__()
     try:
-        ports = [int(p) for p in server.stdout.readline().split()]  # type: ignore[union-attr]
         print(f"profile {profile} ({profile.stat().st_size / 1e3:.0f} kB gzip, "
               f"{args.stacks} stacks); {os.cpu_count()} CPUs", flush=True)
         go_environ = go_env()
@@ -170,19 +82,17 @@ def main() -> int:
                 if not f.exists():
                     shutil.copyfile(profile, f)
                 files.append(str(f))
-            registry = work / f"heapbot-{n}.yaml"
-            targets = ", ".join(f'"http://127.0.0.1:{p}"' for p in ports[:n])
-            registry.write_text(f"services:\n  fleet:\n    targets: [{targets}]\n"
-                                f"    cooldown_seconds: 0\n    concurrency: 40\n"
-                                f"    timeout_seconds: 120\n")
+            registry = write_registry(work / f"heapbot-{n}.yaml", {"fleet": server.urls[:n]},
+                                      cooldown_seconds=0, concurrency=40, timeout_seconds=120)
             pprof = [find_go(), "tool", "pprof", "-top", *files]
-            tree_peak_rss(pprof, go_environ)  # warm go's build cache
+            run_with_tree_peaks(pprof, go_environ)  # warm go's build cache
             h_runs, p_runs, stored = [], [], []
             for run in range(args.runs):
                 env = dict(os.environ, HEAPBOT_CONFIG=str(registry), REDIS_URL=redis_url,
                            HEAPBOT_DATA_DIR=str(work / "data"), HEAPBOT_LOG_LEVEL="WARNING")
-                h_runs.append(tree_peak_rss([sys.executable, "-m", "bot", "top", "fleet"], env))
-                p_runs.append(tree_peak_rss(pprof, go_environ))
+                heapbot = [sys.executable, "-m", "bot", "top", "fleet"]
+                h_runs.append(run_with_tree_peaks(heapbot, env))
+                p_runs.append(run_with_tree_peaks(pprof, go_environ))
                 stored.append(redis_bytes(redis_url))
                 print(f"N={n} run {run + 1}: heapbot {h_runs[-1][0]:.2f}s "
                       f"{h_runs[-1][1]:.0f}MB (PSS {h_runs[-1][2]:.0f}MB) | "
@@ -192,7 +102,7 @@ def main() -> int:
             # Redis bytes of a capture once older than the newest HEAPBOT_RAW_CAPTURES:
             # the same capture stored with no raw files kept (what it is trimmed to)
             aged_env = dict(env, HEAPBOT_RAW_CAPTURES="0")
-            tree_peak_rss([sys.executable, "-m", "bot", "top", "fleet"], aged_env)
+            run_with_tree_peaks([sys.executable, "-m", "bot", "top", "fleet"], aged_env)
             aged = redis_bytes(redis_url)
             print(f"N={n}: Redis per capture: newest (raw files kept) "
                   f"{statistics.median(x[1] for x in stored) / 1e3:.0f} kB, "
@@ -218,8 +128,7 @@ def main() -> int:
                   f"(target >= 1.5), RSS {results[hi][2] / results[hi][3]:.2f} of pprof's "
                   "(target <= 0.25)")
     finally:
-        server.kill()
-        server.wait()
+        server.close()
         store.stop()
         shutil.rmtree(work, ignore_errors=True)
     return 0

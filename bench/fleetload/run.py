@@ -20,49 +20,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import aiohttp
-import psutil
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench" / "gen_profile"))
-sys.path.insert(0, str(REPO / "bench" / "fanout"))
 
-from run import _SERVER  # noqa: E402  (bench/fanout/run.py)
-
-from tests.support.redis import RedisServer, free_port  # noqa: E402
+from bench._common import BotProcess, ProfileServer, TreeRssSampler, percentile  # noqa: E402
+from tests.support.redis import RedisServer  # noqa: E402
+from tests.support.registry import write_registry  # noqa: E402
 from tests.support.slack_standin import SignedSender, SlackStandIn  # noqa: E402
 
 SECRET = "fleet-load-signing-secret"
-FIXTURES = REPO / "tests" / "fixtures"
-
-
-def percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values) or [0.0]
-    index = min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered) + 0.5) - 1))
-    return ordered[index]
-
-
-def tree_rss(pid: int) -> int:
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return 0
-    total = 0
-    for p in procs:
-        with contextlib.suppress(psutil.Error):
-            total += p.memory_info().rss
-    return total
 
 
 async def bench(instances: int, captures: int, stacks: int) -> int:
@@ -70,55 +45,25 @@ async def bench(instances: int, captures: int, stacks: int) -> int:
 
     profile = big_heap_profile(stacks=stacks)
     tmp = Path(tempfile.mkdtemp(prefix="heapbot-fleetload-"))
-    server = subprocess.Popen(
-        [sys.executable, "-c", _SERVER, str(profile), str(FIXTURES / "goroutine.pb.gz"),
-         str(FIXTURES / "heap_debug1.txt"), str(instances)], stdout=subprocess.PIPE, text=True)
-    ports = [int(p) for p in server.stdout.readline().split()]  # type: ignore[union-attr]
+    server = ProfileServer(profile, count=instances).__enter__()
     redis = RedisServer(tmp)
     redis.start()
     standin = await SlackStandIn().start()
-    targets = ", ".join(f'"http://127.0.0.1:{p}"' for p in ports)
-    registry = tmp / "heapbot.yaml"
-    registry.write_text("services:\n" + "".join(
-        f"  fleet{i}:\n    targets: [{targets}]\n    cooldown_seconds: 0\n"
-        f"    concurrency: 40\n    timeout_seconds: 300\n" for i in range(captures)))
-    port = free_port()
-    env = {**os.environ, "SLACK_BOT_TOKEN": "xoxb-fleet-bench", "SLACK_SIGNING_SECRET": SECRET,
-           "SLACK_API_URL": standin.api_url, "REDIS_URL": redis.url,
-           "HEAPBOT_CONFIG": str(registry), "HEAPBOT_DATA_DIR": str(tmp / "data"),
-           "HEAPBOT_HOST": "127.0.0.1", "HEAPBOT_PORT": str(port),
-           "HEAPBOT_LOG_LEVEL": "WARNING"}
-    env.pop("SLACK_APP_TOKEN", None)
-    log = open(tmp / "bot.log", "wb")  # noqa: SIM115 - closed below
-    bot = subprocess.Popen([sys.executable, str(REPO / "bench/load/bot_process.py"),
-                            str(tmp / "stats.json")], env=env, stdout=log, stderr=log,
-                           cwd=REPO)
-    url = f"http://127.0.0.1:{port}"
+    registry = write_registry(tmp / "heapbot.yaml",
+                              {f"fleet{i}": server.urls for i in range(captures)},
+                              cooldown_seconds=0, concurrency=40, timeout_seconds=300)
+    bot = BotProcess(tmp, registry=registry, redis_url=redis.url,
+                     slack_api_url=standin.api_url, signing_secret=SECRET,
+                     env={"HEAPBOT_LOG_LEVEL": "WARNING"})
     try:
         async with aiohttp.ClientSession() as session:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    async with session.get(url + "/healthz") as resp:
-                        if resp.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                if time.monotonic() > deadline or bot.poll() is not None:
-                    raise SystemExit("the bot did not start: " + str(tmp / "bot.log"))
-                await asyncio.sleep(0.1)
+            await bot.wait_healthy()
+            url = bot.url
             sender = SignedSender(url + "/slack/events", SECRET, standin)
             await sender.slash_command("help", channel_id="CWARM")  # import handlers once
             await asyncio.sleep(1)
             standin.reset()
-            peak = 0
             stop = asyncio.Event()
-
-            async def sample() -> None:
-                nonlocal peak
-                while not stop.is_set():
-                    peak = max(peak, tree_rss(bot.pid))
-                    await asyncio.sleep(0.05)
 
             acks: list[float] = []
             anchor: list[float] = []
@@ -138,7 +83,7 @@ async def bench(instances: int, captures: int, stacks: int) -> int:
             urls = [standin.response_url() for _ in range(captures)]
             paths = {u.split("/", 3)[3]: i for i, u in enumerate(urls)}
             done: dict[int, float] = {}
-            sampler, prober = asyncio.create_task(sample()), asyncio.create_task(probe())
+            sampler, prober = TreeRssSampler(bot.pid).start(), asyncio.create_task(probe())
             started = time.perf_counter()
             await asyncio.gather(*(sender.slash_command(f"top fleet{i}", channel_id=f"CFLEET{i}",
                                                         response_url=urls[i])
@@ -159,7 +104,8 @@ async def bench(instances: int, captures: int, stacks: int) -> int:
 
             await standin.wait_for(finished, timeout=1800)
             stop.set()
-            await asyncio.gather(sampler, prober)
+            peak = sampler.stop()
+            await prober
         errors = [r for r in standin.requests
                   if r.method in ("response_url", "chat.postMessage", "chat.postEphemeral")
                   and ("internal error" in str(r.body) or "could not" in str(r.body))]
@@ -178,16 +124,10 @@ async def bench(instances: int, captures: int, stacks: int) -> int:
         print(f"bot peak RSS (bot + decode workers): {peak / 2**20:.0f} MiB")
         return 0 if len(done) == captures and not errors else 1
     finally:
-        bot.send_signal(signal.SIGTERM)
-        try:
-            bot.wait(30)
-        except subprocess.TimeoutExpired:
-            bot.kill()
-        log.close()
+        bot.stop()
         await standin.stop()
         redis.stop()
-        server.kill()
-        server.wait()
+        server.close()
 
 
 def main() -> int:
