@@ -12,8 +12,10 @@ frames each, 1.4 MB gzip).
 Printed per profile:
 
 - time: median of --runs, decode and floor alternating in one process; ratio
-  decode/floor (1.0 would be "as fast as inflate + upb"); decode with labels is
-  what a fleet capture's worker does (``Profile.decode_labels``);
+  decode/floor, the median over rounds of each decode against the floor run next to
+  it (1.0 would be "as fast as inflate + upb"; a busy machine moves it less than a
+  ratio of medians); decode with labels is what a fleet capture's worker does
+  (``Profile.decode_labels``);
 - peak memory: tracemalloc peak (Python and numpy allocations; upb's arena is
   not traced) and RSS growth (getrusage high-water mark in a fresh process that
   has imported everything and read the file, so it counts upb and numpy alike);
@@ -81,6 +83,9 @@ for _ in range(runs):
         times[name].append(time.perf_counter() - start)
         del result
 out = {f"{name}_s": statistics.median(t) for name, t in times.items()}
+for name in ("decode", "labels"):  # per round: each op beside its own floor run
+    out[f"{name}_ratio"] = statistics.median(
+        a / b for a, b in zip(times[name], times["floor"], strict=True))
 for name, op in ops.items():
     gc.collect()
     tracemalloc.start()
@@ -126,7 +131,7 @@ def report(name: str, profile: Path, runs: int, old: Path | None) -> None:
               f"traced {t['floor_traced_mb']:.1f} MB, RSS +{r['floor']:.0f} MB")
         for op, what in (("decode", "parse_profile"), ("labels", "parse_profile + labels")):
             print(f"{name} {label}: {what} {t[f'{op}_s'] * 1e3:.1f} ms "
-                  f"(x{t[f'{op}_s'] / fl:.2f} the floor), "
+                  f"(x{t[f'{op}_ratio']:.2f} the floor), "
                   f"traced peak {t[f'{op}_traced_mb']:.1f} MB, RSS +{r[op]:.0f} MB "
                   f"(x{r[op] / max(r['floor'], 1):.2f} the floor's)", flush=True)
 
