@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 import redis.asyncio as aioredis
 from redis.exceptions import LockError, RedisError
 
-from bot import keys, metrics
+from bot import keys
 from bot.errors import (
     CaptureError,
     HeapbotError,
@@ -355,6 +355,8 @@ class Runtime:
 
     async def _capture_once(self, config: ServiceConfig, trigger: str, requested_by: str,
                             force: bool, requested_at: float, gc: bool = False) -> Captured:
+        from bot import metrics  # prometheus_client: not for `heapbot services`
+
         now = time.time()
         latest: StoredSnapshot | None = None
         store_error: str | None = None
@@ -402,6 +404,8 @@ class Runtime:
     async def _fresh(self, config: ServiceConfig, trigger: str, requested_by: str,
                      store_error: str | None, gc: bool = False,
                      latest: StoredSnapshot | None = None) -> Captured:
+        from bot import metrics
+
         clock = time.monotonic()
         try:
             result = await self.capturer.capture(config, fresh=config.fresh_heap(trigger, gc))

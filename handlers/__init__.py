@@ -17,7 +17,6 @@ import time
 from typing import TYPE_CHECKING
 
 from bot.errors import AccessDeniedError, HeapbotError, UsageError
-from bot.metrics import COMMANDS as COMMAND_COUNTER
 from bot.reply import Reply
 from handlers import commands
 from handlers.access import (
@@ -112,6 +111,8 @@ async def run(runtime: Runtime, inv: Invocation) -> Reply:
         outcome = "internal"
     if reply.service is None and service:
         reply.service = service
+    from bot.metrics import COMMANDS as COMMAND_COUNTER  # prometheus_client, on first use
+
     COMMAND_COUNTER.labels(command if command in COMMANDS else "unknown", outcome).inc()
     log.info("command %s outcome %s in %.3fs", command, outcome, time.monotonic() - started)
     return reply
