@@ -282,9 +282,9 @@ class CountingRetry:
 
     async def call_with_retry(self, do: Any, fail: Any, is_retryable: Any = None,
                               with_failure_count: bool = False) -> Any:
-        from bot.metrics import REDIS_RETRIES, redis_error_kind
-
         async def counted(error: Exception, *rest: Any) -> None:
+            from bot.metrics import REDIS_RETRIES, redis_error_kind  # on a retry only
+
             REDIS_RETRIES.labels(redis_error_kind(error)).inc()
             await fail(error, *rest)
 
@@ -305,13 +305,14 @@ async def store_errors(operation: str, location: str = "Redis") -> AsyncIterator
     from redis.exceptions import RedisError
 
     from bot.errors import HeapbotError, StoreError, StoreUnavailableError
-    from bot.metrics import redis_error, redis_error_kind
 
     try:
         yield
     except HeapbotError:
         raise
     except (RedisError, OSError) as exc:
+        from bot.metrics import redis_error, redis_error_kind  # on error only: CLI start-up
+
         redis_error(operation, exc)
         kind = redis_error_kind(exc)
         log.warning("redis %s failed: %s (%s)", operation, type(exc).__name__, kind)
@@ -340,12 +341,12 @@ async def retrying(operation: str, call: Callable[[], Awaitable[T]], *,
 
     from redis.exceptions import RedisError
 
-    from bot.metrics import REDIS_RETRIES, redis_error_kind
-
     for attempt in range(1, attempts + 1):
         try:
             return await call()
         except (RedisError, OSError) as exc:
+            from bot.metrics import REDIS_RETRIES, redis_error_kind
+
             kind = redis_error_kind(exc)
             if attempt == attempts or kind not in ("connection", "timeout", "cluster_down",
                                                    "moved", "readonly", "busy"):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import sys
 import time
 from typing import TYPE_CHECKING
 
@@ -111,9 +112,9 @@ async def run(runtime: Runtime, inv: Invocation) -> Reply:
         outcome = "internal"
     if reply.service is None and service:
         reply.service = service
-    from bot.metrics import COMMANDS as COMMAND_COUNTER  # prometheus_client, on first use
-
-    COMMAND_COUNTER.labels(command if command in COMMANDS else "unknown", outcome).inc()
+    metrics = sys.modules.get("bot.metrics")  # loaded where /metrics is served (the
+    if metrics is not None:                   # server); a CLI call has nothing to count into
+        metrics.COMMANDS.labels(command if command in COMMANDS else "unknown", outcome).inc()
     log.info("command %s outcome %s in %.3fs", command, outcome, time.monotonic() - started)
     return reply
 
