@@ -590,7 +590,11 @@ def weighted_sum(index: np.ndarray, weights: np.ndarray, size: int) -> np.ndarra
 
 def flat_only(fr: Frames, sample_values: np.ndarray) -> np.ndarray:
     """Flat of every node (per sample, not per frame: what flat_cum costs without cum)."""
-    w = sample_values[fr.samples]
+    return _flat(fr, sample_values[fr.samples])
+
+
+def _flat(fr: Frames, w: np.ndarray) -> np.ndarray:
+    """Flat of every node from ``w``, the value of each kept sample."""
     has_leaf = fr.leaf >= 0
     return weighted_sum(fr.leaf[has_leaf], w[has_leaf], fr.num_nodes)
 
@@ -598,7 +602,7 @@ def flat_only(fr: Frames, sample_values: np.ndarray) -> np.ndarray:
 def flat_cum(fr: Frames, sample_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Flat and cum of every node for one column of sample values (all samples)."""
     w = sample_values[fr.samples]
-    flat = flat_only(fr, sample_values)
+    flat = _flat(fr, w)
     presence = fr.presence()
     if presence[0] == "bits":
         masks = presence[1]

@@ -198,9 +198,6 @@ class Merger:
         self._loc_ix: dict[tuple[int, int], int] = {}  # location fingerprints -> row
         self._loc_rows: list[tuple[int, int, bool, tuple[tuple[int, int, int], ...]]] = []
         self._strings: dict[str, int] = {"": 0}
-        # samples of the merge so far, as growing chunks
-        self._stack_chunks: list[np.ndarray] = []
-        self._length_chunks: list[np.ndarray] = []
         self._values = np.zeros((0, 0), dtype=np.int64)
         self._label_chunks: list[np.ndarray] = []  # rows (sample, key, str, num, unit)
         self._keys = np.zeros(0, dtype=np.uint64)  # per merged sample
