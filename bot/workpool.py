@@ -109,8 +109,7 @@ def _ready() -> None:
 
 def warm() -> None:
     """Start the worker processes now (in the background), so a capture's first decode
-    does not wait for them: called when a fleet capture starts fetching, and by the
-    server at start-up."""
+    does not wait for them: called when a fleet capture starts fetching."""
     pool = _get_pool()
     if pool is not None:
         for _ in range(processes()):
@@ -190,22 +189,29 @@ def _decode_for_fold(data: bytes, max_compressed: int
     return profile, heap_facts(profile), sample_keys(profile)
 
 
+async def _offload(fn: Callable[..., T], *args: Any, pool_ok: bool = True) -> T:
+    """``fn(*args)`` in the process pool, or a thread when there is none (or
+    ``pool_ok`` is False). A failing pool is shut down and work runs in threads for
+    ``_RETRY_POOL_AFTER_S`` before the pool is tried again."""
+    pool = _get_pool() if pool_ok else None
+    if pool is None:
+        return await asyncio.to_thread(fn, *args)
+    loop = asyncio.get_running_loop()
+    try:
+        return await loop.run_in_executor(pool, fn, *args)
+    except (concurrent.futures.process.BrokenProcessPool, RuntimeError, OSError) as exc:
+        global _broken_until
+        _broken_until = time.monotonic() + _RETRY_POOL_AFTER_S
+        log.warning("worker processes failed (%s) running %s; using threads for %.0f s",
+                    type(exc).__name__, getattr(fn, "__name__", "work"), _RETRY_POOL_AFTER_S)
+        shutdown()
+        return await asyncio.to_thread(fn, *args)
+
+
 async def _heavy(fn: Callable[..., T], *args: Any, pool_ok: bool) -> T:
-    """``fn(*args)`` in the process pool (or a thread), in a heavy-work slot."""
+    """``fn(*args)`` offloaded in a heavy-work slot."""
     async with heavy_slot():
-        pool = _get_pool() if pool_ok else None
-        if pool is None:
-            return await asyncio.to_thread(fn, *args)
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(pool, fn, *args)
-        except (concurrent.futures.process.BrokenProcessPool, RuntimeError, OSError) as exc:
-            global _broken_until
-            _broken_until = time.monotonic() + _RETRY_POOL_AFTER_S
-            log.warning("decoder processes failed (%s); decoding in threads for %.0f s",
-                        type(exc).__name__, _RETRY_POOL_AFTER_S)
-            shutdown()
-            return await asyncio.to_thread(fn, *args)
+        return await _offload(fn, *args, pool_ok=pool_ok)
 
 
 async def decode_heap(data: bytes, max_compressed: int, *, pool_ok: bool = True) -> Profile:
@@ -228,15 +234,7 @@ async def run_cpu(fn: Callable[..., T], *args: Any) -> T:
     that would hold the GIL, e.g. parsing a 1 MiB webhook body. ``fn`` must be a
     module-level function and its arguments and result picklable. Not bounded by
     :func:`heavy_slot`, so a webhook never waits behind profile decodes."""
-    pool = _get_pool()
-    if pool is None:
-        return await asyncio.to_thread(fn, *args)
-    try:
-        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
-    except concurrent.futures.process.BrokenProcessPool:
-        log.warning("worker process died; running %s in a thread", fn.__name__)
-        shutdown()
-        return await asyncio.to_thread(fn, *args)
+    return await _offload(fn, *args)
 
 
 class ByteBudget:
