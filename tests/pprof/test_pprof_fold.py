@@ -12,30 +12,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bot.analysis.top import TopOptions, top
 from bot.errors import ProfileError
-from bot.pprof import merge_profiles, parse_profile
+from bot.pprof import Profile, merge_profiles, parse_profile
 from bot.pprof.fold import Merger, fold_profiles
-from tests.golden.pprof_tool import FIXTURES, go_or_none, parse_top, run_pprof
-from tests.pprof.test_pprof_merge import EXACT, raw_samples, synthetic
+from tests.golden.pprof_tool import FIXTURES, go_or_none
+from tests.pprof.test_pprof_merge import assert_tops_equal_pprof, raw_samples, synthetic
 
 pytestmark = pytest.mark.skipif(go_or_none() is None, reason="no Go toolchain")
 HEAPS = [FIXTURES / "heap_1.pb.gz", FIXTURES / "heap_2.pb.gz", FIXTURES / "heap_other.pb.gz"]
 
 
-def folded(files: list[Path]) -> object:
+def folded(files: list[Path]) -> Profile:
     return fold_profiles(parse_profile(f.read_bytes()) for f in files)
 
 
 def assert_folded_equals_pprof(files: list[Path]) -> None:
     merged = folded(files)
-    for sample_type in [st.type for st in merged.sample_types]:
-        for sort in ("flat", "cum"):
-            flags = [f"-sample_index={sample_type}", *(["-cum"] if sort == "cum" else [])]
-            expected = parse_top(run_pprof(["-top", *EXACT, *flags, *map(str, files)]))
-            report = top(merged, TopOptions(sample_type, sort))
-            assert report.total == expected.total, (sample_type, sort)
-            assert [(r.function, r.flat, r.cum) for r in report.rows] == expected.rows
+    assert_tops_equal_pprof(merged, files)
     assert sorted(tuple(int(v) for v in row) for row in merged.values) == raw_samples(files)
 
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.analysis.top import TopOptions, top
+from bot.analysis.top import TopOptions, TopReport, top
 from bot.errors import ProfileError
-from bot.pprof import merge_profiles, parse_profile, profile_pb2
+from bot.pprof import Profile, merge_profiles, parse_profile, profile_pb2
 from tests.golden.goprog import build_and_run
 from tests.golden.pprof_tool import FIXTURES, HEAP_TYPES, go_or_none, parse_top, run_pprof
 
@@ -28,17 +28,25 @@ EXACT = ["-unit=B", "-nodefraction=0", "-edgefraction=0"]
 RAW_SAMPLE = re.compile(r"^\s*((?:-?\d+\s+)*-?\d+):(?:\s|$)")
 
 
-def assert_top_equals_pprof(files: list[Path]) -> None:
-    merged = merge_profiles([parse_profile(f.read_bytes()) for f in files])
-    types = [st.type for st in merged.sample_types]
-    for sample_type in types:
+def assert_tops_equal_pprof(merged: Profile, files: list[Path]) -> list[TopReport]:
+    """`top` of ``merged`` equals `go tool pprof -top` given ``files``, for every sample
+    type, by flat and by cum; returns the reports."""
+    reports = []
+    for sample_type in [st.type for st in merged.sample_types]:
         for sort in ("flat", "cum"):
             flags = [f"-sample_index={sample_type}", *(["-cum"] if sort == "cum" else [])]
             expected = parse_top(run_pprof(["-top", *EXACT, *flags, *map(str, files)]))
             report = top(merged, TopOptions(sample_type, sort))
             assert report.total == expected.total, (sample_type, sort)
             assert [(r.function, r.flat, r.cum) for r in report.rows] == expected.rows
-            assert report.rows
+            reports.append(report)
+    return reports
+
+
+def assert_top_equals_pprof(files: list[Path]) -> None:
+    merged = merge_profiles([parse_profile(f.read_bytes()) for f in files])
+    for report in assert_tops_equal_pprof(merged, files):
+        assert report.rows
 
 
 def raw_samples(files: list[Path]) -> list[tuple[int, ...]]:
