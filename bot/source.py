@@ -30,10 +30,10 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from bot.registry import SourceConfig
-from bot.units import format_value, percentage
+from bot.units import format_value
 
 if TYPE_CHECKING:
-    from bot.analysis.listing import ListReport
+    from bot.analysis.listing import ListFunction, ListReport
 
 MAX_FILES = 20  # files read for one answer
 MARGIN = 5  # lines shown after the last line with a value (pprof's -list)
@@ -223,20 +223,11 @@ def source_window(lines: Sequence[Any], text: Sequence[str], start: int = 0) -> 
 
 def listing_text(report: ListReport, sources: Sources, starts: Mapping[str, int]) -> str:
     """``go tool pprof -list``'s text: values and source lines where the source was found."""
-    def fmt(v: int) -> str:
-        return format_value(v, report.unit) if v else "."
-
-    out = [f"Type: {report.sample_type}", f"Total: {format_value(report.total, report.unit)}"]
-    for f in report.functions:
-        out.append(f"ROUTINE ======================== {f.function} in {f.file}")
-        out.append(f"{format_value(f.flat, report.unit):>10s} "
-                   f"{format_value(f.cum, report.unit):>10s} (flat, cum) "
-                   f"{percentage(f.cum, report.total)} of Total")
+    def rows(f: ListFunction) -> list[tuple[int, int, int, str]] | None:
         text = sources.texts.get(f.file)
-        if text and f.lines and max(x.line for x in f.lines) <= len(text):
-            out.extend(f"{fmt(x.flat):>10s} {fmt(x.cum):>10s} {x.line:6d}:{x.text}"
-                       for x in source_window(f.lines, text, starts.get(f.function, 0)))
-        else:
-            out.extend(f"{fmt(x.flat):>10s} {fmt(x.cum):>10s} {x.line:6d}:{f.file}"
-                       for x in f.lines)
-    return "\n".join(out) + "\n"
+        if not (text and f.lines and max(x.line for x in f.lines) <= len(text)):
+            return None
+        return [(x.flat, x.cum, x.line, x.text)
+                for x in source_window(f.lines, text, starts.get(f.function, 0))]
+
+    return report.to_text(rows)

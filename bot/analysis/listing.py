@@ -8,6 +8,7 @@ the innermost line of each stack.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,8 @@ from bot.analysis.top import TopOptions, report_total
 from bot.errors import UsageError
 from bot.pprof.model import Profile, sample_type_index
 from bot.units import format_value, percentage
+
+SourceRows = Callable[["ListFunction"], Sequence[tuple[int, int, int, str]] | None]
 
 
 @dataclass(slots=True)
@@ -54,7 +57,10 @@ class ListReport:
                                "lines": [{"line": x.line, "flat": x.flat, "cum": x.cum}
                                          for x in f.lines]} for f in self.functions]}
 
-    def to_text(self) -> str:
+    def to_text(self, source_rows: SourceRows | None = None) -> str:
+        """``go tool pprof -list``'s text. ``source_rows(f)`` gives a function's rows as
+        (flat, cum, line, source text) when its source was found (None: the file name
+        stands in for each line's text, as pprof prints without sources)."""
         def fmt(v: int) -> str:
             return format_value(v, self.unit) if v else "."
 
@@ -64,8 +70,11 @@ class ListReport:
             out.append(f"{format_value(f.flat, self.unit):>10s} "
                        f"{format_value(f.cum, self.unit):>10s} (flat, cum) "
                        f"{percentage(f.cum, self.total)} of Total")
-            out.extend(f"{fmt(x.flat):>10s} {fmt(x.cum):>10s} {x.line:6d}:{f.file}"
-                       for x in f.lines)
+            rows = source_rows(f) if source_rows is not None else None
+            if rows is None:
+                rows = [(x.flat, x.cum, x.line, f.file) for x in f.lines]
+            out.extend(f"{fmt(flat):>10s} {fmt(cum):>10s} {line:6d}:{text}"
+                       for flat, cum, line, text in rows)
         return "\n".join(out) + "\n"
 
 
