@@ -16,8 +16,8 @@ from bot.analysis.goroutines import parse_goroutines
 from bot.analysis.memstats import merge_memstats, parse_memstats
 from bot.render.blocks import fallback_text, reply_to_blocks
 from bot.runtime import Runtime
-from bot.settings import Settings
 from handlers import Invocation, run
+from tests.support.runtime import runtime_on
 
 pytestmark = pytest.mark.slow
 
@@ -45,12 +45,8 @@ async def runtime(tmp_path: Path, redis_url: str, demo_cluster, demo_service
                   ) -> AsyncIterator[Runtime]:
     config = tmp_path / "heapbot.yaml"
     config.write_text(registry_yaml(demo_cluster, demo_service))
-    settings = Settings(config_path=config, redis_url=redis_url, data_dir=tmp_path / "data")
-    rt = await Runtime.create(settings)
-    try:
+    async with runtime_on(config, redis_url) as rt:
         yield rt
-    finally:
-        await rt.close()
 
 
 def slack(text: str, channel: str = "C0ALLOWED") -> Invocation:

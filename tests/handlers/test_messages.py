@@ -18,21 +18,16 @@ from bot.runtime import Runtime
 from bot.settings import Settings
 from handlers import Invocation, run
 from handlers.goroutines import waits_in
+from tests.support.runtime import runtime_on, service_registry
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 async def runtime(tmp_path: Path, redis_url: str, demo_service) -> AsyncIterator[Runtime]:
-    config = tmp_path / "heapbot.yaml"
-    config.write_text(f'services:\n  demo:\n    targets: ["{demo_service.url}"]\n'
-                      "    cooldown_seconds: 0\n")
-    settings = Settings(config_path=config, redis_url=redis_url, data_dir=tmp_path / "data")
-    rt = await Runtime.create(settings)
-    try:
+    async with runtime_on(service_registry(tmp_path, "demo", [demo_service.url],
+                                           cooldown_seconds=0), redis_url) as rt:
         yield rt
-    finally:
-        await rt.close()
 
 
 def console(text: str) -> Invocation:
