@@ -64,12 +64,15 @@ def configure_cli_logging() -> None:
 async def open_runtime() -> Runtime:
     """The Runtime for this process (registry, store, capturer) from the environment."""
     from bot import workpool
+    from bot.cli import startup_done
     from bot.runtime import Runtime
     from bot.settings import get_settings
 
     configure_cli_logging()
     workpool.one_shot()
-    return await Runtime.create(get_settings())
+    runtime = await Runtime.create(get_settings())
+    startup_done()
+    return runtime
 
 
 async def close_runtime(runtime: Runtime) -> None:

@@ -5,12 +5,16 @@ from __future__ import annotations
 import argparse
 import importlib
 
+from bot.cli import startup_done
 from bot.errors import UsageError
 
 
 def _call(spec: str, args: argparse.Namespace) -> int:
     module_name, _, func_name = spec.partition(":")
-    return getattr(importlib.import_module(module_name), func_name)(args)
+    module = importlib.import_module(module_name)
+    if module_name != "bot.cli.chat":  # service mode ends start-up when its Runtime is open
+        startup_done()
+    return getattr(module, func_name)(args)
 
 
 def _service_or_file(args: argparse.Namespace, file_spec: str, command: str,
