@@ -503,6 +503,10 @@ class Runtime:
         """The newest stored snapshot of ``service`` (None when it has none)."""
         return await self.store.latest(self.registry.resolve(service).name)
 
+    async def latest_many(self, services: Sequence[str]) -> dict[str, StoredSnapshot | None]:
+        """The newest stored snapshot of each registry service (meta only), in one go."""
+        return await self.store.latest_many([self.registry.resolve(s).name for s in services])
+
     async def before(self, service: str, when: float, *, exclude: str | None = None
                      ) -> StoredSnapshot | None:
         """The newest stored snapshot taken at or before ``when`` (not ``exclude``)."""

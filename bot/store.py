@@ -386,6 +386,31 @@ class SnapshotStore:
             found = await self._load(service, [i.decode() for i in ids])
         return found[0] if found else None
 
+    async def latest_many(self, services: Sequence[str]) -> dict[str, StoredSnapshot | None]:
+        """The newest snapshot of each service (meta only), in two round trips for them all.
+
+        `/heap services` on a 40-service registry made 80 sequential round trips with
+        latest(); a non-transactional pipeline is split by slot on a Cluster.
+        """
+        if not services:
+            return {}
+        async with self._errors("read the latest snapshots"):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for service in services:
+                    pipe.zrevrange(keys.snapshot_index(service), 0, 0)
+                newest = await pipe.execute()
+            wanted = [(service, ids[0].decode())
+                      for service, ids in zip(services, newest, strict=True) if ids]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for service, snapshot_id in wanted:
+                    pipe.hmget(keys.snapshot(service, snapshot_id), ["meta"])
+                rows = await pipe.execute() if wanted else []
+        found: dict[str, StoredSnapshot | None] = dict.fromkeys(services)
+        for (service, _), row in zip(wanted, rows, strict=True):
+            decoded = _decode_rows([row], with_summary=False)
+            found[service] = decoded[0] if decoded else None
+        return found
+
     async def before(self, service: str, when: float, *, exclude: str | None = None
                      ) -> StoredSnapshot | None:
         """The newest snapshot taken at or before ``when`` (skipping ``exclude``)."""

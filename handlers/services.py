@@ -56,14 +56,14 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
         return Reply(title="No services you can use here", sections=[hidden],
                      data={"services": []})
     now = time.time()
+    services.sort(key=lambda s: s.name)
     rows, data, store_problem = [], [], ""
-    for service in sorted(services, key=lambda s: s.name):
-        last = None
-        if not store_problem:
-            try:
-                last = await runtime.latest(service.name)
-            except StoreError as exc:
-                store_problem = exc.user_message()
+    try:
+        latest = await runtime.latest_many([s.name for s in services])
+    except StoreError as exc:
+        latest, store_problem = {}, exc.user_message()
+    for service in services:
+        last = latest.get(service.name)
         last_text = "never" if last is None else f"{format_duration(now - last.taken_at)} ago"
         if store_problem:
             last_text = "unknown"

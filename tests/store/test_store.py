@@ -130,6 +130,24 @@ async def test_latest_before_and_unknown_ids(store: SnapshotStore) -> None:
     assert "/heap history payments" in err.value.user_message()
 
 
+async def test_latest_of_many_services_at_once_equals_latest_of_each(store: SnapshotStore) -> None:
+    """`/heap services` reads every newest capture in one go (slots differ on a Cluster)."""
+    now = time.time()
+    names = [f"svc{i}" for i in range(12)]
+    for i, name in enumerate(names[:9]):  # svc9..svc11 have never been captured
+        for age in range(i % 3 + 1):
+            await store.save(snapshot(now - 60 * age - i, service=name))
+    many = await store.latest_many(names)
+    assert list(many) == names
+    for name in names:
+        one = await store.latest(name)
+        assert (many[name].id if many[name] else None) == (one.id if one else None), name
+        if one:
+            assert (many[name].taken_at, many[name].service) == (one.taken_at, name)
+    assert [n for n, s in many.items() if s is None] == ["svc9", "svc10", "svc11"]
+    assert await store.latest_many([]) == {}
+
+
 async def test_unreachable_redis_is_one_clear_error() -> None:
     from tests.support.redis import free_port
 
