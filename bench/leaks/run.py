@@ -35,6 +35,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from bot.analysis.leaks import LeakReport, analyze  # noqa: E402
+from bot.analysis.summary import SnapshotSummary  # noqa: E402
 from bot.runtime import Runtime  # noqa: E402
 from bot.settings import Settings  # noqa: E402
 from tests.support.demo import build_demo, start_demo  # noqa: E402
@@ -173,31 +175,7 @@ async def run_case(case: Case, binary: Path, redis_url: str, workdir: Path,
                                             "summaries": [x.to_dict() for x in summaries]}))
         finally:
             await runtime.close()
-        outcome.verdict = report.verdict
-        outcome.detail = "\n".join(
-            [f"  S {s.function} {s.growth_text} {s.attribution} | {'; '.join(s.evidence[:2])}"
-             for s in report.suspects]
-            + [f"  U {u.function} {u.growth}: {u.reason}" for u in report.undecided]
-            + [f"  N {n.function}: {n.reason}" for n in report.not_suspects]
-            + [f"  P {sig}" for sig in report.signals])
-        for s in report.suspects:
-            scenario = scenario_of(s.function, s.own_caller)
-            if scenario in LEAKS:
-                attributed = case.fleet == 1 or s.instances == [leaking_target] or (
-                    leaking_target in s.attribution and "only" in s.attribution)
-                if attributed:
-                    outcome.found[scenario] = True
-                else:
-                    outcome.false_positives.append(f"{s.function} (not attributed)")
-            else:
-                outcome.false_positives.append(f"{s.function} [{scenario or '?'}]")
-        outcome.undecided = [u.function for u in report.undecided]
-        leak_factor = float(regime.get("leak_factor", 1.0))  # type: ignore[arg-type]
-        running = {part.split(":")[0]
-                   for part in scenarios_arg(True, 1.0, leak_factor, case.drip).split(",")}
-        for leak in LEAKS:
-            if leak in running:
-                outcome.found.setdefault(leak, False)
+        judge(outcome, report, leaking_target)
     except Exception as exc:  # a broken run is reported, not hidden
         outcome.error = f"{type(exc).__name__}: {exc}"
     finally:
@@ -206,6 +184,67 @@ async def run_case(case: Case, binary: Path, redis_url: str, workdir: Path,
                 demo.stop()
         outcome.seconds = time.monotonic() - started
     return outcome
+
+
+def judge(outcome: Outcome, report: LeakReport, leaking_target: str) -> None:
+    """Score one report: leaks found (attributed on a fleet), false positives, undecided."""
+    case = outcome.case
+    regime = {**REGIMES, **HELD_OUT_REGIMES, "stale": STALE}[case.regime]
+    outcome.verdict = report.verdict
+    outcome.detail = "\n".join(
+        [f"  S {s.function} {s.growth_text} {s.attribution} | {'; '.join(s.evidence[:2])}"
+         for s in report.suspects]
+        + [f"  U {u.function} {u.growth}: {u.reason}" for u in report.undecided]
+        + [f"  N {n.function}: {n.reason}" for n in report.not_suspects]
+        + [f"  P {sig}" for sig in report.signals])
+    for s in report.suspects:
+        scenario = scenario_of(s.function, s.own_caller)
+        if scenario in LEAKS:
+            attributed = case.fleet == 1 or s.instances == [leaking_target] or (
+                leaking_target in s.attribution and "only" in s.attribution)
+            if attributed:
+                outcome.found[scenario] = True
+            else:
+                outcome.false_positives.append(f"{s.function} (not attributed)")
+        else:
+            outcome.false_positives.append(f"{s.function} [{scenario or '?'}]")
+    outcome.undecided = [u.function for u in report.undecided]
+    leak_factor = float(regime.get("leak_factor", 1.0))  # type: ignore[arg-type]
+    running = {part.split(":")[0]
+               for part in scenarios_arg(True, 1.0, leak_factor, case.drip).split(",")}
+    for leak in LEAKS:
+        if leak in running:
+            outcome.found.setdefault(leak, False)
+
+
+def replay(directory: Path, verbose: bool) -> list[Outcome]:
+    """Judge the captures of earlier runs (``--dump``) again with the current verdict.
+
+    The live run also reads the latest raw heap profile for own-code callers; a replay
+    has the stored summaries only, so callers of runtime frames are guessed from them.
+    """
+    outcomes: list[Outcome] = []
+    for path in sorted(directory.glob("*.json")):
+        data = json.loads(path.read_text())
+        parts = data["case"].split("/")
+        rate = parts[5][3:] if len(parts) > 5 else "512B"
+        case = Case(parts[0], parts[1], int(parts[2][1:]), int(parts[3][1:]), parts[4][3:],
+                    held_out=parts[0] == "gogc50" or len(parts) > 5,
+                    memprofilerate=SAMPLING_RATES.get(rate, 512), drip=len(parts) > 5)
+        outcome = Outcome(case)
+        caps = [SnapshotSummary.from_dict(x) for x in data["summaries"]]
+        for obs in (o for cap in caps for o in cap.observations):
+            # dumps from before the period was stored: it is the demo's memprofilerate
+            obs.sample_period = obs.sample_period or case.memprofilerate
+        report = analyze(caps)
+        judge(outcome, report, data["leaking"])
+        missed = [k for k, v in outcome.found.items() if not v]
+        print(f"{case.name:48} {outcome.verdict:16} missed={','.join(missed) or '-'} "
+              f"fp={';'.join(outcome.false_positives) or '-'} undecided={len(outcome.undecided)}")
+        if verbose:
+            print(outcome.detail)
+        outcomes.append(outcome)
+    return outcomes
 
 
 def scores(outcomes: list[Outcome]) -> tuple[float, float, int, int, int]:
@@ -292,6 +331,10 @@ def rate_cases() -> list[Case]:
 
 
 async def main_async(args: argparse.Namespace) -> int:
+    if args.replay:
+        clock = time.monotonic()
+        report_tables(replay(args.replay, args.verbose), clock)
+        return 0
     binary = await asyncio.to_thread(build_demo)
     with tempfile.TemporaryDirectory(prefix="heapbot-bench-leaks-") as tmp:
         workdir = Path(tmp)
@@ -322,6 +365,11 @@ async def main_async(args: argparse.Namespace) -> int:
             outcomes = list(await asyncio.gather(*(one(c) for c in cases)))
         finally:
             await asyncio.to_thread(redis.stop)
+    return report_tables(outcomes, clock)
+
+
+def report_tables(outcomes: list[Outcome], clock: float) -> int:
+    """Precision and recall per cell: tuned matrix, held-out cells, sampling-rate cells."""
     tuned = [o for o in outcomes if not o.case.held_out and not o.error]
     held = [o for o in outcomes if o.case.held_out and not o.error and not o.case.drip]
     rated = [o for o in outcomes if o.case.drip and not o.error]
@@ -358,6 +406,8 @@ def main() -> int:
     parser.add_argument("--no-rates", action="store_true",
                         help="the full matrix without the sampling-rate cells")
     parser.add_argument("--dump", type=Path, help="write each run's stored summaries here")
+    parser.add_argument("--replay", type=Path,
+                        help="judge the runs --dump wrote there again, with today's verdict")
     parser.add_argument("--only", default="",
                         help="run only cases whose name contains this text")
     parser.add_argument("--verbose", action="store_true", help="print each report's findings")

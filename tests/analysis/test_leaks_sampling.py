@@ -64,7 +64,7 @@ def test_real_default_rate_captures_leaks_wait_for_samples_instead_of_a_wrong_al
     for fn in ("main.slowleakKeepRecord", "main.sliceNewPayload", "main.leakmapLoadUser"):
         reason = undecided[fn].reason
         assert "sampled every 512kB" in reason and "sample(s), within the sampling noise" in reason
-        assert "more to grow the 4.50MB that would tell" in reason
+        assert "more to grow the 4.50MB that would tell" in reason  # 9 samples
     # One sample of +512kB at about 5kB/s: minutes more, never seconds.
     assert undecided["main.slowleakKeepRecord"].needed_seconds > 5 * 60
     # The goroutine leaks are counts, not samples: decided as before.
@@ -137,6 +137,19 @@ def test_a_20kb_per_second_leak_at_the_default_rate_is_found_over_ten_minutes() 
         found += "main.leak" in by_name(report.suspects)
         assert "main.leak" not in by_name(report.not_suspects), report.to_json()
     assert found >= 17
+
+
+def test_a_leak_in_a_function_that_already_holds_200mb_is_judged_by_its_new_samples() -> None:
+    # A service up for days: the leaking function holds 200MB, whose samples stay in
+    # the profile; 40kB/s more (one sample every 13 s) is about 46 samples in 10 minutes.
+    found = 0
+    for seed in range(20):
+        leak = sampled_leak(40_000, DEFAULT_RATE, seed)
+        report = run(MINUTELY, GCS, {"main.leak": lambda t, leak=leak: 200e6 + leak(t)},
+                     DEFAULT_RATE)
+        found += "main.leak" in by_name(report.suspects)
+        assert "main.leak" not in by_name(report.not_suspects), report.to_json()
+    assert found >= 18
 
 
 @pytest.mark.parametrize("seed", range(8))

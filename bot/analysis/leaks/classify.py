@@ -18,14 +18,14 @@ Sampling (``period``, bytes per heap sample: Go's ``runtime.MemProfileRate``,
 512 KiB by default). A heap profile's in-use bytes are estimates: an allocation
 of s bytes is recorded with probability about 1 − e^(−s/period), and pprof scales
 each recorded one back up, so a small object counts as about ``period`` bytes and
-the estimate of B live bytes is off by about √(period·B). A leak's sampled series
+B bytes of new objects read as B give or take √(period·B). A leak's sampled series
 is a staircase of such quanta (samples of retained objects stay). Every rule that
 weighs a size or a pause is judged against that noise, so at 512 B per sample
 (σ of a few kB) nothing changes, and at 512 KiB:
 
-- growth counts only beyond ``NOISE_Z`` standard deviations of the sampling noise
-  of its two ends, else it is undecided with how long the fitted rate needs to get
-  there ("sampled every 512KB: +1MB is 2 samples");
+- growth counts only beyond ``NOISE_Z`` standard deviations of its own sampling
+  noise (9 samples: 4.5MB at 512 KiB), else it is undecided with how long the
+  fitted rate needs to get there ("sampled every 512kB: +1MB is about 2 samples");
 - a flat tail is a plateau only when the rate before it would have added
   ``PLATEAU_SAMPLES`` samples over it (a pause in a staircase is not a plateau);
 - "slowing down" needs the shortfall of the later half beyond ``SLOWING_Z`` σ;
@@ -134,7 +134,7 @@ def classify(times: np.ndarray, values: np.ndarray, segments: np.ndarray,
             return fit
     largest_fall = float(-deltas.min()) if len(deltas) else 0.0
     up_and_down = fit.up_share < MIN_UP_SHARE or largest_fall > MAX_FALL_SHARE * fit.growth
-    if period and not up_and_down and _within_noise(fit, values, period):
+    if period and not up_and_down and _within_noise(fit, period):
         return fit
     tail, tail_span = _flat_tail(last_t, last_v, fit.growth, floor)
     fit.flat_tail = tail
@@ -203,16 +203,21 @@ def classify(times: np.ndarray, values: np.ndarray, segments: np.ndarray,
     return fit
 
 
-def _within_noise(fit: Fit, values: np.ndarray, period: int) -> bool:
+def _within_noise(fit: Fit, period: int) -> bool:
     """Growth not beyond NOISE_Z σ of the sampling noise: mark the fit undecided with
-    how long the fitted rate needs to get there. True when it did so."""
-    first = float(values[0])
-    sigma = sampling_sigma(period, first, float(values[-1]))
+    how long the fitted rate needs to get there. True when it did so.
+
+    The noise is that of the growth itself, √(period·G): G bytes of new objects are
+    G/period samples give or take their square root, so NOISE_Z = 3 asks for 9
+    samples. Samples of objects that stay alive stay in the profile, so a leaking
+    function's earlier bytes add no noise; a level that turns over (a full cache)
+    wanders by more, and goes up and down: the shape rules and
+    :func:`_levelled_within_noise` see that.
+    """
+    sigma = sampling_sigma(period, fit.growth)
     if fit.growth >= NOISE_Z * sigma:
         return False
-    # Growth G is decided when G ≥ z·√(period·(2·first + G)): solve for G.
-    z2p = NOISE_Z * NOISE_Z * period
-    needed = (z2p + np.sqrt(z2p * z2p + 8.0 * z2p * max(0.0, first))) / 2.0
+    needed = NOISE_Z * NOISE_Z * period  # G ≥ z·√(period·G)
     rate = max(fit.slope, fit.growth / max(fit.span, 1e-9))
     more_seconds = max(0.0, needed - fit.growth) / rate if rate > 0 else 0.0
     fit.kind = UNDECIDED
