@@ -63,8 +63,10 @@ def test_real_default_rate_captures_leaks_wait_for_samples_instead_of_a_wrong_al
     assert not {s.function for s in report.suspects if s.kind == "heap"}
     for fn in ("main.slowleakKeepRecord", "main.sliceNewPayload", "main.leakmapLoadUser"):
         reason = undecided[fn].reason
-        assert "sampled every 512kB" in reason and "sample(s), within the sampling noise" in reason
-        assert "more to grow the 4.50MB that would tell" in reason  # 9 samples
+        assert "sampled every 512kB (runtime.MemProfileRate)" in reason
+        assert "within the sampling noise" in reason
+        assert "4.50MB (9 samples) would tell, at the rate seen" in reason
+        assert "more capture(s) after fresh GCs over about" in reason
     # One sample of +512kB at about 5kB/s: minutes more, never seconds.
     assert undecided["main.slowleakKeepRecord"].needed_seconds > 5 * 60
     # The goroutine leaks are counts, not samples: decided as before.

@@ -227,11 +227,11 @@ def _within_noise(fit: Fit, period: int) -> bool:
     fit.needed_seconds = max(more_seconds, fit.span / max(1, fit.points - 1))
     fit.needed_points = max(PLATEAU_POINTS, MIN_POINTS - fit.points)
     grew = signed(fit.growth, "bytes")
+    samples = round(fit.growth / period)
     fit.why = (f"sampled every {size(period)} (runtime.MemProfileRate), {grew} is about "
-               f"{fit.growth / period:.0f} sample(s), within the sampling noise "
-               f"(±{size(sigma)}); at the rate seen it takes about "
-               f"{format_duration(max(more_seconds, 1.0))} more to grow the {size(needed)} "
-               "that would tell")
+               f"{samples} sample{'' if samples == 1 else 's'}, within the sampling noise "
+               f"(±{size(sigma)}): {size(needed)} ({NOISE_Z * NOISE_Z:.0f} samples) would "
+               "tell, at the rate seen")
     return True
 
 
