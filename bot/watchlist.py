@@ -23,6 +23,14 @@ log = logging.getLogger(__name__)
 
 WATCHES_KEY = keys.WATCHES  # every watch key shares the {watches} hash tag (bot/keys.py)
 
+# Unwatch: KEYS[1] the watch hash, the rest the watch's own keys (keys.watch_keys);
+# ARGV[1] the service. One script, so no scheduler, tick or decision sees the watch gone
+# but its cursor, state or tick log still there (they all check HEXISTS in their scripts).
+_UNWATCH = """
+local removed = redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('DEL', unpack(KEYS, 2))
+return removed
+"""
 
 
 @dataclass(slots=True)
@@ -69,13 +77,12 @@ class WatchStore:
         return Watch.from_json(data) if data else None
 
     async def remove(self, service: str) -> bool:
-        """Forget the watch and its verdict state (its tick history and captures stay)."""
-        async with store_errors("remove a watch"), \
-                self.redis.pipeline(transaction=True) as pipe:
-            pipe.hdel(WATCHES_KEY, service)
-            pipe.delete(keys.watch_state(service), keys.watch_ok_streak(service),
-                        keys.watch_turn(service), keys.watch_cursor(service))
-            removed, _ = await pipe.execute()
+        """Forget the watch and every key of it: schedule, verdict state and tick log, so a
+        watch made again starts afresh and an ended one leaves nothing behind (its captures
+        stay in the service's history)."""
+        names = [WATCHES_KEY, *keys.watch_keys(service)]
+        async with store_errors("remove a watch"):
+            removed = await self.redis.eval(_UNWATCH, len(names), *names, service)
         return bool(removed)
 
     async def all(self) -> list[Watch]:

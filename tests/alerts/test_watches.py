@@ -1,4 +1,5 @@
-"""Watches: the command grammar, storage that survives restarts, and once-per-slot leases."""
+"""Watches: the command grammar, storage that survives restarts, one tick per slot, and a
+schedule and keys that end with the watch."""
 
 from __future__ import annotations
 
@@ -460,6 +461,7 @@ async def test_a_slot_is_logged_once_however_often_its_tick_runs(redis_url: str)
     took the job over) does not log its slot twice, and no other key is needed to know."""
     client = async_client(redis_url)
     try:
+        await WatchStore(client).put(Watch("demo", 60.0, CHANNEL))
         assert await log_tick(client, "demo", 7, "snap-a")
         assert not await log_tick(client, "demo", 7, "snap-b")  # the retry's own capture
         assert await log_tick(client, "demo", 8, "snap-c")
@@ -497,3 +499,99 @@ async def test_a_tick_judged_while_its_watch_is_removed_decides_nothing(redis_ur
         assert await _decide(ctx, "demo", "goroutines", again, 3) == ("goroutines", True)
     finally:
         await client.aclose()
+
+
+# -- a watch's schedule and keys end with it -------------------------------------------------
+
+
+async def test_a_watch_made_again_in_the_same_slot_runs_its_first_tick(
+        runtime: Any, redis_url: str) -> None:
+    """`/heap unwatch` then `/heap watch` again within one slot: the new watch's first tick
+    runs. A per-slot lease (and the tick's dedupe key) outlived the first watch and
+    skipped it: the re-watched service was not captured until the next slot."""
+    import handlers
+
+    client = async_client(redis_url)
+    try:
+        scheduler = WatchScheduler(work_context(queue=JobQueue(client), consumer="replica-0"))
+        now = time.time()
+        slot = int(now // 900)
+
+        async def ask(text: str) -> Any:
+            return await handlers.run(runtime, handlers.Invocation(
+                text, user_id="U1", channel_id="C0PAY", source="slack"))
+
+        assert (await ask("watch payments every 15m")).title == "Watching payments every 15m"
+        assert await scheduler.tick_once(now) == [("payments", slot)]
+        assert (await ask("unwatch payments")).title == "Stopped watching payments"
+        assert (await ask("watch payments every 15m")).title == "Watching payments every 15m"
+        assert await scheduler.tick_once(now + 1) == [("payments", slot)]
+        assert await scheduler.tick_once(now + 2) == []  # and only once
+        kinds = [fields[b"kind"] for _id, fields in await client.xrange(STREAM)]
+        assert kinds == [b"watch_tick", b"watch_tick"]  # queued, not dropped as a duplicate
+    finally:
+        await client.aclose()
+
+
+async def _keys_of(client: Any, service: str) -> dict[str, int]:
+    """Every Redis key naming ``service`` outside its own history ({service}), with its TTL
+    in seconds (-1: none)."""
+    found = {}
+    async for raw in client.scan_iter(match=f"*{service}*", count=1000):
+        name = raw.decode()
+        if name.startswith(keys.snapshot_index(service).rsplit(":", 1)[0]):
+            continue  # the captures: they stay in the service's history
+        found[name] = await client.ttl(name)
+    return found
+
+
+async def test_an_ended_watch_leaves_no_keys(runtime: Any, redis_url: str) -> None:
+    """After `/heap unwatch` no key of the watch is left in Redis without a TTL: its cursor,
+    verdict state, recovery streak, turn and tick log go with it (one script), and so does
+    the streak's key as heapbot before 3818022 named it (`ok-streak:`, never expired)."""
+    import handlers
+    from bot.alerts.watches import _decide
+
+    client = async_client(redis_url)
+    try:
+        ctx = work_context(queue=JobQueue(client), consumer="replica-0")
+        assert not (await handlers.run(runtime, handlers.Invocation(
+            "watch payments every 15m", channel_id="C0PAY", source="slack"))).error
+        # What a deployment upgraded from before 3818022 still holds (spelled as it wrote it).
+        await client.set(f"{keys.WATCHES}:ok-streak:payments", 2)
+        ((_, slot),) = await WatchScheduler(ctx).tick_once()
+        job = await _tick_job_of(ctx, "payments", slot)
+        assert await log_tick(client, "payments", slot, "snap-1")
+        assert (await _decide(ctx, "payments", "leak likely", job, slot))[0] == "leak likely"
+        await WatchTickJob(service="payments", slot=slot + 1,
+                           interval_seconds=900.0).enqueue(ctx.queue)
+        later = await _tick_job_of(ctx, "payments", slot + 1)
+        assert (await _decide(ctx, "payments", OK_VERDICT, later, slot + 1))[0] == "leak likely"
+        during = await _keys_of(client, "payments")
+        assert {keys.watch_cursor("payments"), keys.watch_state("payments"),
+                keys.watch_ok_streak("payments"), keys.watch_turn("payments"),
+                keys.watch_ticks("payments")} <= set(during)
+
+        gone = await handlers.run(runtime, handlers.Invocation("unwatch payments",
+                                                               source="slack"))
+        assert gone.title == "Stopped watching payments"
+        left = await _keys_of(client, "payments")
+        assert {name: ttl for name, ttl in left.items() if ttl < 0} == {}
+        assert [name for name in left if keys.WATCHES_TAG in name] == []
+        # A tick still running for it logs and decides nothing, so writes nothing back.
+        assert not await log_tick(client, "payments", slot + 2, "snap-2")
+        assert await WatchScheduler(ctx).tick_once() == []
+        assert [name for name in await _keys_of(client, "payments")
+                if keys.WATCHES_TAG in name] == []
+    finally:
+        await client.aclose()
+
+
+OK_VERDICT = "ok"
+
+
+async def _tick_job_of(ctx: WorkContext, service: str, slot: int) -> Job:
+    """The tick job the scheduler queued for ``slot``, read as ``ctx``'s consumer."""
+    (job,) = await ctx.queue.read(ctx.consumer, count=1, block_ms=1000)
+    assert job.payload == {"service": service, "slot": slot, "interval_seconds": 900.0}
+    return job
