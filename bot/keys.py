@@ -111,10 +111,11 @@ def watch_legacy_ok_streak(service: str) -> str:
 
 
 def watch_keys(service: str) -> list[str]:
-    """Every key one watch owns besides its entry in ``WATCHES``: unwatch deletes them all
-    in the script that removes the watch (tests/store/test_keys.py checks none is missed)."""
+    """Every key one watch owns besides its entry in ``WATCHES`` and its tick log: unwatch
+    deletes them all in the script that removes the watch, and gives the tick log a TTL
+    (tests/store/test_keys.py checks no builder is missed)."""
     return [watch_cursor(service), watch_state(service), watch_ok_streak(service),
-            watch_turn(service), watch_ticks(service), watch_legacy_ok_streak(service)]
+            watch_turn(service), watch_legacy_ok_streak(service)]
 
 
 # -- --sample runs (bot/sampling.py) --------------------------------------------------------

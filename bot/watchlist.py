@@ -23,12 +23,17 @@ log = logging.getLogger(__name__)
 
 WATCHES_KEY = keys.WATCHES  # every watch key shares the {watches} hash tag (bot/keys.py)
 
-# Unwatch: KEYS[1] the watch hash, the rest the watch's own keys (keys.watch_keys);
-# ARGV[1] the service. One script, so no scheduler, tick or decision sees the watch gone
-# but its cursor, state or tick log still there (they all check HEXISTS in their scripts).
+# How long the tick log of an ended watch is kept (a tick still running logs into it too).
+ENDED_TICK_LOG_SECONDS = 24 * 3600
+
+# Unwatch: KEYS[1] the watch hash, KEYS[2] the tick log, the rest the watch's own keys
+# (keys.watch_keys); ARGV the service, the tick log's TTL. One script, so no scheduler, tick
+# or decision sees the watch gone but its cursor or state still there (they check HEXISTS
+# in their own scripts).
 _UNWATCH = """
 local removed = redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('DEL', unpack(KEYS, 2))
+redis.call('DEL', unpack(KEYS, 3))
+redis.call('EXPIRE', KEYS[2], ARGV[2])
 return removed
 """
 
@@ -77,12 +82,13 @@ class WatchStore:
         return Watch.from_json(data) if data else None
 
     async def remove(self, service: str) -> bool:
-        """Forget the watch and every key of it: schedule, verdict state and tick log, so a
-        watch made again starts afresh and an ended one leaves nothing behind (its captures
-        stay in the service's history)."""
-        names = [WATCHES_KEY, *keys.watch_keys(service)]
+        """Forget the watch and every key of it (schedule, verdict state), so a watch made
+        again starts afresh and an ended one leaves nothing behind; its tick log expires a
+        day later, its captures stay in the service's history."""
+        names = [WATCHES_KEY, keys.watch_ticks(service), *keys.watch_keys(service)]
         async with store_errors("remove a watch"):
-            removed = await self.redis.eval(_UNWATCH, len(names), *names, service)
+            removed = await self.redis.eval(_UNWATCH, len(names), *names, service,
+                                            ENDED_TICK_LOG_SECONDS)
         return bool(removed)
 
     async def all(self) -> list[Watch]:

@@ -44,6 +44,7 @@ from bot.jobs import Job, as_text
 from bot.redisconn import store_errors
 from bot.units import format_duration
 from bot.watchlist import (
+    ENDED_TICK_LOG_SECONDS,
     Watch,
     WatchStore,
     channel_allowed,
@@ -63,18 +64,24 @@ CATCH_UP_SLOTS = 10
 TICK_LOG_LENGTH = 1000
 
 # Log a tick once per slot: KEYS[1] the log, KEYS[2] the watch hash; ARGV slot, snapshot id,
-# length, service. Returns 1 when logged, 0 when the slot already was (a retry, or a copy of
-# the job on another replica) or the watch is gone (a tick still running after an unwatch
-# must not leave a tick log behind). Nothing else (the job's progress lives in the {jobs}
-# slot) must be written with it: a crash right after it leaves a retry nothing to duplicate.
+# length, service, TTL of an ended watch's log. Returns 1 when logged, 0 when the slot
+# already was (a retry, or a copy of the job on another replica). A tick still running
+# after an unwatch logs too (its capture is accounted for), but the log keeps the TTL the
+# unwatch gave it; a live watch's log has none. Nothing else (the job's progress lives in
+# the {jobs} slot) must be written with it: a crash right after it leaves a retry nothing
+# to duplicate.
 _LOG_TICK = """
-if redis.call('HEXISTS', KEYS[2], ARGV[4]) == 0 then return 0 end
 local prefix = ARGV[1] .. ':'
 for _, row in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
   if string.sub(row, 1, #prefix) == prefix then return 0 end
 end
 redis.call('RPUSH', KEYS[1], prefix .. ARGV[2])
 redis.call('LTRIM', KEYS[1], -tonumber(ARGV[3]), -1)
+if redis.call('HEXISTS', KEYS[2], ARGV[4]) == 0 then
+  redis.call('EXPIRE', KEYS[1], ARGV[5])
+else
+  redis.call('PERSIST', KEYS[1])
+end
 return 1
 """
 
@@ -217,11 +224,11 @@ async def _alarm(ctx: WorkContext, watch: Watch, snapshot: Any) -> tuple[str, st
 
 
 async def log_tick(redis: aioredis.Redis, service: str, slot: int, snapshot_id: str) -> bool:
-    """Log the tick of ``slot`` (its capture ``snapshot_id``); False if it was logged before,
-    or if the watch is gone (nothing is written then)."""
+    """Log the tick of ``slot`` (its capture ``snapshot_id``); False if it was logged before."""
     async with store_errors("log a watch tick"):
         logged = await redis.eval(_LOG_TICK, 2, keys.watch_ticks(service), keys.WATCHES, slot,
-                                  snapshot_id, TICK_LOG_LENGTH, service)
+                                  snapshot_id, TICK_LOG_LENGTH, service,
+                                  ENDED_TICK_LOG_SECONDS)
     return bool(int(logged))
 
 

@@ -461,7 +461,6 @@ async def test_a_slot_is_logged_once_however_often_its_tick_runs(redis_url: str)
     took the job over) does not log its slot twice, and no other key is needed to know."""
     client = async_client(redis_url)
     try:
-        await WatchStore(client).put(Watch("demo", 60.0, CHANNEL))
         assert await log_tick(client, "demo", 7, "snap-a")
         assert not await log_tick(client, "demo", 7, "snap-b")  # the retry's own capture
         assert await log_tick(client, "demo", 8, "snap-c")
@@ -547,8 +546,9 @@ async def _keys_of(client: Any, service: str) -> dict[str, int]:
 
 async def test_an_ended_watch_leaves_no_keys(runtime: Any, redis_url: str) -> None:
     """After `/heap unwatch` no key of the watch is left in Redis without a TTL: its cursor,
-    verdict state, recovery streak, turn and tick log go with it (one script), and so does
-    the streak's key as heapbot before 3818022 named it (`ok-streak:`, never expired)."""
+    verdict state, recovery streak and turn go with it (one script), and so does the
+    streak's key as heapbot before 3818022 named it (`ok-streak:`, never expired); the
+    tick log is kept a day."""
     import handlers
     from bot.alerts.watches import _decide
 
@@ -577,12 +577,18 @@ async def test_an_ended_watch_leaves_no_keys(runtime: Any, redis_url: str) -> No
         assert gone.title == "Stopped watching payments"
         left = await _keys_of(client, "payments")
         assert {name: ttl for name, ttl in left.items() if ttl < 0} == {}
-        assert [name for name in left if keys.WATCHES_TAG in name] == []
-        # A tick still running for it logs and decides nothing, so writes nothing back.
-        assert not await log_tick(client, "payments", slot + 2, "snap-2")
+        assert [name for name in left if keys.WATCHES_TAG in name] == [
+            keys.watch_ticks("payments")]
+        assert 0 < left[keys.watch_ticks("payments")] <= 24 * 3600
+        # A tick still running for it logs its capture, but neither the log nor the
+        # scheduler leaves a key without a TTL, and its decision writes nothing.
+        assert await log_tick(client, "payments", slot + 2, "snap-2")
         assert await WatchScheduler(ctx).tick_once() == []
-        assert [name for name in await _keys_of(client, "payments")
-                if keys.WATCHES_TAG in name] == []
+        assert (await _decide(ctx, "payments", "leak likely", later, slot + 2))[0] == "unwatched"
+        after = await _keys_of(client, "payments")
+        assert {name: ttl for name, ttl in after.items() if ttl < 0} == {}
+        assert [name for name in after if keys.WATCHES_TAG in name] == [
+            keys.watch_ticks("payments")]
     finally:
         await client.aclose()
 
