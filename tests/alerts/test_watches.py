@@ -276,23 +276,30 @@ class _FreezingSlack(AsyncWebClient):
 
     def __init__(self, *args: Any, standin: Any, freeze: float = 0.0,
                  freeze_in_thread: bool = False, fail_after_summary: bool = False,
-                 **kwargs: Any) -> None:
+                 after_send: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.standin = standin
         self.freeze = freeze
         self.freeze_in_thread = freeze_in_thread
         self.fail_after_summary = fail_after_summary
+        self.after_send = after_send  # freeze once Slack has the post, before its answer is read
         self.frozen = asyncio.Event()
         self.resume = asyncio.Event()
 
+    async def _freeze(self) -> None:
+        freeze, self.freeze = self.freeze, 0.0
+        time.sleep(freeze)  # blocking on purpose: the whole replica stops
+        self.frozen.set()
+        await self.resume.wait()
+
     async def chat_postMessage(self, **kwargs: Any) -> Any:
         summary = not kwargs.get("thread_ts")
-        if self.freeze and summary != self.freeze_in_thread:
-            freeze, self.freeze = self.freeze, 0.0
-            time.sleep(freeze)  # blocking on purpose: the whole replica stops
-            self.frozen.set()
-            await self.resume.wait()
+        freezing = bool(self.freeze) and summary != self.freeze_in_thread
+        if freezing and not self.after_send:
+            await self._freeze()
         response = await super().chat_postMessage(**kwargs)
+        if freezing and self.after_send:
+            await self._freeze()
         if summary and self.fail_after_summary:
             self.fail_after_summary = False
             self.standin.fail("chat.postMessage", status=200, error="fatal_error")
@@ -431,7 +438,55 @@ async def test_a_replica_whose_tick_was_taken_over_while_it_froze_stops_posting(
         with pytest.raises(JobTakenOver):
             await asyncio.wait_for(ticking, 60)
     assert len(top_level(slack_standin)) == 1
-    assert len(_thread_of(slack_standin)) <= replies + 1  # at most the post it froze in
+    # A's late post of the step B had already posted was deleted before its files went up:
+    # the thread shows every step once.
+    (summary,) = slack_standin.messages(CHANNEL)
+    assert _seen_steps(slack_standin, summary["ts"]) == _steps_once(replies)
+
+
+def _seen_steps(standin: Any, ts: str) -> list[str]:
+    """The step names of the thread's replies a person sees now (from their marks)."""
+    return [m["metadata"]["event_payload"]["step"] for m in standin.messages(CHANNEL, ts)
+            if "metadata" in m]
+
+
+def _steps_once(count: int) -> list[str]:
+    steps = ["top", "goroutines", "chart", "profile"]
+    return steps if count == 4 else ["top", "diff", "goroutines", "chart", "profile"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("in_thread", [True, False], ids=["thread-reply", "summary"])
+async def test_a_post_in_flight_when_its_replica_froze_is_not_posted_again(
+        two_replicas: Any, slack_standin: Any, in_thread: bool) -> None:
+    """A's summary (or its first thread reply) reaches Slack, then A freezes before it reads
+    the answer (so before it records the step), past claim_idle_seconds. B takes the job
+    over: it must find the message (its metadata names the job and step; the channel's
+    history for a summary, the thread for a reply) instead of posting it again. Before:
+    two threads, or the thread showed `top` twice."""
+    _runtime, make_context = two_replicas
+    slack_a = _slack(slack_standin, freeze=2.0, freeze_in_thread=in_thread, after_send=True)
+    a, b = make_context("replica-a", slack_a), make_context("replica-b", _slack(slack_standin))
+    job_a = await _tick_job(a, TURN_SLOT)
+
+    ticking = asyncio.create_task(run_tick(a, job_a))
+    try:
+        await asyncio.wait_for(slack_a.frozen.wait(), 60)
+        (taken,) = await b.queue.claim_stale("replica-b")
+        await asyncio.wait_for(run_tick(b, taken), 60)
+        await b.queue.ack(taken)
+    finally:
+        slack_a.resume.set()
+        with pytest.raises(JobTakenOver):
+            await asyncio.wait_for(ticking, 60)
+
+    (summary,) = slack_standin.messages(CHANNEL)
+    tables = [m for m in slack_standin.messages(CHANNEL, summary["ts"])
+              if "flat%" in text_of(m)]
+    assert len(tables) == 1, [text_of(m)[:80] for m in tables]
+    seen = _seen_steps(slack_standin, summary["ts"])
+    assert seen == _steps_once(len(seen))
+    assert len(thread(slack_standin, summary["ts"])) == len(seen)  # nothing posted twice
 
 
 @pytest.mark.slow
@@ -601,3 +656,30 @@ async def _tick_job_of(ctx: WorkContext, service: str, slot: int) -> Job:
     (job,) = await ctx.queue.read(ctx.consumer, count=1, block_ms=1000)
     assert job.payload == {"service": service, "slot": slot, "interval_seconds": 900.0}
     return job
+
+
+async def test_a_step_mark_is_found_in_its_thread_and_a_missing_scope_is_said(
+        slack_standin: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """A step's message carries its job and step as Slack metadata; the lookup finds it in
+    the thread (and a thread's first message in the channel). Without the history scope the
+    lookup finds nothing and the log says which scope to add."""
+    from bot.reply import Reply
+    from bot.slack.marks import find_marked, step_mark
+    from bot.slack.publish import post_reply
+
+    client = _slack(slack_standin)
+    summary = await post_reply(client, CHANNEL, Reply(title="summary"),
+                               metadata=step_mark("1-0", "summary"))
+    top = await post_reply(client, CHANNEL, Reply(title="top"), thread_ts=summary,
+                           metadata=step_mark("1-0", "top"))
+    await post_reply(client, CHANNEL, Reply(title="top of another job"), thread_ts=summary,
+                     metadata=step_mark("2-0", "top"))
+    assert await find_marked(client, CHANNEL, step_mark("1-0", "top"),
+                             thread_ts=summary) == [top]
+    assert await find_marked(client, CHANNEL, step_mark("1-0", "summary")) == [summary]
+    assert await find_marked(client, CHANNEL, step_mark("1-0", "diff"),
+                             thread_ts=summary) == []
+
+    slack_standin.fail("conversations.replies", status=200, error="missing_scope")
+    assert await find_marked(client, CHANNEL, step_mark("1-0", "top"), thread_ts=summary) == []
+    assert "add the channels:history scope" in caplog.text
