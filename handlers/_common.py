@@ -89,7 +89,8 @@ def parse_args(argv: Sequence[str], usage: str, *, flags: Mapping[str, str] = {}
                     raise usage_error(f"`{name}` needs a value.", usage)
                 args.options[valued[name]] = value
             else:
-                raise usage_error(f"Unknown option `{shorten(name)}`.", usage)
+                raise usage_error(f"Unknown option `{shorten(name)}`."
+                                  + _closest_option(name, [*flags, *valued]), usage)
         else:
             args.positionals.append(token)
         i += 1
@@ -99,6 +100,15 @@ def parse_args(argv: Sequence[str], usage: str, *, flags: Mapping[str, str] = {}
         extra = " ".join(shorten(p) for p in args.positionals[max_positionals:])
         raise usage_error(f"Unexpected argument `{extra}`.", usage)
     return args
+
+
+def _closest_option(name: str, known: Sequence[str]) -> str:
+    """" Did you mean `--focus`?" for `--fcous`: a typo gets the fix, not only the usage."""
+    import difflib
+
+    words = {k[2:]: k for k in known if k.startswith("--")}
+    close = difflib.get_close_matches(name.lstrip("-"), list(words), n=1, cutoff=0.65)
+    return f" Did you mean `{words[close[0]]}`?" if close else ""
 
 
 def parse_service(argv: Sequence[str], usage: str) -> Args:

@@ -84,6 +84,10 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     from bot.analysis.top import TopOptions
     from bot.units import format_value
 
+    if ref.lower() not in ("previous", "prev", "last"):
+        # `since 1h`, `since deploy`, an id: a base that is not there is said before a
+        # capture is spent on the answer (and the service's cooldown with it)
+        await runtime.resolve_since(service, ref)
     capture = await runtime.capture(service, requested_by=inv.user_id,
                                     force=args.flag("force"), gc=args.flag("gc"))
     heap = capture.heap

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from functools import partial
-from typing import NoReturn
+from typing import NoReturn, TypedDict
 
 import numpy as np
 from google.protobuf.message import DecodeError
@@ -21,6 +21,7 @@ from bot.pprof import profile_pb2
 from bot.pprof.limits import DEFAULT_LIMITS, Limits, inflate
 from bot.pprof.model import Mapping, Profile, SampleType
 from bot.pprof.wire import (
+    IntType,
     Messages,
     WireError,
     as_int64,
@@ -122,7 +123,7 @@ class _Ids:
     """Where each id of one table (functions, locations, mappings) sits, checked once
     (ids non-zero and unique), so references resolve with one array lookup."""
 
-    def __init__(self, ids: np.ndarray, what: str, dtype: type = np.int32) -> None:
+    def __init__(self, ids: np.ndarray, what: str, dtype: IntType = np.int32) -> None:
         self.what = what
         self.size = int(ids.size)
         self.dtype = dtype  # of the positions resolve returns
@@ -176,6 +177,20 @@ class _Ids:
             return self.order[at_c].astype(self.dtype)
         out[...] = self.order[at_c]
         return out
+
+
+class _Header(TypedDict):
+    """The profile's scalar fields, read before the frame is freed (see ``_build``)."""
+
+    default_sample_type: str
+    time_nanos: int
+    duration_nanos: int
+    period_type: SampleType | None
+    period: int
+    comments: list[str]
+    drop_frames: str
+    keep_frames: str
+    doc_url: str
 
 
 def _build(box: list[profile_pb2.ProfileFrame]) -> Profile:
@@ -242,7 +257,7 @@ def _build(box: list[profile_pb2.ProfileFrame]) -> Profile:
     if frame.HasField("period_type"):
         period_type = SampleType(strings.one(frame.period_type.type, "period type"),
                                  strings.one(frame.period_type.unit, "period unit"))
-    header = {
+    header: _Header = {
         "default_sample_type": strings.one(frame.default_sample_type, "default sample type"),
         "time_nanos": frame.time_nanos, "duration_nanos": frame.duration_nanos,
         "period_type": period_type, "period": frame.period,
