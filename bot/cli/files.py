@@ -183,10 +183,18 @@ def list_file(args: argparse.Namespace) -> int:
         return 0
     import asyncio
 
-    from bot.source import SourceConfig, find_sources, listing_text, start_lines
+    from bot.source import (
+        SourceConfig,
+        find_sources,
+        find_sources_here,
+        listing_text,
+        start_lines,
+    )
 
+    files = [f.file for f in report.functions]
     config = SourceConfig(dir=args.source_dir, trim_prefix=tuple(args.trim_prefix or ()))
-    sources = asyncio.run(find_sources(config, [f.file for f in report.functions]))
+    sources = asyncio.run(find_sources(config, files) if config.configured
+                          else find_sources_here(files))  # as pprof: the recorded paths
     _emit(listing_text(report, sources,
                        start_lines(profile.function_names, profile.function_start_lines)))
     if (note := sources.note()):

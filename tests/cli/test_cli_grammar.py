@@ -89,6 +89,8 @@ def test_no_download_or_history_hints_when_redis_did_not_store_the_capture(
     assert top.returncode == 0, top.stdout + top.stderr
     assert "main." in top.stdout
     assert "Not stored:" in top.stdout
+    # nothing was read from or written to the history: no claim about it either
+    assert "first stored capture" not in top.stdout
     hints = next(line for line in top.stdout.splitlines() if line.startswith("next:"))
     assert "--download" not in hints and "diff" not in hints and "leaks" not in hints
     assert "capture demo" in hints

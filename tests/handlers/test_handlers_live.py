@@ -216,10 +216,14 @@ async def test_top_focus_and_takeaway_against_the_previous_capture(runtime: Runt
     leader = max(second.data["rows"], key=lambda r: abs(r["flat"]))
     assert second.summary.startswith(leader["function"])
     assert "since" in second.summary  # the change vs the first capture
-    # Focus on a function this young process has surely sampled (a fixed name such as
-    # leakmap may have no sample yet), and check the rows against the engine's own.
+    # the total's change reads as a clause, never "(… since 12:00:01 UTC (0.2 s before …))"
     import re
 
+    assert re.search(r"\. Total \S+, \S+ since \d\d:\d\d:\d\d UTC", second.summary), \
+        second.summary
+    assert "))" not in second.summary
+    # Focus on a function this young process has surely sampled (a fixed name such as
+    # leakmap may have no sample yet), and check the rows against the engine's own.
     from bot.analysis.top import TopOptions, top
 
     focus = re.escape(leader["function"])
