@@ -195,7 +195,13 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     and for ask/console/serve an unknown word is an error with that command's usage.
     """
     parser, commands = _parser()
-    args, extra = parser.parse_known_args(slash_words(sys.argv[1:] if argv is None else argv))
+    words = slash_words(sys.argv[1:] if argv is None else argv)
+    if not words:  # bare `heapbot`: what it can do, not only "COMMAND is required"
+        parser.print_help(sys.stderr)
+        sys.exit(2)
+    if not words[0].startswith("-") and words[0] not in commands:
+        words[0] = _known_command(parser, words[0], commands)
+    args, extra = parser.parse_known_args(words)
     args.extra = []
     if extra:
         file_mode = any(getattr(args, flag, None) for flag in FILE_FLAGS)
@@ -219,6 +225,25 @@ def slash_words(argv: Sequence[str]) -> list[str]:
 
         return ["ask", shlex.join(["/heap", words[0].lstrip("/"), *words[1:]])]
     return words
+
+
+def _known_command(parser: argparse.ArgumentParser, word: str,
+                   commands: dict[str, argparse.ArgumentParser]) -> str:
+    """A slash alias (`leak`, `gr`, `hist`) as its subcommand, or a did-you-mean error.
+
+    Only on this path is handlers' command table read, so a right command starts no slower.
+    """
+    import difflib
+
+    from handlers.commands import ALIASES, canonical
+
+    name = canonical(word)
+    if name in commands:
+        return name
+    close = difflib.get_close_matches(word.lower(), [*commands, *SLASH_ONLY, *ALIASES], n=1,
+                                      cutoff=0.6)
+    guess = f" Did you mean `heapbot {canonical(close[0])}`?" if close else ""
+    parser.error(f"heapbot has no command `{word[:40]}`.{guess} `heapbot --help` lists them.")
 
 
 def _resolve(spec: str) -> Runner:

@@ -98,3 +98,14 @@ def test_file_mode_flame_without_a_path_writes_next_to_the_profile_name(tmp_path
     assert "flame graph written to heap_2-flame.png and heap_2-flame.svg" in done.stderr
     assert (tmp_path / "heap_2-flame.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "main.cacheBuildEntry" in (tmp_path / "heap_2-flame.svg").read_text()
+
+
+def test_bare_heapbot_and_a_mistyped_command_say_what_exists(tmp_path: Path) -> None:
+    bare = heapbot(cwd=tmp_path)
+    assert bare.returncode == 2 and "console   a prompt for /heap commands" in bare.stderr
+    typo = heapbot("tpo", "demo", cwd=tmp_path)
+    assert typo.returncode == 2
+    assert "heapbot has no command `tpo`. Did you mean `heapbot top`?" in typo.stderr
+    # the slash command's aliases are the CLI's too
+    alias = heapbot("hist", "--help", cwd=tmp_path)
+    assert alias.returncode == 0 and "usage: heapbot history" in alias.stdout
