@@ -258,7 +258,7 @@ class Capturer:
                     exc.strerror or str(exc))
                 out.append((target, target, f"DNS name {host} did not resolve ({reason})"))
                 continue
-            addresses = sorted({info[4][0] for info in infos})
+            addresses = sorted({str(info[4][0]) for info in infos})  # (an IP: str for INET*)
             if not addresses:
                 out.append((target, target, f"DNS name {host} has no addresses"))
             for address in addresses:
