@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +29,17 @@ def _alive(pid: int) -> bool:
         return bool(Path(f"/proc/{pid}/cmdline").read_bytes())  # a zombie has none
     except OSError:
         return False
+
+
+def demo_hints(output: str) -> list[str]:
+    """The /heap commands the demo's replies offer: `next:` buttons and the leak report's Next."""
+    found: list[str] = []
+    for line in output.splitlines():
+        if line.startswith("next: "):
+            found += re.findall(r"(?:^next: |\s{3})[^:]+: (/heap .+?)(?=\s{3}|$)", line)
+        elif line.startswith("Next: "):
+            found += re.findall(r"(/heap diff \S+ since \S+) compares", line)
+    return list(dict.fromkeys(found))
 
 
 def test_demo_leaves_a_running_demo_the_readme_commands_can_use(tmp_path: Path) -> None:
@@ -59,6 +72,14 @@ def test_demo_leaves_a_running_demo_the_readme_commands_can_use(tmp_path: Path) 
         assert top.returncode == 0, top.stdout + top.stderr
         assert "demo: top 10 by inuse_space" in top.stdout
         assert "main." in top.stdout and "no registry" not in top.stdout
+
+        # Every hint the demo printed, pasted after `heapbot` as a shell would pass it.
+        hints = demo_hints(demo.stdout)
+        assert {"/heap diff demo since previous", "/heap leaks demo"} <= set(hints), hints
+        assert not any("since deploy" in h for h in hints), hints  # the demo records none
+        for hint in hints:
+            done = heapbot(*shlex.split(hint))
+            assert done.returncode == 0, f"{hint}\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
 
         console = heapbot("console", stdin="diff demo\nexit\n")
         assert console.returncode == 0, console.stdout + console.stderr
