@@ -61,14 +61,20 @@ def new_snapshot_id(taken_at: float) -> str:
     return f"{stamp}-{secrets.token_hex(2)}"
 
 
-def _pack(data: bytes) -> bytes:
-    """Compress unless already gzip; a one-byte tag lets ``_unpack`` return the original."""
+def _pack(data: bytes | bytearray) -> bytes | bytearray:
+    """What a profile is stored as: gzip data as it is (not copied: Go serves profiles
+    gzipped, and a capture's download goes to Redis as downloaded), anything else
+    gzipped behind a ``G`` tag byte so ``_unpack`` returns the original."""
     if data[:2] == _GZIP_MAGIC:
-        return b"R" + data
+        return data
     return b"G" + gzip.compress(data, compresslevel=6, mtime=0)
 
 
 def _unpack(stored: bytes) -> bytes:
+    """The bytes ``_pack`` was given. Snapshots saved before gzip went untagged hold
+    an ``R`` tag byte in front of gzip data; neither tag is a gzip magic byte."""
+    if stored[:2] == _GZIP_MAGIC:
+        return stored
     tag, body = stored[:1], stored[1:]
     return gzip.decompress(body) if tag == b"G" else body
 
@@ -244,7 +250,7 @@ class SnapshotStore:
     async def save(
         self,
         snapshot: StoredSnapshot,
-        raw: Mapping[tuple[int, str], bytes] | None = None,
+        raw: Mapping[tuple[int, str], bytes | bytearray] | None = None,
         *,
         merged: Mapping[str, bytes] | None = None,
         retention_count: int = 500,
@@ -260,10 +266,10 @@ class SnapshotStore:
         deploys = keys.deploys(svc)
         snap_key = keys.snapshot(svc, snapshot.id)
 
-        def encode() -> dict[str, bytes | str]:
+        def encode() -> dict[str, bytes | bytearray | str]:
             """JSON and gzip of the snapshot: CPU work kept off the event loop (a burst of
             captures blocked it 100+ ms here; found by bench/load/run.py)."""
-            mapping: dict[str, bytes | str] = {"meta": json.dumps(snapshot.meta_dict())}
+            mapping: dict[str, bytes | bytearray | str] = {"meta": json.dumps(snapshot.meta_dict())}
             if snapshot.summary is not None:
                 mapping["summary"] = json.dumps(snapshot.summary.to_dict())
             for kind, data in (merged or {}).items():
