@@ -22,13 +22,14 @@ from typing import Annotated, Any, TypeVar
 
 import redis.asyncio as aioredis
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode
 from redis.exceptions import RedisError, ResponseError
 
 from bot import keys
 from bot.errors import StoreUnavailableError
 from bot.metrics import JOBS, QUEUE_DEPTH, redis_error
 from bot.redisconn import store_errors
+from bot.settings import EnvSettings
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
@@ -53,14 +54,12 @@ return id
 """
 
 
-class QueueSettings(BaseSettings):
+class QueueSettings(EnvSettings):
     """Knobs of the queue, webhooks, paged threads and watches (environment variables).
 
     Kept apart from bot.settings (the queue's knobs do not concern the other
     surfaces); tests pass their own instance.
     """
-
-    model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
 
     claim_idle_seconds: float = Field(60.0, gt=0, validation_alias="HEAPBOT_JOB_CLAIM_IDLE_SECONDS")
     max_deliveries: int = Field(5, ge=1, validation_alias="HEAPBOT_JOB_MAX_DELIVERIES")

@@ -8,9 +8,10 @@ part in ``{…}`` that alone decides the slot:
   (one MULTI/EXEC stores a snapshot, trims retention and adds deploy markers);
 - ``{jobs}``: the job stream, its dead letters, dedupe keys and per-job progress
   (the enqueue script sets a dedupe key and XADDs; ack XACKs and deletes progress);
-- ``{watches}``: the watch list and each watch's state, recovery streak, turn, tick log
-  and leases (unwatch deletes the watch and its state together; one script decides a
-  tick's verdict, streak and turn, another logs a tick once per slot);
+- ``{watches}``: the watch list and each watch's cursor, state, recovery streak, turn and
+  tick log (one script unwatches: it deletes the watch and every key of it, ``watch_keys``;
+  one script hands out slots, one decides a tick's verdict, streak and turn, another logs a
+  tick once per slot, each checking that the watch still exists);
 - ``{sampling}``: the --sample scheduler's due and active sets, per-user and
   per-service reservations and run records (one script reserves them all);
 - incidents, their locks, thread memory and the Slack replay/seen sets are used one
@@ -77,11 +78,6 @@ WATCHES_TAG = "{watches}"
 WATCHES = f"{PREFIX}{WATCHES_TAG}"
 
 
-def watch_lease(service: str, slot: int | str) -> str:
-    """SET NX PX lease: the replica that wins it enqueues this slot's tick."""
-    return f"{PREFIX}{WATCHES_TAG}:lease:{service}:{slot}"
-
-
 def watch_cursor(service: str) -> str:
     """The start (ms since the epoch) of the newest slot whose tick was scheduled."""
     return f"{PREFIX}{WATCHES_TAG}:cursor:{service}"
@@ -106,6 +102,20 @@ def watch_turn(service: str) -> str:
 def watch_ticks(service: str) -> str:
     """List of ``<slot>:<snapshot id>`` of the ticks run."""
     return f"{PREFIX}{WATCHES_TAG}:ticks:{service}"
+
+
+def watch_legacy_ok_streak(service: str) -> str:
+    """The recovery streak's key before it became a set of slots (3818022): no TTL, so
+    unwatch and every tick delete it, or a deployment upgraded from then keeps it forever."""
+    return f"{PREFIX}{WATCHES_TAG}:ok-streak:{service}"
+
+
+def watch_keys(service: str) -> list[str]:
+    """Every key one watch owns besides its entry in ``WATCHES`` and its tick log: unwatch
+    deletes them all in the script that removes the watch, and gives the tick log a TTL
+    (tests/store/test_keys.py checks no builder is missed)."""
+    return [watch_cursor(service), watch_state(service), watch_ok_streak(service),
+            watch_turn(service), watch_legacy_ok_streak(service)]
 
 
 # -- --sample runs (bot/sampling.py) --------------------------------------------------------
@@ -159,7 +169,7 @@ MULTI_KEY_GROUPS: dict[str, list[Callable[..., str]]] = {
         lambda _x: sampling("due"), lambda _x: sampling("active"),
         lambda user: sampling("user", user), lambda svc: sampling("service", svc),
         lambda run: sampling("run", run)],
-    "watches (unwatch, tick log)": [
-        lambda _x: WATCHES, watch_lease, watch_cursor, watch_state, watch_ok_streak,
-        watch_turn, watch_ticks],
+    "watches (unwatch, cursor, decision, tick log)": [
+        lambda _x: WATCHES, watch_cursor, watch_state, watch_ok_streak, watch_turn,
+        watch_ticks, watch_legacy_ok_streak],
 }

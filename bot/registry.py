@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 
 from bot.errors import AccessDeniedError, ConfigError, UnknownServiceError
 
@@ -27,7 +28,7 @@ from bot.errors import AccessDeniedError, ConfigError, UnknownServiceError
 # the registry says otherwise: leak sampling, watch ticks and alert captures. A
 # user's /heap top or capture does not, unless it says --gc.
 GcTrigger = Literal["user", "sample", "watch", "alert", "schedule"]
-DEFAULT_GC_TRIGGERS: tuple[str, ...] = ("sample", "watch", "alert")
+DEFAULT_GC_TRIGGERS: tuple[GcTrigger, ...] = ("sample", "watch", "alert")
 TARGET_SCHEMES = ("http", "https", "dns+http", "dns+https")
 SERVICE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -381,7 +382,7 @@ def _format_location(loc: Sequence[Any]) -> str:
     return text
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _describe(error: ErrorDetails) -> str:
     loc = list(error.get("loc", ()))
     ctx = error.get("ctx") or {}
     cause = ctx.get("error")
@@ -392,6 +393,9 @@ def _describe(error: dict[str, Any]) -> str:
     message = error.get("msg", "invalid")
     if error.get("type") == "extra_forbidden":
         key = loc[-1] if loc else "?"
+        close = difflib.get_close_matches(str(key), _keys_at(loc[:-1]), n=1, cutoff=0.7)
+        if close:
+            return f"{_format_location(loc)}: unknown key {key!r}; did you mean {close[0]!r}?"
         return f"{_format_location(loc)}: unknown key {key!r} (check its spelling in the README)"
     if error.get("type") == "missing":
         return f"{_format_location(loc)}: is required"
@@ -400,9 +404,27 @@ def _describe(error: dict[str, Any]) -> str:
     return f"{_format_location(loc)}: {message}{shown}"
 
 
+def _keys_at(where: list[Any]) -> list[str]:
+    """The keys the registry takes at a location (``services.NAME`` → a service's keys)."""
+    model: type[BaseModel] = _RegistryFile
+    rest = list(where)
+    if rest[:1] == ["services"]:
+        model, rest = _ServiceEntry, rest[2:]
+    elif rest[:1] == ["defaults"]:
+        model, rest = _Defaults, rest[1:]
+    if rest[:1] == ["source"]:
+        model = _SourceEntry
+    return list(model.model_fields)
+
+
 def parse_registry(data: Any, path: Path) -> Registry:
-    """Validate parsed YAML into a Registry; ConfigError names file, service and key."""
-    name = path.name
+    """Validate parsed YAML into a Registry; ConfigError names file, service and key.
+
+    The file is named as given (HEAPBOT_CONFIG, the demo's, ./heapbot.yaml), so the user
+    knows which one to fix; a misspelt key comes first, since it often explains the rest
+    (`target:` for `targets:` also leaves `targets` missing).
+    """
+    name = str(path)
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -410,7 +432,8 @@ def parse_registry(data: Any, path: Path) -> Registry:
     try:
         parsed = _RegistryFile.model_validate(data)
     except ValidationError as exc:
-        problems = [_describe(e) for e in exc.errors()]
+        errors = sorted(exc.errors(), key=lambda e: e.get("type") != "extra_forbidden")
+        problems = [_describe(e) for e in errors]
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise ConfigError(
             f"{name}: {problems[0]}{more}",
@@ -482,5 +505,5 @@ def load_registry(path: str | os.PathLike[str] | None = None) -> Registry:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(f"{file.name}: not valid YAML{where}: {problem}.") from None
+        raise ConfigError(f"{file}: not valid YAML{where}: {problem}.") from None
     return parse_registry(data, file)

@@ -3,19 +3,22 @@
 The service registry (which services exist and where their pprof endpoints
 are) lives in a YAML file and is loaded by :mod:`bot.registry`; this module
 holds only what varies per deployment: tokens, ports, Redis, paths. Secrets
-are ``SecretStr`` so they never print by accident, and an empty or
-whitespace-only secret is unset (docker-compose passes ``${VAR:-}`` as "").
+are ``SecretStr`` so they never print by accident, and an empty variable is
+unset (docker-compose passes ``${VAR:-}`` as ""), as is a whitespace-only secret.
+A value heapbot cannot use stops it with one ConfigError naming the variable.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import platformdirs
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bot.errors import ConfigError
 
 DEMO_DIR = ".heapbot-demo"  # what `make demo` leaves running: registry, data, service logs
 DEFAULT_CONFIG = Path("heapbot.yaml")
@@ -47,8 +50,46 @@ def _default_data_dir(data: dict[str, Any]) -> Path:
     return Path(platformdirs.user_data_dir("heapbot", appauthor=False))
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
+def _variable(error: Any) -> str:
+    loc = error.get("loc") or ("?",)
+    return str(loc[0])
+
+
+def environment_problem(exc: ValidationError) -> str:
+    """One sentence per unusable variable: its name and what is wrong, never its value.
+
+    pydantic's own text is a traceback with the value in it (a secret, perhaps).
+    """
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False):
+        # "Input should be a valid integer, unable to parse string as an integer": the first half
+        message = str(error.get("msg", "invalid")).split(", unable to")[0].rstrip(".")
+        if message.startswith("Input should"):
+            message = "it should" + message.removeprefix("Input should")
+        problems.append(f"{_variable(error)} is set to a value heapbot cannot use: {message}")
+    return "; ".join(problems) + "."
+
+
+class EnvSettings(BaseSettings):
+    """Settings from environment variables; a bad value is one ConfigError, not a traceback.
+
+    An empty variable counts as unset (``HEAPBOT_PORT=`` is the default port), as
+    docker-compose's ``${VAR:-}`` and many .env files write it.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True,
+                                      env_ignore_empty=True)
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise ConfigError(environment_problem(exc),
+                              hint="Fix it, or unset it for heapbot's default (README: "
+                                   "Configuration reference).") from None
+
+
+class Settings(EnvSettings):
 
     # Registry and storage
     config_path: Path = Field(default_factory=_default_config_path,
@@ -90,8 +131,19 @@ class Settings(BaseSettings):
     max_connections: int = Field(512, ge=8, validation_alias="HEAPBOT_HTTP_MAX_CONNECTIONS")
 
     # Logging
-    log_level: str = Field("INFO", validation_alias="HEAPBOT_LOG_LEVEL")
-    log_format: str = Field("json", validation_alias="HEAPBOT_LOG_FORMAT")  # json | text
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        "INFO", validation_alias="HEAPBOT_LOG_LEVEL")
+    log_format: Literal["json", "text"] = Field("json", validation_alias="HEAPBOT_LOG_FORMAT")
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _any_case(cls, value: Any) -> Any:
+        """`info`, `Info` and `INFO` are one level; `TEXT` is `text`."""
+        if not isinstance(value, str):
+            return value
+        value = value.strip()
+        return value.upper() if value.lower() in ("debug", "info", "warning", "error",
+                                                  "critical") else value.lower()
 
     @field_validator("internal_port", mode="before")
     @classmethod

@@ -29,7 +29,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
-from bot.registry import SourceConfig
+from bot.registry import SOURCE_MAX_BYTES, SourceConfig
 from bot.units import format_value
 
 if TYPE_CHECKING:
@@ -190,6 +190,46 @@ async def find_sources(config: SourceConfig | None, files: Iterable[str], *,
                 found.problems.append(result)
             else:
                 found.texts[file] = result
+    return found
+
+
+def _read_recorded(file: str, max_bytes: int) -> list[str] | str | None:
+    """The lines at the absolute path the build recorded; None when it is not here."""
+    path = Path(file)
+    if not path.is_absolute():
+        return None
+    try:
+        if not path.is_file():
+            return None
+        if path.stat().st_size > max_bytes:
+            return f"{path.name} is larger than {format_value(max_bytes, 'bytes')}"
+        return path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+
+
+async def find_sources_here(files: Iterable[str], *,
+                            max_bytes: int = SOURCE_MAX_BYTES) -> Sources:
+    """File mode without --source-dir: read the files where the build says they are.
+
+    What `go tool pprof -list` reads on its own: a profile of a binary built on this
+    machine (the demo's, a local `go build`) names its source by absolute path. Only the
+    CLI's file mode does this (the user reads their own files); service mode reads only
+    a registry ``source:`` block. Nothing found: not configured, and the note says how.
+    """
+    found = Sources(configured=True)
+    absent: list[str] = []
+    for file in list(dict.fromkeys(f for f in files if f))[:MAX_FILES]:
+        result = await asyncio.to_thread(_read_recorded, file, max_bytes)
+        if result is None:
+            absent.append(file)
+        elif isinstance(result, str):
+            found.problems.append(result)
+        else:
+            found.texts[file] = result
+    if not found.texts and not found.problems:
+        return Sources(configured=False)
+    found.problems += [f"{f} is not on this machine (--source-dir DIR maps it)" for f in absent]
     return found
 
 

@@ -23,6 +23,19 @@ log = logging.getLogger(__name__)
 
 WATCHES_KEY = keys.WATCHES  # every watch key shares the {watches} hash tag (bot/keys.py)
 
+# How long the tick log of an ended watch is kept (a tick still running logs into it too).
+ENDED_TICK_LOG_SECONDS = 24 * 3600
+
+# Unwatch: KEYS[1] the watch hash, KEYS[2] the tick log, the rest the watch's own keys
+# (keys.watch_keys); ARGV the service, the tick log's TTL. One script, so no scheduler, tick
+# or decision sees the watch gone but its cursor or state still there (they check HEXISTS
+# in their own scripts).
+_UNWATCH = """
+local removed = redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('DEL', unpack(KEYS, 3))
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return removed
+"""
 
 
 @dataclass(slots=True)
@@ -69,13 +82,13 @@ class WatchStore:
         return Watch.from_json(data) if data else None
 
     async def remove(self, service: str) -> bool:
-        """Forget the watch and its verdict state (its tick history and captures stay)."""
-        async with store_errors("remove a watch"), \
-                self.redis.pipeline(transaction=True) as pipe:
-            pipe.hdel(WATCHES_KEY, service)
-            pipe.delete(keys.watch_state(service), keys.watch_ok_streak(service),
-                        keys.watch_turn(service), keys.watch_cursor(service))
-            removed, _ = await pipe.execute()
+        """Forget the watch and every key of it (schedule, verdict state), so a watch made
+        again starts afresh and an ended one leaves nothing behind; its tick log expires a
+        day later, its captures stay in the service's history."""
+        names = [WATCHES_KEY, keys.watch_ticks(service), *keys.watch_keys(service)]
+        async with store_errors("remove a watch"):
+            removed = await self.redis.eval(_UNWATCH, len(names), *names, service,
+                                            ENDED_TICK_LOG_SECONDS)
         return bool(removed)
 
     async def all(self) -> list[Watch]:

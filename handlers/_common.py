@@ -89,7 +89,8 @@ def parse_args(argv: Sequence[str], usage: str, *, flags: Mapping[str, str] = {}
                     raise usage_error(f"`{name}` needs a value.", usage)
                 args.options[valued[name]] = value
             else:
-                raise usage_error(f"Unknown option `{shorten(name)}`.", usage)
+                raise usage_error(f"Unknown option `{shorten(name)}`."
+                                  + _closest_option(name, [*flags, *valued]), usage)
         else:
             args.positionals.append(token)
         i += 1
@@ -99,6 +100,15 @@ def parse_args(argv: Sequence[str], usage: str, *, flags: Mapping[str, str] = {}
         extra = " ".join(shorten(p) for p in args.positionals[max_positionals:])
         raise usage_error(f"Unexpected argument `{extra}`.", usage)
     return args
+
+
+def _closest_option(name: str, known: Sequence[str]) -> str:
+    """" Did you mean `--focus`?" for `--fcous`: a typo gets the fix, not only the usage."""
+    import difflib
+
+    words = {k[2:]: k for k in known if k.startswith("--")}
+    close = difflib.get_close_matches(name.lstrip("-"), list(words), n=1, cutoff=0.65)
+    return f" Did you mean `{words[close[0]]}`?" if close else ""
 
 
 def parse_service(argv: Sequence[str], usage: str) -> Args:
@@ -255,8 +265,12 @@ def no_profile_reply(service: str, snapshot: StoredSnapshot,
         service=service)
 
 
-def context_lines(capture: Captured, *extra: str) -> list[str]:
-    """service · 3/3 instances · captured 14:02:11 UTC · build 4f3a2b1c9d0e · extra…"""
+def context_lines(capture: Captured, *extra: str, shows_heap: bool = True) -> list[str]:
+    """service · 3/3 instances · captured 14:02:11 UTC · build 4f3a2b1c9d0e · extra…
+
+    ``shows_heap=False`` (goroutines, MemStats): the note that the heap profile is the
+    previous GC's again is left out, since the reply shows nothing from that profile.
+    """
     snapshot = capture.snapshot
     parts = [capture.service]
     if (answered := instances_text(snapshot)):
@@ -274,7 +288,7 @@ def context_lines(capture: Captured, *extra: str) -> list[str]:
                      + " (history and diffs will not include this capture)")
     elif capture.snapshot_id:
         lines.append(f"snapshot {capture.snapshot_id}")
-    if capture.heap_note:
+    if capture.heap_note and shows_heap:
         lines.append(capture.heap_note)
     for marker in capture.deploys_detected:
         lines.append(f"new build noticed: deploy {marker.version or '?'} "
@@ -285,7 +299,7 @@ def context_lines(capture: Captured, *extra: str) -> list[str]:
 def capture_reply(capture: Captured, *, title: str, summary: str, table: Table | None,
                   actions: list[Action], context: Sequence[str] = (),
                   sections: Sequence[str] = (),
-                  data: Mapping[str, object] | None = None) -> Reply:
+                  data: Mapping[str, object] | None = None, shows_heap: bool = True) -> Reply:
     """The Reply of a command answered from one capture, with the tail they all share.
 
     Context lines about the capture (:func:`context_lines`), the instances that did
@@ -294,7 +308,8 @@ def capture_reply(capture: Captured, *, title: str, summary: str, table: Table |
     """
     failed = failed_instances_text(capture.snapshot)
     return Reply(
-        title=title, context=context_lines(capture, *context), summary=summary, table=table,
+        title=title, context=context_lines(capture, *context, shows_heap=shows_heap),
+        summary=summary, table=table,
         sections=[*([failed] if failed else []), *(s for s in sections if s)],
         actions=actions, service=capture.service, snapshot_id=capture.snapshot_id or None,
         data={**(data or {}), "service": capture.service, "snapshot_id": capture.snapshot_id},

@@ -84,6 +84,10 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     from bot.analysis.top import TopOptions
     from bot.units import format_value
 
+    if ref.lower() not in ("previous", "prev", "last"):
+        # `since 1h`, `since deploy`, an id: a base that is not there is said before a
+        # capture is spent on the answer (and the service's cooldown with it)
+        await runtime.resolve_since(service, ref)
     capture = await runtime.capture(service, requested_by=inv.user_id,
                                     force=args.flag("force"), gc=args.flag("gc"))
     heap = capture.heap
@@ -117,6 +121,8 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     base_build = short_build_id(base.build_id)
     now_build = short_build_id(capture.snapshot.build_id)
     extra = await base_label(runtime, service, ref, base, base_time)
+    # the "Diff since deploy" hint only when it can work (and is not this very answer)
+    offer_deploy = ref.lower() != "deploy" and await _deploy_recorded(runtime, service)
     sections = []
     if base_build and now_build and base_build != now_build:
         sections.append(f"The binary changed between the captures (build {base_build} → "
@@ -132,7 +138,8 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
             Action("Leaks", f"leaks {service}", "primary"),
             Action("Top now", f"top {service}"),
             Action("Goroutines", f"goroutines {service}"),
-            Action("Diff since deploy", f"diff {service} since deploy"),
+            *([Action("Diff since deploy", f"diff {service} since deploy")]
+              if offer_deploy else []),
         ],
         data={**report.to_json(), "since": ref, "base_snapshot_id": base.id},
     )
@@ -148,6 +155,16 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
         reply.actions.append(Action("Flame graph", f"diff {service} since {base.id} --flame"
                                     + (f" {words}" if words else "")))
     return reply
+
+
+async def _deploy_recorded(runtime: Runtime, service: str) -> bool:
+    """Whether `since deploy` can work: a deploy marker is stored (False if Redis cannot say)."""
+    from bot.errors import HeapbotError
+
+    try:
+        return bool(await runtime.deploys(service))
+    except HeapbotError:
+        return False
 
 
 async def base_label(runtime: Runtime, service: str, ref: str, base: StoredSnapshot,

@@ -112,4 +112,5 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
             Action("Capture again", f"capture {service}"),
         ],
         data={**report.to_json(), "previous_total": prev_total},
+        shows_heap=False,  # the heap profile's GC note belongs to top/diff/peek/list
     )

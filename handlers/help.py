@@ -21,9 +21,15 @@ TAKES_DURATION = frozenset({"diff", "leaks", "watch"})
 DESCRIPTIONS: dict[str, str] = {
     "top": "Capture every instance now and show pprof's top table (same numbers as "
            "`go tool pprof -top`). N rows, --cum to sort by cumulative, --type for "
-           "inuse/alloc space or objects, --focus RE to keep matching stacks.",
+           "inuse/alloc space or objects, --focus RE to keep matching stacks, --ignore RE "
+           "to drop them, --hide RE to hide frames. --snapshot ID shows a stored capture "
+           "(ids from `/heap history`) instead of capturing; with it, --download attaches "
+           "its merged profile (--per-instance: each instance's own file). --flame adds a "
+           "flame graph, --force skips the cooldown, --gc asks for a fresh heap.",
     "diff": "Capture now and compare with an earlier capture: the previous one, the last "
-            "deploy, one from 1h/30m/2d ago, or a snapshot id. Growth shows as +.",
+            "deploy, one from 1h/30m/2d ago, or a snapshot id. Growth shows as +. N, "
+            "--cum, --type, --focus, --ignore and --hide work as in top; --flame draws a "
+            "diff flame graph.",
     "goroutines": "Goroutine count and groups by stack, with where each group waits "
                   "(chan send, select, mutex, IO wait).",
     "stats": "runtime.MemStats (HeapAlloc, HeapInuse, HeapIdle, HeapReleased, Sys, NextGC, "

@@ -105,6 +105,7 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
                  Action("Leaks", f"leaks {service}")],
         data={"memstats": now, "previous": before or None,
               "previous_snapshot_id": previous.id if previous is not None else None},
+        shows_heap=False,  # the heap profile's GC note belongs to top/diff/peek/list
     )
 
 

@@ -117,7 +117,8 @@ async def top_reply(runtime: Runtime, capture: Captured, *, sample_type: str | N
     caption = pprof_header(report)
     filtered = bool(focus or ignore or hide)
     previous = await runtime.previous(service, snapshot)
-    summary = takeaway(report, previous, filtered=filtered, taken_at=snapshot.taken_at)
+    summary = takeaway(report, previous, filtered=filtered, taken_at=snapshot.taken_at,
+                       stored=capture.stored)
 
     reply = capture_reply(
         capture,
@@ -184,7 +185,7 @@ def heap_numbers_note(sample_type: str, snapshot: StoredSnapshot) -> str:
 
 
 def takeaway(report: TopReport, previous: StoredSnapshot | None, *,
-             filtered: bool = False, taken_at: float | None = None) -> str:
+             filtered: bool = False, taken_at: float | None = None, stored: bool = True) -> str:
     """"main.(*sessionStore).Put holds 41% of in-use memory, +18.20MB since 14:02:11 UTC"."""
     from bot.units import format_since, format_value
 
@@ -196,7 +197,7 @@ def takeaway(report: TopReport, previous: StoredSnapshot | None, *,
             f"{WHAT.get(report.sample_type, 'of ' + target_name(report.sample_type))}")
     prev_summary = previous.summary if previous is not None else None
     if previous is None or prev_summary is None or filtered:
-        if previous is None:
+        if previous is None and stored:  # unstored (Redis down): no history was read at all
             text += " (first stored capture: the next one will show the change)"
         return text + "."
     when = format_since(previous.taken_at, taken_at)
@@ -210,8 +211,8 @@ def takeaway(report: TopReport, previous: StoredSnapshot | None, *,
         text += f", new among the leading functions since {when}"
     prev_total = prev_summary.heap.totals.get(report.sample_type)
     if prev_total is not None:
-        text += (f". Total {format_value(report.total, report.unit)} "
-                 f"({signed(report.total - prev_total, report.unit)} since {when})")
+        text += (f". Total {format_value(report.total, report.unit)}, "
+                 f"{signed(report.total - prev_total, report.unit)} since {when}")
     return text + "."
 
 

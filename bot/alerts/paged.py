@@ -12,7 +12,10 @@ Jobs are delivered at least once. Each step records its progress in Redis
 crash mid-thread does not post the summary twice. Before each capture and post a
 job checks that this replica still holds it (JobQueue.check_held): one that
 stalled past claim_idle_seconds, while another replica took its job over, stops
-instead of posting the thread a second time.
+instead of posting the thread a second time. A post in flight at that moment is made
+idempotent by Slack message metadata (bot.slack.marks): the step is recorded as being
+posted first, and a holder that finds that record looks for the step's message before
+posting it again (post_step); a replica that lost its job deletes its own later copy.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
+
+from slack_sdk.errors import SlackApiError, SlackRequestError
 
 import handlers
 from bot.alerts.context import WorkContext
@@ -38,11 +43,12 @@ from bot.alerts.incidents import (
 )
 from bot.alerts.payloads import FIRING, AlertJob
 from bot.errors import HeapbotError, NotFoundError
-from bot.jobs import Job
+from bot.jobs import Job, JobTakenOver
 from bot.pprof.encode import encode_profile
 from bot.render.chart import history_png
 from bot.reply import Action, Attachment, Reply
-from bot.slack.publish import post_reply
+from bot.slack.marks import find_marked, step_mark, ts_key
+from bot.slack.publish import attach_files, post_reply
 from bot.slack.threads import ThreadMemory
 from bot.units import format_bytes, format_rate, signed
 from bot.units import format_clock as _clock
@@ -50,6 +56,10 @@ from bot.units import format_clock as _clock
 log = logging.getLogger(__name__)
 
 FOLD_WAIT_SECONDS = 60.0  # how long an alert over the limit waits for a thread to join
+POSTING = "posting:"  # progress field: this step's post was sent (the value: when)
+# How far before a step's first attempt (or its own post) a channel is searched for the
+# step's mark: the posting replica's clock and Slack's may disagree a little.
+MARK_LOOKBACK_SECONDS = 300.0
 
 # -- formatting ------------------------------------------------------------
 
@@ -116,16 +126,56 @@ def may_post(ctx: WorkContext, service: str, channel: str) -> bool:
         return True  # a service removed from the registry: the capture step says so
 
 
-async def post(ctx: WorkContext, channel: str, reply: Reply, thread_ts: str | None = None) -> str:
-    """Post a visible reply (errors included: nobody is there to see an ephemeral one)."""
+async def post(ctx: WorkContext, channel: str, reply: Reply, thread_ts: str | None = None,
+               *, job: Job | None = None, step: str = "", retried: bool = False) -> str:
+    """Post a visible reply (errors included: nobody is there to see an ephemeral one).
+
+    With ``job`` and ``step`` the message carries that step's mark (bot.slack.marks); when
+    another holder of the job may have posted the step too (``retried``, or this replica no
+    longer holds the job), the later of two marked messages is deleted before its files
+    are uploaded, so the thread shows the step once.
+    """
     if ctx.slack is None:
         raise HeapbotError("Slack is not configured (SLACK_BOT_TOKEN), so heapbot cannot post.")
     reply.ephemeral = False
-    ts = await post_reply(ctx.slack, channel, reply, thread_ts=thread_ts)
+    if job is None:
+        ts = await post_reply(ctx.slack, channel, reply, thread_ts=thread_ts)
+    else:
+        mark = step_mark(job.id, step)
+        ts = await post_reply(ctx.slack, channel, reply, thread_ts=thread_ts, metadata=mark,
+                              files=False)
+        held = await ctx.queue.holder(job.id) == ctx.consumer
+        if retried or not held:
+            first = await _keep_first(ctx, channel, thread_ts, mark, ts)
+            if first != ts:  # ours was the later copy, now deleted: its files stay unsent
+                if not held:
+                    raise JobTakenOver(f"step {step} of job {job.id} was posted by its "
+                                       f"new holder as {first}")
+                return first  # the earlier copy's poster uploads its files
+        await attach_files(ctx.slack, channel, reply, thread_ts or ts)
     if thread_ts is None and reply.service:
         with contextlib.suppress(Exception):
             await ThreadMemory(ctx.redis).remember(channel, ts, reply.service)
     return ts
+
+
+async def _keep_first(ctx: WorkContext, channel: str, thread_ts: str | None,
+                      mark: dict[str, Any], ts: str) -> str:
+    """The ts of the first message carrying ``mark``; ours (``ts``) is deleted if another
+    holder of the job posted the step before it."""
+    assert ctx.slack is not None
+    found = await find_marked(ctx.slack, channel, mark, thread_ts=thread_ts,
+                              oldest=ts_key(ts)[0] - MARK_LOOKBACK_SECONDS)
+    first = found[0] if found else ts
+    if first == ts:
+        return ts
+    log.warning("step %s was posted twice (%s, then %s by %s): deleting the second",
+                mark["event_payload"], first, ts, ctx.consumer)
+    try:
+        await ctx.slack.chat_delete(channel=channel, ts=ts)
+    except (SlackApiError, SlackRequestError) as exc:
+        log.warning("could not delete the second post of %s: %s", mark["event_payload"], exc)
+    return first
 
 
 async def run_command(ctx: WorkContext, text: str, channel: str, service: str) -> Reply:
@@ -153,15 +203,34 @@ async def capture_step(ctx: WorkContext, job: Job, service: str, trigger: str,
 
 async def post_step(ctx: WorkContext, job: Job, step: str, channel: str, thread_ts: str | None,
                     build: Callable[[], Awaitable[Reply | None]]) -> str:
-    """Post the reply ``build`` makes unless this job already posted ``step``; returns its ts."""
+    """Post the reply ``build`` makes unless this job already posted ``step``; returns its ts.
+
+    Before posting, the step is recorded as being posted (``posting:<step>``, with the time);
+    a holder that finds that record (a retry, or a replica that took the job over while the
+    poster stalled) first looks in Slack for the step's marked message and, if it is there,
+    records it instead of posting it again.
+    """
     done = await ctx.queue.progress(job)
     if step in done:
         return done[step]
+    since = done.get(POSTING + step)
+    if since is not None and ctx.slack is not None:
+        mark = step_mark(job.id, step)
+        found = await find_marked(ctx.slack, channel, mark, thread_ts=thread_ts,
+                                  oldest=float(since) - MARK_LOOKBACK_SECONDS)
+        if found:
+            log.info("step %s of job %s was posted before (%s); not posting it again",
+                     step, job.id, found[0])
+            await ctx.queue.record_step(job, step, found[0])
+            return found[0]
     reply = await build()
     ts = ""
     if reply is not None:
         await ctx.queue.check_held(job, ctx.consumer)  # it may have stalled while building
-        ts = await post(ctx, channel, reply, thread_ts=thread_ts)
+        if since is None:
+            await ctx.queue.record_step(job, POSTING + step, f"{time.time():.6f}")
+        ts = await post(ctx, channel, reply, thread_ts=thread_ts, job=job, step=step,
+                        retried=since is not None)
     await ctx.queue.record_step(job, step, ts or "-")
     return ts
 

@@ -4,10 +4,12 @@
 (bot/watchlist.py), so it survives restarts. Every replica runs the
 scheduler loop; time is cut into slots of the watch's interval and a slot's
 tick is enqueued only by the replica that moves the watch's cursor past it (one
-script), and wins the lease ``heapbot:watch:lease:<service>:<slot>`` (SET NX PX), so
-each tick runs once across replicas. A scheduler that was late (a stalled event loop,
-a failover) enqueues the slots it missed, up to ``CATCH_UP_SLOTS``, so no tick is lost
-to a slow poll. A tick captures (trigger "watch"), runs the leak analysis,
+script, which also checks the watch exists), so each tick runs once across replicas.
+Unwatch deletes the cursor with the watch (one script), so a watch made again starts a
+fresh schedule: its first slot ticks even inside the slot the old watch last ticked (a
+per-slot lease used to outlive the watch and skip it). A scheduler that was late (a
+stalled event loop, a failover) enqueues the slots it missed, up to ``CATCH_UP_SLOTS``,
+so no tick is lost to a slow poll. A tick captures (trigger "watch"), runs the leak analysis,
 and when the verdict turns to "leak likely" or the goroutines cross the
 threshold it opens a thread like an alert's — once per turn, not every tick.
 
@@ -42,6 +44,7 @@ from bot.jobs import Job, as_text
 from bot.redisconn import store_errors
 from bot.units import format_duration
 from bot.watchlist import (
+    ENDED_TICK_LOG_SECONDS,
     Watch,
     WatchStore,
     channel_allowed,
@@ -60,10 +63,13 @@ CATCH_UP_SLOTS = 10
 # The tick log keeps this many ticks per watch.
 TICK_LOG_LENGTH = 1000
 
-# Log a tick once per slot: KEYS[1] the log; ARGV slot, snapshot id, length. Returns 1 when
-# logged, 0 when the slot already was (a retry, or a copy of the job on another replica).
-# One key, so nothing else (the job's progress lives in the {jobs} slot) must be written
-# with it: a crash right after it leaves a retry nothing to duplicate.
+# Log a tick once per slot: KEYS[1] the log, KEYS[2] the watch hash; ARGV slot, snapshot id,
+# length, service, TTL of an ended watch's log. Returns 1 when logged, 0 when the slot
+# already was (a retry, or a copy of the job on another replica). A tick still running
+# after an unwatch logs too (its capture is accounted for), but the log keeps the TTL the
+# unwatch gave it; a live watch's log has none. Nothing else (the job's progress lives in
+# the {jobs} slot) must be written with it: a crash right after it leaves a retry nothing
+# to duplicate.
 _LOG_TICK = """
 local prefix = ARGV[1] .. ':'
 for _, row in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
@@ -71,10 +77,16 @@ for _, row in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
 end
 redis.call('RPUSH', KEYS[1], prefix .. ARGV[2])
 redis.call('LTRIM', KEYS[1], -tonumber(ARGV[3]), -1)
+if redis.call('HEXISTS', KEYS[2], ARGV[4]) == 0 then
+  redis.call('EXPIRE', KEYS[1], ARGV[5])
+else
+  redis.call('PERSIST', KEYS[1])
+end
 return 1
 """
 
-# A tick's decision, before it posts anything. KEYS: state, ok slots, turn, the watch hash;
+# A tick's decision, before it posts anything. KEYS: state, ok slots, turn, the watch hash,
+# the streak's pre-3818022 key (deleted: it has no TTL and nothing reads it any more);
 # ARGV: verdict, job id, slot, RECOVERY_TICKS, the id of a dead turn job to take over ('' if
 # none), service. Returns {state, previous state, turn}, or {'unwatched'} when the watch is
 # gone: checked in the same script, since an unwatch between a separate check and this
@@ -86,6 +98,7 @@ return 1
 # turning job's id goes into the turn key, and only that job posts the turn's thread.
 _DECIDE = """
 if redis.call('HEXISTS', KEYS[4], ARGV[6]) == 0 then return {'unwatched'} end
+redis.call('DEL', KEYS[5])
 local previous = redis.call('GET', KEYS[1]) or 'ok'
 local turn = redis.call('GET', KEYS[3]) or ''
 local job = ARGV[2]
@@ -112,9 +125,12 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[1]
 return 1
 """
 
-# Move the cursor (ms) forward to ARGV[1]; returns where it was (-1 when unset). The
-# replica that moves it owns the slots in between, so a slot is handed out once.
+# Move the cursor (KEYS[1], ms) forward to ARGV[1]; returns where it was (-1 when unset).
+# The replica that moves it owns the slots in between, so a slot is handed out once. A
+# watch removed meanwhile (KEYS[2] has no ARGV[2]) gets no cursor (it would outlive the
+# unwatch, and a watch made again would start behind it): returns the target, so no slot.
 _ADVANCE_CURSOR = """
+if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 0 then return ARGV[1] end
 local cur = tonumber(redis.call('GET', KEYS[1]) or '-1')
 local target = tonumber(ARGV[1])
 if cur >= target then return tostring(cur) end
@@ -137,13 +153,13 @@ class WatchScheduler:
         won = []
         for watch in await self.store.all():
             interval = max(watch.interval_seconds, 0.001)
+            # The watch's creation time names this schedule: a dropped duplicate enqueue
+            # (a retried script) is this schedule's, never a watch made again's first tick.
+            schedule = int(watch.created_at * 1000)
             for slot in await self._due_slots(watch.service, interval, now):
-                lease = keys.watch_lease(watch.service, slot)
-                ttl_ms = max(1000, int(interval * 2000))
-                if not await self.ctx.redis.set(lease, self.ctx.consumer, nx=True, px=ttl_ms):
-                    continue
                 tick = WatchTickJob(service=watch.service, slot=slot, interval_seconds=interval)
-                await tick.enqueue(self.ctx.queue, dedupe_key=f"watch:{watch.service}:{slot}")
+                await tick.enqueue(self.ctx.queue,
+                                   dedupe_key=f"watch:{watch.service}:{schedule}:{slot}")
                 won.append((watch.service, slot))
         return won
 
@@ -156,7 +172,8 @@ class WatchScheduler:
         slot = int(now // interval)
         start_ms = int(slot * interval * 1000)
         previous = int(float(as_text(await self.ctx.redis.eval(
-            _ADVANCE_CURSOR, 1, keys.watch_cursor(service), start_ms))))
+            _ADVANCE_CURSOR, 2, keys.watch_cursor(service), keys.WATCHES, start_ms,
+            service))))
         if previous >= start_ms:
             return []
         if previous < 0:
@@ -209,8 +226,9 @@ async def _alarm(ctx: WorkContext, watch: Watch, snapshot: Any) -> tuple[str, st
 async def log_tick(redis: aioredis.Redis, service: str, slot: int, snapshot_id: str) -> bool:
     """Log the tick of ``slot`` (its capture ``snapshot_id``); False if it was logged before."""
     async with store_errors("log a watch tick"):
-        logged = await redis.eval(_LOG_TICK, 1, keys.watch_ticks(service), slot,
-                                  snapshot_id, TICK_LOG_LENGTH)
+        logged = await redis.eval(_LOG_TICK, 2, keys.watch_ticks(service), keys.WATCHES, slot,
+                                  snapshot_id, TICK_LOG_LENGTH, service,
+                                  ENDED_TICK_LOG_SECONDS)
     return bool(int(logged))
 
 
@@ -235,9 +253,9 @@ async def _decide(ctx: WorkContext, service: str, verdict: str, job: Job,
     dead = await _dead_turn(ctx, service, job)
     async with store_errors("record a watch's verdict"):
         decided = await ctx.redis.eval(
-            _DECIDE, 4, keys.watch_state(service), keys.watch_ok_streak(service),
-            keys.watch_turn(service), keys.WATCHES, verdict, job.id, slot, RECOVERY_TICKS,
-            dead, service)
+            _DECIDE, 5, keys.watch_state(service), keys.watch_ok_streak(service),
+            keys.watch_turn(service), keys.WATCHES, keys.watch_legacy_ok_streak(service),
+            verdict, job.id, slot, RECOVERY_TICKS, dead, service)
     if len(decided) == 1:
         return UNWATCHED, False
     state, _previous, turn = decided

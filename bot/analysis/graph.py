@@ -18,8 +18,9 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import re2
@@ -691,7 +692,10 @@ def incoming_edges(fr: Frames, sample_values: np.ndarray,
     return out
 
 
-def inline_label(callers: dict[object, bool] | None) -> str:
+_Caller = TypeVar("_Caller")  # a caller's key: a node index (top) or a name key (diff)
+
+
+def inline_label(callers: Mapping[_Caller, bool] | None) -> str:
     """pprof's "(inline)" / "(partial-inline)" marker of a top row."""
     if not callers:
         return ""

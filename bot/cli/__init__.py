@@ -38,15 +38,38 @@ def _add_report_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=("text", "json"), default="text")
 
 
+FLAME_DEFAULT = ""  # `--flame` without OUT.png: the reply's own file names (see files.flame_out)
+
+
 def _add_flame_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--flame", metavar="OUT.png",
-                   help="also draw a flame graph: writes OUT.png and OUT.svg (hover for values)")
+    # OUT is optional so that `heapbot top demo --snapshot ID --flame`, the slash command's
+    # hint typed after `heapbot`, works as printed (one grammar).
+    p.add_argument("--flame", metavar="OUT.png", nargs="?", const=FLAME_DEFAULT,
+                   help="also draw a flame graph: writes OUT.png and OUT.svg (hover for "
+                        "values); without OUT, next to the profile's name (file mode) or "
+                        "under HEAPBOT_DATA_DIR/files (service mode)")
 
 
 SERVICE_EPILOG = (
-    "With a SERVICE, every option of the slash command works here too, written the same "
-    "way (one grammar): e.g. `heapbot {name} SERVICE --snapshot ID --download`. "
-    "`heapbot ask \"/heap help {name}\"` lists them."
+    "With a SERVICE, every word of `/heap {name}` works here too, written the same way "
+    "(one grammar){example}. `heapbot help {name}` lists them."
+)
+# A true example per command for its --help (each is run by tests/cli/test_cli_help.py).
+SERVICE_EXAMPLES = {
+    "top": "heapbot top SERVICE --snapshot ID --download",
+    "diff": "heapbot diff SERVICE since 1h --flame",
+    "leaks": "heapbot leaks SERVICE --sample 3x30s",
+    "capture": "heapbot capture SERVICE --gc",
+    "memstats": "heapbot memstats SERVICE",
+}
+# /heap commands without a subcommand of their own: `heapbot help`, `heapbot watch …` run as
+# `heapbot ask "/heap …"` (tests/cli/test_cli_help.py keeps this in step with handlers).
+SLASH_ONLY = ("help", "watch", "unwatch", "watches")
+TOP_EPILOG = (
+    "`heapbot help` lists the /heap commands: each works here with the same words "
+    "(`heapbot top demo --snapshot ID --download` is `/heap top demo --snapshot ID "
+    "--download`; a `next:` hint pasted whole, `/heap` included, works too). "
+    "`heapbot COMMAND --help` shows one command's options, file mode (--profile) included."
 )
 # Options only the CLI has: file mode (no slash command behind it) and the output format.
 FILE_FLAGS = ("profile", "base", "file")
@@ -57,14 +80,18 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     parser = argparse.ArgumentParser(
         prog="heapbot",
         description="Go heap and goroutine profiling: pprof-exact tables, diffs and leak hunts.",
+        epilog=TOP_EPILOG,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands: dict[str, argparse.ArgumentParser] = {}
 
     def add(name: str, runner: str, help_text: str) -> argparse.ArgumentParser:
-        slash = name not in ("ask", "console", "serve")
+        slash = name not in ("ask", "console", "serve", "store")
+        example = SERVICE_EXAMPLES.get(name)
         p = sub.add_parser(name, help=help_text, description=help_text,
-                           epilog=SERVICE_EPILOG.format(name=_SLASH_NAME.get(name, name))
+                           epilog=SERVICE_EPILOG.format(
+                               name=_SLASH_NAME.get(name, name),
+                               example=f": e.g. `{example}`" if example else "")
                            if slash else None)
         p.set_defaults(runner=runner)
         commands[name] = p
@@ -168,7 +195,13 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     and for ask/console/serve an unknown word is an error with that command's usage.
     """
     parser, commands = _parser()
-    args, extra = parser.parse_known_args(argv)
+    words = slash_words(sys.argv[1:] if argv is None else argv)
+    if not words:  # bare `heapbot`: what it can do, not only "COMMAND is required"
+        parser.print_help(sys.stderr)
+        sys.exit(2)
+    if not words[0].startswith("-") and words[0] not in commands:
+        words[0] = _known_command(parser, words[0], commands)
+    args, extra = parser.parse_known_args(words)
     args.extra = []
     if extra:
         file_mode = any(getattr(args, flag, None) for flag in FILE_FLAGS)
@@ -176,6 +209,41 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
             commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
         args.extra = extra
     return args
+
+
+def slash_words(argv: Sequence[str]) -> list[str]:
+    """A /heap command typed after `heapbot` as printed: `/heap top demo` is `top demo`.
+
+    ``heapbot help [COMMAND]`` and the watch commands have no subcommand of their own:
+    they run as ``heapbot ask "/heap …"``, so every word of the help works in the CLI.
+    """
+    words = list(argv)
+    if words[:1] == ["/heap"]:  # a `next:` hint pasted whole
+        words = words[1:]
+    if words and words[0].lstrip("/") in SLASH_ONLY:
+        import shlex
+
+        return ["ask", shlex.join(["/heap", words[0].lstrip("/"), *words[1:]])]
+    return words
+
+
+def _known_command(parser: argparse.ArgumentParser, word: str,
+                   commands: dict[str, argparse.ArgumentParser]) -> str:
+    """A slash alias (`leak`, `gr`, `hist`) as its subcommand, or a did-you-mean error.
+
+    Only on this path is handlers' command table read, so a right command starts no slower.
+    """
+    import difflib
+
+    from handlers.commands import ALIASES, canonical
+
+    name = canonical(word)
+    if name in commands:
+        return name
+    close = difflib.get_close_matches(word.lower(), [*commands, *SLASH_ONLY, *ALIASES], n=1,
+                                      cutoff=0.6)
+    guess = f" Did you mean `heapbot {canonical(close[0])}`?" if close else ""
+    parser.error(f"heapbot has no command `{word[:40]}`.{guess} `heapbot --help` lists them.")
 
 
 def _resolve(spec: str) -> Runner:
@@ -204,7 +272,7 @@ def startup_done() -> None:
     """Turn the cyclic GC back on once the command's modules are loaded (see main).
 
     The ~300k objects import makes live as long as the process; collecting over them
-    while they load cost ~10% of a warm `heapbot services` (bench/store). Frozen, they
+    while they load cost a quarter of a warm `heapbot services` (0.49 vs 0.38 s). Frozen, they
     stay out of every later collection too (as in long-running servers).
     """
     if not gc.isenabled():
@@ -215,8 +283,8 @@ def startup_done() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     one_malloc_arena()  # before any thread allocates (`heapbot serve` too)
     gc.disable()  # until the command's modules are loaded: startup_done()
-    args = parse(argv)
     try:
+        args = parse(argv)
         runner = _resolve(args.runner)
         if not args.runner.startswith("bot.cli.dispatch:"):
             startup_done()  # dispatch ends start-up itself, once it knows the module
@@ -228,6 +296,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    finally:
+        startup_done()  # whatever ended the command (a usage error too), the GC is back on
 
 
 if __name__ == "__main__":

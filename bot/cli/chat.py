@@ -115,7 +115,7 @@ def _known_argv(args: argparse.Namespace) -> list[str]:
     """The handler's words for the options the CLI parser knows."""
     command = args.command
     service = getattr(args, "service", None)
-    flame = ["--flame"] if getattr(args, "flame", None) else []
+    flame = ["--flame"] if getattr(args, "flame", None) is not None else []
     if command == "top":
         return ["top", service, *_report_options(args), *flame]
     if command == "diff":
@@ -235,7 +235,7 @@ def save_flame(reply: Any, out: str) -> None:
 def run_service_command(args: argparse.Namespace) -> int:
     """`heapbot top payments -n 5 --format json` and the other service-mode commands."""
     text = shlex.join(command_argv(args))
-    flame_out = getattr(args, "flame", None)
+    flame_out = getattr(args, "flame", None) or None  # bare `--flame`: saved like any file
     if flame_out:
         from bot.cli.files import flame_paths
 

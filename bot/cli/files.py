@@ -80,6 +80,25 @@ def flame_paths(out: str) -> tuple[Path, Path]:
     return path.parent / (path.name + ".png"), path.parent / (path.name + ".svg")
 
 
+def flame_out(args: argparse.Namespace, suffix: str) -> str | None:
+    """Where file mode's ``--flame [OUT.png]`` writes, or None without ``--flame``.
+
+    Without OUT it is the profile's own name in the current directory, as `go tool
+    pprof -png` writes profile001.png there: ``heap.pb.gz`` → heap-flame.png/.svg.
+    """
+    given = getattr(args, "flame", None)
+    if given is None:
+        return None
+    if given:
+        return str(given)
+    name = Path(args.profile).name
+    for ending in (".pb.gz", ".gz", ".pb", ".pprof"):
+        if name.endswith(ending) and len(name) > len(ending):
+            name = name[: -len(ending)]
+            break
+    return f"{name}-{suffix}.png"
+
+
 def write_flame(out: str, png: bytes, svg: str) -> tuple[Path, Path]:
     """Write the flame graph pair, or say why it could not be written."""
     png_path, svg_path = flame_paths(out)
@@ -102,18 +121,18 @@ def top_file(args: argparse.Namespace) -> int:
     from bot.analysis.top import top
 
     profile = _read(args.profile)
-    if getattr(args, "flame", None):
-        flame_paths(args.flame)  # a bad path fails before any work
+    out = flame_out(args, "flame")
+    if out:
+        flame_paths(out)  # a bad path fails before any work
     report = top(profile, _options(args))
     _emit_json(report.to_json()) if args.format == "json" else _emit(report.to_text())
-    if getattr(args, "flame", None):
+    if out:
         from bot.analysis.flame import flame
         from bot.render.flame import flame_png, flame_svg
 
         layout = flame(profile, _options(args, rows=False))
         subject = Path(args.profile).name
-        _flame_note(write_flame(args.flame, flame_png(layout, subject),
-                                flame_svg(layout, subject)))
+        _flame_note(write_flame(out, flame_png(layout, subject), flame_svg(layout, subject)))
     return 0
 
 
@@ -122,18 +141,18 @@ def diff_file(args: argparse.Namespace) -> int:
     from bot.analysis.diff import diff
 
     base, new = _read(args.base), _read(args.profile)
-    if getattr(args, "flame", None):
-        flame_paths(args.flame)
+    out = flame_out(args, "diff-flame")
+    if out:
+        flame_paths(out)
     report = diff(base, new, _options(args))
     _emit_json(report.to_json()) if args.format == "json" else _emit(report.to_text())
-    if getattr(args, "flame", None):
+    if out:
         from bot.analysis.flame import flame_diff
         from bot.render.flame import flame_png, flame_svg
 
         layout = flame_diff(base, new, _options(args, rows=False))
         subject = f"{Path(args.base).name} → {Path(args.profile).name}"
-        _flame_note(write_flame(args.flame, flame_png(layout, subject),
-                                flame_svg(layout, subject)))
+        _flame_note(write_flame(out, flame_png(layout, subject), flame_svg(layout, subject)))
     return 0
 
 
@@ -164,10 +183,18 @@ def list_file(args: argparse.Namespace) -> int:
         return 0
     import asyncio
 
-    from bot.source import SourceConfig, find_sources, listing_text, start_lines
+    from bot.source import (
+        SourceConfig,
+        find_sources,
+        find_sources_here,
+        listing_text,
+        start_lines,
+    )
 
+    files = [f.file for f in report.functions]
     config = SourceConfig(dir=args.source_dir, trim_prefix=tuple(args.trim_prefix or ()))
-    sources = asyncio.run(find_sources(config, [f.file for f in report.functions]))
+    sources = asyncio.run(find_sources(config, files) if config.configured
+                          else find_sources_here(files))  # as pprof: the recorded paths
     _emit(listing_text(report, sources,
                        start_lines(profile.function_names, profile.function_start_lines)))
     if (note := sources.note()):

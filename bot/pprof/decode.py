@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from functools import partial
-from typing import NoReturn
+from typing import NoReturn, TypedDict
 
 import numpy as np
 from google.protobuf.message import DecodeError
@@ -21,6 +21,7 @@ from bot.pprof import profile_pb2
 from bot.pprof.limits import DEFAULT_LIMITS, Limits, inflate
 from bot.pprof.model import Mapping, Profile, SampleType
 from bot.pprof.wire import (
+    IntType,
     Messages,
     WireError,
     as_int64,
@@ -43,7 +44,7 @@ def _fail(message: str, hint: str | None = None) -> NoReturn:
     raise ProfileError(message, hint=hint)
 
 
-def _sniff_not_profile(raw: bytes) -> None:
+def _sniff_not_profile(raw: bytes | bytearray) -> None:
     """Name the common wrong inputs before trying protobuf (HTML, JSON, text dumps)."""
     head = raw[:512].lstrip()
     low = head.lower()
@@ -63,11 +64,16 @@ def _sniff_not_profile(raw: bytes) -> None:
               _HINT_FETCH)
 
 
-def parse_profile(data: bytes, limits: Limits | None = None) -> Profile:
-    """Decode a pprof profile (gzip or raw protobuf); raise ProfileError when unusable."""
+def parse_profile(data: bytes | bytearray | memoryview, limits: Limits | None = None
+                  ) -> Profile:
+    """Decode a pprof profile (gzip or raw protobuf); raise ProfileError when unusable.
+
+    A bytearray (a capture's download) is read where it is, not copied.
+    """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         _fail("A profile must be bytes.")
-    data = bytes(data)
+    if isinstance(data, memoryview):
+        data = bytes(data)
     if not data:
         _fail("The profile is empty (0 bytes).", "Capture it again.")
     raw = inflate(data, limits or DEFAULT_LIMITS)
@@ -122,7 +128,7 @@ class _Ids:
     """Where each id of one table (functions, locations, mappings) sits, checked once
     (ids non-zero and unique), so references resolve with one array lookup."""
 
-    def __init__(self, ids: np.ndarray, what: str, dtype: type = np.int32) -> None:
+    def __init__(self, ids: np.ndarray, what: str, dtype: IntType = np.int32) -> None:
         self.what = what
         self.size = int(ids.size)
         self.dtype = dtype  # of the positions resolve returns
@@ -176,6 +182,20 @@ class _Ids:
             return self.order[at_c].astype(self.dtype)
         out[...] = self.order[at_c]
         return out
+
+
+class _Header(TypedDict):
+    """The profile's scalar fields, read before the frame is freed (see ``_build``)."""
+
+    default_sample_type: str
+    time_nanos: int
+    duration_nanos: int
+    period_type: SampleType | None
+    period: int
+    comments: list[str]
+    drop_frames: str
+    keep_frames: str
+    doc_url: str
 
 
 def _build(box: list[profile_pb2.ProfileFrame]) -> Profile:
@@ -242,7 +262,7 @@ def _build(box: list[profile_pb2.ProfileFrame]) -> Profile:
     if frame.HasField("period_type"):
         period_type = SampleType(strings.one(frame.period_type.type, "period type"),
                                  strings.one(frame.period_type.unit, "period unit"))
-    header = {
+    header: _Header = {
         "default_sample_type": strings.one(frame.default_sample_type, "default sample type"),
         "time_nanos": frame.time_nanos, "duration_nanos": frame.duration_nanos,
         "period_type": period_type, "period": frame.period,

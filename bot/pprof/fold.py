@@ -146,7 +146,7 @@ def sample_keys(p: Profile) -> SampleKeys:
         m_b = np.where(mapped, map_b[np.where(mapped, mi, 0)] if map_b.size else none, none)
         loc_a = _mix(_mix(m_a ^ place, _MIX_C) ^ lines_a, _MIX_A)
         loc_b = _mix(_mix(m_b ^ place, _MIX_A) ^ lines_b, _MIX_B)
-    keep = p.values.any(axis=1) if p.values.size else np.zeros(p.num_samples, dtype=bool)
+    keep = p.nonzero_samples()
     lengths = np.diff(p.sample_offsets)
     if keep.all():
         items, kept = p.sample_locations, None

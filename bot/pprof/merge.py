@@ -204,7 +204,7 @@ def merge_profiles(profiles: Sequence[Profile]) -> Profile:
         line_col.append(p.line_columns.astype(np.int64))
 
         # samples whose values are all zero are dropped, like pprof
-        keep = p.values.any(axis=1) if p.values.size else np.zeros(p.num_samples, dtype=bool)
+        keep = p.nonzero_samples()
         if keep.all():
             kept_items = p.sample_locations.astype(np.int64)
             stack_offsets.append(p.sample_offsets)

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+from numpy.typing import NDArray
 
 from bot.errors import UsageError
 from bot.logs import target_names
@@ -118,6 +119,13 @@ class Profile:
     @property
     def num_locations(self) -> int:
         return int(self.location_ids.size)
+
+    def nonzero_samples(self) -> NDArray[np.bool_]:
+        """Which samples have a non-zero value (pprof drops the all-zero ones)."""
+        keep = np.zeros(self.num_samples, dtype=np.bool_)
+        if self.values.size:
+            self.values.any(axis=1, out=keep)  # (out=: an array, never a scalar)
+        return keep
 
     def decode_labels(self) -> None:
         """Decode the label columns now if parsing left them for later."""

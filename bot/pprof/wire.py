@@ -14,11 +14,15 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 _U64 = np.uint64
 _MAX_VARINT = 10
+
+# The integer column types decoding writes (np.uint64, np.int32, np.int16, ...).
+IntType = type[np.integer[Any]]
 
 
 class WireError(ValueError):
@@ -236,7 +240,7 @@ def decode_layout(msgs: Messages, tags: Sequence[int]) -> LayoutFields:
 
 def layout_repeated_varints(fields: LayoutFields, buf: np.ndarray, number: int, n: int,
                             convert: Callable[..., np.ndarray] | None = None,
-                            dtype: type = _U64) -> tuple[np.ndarray, np.ndarray]:
+                            dtype: IntType = _U64) -> tuple[np.ndarray, np.ndarray]:
     """``repeated_varints`` for a LayoutFields (it takes the field's regions: once per field)."""
     empty = np.zeros(0, dtype=np.int64)
     fmsg, fstart, fend = fields.regions.pop(number, (empty, empty, empty))
@@ -267,7 +271,7 @@ _CHUNK_BYTES = 1 << 19
 
 def packed_varints(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray,
                    convert: Callable[..., np.ndarray] | None = None,
-                   dtype: type = _U64) -> tuple[np.ndarray, np.ndarray]:
+                   dtype: IntType = _U64) -> tuple[np.ndarray, np.ndarray]:
     """Decode every varint inside the given regions, region after region.
 
     Returns (values, number of values in each region). Works in chunks of about
@@ -281,7 +285,7 @@ def packed_varints(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray,
 
 
 def _packed(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray,
-            convert: Callable[..., np.ndarray] | None, dtype: type,
+            convert: Callable[..., np.ndarray] | None, dtype: IntType,
             ins_at: np.ndarray | None, ins_values: np.ndarray | None,
             ) -> tuple[np.ndarray, np.ndarray]:
     """``packed_varints``, plus extra values put before region ``ins_at[i]`` (sorted;
@@ -410,7 +414,7 @@ def ranges(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
 
 def repeated_varints(fields: Fields, buf: np.ndarray, number: int, n: int,
                      convert: Callable[..., np.ndarray] | None = None,
-                     dtype: type = _U64) -> tuple[np.ndarray, np.ndarray]:
+                     dtype: IntType = _U64) -> tuple[np.ndarray, np.ndarray]:
     """A repeated varint field of ``n`` messages, packed or not.
 
     Returns (values in message order, number of values per message), each value
@@ -426,7 +430,7 @@ def repeated_varints(fields: Fields, buf: np.ndarray, number: int, n: int,
 def _repeated(buf: np.ndarray, pmsg: np.ndarray, pstart: np.ndarray, pend: np.ndarray,
               smsg: np.ndarray, svalue: np.ndarray, spos: np.ndarray, n: int,
               convert: Callable[..., np.ndarray] | None,
-              dtype: type) -> tuple[np.ndarray, np.ndarray]:
+              dtype: IntType) -> tuple[np.ndarray, np.ndarray]:
     if smsg.size == 0:
         pv, per_region = _packed(buf, pstart, pend, convert, dtype, None, None)
         return pv, _per_message(pmsg, per_region, n)

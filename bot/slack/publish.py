@@ -101,8 +101,14 @@ async def upload_attachments(client: AsyncWebClient, channel: str, reply: Reply,
 async def post_reply(client: AsyncWebClient, channel: str, reply: Reply,
                      thread_ts: str | None = None, *, user_id: str | None = None,
                      response_url: str | None = None,
-                     limiter: ChannelRateLimiter | None = None) -> str:
+                     limiter: ChannelRateLimiter | None = None,
+                     metadata: dict | None = None, files: bool = True) -> str:
     """Publish ``reply``; return the ts of the posted message ("" when ephemeral).
+
+    ``metadata``: Slack message metadata the message carries (bot.slack.marks: which job
+    step posted it, so a retry finds it instead of posting it again). ``files=False``
+    leaves the attachments to the caller (:func:`attach_files`), e.g. to upload them only
+    once it knows the message stays.
 
     A visible reply the bot cannot post (not a member of the channel) still
     reaches the asker through ``response_url``, with a hint to invite @heapbot.
@@ -117,7 +123,7 @@ async def post_reply(client: AsyncWebClient, channel: str, reply: Reply,
     try:
         resp = await client.chat_postMessage(channel=channel, text=text, blocks=blocks,
                                              thread_ts=thread_ts, unfurl_links=False,
-                                             unfurl_media=False)
+                                             unfurl_media=False, metadata=metadata)
     except (SlackApiError, SlackRequestError) as exc:
         failure = _failed(exc, "chat.postMessage")
         if failure.error in NOT_A_MEMBER and (response_url or user_id):
@@ -128,13 +134,20 @@ async def post_reply(client: AsyncWebClient, channel: str, reply: Reply,
             return ""
         raise failure from exc
     ts = str(resp["ts"])
+    if files:
+        await attach_files(client, channel, reply, thread_ts or ts, limiter)
+    return ts
+
+
+async def attach_files(client: AsyncWebClient, channel: str, reply: Reply, thread_ts: str,
+                       limiter: ChannelRateLimiter | None = None) -> None:
+    """Upload the attachments of a posted reply into ``thread_ts``; a refusal is said there."""
     try:
-        await upload_attachments(client, channel, reply, thread_ts or ts, limiter)
+        await upload_attachments(client, channel, reply, thread_ts, limiter)
     except SlackPublishError as exc:
         # The answer is posted; only its files are missing. Say so in its thread rather
         # than lose the ts (thread memory, follow-ups) by raising.
-        await _note_missing_files(client, channel, reply, thread_ts or ts, exc)
-    return ts
+        await _note_missing_files(client, channel, reply, thread_ts, exc)
 
 
 async def _note_missing_files(client: AsyncWebClient, channel: str, reply: Reply,

@@ -1,4 +1,5 @@
-"""Watches: the command grammar, storage that survives restarts, and once-per-slot leases."""
+"""Watches: the command grammar, storage that survives restarts, one tick per slot, and a
+schedule and keys that end with the watch."""
 
 from __future__ import annotations
 
@@ -275,23 +276,30 @@ class _FreezingSlack(AsyncWebClient):
 
     def __init__(self, *args: Any, standin: Any, freeze: float = 0.0,
                  freeze_in_thread: bool = False, fail_after_summary: bool = False,
-                 **kwargs: Any) -> None:
+                 after_send: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.standin = standin
         self.freeze = freeze
         self.freeze_in_thread = freeze_in_thread
         self.fail_after_summary = fail_after_summary
+        self.after_send = after_send  # freeze once Slack has the post, before its answer is read
         self.frozen = asyncio.Event()
         self.resume = asyncio.Event()
 
+    async def _freeze(self) -> None:
+        freeze, self.freeze = self.freeze, 0.0
+        time.sleep(freeze)  # blocking on purpose: the whole replica stops
+        self.frozen.set()
+        await self.resume.wait()
+
     async def chat_postMessage(self, **kwargs: Any) -> Any:
         summary = not kwargs.get("thread_ts")
-        if self.freeze and summary != self.freeze_in_thread:
-            freeze, self.freeze = self.freeze, 0.0
-            time.sleep(freeze)  # blocking on purpose: the whole replica stops
-            self.frozen.set()
-            await self.resume.wait()
+        freezing = bool(self.freeze) and summary != self.freeze_in_thread
+        if freezing and not self.after_send:
+            await self._freeze()
         response = await super().chat_postMessage(**kwargs)
+        if freezing and self.after_send:
+            await self._freeze()
         if summary and self.fail_after_summary:
             self.fail_after_summary = False
             self.standin.fail("chat.postMessage", status=200, error="fatal_error")
@@ -430,7 +438,55 @@ async def test_a_replica_whose_tick_was_taken_over_while_it_froze_stops_posting(
         with pytest.raises(JobTakenOver):
             await asyncio.wait_for(ticking, 60)
     assert len(top_level(slack_standin)) == 1
-    assert len(_thread_of(slack_standin)) <= replies + 1  # at most the post it froze in
+    # A's late post of the step B had already posted was deleted before its files went up:
+    # the thread shows every step once.
+    (summary,) = slack_standin.messages(CHANNEL)
+    assert _seen_steps(slack_standin, summary["ts"]) == _steps_once(replies)
+
+
+def _seen_steps(standin: Any, ts: str) -> list[str]:
+    """The step names of the thread's replies a person sees now (from their marks)."""
+    return [m["metadata"]["event_payload"]["step"] for m in standin.messages(CHANNEL, ts)
+            if "metadata" in m]
+
+
+def _steps_once(count: int) -> list[str]:
+    steps = ["top", "goroutines", "chart", "profile"]
+    return steps if count == 4 else ["top", "diff", "goroutines", "chart", "profile"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("in_thread", [True, False], ids=["thread-reply", "summary"])
+async def test_a_post_in_flight_when_its_replica_froze_is_not_posted_again(
+        two_replicas: Any, slack_standin: Any, in_thread: bool) -> None:
+    """A's summary (or its first thread reply) reaches Slack, then A freezes before it reads
+    the answer (so before it records the step), past claim_idle_seconds. B takes the job
+    over: it must find the message (its metadata names the job and step; the channel's
+    history for a summary, the thread for a reply) instead of posting it again. Before:
+    two threads, or the thread showed `top` twice."""
+    _runtime, make_context = two_replicas
+    slack_a = _slack(slack_standin, freeze=2.0, freeze_in_thread=in_thread, after_send=True)
+    a, b = make_context("replica-a", slack_a), make_context("replica-b", _slack(slack_standin))
+    job_a = await _tick_job(a, TURN_SLOT)
+
+    ticking = asyncio.create_task(run_tick(a, job_a))
+    try:
+        await asyncio.wait_for(slack_a.frozen.wait(), 60)
+        (taken,) = await b.queue.claim_stale("replica-b")
+        await asyncio.wait_for(run_tick(b, taken), 60)
+        await b.queue.ack(taken)
+    finally:
+        slack_a.resume.set()
+        with pytest.raises(JobTakenOver):
+            await asyncio.wait_for(ticking, 60)
+
+    (summary,) = slack_standin.messages(CHANNEL)
+    tables = [m for m in slack_standin.messages(CHANNEL, summary["ts"])
+              if "flat%" in text_of(m)]
+    assert len(tables) == 1, [text_of(m)[:80] for m in tables]
+    seen = _seen_steps(slack_standin, summary["ts"])
+    assert seen == _steps_once(len(seen))
+    assert len(thread(slack_standin, summary["ts"])) == len(seen)  # nothing posted twice
 
 
 @pytest.mark.slow
@@ -497,3 +553,133 @@ async def test_a_tick_judged_while_its_watch_is_removed_decides_nothing(redis_ur
         assert await _decide(ctx, "demo", "goroutines", again, 3) == ("goroutines", True)
     finally:
         await client.aclose()
+
+
+# -- a watch's schedule and keys end with it -------------------------------------------------
+
+
+async def test_a_watch_made_again_in_the_same_slot_runs_its_first_tick(
+        runtime: Any, redis_url: str) -> None:
+    """`/heap unwatch` then `/heap watch` again within one slot: the new watch's first tick
+    runs. A per-slot lease (and the tick's dedupe key) outlived the first watch and
+    skipped it: the re-watched service was not captured until the next slot."""
+    import handlers
+
+    client = async_client(redis_url)
+    try:
+        scheduler = WatchScheduler(work_context(queue=JobQueue(client), consumer="replica-0"))
+        now = time.time()
+        slot = int(now // 900)
+
+        async def ask(text: str) -> Any:
+            return await handlers.run(runtime, handlers.Invocation(
+                text, user_id="U1", channel_id="C0PAY", source="slack"))
+
+        assert (await ask("watch payments every 15m")).title == "Watching payments every 15m"
+        assert await scheduler.tick_once(now) == [("payments", slot)]
+        assert (await ask("unwatch payments")).title == "Stopped watching payments"
+        assert (await ask("watch payments every 15m")).title == "Watching payments every 15m"
+        assert await scheduler.tick_once(now + 1) == [("payments", slot)]
+        assert await scheduler.tick_once(now + 2) == []  # and only once
+        kinds = [fields[b"kind"] for _id, fields in await client.xrange(STREAM)]
+        assert kinds == [b"watch_tick", b"watch_tick"]  # queued, not dropped as a duplicate
+    finally:
+        await client.aclose()
+
+
+async def _keys_of(client: Any, service: str) -> dict[str, int]:
+    """Every Redis key naming ``service`` outside its own history ({service}), with its TTL
+    in seconds (-1: none)."""
+    found = {}
+    async for raw in client.scan_iter(match=f"*{service}*", count=1000):
+        name = raw.decode()
+        if name.startswith(keys.snapshot_index(service).rsplit(":", 1)[0]):
+            continue  # the captures: they stay in the service's history
+        found[name] = await client.ttl(name)
+    return found
+
+
+async def test_an_ended_watch_leaves_no_keys(runtime: Any, redis_url: str) -> None:
+    """After `/heap unwatch` no key of the watch is left in Redis without a TTL: its cursor,
+    verdict state, recovery streak and turn go with it (one script), and so does the
+    streak's key as heapbot before 3818022 named it (`ok-streak:`, never expired); the
+    tick log is kept a day."""
+    import handlers
+    from bot.alerts.watches import _decide
+
+    client = async_client(redis_url)
+    try:
+        ctx = work_context(queue=JobQueue(client), consumer="replica-0")
+        assert not (await handlers.run(runtime, handlers.Invocation(
+            "watch payments every 15m", channel_id="C0PAY", source="slack"))).error
+        # What a deployment upgraded from before 3818022 still holds (spelled as it wrote it).
+        await client.set(f"{keys.WATCHES}:ok-streak:payments", 2)
+        ((_, slot),) = await WatchScheduler(ctx).tick_once()
+        job = await _tick_job_of(ctx, "payments", slot)
+        assert await log_tick(client, "payments", slot, "snap-1")
+        assert (await _decide(ctx, "payments", "leak likely", job, slot))[0] == "leak likely"
+        await WatchTickJob(service="payments", slot=slot + 1,
+                           interval_seconds=900.0).enqueue(ctx.queue)
+        later = await _tick_job_of(ctx, "payments", slot + 1)
+        assert (await _decide(ctx, "payments", OK_VERDICT, later, slot + 1))[0] == "leak likely"
+        during = await _keys_of(client, "payments")
+        assert {keys.watch_cursor("payments"), keys.watch_state("payments"),
+                keys.watch_ok_streak("payments"), keys.watch_turn("payments"),
+                keys.watch_ticks("payments")} <= set(during)
+
+        gone = await handlers.run(runtime, handlers.Invocation("unwatch payments",
+                                                               source="slack"))
+        assert gone.title == "Stopped watching payments"
+        left = await _keys_of(client, "payments")
+        assert {name: ttl for name, ttl in left.items() if ttl < 0} == {}
+        assert [name for name in left if keys.WATCHES_TAG in name] == [
+            keys.watch_ticks("payments")]
+        assert 0 < left[keys.watch_ticks("payments")] <= 24 * 3600
+        # A tick still running for it logs its capture, but neither the log nor the
+        # scheduler leaves a key without a TTL, and its decision writes nothing.
+        assert await log_tick(client, "payments", slot + 2, "snap-2")
+        assert await WatchScheduler(ctx).tick_once() == []
+        assert (await _decide(ctx, "payments", "leak likely", later, slot + 2))[0] == "unwatched"
+        after = await _keys_of(client, "payments")
+        assert {name: ttl for name, ttl in after.items() if ttl < 0} == {}
+        assert [name for name in after if keys.WATCHES_TAG in name] == [
+            keys.watch_ticks("payments")]
+    finally:
+        await client.aclose()
+
+
+OK_VERDICT = "ok"
+
+
+async def _tick_job_of(ctx: WorkContext, service: str, slot: int) -> Job:
+    """The tick job the scheduler queued for ``slot``, read as ``ctx``'s consumer."""
+    (job,) = await ctx.queue.read(ctx.consumer, count=1, block_ms=1000)
+    assert job.payload == {"service": service, "slot": slot, "interval_seconds": 900.0}
+    return job
+
+
+async def test_a_step_mark_is_found_in_its_thread_and_a_missing_scope_is_said(
+        slack_standin: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """A step's message carries its job and step as Slack metadata; the lookup finds it in
+    the thread (and a thread's first message in the channel). Without the history scope the
+    lookup finds nothing and the log says which scope to add."""
+    from bot.reply import Reply
+    from bot.slack.marks import find_marked, step_mark
+    from bot.slack.publish import post_reply
+
+    client = _slack(slack_standin)
+    summary = await post_reply(client, CHANNEL, Reply(title="summary"),
+                               metadata=step_mark("1-0", "summary"))
+    top = await post_reply(client, CHANNEL, Reply(title="top"), thread_ts=summary,
+                           metadata=step_mark("1-0", "top"))
+    await post_reply(client, CHANNEL, Reply(title="top of another job"), thread_ts=summary,
+                     metadata=step_mark("2-0", "top"))
+    assert await find_marked(client, CHANNEL, step_mark("1-0", "top"),
+                             thread_ts=summary) == [top]
+    assert await find_marked(client, CHANNEL, step_mark("1-0", "summary")) == [summary]
+    assert await find_marked(client, CHANNEL, step_mark("1-0", "diff"),
+                             thread_ts=summary) == []
+
+    slack_standin.fail("conversations.replies", status=200, error="missing_scope")
+    assert await find_marked(client, CHANNEL, step_mark("1-0", "top"), thread_ts=summary) == []
+    assert "add the channels:history scope" in caplog.text

@@ -119,6 +119,13 @@ def test_steady_growth_is_the_top_suspect_with_rate_and_evidence() -> None:
     assert top.share > 0.8
     assert any("rose in" in e for e in top.evidence)
     assert "main.handleRequest" not in names(report.suspects)
+    # no deploy is recorded: the way back to the start is the window's age, which resolves
+    from bot.units import duration_seconds
+
+    back = next(s for s in report.next_steps if s.startswith("/heap diff"))
+    assert "since deploy" not in back
+    ago = duration_seconds(back.split(" since ")[1].split()[0])
+    assert ago is not None and 0 < ago <= report.window_end - report.window_start
     data = report.to_json()
     assert data["verdict"] == "leak likely"
     assert {"function", "kind", "growth_per_hour", "evidence"} <= set(data["suspects"][0])

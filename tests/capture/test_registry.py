@@ -85,6 +85,20 @@ def test_invalid_files_name_file_service_and_key(tmp_path: Path, text: str,
     assert expected in err.value.user_message()
 
 
+def test_a_misspelt_key_names_the_file_it_is_in_and_the_key_meant(tmp_path: Path) -> None:
+    path = write(tmp_path, 'services:\n  p:\n    target: ["http://a:1"]\n')
+    with pytest.raises(ConfigError) as err:
+        load_registry(path)
+    shown = err.value.user_message()
+    # the whole path (HEAPBOT_CONFIG may point anywhere), and the cause before its effect
+    assert shown.startswith(f"{path}: services.p.target: unknown key 'target'; did you mean "
+                            "'targets'?"), shown
+    assert "services.p.targets: is required" in shown
+    with pytest.raises(ConfigError) as err:
+        load_registry(write(tmp_path, 'services:\n  p: {targets: ["http://a:1"\n'))
+    assert err.value.user_message().startswith(f"{path}: not valid YAML at line")
+
+
 def test_secret_pasted_instead_of_env_name_is_not_echoed(tmp_path: Path) -> None:
     secret = "Bearer s3cr3t-token-value"
     text = f'services:\n  p:\n    targets: ["http://a:1"]\n    auth_header_env: "{secret}"\n'

@@ -68,6 +68,20 @@ def test_the_download_hint_runs_as_printed_in_the_cli(cli_env: dict[str, str]) -
 
 
 @pytest.mark.slow
+def test_the_flame_hint_runs_as_printed_and_pasted_whole(cli_env: dict[str, str]) -> None:
+    top = heapbot(cli_env, "top", "demo", "-n", "3")
+    hint = re.search(r"Flame graph: (/heap (top demo --snapshot (\S+) --flame))", top.stdout)
+    assert hint, top.stdout
+    for words in (hint.group(2).split(), hint.group(1).split()):  # after `heapbot`, or whole
+        drawn = heapbot(cli_env, *words)
+        assert drawn.returncode == 0, drawn.stdout + drawn.stderr
+        saved = dict(re.findall(r"attached: (\S+) .*→ saved to (\S+)", drawn.stdout))
+        png = saved[f"demo-{hint.group(3)}-flame.png"]
+        assert Path(png).read_bytes()[:4] == b"\x89PNG"
+        assert "main." in Path(saved[f"demo-{hint.group(3)}-flame.svg"]).read_text()
+
+
+@pytest.mark.slow
 def test_no_download_or_history_hints_when_redis_did_not_store_the_capture(
         cli_env: dict[str, str]) -> None:
     down = {**cli_env, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
@@ -75,6 +89,8 @@ def test_no_download_or_history_hints_when_redis_did_not_store_the_capture(
     assert top.returncode == 0, top.stdout + top.stderr
     assert "main." in top.stdout
     assert "Not stored:" in top.stdout
+    # nothing was read from or written to the history: no claim about it either
+    assert "first stored capture" not in top.stdout
     hints = next(line for line in top.stdout.splitlines() if line.startswith("next:"))
     assert "--download" not in hints and "diff" not in hints and "leaks" not in hints
     assert "capture demo" in hints

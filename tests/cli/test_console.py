@@ -136,6 +136,15 @@ GC_AT_EXIT = ("import atexit, gc, sys; atexit.register(lambda: print('gc on', gc
               "from bot.cli import main; sys.exit(main(sys.argv[1:]))")
 
 
+def test_garbage_collection_is_back_on_after_a_usage_error() -> None:
+    """main() called in a long-lived process (a test run, a wrapper) must not leave it off."""
+    code = ("import gc; from bot.cli import main\ntry: main(['top', '--bogus'])\n"
+            "except SystemExit: pass\nprint('gc on', gc.isenabled())")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd=Path(__file__).resolve().parents[2])
+    assert "gc on True" in done.stdout, done.stdout + done.stderr
+
+
 @pytest.mark.parametrize("args", [["services"], ["history", "demo"],
                                   ["top", "--profile", "tests/fixtures/heap_1.pb.gz"],
                                   ["store", "status"]])

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +29,17 @@ def _alive(pid: int) -> bool:
         return bool(Path(f"/proc/{pid}/cmdline").read_bytes())  # a zombie has none
     except OSError:
         return False
+
+
+def demo_hints(output: str) -> list[str]:
+    """The /heap commands the demo's replies offer: `next:` buttons and the leak report's Next."""
+    found: list[str] = []
+    for line in output.splitlines():
+        if line.startswith("next: "):
+            found += re.findall(r"(?:^next: |\s{3})[^:]+: (/heap .+?)(?=\s{3}|$)", line)
+        elif line.startswith("Next: "):
+            found += re.findall(r"(/heap diff \S+ since \S+) compares", line)
+    return list(dict.fromkeys(found))
 
 
 def test_demo_leaves_a_running_demo_the_readme_commands_can_use(tmp_path: Path) -> None:
@@ -60,10 +73,28 @@ def test_demo_leaves_a_running_demo_the_readme_commands_can_use(tmp_path: Path) 
         assert "demo: top 10 by inuse_space" in top.stdout
         assert "main." in top.stdout and "no registry" not in top.stdout
 
+        # Every hint the demo printed, pasted after `heapbot` as a shell would pass it.
+        hints = demo_hints(demo.stdout)
+        assert {"/heap diff demo since previous", "/heap leaks demo"} <= set(hints), hints
+        assert "Recorded deploy demo-1 of demo" in demo.stdout  # the instances just started
+        assert "/heap diff demo since deploy" in hints, hints
+        for hint in hints:
+            done = heapbot(*shlex.split(hint))
+            assert done.returncode == 0, f"{hint}\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
+
         console = heapbot("console", stdin="diff demo\nexit\n")
         assert console.returncode == 0, console.stdout + console.stderr
         assert "demo: inuse_space change since previous" in console.stdout, console.stdout
         assert f"registry: {folder / 'heapbot.yaml'} (1 service)" in console.stdout
+
+        # Run again: new instances, and a leak report of this run only, not across the
+        # restart into the first run's captures.
+        second = run(str(RUN_DEMO), "--dir", str(folder), "--instances", "1", "--pause", "1")
+        assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+        leak_header = next(line for line in second.stdout.splitlines()
+                           if "captures analysed" in line)
+        assert "since deploy demo-1" in leak_header and "restart" not in leak_header
+        pids = [i["pid"] for i in json.loads((folder / "instances.json").read_text())["instances"]]
 
         # --console goes straight to the prompt, on the instances already running.
         prompt = run(str(RUN_DEMO), "--dir", str(folder), "--console", stdin="services\nexit\n")

@@ -216,10 +216,14 @@ async def test_top_focus_and_takeaway_against_the_previous_capture(runtime: Runt
     leader = max(second.data["rows"], key=lambda r: abs(r["flat"]))
     assert second.summary.startswith(leader["function"])
     assert "since" in second.summary  # the change vs the first capture
-    # Focus on a function this young process has surely sampled (a fixed name such as
-    # leakmap may have no sample yet), and check the rows against the engine's own.
+    # the total's change reads as a clause, never "(… since 12:00:01 UTC (0.2 s before …))"
     import re
 
+    assert re.search(r"\. Total \S+, \S+ since \d\d:\d\d:\d\d UTC", second.summary), \
+        second.summary
+    assert "))" not in second.summary
+    # Focus on a function this young process has surely sampled (a fixed name such as
+    # leakmap may have no sample yet), and check the rows against the engine's own.
     from bot.analysis.top import TopOptions, top
 
     focus = re.escape(leader["function"])
@@ -299,6 +303,8 @@ async def test_diff_without_history_says_what_to_do(runtime: Runtime) -> None:
     reply = await run(runtime, slack("diff single since deploy"))
     assert reply.error
     assert "No deploy of `single` is recorded" in reply.sections[0]
+    # refused before capturing: no capture spent, `/heap history` shows nothing new
+    assert await runtime.store.count("single") == 0
 
 
 async def test_peek_and_list_match_the_engine(runtime: Runtime) -> None:
@@ -351,7 +357,9 @@ async def test_diff_since_deploy_and_since_an_hour(runtime: Runtime) -> None:
     assert not reply.error, reply.sections
     assert reply.data["base_snapshot_id"] == after_deploy.snapshot_id
     assert reply.data["since"] == "deploy"
+    stored = await runtime.store.count("single")
     too_old = await run(runtime, slack("diff single 1h"))
     assert too_old.error and "1h ago" in too_old.sections[0]
+    assert await runtime.store.count("single") == stored  # refused before any capture
     nonsense = await run(runtime, slack("diff single since yesterdayish"))
     assert nonsense.error and "yesterdayish" in nonsense.sections[0]

@@ -74,5 +74,7 @@ async def test_top_says_when_the_heap_profile_repeats_the_previous_capture(quiet
     note = next((c for c in again.context if "heap profile unchanged" in c), "")
     assert "no GC ran since" in note and "(NumGC " in note
     assert "`/heap capture demo --gc` takes a fresh one" in note
+    waits = await run(quiet, Invocation("goroutines demo"))  # shows no heap: no heap note
+    assert not waits.error and not any("heap profile unchanged" in c for c in waits.context)
     fresh = await run(quiet, Invocation("top demo --gc"))
     assert not any("heap profile unchanged" in c for c in fresh.context)

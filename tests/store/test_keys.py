@@ -61,3 +61,14 @@ def test_no_module_spells_a_redis_key_outside_bot_keys() -> None:
                if p != REPO / "bot" / "keys.py"]
     found = [hit for path in sources for hit in _heapbot_literals(path)]
     assert found == [], f"build these Redis keys in bot/keys.py (and group them): {found}"
+
+
+def test_unwatch_deletes_every_key_a_watch_owns() -> None:
+    """Each per-watch key builder is in keys.watch_keys, which the unwatch script deletes (the
+    tick log it gives a TTL): a new key of a watch cannot be forgotten there (an `ok-streak:`
+    key once outlived it)."""
+    builders = [name for name, value in vars(keys).items()
+                if name.startswith("watch_") and name != "watch_keys" and callable(value)]
+    assert len(builders) >= 6
+    owned = {*keys.watch_keys("payments"), keys.watch_ticks("payments")}
+    assert [b for b in builders if getattr(keys, b)("payments") not in owned] == []

@@ -88,6 +88,9 @@ class SlackStandIn:
         self._uploads: dict[str, dict[str, Any]] = {}  # file_id -> filename, length, content
         self._files: list[UploadedFile] = []
         self.usergroups: dict[str, list[str]] = {}  # group id → member user ids
+        # What a person sees in each channel now: posted messages (metadata kept), minus
+        # chat.delete'd ones; conversations.history/replies serve them.
+        self._messages: dict[str, list[dict[str, Any]]] = {}
         self._sockets: list[web.WebSocketResponse] = []
         self._socket_connected = asyncio.Event()
         self._changed = asyncio.Condition()
@@ -133,6 +136,7 @@ class SlackStandIn:
         self._faults.clear()
         self._files.clear()
         self._uploads.clear()
+        self._messages.clear()
 
     # -- fault injection ---------------------------------------------------------------------
 
@@ -163,6 +167,14 @@ class SlackStandIn:
         """The ts values the stand-in gave successful chat.postMessage calls, in order."""
         return [r.response["ts"] for r in self.calls("chat.postMessage")
                 if channel is None or r.body.get("channel") == channel]
+
+    def messages(self, channel: str, thread_ts: str | None = None) -> list[dict[str, Any]]:
+        """What a person sees now: the channel's top-level messages, or a thread's replies
+        (its first message excluded), oldest first; deleted messages are gone."""
+        stored = self._messages.get(channel, [])
+        if thread_ts is None:
+            return [m for m in stored if m.get("thread_ts", m["ts"]) == m["ts"]]
+        return [m for m in stored if m.get("thread_ts") == thread_ts and m["ts"] != thread_ts]
 
     def ephemerals(self) -> list[dict[str, Any]]:
         return [r.body for r in self.calls("chat.postEphemeral")]
@@ -251,7 +263,7 @@ class SlackStandIn:
             body.update(json.loads(raw))
         elif ctype == "application/x-www-form-urlencoded" and raw:
             body.update(dict(urllib.parse.parse_qsl(raw.decode(), keep_blank_values=True)))
-        for key in ("blocks", "files", "attachments"):
+        for key in ("blocks", "files", "attachments", "metadata"):
             if isinstance(body.get(key), str):
                 with contextlib.suppress(ValueError):
                     body[key] = json.loads(body[key])
@@ -336,7 +348,48 @@ class SlackStandIn:
                    "text": body.get("text", ""), "blocks": body.get("blocks", [])}
         if body.get("thread_ts"):
             message["thread_ts"] = body["thread_ts"]
+        if isinstance(body.get("metadata"), dict):
+            message["metadata"] = body["metadata"]
+        self._messages.setdefault(body["channel"], []).append(message)
         return {"ok": True, "channel": body["channel"], "ts": ts, "message": message}
+
+    def _m_chat_delete(self, body: dict[str, Any]) -> dict[str, Any]:
+        stored = self._messages.get(str(body.get("channel", "")), [])
+        for message in stored:
+            if message["ts"] == body.get("ts"):
+                stored.remove(message)
+                return {"ok": True, "channel": body["channel"], "ts": body["ts"]}
+        return {"ok": False, "error": "message_not_found"}
+
+    @staticmethod
+    def _page(messages: list[dict[str, Any]], body: dict[str, Any], default_limit: int
+              ) -> dict[str, Any]:
+        """One page as Slack pages (``cursor``/``limit``; metadata only when
+        ``include_all_metadata`` is asked for)."""
+        start = int(body.get("cursor") or 0)
+        limit = int(body.get("limit") or default_limit)
+        metadata = str(body.get("include_all_metadata", "")).lower() in ("1", "true")
+        page = [m if metadata else {k: v for k, v in m.items() if k != "metadata"}
+                for m in messages[start:start + limit]]
+        more = start + limit < len(messages)
+        return {"ok": True, "messages": page, "has_more": more,
+                "response_metadata": {"next_cursor": str(start + limit) if more else ""}}
+
+    def _m_conversations_history(self, body: dict[str, Any]) -> dict[str, Any]:
+        if str(body.get("channel", "")) not in self._messages:
+            return {"ok": False, "error": "channel_not_found"}
+        oldest = float(body.get("oldest") or 0)
+        newest_first = [m for m in reversed(self.messages(str(body["channel"])))
+                        if float(m["ts"]) > oldest]
+        return self._page(newest_first, body, 100)
+
+    def _m_conversations_replies(self, body: dict[str, Any]) -> dict[str, Any]:
+        channel, parent = str(body.get("channel", "")), str(body.get("ts", ""))
+        stored = self._messages.get(channel, [])
+        first = [m for m in stored if m["ts"] == parent]
+        if not first:
+            return {"ok": False, "error": "thread_not_found"}
+        return self._page(first + self.messages(channel, parent), body, 1000)
 
     def _m_chat_postEphemeral(self, body: dict[str, Any]) -> dict[str, Any]:
         if not body.get("channel") or not body.get("user"):

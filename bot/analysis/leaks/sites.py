@@ -25,8 +25,9 @@ def heap_sites(profile: Any, sample_type: str = "inuse_space") -> dict[str, Heap
         if not frames or value <= 0:
             continue
         leaf = frames[0]
-        own = next((f for f in frames if is_own_code(f.function)), None)
-        key = (leaf.location, own.function if own else "", own.location if own else "")
+        caller = next((f for f in frames if is_own_code(f.function)), None)
+        key = (leaf.location, caller.function if caller else "",
+               caller.location if caller else "")
         per = weights.setdefault(leaf.function, {})
         per[key] = per.get(key, 0.0) + value
     out: dict[str, HeapSite] = {}

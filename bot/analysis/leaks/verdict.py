@@ -153,7 +153,11 @@ def _explain(report: LeakReport, service: str) -> None:
         if waits:
             report.next_steps.append(f"/heap goroutines {svc} shows the stacks waiting at "
                                      f"{', '.join(waits[:3])}.")
-        report.next_steps.append(f"/heap diff {svc} since deploy compares with the start.")
+        if report.deploy:
+            report.next_steps.append(f"/heap diff {svc} since deploy compares with the start.")
+        elif span >= 1:  # no deploy to name: the window's age, rounded down so it is found
+            ago = f"{int(span) // 60}m" if span >= 120 else f"{int(span)}s"
+            report.next_steps.append(f"/heap diff {svc} since {ago} compares with the start.")
     elif report.verdict == UNDECIDED:
         names = ", ".join(u.function for u in report.undecided[:3])
         longest = max(u.needed_seconds for u in report.undecided)
