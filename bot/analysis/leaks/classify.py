@@ -178,7 +178,7 @@ def classify(times: np.ndarray, values: np.ndarray, segments: np.ndarray,
         fit.why = ("one step carries most of the growth: distinct observations after it "
                    "would show whether it keeps rising or stays flat")
         return fit
-    if n >= 5 and _slowing(last_t, last_v, period):
+    if n >= 4 and _slowing(last_t, last_v, period):
         fit.kind = UNDECIDED
         fit.needed_points = 3
         fit.needed_seconds = max(span, 60.0)
