@@ -197,6 +197,8 @@ class ProfileServer:
     """``heap`` served as /debug/pprof/heap on ``count`` ports of 127.0.0.1 (with
     /debug/pprof/goroutine and the heap?debug=1 MemStats page; other paths 404), by a
     separate process so serving takes no CPU from the benchmark's own process.
+    ``chunked`` sends the profiles without a Content-Length, 32 kB at a time, as Go's
+    net/http does (a body over 2 kB written by the pprof handler goes out chunked).
 
         with ProfileServer(profile, count=40) as server:
             targets = server.urls
@@ -204,8 +206,10 @@ class ProfileServer:
 
     def __init__(self, heap: Path, count: int = 1,
                  goroutine: Path = FIXTURES / "goroutine.pb.gz",
-                 memstats: Path = FIXTURES / "heap_debug1.txt") -> None:
-        self.args = [str(heap), str(goroutine), str(memstats), str(count)]
+                 memstats: Path = FIXTURES / "heap_debug1.txt", *, chunked: bool = False
+                 ) -> None:
+        self.args = [str(heap), str(goroutine), str(memstats), str(count),
+                     "chunked" if chunked else "sized"]
         self.process: subprocess.Popen[str] | None = None
         self.urls: list[str] = []
 
@@ -230,17 +234,27 @@ class ProfileServer:
             self.process = None
 
 
-async def _serve_profiles(heap: bytes, goroutine: bytes, memstats: bytes, count: int) -> None:
+async def _serve_profiles(heap: bytes, goroutine: bytes, memstats: bytes, count: int,
+                          chunked: bool = False) -> None:
     from aiohttp import web
 
-    async def handle(request: web.Request) -> web.Response:
+    async def handle(request: web.Request) -> web.StreamResponse:
         kind = request.match_info["kind"]
         if kind == "heap" and request.query.get("debug") == "1":
             return web.Response(body=memstats, content_type="text/plain")
         body = {"heap": heap, "goroutine": goroutine}.get(kind)
         if body is None:
             return web.Response(status=404)
-        return web.Response(body=body, content_type="application/octet-stream")
+        if not chunked:
+            return web.Response(body=body, content_type="application/octet-stream")
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        view = memoryview(body)
+        for at in range(0, len(body), 32 << 10):
+            await response.write(view[at:at + (32 << 10)])
+        await response.write_eof()
+        return response
 
     app = web.Application()
     app.router.add_get("/debug/pprof/{kind}", handle)
@@ -349,6 +363,7 @@ def lag_line(stats: Mapping[str, Any], during: str) -> str:
             f"{stats['busy_max'] * 1000:.1f} ms")
 
 
-if __name__ == "__main__":  # ProfileServer's process: HEAP GOROUTINE MEMSTATS COUNT
+if __name__ == "__main__":  # ProfileServer's process: HEAP GOROUTINE MEMSTATS COUNT FRAMING
     paths = [Path(arg) for arg in sys.argv[1:4]]
-    asyncio.run(_serve_profiles(*(p.read_bytes() for p in paths), int(sys.argv[4])))
+    asyncio.run(_serve_profiles(*(p.read_bytes() for p in paths), int(sys.argv[4]),
+                                chunked=sys.argv[5:6] == ["chunked"]))

@@ -56,8 +56,9 @@ class InstanceResult:
     target: str  # base URL actually fetched (after DNS expansion)
     ok: bool
     error: str | None = None
-    heap: bytes | None = None
-    goroutine: bytes | None = None
+    # bodies as downloaded: a bytearray each (held once, see _read_body), never copied
+    heap: bytes | bytearray | None = None
+    goroutine: bytes | bytearray | None = None
     memstats_text: str | None = None
     elapsed: float = 0.0
     source: str = ""  # the registry target this came from (differs for dns+http)
@@ -65,7 +66,8 @@ class InstanceResult:
     heap_profile: Profile | None = None  # parsed heap until folded into the capture's merge
     build_id: str = ""  # the heap profile's main build id (kept after the profile is dropped)
     heap_facts: HeapFacts | None = None  # digest and leading functions, for leak analysis
-    goroutineleak: bytes | None = None  # /goroutineleak (Go ≥ 1.26), fetched with a fresh heap
+    # /goroutineleak (Go ≥ 1.26), fetched with a fresh heap
+    goroutineleak: bytes | bytearray | None = None
     fresh: bool = False  # the heap was fetched with ?gc=1
 
 
@@ -110,7 +112,7 @@ def _same_origin(a: str, b: str) -> bool:
     )
 
 
-def _looks_like_html(data: bytes) -> bool:
+def _looks_like_html(data: bytes | bytearray) -> bool:
     head = data[:512].lstrip().lower()
     return head.startswith((b"<!doctype html", b"<html", b"<head", b"<body", b"<?xml", b"<"))
 
@@ -258,7 +260,7 @@ class Capturer:
                     exc.strerror or str(exc))
                 out.append((target, target, f"DNS name {host} did not resolve ({reason})"))
                 continue
-            addresses = sorted({info[4][0] for info in infos})
+            addresses = sorted({str(info[4][0]) for info in infos})  # (an IP: str for INET*)
             if not addresses:
                 out.append((target, target, f"DNS name {host} has no addresses"))
             for address in addresses:
@@ -276,7 +278,7 @@ class Capturer:
                 "memstats": prefix + "/heap?debug=1",
                 "goroutineleak": prefix + "/goroutineleak"}
 
-        async def get(kind: str) -> bytes | FetchFailure:
+        async def get(kind: str) -> bytearray | FetchFailure:
             limit = service.max_profile_bytes if kind == "heap" else \
                 min(service.max_profile_bytes, TEXT_ENDPOINT_BYTES)
             try:
@@ -284,7 +286,8 @@ class Capturer:
             except FetchFailure as failure:
                 return failure
 
-        async def heap_then_memstats() -> tuple[bytes | FetchFailure, bytes | FetchFailure]:
+        async def heap_then_memstats(
+                ) -> tuple[bytearray | FetchFailure, bytearray | FetchFailure]:
             # MemStats after the heap: its NumGC/LastGC name the GC the profile is from.
             first = await get("heap")
             return first, await get("memstats")
@@ -335,7 +338,7 @@ class Capturer:
         return result
 
     async def _fetch(self, service: ServiceConfig, url: str, headers: dict[str, str],
-                     limit: int | None = None) -> bytes:
+                     limit: int | None = None) -> bytearray:
         """GET with deadline, size cap, same-origin redirects and connect retries."""
         attempt = 0
         while True:
@@ -361,7 +364,7 @@ class Capturer:
             await asyncio.sleep(self.backoff_seconds * (2 ** (attempt - 1)))
 
     async def _fetch_once(self, service: ServiceConfig, url: str,
-                          headers: dict[str, str], limit: int) -> bytes:
+                          headers: dict[str, str], limit: int) -> bytearray:
         origin = url
         pool, client = self._client_for(url)  # redirects stay on this origin
         self._in_flight[pool] += 1
@@ -373,7 +376,7 @@ class Capturer:
                 del self._in_flight[pool]
 
     async def _fetch_on(self, client: httpx.AsyncClient, service: ServiceConfig, url: str,
-                        origin: str, headers: dict[str, str], limit: int) -> bytes:
+                        origin: str, headers: dict[str, str], limit: int) -> bytearray:
         for _ in range(MAX_REDIRECTS + 1):
             timeout = httpx.Timeout(service.timeout_seconds)
             async with client.stream("GET", url, headers=headers,
@@ -392,38 +395,59 @@ class Capturer:
                     continue
                 if status != 200:
                     raise FetchFailure(await _status_reason(service, response, url, headers))
-                declared = response.headers.get("content-length")
-                if declared and declared.isdigit() and int(declared) > limit:
+                declared = response.headers.get("content-length", "")
+                size = int(declared) if declared.isdigit() else None
+                if size is not None and size > limit:
                     raise FetchFailure(_too_large(url, limit))
-                return await _read_body(response, url, limit)
+                # Content-Length is the body's size only when it arrives as sent (httpx
+                # inflates a Content-Encoding: gzip body as it reads)
+                encoding = response.headers.get("content-encoding", "").strip().lower()
+                return await _read_body(response, url, limit,
+                                        size if encoding in ("", "identity") else None)
         raise FetchFailure(f"too many redirects (more than {MAX_REDIRECTS}) from {_path_of(url)}")
 
 
-async def _read_body(response: httpx.Response, url: str, limit: int) -> bytes:
-    """The body, up to ``limit``, counted against the global in-flight byte budget.
+async def _read_body(response: httpx.Response, url: str, limit: int,
+                     expected: int | None = None) -> bytearray:
+    """The body, up to ``limit``, held once and counted against the global byte budget.
 
-    Bytes are reserved from ``workpool.BYTES`` a block at a time while they arrive
-    and returned when the download is over: however many instances and commands
-    run at once, downloads hold at most the budget (a slow endless target waits
-    for room instead of growing the bot's memory).
+    Bytes are reserved from ``workpool.BYTES`` a block at a time, before they are
+    held, and returned when the download is over: however many instances and
+    commands run at once, downloads hold at most the budget (a slow endless target
+    waits for room instead of growing the bot's memory).
+
+    The bytes land in one bytearray, which the decoder and the store take as it is:
+    allocated once at ``expected`` (the Content-Length) when known, else grown in
+    place as chunks arrive (Go's net/http sends a profile chunked). A list of chunks
+    joined at the end held every body twice for a moment.
     """
-    chunks: list[bytes] = []
+    body = bytearray()
     size = reserved = 0
+    done = False
     try:
-        async for chunk in response.aiter_bytes():
-            size += len(chunk)
-            if size > limit:
-                raise FetchFailure(_too_large(url, limit))
-            while size > reserved:
+        if expected:
+            while expected > reserved:
                 await workpool.BYTES.reserve(_BUDGET_BLOCK, timeout=None)
                 reserved += _BUDGET_BLOCK
-            chunks.append(chunk)
-        return b"".join(chunks)
+            body = bytearray(expected)
+        async for chunk in response.aiter_bytes():
+            end = size + len(chunk)
+            if end > limit:
+                raise FetchFailure(_too_large(url, limit))
+            while end > reserved:
+                await workpool.BYTES.reserve(_BUDGET_BLOCK, timeout=None)
+                reserved += _BUDGET_BLOCK
+            body[size:end] = chunk  # in place; past the end (or no Content-Length) it grows
+            size = end
+        del body[size:]  # a body shorter than its Content-Length (httpx refuses those)
+        done = True
+        return body
     finally:
         # A failed or cancelled download's bytes go now: the exception's traceback keeps
-        # this frame (and a list of chunks) alive until the cyclic GC gets to it, long
-        # after the budget was released (issue 17 item 12: RSS was 2.6x the budget).
-        chunks.clear()
+        # this frame (and the body) alive until the cyclic GC gets to it, long after the
+        # budget was released (issue 17 item 12: RSS was 2.6x the budget).
+        if not done:
+            body.clear()
         if reserved:
             workpool.BYTES.release(reserved)
 
@@ -444,7 +468,7 @@ class _Folder:
         # turns at the GIL, and each held its decode's peak memory at the same time.
         self._decoding = asyncio.Semaphore(2 if self.pool_ok else 1)
 
-    async def add(self, data: bytes, max_compressed: int) -> tuple[str, HeapFacts]:
+    async def add(self, data: bytes | bytearray, max_compressed: int) -> tuple[str, HeapFacts]:
         """Decode (process pool) and fold; returns the profile's main build id and what
         leak analysis keeps of this instance's own heap (digest, leading functions)."""
         async with self._decoding:

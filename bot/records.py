@@ -24,9 +24,12 @@ import types
 import typing
 from collections.abc import Mapping
 from functools import cache
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")  # a record type: a dataclass
 
 
 @cache
@@ -59,18 +62,18 @@ def _convert(tp: Any, value: Any) -> Any:
         return _convert(args[0], value) if len(args) == 1 else value
     if isinstance(value, bytes | bytearray):
         value = value.decode()
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return from_dict(tp, json.loads(value) if isinstance(value, str) else value)
     if origin in (list, tuple) or tp in (list, tuple):
         items = json.loads(value) if isinstance(value, str) else value
-        args = typing.get_args(tp)
-        inner = args[0] if args else Any
+        params = typing.get_args(tp)
+        inner = params[0] if params else Any
         out = [_convert(inner, v) for v in items]
         return tuple(out) if (origin or tp) is tuple else out
     if origin is dict or tp is dict:
         items = json.loads(value) if isinstance(value, str) else value
-        args = typing.get_args(tp)
-        inner = args[1] if len(args) == 2 else Any
+        params = typing.get_args(tp)
+        inner = params[1] if len(params) == 2 else Any
         return {str(k): _convert(inner, v) for k, v in items.items()}
     if tp is bool:
         return value if isinstance(value, bool) else _text(value).lower() in ("1", "true", "yes")
@@ -86,7 +89,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any]) -> T:
     """A ``cls`` from a mapping, converting each known key to its field's type."""
     hints = _hints(cls)
     values = {}
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+    for f in dataclasses.fields(cls):
         if f.name in data:
             values[f.name] = _convert(hints[f.name], data[f.name])
     return cls(**values)

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 
 from bot.errors import AccessDeniedError, ConfigError, UnknownServiceError
 
@@ -27,7 +28,7 @@ from bot.errors import AccessDeniedError, ConfigError, UnknownServiceError
 # the registry says otherwise: leak sampling, watch ticks and alert captures. A
 # user's /heap top or capture does not, unless it says --gc.
 GcTrigger = Literal["user", "sample", "watch", "alert", "schedule"]
-DEFAULT_GC_TRIGGERS: tuple[str, ...] = ("sample", "watch", "alert")
+DEFAULT_GC_TRIGGERS: tuple[GcTrigger, ...] = ("sample", "watch", "alert")
 TARGET_SCHEMES = ("http", "https", "dns+http", "dns+https")
 SERVICE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -381,7 +382,7 @@ def _format_location(loc: Sequence[Any]) -> str:
     return text
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _describe(error: ErrorDetails) -> str:
     loc = list(error.get("loc", ()))
     ctx = error.get("ctx") or {}
     cause = ctx.get("error")

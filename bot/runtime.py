@@ -119,7 +119,7 @@ def _merge_parsed(profiles: Sequence[Profile]) -> Profile | None:
     return profiles[0] if len(profiles) == 1 else merge_profiles(profiles)
 
 
-def _goroutine_reports(blobs: Sequence[bytes]) -> list[GoroutineReport]:
+def _goroutine_reports(blobs: Sequence[bytes | bytearray]) -> list[GoroutineReport]:
     from bot.analysis.goroutines import parse_goroutines
 
     reports = []
@@ -163,16 +163,16 @@ def encode_merged(heap: Profile | None) -> dict[str, bytes]:
 
 
 def _digest(result: CaptureResult, snapshot_id: str, trigger: str, requested_by: str,
-            job: str = "") -> tuple[StoredSnapshot, dict[tuple[int, str], bytes], Profile | None,
-                       GoroutineReport | None]:
+            job: str = "") -> tuple[StoredSnapshot, dict[tuple[int, str], bytes | bytearray],
+                                    Profile | None, GoroutineReport | None]:
     """Everything CPU-heavy about a fresh capture, off the event loop."""
     from bot.analysis.goroutines import merge_reports
     from bot.analysis.summarize import summarize_snapshot
 
     instances: list[InstanceMeta] = []
-    raw: dict[tuple[int, str], bytes] = {}
+    raw: dict[tuple[int, str], bytes | bytearray] = {}  # the downloads themselves
     heaps: list[Profile] = []
-    goroutine_blobs: list[bytes] = []
+    goroutine_blobs: list[bytes | bytearray] = []
     memstats_texts: dict[str, str] = {}
     for index, inst in enumerate(result.instances):
         build_id = inst.build_id or getattr(inst.heap_profile, "main_build_id", "") or ""

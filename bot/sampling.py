@@ -189,8 +189,9 @@ async def take_due(redis: aioredis.Redis, now: float | None = None,
     due = await redis.zrangebyscore(DUE, "-inf", now, start=0, num=limit)
     taken = []
     for raw in due:
-        if await redis.zrem(DUE, raw):  # ZREM is the lease: one replica removes it
-            taken.append(raw.decode() if isinstance(raw, bytes) else str(raw))
+        sampling_id = raw.decode() if isinstance(raw, bytes) else str(raw)
+        if await redis.zrem(DUE, sampling_id):  # ZREM is the lease: one replica removes it
+            taken.append(sampling_id)
     return taken
 
 

@@ -35,6 +35,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import WatchError
+from redis.typing import EncodableT, FieldT
 
 from bot import keys, records
 from bot.analysis.summary import SnapshotSummary
@@ -61,16 +62,36 @@ def new_snapshot_id(taken_at: float) -> str:
     return f"{stamp}-{secrets.token_hex(2)}"
 
 
-def _pack(data: bytes) -> bytes:
-    """Compress unless already gzip; a one-byte tag lets ``_unpack`` return the original."""
+def _pack(data: bytes | bytearray) -> bytes | bytearray:
+    """What a profile is stored as: gzip data as it is (not copied: Go serves profiles
+    gzipped, and a capture's download goes to Redis as downloaded), anything else
+    gzipped behind a ``G`` tag byte so ``_unpack`` returns the original."""
     if data[:2] == _GZIP_MAGIC:
-        return b"R" + data
+        return data
     return b"G" + gzip.compress(data, compresslevel=6, mtime=0)
 
 
 def _unpack(stored: bytes) -> bytes:
+    """The bytes ``_pack`` was given. Snapshots saved before gzip went untagged hold
+    an ``R`` tag byte in front of gzip data; neither tag is a gzip magic byte."""
+    if stored[:2] == _GZIP_MAGIC:
+        return stored
     tag, body = stored[:1], stored[1:]
     return gzip.decompress(body) if tag == b"G" else body
+
+
+# redis-py's stubs type each reply item as bytes | str (decode_responses is a runtime
+# choice, and heapbot's clients never decode): these say which one a reply holds.
+def _raw(reply: object) -> bytes:
+    """A stored value, field or member as the bytes Redis returned."""
+    if not isinstance(reply, bytes):
+        raise TypeError(f"a Redis reply of heapbot's client is bytes, not {type(reply).__name__}")
+    return reply
+
+
+def _text(reply: object) -> str:
+    """A snapshot id or field name as text."""
+    return _raw(reply).decode()
 
 
 @dataclass(slots=True)
@@ -159,7 +180,7 @@ class StoredSnapshot:
         return data
 
     @classmethod
-    def from_stored(cls, meta: Mapping[str, Any], summary: Mapping[str, Any] | None
+    def from_stored(cls, meta: Mapping[str, Any], summary: dict[str, Any] | None
                     ) -> StoredSnapshot:
         snapshot = records.from_dict(cls, {k: v for k, v in meta.items() if k != "summary"})
         snapshot.summary = SnapshotSummary.from_dict(summary) if summary else None
@@ -247,7 +268,7 @@ class SnapshotStore:
     async def save(
         self,
         snapshot: StoredSnapshot,
-        raw: Mapping[tuple[int, str], bytes] | None = None,
+        raw: Mapping[tuple[int, str], bytes | bytearray] | None = None,
         *,
         merged: Mapping[str, bytes] | None = None,
         retention_count: int = 500,
@@ -263,20 +284,20 @@ class SnapshotStore:
         deploys = keys.deploys(svc)
         snap_key = keys.snapshot(svc, snapshot.id)
 
-        def encode() -> dict[str, bytes | str]:
+        def encode() -> dict[FieldT, EncodableT]:
             """JSON and gzip of the snapshot: CPU work kept off the event loop (a burst of
             captures blocked it 100+ ms here; found by bench/load/run.py)."""
-            mapping: dict[str, bytes | str] = {"meta": json.dumps(snapshot.meta_dict())}
+            mapping: dict[FieldT, EncodableT] = {"meta": json.dumps(snapshot.meta_dict())}
             if snapshot.summary is not None:
                 mapping["summary"] = json.dumps(snapshot.summary.to_dict())
             for kind, data in (merged or {}).items():
                 mapping[f"merged:{kind}"] = _pack(data)
-            for (instance, kind), data in (raw or {}).items():
+            for (instance, kind), body in (raw or {}).items():
                 if kind not in RAW_KINDS:
                     raise ValueError(f"unknown raw kind {kind!r}")
                 if self.keep_raw == 0 and kind in _TRIMMED_KINDS and "merged:heap" in mapping:
                     continue
-                mapping[f"raw:{instance}:{kind}"] = _pack(data)
+                mapping[f"raw:{instance}:{kind}"] = _pack(body)
             return mapping
 
         mapping = await asyncio.to_thread(encode)
@@ -291,7 +312,7 @@ class SnapshotStore:
                         previous_build = ""
                         if previous_ids:
                             prev_meta = await pipe.hget(
-                                keys.snapshot(svc, previous_ids[0].decode()), "meta")
+                                keys.snapshot(svc, _text(previous_ids[0])), "meta")
                             if prev_meta:
                                 previous_build = json.loads(prev_meta).get("build_id", "")
                         cutoff = snapshot.taken_at - retention_days * 86400
@@ -300,7 +321,7 @@ class SnapshotStore:
                         overflow = count + 1 - retention_count
                         by_count = (await pipe.zrange(index, 0, overflow - 1)
                                     if overflow > 0 else [])
-                        drop = {m.decode() for m in [*too_old, *by_count]}
+                        drop = {_text(m) for m in [*too_old, *by_count]}
                         # the snapshot this save pushes out of the newest keep_raw: its
                         # per-instance heap/goroutine files go (its merged profile stays)
                         trim: list[tuple[str, list[bytes]]] = []
@@ -308,9 +329,9 @@ class SnapshotStore:
                             aged = await pipe.zrevrangebyscore(
                                 index, snapshot.taken_at, "-inf", start=self.keep_raw - 1,
                                 num=1)
-                            for old_id in (a.decode() for a in aged):
+                            for old_id in (_text(a) for a in aged):
                                 old_key = keys.snapshot(svc, old_id)
-                                fields = await pipe.hkeys(old_key)
+                                fields = [_raw(f) for f in await pipe.hkeys(old_key)]
                                 if b"merged:heap" in fields:
                                     trim.append((old_key, [
                                         f for f in fields if f.startswith(b"raw:")
@@ -386,7 +407,7 @@ class SnapshotStore:
     async def latest(self, service: str) -> StoredSnapshot | None:
         async with self._errors("read the latest snapshot"):
             ids = await self.redis.zrevrange(keys.snapshot_index(service), 0, 0)
-            found = await self._load(service, [i.decode() for i in ids])
+            found = await self._load(service, [_text(i) for i in ids])
         return found[0] if found else None
 
     async def latest_many(self, services: Sequence[str]) -> dict[str, StoredSnapshot | None]:
@@ -420,7 +441,7 @@ class SnapshotStore:
         async with self._errors("read snapshots"):
             ids = await self.redis.zrevrangebyscore(
                 keys.snapshot_index(service), when, "-inf", start=0, num=2)
-            wanted = [i.decode() for i in ids if i.decode() != exclude][:1]
+            wanted = [i for i in map(_text, ids) if i != exclude][:1]
             found = await self._load(service, wanted)
         return found[0] if found else None
 
@@ -432,14 +453,14 @@ class SnapshotStore:
             ids = await self.redis.zrevrangebyscore(
                 keys.snapshot_index(service), "+inf", low,
                 start=0 if limit else None, num=limit or None)
-            return await self._load(service, [i.decode() for i in ids],
+            return await self._load(service, [_text(i) for i in ids],
                                     with_summary=with_summary)
 
     async def oldest(self, service: str) -> StoredSnapshot | None:
         """The first stored snapshot still kept (without its summary)."""
         async with self._errors("read the oldest snapshot"):
             ids = await self.redis.zrange(keys.snapshot_index(service), 0, 0)
-            found = await self._load(service, [i.decode() for i in ids], with_summary=False)
+            found = await self._load(service, [_text(i) for i in ids], with_summary=False)
         return found[0] if found else None
 
     async def count(self, service: str) -> int:
@@ -455,7 +476,7 @@ class SnapshotStore:
                 keys.snapshot_index(service), "+inf" if until is None else until,
                 "-inf" if since is None else since,
                 start=0 if limit else None, num=limit or None)
-            snaps = await self._load(service, [i.decode() for i in ids])
+            snaps = await self._load(service, [_text(i) for i in ids])
         return [s.summary for s in reversed(snaps) if s.summary is not None]
 
     async def raw_profile(self, service: str, snapshot_id: str, instance: int | str,
@@ -474,7 +495,7 @@ class SnapshotStore:
             raise NotFoundError(
                 f"Snapshot `{snapshot_id}` of `{service}` holds no {kind} data for instance "
                 f"{instance}.", hint="That instance may have failed during the capture.")
-        return _unpack(data)
+        return _unpack(_raw(data))
 
     async def raw_profiles(self, service: str, snapshot_id: str, kind: str = "heap", *,
                            merged_ok: bool = True) -> builtins.list[tuple[int, bytes]]:
@@ -487,16 +508,16 @@ class SnapshotStore:
         """
         async with self._errors("read raw profiles"):
             key = keys.snapshot(service, snapshot_id)
-            names = [f.decode() for f in await self.redis.hkeys(key)]
+            names = [_text(f) for f in await self.redis.hkeys(key)]
             wanted = sorted((int(n.split(":")[1]), n) for n in names
                             if n.startswith("raw:") and n.endswith(f":{kind}"))
             if not wanted:
                 if merged_ok and f"merged:{kind}" in names:
                     data = await self.redis.hget(key, f"merged:{kind}")
-                    return [(MERGED, _unpack(data))] if data is not None else []
+                    return [(MERGED, _unpack(_raw(data)))] if data is not None else []
                 return []
             values = await self.redis.hmget(key, [n for _, n in wanted])
-        return [(i, _unpack(v)) for (i, _), v in zip(wanted, values, strict=True)
+        return [(i, _unpack(_raw(v))) for (i, _), v in zip(wanted, values, strict=True)
                 if v is not None]
 
     async def deploys(self, service: str, since: float | None = None,
@@ -506,4 +527,4 @@ class SnapshotStore:
             rows = await self.redis.zrangebyscore(
                 keys.deploys(service), "-inf" if since is None else since,
                 "+inf" if until is None else until)
-        return [DeployMarker.from_json(r) for r in rows]
+        return [DeployMarker.from_json(_raw(r)) for r in rows]

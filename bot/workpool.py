@@ -139,7 +139,7 @@ async def heavy_slot() -> AsyncIterator[None]:
         yield
 
 
-def parse_heap(data: bytes, max_compressed: int) -> Profile:
+def parse_heap(data: bytes | bytearray, max_compressed: int) -> Profile:
     """Parse and check a heap profile (CPU-bound: runs in this module's processes)."""
     from bot.pprof import Limits, parse_profile
 
@@ -169,7 +169,7 @@ async def fold_slot() -> AsyncIterator[None]:
         yield
 
 
-def _decode(data: bytes, max_compressed: int) -> Profile:
+def _decode(data: bytes | bytearray, max_compressed: int) -> Profile:
     """In a worker: parse and check a heap profile, labels decoded, ready to pickle."""
     profile = parse_heap(data, max_compressed)
     profile.decode_labels()  # the lazy decoder is a closure: it does not pickle
@@ -177,7 +177,7 @@ def _decode(data: bytes, max_compressed: int) -> Profile:
     return profile
 
 
-def _decode_for_fold(data: bytes, max_compressed: int
+def _decode_for_fold(data: bytes | bytearray, max_compressed: int
                      ) -> tuple[Profile, HeapFacts, SampleKeys]:
     """In a worker: decode, plus everything per-frame a fleet capture needs of this one
     profile (leak facts, the fold's sample keys), so the capture's own process only
@@ -214,7 +214,8 @@ async def _heavy(fn: Callable[..., T], *args: Any, pool_ok: bool) -> T:
         return await _offload(fn, *args, pool_ok=pool_ok)
 
 
-async def decode_heap(data: bytes, max_compressed: int, *, pool_ok: bool = True) -> Profile:
+async def decode_heap(data: bytes | bytearray, max_compressed: int, *, pool_ok: bool = True
+                      ) -> Profile:
     """Decode a heap profile in the process pool (or a thread), in a heavy-work slot.
 
     ``pool_ok=False`` decodes in a thread: for a lone profile, starting or feeding a
@@ -223,7 +224,7 @@ async def decode_heap(data: bytes, max_compressed: int, *, pool_ok: bool = True)
     return await _heavy(_decode, data, max_compressed, pool_ok=pool_ok)
 
 
-async def decode_for_fold(data: bytes, max_compressed: int, *, pool_ok: bool = True
+async def decode_for_fold(data: bytes | bytearray, max_compressed: int, *, pool_ok: bool = True
                           ) -> tuple[Profile, HeapFacts, SampleKeys]:
     """:func:`decode_heap`, plus the profile's leak facts and fold keys, made there too."""
     return await _heavy(_decode_for_fold, data, max_compressed, pool_ok=pool_ok)

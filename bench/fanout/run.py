@@ -16,7 +16,7 @@ its peak RSS; heapbot's RSS at N=40 within 1.5x of N=1; Redis bytes per capture
 at N=40 at most 2x those at N=1 (a capture as stored once it is older than the newest
 HEAPBOT_RAW_CAPTURES, default 3; the newest keep every instance's file and are printed too).
 
-    .venv/bin/python bench/fanout/run.py [--sizes 1,10,40] [--runs 3] [--stacks 65536]
+    .venv/bin/python bench/fanout/run.py [--sizes 1,10,40] [--runs 3] [--stacks 65536] [--chunked]
 """
 
 from __future__ import annotations
@@ -58,6 +58,8 @@ def main() -> int:
     parser.add_argument("--sizes", default="1,10,40")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--stacks", type=int, default=65_536)
+    parser.add_argument("--chunked", action="store_true",
+                        help="serve the profiles chunked, without Content-Length, as Go does")
     args = parser.parse_args()
     from gen_profile import big_heap_profile
 
@@ -68,10 +70,11 @@ def main() -> int:
 
     store = EmbeddedRedis(work / "redis")  # one Redis for every run, emptied after each
     redis_url = store.ensure()
-    server = ProfileServer(profile, count=max(sizes)).__enter__()
+    server = ProfileServer(profile, count=max(sizes), chunked=args.chunked).__enter__()
     try:
         print(f"profile {profile} ({profile.stat().st_size / 1e3:.0f} kB gzip, "
-              f"{args.stacks} stacks); {os.cpu_count()} CPUs", flush=True)
+              f"{args.stacks} stacks, served {'chunked' if args.chunked else 'sized'}); "
+              f"{os.cpu_count()} CPUs", flush=True)
         go_environ = go_env()
         find_go()
         results = {}

@@ -281,7 +281,7 @@ def wait_frame(frames: Sequence[Frame]) -> Frame | None:
 
 # ---------------------------------------------------------------- parsing
 
-def parse_goroutines(data: bytes | str) -> GoroutineReport:
+def parse_goroutines(data: bytes | bytearray | str) -> GoroutineReport:
     """Parse a goroutine dump: proto (gzip or raw), ``?debug=1`` or ``?debug=2`` text."""
     if isinstance(data, str):
         data = data.encode()
@@ -305,7 +305,7 @@ def parse_goroutines(data: bytes | str) -> GoroutineReport:
     return _report_from_proto(data)
 
 
-def _gunzip(data: bytes) -> bytes:
+def _gunzip(data: bytes | bytearray) -> bytes:
     try:
         out = zlib.decompressobj(16 + zlib.MAX_WBITS)
         result = out.decompress(data, _MAX_INPUT)
@@ -460,13 +460,13 @@ def _bottom_function(frames: Sequence[Frame]) -> str:
 
 # ---------------------------------------------------------------- proto
 
-def _report_from_proto(data: bytes) -> GoroutineReport:
+def _report_from_proto(data: bytes | bytearray) -> GoroutineReport:
     stacks = _proto_stacks(data)
     return _group(((count, frames, None, _bottom_function(frames), "", None)
                    for count, frames in stacks), "proto")
 
 
-def _proto_stacks(data: bytes) -> list[tuple[int, list[Frame]]]:
+def _proto_stacks(data: bytes | bytearray) -> list[tuple[int, list[Frame]]]:
     """Count and frames (innermost first) of each sample of a goroutine profile.proto."""
     from bot.pprof import parse_profile  # the engine: limits, clear ProfileErrors
 

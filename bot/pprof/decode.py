@@ -44,7 +44,7 @@ def _fail(message: str, hint: str | None = None) -> NoReturn:
     raise ProfileError(message, hint=hint)
 
 
-def _sniff_not_profile(raw: bytes) -> None:
+def _sniff_not_profile(raw: bytes | bytearray) -> None:
     """Name the common wrong inputs before trying protobuf (HTML, JSON, text dumps)."""
     head = raw[:512].lstrip()
     low = head.lower()
@@ -64,11 +64,16 @@ def _sniff_not_profile(raw: bytes) -> None:
               _HINT_FETCH)
 
 
-def parse_profile(data: bytes, limits: Limits | None = None) -> Profile:
-    """Decode a pprof profile (gzip or raw protobuf); raise ProfileError when unusable."""
+def parse_profile(data: bytes | bytearray | memoryview, limits: Limits | None = None
+                  ) -> Profile:
+    """Decode a pprof profile (gzip or raw protobuf); raise ProfileError when unusable.
+
+    A bytearray (a capture's download) is read where it is, not copied.
+    """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         _fail("A profile must be bytes.")
-    data = bytes(data)
+    if isinstance(data, memoryview):
+        data = bytes(data)
     if not data:
         _fail("The profile is empty (0 bytes).", "Capture it again.")
     raw = inflate(data, limits or DEFAULT_LIMITS)

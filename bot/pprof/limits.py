@@ -34,12 +34,13 @@ def _mib(n: int) -> str:
     return f"{n / MiB:.0f} MiB" if n >= MiB else f"{n} bytes"
 
 
-def is_gzip(data: bytes) -> bool:
+def is_gzip(data: bytes | bytearray) -> bool:
     return data[:2] == _GZIP_MAGIC
 
 
-def inflate(data: bytes, limits: Limits = DEFAULT_LIMITS) -> bytes:
-    """Return the raw protobuf bytes of ``data`` (gzip, multi-member gzip, or raw)."""
+def inflate(data: bytes | bytearray, limits: Limits = DEFAULT_LIMITS) -> bytes | bytearray:
+    """Return the raw protobuf bytes of ``data`` (gzip, multi-member gzip, or raw: then
+    ``data`` itself)."""
     if len(data) > limits.max_compressed:
         raise ProfileError(
             f"The profile is {_mib(len(data))}, more than the {_mib(limits.max_compressed)} "
@@ -68,7 +69,7 @@ class _TooBigToHold(Exception):
     """Inflated output passed what the first pass keeps in memory."""
 
 
-def _inflate(data: bytes, limits: Limits, hold: int | None) -> bytes:
+def _inflate(data: bytes | bytearray, limits: Limits, hold: int | None) -> bytes:
     """Inflate every gzip member; keep at most ``hold`` bytes (None: count only)."""
     out: list[bytes] = []
     size = 0

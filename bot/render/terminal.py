@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TextIO
+from typing import TextIO, cast
 
 from rich import box
 from rich.console import Console
@@ -70,7 +70,9 @@ def output_console(file: TextIO | None = None) -> Console:
     if stream.isatty():
         return Console(file=stream)
     width = int(os.environ.get("COLUMNS", "0") or 0) or PIPE_WIDTH
-    return Console(file=_TrailingSpaceStripper(stream), width=width, soft_wrap=True)
+    # cast: rich types ``file`` as IO[str] but only writes, flushes and asks isatty/fileno.
+    return Console(file=cast(TextIO, _TrailingSpaceStripper(stream)), width=width,
+                   soft_wrap=True)
 
 
 def print_table(console: Console, table: RichTable) -> None:
@@ -134,7 +136,7 @@ def print_reply(reply: Reply, console: Console | None = None,
 def reply_to_text(reply: Reply, width: int = 120) -> str:
     """The terminal rendering as plain text (no colours): for logs and tests."""
     console = Console(width=width, record=True, color_system=None, force_terminal=False,
-                      file=_NullFile())
+                      file=cast(TextIO, _NullFile()))  # (cast: see output_console)
     print_reply(reply, console)
     return console.export_text()
 

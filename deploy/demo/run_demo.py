@@ -38,6 +38,7 @@ from bot.settings import DEMO_DIR  # noqa: E402
 from tests.support.demo import DemoProcess, build_demo, start_demo  # noqa: E402
 
 SERVICE = "demo"
+VERSION = "demo-1"  # the version the demo binary is built with, and its deploy marker
 STATE_FILE = "instances.json"  # pids, ports and the binary of the running instances
 
 
@@ -127,7 +128,7 @@ def start_instances(folder: Path, count: int, rate: float) -> list[str]:
     """Build the demo and start ``count`` detached instances; record them; return their URLs."""
     stop_instances(folder)  # a previous run's instances: replaced, not doubled
     print("building the demo Go service…", flush=True)
-    binary = build_demo("demo-1")
+    binary = build_demo(VERSION)
     instances: list[DemoProcess] = []
     try:
         for n in range(1, count + 1):
@@ -267,8 +268,12 @@ def main(argv: list[str] | None = None) -> int:
         write_registry(urls, folder)
         use_folder(folder)
         time.sleep(2)  # let the scenarios allocate something first
-        commands = [f"capture {SERVICE}", f"top {SERVICE}", f"goroutines {SERVICE}", "pause",
-                    f"diff {SERVICE}", f"leaks {SERVICE} --sample 3x3s"]
+        # The instances just started, as after a deploy: the marker makes `diff since deploy`
+        # work, and the leak report of a second `make demo` reads this run only (not the
+        # previous run's captures, across the restart).
+        commands = [f"deploy {SERVICE} {VERSION}", f"capture {SERVICE}", f"top {SERVICE}",
+                    f"goroutines {SERVICE}", "pause", f"diff {SERVICE}",
+                    f"leaks {SERVICE} --sample 3x3s"]
         status = asyncio.run(answer(commands, args.pause))
     except BaseException:
         stop(folder)  # a run that failed leaves nothing behind

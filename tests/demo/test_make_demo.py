@@ -76,7 +76,8 @@ def test_demo_leaves_a_running_demo_the_readme_commands_can_use(tmp_path: Path) 
         # Every hint the demo printed, pasted after `heapbot` as a shell would pass it.
         hints = demo_hints(demo.stdout)
         assert {"/heap diff demo since previous", "/heap leaks demo"} <= set(hints), hints
-        assert not any("since deploy" in h for h in hints), hints  # the demo records none
+        assert "Recorded deploy demo-1 of demo" in demo.stdout  # the instances just started
+        assert "/heap diff demo since deploy" in hints, hints
         for hint in hints:
             done = heapbot(*shlex.split(hint))
             assert done.returncode == 0, f"{hint}\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
@@ -85,6 +86,15 @@ def test_demo_leaves_a_running_demo_the_readme_commands_can_use(tmp_path: Path) 
         assert console.returncode == 0, console.stdout + console.stderr
         assert "demo: inuse_space change since previous" in console.stdout, console.stdout
         assert f"registry: {folder / 'heapbot.yaml'} (1 service)" in console.stdout
+
+        # Run again: new instances, and a leak report of this run only, not across the
+        # restart into the first run's captures.
+        second = run(str(RUN_DEMO), "--dir", str(folder), "--instances", "1", "--pause", "1")
+        assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+        leak_header = next(line for line in second.stdout.splitlines()
+                           if "captures analysed" in line)
+        assert "since deploy demo-1" in leak_header and "restart" not in leak_header
+        pids = [i["pid"] for i in json.loads((folder / "instances.json").read_text())["instances"]]
 
         # --console goes straight to the prompt, on the instances already running.
         prompt = run(str(RUN_DEMO), "--dir", str(folder), "--console", stdin="services\nexit\n")

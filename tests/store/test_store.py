@@ -10,6 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from bot.errors import NotFoundError, StoreUnavailableError
+from bot.keys import snapshot as snapshot_key
 from bot.store import InstanceMeta, SnapshotStore, StoredSnapshot, new_snapshot_id
 from tests.support.redis import all_keys
 
@@ -54,6 +55,25 @@ async def test_round_trip_keeps_raw_bytes_exactly(store: SnapshotStore,
         real_raw[(0, "heap")]
     with pytest.raises(NotFoundError):
         await store.raw_profile("payments", snap.id, 1, "heap")  # the failed instance
+
+
+async def test_a_gzip_profile_is_stored_as_served_and_older_tagged_ones_still_read(
+        store: SnapshotStore, redis_client: aioredis.Redis,
+        real_raw: dict[tuple[int, str], bytes]) -> None:
+    """What Redis holds for a heap profile is the .pb.gz the target served, byte for byte
+    (`redis-cli HGET KEY raw:0:heap > heap.pb.gz` is a file `go tool pprof` reads), saved
+    from the capture's own download buffer. Raw files saved by earlier versions, with a
+    tag byte in front, read back the same."""
+    snap = snapshot(time.time())
+    await store.save(snap, {k: bytearray(v) for k, v in real_raw.items()})  # as downloaded
+    key = snapshot_key("payments", snap.id)
+    heap = real_raw[(0, "heap")]
+    assert await redis_client.hget(key, "raw:0:heap") == heap
+    for (instance, kind), data in real_raw.items():
+        assert await store.raw_profile("payments", snap.id, instance, kind) == data
+    await redis_client.hset(key, "raw:0:heap", b"R" + heap)  # as saved before
+    assert await store.raw_profile("payments", snap.id, 0) == heap
+    assert await store.raw_profiles("payments", snap.id) == [(0, heap)]
 
 
 async def test_keys_share_the_service_hash_tag(store: SnapshotStore,

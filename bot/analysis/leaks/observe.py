@@ -97,7 +97,7 @@ def merge_groups(groups: list[GoroutineGroupSummary]) -> list[GoroutineGroupSumm
     return sorted(out.values(), key=lambda g: (-g.count, g.signature))
 
 
-def leaked_groups(blob: bytes) -> list[GoroutineGroupSummary] | None:
+def leaked_groups(blob: bytes | bytearray) -> list[GoroutineGroupSummary] | None:
     """The groups of a /debug/pprof/goroutineleak profile: [] when it proves none leaked,
     None when it cannot be read (then nothing is claimed either way)."""
     try:
