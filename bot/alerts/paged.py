@@ -47,7 +47,7 @@ from bot.jobs import Job, JobTakenOver
 from bot.pprof.encode import encode_profile
 from bot.render.chart import history_png
 from bot.reply import Action, Attachment, Reply
-from bot.slack.marks import find_marked, step_mark, ts_key
+from bot.slack.marks import find_marked, step_mark, thread_file_names, ts_key
 from bot.slack.publish import attach_files, post_reply
 from bot.slack.threads import ThreadMemory
 from bot.units import format_bytes, format_rate, signed
@@ -179,6 +179,25 @@ async def _keep_first(ctx: WorkContext, channel: str, thread_ts: str | None,
     return first
 
 
+async def _missing_files(ctx: WorkContext, channel: str, thread_ts: str,
+                         build: Callable[[], Awaitable[Reply | None]]) -> None:
+    """Upload the files of a step whose message was found posted but which may have died
+    before its files went up: only those not in the thread yet (none if it cannot tell)."""
+    assert ctx.slack is not None
+    reply = await build()
+    if reply is None or not reply.attachments:
+        return
+    shared = await thread_file_names(ctx.slack, channel, thread_ts)
+    if shared is None:
+        return  # cannot read the thread: better a file missing than posted twice
+    missing = [a for a in reply.attachments if a.filename not in shared]
+    if missing:
+        log.info("uploading %s, missing from the thread %s", [a.filename for a in missing],
+                 thread_ts)
+        reply.attachments = missing
+        await attach_files(ctx.slack, channel, reply, thread_ts)
+
+
 async def run_command(ctx: WorkContext, text: str, channel: str, service: str) -> Reply:
     """A /heap command through the same handlers as Slack (table, diff, goroutines)."""
     inv = handlers.Invocation(text=text, channel_id=channel, thread_service=service,
@@ -240,6 +259,7 @@ async def post_step(ctx: WorkContext, job: Job, step: str, channel: str, thread_
         if found:
             log.info("step %s of job %s was posted before (%s); not posting it again",
                      step, job.id, found[0])
+            await _missing_files(ctx, channel, thread_ts or found[0], build)
             await ctx.queue.record_step(job, step, found[0])
             return found[0]
     reply = await build()

@@ -720,3 +720,37 @@ async def test_a_tick_that_crashed_after_storing_its_capture_stores_no_second_on
                       if s.trigger == "watch"]
     assert len(watch_captures) == 1, watch_captures
     assert await list_ticks(runtime.store.redis, "demo") == [(TURN_SLOT, watch_captures[0])]
+
+
+class _DyingUploads(AsyncWebClient):
+    """Replica A's Slack client: the replica dies once its first reply with files is posted,
+    before the files are uploaded."""
+
+    async def files_upload_v2(self, **kwargs: Any) -> Any:
+        raise _ReplicaKilled
+
+
+@pytest.mark.slow
+async def test_a_step_found_posted_uploads_only_the_files_it_is_missing(
+        two_replicas: Any, slack_standin: Any) -> None:
+    """A posts a thread reply that comes with files (the diff's flame graph or the trend
+    chart) and dies before uploading them. B's retry finds the reply in the thread and must
+    not post it again, yet the files must reach the thread, once each."""
+    _runtime, make_context = two_replicas
+    dying = _DyingUploads(token="xoxb-test", base_url=normalized_api_url(slack_standin.api_url))
+    a, b = make_context("replica-a", dying), make_context("replica-b", _slack(slack_standin))
+    job_a = await _tick_job(a, TURN_SLOT)
+    with pytest.raises(_ReplicaKilled):
+        await run_tick(a, job_a)
+    assert slack_standin.files() == []
+    await asyncio.sleep(1.1)  # claim_idle_seconds
+    (taken,) = await b.queue.claim_stale("replica-b")
+    await asyncio.wait_for(run_tick(b, taken), 60)
+
+    (summary,) = slack_standin.messages(CHANNEL)
+    seen = _seen_steps(slack_standin, summary["ts"])
+    assert seen == _steps_once(len(seen))  # no step posted twice
+    names = [f.filename for f in slack_standin.files()]
+    assert len(names) == len(set(names)), names  # no file twice
+    assert any(n.endswith("-history.png") for n in names), names  # the chart's, A's step or B's
+    assert any(n.endswith("-heap.pb.gz") for n in names), names
