@@ -207,8 +207,29 @@ def print_result(reply: Any, output_format: str = "text", console: Console | Non
     return EXIT_ERROR if reply.error else EXIT_OK
 
 
+def _reads_no_store(text: str) -> bool:
+    """`heapbot help`: answered from the command table alone (no Redis, registry, network).
+
+    So a first `heapbot help` takes no embedded redis-server start (~1 s) and leaves no
+    server running in a data dir the user never chose.
+    """
+    import handlers
+    from bot.errors import HeapbotError
+
+    try:
+        return handlers.commands.canonical(handlers.parse(text).command) == "help"
+    except HeapbotError:
+        return False
+
+
 async def _run_once(text: str, output_format: str, source: str,
                     flame_out: str | None = None) -> int:
+    if _reads_no_store(text):
+        from typing import cast
+
+        # handlers.run reads the Runtime only for SERVICE commands; help is not one
+        reply = await run_text(cast("Runtime", None), text, source=source)
+        return print_result(reply, output_format)
     runtime = await open_runtime()
     try:
         reply = await run_text(runtime, text, source=source)
