@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 
 FOLD_WAIT_SECONDS = 60.0  # how long an alert over the limit waits for a thread to join
 POSTING = "posting:"  # progress field: this step's post was sent (the value: when)
+CAPTURING = "capturing:"  # progress field: this step's capture was started (the value: when)
 # How far before a step's first attempt (or its own post) a channel is searched for the
 # step's mark: the posting replica's clock and Slack's may disagree a little.
 MARK_LOOKBACK_SECONDS = 300.0
@@ -187,16 +188,34 @@ async def run_command(ctx: WorkContext, text: str, channel: str, service: str) -
 
 async def capture_step(ctx: WorkContext, job: Job, service: str, trigger: str,
                        requested_by: str, step: str = "capture") -> Any:
-    """Capture once per job: a retried job reuses the snapshot it already took."""
+    """Capture once per job: a retried job reuses the snapshot it already took.
+
+    The snapshot (one Redis slot) and the job's progress (another) cannot be written in one
+    transaction, so the step is recorded first as being captured (``capturing:<step>``, with
+    the time) and the snapshot carries the step's tag (``StoredSnapshot.job``): a job retried
+    after a crash between storing and recording finds its snapshot instead of storing a
+    second one (a watch tick would have left an extra capture no tick accounts for).
+    """
     done = await ctx.queue.progress(job)
     if step in done:
         try:
             return await ctx.runtime.get(service, done[step])
         except NotFoundError:
             log.warning("snapshot %s of job %s is gone; capturing again", done[step], job.id)
+    tag = f"{job.id}:{step}"
+    since = done.get(CAPTURING + step)
+    if since is not None and step not in done:
+        for stored in await ctx.runtime.snapshots_since(service, float(since) - 60):
+            if stored.job == tag:
+                log.info("job %s stored snapshot %s before it could record it; using it",
+                         job.id, stored.id)
+                await ctx.queue.record_step(job, step, stored.id)
+                return stored
     await ctx.queue.check_held(job, ctx.consumer)  # not if another replica took the job
+    if since is None:
+        await ctx.queue.record_step(job, CAPTURING + step, f"{time.time():.6f}")
     captured = await ctx.runtime.capture(service, trigger=trigger, requested_by=requested_by,
-                                         force=True)
+                                         force=True, job=tag)
     await ctx.queue.record_step(job, step, captured.snapshot.id)
     return captured.snapshot
 
