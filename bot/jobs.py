@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 from redis.exceptions import RedisError, ResponseError
+from redis.typing import EncodableT, FieldT, StreamIdT
 
 from bot import keys
 from bot.errors import StoreUnavailableError
@@ -331,7 +332,8 @@ class JobQueue:
         """
         mine = await self.redis.xpending_range(self.stream, self.group, "-", "+", 1000,
                                                consumername=consumer)
-        ids = [p["message_id"] for p in mine if as_text(p["message_id"]) in running]
+        ids: list[StreamIdT] = [p["message_id"] for p in mine
+                                if as_text(p["message_id"]) in running]
         if ids:
             await self.redis.xclaim(self.stream, self.group, consumer, 0, ids, justid=True)
 
@@ -348,7 +350,8 @@ class JobQueue:
     @_guarded("dead-letter a job")
     async def dead_letter_job(self, job: Job, reason: str) -> None:
         """Move a job that keeps failing to the dead-letter stream, with the reason."""
-        fields = dict(job.raw) or {"kind": job.kind, "payload": json.dumps(job.payload)}
+        fields: dict[FieldT, EncodableT] = dict(
+            (job.raw or {"kind": job.kind, "payload": json.dumps(job.payload)}).items())
         fields.update({"job_id": job.id, "reason": reason[:500], "dead_at": f"{time.time():.3f}"})
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.xadd(self.dead_letter, fields, maxlen=self.maxlen, approximate=True)
@@ -384,7 +387,8 @@ class JobQueue:
             lag = group.get("lag")
             if lag is None:  # Redis < 7 has no lag: count entries after last-delivered-id
                 last = as_text(group.get("last-delivered-id", "0-0"))
-                lag = len(await self.redis.xrange(self.stream, min=f"({last}", count=10_000))
+                lag = len(await self.redis.xrange(self.stream, min=f"({last}",
+                                                  count=10_000) or [])
             depth += int(lag)
         QUEUE_DEPTH.set(depth)
         return depth
@@ -392,8 +396,9 @@ class JobQueue:
     @_guarded("read dead jobs")
     async def dead_jobs(self, count: int = 100) -> list[dict[str, str]]:
         """Entries of the dead-letter stream (for operators and tests)."""
-        entries = await self.redis.xrange(self.dead_letter, count=count)
-        return [{as_text(k): as_text(v) for k, v in fields.items()} for _id, fields in entries]
+        entries = await self.redis.xrange(self.dead_letter, count=count) or []
+        return [{as_text(k): as_text(v) for k, v in (fields or {}).items()}
+                for _id, fields in entries]
 
     # Progress of multi-step jobs, so a retried job skips steps already done.
 

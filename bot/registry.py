@@ -366,9 +366,11 @@ class Registry:
 
     def setup_hint(self) -> str:
         """What to do when the registry is empty."""
-        where = str(self.path) if self.path else "heapbot.yaml"
+        # the whole path: "heapbot.yaml" alone does not say which directory was looked in
+        where = os.path.abspath(self.path) if self.path else "heapbot.yaml"
         if not self.found:
-            return f"There is no registry file at {where}. " + HOW_TO_ADD
+            return (f"There is no registry file at {where}. " + HOW_TO_ADD
+                    + " (`make demo` leaves one in its checkout, found when heapbot runs there.)")
         return f"The registry {where} lists no services. " + HOW_TO_ADD
 
 

@@ -162,9 +162,9 @@ def encode_merged(heap: Profile | None) -> dict[str, bytes]:
     return {"heap": encode_profile(heap)}
 
 
-def _digest(result: CaptureResult, snapshot_id: str, trigger: str, requested_by: str
-            ) -> tuple[StoredSnapshot, dict[tuple[int, str], bytes | bytearray], Profile | None,
-                       GoroutineReport | None]:
+def _digest(result: CaptureResult, snapshot_id: str, trigger: str, requested_by: str,
+            job: str = "") -> tuple[StoredSnapshot, dict[tuple[int, str], bytes | bytearray],
+                                    Profile | None, GoroutineReport | None]:
     """Everything CPU-heavy about a fresh capture, off the event loop."""
     from bot.analysis.goroutines import merge_reports
     from bot.analysis.summarize import summarize_snapshot
@@ -233,7 +233,7 @@ def _digest(result: CaptureResult, snapshot_id: str, trigger: str, requested_by:
         requested_by=requested_by, instances=instances, build_id=build_id,
         goroutine_total=goroutines.total if goroutines is not None else None,
         memstats=memstats, memstats_per_instance=per_instance, summary=summary,
-        elapsed=round(result.elapsed, 4))
+        elapsed=round(result.elapsed, 4), job=job)
     return snapshot, raw, heap, goroutines
 
 
@@ -315,12 +315,13 @@ class Runtime:
     # -- capture -------------------------------------------------------------------
 
     async def capture(self, service: str, trigger: str = "user", requested_by: str = "",
-                      force: bool = False, gc: bool = False) -> Captured:
+                      force: bool = False, gc: bool = False, job: str = "") -> Captured:
         """Capture every instance and store the snapshot (or reuse/join a recent one).
 
         Whether the heap is fetched fresh (``heap?gc=1``) follows the registry's
         policy for ``trigger`` (:meth:`ServiceConfig.fresh_heap`); ``gc`` is a
-        user's ``--gc``, which also bypasses the cooldown.
+        user's ``--gc``, which also bypasses the cooldown. ``job`` tags the stored snapshot
+        with the job step that asked (``StoredSnapshot.job``).
         """
         force = force or gc
         config = self.registry.resolve(service)
@@ -338,7 +339,7 @@ class Runtime:
         self._inflight[config.name] = future
         try:
             result = await self._capture_once(config, trigger, requested_by, force,
-                                              requested_at, gc)
+                                              requested_at, gc, job)
         except asyncio.CancelledError:
             future.cancel()
             raise
@@ -354,7 +355,8 @@ class Runtime:
             self._inflight.pop(config.name, None)
 
     async def _capture_once(self, config: ServiceConfig, trigger: str, requested_by: str,
-                            force: bool, requested_at: float, gc: bool = False) -> Captured:
+                            force: bool, requested_at: float, gc: bool = False,
+                            job: str = "") -> Captured:
         from bot import metrics  # prometheus_client: not for `heapbot services`
 
         now = time.time()
@@ -396,14 +398,15 @@ class Runtime:
                             type(exc).__name__)
                 lock = None
         try:
-            return await self._fresh(config, trigger, requested_by, store_error, gc, latest)
+            return await self._fresh(config, trigger, requested_by, store_error, gc, latest,
+                                     job)
         finally:
             if lock is not None:
                 await _release(lock)
 
     async def _fresh(self, config: ServiceConfig, trigger: str, requested_by: str,
                      store_error: str | None, gc: bool = False,
-                     latest: StoredSnapshot | None = None) -> Captured:
+                     latest: StoredSnapshot | None = None, job: str = "") -> Captured:
         from bot import metrics
 
         clock = time.monotonic()
@@ -416,7 +419,7 @@ class Runtime:
             metrics.CAPTURE_SECONDS.labels(config.name).observe(time.monotonic() - clock)
         snapshot_id = new_snapshot_id(result.started_at)
         snapshot, raw, heap, goroutines = await asyncio.to_thread(
-            _digest, result, snapshot_id, trigger, requested_by)
+            _digest, result, snapshot_id, trigger, requested_by, job)
         metrics.CAPTURES.labels(config.name, "partial" if result.partial else "ok").inc()
         captured = Captured(snapshot=snapshot, heap=heap, goroutines=goroutines,
                             memstats=dict(snapshot.memstats), instances=snapshot.instances)

@@ -152,6 +152,9 @@ class StoredSnapshot:
     memstats_per_instance: dict[str, dict[str, int]] = field(default_factory=dict)
     summary: SnapshotSummary | None = None
     elapsed: float = 0.0
+    # "<job id>:<step>" of the alert/watch job step that took it: a job retried after a
+    # crash between storing it and recording it finds it instead of capturing again.
+    job: str = ""
 
     @property
     def answered(self) -> int:

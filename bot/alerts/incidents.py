@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.typing import EncodableT, FieldT
 
 from bot import keys, records
 from bot.alerts.lifecycle import stop_requested
@@ -70,7 +71,8 @@ async def load_incident(redis: aioredis.Redis, key: str) -> Incident | None:
 async def save_incident(redis: aioredis.Redis, incident: Incident) -> None:
     key = keys.incident(incident.key)
     async with store_errors("save an incident"), redis.pipeline(transaction=True) as pipe:
-        pipe.hset(key, mapping=records.to_hash(incident))
+        mapping: dict[FieldT, EncodableT] = dict(records.to_hash(incident).items())
+        pipe.hset(key, mapping=mapping)
         pipe.expire(key, INCIDENT_TTL_SECONDS)
         await pipe.execute()
     if incident.status == OPEN and incident.source != "watch":  # another slot: no MULTI

@@ -47,7 +47,7 @@ from bot.jobs import Job, JobTakenOver
 from bot.pprof.encode import encode_profile
 from bot.render.chart import history_png
 from bot.reply import Action, Attachment, Reply
-from bot.slack.marks import find_marked, step_mark, ts_key
+from bot.slack.marks import find_marked, step_mark, thread_file_names, ts_key
 from bot.slack.publish import attach_files, post_reply
 from bot.slack.threads import ThreadMemory
 from bot.units import format_bytes, format_rate, signed
@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 
 FOLD_WAIT_SECONDS = 60.0  # how long an alert over the limit waits for a thread to join
 POSTING = "posting:"  # progress field: this step's post was sent (the value: when)
+CAPTURING = "capturing:"  # progress field: this step's capture was started (the value: when)
 # How far before a step's first attempt (or its own post) a channel is searched for the
 # step's mark: the posting replica's clock and Slack's may disagree a little.
 MARK_LOOKBACK_SECONDS = 300.0
@@ -178,6 +179,25 @@ async def _keep_first(ctx: WorkContext, channel: str, thread_ts: str | None,
     return first
 
 
+async def _missing_files(ctx: WorkContext, channel: str, thread_ts: str,
+                         build: Callable[[], Awaitable[Reply | None]]) -> None:
+    """Upload the files of a step whose message was found posted but which may have died
+    before its files went up: only those not in the thread yet (none if it cannot tell)."""
+    assert ctx.slack is not None
+    reply = await build()
+    if reply is None or not reply.attachments:
+        return
+    shared = await thread_file_names(ctx.slack, channel, thread_ts)
+    if shared is None:
+        return  # cannot read the thread: better a file missing than posted twice
+    missing = [a for a in reply.attachments if a.filename not in shared]
+    if missing:
+        log.info("uploading %s, missing from the thread %s", [a.filename for a in missing],
+                 thread_ts)
+        reply.attachments = missing
+        await attach_files(ctx.slack, channel, reply, thread_ts)
+
+
 async def run_command(ctx: WorkContext, text: str, channel: str, service: str) -> Reply:
     """A /heap command through the same handlers as Slack (table, diff, goroutines)."""
     inv = handlers.Invocation(text=text, channel_id=channel, thread_service=service,
@@ -187,16 +207,34 @@ async def run_command(ctx: WorkContext, text: str, channel: str, service: str) -
 
 async def capture_step(ctx: WorkContext, job: Job, service: str, trigger: str,
                        requested_by: str, step: str = "capture") -> Any:
-    """Capture once per job: a retried job reuses the snapshot it already took."""
+    """Capture once per job: a retried job reuses the snapshot it already took.
+
+    The snapshot (one Redis slot) and the job's progress (another) cannot be written in one
+    transaction, so the step is recorded first as being captured (``capturing:<step>``, with
+    the time) and the snapshot carries the step's tag (``StoredSnapshot.job``): a job retried
+    after a crash between storing and recording finds its snapshot instead of storing a
+    second one (a watch tick would have left an extra capture no tick accounts for).
+    """
     done = await ctx.queue.progress(job)
     if step in done:
         try:
             return await ctx.runtime.get(service, done[step])
         except NotFoundError:
             log.warning("snapshot %s of job %s is gone; capturing again", done[step], job.id)
+    tag = f"{job.id}:{step}"
+    since = done.get(CAPTURING + step)
+    if since is not None and step not in done:
+        for stored in await ctx.runtime.snapshots_since(service, float(since) - 60):
+            if stored.job == tag:
+                log.info("job %s stored snapshot %s before it could record it; using it",
+                         job.id, stored.id)
+                await ctx.queue.record_step(job, step, stored.id)
+                return stored
     await ctx.queue.check_held(job, ctx.consumer)  # not if another replica took the job
+    if since is None:
+        await ctx.queue.record_step(job, CAPTURING + step, f"{time.time():.6f}")
     captured = await ctx.runtime.capture(service, trigger=trigger, requested_by=requested_by,
-                                         force=True)
+                                         force=True, job=tag)
     await ctx.queue.record_step(job, step, captured.snapshot.id)
     return captured.snapshot
 
@@ -221,6 +259,7 @@ async def post_step(ctx: WorkContext, job: Job, step: str, channel: str, thread_
         if found:
             log.info("step %s of job %s was posted before (%s); not posting it again",
                      step, job.id, found[0])
+            await _missing_files(ctx, channel, thread_ts or found[0], build)
             await ctx.queue.record_step(job, step, found[0])
             return found[0]
     reply = await build()

@@ -206,7 +206,9 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if extra:
         file_mode = any(getattr(args, flag, None) for flag in FILE_FLAGS)
         if file_mode or args.command in ("ask", "console", "serve"):
-            commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
+            command = commands[args.command]
+            command.error(f"unrecognized arguments: {' '.join(extra)}"
+                          + _closest_option(command, extra))
         args.extra = extra
     return args
 
@@ -225,6 +227,20 @@ def slash_words(argv: Sequence[str]) -> list[str]:
 
         return ["ask", shlex.join(["/heap", words[0].lstrip("/"), *words[1:]])]
     return words
+
+
+def _closest_option(parser: argparse.ArgumentParser, words: Sequence[str]) -> str:
+    """" (did you mean --focus?)" for `--fcous`, from the subcommand's own options."""
+    import difflib
+
+    known = [o for action in parser._actions for o in action.option_strings
+             if o.startswith("--")]
+    for word in words:
+        if word.startswith("--"):
+            close = difflib.get_close_matches(word.split("=")[0], known, n=1, cutoff=0.75)
+            if close:
+                return f" (did you mean {close[0]}?)"
+    return ""
 
 
 def _known_command(parser: argparse.ArgumentParser, word: str,

@@ -114,36 +114,37 @@ def command_argv(args: argparse.Namespace) -> list[str]:
 def _known_argv(args: argparse.Namespace) -> list[str]:
     """The handler's words for the options the CLI parser knows."""
     command = args.command
-    service = getattr(args, "service", None)
+    service: str | None = getattr(args, "service", None)
+    svc = [service] if service else []  # absent only where argparse allows it
     flame = ["--flame"] if getattr(args, "flame", None) is not None else []
     if command == "top":
-        return ["top", service, *_report_options(args), *flame]
+        return ["top", *svc, *_report_options(args), *flame]
     if command == "diff":
-        return ["diff", service, "since", args.since or "previous", *_report_options(args),
+        return ["diff", *svc, "since", args.since or "previous", *_report_options(args),
                 *flame]
     if command in ("peek", "list"):
         if not args.regex:
             from bot.errors import UsageError
 
             raise UsageError(f"`heapbot {command} SERVICE FUNC_RE` needs a FUNC_RE.")
-        return [command, service, args.regex, *_report_options(args, json_default_all=False)]
+        return [command, *svc, args.regex, *_report_options(args, json_default_all=False)]
     if command == "goroutines":
-        argv = ["goroutines", service]
+        argv = ["goroutines", *svc]
         nodes = args.nodes if args.nodes is not None else (0 if args.format == "json" else None)
         return argv + (["-n", str(nodes)] if nodes is not None else [])
     if command == "memstats":
-        return ["stats", service]
+        return ["stats", *svc]
     if command == "leaks":
-        return ["leaks", service] + (["--sample", args.sample] if args.sample else [])
+        return ["leaks", *svc] + (["--sample", args.sample] if args.sample else [])
     if command == "capture":
-        return ["capture", service] + (["--force"] if args.force else [])
+        return ["capture", *svc] + (["--force"] if args.force else [])
     if command == "history":
-        return ["history", service, "-n", str(args.limit)]
+        return ["history", *svc, "-n", str(args.limit)]
     if command == "deploy":
-        return ["deploy", service, args.version]
+        return ["deploy", *svc, args.version]
     if command == "services":
         return ["services"]
-    return [command, *([service] if service else [])]
+    return [command, *svc]
 
 
 # ------------------------------------------------------------------ running and printing
@@ -207,8 +208,29 @@ def print_result(reply: Any, output_format: str = "text", console: Console | Non
     return EXIT_ERROR if reply.error else EXIT_OK
 
 
+def _reads_no_store(text: str) -> bool:
+    """`heapbot help`: answered from the command table alone (no Redis, registry, network).
+
+    So a first `heapbot help` takes no embedded redis-server start (~1 s) and leaves no
+    server running in a data dir the user never chose.
+    """
+    import handlers
+    from bot.errors import HeapbotError
+
+    try:
+        return handlers.commands.canonical(handlers.parse(text).command) == "help"
+    except HeapbotError:
+        return False
+
+
 async def _run_once(text: str, output_format: str, source: str,
                     flame_out: str | None = None) -> int:
+    if _reads_no_store(text):
+        from typing import cast
+
+        # handlers.run reads the Runtime only for SERVICE commands; help is not one
+        reply = await run_text(cast("Runtime", None), text, source=source)
+        return print_result(reply, output_format)
     runtime = await open_runtime()
     try:
         reply = await run_text(runtime, text, source=source)

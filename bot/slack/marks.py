@@ -45,12 +45,13 @@ def ts_key(ts: str) -> tuple[int, int]:
     return int(seconds or 0), int(micros or 0)
 
 
-async def find_marked(client: AsyncWebClient, channel: str, mark: dict[str, Any], *,
-                      thread_ts: str | None = None, oldest: float = 0.0) -> list[str]:
-    """The ts of every message carrying ``mark``, oldest first: in the thread ``thread_ts``,
-    or without one among the channel's messages since ``oldest``. [] when the app may not
-    read the channel (logged); other Slack failures raise SlackPublishError (retry later)."""
-    found: list[str] = []
+async def _messages(client: AsyncWebClient, channel: str, what: str, *,
+                    thread_ts: str | None = None, oldest: float = 0.0
+                    ) -> list[dict[str, Any]] | None:
+    """The thread's messages (or, without ``thread_ts``, the channel's since ``oldest``),
+    metadata included; None when the app may not read the channel (logged, naming ``what``
+    was looked for); other Slack failures raise SlackPublishError (retry later)."""
+    messages: list[dict[str, Any]] = []
     cursor: str | None = None
     method = "conversations.replies" if thread_ts else "conversations.history"
     for _ in range(MAX_PAGES):
@@ -66,15 +67,35 @@ async def find_marked(client: AsyncWebClient, channel: str, mark: dict[str, Any]
         except SlackApiError as exc:
             error = str(exc.response.get("error") or exc.response.status_code)
             if error in UNREADABLE:
-                log.warning("cannot look for an earlier post of %s in %s (%s: %s); posting it "
-                            "(add the channels:history scope so a retried step is not posted "
-                            "twice)", mark["event_payload"], channel, method, error)
-                return []
+                log.warning("cannot look for %s in %s (%s: %s); posting it (add the "
+                            "channels:history scope so a retried step is not posted twice)",
+                            what, channel, method, error)
+                return None
             raise SlackPublishError(method, error) from exc
         except SlackRequestError as exc:
             raise SlackPublishError(method, "request_failed") from exc
-        found += [str(m["ts"]) for m in resp.get("messages") or [] if _carries(m, mark)]
+        messages += list(resp.get("messages") or [])
         cursor = (resp.get("response_metadata") or {}).get("next_cursor") or None
         if not resp.get("has_more") or not cursor:
             break
-    return sorted(found, key=ts_key)
+    return messages
+
+
+async def find_marked(client: AsyncWebClient, channel: str, mark: dict[str, Any], *,
+                      thread_ts: str | None = None, oldest: float = 0.0) -> list[str]:
+    """The ts of every message carrying ``mark``, oldest first: in the thread ``thread_ts``,
+    or without one among the channel's messages since ``oldest``. [] when the app may not
+    read the channel (logged); other Slack failures raise SlackPublishError (retry later)."""
+    messages = await _messages(client, channel, f"an earlier post of {mark['event_payload']}",
+                               thread_ts=thread_ts, oldest=oldest)
+    return sorted((str(m["ts"]) for m in messages or [] if _carries(m, mark)), key=ts_key)
+
+
+async def thread_file_names(client: AsyncWebClient, channel: str, thread_ts: str
+                            ) -> set[str] | None:
+    """Names of the files shared in a thread (None when the app may not read it): a step
+    whose message is there but whose files may not be uploads only the missing ones."""
+    messages = await _messages(client, channel, "the files of a thread", thread_ts=thread_ts)
+    if messages is None:
+        return None
+    return {str(f.get("name", "")) for m in messages for f in m.get("files") or []}

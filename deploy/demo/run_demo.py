@@ -224,13 +224,16 @@ def next_steps(folder: Path) -> str:
     prefix = "" if here else (f"HEAPBOT_CONFIG={folder / 'heapbot.yaml'} "
                               f"HEAPBOT_DATA_DIR={folder / 'data'} ")
     heapbot = os.path.relpath(Path(sys.executable).parent / "heapbot")
-    return (
-        f"\nThe demo keeps running (registry, logs and data in {folder}). Next:\n"
-        f"  {prefix}{heapbot} ask \"/heap top {SERVICE}\"\n"
-        f"  {prefix}{heapbot} console        # heap> prompt: diff {SERVICE}, leaks {SERVICE}, "
-        f"history {SERVICE}, help\n"
-        f"  make demo-stop                     # stop the instances and the embedded Redis\n"
-    )
+    lines = [(f"{prefix}{heapbot} ask \"/heap top {SERVICE}\"", ""),
+             (f"{prefix}{heapbot} console",
+              f"heap> prompt: diff {SERVICE}, leaks {SERVICE}, history {SERVICE}, help"),
+             (f"{prefix}{heapbot} help", "every /heap command; each also runs as "
+              f"`heapbot top {SERVICE} …`"),
+             ("make demo-stop", "stop the instances and the embedded Redis")]
+    width = max(len(command) for command, note in lines if note)
+    shown = "".join(f"  {command:<{width}}  # {note}\n" if note else f"  {command}\n"
+                    for command, note in lines)
+    return f"\nThe demo keeps running (registry, logs and data in {folder}). Next:\n{shown}"
 
 
 def main(argv: list[str] | None = None) -> int:

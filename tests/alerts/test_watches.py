@@ -683,3 +683,74 @@ async def test_a_step_mark_is_found_in_its_thread_and_a_missing_scope_is_said(
     slack_standin.fail("conversations.replies", status=200, error="missing_scope")
     assert await find_marked(client, CHANNEL, step_mark("1-0", "top"), thread_ts=summary) == []
     assert "add the channels:history scope" in caplog.text
+
+
+class _ReplicaKilled(Exception):
+    """The replica's process ends here (the test stands in for a SIGKILL at this point)."""
+
+
+@pytest.mark.slow
+async def test_a_tick_that_crashed_after_storing_its_capture_stores_no_second_one(
+        two_replicas: Any, slack_standin: Any) -> None:
+    """A's tick stores its capture and dies before recording it (in the job's progress, so
+    before the tick log). B's retry of the job must use that capture: one snapshot for the
+    slot, the one the tick log names. Before: B captured again, and the first snapshot
+    stayed in the history with no tick accounting for it."""
+    runtime, make_context = two_replicas
+    a, b = make_context("replica-a", _slack(slack_standin)), make_context(
+        "replica-b", _slack(slack_standin))
+    job_a = await _tick_job(a, TURN_SLOT)
+    recorded = a.queue.record_step
+
+    async def dies_after_storing(job: Job, step: str, value: str = "1") -> None:
+        if step == "capture":
+            raise _ReplicaKilled
+        await recorded(job, step, value)
+
+    a.queue.record_step = dies_after_storing  # type: ignore[method-assign]
+    with pytest.raises(_ReplicaKilled):
+        await run_tick(a, job_a)
+    assert len(await runtime.store.list("demo", limit=0)) == 1  # it was stored
+
+    await asyncio.sleep(1.1)  # claim_idle_seconds: B's worker takes the job over
+    (taken,) = await b.queue.claim_stale("replica-b")
+    await asyncio.wait_for(run_tick(b, taken), 60)
+
+    watch_captures = [s.id for s in await runtime.store.list("demo", limit=0)
+                      if s.trigger == "watch"]
+    assert len(watch_captures) == 1, watch_captures
+    assert await list_ticks(runtime.store.redis, "demo") == [(TURN_SLOT, watch_captures[0])]
+
+
+class _DyingUploads(AsyncWebClient):
+    """Replica A's Slack client: the replica dies once its first reply with files is posted,
+    before the files are uploaded."""
+
+    async def files_upload_v2(self, **kwargs: Any) -> Any:
+        raise _ReplicaKilled
+
+
+@pytest.mark.slow
+async def test_a_step_found_posted_uploads_only_the_files_it_is_missing(
+        two_replicas: Any, slack_standin: Any) -> None:
+    """A posts a thread reply that comes with files (the diff's flame graph or the trend
+    chart) and dies before uploading them. B's retry finds the reply in the thread and must
+    not post it again, yet the files must reach the thread, once each."""
+    _runtime, make_context = two_replicas
+    dying = _DyingUploads(token="xoxb-test", base_url=normalized_api_url(slack_standin.api_url))
+    a, b = make_context("replica-a", dying), make_context("replica-b", _slack(slack_standin))
+    job_a = await _tick_job(a, TURN_SLOT)
+    with pytest.raises(_ReplicaKilled):
+        await run_tick(a, job_a)
+    assert slack_standin.files() == []
+    await asyncio.sleep(1.1)  # claim_idle_seconds
+    (taken,) = await b.queue.claim_stale("replica-b")
+    await asyncio.wait_for(run_tick(b, taken), 60)
+
+    (summary,) = slack_standin.messages(CHANNEL)
+    seen = _seen_steps(slack_standin, summary["ts"])
+    assert seen == _steps_once(len(seen))  # no step posted twice
+    names = [f.filename for f in slack_standin.files()]
+    assert len(names) == len(set(names)), names  # no file twice
+    assert any(n.endswith("-history.png") for n in names), names  # the chart's, A's step or B's
+    assert any(n.endswith("-heap.pb.gz") for n in names), names

@@ -133,6 +133,10 @@ def test_missing_file_gives_empty_registry_with_setup_hint(tmp_path: Path) -> No
         registry.resolve("payments")
     message = err.value.user_message()
     assert "no registry file at" in message and "HEAPBOT_CONFIG" in message
+    # which directory was looked in, even for a relative HEAPBOT_CONFIG, and the demo's way
+    relative = load_registry(Path("absent-here.yaml"))
+    assert f"no registry file at {Path.cwd() / 'absent-here.yaml'}." in relative.setup_hint()
+    assert "`make demo` leaves one in its checkout" in relative.setup_hint()
 
 
 def test_headers_come_from_env_and_unset_env_is_a_config_error(tmp_path: Path) -> None:

@@ -39,6 +39,8 @@ def test_heapbot_help_lists_the_commands_and_explains_one(tmp_path: Path) -> Non
     # the same, pasted as the replies print it
     pasted = heapbot("/heap", "help", "diff", cwd=tmp_path)
     assert pasted.stdout == one.stdout
+    # help reads nothing stored: no embedded redis-server was started for it
+    assert not (tmp_path / "data").exists()
 
 
 def test_top_help_names_every_option_the_next_hints_use(tmp_path: Path) -> None:

@@ -64,6 +64,7 @@ def test_demo_leaves_a_running_demo_the_readme_commands_can_use(tmp_path: Path) 
         assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
         assert "main.leakmapLoadUser" in demo.stdout
         assert 'heapbot ask "/heap top demo"' in demo.stdout  # the next step it names
+        assert "heapbot help     # every /heap command" in demo.stdout
         pids = [i["pid"] for i in json.loads((folder / "instances.json").read_text())["instances"]]
         assert pids and all(_alive(pid) for pid in pids)
 
@@ -72,6 +73,9 @@ def test_demo_leaves_a_running_demo_the_readme_commands_can_use(tmp_path: Path) 
         assert top.returncode == 0, top.stdout + top.stderr
         assert "demo: top 10 by inuse_space" in top.stdout
         assert "main." in top.stdout and "no registry" not in top.stdout
+
+        listed = heapbot("help")
+        assert listed.returncode == 0 and "/heap leaks SERVICE" in listed.stdout
 
         # Every hint the demo printed, pasted after `heapbot` as a shell would pass it.
         hints = demo_hints(demo.stdout)

@@ -431,6 +431,13 @@ class SlackStandIn:
             self._files.append(uploaded)
             result.append({"id": uploaded.file_id, "name": uploaded.filename,
                            "title": uploaded.title, "size": len(uploaded.content)})
+        if body.get("channel_id"):  # shared: one message with the files, as Slack shows it
+            message: dict[str, Any] = {"type": "message", "subtype": "file_share",
+                                       "user": BOT_USER_ID, "ts": self._next_ts(),
+                                       "text": "", "files": result}
+            if body.get("thread_ts"):
+                message["thread_ts"] = body["thread_ts"]
+            self._messages.setdefault(str(body["channel_id"]), []).append(message)
         return {"ok": True, "files": result}
 
     def _m_usergroups_users_list(self, body: dict[str, Any]) -> dict[str, Any]:
