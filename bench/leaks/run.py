@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from bot.analysis.leaks import LeakReport, analyze  # noqa: E402
+from bot.analysis.leaks import HeapSite, LeakReport, analyze  # noqa: E402
 from bot.analysis.summary import SnapshotSummary  # noqa: E402
 from bot.runtime import Runtime  # noqa: E402
 from bot.settings import Settings  # noqa: E402
@@ -171,8 +171,11 @@ async def run_case(case: Case, binary: Path, redis_url: str, workdir: Path,
             if dump is not None:  # what the verdict read, to replay offline or in tests
                 summaries = await runtime.summaries(service)
                 path = dump / (case.name.replace("/", "_") + ".json")
-                path.write_text(json.dumps({"case": case.name, "leaking": demos[0].url,
-                                            "summaries": [x.to_dict() for x in summaries]}))
+                path.write_text(json.dumps({
+                    "case": case.name, "leaking": demos[0].url,
+                    "summaries": [x.to_dict() for x in summaries],
+                    # own-code callers the live report read from the raw heap profile
+                    "sites": {x.function: x.own_caller for x in report.suspects}}))
         finally:
             await runtime.close()
         judge(outcome, report, leaking_target)
@@ -220,8 +223,9 @@ def judge(outcome: Outcome, report: LeakReport, leaking_target: str) -> None:
 def replay(directory: Path, verbose: bool) -> list[Outcome]:
     """Judge the captures of earlier runs (``--dump``) again with the current verdict.
 
-    The live run also reads the latest raw heap profile for own-code callers; a replay
-    has the stored summaries only, so callers of runtime frames are guessed from them.
+    The live run also reads the latest raw heap profile for own-code callers; dumps keep
+    the callers of its suspects, older dumps have none, and callers of runtime frames
+    are then guessed from the summaries (a suspect may be scored under another scenario).
     """
     outcomes: list[Outcome] = []
     for path in sorted(directory.glob("*.json")):
@@ -238,7 +242,9 @@ def replay(directory: Path, verbose: bool) -> list[Outcome]:
             # (a checkout from before the period existed judges without it)
             if hasattr(obs, "sample_period"):
                 obs.sample_period = obs.sample_period or case.memprofilerate
-        report = analyze(caps)
+        sites = {fn: HeapSite("", caller) for fn, caller in data.get("sites", {}).items()
+                 if caller}
+        report = analyze(caps, sites=sites)
         judge(outcome, report, data["leaking"])
         missed = [k for k, v in outcome.found.items() if not v]
         print(f"{case.name:48} {outcome.verdict:16} missed={','.join(missed) or '-'} "
