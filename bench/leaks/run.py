@@ -109,6 +109,7 @@ class Outcome:
     found: dict[str, bool] = field(default_factory=dict)  # leak scenario -> found
     false_positives: list[str] = field(default_factory=list)
     undecided: list[str] = field(default_factory=list)
+    cleared: list[str] = field(default_factory=list)  # a leak's function called not a leak
     verdict: str = ""
     detail: str = ""  # the report's suspects, undecided and not-suspects with reasons
     error: str = ""
@@ -212,6 +213,9 @@ def judge(outcome: Outcome, report: LeakReport, leaking_target: str) -> None:
         else:
             outcome.false_positives.append(f"{s.function} [{scenario or '?'}]")
     outcome.undecided = [u.function for u in report.undecided]
+    # A leak's own function cleared (bounded, one-off, noise): a wrong all-clear.
+    outcome.cleared = [n.function for n in report.not_suspects
+                       if n.kind == "heap" and scenario_of(n.function) in LEAKS]
     leak_factor = float(regime.get("leak_factor", 1.0))  # type: ignore[arg-type]
     running = {part.split(":")[0]
                for part in scenarios_arg(True, 1.0, leak_factor, case.drip).split(",")}
@@ -396,10 +400,13 @@ def report_tables(outcomes: list[Outcome], clock: float) -> int:
         rate_tables(rated)
         p, r, tp, fp, fn = scores(rated)
         print(f"\nheld out, sampling rates: precision {p:.2f} recall {r:.2f} over "
-              f"{len(rated)} runs ({tp} found, {fp} false positives, {fn} missed)")
+              f"{len(rated)} runs ({tp} found, {fp} false positives, {fn} missed); "
+              f"a leak's function cleared as not a leak {sum(len(o.cleared) for o in rated)} "
+              f"times: {', '.join(sorted({f for o in rated for f in o.cleared})) or '-'}")
     p, r, tp, fp, fn = scores(tuned)
     print(f"\noverall (tuned matrix): precision {p:.2f} recall {r:.2f} over {len(tuned)} runs "
-          f"({tp} found, {fp} false positives, {fn} missed); errors {len(errors)}; "
+          f"({tp} found, {fp} false positives, {fn} missed; a leak's function cleared "
+          f"{sum(len(o.cleared) for o in tuned)} times); errors {len(errors)}; "
           f"wall {time.monotonic() - clock:.0f}s")
     return 1 if errors else 0
 
