@@ -4,6 +4,8 @@
                3-function 18-deep recursive (deep) heap profile
 - bench/fanout: heapbot top SERVICE over N = 1, 10, 40 HTTP instances vs go tool pprof -top on
                the same N files; Redis bytes per capture
+- bench/fanout/download.py: the download-and-store half of a 40-instance capture, peak RSS
+               per byte of the bodies (anchor: the bodies)
 - bench/fleetload: Slack ack p99 and bot RSS while 5 fleet captures (40 instances each) run
 - bench/leaks: precision and recall of /heap leaks over the demo's scenarios
 - bench/slack: ack and reply latency of /heap top through the Bolt app
@@ -31,7 +33,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 SCRIPTS = ["top/run.py", "decode/run.py", "leaks/run.py", "slack/run.py", "load/run.py",
            "merge/run.py", "flame/run.py", "alerts/run.py", "regex/run.py",
-           "store/run.py", "fanout/run.py", "fleetload/run.py"]
+           "store/run.py", "fanout/run.py", "fanout/download.py", "fleetload/run.py"]
 
 
 def main() -> int:
