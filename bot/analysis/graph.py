@@ -630,8 +630,18 @@ def sort_nodes(candidates: np.ndarray, flat: np.ndarray, cum: np.ndarray, name_r
     return candidates[order]
 
 
-def incoming_edges(fr: Frames, sample_values: np.ndarray,
-                   selected: np.ndarray) -> dict[int, dict[int, bool]]:
+def kept_nodes(num_nodes: int, shown: np.ndarray, present: int) -> np.ndarray | None:
+    """pprof's KeptNodes after -nodecount: the shown nodes when some were cut (its
+    SelectTopNodes then rebuilds the graph from them), else None (the whole graph)."""
+    if shown.size >= present:
+        return None
+    kept = np.zeros(num_nodes, dtype=bool)
+    kept[shown] = True
+    return kept
+
+
+def incoming_edges(fr: Frames, sample_values: np.ndarray, selected: np.ndarray,
+                   kept: np.ndarray | None = None) -> dict[int, dict[int, bool]]:
     """For each selected node: its callers and whether that call edge is inlined.
 
     An edge is inline only when every sample passing through it went through an
@@ -639,6 +649,11 @@ def incoming_edges(fr: Frames, sample_values: np.ndarray,
     Worked out on location stacks: a call inside one location (inlined lines) is
     inline, a call from one location to the next never is; so deep stacks are
     never expanded into one node per frame.
+
+    ``kept`` (bool per node) is the graph pprof rebuilds after -nodecount (its
+    newGraph with KeptNodes): other nodes are skipped, a node's caller is the
+    nearest kept frame above it (none: no edge), and the edge is inline when the
+    callee is not its location's outermost line, whatever it lands on.
     """
     want = np.zeros(fr.num_nodes, dtype=bool)
     want[selected] = True
@@ -652,29 +667,49 @@ def incoming_edges(fr: Frames, sample_values: np.ndarray,
         return {}
     nloc = st.per_loc.size
     used = np.bincount(st.frame_locs[flag], minlength=nloc) > 0
-    callee_parts, caller_parts, inline_parts = [], [], []
-    # inside a location: line k is inlined into line k+1
     owner = np.repeat(np.arange(nloc), st.per_loc)
-    inner = np.flatnonzero(st.loc_inline)  # every line but a location's last
-    inner = inner[used[owner[inner]] & want[st.loc_nodes[inner]]]
-    callee_parts.append(st.loc_nodes[inner])
-    caller_parts.append(st.loc_nodes[inner + 1])
-    inline_parts.append(np.ones(inner.size, dtype=bool))
-    # from a location's outermost line to the next location of the stack
-    has = st.per_loc > 0
-    last_node = np.full(nloc, -1, dtype=np.int64)
-    last_node[has] = st.loc_nodes[st.loc_node_off[1:][has] - 1]
-    first_node = np.full(nloc, -1, dtype=np.int64)
-    first_node[has] = st.loc_nodes[st.loc_node_off[:-1][has]]
+    keep_line = (np.ones(st.loc_nodes.size, dtype=bool) if kept is None
+                 else kept[st.loc_nodes])
+    lines = np.flatnonzero(keep_line)  # the kept lines, location by location
+    callee_parts, caller_parts, inline_parts = [], [], []
+    # inside a location: a kept line calls from the next kept line of its location
+    same = owner[lines[:-1]] == owner[lines[1:]]
+    inner = lines[:-1][same]
+    outer_of = lines[1:][same]
+    pick = used[owner[inner]] & want[st.loc_nodes[inner]]
+    callee_parts.append(st.loc_nodes[inner[pick]])
+    caller_parts.append(st.loc_nodes[outer_of[pick]])
+    inline_parts.append(np.ones(int(pick.sum()), dtype=bool))
+    # from a location's outermost kept line to the innermost kept line of the next
+    # location up the stack that has one
+    has = np.zeros(nloc, dtype=bool)
+    last_line = np.full(nloc, -1, dtype=np.int64)
+    first_line = np.full(nloc, -1, dtype=np.int64)
+    if lines.size:
+        at = owner[lines]
+        has[at] = True
+        np.maximum.at(last_line, at, lines)
+        first_line[has] = last_line[has]
+        np.minimum.at(first_line, at, lines)
     wanted_last = np.zeros(nloc, dtype=bool)
-    wanted_last[has] = want[last_node[has]]
+    wanted_last[has] = want[st.loc_nodes[last_line[has]]]
     if wanted_last.any() and st.frame_locs.size > 1:
-        not_root = np.ones(st.frame_locs.size, dtype=bool)
-        not_root[st.loc_offsets[1:][counts > 0] - 1] = False  # a sample's root-most frame
-        idx = np.flatnonzero(wanted_last[st.frame_locs[:-1]] & flag[:-1] & not_root[:-1])
-        callee_parts.append(last_node[st.frame_locs[idx]])
-        caller_parts.append(first_node[st.frame_locs[idx + 1]])
-        inline_parts.append(np.zeros(idx.size, dtype=bool))
+        idx = np.flatnonzero(wanted_last[st.frame_locs] & flag)
+        if has.all():
+            up = idx + 1
+        else:  # the next frame above whose location keeps a line (pprof skips the rest)
+            bearing = np.flatnonzero(has[st.frame_locs])
+            pos = np.searchsorted(bearing, idx, side="right")
+            up = np.where(pos < bearing.size, bearing[np.minimum(pos, bearing.size - 1)], -1)
+        sample_end = st.loc_offsets[np.searchsorted(st.loc_offsets, idx, side="right")]
+        ok = (up >= 0) & (up < sample_end)
+        idx, up = idx[ok], up[ok]
+        ok = has[st.frame_locs[up]]
+        idx, up = idx[ok], up[ok]
+        callee_lines = last_line[st.frame_locs[idx]]
+        callee_parts.append(st.loc_nodes[callee_lines])
+        caller_parts.append(st.loc_nodes[first_line[st.frame_locs[up]]])
+        inline_parts.append(st.loc_inline[callee_lines])
     callee = np.concatenate(callee_parts).astype(np.int64)
     caller = np.concatenate(caller_parts).astype(np.int64)
     inline = np.concatenate(inline_parts)
