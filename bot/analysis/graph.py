@@ -672,6 +672,7 @@ def incoming_edges(fr: Frames, sample_values: np.ndarray, selected: np.ndarray,
                  else kept[st.loc_nodes])
     lines = np.flatnonzero(keep_line)  # the kept lines, location by location
     callee_parts, caller_parts, inline_parts = [], [], []
+    frame_parts, line_parts = [], []  # where each edge occurs: frame (-1: per location), line
     # inside a location: a kept line calls from the next kept line of its location
     same = owner[lines[:-1]] == owner[lines[1:]]
     inner = lines[:-1][same]
@@ -680,6 +681,8 @@ def incoming_edges(fr: Frames, sample_values: np.ndarray, selected: np.ndarray,
     callee_parts.append(st.loc_nodes[inner[pick]])
     caller_parts.append(st.loc_nodes[outer_of[pick]])
     inline_parts.append(np.ones(int(pick.sum()), dtype=bool))
+    frame_parts.append(np.full(int(pick.sum()), -1, dtype=np.int64))
+    line_parts.append(inner[pick].astype(np.int64))
     # from a location's outermost kept line to the innermost kept line of the next
     # location up the stack that has one
     has = np.zeros(nloc, dtype=bool)
@@ -710,6 +713,8 @@ def incoming_edges(fr: Frames, sample_values: np.ndarray, selected: np.ndarray,
         callee_parts.append(st.loc_nodes[callee_lines])
         caller_parts.append(st.loc_nodes[first_line[st.frame_locs[up]]])
         inline_parts.append(st.loc_inline[callee_lines])
+        frame_parts.append(idx.astype(np.int64))
+        line_parts.append(callee_lines)
     callee = np.concatenate(callee_parts).astype(np.int64)
     caller = np.concatenate(caller_parts).astype(np.int64)
     inline = np.concatenate(inline_parts)
@@ -722,9 +727,55 @@ def incoming_edges(fr: Frames, sample_values: np.ndarray, selected: np.ndarray,
     uniq, inv = np.unique(key, return_inverse=True)
     all_inline = np.ones(uniq.size, dtype=bool)
     np.logical_and.at(all_inline, inv, inline)
+    any_inline = np.zeros(uniq.size, dtype=bool)
+    np.logical_or.at(any_inline, inv, inline)
+    mixed = all_inline != any_inline
+    if mixed.any():  # only there can the occurrence that counts change the answer
+        frame_at = np.concatenate(frame_parts)[keep]
+        line_at = np.concatenate(line_parts)[keep]
+        all_inline[mixed] = _rootmost_inline(st, flag, owner, uniq[mixed], key, inline,
+                                             frame_at, line_at)
     for k, il in zip(uniq.tolist(), all_inline.tolist(), strict=True):
         out.setdefault(k // fr.num_nodes, {})[k % fr.num_nodes] = il
     return out
+
+
+def _rootmost_inline(st: LocationStacks, flag: np.ndarray, owner: np.ndarray,
+                     keys: np.ndarray, key: np.ndarray, inline: np.ndarray,
+                     frame_at: np.ndarray, line_at: np.ndarray) -> np.ndarray:
+    """Inline flag of each edge in ``keys`` as pprof sets it: pprof adds an edge once per
+    sample, where it meets it first walking from the root (then skips the pair), so in a
+    recursive stack only that occurrence says whether the call is inlined; the edge is
+    inline when it is so in every sample. ``frame_at`` -1: an edge inside a location,
+    found in each frame of that location."""
+    sel = np.flatnonzero(np.isin(key, keys))
+    per_frame, per_loc = sel[frame_at[sel] >= 0], sel[frame_at[sel] < 0]
+    frames, lines_, keys_, inl = ([frame_at[per_frame]], [line_at[per_frame]],
+                                  [key[per_frame]], [inline[per_frame]])
+    if per_loc.size:  # one occurrence per frame of the edge's location
+        locs = owner[line_at[per_loc]]
+        order = np.argsort(locs, kind="stable")
+        per_loc, locs = per_loc[order], locs[order]
+        count = np.bincount(locs, minlength=st.per_loc.size)
+        start = np.cumsum(count) - count
+        where = np.flatnonzero(flag & (count[st.frame_locs] > 0))
+        c = count[st.frame_locs[where]]
+        step = np.arange(int(c.sum())) - np.repeat(np.cumsum(c) - c, c)
+        entry = per_loc[np.repeat(start[st.frame_locs[where]], c) + step]
+        frames.append(np.repeat(where, c))
+        lines_.append(line_at[entry])
+        keys_.append(key[entry])
+        inl.append(inline[entry])
+    j, ln, k, il = (np.concatenate(x) for x in (frames, lines_, keys_, inl))
+    sample = np.searchsorted(st.loc_offsets, j, side="right") - 1
+    order = np.lexsort((ln, j, k, sample))  # by sample, edge, then rootward position
+    s_, k_ = sample[order], k[order]
+    last = np.ones(order.size, dtype=bool)
+    last[:-1] = (s_[1:] != s_[:-1]) | (k_[1:] != k_[:-1])
+    chosen = order[last]
+    result = np.ones(keys.size, dtype=bool)
+    np.logical_and.at(result, np.searchsorted(keys, k[chosen]), il[chosen])
+    return result
 
 
 _Caller = TypeVar("_Caller")  # a caller's key: a node index (top) or a name key (diff)

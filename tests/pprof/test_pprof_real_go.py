@@ -101,6 +101,36 @@ def test_text_is_pprofs_text(case: Case) -> None:
         == theirs
 
 
+@needs_go
+@pytest.mark.parametrize("name", REAL_GO)
+def test_whole_text_every_type_is_pprofs_text(name: str) -> None:
+    """Every row of every sample type, by flat and by cum, with its "(inline)" or
+    "(partial-inline)" mark: in the compiler's recursive stacks (relocIdx -> relocObj ->
+    relocCommon -> relocIdx) pprof marks a call by its occurrence nearest the root."""
+    for sample_type in HEAP_TYPES:
+        for cum in (False, True):
+            case = Case(name, sample_type, cum)
+            text = run_pprof(case.pprof_args(exact=False))
+            ours = heapbot_report(case).to_text()
+            assert ours[ours.index("Showing nodes"):] == text[text.index("Showing nodes"):], \
+                case.name
+
+
+@needs_go
+@pytest.mark.parametrize(("name", "regex"), [
+    ("go_compile_types.pb.gz", r"noder\.\(\*linker\)\.reloc(Obj|Idx)$"),
+    ("go_json_decode.pb.gz", r"json/v2\.makeStructArshaler\.func2$|slices\.Grow"),
+])
+def test_peek_text_is_pprofs_text(name: str, regex: str) -> None:
+    """Callers and callees with their "(inline)" marks, as pprof prints them."""
+    for sample_type in ("alloc_objects", "alloc_space"):
+        theirs = run_pprof(["-peek=" + regex, f"-sample_index={sample_type}",
+                            str(FIXTURES / name)])
+        ours = peek(load(name), regex, TopOptions(sample_type)).to_text()
+        assert ours[ours.index("Showing nodes"):] == theirs[theirs.index("Showing nodes"):]
+        assert "(inline)" in theirs
+
+
 PEEKS = [
     ("go_compile_types.pb.gz", r"ssa\.regalloc$|noder\.\(\*reader\)\.expr$|ir\.Visit\.func1"),
     ("go_json_decode.pb.gz", r"json/v2\.makeStructArshaler\.func2$|io\.ReadAll"),
