@@ -55,6 +55,16 @@ return id
 """
 
 
+# Record a step of a job still pending: KEYS stream, progress hash (one {jobs} slot); ARGV
+# group, job id, step, value, TTL seconds. Returns 1 when recorded.
+_RECORD_STEP = """
+if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1) == 0 then return 0 end
+redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+return 1
+"""
+
+
 class QueueSettings(EnvSettings):
     """Knobs of the queue, webhooks, paged threads and watches (environment variables).
 
@@ -410,9 +420,10 @@ class JobQueue:
 
     @_guarded("record a job's step")
     async def record_step(self, job: Job, step: str, value: str = "1") -> None:
-        """Record that ``step`` of ``job`` is done (kept a week; removed on ack)."""
-        key = keys.job_progress(job.id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, step, value)
-            pipe.expire(key, 7 * 24 * 3600)
-            await pipe.execute()
+        """Record that ``step`` of ``job`` is done (kept a week; removed on ack).
+
+        Only while the job is pending (one script): a replica that lost the job while it
+        stalled, back after the new holder acked it, writes no progress hash back.
+        """
+        await self.redis.eval(_RECORD_STEP, 2, self.stream, keys.job_progress(job.id),
+                              self.group, job.id, step, value, 7 * 24 * 3600)

@@ -25,7 +25,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slack_sdk.errors import SlackApiError, SlackRequestError
 
@@ -52,6 +52,9 @@ from bot.slack.publish import attach_files, post_reply
 from bot.slack.threads import ThreadMemory
 from bot.units import format_bytes, format_rate, signed
 from bot.units import format_clock as _clock
+
+if TYPE_CHECKING:
+    from bot.store import DeployMarker, StoredSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -341,6 +344,16 @@ async def _deploy_baseline(ctx: WorkContext, service: str, current: Any) -> tupl
     return marker, (min(after, key=lambda s: s.taken_at) if after else None)
 
 
+def _diff_action(service: str, marker: DeployMarker | None,
+                 baseline: StoredSnapshot | None) -> Action:
+    """A diff button that can work: since the deploy only when one is recorded."""
+    if marker is not None:
+        return Action("Diff since deploy", f"diff {service} since deploy")
+    if baseline is not None:
+        return Action("Diff since the baseline", f"diff {service} since {baseline.id}")
+    return Action("Diff since previous", f"diff {service} since previous")
+
+
 async def open_thread(ctx: WorkContext, job: Job, *, service: str, incident_key: str,
                       channel: str, title: str, lines: Sequence[str], started_at: float | None,
                       source: str, trigger: str, icon: str = ":rotating_light:") -> Incident:
@@ -376,8 +389,7 @@ async def open_thread(ctx: WorkContext, job: Job, *, service: str, incident_key:
             context=[f"{icon} {source}", f"captured {answered} at {_clock(snapshot.taken_at)}"],
             summary=f"Now: {describe_now(snapshot)}.",
             sections=sections,
-            actions=[Action("Leaks", f"leaks {service}"),
-                     Action("Diff since deploy", f"diff {service} since deploy")],
+            actions=[Action("Leaks", f"leaks {service}"), _diff_action(service, marker, baseline)],
             service=service, snapshot_id=snapshot.id,
         )
 

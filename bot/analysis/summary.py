@@ -91,6 +91,7 @@ class InstanceObservation:
     inuse: dict[str, int] = field(default_factory=dict)
     goroutines: dict[str, int] = field(default_factory=dict)
     leaked: list[GoroutineGroupSummary] | None = None
+    sample_period: int | None = None  # bytes per heap sample (MemProfileRate); None unknown
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> InstanceObservation:
@@ -103,7 +104,8 @@ class InstanceObservation:
             inuse={k: int(v) for k, v in data.get("inuse", {}).items()},
             goroutines={k: int(v) for k, v in data.get("goroutines", {}).items()},
             leaked=None if leaked is None else [GoroutineGroupSummary.from_dict(g)
-                                                for g in leaked])
+                                                for g in leaked],
+            sample_period=data.get("sample_period"))
 
 
 @dataclass(slots=True)

@@ -107,7 +107,12 @@ def command_argv(args: argparse.Namespace) -> list[str]:
     """
     extra = list(getattr(args, "extra", None) or [])
     if args.command == "diff" and extra[:1] == ["since"]:  # `heapbot diff demo since 1h`
-        args.since, extra = (extra[1] if len(extra) > 1 else "previous"), extra[2:]
+        if len(extra) < 2:  # as /heap diff says it, not a silent `since previous`
+            from bot.errors import UsageError
+
+            raise UsageError("`since` needs a reference.",
+                             hint="Usage: `heapbot diff SERVICE since previous|deploy|1h|ID`")
+        args.since, extra = extra[1], extra[2:]
     return _known_argv(args) + extra
 
 

@@ -167,6 +167,12 @@ async def test_alertmanager_alert_opens_one_paged_thread(bot: Bot) -> None:
     assert "heap in use" in shown and "goroutines" in shown
     assert "Since the last capture before it started" in shown
     assert baseline.snapshot.id in shown
+    # Its buttons can work: no deploy is recorded, so the diff is against the baseline
+    # (a "Diff since deploy" button answered "No deploy of demo is recorded").
+    buttons = [e["value"] for b in summary.get("blocks", []) if b["type"] == "actions"
+               for e in b["elements"]]
+    assert "No deploy recorded" in shown
+    assert buttons == ["leaks demo", f"diff demo since {baseline.snapshot.id}"], buttons
 
     replies = thread(standin, ts)
     texts = [text_of(r) for r in replies]
@@ -270,3 +276,17 @@ async def test_pagerduty_incident_opens_a_thread_and_resolves(served: Bot) -> No
     await standin.wait_for(lambda: any("Resolved" in text_of(p) for p in thread(standin, ts)),
                            timeout=60)
     assert len(top_level(standin)) == 1
+
+
+def test_the_summary_offers_a_diff_that_can_work() -> None:
+    """Since the deploy when one is recorded, else since the baseline, else since previous."""
+    from types import SimpleNamespace
+
+    from bot.alerts.paged import _diff_action
+    from bot.store import DeployMarker
+
+    marker = DeployMarker(taken_at=time.time() - 60, version="v2")
+    assert _diff_action("demo", marker, None).command == "diff demo since deploy"
+    assert _diff_action("demo", None, SimpleNamespace(id="20261129-230501-ab12")).command \
+        == "diff demo since 20261129-230501-ab12"
+    assert _diff_action("demo", None, None).command == "diff demo since previous"

@@ -8,8 +8,11 @@ these tests build such series and check what `/heap leaks` concludes.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import json
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 from bot.analysis import leaks
 from bot.analysis.leaks import analyze
@@ -202,3 +205,17 @@ def test_proven_goroutine_leaks_are_reported_as_proven_with_the_blocking_line() 
     assert "proven leak" in report.summary
     row = build_reply("payments", report).table.rows[0]
     assert row[1] == "goroutines (proven)"
+
+
+def test_real_captures_a_cache_seen_at_four_gcs_only_is_not_called_a_leak() -> None:
+    # bench/leaks, GOGC=off under an 80MiB GOMEMLIMIT with bursty captures: 11 captures
+    # saw 4 GCs. The filling catalogue cache read 1.4 → 10.6 → 11.9 → 14.4MB: its rate
+    # fell from 190kB/s to 50kB/s, which is a cache filling up, not a steady leak.
+    raw = (Path(__file__).resolve().parents[1] / "fixtures" / "leaks"
+           / "memlimit_bursty_four_gcs.json.gz").read_bytes()
+    caps = [SnapshotSummary.from_dict(s) for s in json.loads(gzip.decompress(raw))["summaries"]]
+    report = analyze(caps)
+    assert "main.fillcacheLoadPrice" not in by_name(report.suspects)
+    assert "slowing down" in by_name(report.undecided)["main.fillcacheLoadPrice"].reason
+    assert {"main.leakmapLoadUser", "main.sliceNewPayload", "main.slowleakKeepRecord"} <= set(
+        by_name(report.suspects))

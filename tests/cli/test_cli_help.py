@@ -111,3 +111,10 @@ def test_bare_heapbot_and_a_mistyped_command_say_what_exists(tmp_path: Path) -> 
     # the slash command's aliases are the CLI's too
     alias = heapbot("hist", "--help", cwd=tmp_path)
     assert alias.returncode == 0 and "usage: heapbot history" in alias.stdout
+
+
+def test_diff_since_without_a_reference_is_refused_as_the_slash_command_does(
+        tmp_path: Path) -> None:
+    done = heapbot("diff", "demo", "since", cwd=tmp_path)
+    assert done.returncode == 2 and "`since` needs a reference." in done.stderr
+    assert not (tmp_path / "data").exists()  # refused before anything was opened

@@ -221,3 +221,30 @@ def test_gen_profile_writes_one_distinct_stack_per_allocation(tmp_path: Path) ->
     assert len(stacks_seen) >= stacks
     # Paths differ by the digit functions they pass through.
     assert "main.digit9" in pprof("-traces", out)
+
+
+def test_a_killed_test_run_leaves_no_demo_log_in_the_temp_dir(demo_binary: Path,
+                                                              tmp_path: Path) -> None:
+    """A pytest run killed by a timeout never reaches its atexit: nothing may be left behind.
+
+    Named temp logs piled up as hundreds of empty heapbot-demo-*.log files in /tmp.
+    """
+    import os
+    import sys
+
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    code = ("import os, signal; from pathlib import Path; "
+            "from tests.support.demo import start_demo; "
+            f"demo = start_demo(Path({str(demo_binary)!r})); print(demo.pid, flush=True); "
+            "os.kill(os.getpid(), signal.SIGKILL)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "TMPDIR": str(temp)},
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == -9, done.stderr
+    pid = int(done.stdout.split()[0])
+    for _ in range(100):  # the demo dies with its parent (PR_SET_PDEATHSIG)
+        if not Path(f"/proc/{pid}").exists():
+            break
+        time.sleep(0.05)
+    assert list(temp.iterdir()) == []

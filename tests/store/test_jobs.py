@@ -6,6 +6,7 @@ import asyncio
 
 import redis.asyncio as aioredis
 
+from bot import keys
 from bot.jobs import DEAD_LETTER, STREAM, JobQueue
 
 
@@ -83,3 +84,7 @@ async def test_progress_is_kept_per_job_until_ack(redis_client: aioredis.Redis) 
     assert await queue.progress(job) == {"summary": "1700000000.000100"}
     await queue.ack(job)
     assert await queue.progress(job) == {}
+    # A replica that lost the job while it stalled, back after the ack, writes nothing back
+    # (before: a progress hash no job would ever delete, kept a week).
+    await queue.record_step(job, "top", "1700000000.000200")
+    assert await redis_client.exists(keys.job_progress(job.id)) == 0

@@ -28,7 +28,7 @@ import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
@@ -101,9 +101,9 @@ class DemoProcess:
     version: str
     scenarios: str
     rate: float
-    log_path: Path
+    log_path: Path | None  # a detached instance's log; None: stderr went to an unnamed file
     extra: dict[str, Any] = field(default_factory=dict)
-    temporary_log: bool = False  # a temp file of ours: removed when the instance stops
+    stderr_file: IO[bytes] | None = None  # unnamed (O_TMPFILE): gone with us, even on SIGKILL
 
     @property
     def url(self) -> str:
@@ -146,9 +146,8 @@ class DemoProcess:
     def _close(self) -> None:
         if self.process.stdout:
             self.process.stdout.close()
-        if self.temporary_log:
-            with contextlib.suppress(OSError):
-                self.log_path.unlink()
+        if self.stderr_file is not None:
+            self.stderr_file.close()
         _running.discard(self)
 
 
@@ -215,27 +214,25 @@ def start_demo(
     parent-death signal, output to that file): `make demo` leaves it running.
     """
     detached = detach_log is not None
-    if detach_log is not None:
-        log_path = detach_log
-    else:
-        handle, name = tempfile.mkstemp(prefix="heapbot-demo-", suffix=".log")
-        os.close(handle)
-        log_path = Path(name)
     args = [str(binary), "-addr", f"127.0.0.1:{port}", "-scenarios", scenarios,
             "-rate", str(rate), *extra_args]
     if memprofilerate is not None:
         args += ["-memprofilerate", str(memprofilerate)]
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("DEMO_")}
     child_env.update(env or {})
-    with open(log_path, "wb") as log_file:
-        if detached:
+    stderr_file: IO[bytes] | None = None
+    if detach_log is not None:
+        with open(detach_log, "wb") as log_file:
             process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log_file,
                                        stderr=log_file, env=child_env, start_new_session=True)
-        else:
-            process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log_file,
-                                       env=child_env, preexec_fn=_die_with_parent)
+    else:
+        # No name in the temp dir: a test run killed before its atexit leaves nothing behind
+        # (named temp logs piled up as empty heapbot-demo-*.log files).
+        stderr_file = tempfile.TemporaryFile(prefix="heapbot-demo-", suffix=".log")  # noqa: SIM115 - lives as long as the instance
+        process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=stderr_file,
+                                   env=child_env, preexec_fn=_die_with_parent)
     deadline = time.monotonic() + START_TIMEOUT_S
-    line = _read_listen_line(process, deadline, log_path if detached else None)
+    line = _read_listen_line(process, deadline, detach_log)
     try:
         # "demo v1 listening on http://127.0.0.1:40651 scenarios=... rate=..."
         words = line.split()
@@ -244,13 +241,16 @@ def start_demo(
     except (IndexError, ValueError):
         process.kill()
         process.wait(5)
-        stderr = log_path.read_text(errors="replace")
-        if not detached:
-            log_path.unlink(missing_ok=True)
+        if stderr_file is not None:
+            stderr_file.seek(0)
+            stderr = stderr_file.read().decode(errors="replace")
+            stderr_file.close()
+        else:
+            stderr = detach_log.read_text(errors="replace") if detach_log else ""
         raise RuntimeError(f"demo did not start: {line!r}; stderr: {stderr}") from None
     demo = DemoProcess(process=process, port=bound_port, version=version,
-                       scenarios=scenarios, rate=rate, log_path=log_path,
-                       temporary_log=not detached)
+                       scenarios=scenarios, rate=rate, log_path=detach_log,
+                       stderr_file=stderr_file)
     if not detached:
         _running.add(demo)
     try:

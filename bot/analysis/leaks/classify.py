@@ -13,6 +13,24 @@ The rules, each needing evidence rather than the absence of it:
 - **undecided**: it rose, but the evidence above is missing (too few distinct
   observations, a short flat tail, growth slowing down); the reason says what
   more captures over how much time would decide.
+
+Sampling (``period``, bytes per heap sample: Go's ``runtime.MemProfileRate``,
+512 KiB by default). A heap profile's in-use bytes are estimates: an allocation
+of s bytes is recorded with probability about 1 − e^(−s/period), and pprof scales
+each recorded one back up, so a small object counts as about ``period`` bytes and
+B bytes of new objects read as B give or take √(period·B). A leak's sampled series
+is a staircase of such quanta (samples of retained objects stay). Every rule that
+weighs a size or a pause is judged against that noise, so at 512 B per sample
+(σ of a few kB) nothing changes, and at 512 KiB:
+
+- growth counts only beyond ``NOISE_Z`` standard deviations of its own sampling
+  noise (9 samples: 4.5MB at 512 KiB), else it is undecided with how long the
+  fitted rate needs to get there ("sampled every 512kB: +1MB is about 2 samples");
+- a flat tail is a plateau only when the rate before it would have added
+  ``PLATEAU_SAMPLES`` samples over it (a pause in a staircase is not a plateau);
+- "slowing down" needs the shortfall of the later half beyond ``SLOWING_Z`` σ;
+- the staircase rule asks for the rising time a steady leak would show at that
+  sampling (a gap in which the expected λ samples arrive rises with 1 − e^(−λ)).
 """
 
 from __future__ import annotations
@@ -21,6 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bot.analysis.leaks.text import format_duration, signed, size
 from bot.analysis.leaks.trend import theil_sen, theil_sen_range
 
 GROWING = "growing"
@@ -39,6 +58,9 @@ MAX_JUMP_SHARE = 0.6
 MIN_RISING_TIME = 0.7  # share of the time between observations spent rising, for a suspect
 MAX_FALL_SHARE = 0.25  # a fall larger than this share of the net growth: it goes up and down
 SLOWING_RATIO = 0.55  # second-half rate below this share of the first half's: slowing
+NOISE_Z = 3.0  # growth beyond this many σ of the sampling noise counts as growth
+SLOWING_Z = 2.0  # a slowdown beyond this many σ of the sampling noise counts as slowing
+PLATEAU_SAMPLES = 3.0  # samples the earlier rate would add over a flat tail (e^-3 ≈ 5%)
 
 
 @dataclass(slots=True)
@@ -61,6 +83,8 @@ class Fit:
     needed_points: int = 0  # more distinct observations that would decide
     needed_seconds: float = 0.0  # ... spread over about this much time
     jump: float = 0.0
+    period: int = 0  # bytes per heap sample (0: unknown or exact counts)
+    sampling_limited: bool = False  # undecided because the sampling cannot tell yet
 
     @property
     def up_share(self) -> float:
@@ -68,9 +92,18 @@ class Fit:
         return self.ups / moving if moving else 0.0
 
 
+def sampling_sigma(period: int, *levels: float) -> float:
+    """σ of the difference of heap estimates at these levels, sampled every ``period``
+    bytes (each estimate of B bytes is off by about √(period·B)); 0 when exact."""
+    if period <= 0:
+        return 0.0
+    return float(np.sqrt(period * sum(max(0.0, x) for x in levels)))
+
+
 def classify(times: np.ndarray, values: np.ndarray, segments: np.ndarray,
-             floor: float) -> Fit:
-    """Classify one series; ``floor`` is the growth that matters (bytes or goroutines)."""
+             floor: float, period: int = 0) -> Fit:
+    """Classify one series; ``floor`` is the growth that matters (bytes or goroutines);
+    ``period`` the bytes per heap sample when the values are sampled estimates."""
     n = len(values)
     parts = [(times[segments == s], values[segments == s]) for s in np.unique(segments)]
     same = segments[1:] == segments[:-1]
@@ -78,7 +111,7 @@ def classify(times: np.ndarray, values: np.ndarray, segments: np.ndarray,
     gaps = np.diff(times)[same]
     fit = Fit(kind=FLAT, first=float(values[0]) if n else 0.0,
               last=float(values[-1]) if n else 0.0, points=n,
-              span=float(times[-1] - times[0]) if n > 1 else 0.0)
+              span=float(times[-1] - times[0]) if n > 1 else 0.0, period=period)
     if n < 2 or not len(deltas):
         return fit
     fit.growth = float(deltas.sum())
@@ -99,12 +132,21 @@ def classify(times: np.ndarray, values: np.ndarray, segments: np.ndarray,
         if run_growth < 0.1 * fit.growth and run_growth < floor:
             fit.kind, fit.why = STOPPED, "grew before the restart, flat in the current run"
             return fit
+    largest_fall = float(-deltas.min()) if len(deltas) else 0.0
+    up_and_down = fit.up_share < MIN_UP_SHARE or largest_fall > MAX_FALL_SHARE * fit.growth
+    if period and not up_and_down and _within_noise(fit, period):
+        return fit
     tail, tail_span = _flat_tail(last_t, last_v, fit.growth, floor)
     fit.flat_tail = tail
     span = max(fit.span, 1e-9)
     grew_before_tail = float(last_v[len(last_v) - tail] - last_v[0]) if tail else 0.0
     if tail >= 2 and grew_before_tail >= 0.5 * fit.growth:
-        if tail >= PLATEAU_POINTS and tail_span >= PLATEAU_SPAN_SHARE * span:
+        before = float(last_t[len(last_t) - tail] - last_t[0])
+        # At the rate before the tail, this many samples would have landed in it.
+        expected = (grew_before_tail / before * tail_span / period
+                    if period and before > 0 else float("inf"))
+        if (tail >= PLATEAU_POINTS and tail_span >= PLATEAU_SPAN_SHARE * span
+                and expected >= PLATEAU_SAMPLES):
             one_step = fit.jump > MAX_JUMP_SHARE * fit.growth or fit.ups <= 1
             fit.kind = JUMP if one_step else BOUNDED
             return fit
@@ -114,10 +156,20 @@ def classify(times: np.ndarray, values: np.ndarray, segments: np.ndarray,
                                  * fit.needed_points)
         fit.why = (f"rose, then flat over the last {tail} GC observation(s) only: too few to "
                    "tell a cache that filled up from a leak that paused")
+        if expected < PLATEAU_SAMPLES and tail >= PLATEAU_POINTS:
+            # Long enough in captures, too short for the sampling: wait until the rate
+            # before it would have added PLATEAU_SAMPLES samples.
+            fit.sampling_limited = True
+            fit.needed_seconds = max(fit.needed_seconds,
+                                     tail_span * (PLATEAU_SAMPLES / max(expected, 1e-9) - 1))
+            fit.why = (f"rose, then flat over the last {tail} GC observations, but sampled "
+                       f"every {size(period)} the rate before would have added only "
+                       f"{expected:.1f} sample(s) in that time: a pause, not yet a plateau")
         return fit
-    largest_fall = float(-deltas.min()) if len(deltas) else 0.0
-    if fit.up_share < MIN_UP_SHARE or largest_fall > MAX_FALL_SHARE * fit.growth:
+    if up_and_down:
         fit.kind, fit.why = NOISE, f"goes up and down ({fit.ups} rises, {fit.downs} falls)"
+        return fit
+    if period and _levelled_within_noise(fit, last_t, last_v, period):
         return fit
     if fit.jump > MAX_JUMP_SHARE * fit.growth or fit.ups <= 1:
         fit.kind = UNDECIDED
@@ -126,7 +178,7 @@ def classify(times: np.ndarray, values: np.ndarray, segments: np.ndarray,
         fit.why = ("one step carries most of the growth: distinct observations after it "
                    "would show whether it keeps rising or stays flat")
         return fit
-    if n >= 5 and _slowing(last_t, last_v):
+    if n >= 4 and _slowing(last_t, last_v, period):
         fit.kind = UNDECIDED
         fit.needed_points = 3
         fit.needed_seconds = max(span, 60.0)
@@ -134,7 +186,7 @@ def classify(times: np.ndarray, values: np.ndarray, segments: np.ndarray,
                    "observations would show whether it levels off")
         return fit
     rising_time = float(gaps[deltas > tol].sum()) / max(float(gaps.sum()), 1e-9)
-    if rising_time < MIN_RISING_TIME:
+    if rising_time < MIN_RISING_TIME * _steady_rising_share(gaps, fit, period):
         fit.kind = UNDECIDED
         fit.needed_points = 3
         fit.needed_seconds = max(span, 60.0)
@@ -149,6 +201,81 @@ def classify(times: np.ndarray, values: np.ndarray, segments: np.ndarray,
         return fit
     fit.kind = GROWING
     return fit
+
+
+def _within_noise(fit: Fit, period: int) -> bool:
+    """Growth not beyond NOISE_Z σ of the sampling noise: mark the fit undecided with
+    how long the fitted rate needs to get there. True when it did so.
+
+    The noise is that of the growth itself, √(period·G): G bytes of new objects are
+    G/period samples give or take their square root, so NOISE_Z = 3 asks for 9
+    samples. Samples of objects that stay alive stay in the profile, so a leaking
+    function's earlier bytes add no noise; a level that turns over (a full cache)
+    wanders by more, and goes up and down: the shape rules and
+    :func:`_levelled_within_noise` see that.
+    """
+    sigma = sampling_sigma(period, fit.growth)
+    if fit.growth >= NOISE_Z * sigma:
+        return False
+    needed = NOISE_Z * NOISE_Z * period  # G ≥ z·√(period·G)
+    rate = max(fit.slope, fit.growth / max(fit.span, 1e-9))
+    more_seconds = max(0.0, needed - fit.growth) / rate if rate > 0 else 0.0
+    fit.kind = UNDECIDED
+    fit.sampling_limited = True
+    # What decides is time (the leak must add the samples), spread over a few captures
+    # so the steps can be seen; not many captures close together.
+    fit.needed_seconds = max(more_seconds, fit.span / max(1, fit.points - 1))
+    fit.needed_points = max(PLATEAU_POINTS, MIN_POINTS - fit.points)
+    grew = signed(fit.growth, "bytes")
+    samples = round(fit.growth / period)
+    fit.why = (f"sampled every {size(period)} (runtime.MemProfileRate), {grew} is about "
+               f"{samples} sample{'' if samples == 1 else 's'}, within the sampling noise "
+               f"(±{size(sigma)}): {size(needed)} ({NOISE_Z * NOISE_Z:.0f} samples) would "
+               "tell, at the rate seen")
+    return True
+
+
+def _levelled_within_noise(fit: Fit, t: np.ndarray, v: np.ndarray, period: int) -> bool:
+    """A level the sampling noise hides: the longest suffix whose spread is within 2σ of
+    the sampling noise grew far less than the rate before it predicts (a cache that
+    filled, then wanders by a few samples as its entries turn over). Undecided, never
+    bounded: the noise that hides the plateau hides a pause of a leak too."""
+    k = len(v) - 1
+    while k > 0:
+        low, high = float(v[k - 1:].min()), float(v[k - 1:].max())
+        if high - low > 2.0 * sampling_sigma(period, low, high):
+            break
+        k -= 1
+    if k <= 0 or k >= len(v) - 1:
+        return False
+    t1, t2 = float(t[k] - t[0]), float(t[-1] - t[k])
+    grew_before, grew_after = float(v[k] - v[0]), float(v[-1] - v[k])
+    if t1 <= 0 or t2 <= 0 or grew_before <= 0:
+        return False
+    expected = grew_before / t1 * t2
+    sigma = sampling_sigma(period, expected * t2 / t1, grew_after)
+    if grew_after >= SLOWING_RATIO * expected or expected - grew_after <= SLOWING_Z * sigma:
+        return False
+    fit.kind = UNDECIDED
+    fit.sampling_limited = True
+    fit.needed_points = PLATEAU_POINTS
+    fit.needed_seconds = max(fit.span, 60.0)
+    fit.why = (f"rose {signed(grew_before, 'bytes')} in {format_duration(t1)}, then "
+               f"{signed(grew_after, 'bytes')} in {format_duration(t2)}, within the sampling "
+               f"noise of one every {size(period)}: a cache that filled up, or a leak that "
+               "slowed down")
+    return True
+
+
+def _steady_rising_share(gaps: np.ndarray, fit: Fit, period: int) -> float:
+    """Share of the time a steady leak at the fitted rate shows rising when sampled every
+    ``period`` bytes: a gap expecting λ samples rises with probability 1 − e^(−λ)."""
+    if not period:
+        return 1.0
+    rate = max(fit.slope, fit.growth / max(fit.span, 1e-9), 0.0)
+    lam = rate * gaps / period
+    total = float(gaps.sum())
+    return float((gaps * -np.expm1(-lam)).sum()) / total if total > 0 else 1.0
 
 
 def _flat_tail(t: np.ndarray, v: np.ndarray, growth: float, floor: float
@@ -174,15 +301,24 @@ def _flat_tail(t: np.ndarray, v: np.ndarray, growth: float, floor: float
     return count, float(t[-1] - t[len(t) - count])
 
 
-def _slowing(t: np.ndarray, v: np.ndarray) -> bool:
+def _slowing(t: np.ndarray, v: np.ndarray, period: int = 0) -> bool:
     """The average rate over the later half of the time fell well below the earlier half's.
 
     Halves by time, not by index, and average rates between the points nearest the
-    ends and the middle, so bursts of captures do not weigh more than gaps.
+    ends and the middle, so bursts of captures do not weigh more than gaps. Sampled
+    every ``period`` bytes, the later half's shortfall must also exceed SLOWING_Z σ of
+    the sampling noise (a steady staircase often has fewer steps in one half).
     """
     mid = int(np.argmin(np.abs(t - (t[0] + t[-1]) / 2)))
     if mid == 0 or mid == len(t) - 1:
         return False
-    early = (v[mid] - v[0]) / (t[mid] - t[0])
-    late = (v[-1] - v[mid]) / (t[-1] - t[mid])
-    return bool(early > 0 and late < SLOWING_RATIO * early)
+    t1, t2 = float(t[mid] - t[0]), float(t[-1] - t[mid])
+    early = (v[mid] - v[0]) / t1
+    late = (v[-1] - v[mid]) / t2
+    if not (early > 0 and late < SLOWING_RATIO * early):
+        return False
+    expected, seen = float(early * t2), float(v[-1] - v[mid])
+    # Var(expected) = (t2/t1)·period·expected (scaled from the first half), Var(seen) ≈
+    # period·seen: the noise of the shortfall.
+    sigma = sampling_sigma(period, expected * t2 / t1, seen)
+    return expected - seen > SLOWING_Z * sigma

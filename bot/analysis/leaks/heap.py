@@ -89,7 +89,8 @@ def heap(caps: Sequence[SnapshotSummary], merged_segments: np.ndarray,
         if len(s.points) < 2:
             continue
         floor = _floor(s)
-        found.at_gc[s.target] = classify(s.times, s.totals(), s.segments, floor)
+        period = s.sample_period
+        found.at_gc[s.target] = classify(s.times, s.totals(), s.segments, floor, period)
         live = _live_fit(s, caps)
         if live is not None:
             found.live[s.target] = live
@@ -99,8 +100,9 @@ def heap(caps: Sequence[SnapshotSummary], merged_segments: np.ndarray,
             v = s.values(fn)
             if float(np.diff(v)[same].sum()) < floor:
                 continue
-            fit = classify(s.times, v, s.segments, floor)
-            if fit.kind == UNDECIDED and live is not None and live.kind == GROWING:
+            fit = classify(s.times, v, s.segments, floor, period)
+            if (fit.kind == UNDECIDED and not fit.sampling_limited and live is not None
+                    and live.kind == GROWING):
                 fit = _cross_checked(fit, v)
             fits.setdefault(fn, {})[s.target] = fit
     by_target = {s.target: s for s in found.series}

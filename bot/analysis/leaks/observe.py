@@ -43,12 +43,20 @@ class HeapFacts:
     digest: str
     inuse_total: int
     inuse: dict[str, int]
+    sample_period: int = 0  # bytes per heap sample (runtime.MemProfileRate); 0 unknown
 
 
 def heap_facts(profile: Profile) -> HeapFacts:
-    """Digest and leading in-use functions of one instance's heap profile."""
+    """Digest, leading in-use functions and sampling period of one instance's heap profile.
+
+    The period is kept because the in-use values are estimates scaled up from samples
+    taken every ``period`` bytes: how much a function's value may move by chance
+    depends on it (Go's default is 512 KiB per sample).
+    """
     total, inuse = instance_inuse(profile)
-    return HeapFacts(heap_digest(profile), total, inuse)
+    period = profile.period if profile.period > 0 and (
+        profile.period_type is None or profile.period_type.unit == "bytes") else 0
+    return HeapFacts(heap_digest(profile), total, inuse, period)
 
 
 def instance_inuse(profile: Profile, k: int = TOP_FUNCTIONS) -> tuple[int, dict[str, int]]:
@@ -77,6 +85,7 @@ def observe(target: str, heap: HeapFacts | None, memstats: Mapping[str, int] | N
         total_alloc=ms.get("TotalAlloc"))
     if heap is not None:
         obs.digest, obs.inuse_total, obs.inuse = heap.digest, heap.inuse_total, dict(heap.inuse)
+        obs.sample_period = heap.sample_period or None
     if goroutines is not None:
         for g in goroutines.summaries():
             if g.state in BLOCKED_STATES:

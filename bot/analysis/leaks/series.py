@@ -40,6 +40,12 @@ class InstanceSeries:
         return np.array([p.inuse_total for p in self.points], dtype=np.float64)
 
     @property
+    def sample_period(self) -> int:
+        """Bytes per heap sample of this instance (0: unknown, e.g. stored before it was
+        kept); the in-use values are estimates with noise of about √(period·bytes)."""
+        return max((p.sample_period or 0 for p in self.points), default=0)
+
+    @property
     def gcs(self) -> int | None:
         """GC cycles between the first and the last observation (None if unknown)."""
         known = [p.num_gc for p in self.points if p.num_gc is not None]
