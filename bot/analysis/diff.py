@@ -36,13 +36,19 @@ def _values_by_key(profile: Profile, index: int, filters: graph.Filters,
 
 
 def _callers_by_key(profile: Profile, index: int, filters: graph.Filters,
-                    keys: set[Key]) -> dict[Key, dict[Key, bool]]:
-    """Callers of the given functions, and whether each call edge is inlined."""
+                    keys: set[Key], cut: bool) -> dict[Key, dict[Key, bool]]:
+    """Callers of the given functions, and whether each call edge is inlined; ``cut``:
+    -nodecount dropped other nodes, so only these functions are in pprof's graph."""
     nodes = graph.node_index(profile)
     selected = np.array([i for i, k in enumerate(nodes.keys) if k in keys], dtype=np.int64)
     fr = graph.frames(profile, filters)
+    kept = None
+    if cut:
+        kept = np.zeros(fr.num_nodes, dtype=bool)
+        kept[selected] = True
     out: dict[Key, dict[Key, bool]] = {}
-    for callee, callers in graph.incoming_edges(fr, profile.values[:, index], selected).items():
+    edges = graph.incoming_edges(fr, profile.values[:, index], selected, kept)
+    for callee, callers in edges.items():
         mine = out.setdefault(nodes.keys[callee], {})
         for caller, inline in callers.items():
             mine[nodes.keys[caller]] = inline
@@ -101,8 +107,9 @@ def diff(base: Profile, new: Profile, options: TopOptions | None = None) -> TopR
         order = order[:options.node_count]
     rows = build_rows(names, order, flat, cum, percent_total)
     shown = {keys[i] for i in order.tolist()}
-    old = _callers_by_key(base, index, filters, shown)
-    now = _callers_by_key(new, index, filters, shown)
+    cut = len(order) < node_total
+    old = _callers_by_key(base, index, filters, shown, cut)
+    now = _callers_by_key(new, index, filters, shown, cut)
     for row, i in zip(rows, order.tolist(), strict=True):
         key = keys[i]
         edges = dict(old.get(key, {}))

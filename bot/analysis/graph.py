@@ -630,8 +630,18 @@ def sort_nodes(candidates: np.ndarray, flat: np.ndarray, cum: np.ndarray, name_r
     return candidates[order]
 
 
-def incoming_edges(fr: Frames, sample_values: np.ndarray,
-                   selected: np.ndarray) -> dict[int, dict[int, bool]]:
+def kept_nodes(num_nodes: int, shown: np.ndarray, present: int) -> np.ndarray | None:
+    """pprof's KeptNodes after -nodecount: the shown nodes when some were cut (its
+    SelectTopNodes then rebuilds the graph from them), else None (the whole graph)."""
+    if shown.size >= present:
+        return None
+    kept = np.zeros(num_nodes, dtype=bool)
+    kept[shown] = True
+    return kept
+
+
+def incoming_edges(fr: Frames, sample_values: np.ndarray, selected: np.ndarray,
+                   kept: np.ndarray | None = None) -> dict[int, dict[int, bool]]:
     """For each selected node: its callers and whether that call edge is inlined.
 
     An edge is inline only when every sample passing through it went through an
@@ -639,6 +649,11 @@ def incoming_edges(fr: Frames, sample_values: np.ndarray,
     Worked out on location stacks: a call inside one location (inlined lines) is
     inline, a call from one location to the next never is; so deep stacks are
     never expanded into one node per frame.
+
+    ``kept`` (bool per node) is the graph pprof rebuilds after -nodecount (its
+    newGraph with KeptNodes): other nodes are skipped, a node's caller is the
+    nearest kept frame above it (none: no edge), and the edge is inline when the
+    callee is not its location's outermost line, whatever it lands on.
     """
     want = np.zeros(fr.num_nodes, dtype=bool)
     want[selected] = True
@@ -652,29 +667,54 @@ def incoming_edges(fr: Frames, sample_values: np.ndarray,
         return {}
     nloc = st.per_loc.size
     used = np.bincount(st.frame_locs[flag], minlength=nloc) > 0
-    callee_parts, caller_parts, inline_parts = [], [], []
-    # inside a location: line k is inlined into line k+1
     owner = np.repeat(np.arange(nloc), st.per_loc)
-    inner = np.flatnonzero(st.loc_inline)  # every line but a location's last
-    inner = inner[used[owner[inner]] & want[st.loc_nodes[inner]]]
-    callee_parts.append(st.loc_nodes[inner])
-    caller_parts.append(st.loc_nodes[inner + 1])
-    inline_parts.append(np.ones(inner.size, dtype=bool))
-    # from a location's outermost line to the next location of the stack
-    has = st.per_loc > 0
-    last_node = np.full(nloc, -1, dtype=np.int64)
-    last_node[has] = st.loc_nodes[st.loc_node_off[1:][has] - 1]
-    first_node = np.full(nloc, -1, dtype=np.int64)
-    first_node[has] = st.loc_nodes[st.loc_node_off[:-1][has]]
+    keep_line = (np.ones(st.loc_nodes.size, dtype=bool) if kept is None
+                 else kept[st.loc_nodes])
+    lines = np.flatnonzero(keep_line)  # the kept lines, location by location
+    callee_parts, caller_parts, inline_parts = [], [], []
+    frame_parts, line_parts = [], []  # where each edge occurs: frame (-1: per location), line
+    # inside a location: a kept line calls from the next kept line of its location
+    same = owner[lines[:-1]] == owner[lines[1:]]
+    inner = lines[:-1][same]
+    outer_of = lines[1:][same]
+    pick = used[owner[inner]] & want[st.loc_nodes[inner]]
+    callee_parts.append(st.loc_nodes[inner[pick]])
+    caller_parts.append(st.loc_nodes[outer_of[pick]])
+    inline_parts.append(np.ones(int(pick.sum()), dtype=bool))
+    frame_parts.append(np.full(int(pick.sum()), -1, dtype=np.int64))
+    line_parts.append(inner[pick].astype(np.int64))
+    # from a location's outermost kept line to the innermost kept line of the next
+    # location up the stack that has one
+    has = np.zeros(nloc, dtype=bool)
+    last_line = np.full(nloc, -1, dtype=np.int64)
+    first_line = np.full(nloc, -1, dtype=np.int64)
+    if lines.size:
+        at = owner[lines]
+        has[at] = True
+        np.maximum.at(last_line, at, lines)
+        first_line[has] = last_line[has]
+        np.minimum.at(first_line, at, lines)
     wanted_last = np.zeros(nloc, dtype=bool)
-    wanted_last[has] = want[last_node[has]]
+    wanted_last[has] = want[st.loc_nodes[last_line[has]]]
     if wanted_last.any() and st.frame_locs.size > 1:
-        not_root = np.ones(st.frame_locs.size, dtype=bool)
-        not_root[st.loc_offsets[1:][counts > 0] - 1] = False  # a sample's root-most frame
-        idx = np.flatnonzero(wanted_last[st.frame_locs[:-1]] & flag[:-1] & not_root[:-1])
-        callee_parts.append(last_node[st.frame_locs[idx]])
-        caller_parts.append(first_node[st.frame_locs[idx + 1]])
-        inline_parts.append(np.zeros(idx.size, dtype=bool))
+        idx = np.flatnonzero(wanted_last[st.frame_locs] & flag)
+        if has.all():
+            up = idx + 1
+        else:  # the next frame above whose location keeps a line (pprof skips the rest)
+            bearing = np.flatnonzero(has[st.frame_locs])
+            pos = np.searchsorted(bearing, idx, side="right")
+            up = np.where(pos < bearing.size, bearing[np.minimum(pos, bearing.size - 1)], -1)
+        sample_end = st.loc_offsets[np.searchsorted(st.loc_offsets, idx, side="right")]
+        ok = (up >= 0) & (up < sample_end)
+        idx, up = idx[ok], up[ok]
+        ok = has[st.frame_locs[up]]
+        idx, up = idx[ok], up[ok]
+        callee_lines = last_line[st.frame_locs[idx]]
+        callee_parts.append(st.loc_nodes[callee_lines])
+        caller_parts.append(st.loc_nodes[first_line[st.frame_locs[up]]])
+        inline_parts.append(st.loc_inline[callee_lines])
+        frame_parts.append(idx.astype(np.int64))
+        line_parts.append(callee_lines)
     callee = np.concatenate(callee_parts).astype(np.int64)
     caller = np.concatenate(caller_parts).astype(np.int64)
     inline = np.concatenate(inline_parts)
@@ -687,9 +727,55 @@ def incoming_edges(fr: Frames, sample_values: np.ndarray,
     uniq, inv = np.unique(key, return_inverse=True)
     all_inline = np.ones(uniq.size, dtype=bool)
     np.logical_and.at(all_inline, inv, inline)
+    any_inline = np.zeros(uniq.size, dtype=bool)
+    np.logical_or.at(any_inline, inv, inline)
+    mixed = all_inline != any_inline
+    if mixed.any():  # only there can the occurrence that counts change the answer
+        frame_at = np.concatenate(frame_parts)[keep]
+        line_at = np.concatenate(line_parts)[keep]
+        all_inline[mixed] = _rootmost_inline(st, flag, owner, uniq[mixed], key, inline,
+                                             frame_at, line_at)
     for k, il in zip(uniq.tolist(), all_inline.tolist(), strict=True):
         out.setdefault(k // fr.num_nodes, {})[k % fr.num_nodes] = il
     return out
+
+
+def _rootmost_inline(st: LocationStacks, flag: np.ndarray, owner: np.ndarray,
+                     keys: np.ndarray, key: np.ndarray, inline: np.ndarray,
+                     frame_at: np.ndarray, line_at: np.ndarray) -> np.ndarray:
+    """Inline flag of each edge in ``keys`` as pprof sets it: pprof adds an edge once per
+    sample, where it meets it first walking from the root (then skips the pair), so in a
+    recursive stack only that occurrence says whether the call is inlined; the edge is
+    inline when it is so in every sample. ``frame_at`` -1: an edge inside a location,
+    found in each frame of that location."""
+    sel = np.flatnonzero(np.isin(key, keys))
+    per_frame, per_loc = sel[frame_at[sel] >= 0], sel[frame_at[sel] < 0]
+    frames, lines_, keys_, inl = ([frame_at[per_frame]], [line_at[per_frame]],
+                                  [key[per_frame]], [inline[per_frame]])
+    if per_loc.size:  # one occurrence per frame of the edge's location
+        locs = owner[line_at[per_loc]]
+        order = np.argsort(locs, kind="stable")
+        per_loc, locs = per_loc[order], locs[order]
+        count = np.bincount(locs, minlength=st.per_loc.size)
+        start = np.cumsum(count) - count
+        where = np.flatnonzero(flag & (count[st.frame_locs] > 0))
+        c = count[st.frame_locs[where]]
+        step = np.arange(int(c.sum())) - np.repeat(np.cumsum(c) - c, c)
+        entry = per_loc[np.repeat(start[st.frame_locs[where]], c) + step]
+        frames.append(np.repeat(where, c))
+        lines_.append(line_at[entry])
+        keys_.append(key[entry])
+        inl.append(inline[entry])
+    j, ln, k, il = (np.concatenate(x) for x in (frames, lines_, keys_, inl))
+    sample = np.searchsorted(st.loc_offsets, j, side="right") - 1
+    order = np.lexsort((ln, j, k, sample))  # by sample, edge, then rootward position
+    s_, k_ = sample[order], k[order]
+    last = np.ones(order.size, dtype=bool)
+    last[:-1] = (s_[1:] != s_[:-1]) | (k_[1:] != k_[:-1])
+    chosen = order[last]
+    result = np.ones(keys.size, dtype=bool)
+    np.logical_and.at(result, np.searchsorted(keys, k[chosen]), il[chosen])
+    return result
 
 
 _Caller = TypeVar("_Caller")  # a caller's key: a node index (top) or a name key (diff)

@@ -103,16 +103,17 @@ def _edges(fr: graph.Frames, w: np.ndarray, matched: np.ndarray,
     idx = np.flatnonzero(ok)
     sample = owner[idx]
     key = (sample * n + caller[idx]) * n + callee[idx]
-    uniq, first = np.unique(key, return_index=True)
-    inline_all = np.ones(uniq.size, dtype=bool)
-    inv = np.searchsorted(uniq, key)
-    np.logical_and.at(inline_all, inv, fr.inline[idx])
-    s = sample[first]
-    pair = caller[idx][first] * n + callee[idx][first]
+    # pprof adds an edge once per sample, at its occurrence nearest the root (it walks
+    # from the root and skips pairs it has seen): that one alone says whether it is inline.
+    _, from_end = np.unique(key[::-1], return_index=True)
+    rootmost = idx.size - 1 - from_end
+    inline_root = fr.inline[idx[rootmost]]
+    s = sample[rootmost]
+    pair = caller[idx][rootmost] * n + callee[idx][rootmost]
     pairs, pinv = np.unique(pair, return_inverse=True)
     weight = graph.weighted_sum(pinv, w[s], pairs.size)
     pinline = np.ones(pairs.size, dtype=bool)
-    np.logical_and.at(pinline, pinv, inline_all)
+    np.logical_and.at(pinline, pinv, inline_root)
     return pairs // n, pairs % n, weight, pinline
 
 

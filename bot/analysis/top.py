@@ -184,7 +184,8 @@ def top(profile: Profile, options: TopOptions | None = None) -> TopReport:
         order = order[:options.node_count]
     rows = build_rows(nodes.names, order, flat, cum, total)
     fr = graph.frames(profile, options.filters())
-    callers = graph.incoming_edges(fr, profile.values[:, index], order)
+    callers = graph.incoming_edges(fr, profile.values[:, index], order,
+                                   graph.kept_nodes(fr.num_nodes, order, present.size))
     for row, node in zip(rows, order.tolist(), strict=True):
         row.inline = graph.inline_label(callers.get(node))
     return TopReport(

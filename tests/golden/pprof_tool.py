@@ -153,3 +153,36 @@ def _cases() -> list[Case]:
 
 
 CASES = _cases()
+
+# The held-out set: profiles of real Go programs nobody here wrote (the compiler, stdlib
+# benchmarks; tests/fixtures/regenerate.py --real-go). Not tuned against: a mismatch is a bug.
+REAL_GO = ["go_compile_types.pb.gz", "go_compile_types_256k.pb.gz", "go_json_decode.pb.gz",
+           "go_json_encode.pb.gz", "go_regexp.pb.gz"]
+
+
+def _real_go_cases() -> list[Case]:
+    json_v2 = r"encoding/json/v2\.make"
+    cases = [Case("go_json_encode.pb.gz", st, base="go_json_decode.pb.gz") for st in HEAP_TYPES]
+    cases += [
+        Case("go_json_decode.pb.gz", "alloc_space", cum=True, base="go_json_encode.pb.gz"),
+        Case("go_compile_types.pb.gz", "inuse_space", base="go_compile_types_256k.pb.gz"),
+        Case("go_compile_types.pb.gz", "alloc_objects", cum=True,
+             base="go_compile_types_256k.pb.gz", focus=r"ssa\.regalloc"),
+        Case("go_compile_types.pb.gz", "alloc_space", focus=r"noder\.\(\*reader\)\.(expr|stmt1)$"),
+        Case("go_compile_types.pb.gz", "alloc_space", cum=True,
+             ignore=r"^cmd/compile/internal/ssa\.",
+             hide=r"^runtime\.|^cmd/compile/internal/types2\."),
+        Case("go_compile_types.pb.gz", "inuse_objects", hide=r"^cmd/compile/internal/(ir|noder)\."),
+        Case("go_compile_types.pb.gz", "alloc_space", cum=True, nodes=25),
+        Case("go_compile_types_256k.pb.gz", "inuse_space", nodes=40),
+        Case("go_json_decode.pb.gz", "alloc_space", focus=json_v2, ignore=r"zstd|io\.ReadAll"),
+        Case("go_json_decode.pb.gz", "alloc_objects", cum=True, hide=r"^(reflect|runtime)\.",
+             focus=r"json"),
+        Case("go_regexp.pb.gz", "alloc_space", focus=r"regexp/syntax\.\(\*(parser|compiler)\)",
+             hide=r"\.Benchmark"),
+        Case("go_regexp.pb.gz", "alloc_objects", cum=True, nodes=12, ignore=r"Literal"),
+    ]
+    return cases
+
+
+REAL_GO_CASES = _real_go_cases()

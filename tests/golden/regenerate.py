@@ -13,13 +13,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.golden.pprof_tool import CASES, run_pprof
+from tests.golden.pprof_tool import CASES, REAL_GO_CASES, run_pprof
 
 _VOLATILE = ("File:", "Build ID:", "Time:", "Duration:")
 
 
 def main() -> int:
-    for case in CASES:
+    for case in [*CASES, *REAL_GO_CASES]:
         text = run_pprof(case.pprof_args())
         kept = [ln for ln in text.splitlines() if not ln.startswith(_VOLATILE)]
         case.golden_path().write_text("\n".join(kept) + "\n")

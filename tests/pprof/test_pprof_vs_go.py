@@ -52,17 +52,15 @@ def test_random_program_filters(random_program: Path) -> None:
 
 _LIST_HEAD = re.compile(r"^ROUTINE =+ (\S+) in (\S+)$")
 _LIST_SUM = re.compile(r"^\s*(-?\d+)B?\s+(-?\d+)B? \(flat, cum\)")
-_LIST_LINE = re.compile(r"^\s*(\.|-?\d+B)\s+(\.|-?\d+B)\s+(\d+):")
+_LIST_LINE = re.compile(r"^\s*(\.|-?\d+B?)\s+(\.|-?\d+B?)\s+(\d+):")
 
 
 def _value(text: str) -> int:
     return 0 if text == "." else int(text.rstrip("B"))
 
 
-def test_random_program_list_matches_pprof_line_by_line(random_program: Path) -> None:
-    profile = parse_profile(random_program.read_bytes())
-    text = run_pprof(["-list=main\\.f", "-unit=B", "-sample_index=alloc_space",
-                      str(random_program)], cwd=random_program.parent)
+def parse_list(text: str) -> dict[tuple[str, str], dict]:
+    """`pprof -list -unit=B` as {(function, file): flat, cum, lines {line: (flat, cum)}}."""
     expected: dict[tuple[str, str], dict] = {}
     current = None
     for line in text.splitlines():
@@ -74,6 +72,13 @@ def test_random_program_list_matches_pprof_line_by_line(random_program: Path) ->
             flat, cum = _value(m.group(1)), _value(m.group(2))
             if flat or cum:
                 current["lines"][int(m.group(3))] = (flat, cum)
+    return expected
+
+
+def test_random_program_list_matches_pprof_line_by_line(random_program: Path) -> None:
+    profile = parse_profile(random_program.read_bytes())
+    expected = parse_list(run_pprof(["-list=main\\.f", "-unit=B", "-sample_index=alloc_space",
+                                     str(random_program)], cwd=random_program.parent))
     report = list_lines(profile, "main\\.f", TopOptions("alloc_space"))
     got = {(f.function, f.file): {"flat": f.flat, "cum": f.cum,
                                   "lines": {x.line: (x.flat, x.cum) for x in f.lines}}
@@ -81,9 +86,7 @@ def test_random_program_list_matches_pprof_line_by_line(random_program: Path) ->
     assert got == expected and len(got) > 3
 
 
-
-
-def _parse_peek(text: str) -> dict[str, dict]:
+def parse_peek(text: str) -> dict[str, dict]:
     entries: dict[str, dict] = {}
     block: list[str] = []
     for line in [*text.splitlines(), "-" * 58 + "+"]:
@@ -114,7 +117,7 @@ def _parse_peek(text: str) -> dict[str, dict]:
 def test_peek_matches_pprof() -> None:
     path = FIXTURES / "heap_2.pb.gz"
     regex = "leakmap|fmt\\.Sprintf"
-    expected = _parse_peek(run_pprof(["-peek=" + regex, "-unit=B", "-sample_index=alloc_space",
+    expected = parse_peek(run_pprof(["-peek=" + regex, "-unit=B", "-sample_index=alloc_space",
                                       str(path)]))
     report = peek(parse_profile(path.read_bytes()), regex, TopOptions("alloc_space"))
     got = {e.function: {"flat": e.flat, "cum": e.cum,
