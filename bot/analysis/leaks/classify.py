@@ -249,9 +249,13 @@ def _levelled_within_noise(fit: Fit, t: np.ndarray, v: np.ndarray, period: int) 
         if high - low > 2.0 * sampling_sigma(period, low, high):
             break
         k -= 1
-    if k <= 0 or k >= len(v) - 1:
+    # The level needs the evidence a plateau needs: PLATEAU_POINTS observations over
+    # PLATEAU_SPAN_SHARE of the time (two close captures are no level).
+    if k <= 0 or len(v) - k < PLATEAU_POINTS:
         return False
     t1, t2 = float(t[k] - t[0]), float(t[-1] - t[k])
+    if t2 < PLATEAU_SPAN_SHARE * float(t[-1] - t[0]):
+        return False
     grew_before, grew_after = float(v[k] - v[0]), float(v[-1] - v[k])
     if t1 <= 0 or t2 <= 0 or grew_before <= 0:
         return False
