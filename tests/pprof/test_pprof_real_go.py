@@ -117,6 +117,23 @@ def test_whole_text_every_type_is_pprofs_text(name: str) -> None:
 
 
 @needs_go
+@pytest.mark.parametrize(("name", "base"), [
+    ("go_compile_types.pb.gz", "go_compile_types_256k.pb.gz"),
+    ("go_json_encode.pb.gz", "go_json_decode.pb.gz"),
+])
+def test_whole_diff_text_every_type_is_pprofs_text(name: str, base: str) -> None:
+    """A diff's inline marks join both profiles' edges: ssa.(*Block).NewValue0 is called
+    inlined in one compile and not in the other, so pprof says "(partial-inline)"."""
+    for sample_type in HEAP_TYPES:
+        for cum in (False, True):
+            case = Case(name, sample_type, cum, base=base)
+            text = run_pprof(case.pprof_args(exact=False))
+            ours = heapbot_report(case).to_text().replace(" (new)", "").replace(" (gone)", "")
+            assert ours[ours.index("Showing nodes"):] == text[text.index("Showing nodes"):], \
+                case.name
+
+
+@needs_go
 @pytest.mark.parametrize(("name", "regex"), [
     ("go_compile_types.pb.gz", r"noder\.\(\*linker\)\.reloc(Obj|Idx)$"),
     ("go_json_decode.pb.gz", r"json/v2\.makeStructArshaler\.func2$|slices\.Grow"),
