@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from bot.analysis.leaks import LeakReport, analyze  # noqa: E402
+from bot.analysis.leaks import HeapSite, LeakReport, analyze  # noqa: E402
 from bot.analysis.summary import SnapshotSummary  # noqa: E402
 from bot.runtime import Runtime  # noqa: E402
 from bot.settings import Settings  # noqa: E402
@@ -109,6 +109,7 @@ class Outcome:
     found: dict[str, bool] = field(default_factory=dict)  # leak scenario -> found
     false_positives: list[str] = field(default_factory=list)
     undecided: list[str] = field(default_factory=list)
+    cleared: list[str] = field(default_factory=list)  # a leak's function called not a leak
     verdict: str = ""
     detail: str = ""  # the report's suspects, undecided and not-suspects with reasons
     error: str = ""
@@ -171,8 +172,11 @@ async def run_case(case: Case, binary: Path, redis_url: str, workdir: Path,
             if dump is not None:  # what the verdict read, to replay offline or in tests
                 summaries = await runtime.summaries(service)
                 path = dump / (case.name.replace("/", "_") + ".json")
-                path.write_text(json.dumps({"case": case.name, "leaking": demos[0].url,
-                                            "summaries": [x.to_dict() for x in summaries]}))
+                path.write_text(json.dumps({
+                    "case": case.name, "leaking": demos[0].url,
+                    "summaries": [x.to_dict() for x in summaries],
+                    # own-code callers the live report read from the raw heap profile
+                    "sites": {x.function: x.own_caller for x in report.suspects}}))
         finally:
             await runtime.close()
         judge(outcome, report, leaking_target)
@@ -209,6 +213,9 @@ def judge(outcome: Outcome, report: LeakReport, leaking_target: str) -> None:
         else:
             outcome.false_positives.append(f"{s.function} [{scenario or '?'}]")
     outcome.undecided = [u.function for u in report.undecided]
+    # A leak's own function cleared (bounded, one-off, noise): a wrong all-clear.
+    outcome.cleared = [n.function for n in report.not_suspects
+                       if n.kind == "heap" and scenario_of(n.function) in LEAKS]
     leak_factor = float(regime.get("leak_factor", 1.0))  # type: ignore[arg-type]
     running = {part.split(":")[0]
                for part in scenarios_arg(True, 1.0, leak_factor, case.drip).split(",")}
@@ -220,8 +227,9 @@ def judge(outcome: Outcome, report: LeakReport, leaking_target: str) -> None:
 def replay(directory: Path, verbose: bool) -> list[Outcome]:
     """Judge the captures of earlier runs (``--dump``) again with the current verdict.
 
-    The live run also reads the latest raw heap profile for own-code callers; a replay
-    has the stored summaries only, so callers of runtime frames are guessed from them.
+    The live run also reads the latest raw heap profile for own-code callers; dumps keep
+    the callers of its suspects, older dumps have none, and callers of runtime frames
+    are then guessed from the summaries (a suspect may be scored under another scenario).
     """
     outcomes: list[Outcome] = []
     for path in sorted(directory.glob("*.json")):
@@ -238,7 +246,9 @@ def replay(directory: Path, verbose: bool) -> list[Outcome]:
             # (a checkout from before the period existed judges without it)
             if hasattr(obs, "sample_period"):
                 obs.sample_period = obs.sample_period or case.memprofilerate
-        report = analyze(caps)
+        sites = {fn: HeapSite("", caller) for fn, caller in data.get("sites", {}).items()
+                 if caller}
+        report = analyze(caps, sites=sites)
         judge(outcome, report, data["leaking"])
         missed = [k for k, v in outcome.found.items() if not v]
         print(f"{case.name:48} {outcome.verdict:16} missed={','.join(missed) or '-'} "
@@ -390,10 +400,13 @@ def report_tables(outcomes: list[Outcome], clock: float) -> int:
         rate_tables(rated)
         p, r, tp, fp, fn = scores(rated)
         print(f"\nheld out, sampling rates: precision {p:.2f} recall {r:.2f} over "
-              f"{len(rated)} runs ({tp} found, {fp} false positives, {fn} missed)")
+              f"{len(rated)} runs ({tp} found, {fp} false positives, {fn} missed); "
+              f"a leak's function cleared as not a leak {sum(len(o.cleared) for o in rated)} "
+              f"times: {', '.join(sorted({f for o in rated for f in o.cleared})) or '-'}")
     p, r, tp, fp, fn = scores(tuned)
     print(f"\noverall (tuned matrix): precision {p:.2f} recall {r:.2f} over {len(tuned)} runs "
-          f"({tp} found, {fp} false positives, {fn} missed); errors {len(errors)}; "
+          f"({tp} found, {fp} false positives, {fn} missed; a leak's function cleared "
+          f"{sum(len(o.cleared) for o in tuned)} times); errors {len(errors)}; "
           f"wall {time.monotonic() - clock:.0f}s")
     return 1 if errors else 0
 

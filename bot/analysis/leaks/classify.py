@@ -28,9 +28,12 @@ weighs a size or a pause is judged against that noise, so at 512 B per sample
   fitted rate needs to get there ("sampled every 512kB: +1MB is about 2 samples");
 - a flat tail is a plateau only when the rate before it would have added
   ``PLATEAU_SAMPLES`` samples over it (a pause in a staircase is not a plateau);
-- "slowing down" needs the shortfall of the later half beyond ``SLOWING_Z`` σ;
-- the staircase rule asks for the rising time a steady leak would show at that
-  sampling (a gap in which the expected λ samples arrive rises with 1 − e^(−λ)).
+- a level that stays within the sampling noise after growing fast (a full cache
+  whose entries turn over) is undecided.
+
+Noise only ever makes a verdict less sure: the rules that hold a series back as
+undecided (slowing down, a staircase, one big step) apply to sampled values as
+they are, even where the sampling alone could explain what they see.
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ MIN_RISING_TIME = 0.7  # share of the time between observations spent rising, fo
 MAX_FALL_SHARE = 0.25  # a fall larger than this share of the net growth: it goes up and down
 SLOWING_RATIO = 0.55  # second-half rate below this share of the first half's: slowing
 NOISE_Z = 3.0  # growth beyond this many σ of the sampling noise counts as growth
-SLOWING_Z = 2.0  # a slowdown beyond this many σ of the sampling noise counts as slowing
+SLOWING_Z = 2.0  # a level's shortfall beyond this many σ of the sampling noise: levelled
 PLATEAU_SAMPLES = 3.0  # samples the earlier rate would add over a flat tail (e^-3 ≈ 5%)
 
 
@@ -178,7 +181,7 @@ def classify(times: np.ndarray, values: np.ndarray, segments: np.ndarray,
         fit.why = ("one step carries most of the growth: distinct observations after it "
                    "would show whether it keeps rising or stays flat")
         return fit
-    if n >= 4 and _slowing(last_t, last_v, period):
+    if n >= 4 and _slowing(last_t, last_v):
         fit.kind = UNDECIDED
         fit.needed_points = 3
         fit.needed_seconds = max(span, 60.0)
@@ -186,7 +189,7 @@ def classify(times: np.ndarray, values: np.ndarray, segments: np.ndarray,
                    "observations would show whether it levels off")
         return fit
     rising_time = float(gaps[deltas > tol].sum()) / max(float(gaps.sum()), 1e-9)
-    if rising_time < MIN_RISING_TIME * _steady_rising_share(gaps, fit, period):
+    if rising_time < MIN_RISING_TIME:
         fit.kind = UNDECIDED
         fit.needed_points = 3
         fit.needed_seconds = max(span, 60.0)
@@ -267,17 +270,6 @@ def _levelled_within_noise(fit: Fit, t: np.ndarray, v: np.ndarray, period: int) 
     return True
 
 
-def _steady_rising_share(gaps: np.ndarray, fit: Fit, period: int) -> float:
-    """Share of the time a steady leak at the fitted rate shows rising when sampled every
-    ``period`` bytes: a gap expecting λ samples rises with probability 1 − e^(−λ)."""
-    if not period:
-        return 1.0
-    rate = max(fit.slope, fit.growth / max(fit.span, 1e-9), 0.0)
-    lam = rate * gaps / period
-    total = float(gaps.sum())
-    return float((gaps * -np.expm1(-lam)).sum()) / total if total > 0 else 1.0
-
-
 def _flat_tail(t: np.ndarray, v: np.ndarray, growth: float, floor: float
                ) -> tuple[int, float]:
     """(points, seconds) of the longest suffix that stays flat around its level.
@@ -301,24 +293,17 @@ def _flat_tail(t: np.ndarray, v: np.ndarray, growth: float, floor: float
     return count, float(t[-1] - t[len(t) - count])
 
 
-def _slowing(t: np.ndarray, v: np.ndarray, period: int = 0) -> bool:
+def _slowing(t: np.ndarray, v: np.ndarray) -> bool:
     """The average rate over the later half of the time fell well below the earlier half's.
 
     Halves by time, not by index, and average rates between the points nearest the
-    ends and the middle, so bursts of captures do not weigh more than gaps. Sampled
-    every ``period`` bytes, the later half's shortfall must also exceed SLOWING_Z σ of
-    the sampling noise (a steady staircase often has fewer steps in one half).
+    ends and the middle, so bursts of captures do not weigh more than gaps. Not
+    weighed against the sampling noise: a slowdown the noise might explain still
+    leaves the series undecided (noise never makes a verdict surer).
     """
     mid = int(np.argmin(np.abs(t - (t[0] + t[-1]) / 2)))
     if mid == 0 or mid == len(t) - 1:
         return False
-    t1, t2 = float(t[mid] - t[0]), float(t[-1] - t[mid])
-    early = (v[mid] - v[0]) / t1
-    late = (v[-1] - v[mid]) / t2
-    if not (early > 0 and late < SLOWING_RATIO * early):
-        return False
-    expected, seen = float(early * t2), float(v[-1] - v[mid])
-    # Var(expected) = (t2/t1)·period·expected (scaled from the first half), Var(seen) ≈
-    # period·seen: the noise of the shortfall.
-    sigma = sampling_sigma(period, expected * t2 / t1, seen)
-    return expected - seen > SLOWING_Z * sigma
+    early = (v[mid] - v[0]) / (t[mid] - t[0])
+    late = (v[-1] - v[mid]) / (t[-1] - t[mid])
+    return bool(early > 0 and late < SLOWING_RATIO * early)
