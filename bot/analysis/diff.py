@@ -47,7 +47,8 @@ def _callers_by_key(profile: Profile, index: int, filters: graph.Filters,
         kept = np.zeros(fr.num_nodes, dtype=bool)
         kept[selected] = True
     out: dict[Key, dict[Key, bool]] = {}
-    edges = graph.incoming_edges(fr, profile.values[:, index], selected, kept)
+    # every edge: the other profile may inline a function this one never does
+    edges = graph.incoming_edges(fr, profile.values[:, index], selected, kept, every_edge=True)
     for callee, callers in edges.items():
         mine = out.setdefault(nodes.keys[callee], {})
         for caller, inline in callers.items():

@@ -641,7 +641,8 @@ def kept_nodes(num_nodes: int, shown: np.ndarray, present: int) -> np.ndarray | 
 
 
 def incoming_edges(fr: Frames, sample_values: np.ndarray, selected: np.ndarray,
-                   kept: np.ndarray | None = None) -> dict[int, dict[int, bool]]:
+                   kept: np.ndarray | None = None,
+                   every_edge: bool = False) -> dict[int, dict[int, bool]]:
     """For each selected node: its callers and whether that call edge is inlined.
 
     An edge is inline only when every sample passing through it went through an
@@ -654,10 +655,14 @@ def incoming_edges(fr: Frames, sample_values: np.ndarray, selected: np.ndarray,
     newGraph with KeptNodes): other nodes are skipped, a node's caller is the
     nearest kept frame above it (none: no edge), and the edge is inline when the
     callee is not its location's outermost line, whatever it lands on.
+
+    A node never inlined in this profile is left out (no edge of it is inline), unless
+    ``every_edge``: a diff joins the edges of two profiles, where one may inline it.
     """
     want = np.zeros(fr.num_nodes, dtype=bool)
     want[selected] = True
-    want &= fr.inlined_nodes  # a node never inlined anywhere has no inline edge
+    if not every_edge:
+        want &= fr.inlined_nodes  # a node never inlined anywhere has no inline edge
     if not want.any():
         return {}
     st = fr._stacks

@@ -73,6 +73,18 @@ def test_matches_live_pprof(case: Case) -> None:
 
 
 @needs_go
+@pytest.mark.parametrize("case", REAL_GO_CASES, ids=lambda c: c.name)
+def test_case_text_is_pprofs_text(case: Case) -> None:
+    """The same cases in pprof's units, from `Type:` on: "Active filters", the "Showing"
+    lines, every row and its inline mark (a diff adds only " (new)"/" (gone)")."""
+    text = run_pprof(case.pprof_args(exact=False))
+    theirs = "".join(ln for ln in text[text.index("Type:"):].splitlines(keepends=True)
+                     if not ln.startswith(("Time:", "Duration:")))
+    ours = heapbot_report(case).to_text().replace(" (new)", "").replace(" (gone)", "")
+    assert ours[ours.index("Type:"):] == theirs
+
+
+@needs_go
 @pytest.mark.parametrize("name", REAL_GO)
 def test_top_every_type_flat_and_cum_whole_table(name: str) -> None:
     for report in assert_tops_equal_pprof(load(name), [FIXTURES / name]):
@@ -112,6 +124,23 @@ def test_whole_text_every_type_is_pprofs_text(name: str) -> None:
             case = Case(name, sample_type, cum)
             text = run_pprof(case.pprof_args(exact=False))
             ours = heapbot_report(case).to_text()
+            assert ours[ours.index("Showing nodes"):] == text[text.index("Showing nodes"):], \
+                case.name
+
+
+@needs_go
+@pytest.mark.parametrize(("name", "base"), [
+    ("go_compile_types.pb.gz", "go_compile_types_256k.pb.gz"),
+    ("go_json_encode.pb.gz", "go_json_decode.pb.gz"),
+])
+def test_whole_diff_text_every_type_is_pprofs_text(name: str, base: str) -> None:
+    """A diff's inline marks join both profiles' edges: ssa.(*Block).NewValue0 is called
+    inlined in one compile and not in the other, so pprof says "(partial-inline)"."""
+    for sample_type in HEAP_TYPES:
+        for cum in (False, True):
+            case = Case(name, sample_type, cum, base=base)
+            text = run_pprof(case.pprof_args(exact=False))
+            ours = heapbot_report(case).to_text().replace(" (new)", "").replace(" (gone)", "")
             assert ours[ours.index("Showing nodes"):] == text[text.index("Showing nodes"):], \
                 case.name
 
@@ -205,12 +234,15 @@ def test_list_with_goroot_source_is_pprofs_text(name: str, regex: str) -> None:
     """The files are trimpath names (encoding/json/v2/arshal.go): pprof's -source_path and
     heapbot's --source-dir both find them under GOROOT/src, and print the same lines."""
     src = goroot_src()
-    expected = run_pprof([f"-list={regex}", f"-source_path={src}", str(FIXTURES / name)])
-    done = subprocess.run([sys.executable, "-m", "bot", "list", "--profile",
-                           str(FIXTURES / name), regex, "--source-dir", src],
-                          capture_output=True, text=True, timeout=120, cwd=ROOT,
-                          env=dict(os.environ))
-    assert done.returncode == 0, done.stderr
-    assert done.stdout[done.stdout.index("Total:"):] == expected[expected.index("Total:"):]
-    assert done.stderr == ""
-    assert "ROUTINE" in expected and "(flat, cum)" in expected
+    for sample_type in ("alloc_objects", "alloc_space"):
+        expected = run_pprof([f"-list={regex}", f"-source_path={src}",
+                              f"-sample_index={sample_type}", str(FIXTURES / name)])
+        done = subprocess.run([sys.executable, "-m", "bot", "list", "--profile",
+                               str(FIXTURES / name), regex, "--type", sample_type,
+                               "--source-dir", src],
+                              capture_output=True, text=True, timeout=120, cwd=ROOT,
+                              env=dict(os.environ))
+        assert done.returncode == 0, done.stderr
+        assert done.stdout[done.stdout.index("Total:"):] == expected[expected.index("Total:"):]
+        assert done.stderr == ""
+        assert "ROUTINE" in expected and "(flat, cum)" in expected
