@@ -19,15 +19,20 @@ the root on sys.path and imports ``bench._common``.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tarfile
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +44,20 @@ BOT_PROCESS = REPO / "bench" / "load" / "bot_process.py"
 
 
 # -- percentiles -----------------------------------------------------------------------------
+
+def old_code(commit: str, name: str = "old") -> Path:
+    """bot/ as of ``commit`` in a temporary directory (removed at exit): `--old COMMIT` runs.
+
+    A bench's child process puts it first on sys.path to measure the old code beside the new.
+    """
+    tar = subprocess.run(["git", "archive", commit, "bot"], cwd=REPO, check=True,
+                         capture_output=True).stdout
+    target = Path(tempfile.mkdtemp(prefix=f"heapbot-{name}-old-"))
+    atexit.register(shutil.rmtree, target, ignore_errors=True)
+    with tarfile.open(fileobj=BytesIO(tar)) as archive:
+        archive.extractall(target, filter="data")
+    return target
+
 
 def percentile(values: Sequence[float], pct: float) -> float:
     """Nearest-rank percentile (0 for no values)."""

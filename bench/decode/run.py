@@ -33,13 +33,13 @@ import os
 import statistics
 import subprocess
 import sys
-import tarfile
-import tempfile
-from io import BytesIO
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench" / "gen_profile"))
+sys.path.insert(0, str(ROOT))
+
+from bench._common import old_code  # noqa: E402
 
 # Runs in a child process whose sys.path starts with the bot/ to measure.
 _CHILD = r"""
@@ -110,16 +110,6 @@ def rss(code: Path, op: str, profile: Path, repeat: int = 3) -> float:
                              for _ in range(repeat))
 
 
-def old_code(commit: str) -> Path:
-    """bot/ as of ``commit``, unpacked into a temporary directory."""
-    tar = subprocess.run(["git", "archive", commit, "bot"], cwd=ROOT, check=True,
-                         capture_output=True).stdout
-    target = Path(tempfile.mkdtemp(prefix="heapbot-decode-old-"))
-    with tarfile.open(fileobj=BytesIO(tar)) as archive:
-        archive.extractall(target, filter="data")
-    return target
-
-
 def report(name: str, profile: Path, runs: int, old: Path | None) -> None:
     codes = {"heapbot": ROOT} | ({"old": old} if old else {})
     print(f"{name}: {profile.name}, {profile.stat().st_size / 1e6:.2f} MB gzip", flush=True)
@@ -145,7 +135,7 @@ def main() -> int:
     args = parser.parse_args()
     from gen_profile import big_heap_profile, deep_heap_profile
 
-    old = old_code(args.old) if args.old else None
+    old = old_code(args.old, "decode") if args.old else None
     shapes = {"wide": lambda: big_heap_profile(stacks=65_536), "deep": deep_heap_profile}
     for name, make in shapes.items():
         if args.only in (None, name):

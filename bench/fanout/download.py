@@ -31,15 +31,13 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
-from io import BytesIO
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from bench._common import ProfileServer  # noqa: E402
+from bench._common import ProfileServer, old_code  # noqa: E402
 
 # Runs in a child process whose sys.path starts with the bot/ to measure.
 _CHILD = r"""
@@ -104,16 +102,6 @@ def child(code: Path, redis_url: str, urls: list[str]) -> dict[str, float]:
     return json.loads(out.stdout)
 
 
-def old_code(commit: str) -> Path:
-    """bot/ as of ``commit``, unpacked into a temporary directory."""
-    tar = subprocess.run(["git", "archive", commit, "bot"], cwd=ROOT, check=True,
-                         capture_output=True).stdout
-    target = Path(tempfile.mkdtemp(prefix="heapbot-download-old-"))
-    with tarfile.open(fileobj=BytesIO(tar)) as archive:
-        archive.extractall(target, filter="data")
-    return target
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -127,7 +115,7 @@ def main() -> int:
     from bot.redis_server import EmbeddedRedis
 
     work = Path(tempfile.mkdtemp(prefix="heapbot-download-"))
-    codes = {"heapbot": ROOT} | ({"old": old_code(args.old)} if args.old else {})
+    codes = {"heapbot": ROOT} | ({"old": old_code(args.old, "download")} if args.old else {})
     body = work / "body.pb.gz"  # incompressible gzip: as big stored as served
     body.write_bytes(gzip.compress(os.urandom(int(args.mib * (1 << 20))), compresslevel=1))
     redis = EmbeddedRedis(work / "redis")

@@ -16,22 +16,9 @@ import pytest
 
 from bot.runtime import Runtime
 from handlers import Invocation, run
-from tests.support.demo import start_demo
-from tests.support.runtime import runtime_on, service_registry
+from tests.support.runtime import demo_runtime
 
 BLOCKING_LINE = "deploy/demo/scenarios.go:"
-
-
-async def demo_runtime(tmp_path: Path, redis_url: str, demo_binary: Path, scenarios: str,
-                       rate: float, ready: dict[str, int] | None = None
-                       ) -> AsyncIterator[Runtime]:
-    demo = start_demo(demo_binary, scenarios=scenarios, rate=rate, ready=ready)
-    try:
-        async with runtime_on(service_registry(tmp_path, "demo", [demo.url],
-                                               cooldown_seconds=0), redis_url) as rt:
-            yield rt
-    finally:
-        demo.stop()
 
 
 @pytest.fixture

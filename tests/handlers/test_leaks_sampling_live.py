@@ -16,8 +16,7 @@ import pytest
 
 from bot.runtime import Runtime
 from handlers import Invocation, run
-from tests.support.demo import start_demo
-from tests.support.runtime import runtime_on, service_registry
+from tests.support.runtime import demo_runtime
 
 LEAKMAP = ("main.leakmapLoadUser", "main.leakmapNewRequest", "main.leakmapSetContext")
 
@@ -27,13 +26,8 @@ async def default_rate(tmp_path: Path, redis_url: str, demo_binary: Path
                        ) -> AsyncIterator[Runtime]:
     # No -memprofilerate: the demo keeps Go's runtime.MemProfileRate. leakmap at rate 30
     # keeps about 1.5 samples a second alive over its three functions: a few in seconds.
-    demo = start_demo(demo_binary, scenarios="leakmap", rate=30.0)
-    try:
-        async with runtime_on(service_registry(tmp_path, "demo", [demo.url],
-                                               cooldown_seconds=0), redis_url) as rt:
-            yield rt
-    finally:
-        demo.stop()
+    async for rt in demo_runtime(tmp_path, redis_url, demo_binary, "leakmap", 30.0):
+        yield rt
 
 
 async def test_a_young_leak_at_the_default_rate_is_undecided_naming_the_sampling(

@@ -21,6 +21,7 @@ from bot.jobs import JobQueue, QueueSettings
 from bot.runtime import Runtime
 from bot.settings import Settings
 from bot.slack.client import build_web_client
+from tests.support.demo import start_demo
 from tests.support.registry import write_registry
 
 UNREACHABLE = "http://127.0.0.1:9"  # discard port: nothing answers (stored-history tests)
@@ -41,6 +42,22 @@ async def runtime_on(registry: Path, redis_url: str) -> AsyncIterator[Runtime]:
         yield rt
     finally:
         await rt.close()
+
+
+async def demo_runtime(tmp_path: Path, redis_url: str, demo_binary: Path, scenarios: str,
+                       rate: float, ready: dict[str, int] | None = None
+                       ) -> AsyncIterator[Runtime]:
+    """A Runtime on one real demo instance running ``scenarios`` (the live leak tests).
+
+    The demo keeps Go's default MemProfileRate (512 KiB per sample), as a real service does.
+    """
+    demo = start_demo(demo_binary, scenarios=scenarios, rate=rate, ready=ready)
+    try:
+        async with runtime_on(service_registry(tmp_path, "demo", [demo.url],
+                                               cooldown_seconds=0), redis_url) as rt:
+            yield rt
+    finally:
+        demo.stop()
 
 
 @dataclass
