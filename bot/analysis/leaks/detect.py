@@ -96,7 +96,7 @@ def goroutines(caps: Sequence[SnapshotSummary], times: np.ndarray, seg: np.ndarr
                 name, "goroutines", f"{fit.why}; {max(1, fit.needed_points)} more capture(s) "
                 f"over about {format_duration(max(fit.needed_seconds, 60.0))} would decide",
                 growth=text, needed_captures=max(1, fit.needed_points),
-                needed_seconds=fit.needed_seconds))
+                needed_seconds=fit.needed_seconds, net_growth=fit.growth))
             continue
         share = fit.growth / positive
         evidence = [

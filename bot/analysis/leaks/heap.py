@@ -178,7 +178,8 @@ def _merge(found: HeapFindings, fn: str, per: Mapping[str, Fit],
         found.undecided.append(Undecided(
             fn, "heap", reason, growth=growth_text(fit.growth, fit.span, "bytes",
                                                    points=len(s.points)),
-            needed_captures=need, needed_seconds=fit.needed_seconds))
+            needed_captures=need, needed_seconds=fit.needed_seconds,
+            net_growth=fit.growth, sampling_limited=fit.sampling_limited))
         return
     for kind in (BOUNDED, JUMP, NOISE, STOPPED):
         chosen = {t: f for t, f in per.items() if f.kind == kind}

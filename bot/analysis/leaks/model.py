@@ -105,11 +105,14 @@ class Undecided:
     growth: str = ""  # "+3MB in 2m"
     needed_captures: int = 0
     needed_seconds: float = 0.0
+    net_growth: float = 0.0  # bytes or goroutines, as Suspect.net_growth
+    sampling_limited: bool = False  # the heap sampling, not the shape, holds it back
 
     def to_json(self) -> dict[str, Any]:
         return {"function": self.function, "kind": self.kind, "reason": self.reason,
                 "growth": self.growth, "needed_captures": self.needed_captures,
-                "needed_seconds": round(self.needed_seconds, 1)}
+                "needed_seconds": round(self.needed_seconds, 1),
+                "net_growth": self.net_growth, "sampling_limited": self.sampling_limited}
 
 
 @dataclass(slots=True)
