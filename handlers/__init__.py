@@ -62,6 +62,29 @@ def check_arguments(runtime: Runtime, command: str, argv: list[str],
     return argv
 
 
+async def preflight(runtime: Runtime, inv: Invocation) -> None:
+    """Raise the refusal :func:`run` would answer ``inv`` with before doing any work.
+
+    For a surface that can wait for Redis before its ack (the console): a command that
+    will be refused prints no "capturing demo…" first. The same checks as ``run``, in
+    its order: grammar, service and access (:func:`resolve_and_authorize`), the
+    module's ``check(argv)``, then its ``precheck(runtime, argv)`` (a `since` base or a
+    `--snapshot` that is not stored; a StoreError when Redis is down). Slack's ack
+    cannot wait for Redis and uses :func:`ack_text`.
+    """
+    parsed = parse(inv.text)
+    command, argv = parsed.command, parsed.argv
+    if command in commands.SERVICE_COMMANDS:
+        argv = resolve_and_authorize(runtime.registry, command, argv, inv)
+    module = commands.load(command)
+    check = commands.checker_of(module, command)
+    if check is not None:
+        check(argv)
+    precheck = commands.prechecker_of(module, command)
+    if precheck is not None:
+        await precheck(runtime, argv)
+
+
 def _usage_hint(err: HeapbotError, command: str) -> HeapbotError:
     """A usage error without its own hint gets the command's usage line."""
     if isinstance(err, UsageError) and err.hint is None and command in COMMANDS:
@@ -170,6 +193,7 @@ __all__ = [
     "clean_text",
     "may_use",
     "parse",
+    "preflight",
     "run",
     "usage_of",
 ]

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from handlers.invocation import Invocation
 
     Handler = Callable[[Runtime, list[str], Invocation], Awaitable[Reply]]
+    Precheck = Callable[[Runtime, list[str]], Awaitable[object]]
 
 log = logging.getLogger("heapbot.handlers")
 
@@ -117,6 +118,17 @@ def checker_of(module: ModuleType, command: str) -> Callable[[list[str]], object
     check = getattr(module, f"check_{command}", None) or (
         getattr(module, "check", None) if _serves_one(command) else None)
     return check if callable(check) else None
+
+
+def prechecker_of(module: ModuleType, command: str) -> Precheck | None:
+    """The module's refusals that need the store (``precheck_<command>``, else ``precheck``).
+
+    Run by :func:`handlers.preflight` before a surface acks, and by the handler itself
+    before it captures: a `since` base or a `--snapshot` that is not stored.
+    """
+    precheck = getattr(module, f"precheck_{command}", None) or (
+        getattr(module, "precheck", None) if _serves_one(command) else None)
+    return precheck if callable(precheck) else None
 
 
 def usage_of(command: str) -> str:

@@ -24,8 +24,6 @@ from rich.console import Console
 from rich.text import Text
 
 if TYPE_CHECKING:
-    from types import ModuleType
-
     from bot.reply import Reply
     from bot.runtime import Runtime
 
@@ -320,13 +318,18 @@ def _save_history(path: Path | None) -> None:
         pass
 
 
-def _arguments_ok(handlers: ModuleType, runtime: Runtime, line: str) -> bool:
-    """Whether the command passes the ack's checks; a refused one is shown once, as the reply."""
+def _will_answer(runner: asyncio.Runner, runtime: Runtime, line: str) -> bool:
+    """Whether ``line`` passes every check run makes before working (:func:`handlers.preflight`).
+
+    A refused command (unknown service, bad option, a `since` base or snapshot that is
+    not stored, Redis down) prints no ack: the reply alone says what is wrong, once.
+    """
+    import handlers
     from bot.errors import HeapbotError
 
+    inv = handlers.Invocation(text=line, user_id=_who(), source="console")
     try:
-        parsed = handlers.parse(line)
-        handlers.check_arguments(runtime, parsed.command, parsed.argv)
+        runner.run(handlers.preflight(runtime, inv))
     except HeapbotError:
         return False
     return True
@@ -360,9 +363,9 @@ def console(args: argparse.Namespace) -> int:
                     continue
                 if line.lower() in ("exit", "quit", "/exit", "/quit", ":q"):
                     break
-                if _arguments_ok(handlers, runtime, line):  # else the reply says what is wrong
-                    out.print(Text(handlers.ack_text(runtime, line), style="dim italic"))
                 try:
+                    if _will_answer(runner, runtime, line):  # else the reply says what is wrong
+                        out.print(Text(handlers.ack_text(runtime, line), style="dim italic"))
                     reply = runner.run(run_text(runtime, line, source="console"))
                 except KeyboardInterrupt:
                     out.print(Text("interrupted", style="red"))
