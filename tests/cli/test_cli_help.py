@@ -16,6 +16,7 @@ import pytest
 import handlers
 from bot.cli import SERVICE_EXAMPLES, SLASH_ONLY, _parser, parse
 from bot.cli.chat import command_argv
+from bot.errors import HeapbotError
 from handlers import commands
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,6 +59,43 @@ def test_a_typo_in_an_option_gets_the_fix(tmp_path: Path) -> None:
     assert "Unknown option `--fcous`. Did you mean `--focus`?" in typo.stdout
     nonsense = heapbot("ask", "/heap top demo --bogus", cwd=tmp_path)
     assert "Unknown option `--bogus`. Usage:" in nonsense.stdout  # no far-fetched guess
+
+
+FIXTURE = ROOT / "tests" / "fixtures" / "heap_1.pb.gz"
+
+
+def _cli_says(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    with pytest.raises(SystemExit):
+        parse(list(argv))
+    return capsys.readouterr().err
+
+
+def _slash_says(text: str) -> str:
+    parsed = handlers.parse(text)
+    check = commands.checker_of(commands.load(parsed.command), parsed.command)
+    assert check is not None
+    with pytest.raises(HeapbotError) as err:
+        check(parsed.argv)
+    return err.value.user_message()
+
+
+@pytest.mark.parametrize(("typo", "fix"), [
+    ("--fcous", "--focus"), ("--ignroe", "--ignore"), ("--hdie", "--hide"),
+    ("--cmu", "--cum"), ("--nodse", "--nodes"), ("--tpye", "--type"),
+    ("--fcous=main", "--focus"), ("--bogus", None),
+])
+def test_the_cli_and_the_slash_grammar_suggest_the_same_fix(
+        capsys: pytest.CaptureFixture[str], typo: str, fix: str | None) -> None:
+    """One did-you-mean rule (handlers._common.closest_option) for argparse and /heap."""
+    cli = _cli_says(capsys, "top", "--profile", str(FIXTURE), typo)
+    slash = _slash_says(f"/heap top demo {typo}")
+    name = typo.split("=")[0]
+    assert f"unrecognized arguments: {typo}" in cli
+    assert f"Unknown option `{name}`." in slash
+    if fix is None:
+        assert "Did you mean" not in cli + slash
+    else:
+        assert f"Did you mean `{fix}`?" in cli and f"Did you mean `{fix}`?" in slash
 
 
 def test_slash_only_commands_are_the_ones_without_a_subcommand() -> None:
