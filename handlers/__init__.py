@@ -102,8 +102,13 @@ def _internal_error_reply(command: str, service: str | None) -> Reply:
     )
 
 
-async def run(runtime: Runtime, inv: Invocation) -> Reply:
-    """Run one /heap command; never raises HeapbotError (it becomes a failure Reply)."""
+async def run(runtime: Runtime | None, inv: Invocation) -> Reply:
+    """Run one /heap command; never raises HeapbotError (it becomes a failure Reply).
+
+    ``runtime`` None (`heapbot help` in the CLI: no store started) answers only the
+    ``NO_RUNTIME_COMMANDS``, whose handlers are typed to take none; any other command
+    is refused with a message, never an AttributeError.
+    """
     started = time.monotonic()
     command = "?"
     service: str | None = inv.thread_service
@@ -111,14 +116,19 @@ async def run(runtime: Runtime, inv: Invocation) -> Reply:
         parsed = parse(inv.text)
         command = parsed.command
         argv = parsed.argv
-        if command in commands.SERVICE_COMMANDS:
-            argv = resolve_and_authorize(runtime.registry, command, argv, inv)
-            service = argv[0]
-        module = commands.load(command)
-        reply = await commands.handler_of(module, command)(runtime, argv, inv)
+        if runtime is None:
+            module = commands.load(command)
+            reply = await commands.offline_handler_of(module, command)(None, argv, inv)
+        else:
+            if command in commands.SERVICE_COMMANDS:
+                argv = resolve_and_authorize(runtime.registry, command, argv, inv)
+                service = argv[0]
+            module = commands.load(command)
+            reply = await commands.handler_of(module, command)(runtime, argv, inv)
         if not isinstance(reply, Reply):
             raise TypeError(f"handler {command} returned {type(reply).__name__}, not Reply")
-        if command in commands.SERVICE_COMMANDS:  # outside allow_channels: the asker alone
+        if runtime is not None and command in commands.SERVICE_COMMANDS:
+            # outside allow_channels: the asker alone
             reply = keep_private(reply, runtime.registry.resolve(argv[0]), inv)
         outcome = "error" if reply.error else "ok"
     except UsageError as err:

@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
     Handler = Callable[[Runtime, list[str], Invocation], Awaitable[Reply]]
     Precheck = Callable[[Runtime, list[str]], Awaitable[object]]
+    # A command answered from the command table alone: its handler takes `Runtime | None`,
+    # so mypy refuses a dereference of the Runtime it may not get.
+    OfflineHandler = Callable[[Runtime | None, list[str], Invocation], Awaitable[Reply]]
 
 log = logging.getLogger("heapbot.handlers")
 
@@ -61,6 +64,10 @@ SERVICE_COMMANDS = frozenset(
      "leaks", "watch", "unwatch"}
 )
 # commands that fetch from the service's pprof endpoints before answering
+# Answered with no Runtime (no Redis, no registry, no network): `heapbot help` starts no
+# embedded redis-server. Their handlers are typed `runtime: Runtime | None`.
+NO_RUNTIME_COMMANDS = frozenset({"help"})
+
 CAPTURING_COMMANDS = frozenset(
     {"top", "diff", "goroutines", "stats", "capture", "leaks", "peek", "list"}
 )
@@ -105,6 +112,16 @@ def load(command: str) -> ModuleType:
 def handler_of(module: ModuleType, command: str) -> Handler:
     """``handle_<command>`` when a module serves several commands, else ``handle``."""
     handler: Handler = getattr(module, f"handle_{command}", None) or module.handle
+    return handler
+
+
+def offline_handler_of(module: ModuleType, command: str) -> OfflineHandler:
+    """The handler of a NO_RUNTIME command: called with ``None`` for the Runtime."""
+    if command not in NO_RUNTIME_COMMANDS:
+        raise HeapbotError(f"`/heap {command}` needs heapbot's registry and store, and this "
+                           "surface ran it without them.",
+                           hint="Run it in `heapbot console` or with `heapbot ask`.")
+    handler: OfflineHandler = getattr(module, f"handle_{command}", None) or module.handle
     return handler
 
 

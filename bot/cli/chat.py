@@ -159,8 +159,8 @@ def _who() -> str:
         return "cli"
 
 
-async def run_text(runtime: Runtime, text: str, source: str = "cli") -> Reply:
-    """One /heap command through the same dispatcher Slack uses."""
+async def run_text(runtime: Runtime | None, text: str, source: str = "cli") -> Reply:
+    """One /heap command through the same dispatcher Slack uses (``None``: help only)."""
     import handlers
 
     return await handlers.run(runtime, handlers.Invocation(text=text, user_id=_who(),
@@ -221,19 +221,16 @@ def _reads_no_store(text: str) -> bool:
     from bot.errors import HeapbotError
 
     try:
-        return handlers.commands.canonical(handlers.parse(text).command) == "help"
+        command = handlers.commands.canonical(handlers.parse(text).command)
     except HeapbotError:
         return False
+    return command in handlers.commands.NO_RUNTIME_COMMANDS
 
 
 async def _run_once(text: str, output_format: str, source: str,
                     flame_out: str | None = None) -> int:
-    if _reads_no_store(text):
-        from typing import cast
-
-        # handlers.run reads the Runtime only for SERVICE commands; help is not one
-        reply = await run_text(cast("Runtime", None), text, source=source)
-        return print_result(reply, output_format)
+    if _reads_no_store(text):  # its handler takes no Runtime (NO_RUNTIME_COMMANDS)
+        return print_result(await run_text(None, text, source=source), output_format)
     runtime = await open_runtime()
     try:
         reply = await run_text(runtime, text, source=source)

@@ -6,6 +6,8 @@ commands answer without capturing); what is asserted is what the terminal shows.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import subprocess
 import sys
@@ -42,6 +44,25 @@ def test_heapbot_help_lists_the_commands_and_explains_one(tmp_path: Path) -> Non
     assert pasted.stdout == one.stdout
     # help reads nothing stored: no embedded redis-server was started for it
     assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("command", sorted(commands.NO_RUNTIME_COMMANDS))
+def test_commands_run_without_a_runtime_are_typed_to_take_none(command: str) -> None:
+    """`heapbot help` passes no Runtime: its handler says so in its type (mypy then refuses
+    a dereference), and it answers with none."""
+    handler = commands.offline_handler_of(commands.load(command), command)
+    annotation = inspect.signature(handler).parameters["runtime"].annotation
+    assert annotation.replace(" ", "") in ("Runtime|None", "None|Runtime", "Optional[Runtime]")
+    reply = asyncio.run(handlers.run(None, handlers.Invocation(text=command)))
+    assert not reply.error and reply.title
+
+
+def test_a_command_that_needs_a_runtime_is_refused_without_one() -> None:
+    """Should a surface run `/heap top` with no Runtime, the user reads why, not a crash."""
+    reply = asyncio.run(handlers.run(None, handlers.Invocation(text="top demo")))
+    assert reply.error
+    said = " ".join(reply.sections) + reply.title
+    assert "needs heapbot's registry and store" in said and "internal error" not in said
 
 
 def test_top_help_names_every_option_the_next_hints_use(tmp_path: Path) -> None:
