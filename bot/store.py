@@ -357,7 +357,6 @@ class SnapshotStore:
                         # expired, or lost in a failover since it was sent: send it again
                         # (WATCH also fails the EXEC if it expires from here on)
                         if blobs and await pipe.hlen(staging) != len(blobs):
-                            await pipe.delete(staging)
                             staged = False
                             continue
                         previous_ids = await pipe.zrevrangebyscore(
@@ -399,7 +398,9 @@ class SnapshotStore:
                                 previous_build_id=previous_build))
                         pipe.multi()
                         if blobs:  # overwrites the key of an EXEC whose reply was lost
-                            pipe.rename(staging, snap_key)
+                            # (redis-py's cluster pipeline blocks .rename(): keys of any
+                            # two slots; these two share the service's hash tag)
+                            pipe.execute_command("RENAME", staging, snap_key)
                         pipe.hset(snap_key, mapping=head)
                         pipe.expire(snap_key, ttl)
                         pipe.zadd(index, {snapshot.id: snapshot.taken_at})
