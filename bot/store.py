@@ -320,6 +320,7 @@ class SnapshotStore:
                     continue
                 mapping[f"raw:{instance}:{kind}"] = _pack(body)
             for name, value in mapping.items():
+                name = name if isinstance(name, str) else repr(name)
                 if isinstance(value, bytes | bytearray) and len(value) > self.max_value_bytes:
                     raise StoreError(
                         f"Could not store the snapshot of `{svc}`: its `{name}` is "
@@ -331,7 +332,8 @@ class SnapshotStore:
 
         mapping = await asyncio.to_thread(encode)
         ttl = max(1, int(retention_days * 86400))
-        head = {f: v for f, v in mapping.items() if f in ("meta", "summary")}
+        head: dict[FieldT, EncodableT] = {
+            f: v for f, v in mapping.items() if f in ("meta", "summary")}
         blobs = {f: v for f, v in mapping.items() if f not in head}
         staging = keys.snapshot_staging(svc, snapshot.id)
         staging_ms = max(1, int(self.staging_ttl * 1000))
