@@ -266,3 +266,19 @@ async def test_saving_a_fleet_holds_one_profile_in_flight_not_the_capture(
         tracemalloc.stop()
     assert peak / total < 0.5, f"{peak / total:.2f}x the profiles"
 
+
+
+async def test_saving_one_big_profile_holds_it_once(store: SnapshotStore) -> None:
+    """One 24 MiB profile: the connection sends it 1 MiB at a time (bot.redisconn's
+    PiecewiseSend), where asyncio's writelines joined and buffered it (3.0x allocated)."""
+    raw = {(0, "heap"): bytearray(bodies(1, 24 << 20)[(0, "heap")])}
+    await store.save(fleet_snapshot(1), {(0, "heap"): b"\x1f\x8bwarm"})  # connect first
+    tracemalloc.start()
+    try:
+        await store.save(fleet_snapshot(1), raw)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak / len(raw[(0, "heap")]) < 0.5, f"{peak / len(raw[(0, 'heap')]):.2f}x"
+    assert await store.raw_profile(SERVICE, (await store.list(SERVICE, 1))[0].id, 0) == \
+        raw[(0, "heap")]
