@@ -20,6 +20,7 @@ from bot.errors import ProfileError
 from bot.pprof import profile_pb2
 from bot.pprof.limits import DEFAULT_LIMITS, Limits, inflate
 from bot.pprof.model import Mapping, Profile, SampleType
+from bot.pprof.names import pprof_names
 from bot.pprof.wire import (
     IntType,
     Messages,
@@ -224,8 +225,10 @@ def _build(box: list[profile_pb2.ProfileFrame]) -> Profile:
     nf = len(fmsgs)
     function_ids = scalar(ff, 1, nf)
     fn_index = _Ids(function_ids, "function")
-    function_names = strings.many(scalar(ff, 2, nf), "function name")
     function_system_names = strings.many(scalar(ff, 3, nf), "function system name")
+    # as pprof prints them: its symbolizer's default demangling (bot/pprof/names.py)
+    function_names = pprof_names(strings.many(scalar(ff, 2, nf), "function name"),
+                                 function_system_names)
     function_filenames = strings.many(scalar(ff, 4, nf), "function file name")
     function_start_lines = as_int64(scalar(ff, 5, nf))
 
