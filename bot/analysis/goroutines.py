@@ -314,10 +314,17 @@ def _match(name: str, table: tuple[tuple[str, str], ...]) -> str | None:
     return None
 
 
-def infer_state(frames: Sequence[Frame]) -> str:
-    """Wait state from the innermost frames (proto and ?debug=1 carry no state word)."""
+def infer_state(frames: Sequence[Frame], runtime_shown: bool = False) -> str:
+    """Wait state from the innermost frames (proto and ?debug=1 carry no state word).
+
+    ``runtime_shown``: the stack keeps its runtime frames (the proto). A parked goroutine
+    then always has them on top (runtime.gopark), so a stack with none was running or
+    about to run: "runnable", as Go's ?debug=2 says; an empty one (runtime.goexit alone)
+    is a goroutine not started yet, "runnable" too. ?debug=1 hides the runtime frames, so
+    there the same stacks can only read "waiting" and "unknown".
+    """
     if not frames:
-        return "unknown"
+        return "runnable" if runtime_shown else "unknown"
     for table in (_STATE_BY_FUNCTION, _STATE_FALLBACK):
         for frame in frames[:8]:
             state = _match(frame.function, table)
@@ -330,7 +337,7 @@ def infer_state(frames: Sequence[Frame]) -> str:
         return "running"
     if top in ("runtime.gopark", "runtime.goparkunlock"):
         return "waiting"
-    if is_runtime(top):
+    if is_runtime(top) or runtime_shown:
         return "runnable"
     return "waiting"
 
@@ -426,7 +433,7 @@ def _group(stacks: Iterable[_Stack],
         total += count
         sig = stack_signature(frames)
         if state is None:
-            state = infer_state(frames)
+            state = infer_state(frames, runtime_shown=source == "proto")
         g = groups.get(sig)
         if g is None:
             groups[sig] = GoroutineGroup(count=count, frames=frames, state=state,

@@ -55,10 +55,12 @@ def _sniff_not_profile(raw: bytes | bytearray) -> None:
     if head[:1] in (b"{", b"["):
         _fail("This is JSON, not a pprof profile.",
               "Check the URL points at the service's /debug/pprof/ endpoint.")
-    if low.startswith(b"goroutine profile:") or _GOROUTINE_DUMP.match(head):
-        debug = "?debug=1" if low.startswith(b"goroutine profile:") else "?debug=2"
-        _fail(f"This is a goroutine dump ({debug}), not a binary pprof profile.",
-              "`heapbot goroutines --profile FILE` reads it; or fetch /debug/pprof/goroutine "
+    if low.startswith((b"goroutine profile:", b"goroutineleak profile:")) \
+            or _GOROUTINE_DUMP.match(head):
+        debug = "?debug=2" if _GOROUTINE_DUMP.match(head) else "?debug=1"
+        name = "goroutineleak" if low.startswith(b"goroutineleak") else "goroutine"
+        _fail(f"This is a {name} dump ({debug}), not a binary pprof profile.",
+              f"`heapbot goroutines --profile FILE` reads it; or fetch /debug/pprof/{name} "
               f"without {debug} for the binary profile.")
     if low.startswith((b"heap profile:", b"--- ")):
         _fail("This is the text form of a profile (?debug=1), not the binary protobuf.",
