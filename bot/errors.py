@@ -42,11 +42,15 @@ class UsageError(HeapbotError):
 class UnknownServiceError(UsageError):
     """A service name that the registry does not know."""
 
-    def __init__(self, name: str, suggestions: Sequence[str] = ()) -> None:
+    def __init__(self, name: str, suggestions: Sequence[str] = (),
+                 registry: str | None = None) -> None:
         self.name = name
         self.suggestions = list(suggestions)
+        self.registry = registry  # the registry file looked in, so a wrong one shows
         if self.suggestions:
             hint = "Did you mean " + " or ".join(f"`{s}`" for s in self.suggestions) + "?"
+        elif registry:
+            hint = f"`/heap services` lists the services of the registry {registry}."
         else:
             hint = "`/heap services` lists the services heapbot knows."
         super().__init__(f"heapbot knows no service called `{name}`.", hint=hint)

@@ -4,8 +4,9 @@ A Redis Cluster refuses a command, MULTI/EXEC or Lua script whose keys hash to
 different slots (CROSSSLOT). Keys used together therefore share a hash tag, the
 part in ``{…}`` that alone decides the slot:
 
-- ``{<service>}``: a service's snapshots, index, deploy markers and capture lock
-  (one MULTI/EXEC stores a snapshot, trims retention and adds deploy markers);
+- ``{<service>}``: a service's snapshots, their staging hashes, index, deploy markers and
+  capture lock (one MULTI/EXEC renames a staged snapshot into place, trims retention and
+  adds deploy markers);
 - ``{jobs}``: the job stream, its dead letters, dedupe keys and per-job progress
   (the enqueue script sets a dedupe key and XADDs; ack XACKs and deletes progress);
 - ``{watches}``: the watch list and each watch's cursor, state, recovery streak, turn and
@@ -38,6 +39,12 @@ def _service(service: str) -> str:
 def snapshot(service: str, snapshot_id: str) -> str:
     """Hash: ``meta``, ``summary`` and ``raw:<instance>:<kind>`` of one capture."""
     return f"{_service(service)}:snap:{snapshot_id}"
+
+
+def snapshot_staging(service: str, snapshot_id: str) -> str:
+    """Hash of a snapshot's profiles while they are sent, one per command, with a short TTL;
+    the save's MULTI/EXEC RENAMEs it to ``snapshot`` (a crash leaves it to expire unseen)."""
+    return f"{_service(service)}:staging:{snapshot_id}"
 
 
 def snapshot_index(service: str) -> str:
@@ -162,7 +169,7 @@ SLACK_SIGNATURE_SEEN = f"{PREFIX}slack:sig:"
 # Builders whose keys appear together in one MULTI/EXEC, pipeline transaction or script.
 MULTI_KEY_GROUPS: dict[str, list[Callable[..., str]]] = {
     "snapshot save (MULTI/EXEC, retention, deploy markers)": [
-        snapshot, snapshot_index, deploys, capture_lock],
+        snapshot, snapshot_staging, snapshot_index, deploys, capture_lock],
     "job queue (enqueue script, ack, dead letter)": [
         lambda _x: JOB_STREAM, lambda _x: JOB_DEAD_LETTER, job_dedupe, job_progress],
     "sampling (reserve and release scripts)": [

@@ -1,6 +1,7 @@
 """The service registry: which Go services heapbot can profile, and how.
 
-It is a YAML file (``HEAPBOT_CONFIG``, default ``./heapbot.yaml``) validated
+It is a YAML file (``HEAPBOT_CONFIG``, default the nearest ``heapbot.yaml`` or
+``.heapbot-demo/heapbot.yaml`` from the current directory upwards) validated
 once at start, so a typo is reported with the file, the service and the key
 instead of surfacing later as a failed capture. Secrets never live in the file:
 it names environment variables whose values become request headers.
@@ -23,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import ErrorDetails
 
 from bot.errors import AccessDeniedError, ConfigError, UnknownServiceError
+from bot.settings import DEFAULT_CONFIG, find_registry
 
 # Captures that ask for a fresh heap (heap?gc=1: one forced GC on the target) unless
 # the registry says otherwise: leak sampling, watch ticks and alert captures. A
@@ -33,11 +35,14 @@ TARGET_SCHEMES = ("http", "https", "dns+http", "dns+https")
 SERVICE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+SERVICES_EXAMPLE = "services:\n  payments:\n    targets: [\"http://10.0.0.5:6060\"]\n"
 HOW_TO_ADD = (
-    "Create it with a `services:` map, e.g.\n"
-    "services:\n  payments:\n    targets: [\"http://10.0.0.5:6060\"]\n"
-    "and point HEAPBOT_CONFIG at it (see README: Services and storage)."
+    "Create heapbot.yaml with a `services:` map, e.g.\n" + SERVICES_EXAMPLE
+    + "in this directory (or one above it), or point HEAPBOT_CONFIG at it "
+    "(see README: Services and storage)."
 )
+HOW_TO_FILL = ("Add a `services:` map to it, e.g.\n" + SERVICES_EXAMPLE
+               + "(see README: Services and storage).")
 
 
 class _Defaults(BaseModel):
@@ -359,19 +364,29 @@ class Registry:
         service = self.find(name)
         if service is not None:
             return service
-        error = UnknownServiceError(name, self.suggest(name))
+        error = UnknownServiceError(name, self.suggest(name),
+                                    self.where if self.found else None)
         if not self.services:
             error.hint = self.setup_hint()
         raise error
 
+    @property
+    def where(self) -> str:
+        """The registry file as an absolute path ("heapbot.yaml" alone names no directory)."""
+        return os.path.abspath(self.path) if self.path else str(DEFAULT_CONFIG)
+
     def setup_hint(self) -> str:
-        """What to do when the registry is empty."""
-        # the whole path: "heapbot.yaml" alone does not say which directory was looked in
-        where = os.path.abspath(self.path) if self.path else "heapbot.yaml"
+        """What to do when the registry is empty: which file (or search) it came from."""
         if not self.found:
-            return (f"There is no registry file at {where}. " + HOW_TO_ADD
-                    + " (`make demo` leaves one in its checkout, found when heapbot runs there.)")
-        return f"The registry {where} lists no services. " + HOW_TO_ADD
+            if self.path is None or Path(self.path) == DEFAULT_CONFIG:  # the default search
+                looked = find_registry().describe()
+                missing = f"There is no registry file: heapbot looked for {looked}."
+            else:
+                missing = f"There is no registry file at {self.where}."
+            return (f"{missing} " + HOW_TO_ADD
+                    + " (`make demo` leaves one in its checkout, found from any directory "
+                    "inside it.)")
+        return f"The registry {self.where} lists no services. " + HOW_TO_FILL
 
 
 def _format_location(loc: Sequence[Any]) -> str:
@@ -430,7 +445,8 @@ def parse_registry(data: Any, path: Path) -> Registry:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{name}: the top level must be a map with `services:`.", hint=HOW_TO_ADD)
+        raise ConfigError(f"{name}: the top level must be a map with `services:`.",
+                          hint=HOW_TO_FILL)
     try:
         parsed = _RegistryFile.model_validate(data)
     except ValidationError as exc:
@@ -494,7 +510,9 @@ def parse_registry(data: Any, path: Path) -> Registry:
 
 def load_registry(path: str | os.PathLike[str] | None = None) -> Registry:
     """Read and validate the registry; a missing file gives an empty registry (not an error)."""
-    file = Path(path if path is not None else os.environ.get("HEAPBOT_CONFIG", "heapbot.yaml"))
+    if path is None:  # as Settings finds it: HEAPBOT_CONFIG, else the nearest one upwards
+        path = os.environ.get("HEAPBOT_CONFIG") or find_registry().found or DEFAULT_CONFIG
+    file = Path(path)
     try:
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:

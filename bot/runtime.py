@@ -371,8 +371,7 @@ class Runtime:
             # finished it: that is as fresh as ours would be (single-flight).
             metrics.CAPTURES.labels(config.name, "reused").inc()
             return _joined(await self._from_stored(latest))
-        if (not force and latest is not None and config.cooldown_seconds > 0
-                and now - latest.taken_at < config.cooldown_seconds):
+        if not force and latest is not None and _within_cooldown(config, latest, now):
             metrics.CAPTURES.labels(config.name, "reused").inc()
             return await self._from_stored(latest, reused=True)
 
@@ -491,6 +490,15 @@ class Runtime:
         return Captured(snapshot=snapshot, heap=heap, memstats=dict(snapshot.memstats),
                         instances=snapshot.instances,
                         age_seconds=max(0.0, time.time() - snapshot.taken_at))
+
+    async def reusable(self, service: str) -> StoredSnapshot | None:
+        """The capture a non-forced :meth:`capture` of ``service`` would reuse now (its
+        cooldown), or None when it would capture anew; StoreError when Redis cannot say."""
+        config = self.registry.resolve(service)
+        if config.cooldown_seconds <= 0:
+            return None
+        latest = await self.store.latest(config.name)
+        return latest if _within_cooldown(config, latest, time.time()) else None
 
     async def previous(self, service: str, snapshot: StoredSnapshot) -> StoredSnapshot | None:
         """The capture stored before ``snapshot``, or None when there is none (or no store)."""
@@ -717,6 +725,12 @@ class Runtime:
                                     hint=hint)
             return found
         return await self.store.get(name, low)  # a snapshot id (check_since_ref said so)
+
+
+def _within_cooldown(config: ServiceConfig, latest: StoredSnapshot | None, now: float) -> bool:
+    """Whether ``latest`` is recent enough to be reused instead of a new capture."""
+    return (latest is not None and config.cooldown_seconds > 0
+            and now - latest.taken_at < config.cooldown_seconds)
 
 
 def _sites_of(blobs: list[bytes]) -> dict[str, HeapSite]:

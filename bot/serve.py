@@ -103,6 +103,8 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     """Run until SIGINT/SIGTERM (or ``stop`` is set): the server, then a clean shutdown."""
     check_slack_settings(settings)  # before starting Redis: a missing token is one message
     runtime = await Runtime.create(settings)
+    if runtime.registry.found:  # which file: HEAPBOT_CONFIG, or found from here upwards
+        log.info("registry %s: %d service(s)", runtime.registry.where, len(runtime.registry))
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     quiet_accept_errors(loop)

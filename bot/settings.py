@@ -10,6 +10,7 @@ A value heapbot cannot use stops it with one ConfigError naming the variable.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -24,29 +25,87 @@ DEMO_DIR = ".heapbot-demo"  # what `make demo` leaves running: registry, data, s
 DEFAULT_CONFIG = Path("heapbot.yaml")
 
 
-def demo_dir() -> Path | None:
-    """The demo `make demo` left in the current directory, if any (absolute path).
+@dataclass(frozen=True, slots=True)
+class RegistrySearch:
+    """Where the default registry was looked for, and what was found (as git finds .git).
 
-    So that the README's next commands (`heapbot ask "/heap top demo"`,
-    `heapbot console`) find the demo's registry and data without any variable.
+    ``found`` is the nearest ``heapbot.yaml`` (or ``.heapbot-demo/heapbot.yaml``, the one
+    `make demo` leaves) in ``start`` or a directory above it, or None; ``top`` is the
+    last directory looked in (the filesystem root, a mount boundary or $HOME).
     """
-    folder = Path.cwd() / DEMO_DIR
-    return folder if (folder / "heapbot.yaml").is_file() else None
+
+    start: Path
+    top: Path
+    found: Path | None
+
+    @property
+    def demo(self) -> Path | None:
+        """The `make demo` folder whose registry was found, or None."""
+        if self.found is not None and self.found.parent.name == DEMO_DIR:
+            return self.found.parent
+        return None
+
+    def describe(self) -> str:
+        """"heapbot.yaml or .heapbot-demo/heapbot.yaml in /a/b/c or a directory above it
+        (up to /a)": what a user reads when nothing was found."""
+        names = f"{DEFAULT_CONFIG} or {DEMO_DIR}/{DEFAULT_CONFIG}"
+        if self.top == self.start:
+            return f"{names} in {self.start}"
+        return f"{names} in {self.start} or a directory above it (up to {self.top})"
+
+
+def _candidates(folder: Path) -> tuple[Path, Path]:
+    return folder / DEFAULT_CONFIG, folder / DEMO_DIR / DEFAULT_CONFIG
+
+
+def find_registry(start: Path | None = None) -> RegistrySearch:
+    """The nearest registry from ``start`` (default: the current directory) upwards.
+
+    So `cd deploy/demo && heapbot top demo` finds the registry `make demo` left at the
+    checkout's root. In each directory ``heapbot.yaml`` comes before
+    ``.heapbot-demo/heapbot.yaml``. The walk stops at the filesystem root, at a mount
+    boundary (another device, as git does without GIT_DISCOVERY_ACROSS_FILESYSTEM) and
+    at $HOME when ``start`` is inside it, so another user's or the machine's file is
+    never picked up by accident.
+    """
+    here = (start or Path.cwd()).absolute()
+    try:
+        home: Path | None = Path.home().absolute()
+    except (RuntimeError, KeyError):  # no $HOME and no passwd entry (some containers)
+        home = None
+    stop_at_home = home is not None and here.is_relative_to(home)
+    folder = here
+    while True:
+        for candidate in _candidates(folder):
+            if candidate.is_file():
+                return RegistrySearch(start=here, top=folder, found=candidate)
+        parent = folder.parent
+        if parent == folder or (stop_at_home and folder == home) or _other_device(folder,
+                                                                                 parent):
+            return RegistrySearch(start=here, top=folder, found=None)
+        folder = parent
+
+
+def _other_device(folder: Path, parent: Path) -> bool:
+    """Whether ``parent`` lies on another filesystem than ``folder`` (a mount point)."""
+    try:
+        return folder.stat().st_dev != parent.stat().st_dev
+    except OSError:  # an unreadable parent: stop there
+        return True
 
 
 def _default_config_path() -> Path:
-    """``./heapbot.yaml``; without one, the registry `make demo` left here."""
-    if DEFAULT_CONFIG.exists():
-        return DEFAULT_CONFIG
-    demo = demo_dir()
-    return demo / "heapbot.yaml" if demo else DEFAULT_CONFIG
+    """The nearest ``heapbot.yaml`` (or the demo's) from here upwards; else ``heapbot.yaml``."""
+    return find_registry().found or DEFAULT_CONFIG
 
 
 def _default_data_dir(data: dict[str, Any]) -> Path:
     """The demo's own data dir when its registry is the one in use, else the platform's."""
-    demo = demo_dir()
-    if demo is not None and data.get("config_path") == demo / "heapbot.yaml":
-        return demo / "data"
+    config = data.get("config_path")
+    if config is not None and Path(config).parent.name == DEMO_DIR:
+        folder = Path(config).absolute().parent
+        if (folder / DEFAULT_CONFIG).is_file():
+            return folder / "data"
     return Path(platformdirs.user_data_dir("heapbot", appauthor=False))
 
 

@@ -62,6 +62,30 @@ def check_arguments(runtime: Runtime, command: str, argv: list[str],
     return argv
 
 
+async def preflight(runtime: Runtime, inv: Invocation) -> None:
+    """Raise the refusal :func:`run` would answer ``inv`` with before doing any work.
+
+    For a surface that can wait for Redis before its ack (the console): a command that
+    will be refused prints no "capturing demo…" first. The same checks as ``run``, in
+    its order: grammar, service and access (:func:`resolve_and_authorize`), the
+    module's ``check(argv)``, then its ``precheck(runtime, argv, inv)`` (a `since` base
+    or a `--snapshot` that is not stored, a watch with nowhere to post; a StoreError
+    when Redis is down). Slack's ack
+    cannot wait for Redis and uses :func:`ack_text`.
+    """
+    parsed = parse(inv.text)
+    command, argv = parsed.command, parsed.argv
+    if command in commands.SERVICE_COMMANDS:
+        argv = resolve_and_authorize(runtime.registry, command, argv, inv)
+    module = commands.load(command)
+    check = commands.checker_of(module, command)
+    if check is not None:
+        check(argv)
+    precheck = commands.prechecker_of(module, command)
+    if precheck is not None:
+        await precheck(runtime, argv, inv)
+
+
 def _usage_hint(err: HeapbotError, command: str) -> HeapbotError:
     """A usage error without its own hint gets the command's usage line."""
     if isinstance(err, UsageError) and err.hint is None and command in COMMANDS:
@@ -79,8 +103,13 @@ def _internal_error_reply(command: str, service: str | None) -> Reply:
     )
 
 
-async def run(runtime: Runtime, inv: Invocation) -> Reply:
-    """Run one /heap command; never raises HeapbotError (it becomes a failure Reply)."""
+async def run(runtime: Runtime | None, inv: Invocation) -> Reply:
+    """Run one /heap command; never raises HeapbotError (it becomes a failure Reply).
+
+    ``runtime`` None (`heapbot help` in the CLI: no store started) answers only the
+    ``NO_RUNTIME_COMMANDS``, whose handlers are typed to take none; any other command
+    is refused with a message, never an AttributeError.
+    """
     started = time.monotonic()
     command = "?"
     service: str | None = inv.thread_service
@@ -88,14 +117,19 @@ async def run(runtime: Runtime, inv: Invocation) -> Reply:
         parsed = parse(inv.text)
         command = parsed.command
         argv = parsed.argv
-        if command in commands.SERVICE_COMMANDS:
-            argv = resolve_and_authorize(runtime.registry, command, argv, inv)
-            service = argv[0]
-        module = commands.load(command)
-        reply = await commands.handler_of(module, command)(runtime, argv, inv)
+        if runtime is None:
+            module = commands.load(command)
+            reply = await commands.offline_handler_of(module, command)(None, argv, inv)
+        else:
+            if command in commands.SERVICE_COMMANDS:
+                argv = resolve_and_authorize(runtime.registry, command, argv, inv)
+                service = argv[0]
+            module = commands.load(command)
+            reply = await commands.handler_of(module, command)(runtime, argv, inv)
         if not isinstance(reply, Reply):
             raise TypeError(f"handler {command} returned {type(reply).__name__}, not Reply")
-        if command in commands.SERVICE_COMMANDS:  # outside allow_channels: the asker alone
+        if runtime is not None and command in commands.SERVICE_COMMANDS:
+            # outside allow_channels: the asker alone
             reply = keep_private(reply, runtime.registry.resolve(argv[0]), inv)
         outcome = "error" if reply.error else "ok"
     except UsageError as err:
@@ -170,6 +204,7 @@ __all__ = [
     "clean_text",
     "may_use",
     "parse",
+    "preflight",
     "run",
     "usage_of",
 ]

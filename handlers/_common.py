@@ -90,7 +90,7 @@ def parse_args(argv: Sequence[str], usage: str, *, flags: Mapping[str, str] = {}
                 args.options[valued[name]] = value
             else:
                 raise usage_error(f"Unknown option `{shorten(name)}`."
-                                  + _closest_option(name, [*flags, *valued]), usage)
+                                  + did_you_mean_option(name, [*flags, *valued]), usage)
         else:
             args.positionals.append(token)
         i += 1
@@ -102,13 +102,32 @@ def parse_args(argv: Sequence[str], usage: str, *, flags: Mapping[str, str] = {}
     return args
 
 
-def _closest_option(name: str, known: Sequence[str]) -> str:
-    """" Did you mean `--focus`?" for `--fcous`: a typo gets the fix, not only the usage."""
+# difflib's ratio, of the names without their dashes, a typo must reach to be suggested:
+# `--fcous` → `--focus` (0.8), `--cmu` → `--cum` (0.67); `--bogus` vs `--focus` (0.6) is no typo.
+OPTION_CUTOFF = 0.65
+
+
+def closest_option(word: str, known: Iterable[str]) -> str | None:
+    """The long option ``word`` most likely meant (`--fcous` → `--focus`), or None.
+
+    The one rule for the slash grammar and the CLI's own options (bot.cli), so the same
+    typo gets the same fix on every surface: the name is compared without its dashes
+    and any ``=value``, against the long options only.
+    """
     import difflib
 
-    words = {k[2:]: k for k in known if k.startswith("--")}
-    close = difflib.get_close_matches(name.lstrip("-"), list(words), n=1, cutoff=0.65)
-    return f" Did you mean `{words[close[0]]}`?" if close else ""
+    if not word.startswith("-"):
+        return None
+    names = {k[2:]: k for k in known if k.startswith("--")}
+    name = word.split("=", 1)[0].lstrip("-")
+    close = difflib.get_close_matches(name, list(names), n=1, cutoff=OPTION_CUTOFF)
+    return names[close[0]] if close else None
+
+
+def did_you_mean_option(word: str, known: Iterable[str]) -> str:
+    """" Did you mean `--focus`?" for `--fcous`, or "" when nothing is close enough."""
+    close = closest_option(word, known)
+    return f" Did you mean `{close}`?" if close else ""
 
 
 def parse_service(argv: Sequence[str], usage: str) -> Args:

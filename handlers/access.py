@@ -93,7 +93,7 @@ def resolve_for(registry: Registry, name: str, inv: Invocation | None) -> Servic
         usable = [s for s in err.suggestions if may_use(registry.resolve(s), inv)]
         if usable == err.suggestions:
             raise
-        raise UnknownServiceError(err.name, usable) from None
+        raise UnknownServiceError(err.name, usable, err.registry) from None
 
 
 def require_service(command: str, argv: list[str]) -> None:

@@ -22,6 +22,10 @@ if TYPE_CHECKING:
     from handlers.invocation import Invocation
 
     Handler = Callable[[Runtime, list[str], Invocation], Awaitable[Reply]]
+    Precheck = Callable[[Runtime, list[str], Invocation], Awaitable[object]]
+    # A command answered from the command table alone: its handler takes `Runtime | None`,
+    # so mypy refuses a dereference of the Runtime it may not get.
+    OfflineHandler = Callable[[Runtime | None, list[str], Invocation], Awaitable[Reply]]
 
 log = logging.getLogger("heapbot.handlers")
 
@@ -60,6 +64,10 @@ SERVICE_COMMANDS = frozenset(
      "leaks", "watch", "unwatch"}
 )
 # commands that fetch from the service's pprof endpoints before answering
+# Answered with no Runtime (no Redis, no registry, no network): `heapbot help` starts no
+# embedded redis-server. Their handlers are typed `runtime: Runtime | None`.
+NO_RUNTIME_COMMANDS = frozenset({"help"})
+
 CAPTURING_COMMANDS = frozenset(
     {"top", "diff", "goroutines", "stats", "capture", "leaks", "peek", "list"}
 )
@@ -107,6 +115,16 @@ def handler_of(module: ModuleType, command: str) -> Handler:
     return handler
 
 
+def offline_handler_of(module: ModuleType, command: str) -> OfflineHandler:
+    """The handler of a NO_RUNTIME command: called with ``None`` for the Runtime."""
+    if command not in NO_RUNTIME_COMMANDS:
+        raise HeapbotError(f"`/heap {command}` needs heapbot's registry and store, and this "
+                           "surface ran it without them.",
+                           hint="Run it in `heapbot console` or with `heapbot ask`.")
+    handler: OfflineHandler = getattr(module, f"handle_{command}", None) or module.handle
+    return handler
+
+
 def _serves_one(command: str) -> bool:
     """Whether ``command``'s module serves no other command (so its plain names are its)."""
     return [*COMMANDS.values()].count(COMMANDS[command]) == 1
@@ -117,6 +135,18 @@ def checker_of(module: ModuleType, command: str) -> Callable[[list[str]], object
     check = getattr(module, f"check_{command}", None) or (
         getattr(module, "check", None) if _serves_one(command) else None)
     return check if callable(check) else None
+
+
+def prechecker_of(module: ModuleType, command: str) -> Precheck | None:
+    """The module's refusals that need the store (``precheck_<command>``, else ``precheck``).
+
+    Run by :func:`handlers.preflight` before a surface acks, and by the handler itself
+    before it works: a `since` base or a `--snapshot` that is not stored, a watch with no
+    channel to post in.
+    """
+    precheck = getattr(module, f"precheck_{command}", None) or (
+        getattr(module, "precheck", None) if _serves_one(command) else None)
+    return precheck if callable(precheck) else None
 
 
 def usage_of(command: str) -> str:

@@ -73,6 +73,33 @@ def check(argv: list[str]) -> Args:
     return args
 
 
+async def precheck(runtime: Runtime, argv: list[str], inv: Invocation) -> None:
+    """Refusals that need the store, before anything is captured or acked.
+
+    `since 1h`, `since deploy`, an id: a base that is not there is said before a
+    capture is spent on the answer (and the service's cooldown with it), and before
+    the console prints "capturing demo to compare…". Inside the cooldown the capture
+    that would be reused is known, so the base is resolved against it (`since
+    previous` included) and naming that very capture is refused too. Outside it, `since
+    previous` is the capture before the one about to be taken: unknowable before it.
+    """
+    args = check(argv)
+    service = args.positionals[0]
+    ref = args.get("since") or "previous"
+    forced = args.flag("force") or args.flag("gc")
+    reused = None if forced else await runtime.reusable(service)
+    if reused is not None:
+        base = await runtime.resolve_since(service, ref, reused)
+        if base.id == reused.id:
+            name = runtime.registry.resolve(service).name
+            raise UsageError(
+                f"`{ref}` names the capture heapbot would reuse now (the cooldown of "
+                f"`{name}`), so there is no change to show.",
+                hint=f"`/heap diff {name} since {ref} --force` takes a new capture to compare.")
+    elif ref.lower() not in ("previous", "prev", "last"):
+        await runtime.resolve_since(service, ref)
+
+
 async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     """Capture now, compare with the referenced capture, show the change table."""
     args = check(argv)
@@ -84,10 +111,7 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     from bot.analysis.top import TopOptions
     from bot.units import format_value
 
-    if ref.lower() not in ("previous", "prev", "last"):
-        # `since 1h`, `since deploy`, an id: a base that is not there is said before a
-        # capture is spent on the answer (and the service's cooldown with it)
-        await runtime.resolve_since(service, ref)
+    await precheck(runtime, argv, inv)
     capture = await runtime.capture(service, requested_by=inv.user_id,
                                     force=args.flag("force"), gc=args.flag("gc"))
     heap = capture.heap

@@ -49,8 +49,9 @@ DESCRIPTIONS: dict[str, str] = {
 }
 
 
-async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
-    """List every command, or explain one."""
+async def handle(runtime: Runtime | None, argv: list[str], inv: Invocation) -> Reply:
+    """List every command, or explain one: from the command table alone (NO_RUNTIME_COMMANDS),
+    so `heapbot help` runs with ``runtime`` None and starts no store."""
     args = parse_args(argv, USAGE, max_positionals=1)
     if args.positionals:
         word = canonical(args.positionals[0].lstrip("/"))

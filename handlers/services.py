@@ -75,7 +75,7 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
                      "last_snapshot": last.id if last else None})
     return Reply(
         title=f"{len(services)} service{'s' if len(services) != 1 else ''} in the registry",
-        context=[f"registry {registry.path}" if registry.path else "registry"],
+        context=[f"registry {registry.where}"],  # which file: found from cwd upwards
         table=Table(columns=[Column("service", "left"), Column("aliases", "left"),
                              Column("instances"), Column("channel", "left"),
                              Column("last capture")], rows=rows),

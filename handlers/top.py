@@ -71,6 +71,13 @@ def check(argv: list[str]) -> Args:
     return args
 
 
+async def precheck(runtime: Runtime, argv: list[str], inv: Invocation) -> None:
+    """A `--snapshot` that is not stored is refused before the console's "Loading…" ack."""
+    args = check(argv)
+    if (snapshot := args.get("snapshot")):
+        await runtime.resolve_since(args.positionals[0], snapshot)
+
+
 async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     """Capture (or load ``--snapshot ID``) and answer with the top table."""
     args = check(argv)

@@ -13,7 +13,8 @@ into a real redis-server.
 The anchor is the bodies' own size, in the same run: a capture that keeps every file
 must hold at least that. Printed: the process's peak RSS above its RSS before the first
 request (VmHWM, exact, reset after warm-up), divided by the bodies' bytes, after the
-downloads and again once they are stored. 1.0 means each body is held once. With
+downloads and again once they are stored (and the save's wall time). 1.0 means each body
+is held once. With
 ``--old COMMIT`` the same child runs on bot/ as of that commit (git archive), alternating
 with this checkout, for a before/after figure.
 
@@ -82,13 +83,15 @@ async def main():
     bodies = await asyncio.gather(*(capturer._fetch(service, u + "/debug/pprof/heap", {})
                                     for u in urls))
     downloaded = status("VmHWM")
+    started = time.perf_counter()
     await store.save(snapshot(len(urls)), {(i, "heap"): b for i, b in enumerate(bodies)})
+    seconds = time.perf_counter() - started
     stored = status("VmHWM")
     total = sum(len(b) for b in bodies)
     await capturer.aclose()
     await store.close()
     print(json.dumps({"bytes": total, "download": (downloaded - base) / total,
-                      "store": (stored - base) / total}))
+                      "store": (stored - base) / total, "store_seconds": seconds}))
 
 
 asyncio.run(main())
@@ -132,12 +135,15 @@ def main() -> int:
                 results[name].append(got)
                 print(f"run {run + 1} {name}: peak above base / bodies "
                       f"{got['download']:.2f} downloaded, {got['store']:.2f} stored "
-                      f"({got['bytes'] / (1 << 20):.0f} MiB of bodies)", flush=True)
+                      f"({got['bytes'] / (1 << 20):.0f} MiB of bodies, saved in "
+                      f"{got['store_seconds']:.2f} s)", flush=True)
         for name, rows in results.items():
             down = statistics.median(r["download"] for r in rows)
             stored = statistics.median(r["store"] for r in rows)
+            seconds = statistics.median(r["store_seconds"] for r in rows)
             print(f"{name}: median peak RSS above base = {down:.2f}x the bodies once "
-                  f"downloaded, {stored:.2f}x once stored (anchor: the bodies, 1.00)")
+                  f"downloaded, {stored:.2f}x once stored (anchor: the bodies, 1.00); "
+                  f"the save took {seconds:.2f} s")
     finally:
         server.close()
         redis.stop()

@@ -75,6 +75,17 @@ class GoroutineGroup:
     creator: str = ""
     creator_location: str = ""
     wait_minutes: int | None = None  # the longest wait Go reported (debug=2 only)
+    # goroutines Go's GC proved leaked ("[chan send (leaked)]", debug=2 only: Go marks
+    # them when /debug/pprof/goroutineleak runs its leak-detecting GC)
+    leaked: int = 0
+    # goroutines per state: one stack can be parked in one goroutine and runnable in the
+    # next (just woken); ``state`` is the most common of them
+    states: dict[str, int] = field(default_factory=dict)
+
+    def add_state(self, state: str, count: int) -> None:
+        """Count ``count`` more goroutines in ``state``; ``state`` stays the most common."""
+        self.states[state] = self.states.get(state, 0) + count
+        self.state = max(self.states, key=self.states.__getitem__)
 
     @property
     def signature(self) -> str:
@@ -96,6 +107,10 @@ class GoroutineGroup:
     def blocked(self) -> bool:
         return self.state in BLOCKED_STATES
 
+    def states_or_state(self) -> dict[str, int]:
+        """Goroutines per state (a group built without :meth:`add_state`: all in ``state``)."""
+        return dict(self.states) or {self.state: self.count}
+
     def summary(self) -> GoroutineGroupSummary:
         return GoroutineGroupSummary(
             signature=self.signature, count=self.count, state=self.state,
@@ -108,6 +123,7 @@ class GoroutineGroup:
             "count": self.count, "state": self.state, "wait_function": self.wait_function,
             "wait_location": self.wait_location, "creator": self.creator,
             "signature": self.signature, "wait_minutes": self.wait_minutes,
+            "leaked": self.leaked, "states": self.states_or_state(),
             "frames": [{"function": f.function, "location": f.location} for f in self.frames],
         }
 
@@ -123,15 +139,21 @@ class GoroutineReport:
     def summaries(self) -> list[GoroutineGroupSummary]:
         return [g.summary() for g in self.groups]
 
+    @property
+    def leaked(self) -> int:
+        """Goroutines Go marked leaked (debug=2 dumps taken after a goroutineleak GC)."""
+        return sum(g.leaked for g in self.groups)
+
     def by_state(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for g in self.groups:
-            counts[g.state] = counts.get(g.state, 0) + g.count
+            for state, n in g.states_or_state().items():
+                counts[state] = counts.get(state, 0) + n
         return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
     def to_json(self) -> dict[str, Any]:
         return {"total": self.total, "source": self.source, "by_state": self.by_state(),
-                "groups": [g.to_json() for g in self.groups]}
+                "leaked": self.leaked, "groups": [g.to_json() for g in self.groups]}
 
 
 def merge_reports(reports: Sequence[GoroutineReport]) -> GoroutineReport | None:
@@ -149,9 +171,13 @@ def merge_reports(reports: Sequence[GoroutineReport]) -> GoroutineReport | None:
                 merged[group.signature] = GoroutineGroup(
                     count=group.count, frames=list(group.frames), state=group.state,
                     wait_frame=group.wait_frame, creator=group.creator,
-                    creator_location=group.creator_location, wait_minutes=group.wait_minutes)
+                    creator_location=group.creator_location, wait_minutes=group.wait_minutes,
+                    leaked=group.leaked, states=dict(group.states_or_state()))
             else:
                 seen.count += group.count
+                seen.leaked += group.leaked
+                for state, n in group.states_or_state().items():
+                    seen.add_state(state, n)
                 if group.wait_minutes is not None:
                     seen.wait_minutes = max(seen.wait_minutes or 0, group.wait_minutes)
     groups = sorted(merged.values(), key=lambda g: (-g.count, g.signature))
@@ -187,17 +213,60 @@ def is_own_code(function: str) -> bool:
     return bool(function) and not is_stdlib(function) and not is_runtime(function)
 
 
-def stack_signature(frames: Sequence[Frame]) -> str:
-    """Function names joined outermost→innermost, leading runtime frames dropped.
+def go_print_name(function: str) -> str:
+    """A function name as Go's tracebacks and ?debug=1 print it: type arguments as ``[...]``.
 
-    ?debug=1 dumps hide the leading runtime frames and proto dumps keep them;
-    dropping them here gives one stack the same signature in every shape.
+    The proto names instantiations by their shape (``net/http_test.run[go.shape.*uint8]``,
+    after pprof's demangling ``hmac.New[go.shape.interface { Size int; … }]``); ?debug=1
+    and ?debug=2 write ``run[...]``.
     """
-    names = [f.function for f in frames if f.function != "runtime.goexit"]
+    if "[" not in function:
+        return function
+    out: list[str] = []
+    depth = 0
+    for ch in function:
+        if ch == "[":
+            if depth == 0:
+                out.append("[...]")
+            depth += 1
+        elif ch == "]" and depth:
+            depth -= 1
+        elif depth == 0:
+            out.append(ch)
+    return "".join(out)
+
+
+_TRACEBACK_SHOWS = frozenset({"runtime.gopanic", "runtime.runFinalizers", "runtime.runCleanups"})
+
+
+def hidden_by_traceback(function: str) -> bool:
+    """True for the frames a ?debug=2 dump leaves out anywhere in a stack (runtime's
+    showfuncinfo): unexported ``runtime.`` functions (``runtime.main`` under main.main),
+    and names without a dot; exported ones (``runtime.Gosched``) are shown."""
+    if "." not in function:
+        return True
+    if not function.startswith("runtime.") or function in _TRACEBACK_SHOWS:
+        return False
+    name = function.removeprefix("runtime.")
+    receiver, _, method = name.rpartition(".")
+    receiver = receiver.removeprefix("(*").removesuffix(")")
+    return not (method[:1].isupper() and (not receiver or receiver[:1].isupper()))
+
+
+def stack_signature(frames: Sequence[Frame]) -> str:
+    """Function names joined outermost→innermost: one stack, one signature in every shape.
+
+    ?debug=1 hides the leading runtime frames, ?debug=2 every unexported runtime frame
+    (runtime.main too) and the proto hides none; names are compared as Go prints them
+    (type arguments as ``[...]``). So the leading runtime frames and the frames
+    :func:`hidden_by_traceback` are dropped here.
+    """
+    names = [go_print_name(f.function) for f in frames if f.function != "runtime.goexit"]
     start = 0
     while start < len(names) - 1 and is_runtime(names[start]):
         start += 1
-    return ";".join(reversed(names[start:]))
+    kept = [n for n in names[start:] if not hidden_by_traceback(n)] or names[start:]
+    return ";".join(reversed(kept))
 
 
 # ---------------------------------------------------------------- state inference
@@ -227,16 +296,39 @@ _STATE_BY_FUNCTION: tuple[tuple[str, str], ...] = (
 
 
 
-def infer_state(frames: Sequence[Frame]) -> str:
-    """Wait state from the innermost frames (proto and ?debug=1 carry no state word)."""
+# Checked after the table above finds nothing in the innermost frames: the runtime's own
+# semaphore (a goroutine parked in GC assist waits in gcMarkDone's semacquire, which Go
+# calls "semacquire"; sync's waits name themselves further out and are found first).
+_STATE_FALLBACK: tuple[tuple[str, str], ...] = (
+    ("runtime.semacquire1", "semacquire"),
+    ("runtime.semacquire", "semacquire"),
+)
+
+
+def _match(name: str, table: tuple[tuple[str, str], ...]) -> str | None:
+    for prefix, state in table:
+        if name == prefix or (name.startswith(prefix) and not name[len(prefix):][:1].isalpha()):
+            if state == "chan send" and "nil" in name:
+                return "chan send (nil chan)"
+            return state
+    return None
+
+
+def infer_state(frames: Sequence[Frame], runtime_shown: bool = False) -> str:
+    """Wait state from the innermost frames (proto and ?debug=1 carry no state word).
+
+    ``runtime_shown``: the stack keeps its runtime frames (the proto). A parked goroutine
+    then always has them on top (runtime.gopark), so a stack with none was running or
+    about to run: "runnable", as Go's ?debug=2 says; an empty one (runtime.goexit alone)
+    is a goroutine not started yet, "runnable" too. ?debug=1 hides the runtime frames, so
+    there the same stacks can only read "waiting" and "unknown".
+    """
     if not frames:
-        return "unknown"
-    for frame in frames[:8]:
-        name = frame.function
-        for prefix, state in _STATE_BY_FUNCTION:
-            if name == prefix or (name.startswith(prefix) and not name[len(prefix):][:1].isalpha()):
-                if state == "chan send" and "nil" in name:
-                    return "chan send (nil chan)"
+        return "runnable" if runtime_shown else "unknown"
+    for table in (_STATE_BY_FUNCTION, _STATE_FALLBACK):
+        for frame in frames[:8]:
+            state = _match(frame.function, table)
+            if state:
                 return state
     top = frames[0].function
     if top.startswith("runtime/pprof.") or top == "runtime.goroutineProfileWithLabels":
@@ -245,17 +337,24 @@ def infer_state(frames: Sequence[Frame]) -> str:
         return "running"
     if top in ("runtime.gopark", "runtime.goparkunlock"):
         return "waiting"
-    if is_runtime(top):
+    if is_runtime(top) or runtime_shown:
         return "runnable"
     return "waiting"
 
 
-def _normalise_state(word: str) -> str:
-    """Go's ?debug=2 state word, without the wait time; Go ≥ 1.24's lock words → "mutex"."""
+_STATE_MARKS = (" (leaked)", " (scan)", " (durable)")
+
+
+def _normalise_state(word: str) -> tuple[str, bool]:
+    """Go's ?debug=2 state word without the wait time and its marks, and whether it says
+    "(leaked)"; Go ≥ 1.24's lock words → "mutex" (what the proto's frames say)."""
     state = word.split(",")[0].strip()
+    leaked = " (leaked)" in state
+    for mark in _STATE_MARKS:
+        state = state.replace(mark, "")
     if state in ("sync.Mutex.Lock", "sync.RWMutex.Lock", "sync.RWMutex.RLock"):
-        return "mutex"
-    return state
+        return "mutex", leaked
+    return state, leaked
 
 
 _MACHINERY_PREFIXES = ("runtime.", "internal/", "sync.", "sync/atomic.", "time.Sleep",
@@ -291,7 +390,7 @@ def parse_goroutines(data: bytes | bytearray | str) -> GoroutineReport:
     if data[:2] == b"\x1f\x8b":
         data = _gunzip(data)
     head = data.lstrip()[:64]
-    if head.startswith(b"goroutine profile: total"):
+    if head.startswith((b"goroutine profile: total", b"goroutineleak profile: total")):
         return _parse_debug1(data.decode("utf-8", "replace"))
     if head.startswith(b"goroutine ") and re.match(rb"goroutine \d+ (gp=\S+ m=\S+ (mp=\S+ )?)?\[",
                                                    head):
@@ -320,23 +419,31 @@ def _gunzip(data: bytes | bytearray) -> bytes:
                            hint="Fetch /debug/pprof/goroutine again.") from exc
 
 
-def _group(stacks: Iterable[tuple[int, list[Frame], str | None, str, str, int | None]],
+# count, frames (innermost first), Go's state word or None (infer it), creator, its
+# file:line, the wait in minutes, and how many Go marked leaked
+_Stack = tuple[int, list[Frame], str | None, str, str, int | None, int]
+
+
+def _group(stacks: Iterable[_Stack],
            source: str) -> GoroutineReport:
     """Merge stacks with one signature; most goroutines first."""
     groups: dict[str, GoroutineGroup] = {}
     total = 0
-    for count, frames, state, creator, creator_loc, minutes in stacks:
+    for count, frames, state, creator, creator_loc, minutes, leaked in stacks:
         total += count
         sig = stack_signature(frames)
         if state is None:
-            state = infer_state(frames)
+            state = infer_state(frames, runtime_shown=source == "proto")
         g = groups.get(sig)
         if g is None:
             groups[sig] = GoroutineGroup(count=count, frames=frames, state=state,
                                          wait_frame=wait_frame(frames), creator=creator,
-                                         creator_location=creator_loc, wait_minutes=minutes)
+                                         creator_location=creator_loc, wait_minutes=minutes,
+                                         leaked=leaked, states={state: count})
             continue
         g.count += count
+        g.leaked += leaked
+        g.add_state(state, count)
         if minutes is not None:
             g.wait_minutes = max(g.wait_minutes or 0, minutes)
     ordered = sorted(groups.values(), key=lambda g: (-g.count, g.wait_function, g.signature))
@@ -349,16 +456,16 @@ _DEBUG1_BARE = re.compile(r"^#\s+0x[0-9a-f]+\s*$")
 
 def _parse_debug1(text: str) -> GoroutineReport:
     lines = text.splitlines()
-    m = re.match(r"goroutine profile: total (\d+)", lines[0].strip())
+    m = re.match(r"goroutine(?:leak)? profile: total (\d+)", lines[0].strip())
     declared = int(m.group(1)) if m else None
-    stacks: list[tuple[int, list[Frame], str | None, str, str, int | None]] = []
+    stacks: list[_Stack] = []
     count: int | None = None
     frames: list[Frame] = []
 
     def flush() -> None:
         if count is not None:
             bottom = _bottom_function(frames)
-            stacks.append((count, list(frames), None, bottom, "", None))
+            stacks.append((count, list(frames), None, bottom, "", None, 0))
 
     for raw in lines[1:]:
         line = raw.rstrip()
@@ -389,7 +496,7 @@ _CREATED_BY = re.compile(r"^created by (\S+)(?: in goroutine \d+)?\s*$")
 
 
 def _parse_debug2(text: str) -> GoroutineReport:
-    stacks: list[tuple[int, list[Frame], str | None, str, str, int | None]] = []
+    stacks: list[_Stack] = []
     for block in re.split(r"\n\s*\n", text.strip()):
         lines = block.splitlines()
         if not lines:
@@ -398,7 +505,7 @@ def _parse_debug2(text: str) -> GoroutineReport:
         if not head:
             continue
         words = [w.strip() for w in head.group(2).split(",")]
-        state = _normalise_state(words[0])
+        state, leaked = _normalise_state(words[0])
         minutes = None
         for w in words[1:]:
             mm = re.match(r"(\d+) minutes?", w)
@@ -432,7 +539,7 @@ def _parse_debug2(text: str) -> GoroutineReport:
             i += 1
         if not creator:
             creator = _bottom_function(frames)
-        stacks.append((1, frames, state, creator, creator_loc, minutes))
+        stacks.append((1, frames, state, creator, creator_loc, minutes, int(leaked)))
     if not stacks:
         raise ProfileError("The ?debug=2 goroutine dump holds no goroutine.",
                            hint="Fetch /debug/pprof/goroutine?debug=2 again.")
@@ -462,7 +569,7 @@ def _bottom_function(frames: Sequence[Frame]) -> str:
 
 def _report_from_proto(data: bytes | bytearray) -> GoroutineReport:
     stacks = _proto_stacks(data)
-    return _group(((count, frames, None, _bottom_function(frames), "", None)
+    return _group(((count, frames, None, _bottom_function(frames), "", None, 0)
                    for count, frames in stacks), "proto")
 
 
@@ -478,7 +585,8 @@ def _proto_stacks(data: bytes | bytearray) -> list[tuple[int, list[Frame]]]:
             hint="Fetch /debug/pprof/goroutine for goroutines; heap profiles go to `top`.",
         )
     index = types.index("goroutine") if "goroutine" in types else 0
-    return [(int(values[index]), frames) for values, frames in engine_stacks(profile)]
+    return [(int(values[index]), [Frame(go_print_name(f.function), f.file, f.line) for f in frames])
+            for values, frames in engine_stacks(profile)]
 
 
 def engine_stacks(profile: Any) -> list[tuple[list[int], list[Frame]]]:

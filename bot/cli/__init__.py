@@ -230,16 +230,18 @@ def slash_words(argv: Sequence[str]) -> list[str]:
 
 
 def _closest_option(parser: argparse.ArgumentParser, words: Sequence[str]) -> str:
-    """" (did you mean --focus?)" for `--fcous`, from the subcommand's own options."""
-    import difflib
+    """". Did you mean `--focus`?" for `--fcous`, from the subcommand's own options.
 
-    known = [o for action in parser._actions for o in action.option_strings
-             if o.startswith("--")]
+    The slash grammar's rule (:func:`handlers._common.closest_option`): the same typo
+    gets the same fix in `heapbot top --profile F` as in `/heap top demo`. Imported on
+    this error path only, so a right command starts no slower.
+    """
+    from handlers._common import did_you_mean_option
+
+    known = [o for action in parser._actions for o in action.option_strings]
     for word in words:
-        if word.startswith("--"):
-            close = difflib.get_close_matches(word.split("=")[0], known, n=1, cutoff=0.75)
-            if close:
-                return f" (did you mean {close[0]}?)"
+        if (hint := did_you_mean_option(word, known)):
+            return "." + hint
     return ""
 
 

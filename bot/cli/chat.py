@@ -24,8 +24,6 @@ from rich.console import Console
 from rich.text import Text
 
 if TYPE_CHECKING:
-    from types import ModuleType
-
     from bot.reply import Reply
     from bot.runtime import Runtime
 
@@ -161,8 +159,8 @@ def _who() -> str:
         return "cli"
 
 
-async def run_text(runtime: Runtime, text: str, source: str = "cli") -> Reply:
-    """One /heap command through the same dispatcher Slack uses."""
+async def run_text(runtime: Runtime | None, text: str, source: str = "cli") -> Reply:
+    """One /heap command through the same dispatcher Slack uses (``None``: help only)."""
     import handlers
 
     return await handlers.run(runtime, handlers.Invocation(text=text, user_id=_who(),
@@ -223,19 +221,16 @@ def _reads_no_store(text: str) -> bool:
     from bot.errors import HeapbotError
 
     try:
-        return handlers.commands.canonical(handlers.parse(text).command) == "help"
+        command = handlers.commands.canonical(handlers.parse(text).command)
     except HeapbotError:
         return False
+    return command in handlers.commands.NO_RUNTIME_COMMANDS
 
 
 async def _run_once(text: str, output_format: str, source: str,
                     flame_out: str | None = None) -> int:
-    if _reads_no_store(text):
-        from typing import cast
-
-        # handlers.run reads the Runtime only for SERVICE commands; help is not one
-        reply = await run_text(cast("Runtime", None), text, source=source)
-        return print_result(reply, output_format)
+    if _reads_no_store(text):  # its handler takes no Runtime (NO_RUNTIME_COMMANDS)
+        return print_result(await run_text(None, text, source=source), output_format)
     runtime = await open_runtime()
     try:
         reply = await run_text(runtime, text, source=source)
@@ -320,13 +315,18 @@ def _save_history(path: Path | None) -> None:
         pass
 
 
-def _arguments_ok(handlers: ModuleType, runtime: Runtime, line: str) -> bool:
-    """Whether the command passes the ack's checks; a refused one is shown once, as the reply."""
+def _will_answer(runner: asyncio.Runner, runtime: Runtime, line: str) -> bool:
+    """Whether ``line`` passes every check run makes before working (:func:`handlers.preflight`).
+
+    A refused command (unknown service, bad option, a `since` base or snapshot that is
+    not stored, Redis down) prints no ack: the reply alone says what is wrong, once.
+    """
+    import handlers
     from bot.errors import HeapbotError
 
+    inv = handlers.Invocation(text=line, user_id=_who(), source="console")
     try:
-        parsed = handlers.parse(line)
-        handlers.check_arguments(runtime, parsed.command, parsed.argv)
+        runner.run(handlers.preflight(runtime, inv))
     except HeapbotError:
         return False
     return True
@@ -360,9 +360,9 @@ def console(args: argparse.Namespace) -> int:
                     continue
                 if line.lower() in ("exit", "quit", "/exit", "/quit", ":q"):
                     break
-                if _arguments_ok(handlers, runtime, line):  # else the reply says what is wrong
-                    out.print(Text(handlers.ack_text(runtime, line), style="dim italic"))
                 try:
+                    if _will_answer(runner, runtime, line):  # else the reply says what is wrong
+                        out.print(Text(handlers.ack_text(runtime, line), style="dim italic"))
                     reply = runner.run(run_text(runtime, line, source="console"))
                 except KeyboardInterrupt:
                     out.print(Text("interrupted", style="red"))

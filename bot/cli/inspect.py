@@ -69,9 +69,14 @@ def goroutines_file(args: argparse.Namespace) -> int:
     states = ", ".join(f"{n:,} {s}" for s, n in report.by_state().items())
     if states:
         print(f"By state: {states}")
+    if report.leaked:  # a ?debug=2 dump taken after Go's leak-detecting GC marked them
+        print(f"Leaked: {report.leaked:,} goroutines Go's GC proved leaked "
+              "(nothing left can ever wake them)")
     print(f"Showing {len(shown)} of {len(report.groups)} groups\n")
     rows = [[f"{g.count:,}", f"{g.count / report.total * 100:.1f}%" if report.total else "",
-             g.state, g.wait_function or "?", g.wait_location, g.creator] for g in shown]
+             g.state + (" (leaked)" if g.leaked == g.count else
+                        f" ({g.leaked:,} leaked)" if g.leaked else ""),
+             g.wait_function or "?", g.wait_location, g.creator] for g in shown]
     print(_table(["count", "share", "state", "waits in", "at", creator_heading(report.source)],
                  rows, {0, 1}))
     return 0

@@ -20,6 +20,7 @@ from bot.errors import ProfileError
 from bot.pprof import profile_pb2
 from bot.pprof.limits import DEFAULT_LIMITS, Limits, inflate
 from bot.pprof.model import Mapping, Profile, SampleType
+from bot.pprof.names import pprof_names
 from bot.pprof.wire import (
     IntType,
     Messages,
@@ -54,10 +55,12 @@ def _sniff_not_profile(raw: bytes | bytearray) -> None:
     if head[:1] in (b"{", b"["):
         _fail("This is JSON, not a pprof profile.",
               "Check the URL points at the service's /debug/pprof/ endpoint.")
-    if low.startswith(b"goroutine profile:") or _GOROUTINE_DUMP.match(head):
-        debug = "?debug=1" if low.startswith(b"goroutine profile:") else "?debug=2"
-        _fail(f"This is a goroutine dump ({debug}), not a binary pprof profile.",
-              "`heapbot goroutines --profile FILE` reads it; or fetch /debug/pprof/goroutine "
+    if low.startswith((b"goroutine profile:", b"goroutineleak profile:")) \
+            or _GOROUTINE_DUMP.match(head):
+        debug = "?debug=2" if _GOROUTINE_DUMP.match(head) else "?debug=1"
+        name = "goroutineleak" if low.startswith(b"goroutineleak") else "goroutine"
+        _fail(f"This is a {name} dump ({debug}), not a binary pprof profile.",
+              f"`heapbot goroutines --profile FILE` reads it; or fetch /debug/pprof/{name} "
               f"without {debug} for the binary profile.")
     if low.startswith((b"heap profile:", b"--- ")):
         _fail("This is the text form of a profile (?debug=1), not the binary protobuf.",
@@ -224,8 +227,10 @@ def _build(box: list[profile_pb2.ProfileFrame]) -> Profile:
     nf = len(fmsgs)
     function_ids = scalar(ff, 1, nf)
     fn_index = _Ids(function_ids, "function")
-    function_names = strings.many(scalar(ff, 2, nf), "function name")
     function_system_names = strings.many(scalar(ff, 3, nf), "function system name")
+    # as pprof prints them: its symbolizer's default demangling (bot/pprof/names.py)
+    function_names = pprof_names(strings.many(scalar(ff, 2, nf), "function name"),
+                                 function_system_names)
     function_filenames = strings.many(scalar(ff, 4, nf), "function file name")
     function_start_lines = as_int64(scalar(ff, 5, nf))
 

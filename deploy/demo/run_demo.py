@@ -8,9 +8,10 @@ more captures.
 
 Everything stays in ``.heapbot-demo/`` (gitignored) and keeps running after the
 script ends: the instances (logs ``demo-N.log``), the registry ``heapbot.yaml``
-and the embedded redis-server's data under ``data/``. ``heapbot`` run from the
-repository root finds that registry and data dir without any variable
-(:func:`bot.settings.demo_dir`), so the README's next commands work as written.
+and the embedded redis-server's data under ``data/``. ``heapbot`` run in the
+repository (its root or any directory below it) finds that registry and data dir
+without any variable (:func:`bot.settings.find_registry`), so the README's next
+commands work as written.
 ``--console`` goes straight to the ``heap>`` prompt (starting the demo if it is
 not running); ``--stop`` (``make demo-stop``) stops the instances and the
 embedded redis-server and removes the registry (captures stay in ``data/``).
@@ -34,7 +35,7 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT))
 
-from bot.settings import DEMO_DIR  # noqa: E402
+from bot.settings import DEMO_DIR, find_registry  # noqa: E402
 from tests.support.demo import DemoProcess, build_demo, start_demo  # noqa: E402
 
 SERVICE = "demo"
@@ -220,7 +221,7 @@ async def _answer_all(commands: list[str], pause: float, console: Any, runtime: 
 
 def next_steps(folder: Path) -> str:
     """What to type next, as it works from where the user stands."""
-    here = Path.cwd() / DEMO_DIR == folder
+    here = find_registry().found == folder / "heapbot.yaml"  # as heapbot finds it from here
     prefix = "" if here else (f"HEAPBOT_CONFIG={folder / 'heapbot.yaml'} "
                               f"HEAPBOT_DATA_DIR={folder / 'data'} ")
     heapbot = os.path.relpath(Path(sys.executable).parent / "heapbot")

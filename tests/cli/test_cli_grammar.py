@@ -104,7 +104,7 @@ def test_file_mode_errors_print_the_subcommands_usage() -> None:
     assert "unrecognized arguments: --bogus" in bogus.stderr
     typo = heapbot(env, "top", "--profile", str(FIXTURES / "heap_1.pb.gz"), "--fcous", "main")
     assert typo.returncode == 2
-    assert "unrecognized arguments: --fcous (did you mean --focus?)" in typo.stderr
+    assert "unrecognized arguments: --fcous. Did you mean `--focus`?" in typo.stderr
 
 
 def test_memstats_takes_profile_like_every_file_command() -> None:

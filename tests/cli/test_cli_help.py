@@ -6,6 +6,8 @@ commands answer without capturing); what is asserted is what the terminal shows.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import subprocess
 import sys
@@ -16,6 +18,7 @@ import pytest
 import handlers
 from bot.cli import SERVICE_EXAMPLES, SLASH_ONLY, _parser, parse
 from bot.cli.chat import command_argv
+from bot.errors import HeapbotError
 from handlers import commands
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,6 +46,25 @@ def test_heapbot_help_lists_the_commands_and_explains_one(tmp_path: Path) -> Non
     assert not (tmp_path / "data").exists()
 
 
+@pytest.mark.parametrize("command", sorted(commands.NO_RUNTIME_COMMANDS))
+def test_commands_run_without_a_runtime_are_typed_to_take_none(command: str) -> None:
+    """`heapbot help` passes no Runtime: its handler says so in its type (mypy then refuses
+    a dereference), and it answers with none."""
+    handler = commands.offline_handler_of(commands.load(command), command)
+    annotation = inspect.signature(handler).parameters["runtime"].annotation
+    assert annotation.replace(" ", "") in ("Runtime|None", "None|Runtime", "Optional[Runtime]")
+    reply = asyncio.run(handlers.run(None, handlers.Invocation(text=command)))
+    assert not reply.error and reply.title
+
+
+def test_a_command_that_needs_a_runtime_is_refused_without_one() -> None:
+    """Should a surface run `/heap top` with no Runtime, the user reads why, not a crash."""
+    reply = asyncio.run(handlers.run(None, handlers.Invocation(text="top demo")))
+    assert reply.error
+    said = " ".join(reply.sections) + reply.title
+    assert "needs heapbot's registry and store" in said and "internal error" not in said
+
+
 def test_top_help_names_every_option_the_next_hints_use(tmp_path: Path) -> None:
     shown = heapbot("help", "top", cwd=tmp_path).stdout
     for option in ("--snapshot", "--download", "--per-instance", "--flame", "--ignore",
@@ -58,6 +80,43 @@ def test_a_typo_in_an_option_gets_the_fix(tmp_path: Path) -> None:
     assert "Unknown option `--fcous`. Did you mean `--focus`?" in typo.stdout
     nonsense = heapbot("ask", "/heap top demo --bogus", cwd=tmp_path)
     assert "Unknown option `--bogus`. Usage:" in nonsense.stdout  # no far-fetched guess
+
+
+FIXTURE = ROOT / "tests" / "fixtures" / "heap_1.pb.gz"
+
+
+def _cli_says(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    with pytest.raises(SystemExit):
+        parse(list(argv))
+    return capsys.readouterr().err
+
+
+def _slash_says(text: str) -> str:
+    parsed = handlers.parse(text)
+    check = commands.checker_of(commands.load(parsed.command), parsed.command)
+    assert check is not None
+    with pytest.raises(HeapbotError) as err:
+        check(parsed.argv)
+    return err.value.user_message()
+
+
+@pytest.mark.parametrize(("typo", "fix"), [
+    ("--fcous", "--focus"), ("--ignroe", "--ignore"), ("--hdie", "--hide"),
+    ("--cmu", "--cum"), ("--nodse", "--nodes"), ("--tpye", "--type"),
+    ("--fcous=main", "--focus"), ("--bogus", None),
+])
+def test_the_cli_and_the_slash_grammar_suggest_the_same_fix(
+        capsys: pytest.CaptureFixture[str], typo: str, fix: str | None) -> None:
+    """One did-you-mean rule (handlers._common.closest_option) for argparse and /heap."""
+    cli = _cli_says(capsys, "top", "--profile", str(FIXTURE), typo)
+    slash = _slash_says(f"/heap top demo {typo}")
+    name = typo.split("=")[0]
+    assert f"unrecognized arguments: {typo}" in cli
+    assert f"Unknown option `{name}`." in slash
+    if fix is None:
+        assert "Did you mean" not in cli + slash
+    else:
+        assert f"Did you mean `{fix}`?" in cli and f"Did you mean `{fix}`?" in slash
 
 
 def test_slash_only_commands_are_the_ones_without_a_subcommand() -> None:

@@ -160,3 +160,58 @@ def test_garbage_collection_is_back_on_once_the_command_has_started(
                           cwd=Path(__file__).resolve().parents[2])
     assert done.returncode == 0, done.stderr
     assert "gc on True frozen True" in done.stderr
+
+
+ACKS = ("capturing demo", "Loading a stored snapshot", "Reading the stored history",
+        "Setting up a watch", "Working on it")
+
+
+def test_a_refused_command_prints_no_ack_first(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    """Every refusal the console can know before working is the reply alone, with no
+    "capturing demo…" before it: unknown service, bad option, a `since` base or snapshot
+    that is not stored, and the cooldown (the capture that would be reused has no
+    previous one, or is the base named). `heapbot ask` prints no ack at all."""
+    config = tmp_path / "cooldown.yaml"
+    config.write_text(Path(cli_env["HEAPBOT_CONFIG"]).read_text()
+                      .replace("cooldown_seconds: 0", "cooldown_seconds: 600"))
+    env = {**cli_env, "HEAPBOT_CONFIG": str(config)}
+    env.pop("HEAPBOT_ALERT_CHANNEL", None)
+
+    asked = heapbot(env, "ask", "/heap diff demo since 1h")
+    assert asked.returncode == 2
+    assert "`demo` has no capture from 1h ago or earlier." in asked.stdout
+    assert not any(ack in asked.stdout + asked.stderr for ack in ACKS), asked.stdout
+
+    refused = ["diff demo since 1h", "top demo --snapshot 20200101-000000-abcd", "top dmeo",
+               "top demo --fcous main", "history dmeo", "watch demo every 1s",
+               "watch demo every 15m"]  # the console has no channel to post in
+    script = "\n".join([*refused, "capture demo", "diff demo", "diff demo since deploy",
+                        "exit"]) + "\n"
+    done = heapbot(env, "console", stdin=script)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    for said in ("`demo` has no capture from 1h ago or earlier.",
+                 "Did you mean `demo`?",  # top dmeo, history dmeo
+                 "Unknown option `--fcous`.",
+                 "There is no earlier capture of `demo` to compare with.",  # cooldown: reused
+                 "No deploy of `demo` is recorded.",
+                 "Every 1s is too often: the shortest interval is 1m.",
+                 "Say where to post, e.g. `in #payments-oncall`."):
+        assert said in out, (said, out)
+    assert "20200101-000000-abcd" in out  # the snapshot that is not stored is named
+    # one ack in the whole session: the capture that ran
+    assert out.count("capturing demo (1 instance)…") == 1, out
+    assert "capturing demo to compare" not in out and "Loading a stored" not in out, out
+    assert "Reading the stored history" not in out and "Setting up a watch" not in out, out
+
+    # the base named is the very capture the cooldown would reuse: refused, no ack
+    snapshot = json.loads(heapbot(env, "capture", "demo", "--format", "json").stdout)
+    snapshot_id = snapshot["snapshot"]["id"]
+    same = heapbot(env, "console", stdin=f"diff demo since {snapshot_id}\nexit\n")
+    assert "names the capture heapbot would reuse now (the cooldown of `demo`)" in same.stdout
+    assert "--force` takes a new capture" in same.stdout
+    assert "capturing demo" not in same.stdout, same.stdout
+    forced = heapbot(env, "console",
+                     stdin=f"diff demo since {snapshot_id} --force\nexit\n")
+    assert "capturing demo to compare (1 instance)…" in forced.stdout, forced.stdout
+    assert "demo: inuse_space change since" in forced.stdout, forced.stdout

@@ -3,6 +3,7 @@ reads, probes point at routes bot.ops serves, manifests declare /heap and its sc
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -281,6 +282,55 @@ def test_compose_wires_redis_demo_and_heapbot(tmp_path: Path) -> None:
     main_go = (DEPLOY / "demo" / "main.go").read_text()
     for name in services["demo"]["environment"]:
         assert f'"{name}"' in main_go, f"the demo does not read {name}"
+
+
+def _env_example() -> dict[str, str]:
+    return dict(line.split("=", 1) for line in (DEPLOY / ".env.example").read_text()
+                .splitlines() if line and not line.startswith("#"))
+
+
+def test_compose_hands_heapbot_every_variable_of_deploy_env() -> None:
+    """README: `cp deploy/.env.example deploy/.env` and fill it in. Every variable set there
+    must reach the container (HEAPBOT_METRICS_TOKEN, HEAPBOT_ALERTMANAGER_OPEN, a pprof
+    auth header…), not only the few `environment:` names; what compose wires itself
+    must not silently differ from the example's value."""
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    heapbot = compose["services"]["heapbot"]
+    files = [e["path"] if isinstance(e, dict) else e for e in heapbot.get("env_file", [])]
+    assert ".env" in files, files  # relative to deploy/, where the README copies it
+    example = _env_example()
+    for name, value in heapbot["environment"].items():
+        if "${" not in str(value) and name in example:
+            assert example[name] == str(value), (name, example[name], value)
+
+
+def test_docker_build_context_holds_what_pip_install_reads() -> None:
+    """`pip install .` in the image reads pyproject's readme and license-files and the
+    packages: each must be copied (and kept by the .dockerignore), or the build fails or
+    warns; ENTRYPOINT is heapbot's console script and CMD one of its subcommands."""
+    import tomllib
+
+    from bot.cli import _parser
+
+    project = tomllib.loads((DEPLOY.parent / "pyproject.toml").read_text())
+    needed = {"pyproject.toml", project["project"]["readme"],
+              *project["project"].get("license-files", [])}
+    needed |= {p.rstrip("*") for p in
+               project["tool"]["setuptools"]["packages"]["find"]["include"]}
+    text = (DEPLOY / "Dockerfile").read_text()
+    copied = {source.rstrip("/") for line in re.findall(r"^COPY (?!--from)(.+) \S+$", text, re.M)
+              for source in line.split()}
+    kept = {line[1:].rstrip("/") for line in
+            (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines() if line.startswith("!")}
+    assert needed <= copied, needed - copied
+    assert needed <= kept, needed - kept
+    for name in needed:
+        assert (DEPLOY.parent / name).exists(), name
+    entry = json.loads(re.search(r"^ENTRYPOINT (.+)$", text, re.M).group(1))
+    cmd = json.loads(re.search(r"^CMD (.+)$", text, re.M).group(1))
+    assert entry == ["heapbot"] and "heapbot" in project["project"]["scripts"]
+    _, subcommands = _parser()
+    assert cmd[0] in subcommands
 
 
 def test_env_example_lists_every_setting_and_nothing_unknown() -> None:

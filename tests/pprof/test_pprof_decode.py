@@ -116,6 +116,9 @@ def test_broken_references_are_refused(what: str) -> None:
     (b'{"error": "unauthorized"}', "JSON"),
     (b"heap profile: 1: 2 [3: 4] @ heap/1048576\n", "text form"),
     (b"goroutine profile: total 4\n1 @ 0x1\n", "`heapbot goroutines --profile FILE`"),
+    # the leak profile's text (/debug/pprof/goroutineleak?debug=1, Go ≥ 1.26): was "not a
+    # pprof profile"
+    (b"goroutineleak profile: total 2\n2 @ 0x1\n", "goroutineleak dump (?debug=1)"),
     (b"goroutine 1 [running]:\nmain.main()\n\t/x/main.go:10 +0x1d\n",
      "goroutine dump (?debug=2)"),
     (b"\x1f\x8b\x08\x00garbage-not-deflate", "not valid gzip"),

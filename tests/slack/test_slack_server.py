@@ -234,6 +234,7 @@ async def test_heapbot_serve_answers_slack_and_stops_cleanly(slack_standin, redi
     assert "xoxb-serve-test" not in log_text and SECRET not in log_text
     assert "Traceback" not in log_text
     assert "`token` will be unused" not in log_text  # Bolt's start-up noise (issue 15.9)
+    assert f"registry {registry}: 1 service(s)" in log_text  # which file it serves from
 
 
 def test_heapbot_serve_on_a_taken_port_says_so(slack_standin, redis_url, tmp_path):
