@@ -68,8 +68,9 @@ async def preflight(runtime: Runtime, inv: Invocation) -> None:
     For a surface that can wait for Redis before its ack (the console): a command that
     will be refused prints no "capturing demo…" first. The same checks as ``run``, in
     its order: grammar, service and access (:func:`resolve_and_authorize`), the
-    module's ``check(argv)``, then its ``precheck(runtime, argv)`` (a `since` base or a
-    `--snapshot` that is not stored; a StoreError when Redis is down). Slack's ack
+    module's ``check(argv)``, then its ``precheck(runtime, argv, inv)`` (a `since` base
+    or a `--snapshot` that is not stored, a watch with nowhere to post; a StoreError
+    when Redis is down). Slack's ack
     cannot wait for Redis and uses :func:`ack_text`.
     """
     parsed = parse(inv.text)
@@ -82,7 +83,7 @@ async def preflight(runtime: Runtime, inv: Invocation) -> None:
         check(argv)
     precheck = commands.prechecker_of(module, command)
     if precheck is not None:
-        await precheck(runtime, argv)
+        await precheck(runtime, argv, inv)
 
 
 def _usage_hint(err: HeapbotError, command: str) -> HeapbotError:

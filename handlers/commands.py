@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from handlers.invocation import Invocation
 
     Handler = Callable[[Runtime, list[str], Invocation], Awaitable[Reply]]
-    Precheck = Callable[[Runtime, list[str]], Awaitable[object]]
+    Precheck = Callable[[Runtime, list[str], Invocation], Awaitable[object]]
     # A command answered from the command table alone: its handler takes `Runtime | None`,
     # so mypy refuses a dereference of the Runtime it may not get.
     OfflineHandler = Callable[[Runtime | None, list[str], Invocation], Awaitable[Reply]]
@@ -141,7 +141,8 @@ def prechecker_of(module: ModuleType, command: str) -> Precheck | None:
     """The module's refusals that need the store (``precheck_<command>``, else ``precheck``).
 
     Run by :func:`handlers.preflight` before a surface acks, and by the handler itself
-    before it captures: a `since` base or a `--snapshot` that is not stored.
+    before it works: a `since` base or a `--snapshot` that is not stored, a watch with no
+    channel to post in.
     """
     precheck = getattr(module, f"precheck_{command}", None) or (
         getattr(module, "precheck", None) if _serves_one(command) else None)

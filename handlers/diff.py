@@ -73,7 +73,7 @@ def check(argv: list[str]) -> Args:
     return args
 
 
-async def precheck(runtime: Runtime, argv: list[str]) -> None:
+async def precheck(runtime: Runtime, argv: list[str], inv: Invocation) -> None:
     """Refusals that need the store, before anything is captured or acked.
 
     `since 1h`, `since deploy`, an id: a base that is not there is said before a
@@ -111,7 +111,7 @@ async def handle(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
     from bot.analysis.top import TopOptions
     from bot.units import format_value
 
-    await precheck(runtime, argv)
+    await precheck(runtime, argv, inv)
     capture = await runtime.capture(service, requested_by=inv.user_id,
                                     force=args.flag("force"), gc=args.flag("gc"))
     heap = capture.heap

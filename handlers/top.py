@@ -71,7 +71,7 @@ def check(argv: list[str]) -> Args:
     return args
 
 
-async def precheck(runtime: Runtime, argv: list[str]) -> None:
+async def precheck(runtime: Runtime, argv: list[str], inv: Invocation) -> None:
     """A `--snapshot` that is not stored is refused before the console's "Loading…" ack."""
     args = check(argv)
     if (snapshot := args.get("snapshot")):

@@ -68,16 +68,36 @@ def parse_watch(argv: list[str], min_interval: float) -> tuple[str, float, str, 
     return service, interval, channel, threshold
 
 
-async def handle_watch(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
-    config = QueueSettings()
-    service, interval, channel, threshold = parse_watch(argv, config.watch_min_interval_seconds)
+def check_watch(argv: list[str]) -> tuple[str, float, str, int | None]:
+    """Validate the arguments, syntax only (no I/O): shared by handle_watch() and the ack,
+    so "every 1s is too often" is said instead of "Setting up a watch…"."""
+    return parse_watch(argv, QueueSettings().watch_min_interval_seconds)
+
+
+def _post_channel(runtime: Runtime, service: str, channel: str, inv: Invocation) -> str:
+    """Where the watch posts: as typed, else the asking channel, the registry's, the alerts'.
+
+    Everyone in the channel reads the watch's posts: it must be one of the service's
+    allowed channels (checked again at every tick, bot/alerts/watches.py).
+    """
     configured = runtime.registry.resolve(service).channel
-    channel = channel or inv.channel_id or configured or config.alert_channel
+    channel = channel or inv.channel_id or configured or QueueSettings().alert_channel
     if not channel:
         raise _usage("watch", "Say where to post, e.g. `in #payments-oncall`.")
-    # Everyone in the channel reads the watch's posts: it must be one of the service's
-    # allowed channels (checked again at every tick, bot/alerts/watches.py).
     runtime.registry.resolve(service).check_post_channel(channel)
+    return channel
+
+
+async def precheck_watch(runtime: Runtime, argv: list[str], inv: Invocation) -> None:
+    """A watch with nowhere it may post is refused before the console's ack."""
+    service, _, channel, _ = check_watch(argv)
+    _post_channel(runtime, service, channel, inv)
+
+
+async def handle_watch(runtime: Runtime, argv: list[str], inv: Invocation) -> Reply:
+    config = QueueSettings()
+    service, interval, channel, threshold = check_watch(argv)
+    channel = _post_channel(runtime, service, channel, inv)
     watch = Watch(service=service, interval_seconds=interval, channel=channel,
                   created_by=inv.user_id, created_at=time.time(),
                   goroutine_threshold=threshold)

@@ -203,7 +203,8 @@ class Worker:
                     free = max(1, self.ctx.config.concurrency - len(self.running))
                     if time.monotonic() >= next_claim:
                         next_claim = time.monotonic() + claim_every
-                        jobs = await self.queue.claim_stale(self.ctx.consumer, count=free)
+                        jobs = await self.queue.claim_stale(self.ctx.consumer, count=free,
+                                                            running=set(self.running))
                     if not jobs:
                         block = int(min(1000, claim_every * 1000))
                         jobs = await self.queue.read(self.ctx.consumer, count=free,

@@ -163,7 +163,7 @@ def test_garbage_collection_is_back_on_once_the_command_has_started(
 
 
 ACKS = ("capturing demo", "Loading a stored snapshot", "Reading the stored history",
-        "Working on it")
+        "Setting up a watch", "Working on it")
 
 
 def test_a_refused_command_prints_no_ack_first(tmp_path: Path, cli_env: dict[str, str]) -> None:
@@ -175,6 +175,7 @@ def test_a_refused_command_prints_no_ack_first(tmp_path: Path, cli_env: dict[str
     config.write_text(Path(cli_env["HEAPBOT_CONFIG"]).read_text()
                       .replace("cooldown_seconds: 0", "cooldown_seconds: 600"))
     env = {**cli_env, "HEAPBOT_CONFIG": str(config)}
+    env.pop("HEAPBOT_ALERT_CHANNEL", None)
 
     asked = heapbot(env, "ask", "/heap diff demo since 1h")
     assert asked.returncode == 2
@@ -182,7 +183,8 @@ def test_a_refused_command_prints_no_ack_first(tmp_path: Path, cli_env: dict[str
     assert not any(ack in asked.stdout + asked.stderr for ack in ACKS), asked.stdout
 
     refused = ["diff demo since 1h", "top demo --snapshot 20200101-000000-abcd", "top dmeo",
-               "top demo --fcous main", "history dmeo"]
+               "top demo --fcous main", "history dmeo", "watch demo every 1s",
+               "watch demo every 15m"]  # the console has no channel to post in
     script = "\n".join([*refused, "capture demo", "diff demo", "diff demo since deploy",
                         "exit"]) + "\n"
     done = heapbot(env, "console", stdin=script)
@@ -192,13 +194,15 @@ def test_a_refused_command_prints_no_ack_first(tmp_path: Path, cli_env: dict[str
                  "Did you mean `demo`?",  # top dmeo, history dmeo
                  "Unknown option `--fcous`.",
                  "There is no earlier capture of `demo` to compare with.",  # cooldown: reused
-                 "No deploy of `demo` is recorded."):
+                 "No deploy of `demo` is recorded.",
+                 "Every 1s is too often: the shortest interval is 1m.",
+                 "Say where to post, e.g. `in #payments-oncall`."):
         assert said in out, (said, out)
     assert "20200101-000000-abcd" in out  # the snapshot that is not stored is named
     # one ack in the whole session: the capture that ran
     assert out.count("capturing demo (1 instance)…") == 1, out
     assert "capturing demo to compare" not in out and "Loading a stored" not in out, out
-    assert "Reading the stored history" not in out, out
+    assert "Reading the stored history" not in out and "Setting up a watch" not in out, out
 
     # the base named is the very capture the cooldown would reuse: refused, no ack
     snapshot = json.loads(heapbot(env, "capture", "demo", "--format", "json").stdout)

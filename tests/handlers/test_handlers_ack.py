@@ -72,6 +72,8 @@ INVALID = [
     ("leaks payments --sample 1x30s", "leaks", "--sample takes 2 to"),
     ("leaks payments --sample", "leaks", "`--sample` needs a value"),
     ("services payments", "services", "Unexpected argument `payments`"),
+    ("watch payments", "watch", "Say how often, e.g. `every 15m`"),
+    ("watch payments every 15m --goroutines x", "watch", "`--goroutines` needs a whole number"),
 ]
 
 

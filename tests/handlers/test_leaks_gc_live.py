@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -30,8 +32,20 @@ async def blocked(tmp_path: Path, redis_url: str, demo_binary: Path) -> AsyncIte
 
 @pytest.fixture
 async def quiet(tmp_path: Path, redis_url: str, demo_binary: Path) -> AsyncIterator[Runtime]:
-    async for rt in demo_runtime(tmp_path, redis_url, demo_binary, "pool", 0.05):
+    # GOGC=off: the demo runs a GC only when asked, so "no GC in between" holds by
+    # construction. With Go's default the captures' own downloads (gzip writers of ~1 MB)
+    # reach the 4 MB heap goal within 2 to 3 captures: the test's second capture was about
+    # one download short of a GC. One GC at start (?gc=1, straight to the demo) gives the
+    # heap profile a GC to be "as of": before any, Go reports every allocation so far.
+    async for rt in demo_runtime(tmp_path, redis_url, demo_binary, "pool", 0.05,
+                                 env={"GOGC": "off"}):
+        await asyncio.to_thread(_gc, rt.registry.resolve("demo").targets[0])
         yield rt
+
+
+def _gc(target: str) -> None:
+    with urllib.request.urlopen(target + "/debug/pprof/heap?gc=1", timeout=30) as response:
+        response.read()
 
 
 async def test_goroutineleak_reports_the_blocked_workers_as_proven(blocked: Runtime) -> None:
@@ -57,7 +71,7 @@ async def test_top_says_when_the_heap_profile_repeats_the_previous_capture(quiet
                                                                           ) -> None:
     first = await run(quiet, Invocation("top demo"))
     assert not first.error
-    again = await run(quiet, Invocation("top demo"))  # seconds later: no GC in between
+    again = await run(quiet, Invocation("top demo"))  # no GC in between (GOGC=off)
     note = next((c for c in again.context if "heap profile unchanged" in c), "")
     assert "no GC ran since" in note and "(NumGC " in note
     assert "`/heap capture demo --gc` takes a fresh one" in note

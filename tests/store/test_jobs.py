@@ -53,6 +53,28 @@ async def test_pending_job_of_a_dead_consumer_is_claimed(redis_client: aioredis.
     assert await queue.depth() == 0
 
 
+async def test_a_replica_never_takes_over_or_dead_letters_its_own_running_job(
+        redis_client: aioredis.Redis) -> None:
+    """A stalled event loop whose heartbeat came late: the claim on the same replica finds
+    its own job idle. It stays running there, on its delivery, not dead-lettered.
+
+    Seen in tests/alerts/test_worker.py under load (1 run in 22): a capture failing on
+    its last allowed delivery was dead-lettered as "delivered 3 times" while it still ran,
+    so the dead letter said nothing of why it failed."""
+    queue = JobQueue(redis_client, claim_idle_ms=100, max_deliveries=1)
+    job_id = await queue.enqueue("capture", {"service": "demo"})
+    (job,) = await queue.read("replica-a", block_ms=100)
+    await asyncio.sleep(0.2)  # no heartbeat: idle past claim_idle_ms
+    assert await queue.claim_stale("replica-a", running={job_id}) == []
+    assert await queue.dead_jobs() == []
+    pending = await redis_client.xpending_range(STREAM, queue.group, "-", "+", 10)
+    assert [(p["consumer"].decode(), p["times_delivered"]) for p in pending] == [
+        ("replica-a", 1)]
+    assert await queue.fail(job, "capture failed: connection refused")  # its own reason
+    (dead,) = await queue.dead_jobs()
+    assert dead["job_id"] == job_id and "connection refused" in dead["reason"]
+
+
 async def test_poison_job_goes_to_dead_letter(redis_client: aioredis.Redis) -> None:
     queue = JobQueue(redis_client, claim_idle_ms=50, max_deliveries=3)
     job_id = await queue.enqueue("capture", {"service": "broken"})

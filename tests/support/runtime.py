@@ -45,13 +45,14 @@ async def runtime_on(registry: Path, redis_url: str) -> AsyncIterator[Runtime]:
 
 
 async def demo_runtime(tmp_path: Path, redis_url: str, demo_binary: Path, scenarios: str,
-                       rate: float, ready: dict[str, int] | None = None
-                       ) -> AsyncIterator[Runtime]:
+                       rate: float, ready: dict[str, int] | None = None,
+                       env: dict[str, str] | None = None) -> AsyncIterator[Runtime]:
     """A Runtime on one real demo instance running ``scenarios`` (the live leak tests).
 
-    The demo keeps Go's default MemProfileRate (512 KiB per sample), as a real service does.
+    The demo keeps Go's default MemProfileRate (512 KiB per sample), as a real service does;
+    ``env`` is added to its environment (GOGC=off: no GC runs unless a capture asks).
     """
-    demo = start_demo(demo_binary, scenarios=scenarios, rate=rate, ready=ready)
+    demo = start_demo(demo_binary, scenarios=scenarios, rate=rate, ready=ready, env=env)
     try:
         async with runtime_on(service_registry(tmp_path, "demo", [demo.url],
                                                cooldown_seconds=0), redis_url) as rt:

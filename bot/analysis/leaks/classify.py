@@ -25,7 +25,9 @@ weighs a size or a pause is judged against that noise, so at 512 B per sample
 
 - growth counts only beyond ``NOISE_Z`` standard deviations of its own sampling
   noise (9 samples: 4.5MB at 512 KiB), else it is undecided with how long the
-  fitted rate needs to get there ("sampled every 512kB: +1MB is about 2 samples");
+  fitted rate needs to get there ("sampled every 512kB: +1MB is about 2 samples"),
+  even when it fell on the way by less than 9 samples (a fall within the noise does
+  not make it "up and down");
 - a flat tail is a plateau only when the rate before it would have added
   ``PLATEAU_SAMPLES`` samples over it (a pause in a staircase is not a plateau);
 - a level that stays within the sampling noise after growing fast (a full cache
@@ -137,7 +139,11 @@ def classify(times: np.ndarray, values: np.ndarray, segments: np.ndarray,
             return fit
     largest_fall = float(-deltas.min()) if len(deltas) else 0.0
     up_and_down = fit.up_share < MIN_UP_SHARE or largest_fall > MAX_FALL_SHARE * fit.growth
-    if period and not up_and_down and _within_noise(fit, period):
+    # A fall of fewer than 9 samples is within the sampling noise too (one freed sampled
+    # object reads as ~period bytes, however small it was: a leaking map's old table), so
+    # it cannot make growth that is itself within the noise read as "up and down".
+    falls_within_noise = largest_fall < NOISE_Z * NOISE_Z * period
+    if period and (not up_and_down or falls_within_noise) and _within_noise(fit, period):
         return fit
     tail, tail_span = _flat_tail(last_t, last_v, fit.growth, floor)
     fit.flat_tail = tail

@@ -198,7 +198,7 @@ def _merge(found: HeapFindings, fn: str, per: Mapping[str, Fit],
         else:
             reason = f"{fit.why}: watch it, not a leak now{where}"
         found.not_suspects.append(NotSuspect(fn, "heap", reason, fit.slope * 3600.0, "bytes",
-                                             bounded=kind == BOUNDED))
+                                             bounded=kind == BOUNDED, net_growth=fit.growth))
         return
 
 

@@ -88,11 +88,12 @@ class NotSuspect:
     growth_per_hour: float = 0.0
     unit: str = "bytes"
     bounded: bool = False
+    net_growth: float = 0.0  # as Suspect.net_growth: what a sampled series was cleared from
 
     def to_json(self) -> dict[str, Any]:
         return {"function": self.function, "kind": self.kind, "reason": self.reason,
                 "growth_per_hour": round(self.growth_per_hour, 3), "unit": self.unit,
-                "bounded": self.bounded}
+                "bounded": self.bounded, "net_growth": round(self.net_growth, 3)}
 
 
 @dataclass(slots=True)
