@@ -16,8 +16,11 @@ MULTI/EXEC touching them stays in one Redis Cluster slot):
   ``SnapshotStore.save``): never read, renamed into place or left to expire.
 
 A save sends each profile in a command of its own into the staging hash (each with a
-short TTL), then one MULTI/EXEC, watching the index and the staging hash, RENAMEs the
-staging hash to the snapshot key and writes meta, summary and index. Readers only reach
+short TTL), then one MULTI/EXEC, watching the index and the staging hash, runs a script
+(``_COMMIT_SCRIPT``) that RENAMEs the staging hash to the snapshot key and writes meta,
+summary, retention and index, once it has checked on the server that the id is not indexed
+yet and every profile is staged (a cluster resend has no WATCH; a lost reply must not
+commit twice). Readers only reach
 a snapshot through the index, so one is visible whole or not at all; a crash or lost
 connection before EXEC leaves only a staging hash that expires. Sending the whole
 capture as one MULTI/EXEC instead cost 4x its bytes in client memory on Python 3.11
@@ -69,6 +72,37 @@ _GZIP_MAGIC = b"\x1f\x8b"
 STAGING_TTL = 300.0
 # Redis's default proto-max-bulk-len: the biggest value one command may carry
 MAX_VALUE_BYTES = 512 << 20
+
+
+# The commit of SnapshotStore.save. KEYS: index, staging, snapshot, deploys, the snapshots
+# retention drops, the snapshots whose raw files age out; ARGV: the plan (JSON), then the
+# head fields and values (meta, summary). "done" when the id is already indexed (a resend,
+# a lost reply), "restage" when the staging hash does not hold every profile; then nothing
+# is written. Every key carries the service's hash tag: one Cluster slot.
+_COMMIT_SCRIPT = """
+local plan = cjson.decode(ARGV[1])
+if redis.call('ZSCORE', KEYS[1], plan.id) then return 'done' end
+if plan.profiles > 0 then
+  if redis.call('HLEN', KEYS[2]) ~= plan.profiles then return 'restage' end
+  redis.call('RENAME', KEYS[2], KEYS[3])
+end
+for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1]) end
+redis.call('EXPIRE', KEYS[3], plan.ttl)
+redis.call('ZADD', KEYS[1], plan.score, plan.id)
+local ndrop = #plan.drop
+for i, fields in ipairs(plan.trim) do
+  if #fields > 0 then redis.call('HDEL', KEYS[4 + ndrop + i], unpack(fields)) end
+end
+for i, old in ipairs(plan.drop) do
+  redis.call('DEL', KEYS[4 + i])
+  redis.call('ZREM', KEYS[1], old)
+end
+for _, marker in ipairs(plan.markers) do
+  redis.call('ZADD', KEYS[4], marker[2], marker[1])
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', plan.cutoff)
+return 'ok'
+"""
 
 
 def new_snapshot_id(taken_at: float) -> str:
@@ -348,6 +382,9 @@ class SnapshotStore:
                     await pipe.execute()
 
         async def transaction() -> list[DeployMarker]:
+            # run again after a lost connection (retrying): the EXEC may have committed
+            if await self.redis.zscore(index, snapshot.id) is not None:
+                return []
             staged = False
             for _ in range(10):  # optimistic: retry when another writer touched the index
                 if blobs and not staged:
@@ -356,6 +393,8 @@ class SnapshotStore:
                 async with self.redis.pipeline(transaction=True) as pipe:
                     try:
                         await pipe.watch(index, staging)
+                        if await pipe.zscore(index, snapshot.id) is not None:
+                            return []  # committed, its reply lost (a WatchError): not again
                         # expired, or lost in a failover since it was sent: send it again
                         # (WATCH also fails the EXEC if it expires from here on)
                         if blobs and await pipe.hlen(staging) != len(blobs):
@@ -398,24 +437,28 @@ class SnapshotStore:
                                 version=f"build {snapshot.build_id[:12]}", by="heapbot",
                                 source="build-id", build_id=snapshot.build_id,
                                 previous_build_id=previous_build))
+                        # One script does every write, after checking on the server that
+                        # the save is not done yet and that every profile is staged: so a
+                        # resend without the WATCH (redis-py's cluster pipeline resends a
+                        # transaction on another connection after a failover) or after a
+                        # lost reply never indexes a half snapshot nor trims twice.
+                        drop_keys = [keys.snapshot(svc, old) for old in drop]
+                        plan = {"id": snapshot.id, "score": snapshot.taken_at,
+                                "profiles": len(blobs), "ttl": ttl, "cutoff": f"({cutoff}",
+                                "drop": list(drop),
+                                "trim": [[f.decode() for f in fields] for _, fields in trim],
+                                "markers": [[m.to_json(), m.taken_at] for m in markers]}
                         pipe.multi()
-                        if blobs:  # overwrites the key of an EXEC whose reply was lost
-                            # (redis-py's cluster pipeline blocks .rename(): keys of any
-                            # two slots; these two share the service's hash tag)
-                            pipe.execute_command("RENAME", staging, snap_key)
-                        pipe.hset(snap_key, mapping=head)
-                        pipe.expire(snap_key, ttl)
-                        pipe.zadd(index, {snapshot.id: snapshot.taken_at})
-                        for old_key, fields in trim:
-                            if fields:
-                                pipe.hdel(old_key, *fields)
-                        for old in drop:
-                            pipe.delete(keys.snapshot(svc, old))
-                            pipe.zrem(index, old)
-                        for marker in markers:
-                            pipe.zadd(deploys, {marker.to_json(): marker.taken_at})
-                        pipe.zremrangebyscore(deploys, "-inf", f"({cutoff}")
-                        await pipe.execute()
+                        pipe.eval(_COMMIT_SCRIPT, 4 + len(drop_keys) + len(trim), index,
+                                  staging, snap_key, deploys, *drop_keys,
+                                  *(old_key for old_key, _ in trim), json.dumps(plan),
+                                  *(x for f, v in head.items() for x in (f, v)))
+                        (outcome,) = await pipe.execute()
+                        if _text(outcome) == "restage":  # lost since the check above
+                            staged = False
+                            continue
+                        if _text(outcome) == "done":  # an earlier EXEC's reply was lost
+                            return []
                         return markers
                     except WatchError:
                         continue

@@ -182,6 +182,87 @@ async def test_profiles_lost_after_staging_are_sent_again_before_the_commit(
     assert not await redis_client.exists(staging)
 
 
+def patch_first_commit(store: SnapshotStore, monkeypatch: pytest.MonkeyPatch,
+                       around: Callable[[Any, Callable[[], Awaitable[Any]]], Awaitable[Any]]
+                       ) -> None:
+    """Wrap the EXEC of the save's first commit (the first transaction pipeline that
+    watched keys) in ``around(pipe, execute)``."""
+    pipeline_class: Any = type(store.redis.pipeline(transaction=True))
+    original_watch, original_execute = pipeline_class.watch, pipeline_class.execute
+    state = {"watched": 0, "wrapped": False}
+
+    async def watch(self: Any, *names: Any) -> Any:
+        state["watched"] += 1
+        self._heapbot_commit = state["watched"] == 1
+        return await original_watch(self, *names)
+
+    async def execute(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if getattr(self, "_heapbot_commit", False) and not state["wrapped"]:
+            state["wrapped"] = True
+            return await around(self, lambda: original_execute(self, *args, **kwargs))
+        return await original_execute(self, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline_class, "watch", watch)
+    monkeypatch.setattr(pipeline_class, "execute", execute)
+
+
+async def test_a_commit_whose_reply_was_lost_is_not_done_twice(
+        store: SnapshotStore, redis_client: aioredis.Redis,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The EXEC committed, the reply never came (redis-py then raises WatchError on a
+    watching pipeline, or the failover retry runs the save again): the save does not
+    upload and commit a second time, which used to count the snapshot against retention
+    twice and strip the new snapshot's own raw files (keep_raw=1)."""
+    from redis.exceptions import WatchError
+
+    store.keep_raw = 1
+    base = time.time() - 100
+    first = fleet_snapshot(2, base)
+    await store.save(first, bodies(2, 20_000), retention_count=2)
+
+    async def lost_reply(pipe: Any, execute: Callable[[], Awaitable[Any]]) -> Any:
+        await execute()
+        raise WatchError("the connection was lost while reading the EXEC reply")
+
+    patch_first_commit(store, monkeypatch, lost_reply)
+    second = fleet_snapshot(2, base + 10)
+    raw = bodies(2, 20_000, seed=7)
+    await store.save(second, raw, retention_count=2)
+    assert [s.id for s in await store.list(SERVICE, 0)] == [second.id, first.id]
+    assert await store.raw_profiles(SERVICE, second.id) == [(i, raw[(i, "heap")])
+                                                            for i in range(2)]
+    assert not await redis_client.exists(keys.snapshot_staging(SERVICE, second.id))
+
+
+async def test_a_commit_sent_without_its_watch_never_indexes_a_half_snapshot(
+        store: SnapshotStore, redis_client: aioredis.Redis, redis_server: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """redis-py's cluster pipeline resends a transaction on a new connection after a
+    failover, without the WATCH; the new master may lack staged profiles (replication is
+    asynchronous). Here the WATCH is left off and a staged profile is lost just before
+    the EXEC: the commit checks on the server, stages again and stores the snapshot whole
+    (it used to rename the short hash into place: a snapshot with 2 of 3 profiles)."""
+    if isinstance(redis_server, RedisCluster):
+        pytest.skip("UNWATCH on the pipeline's one connection; the Cluster's resend needs a "
+                    "failover at the EXEC, and runs the same server-side check")
+    snap = fleet_snapshot(3)
+    staging = keys.snapshot_staging(SERVICE, snap.id)
+
+    async def unwatched_and_short(pipe: Any, execute: Callable[[], Awaitable[Any]]) -> Any:
+        # what the cluster's resend amounts to: the same MULTI/EXEC, no WATCH held
+        await pipe.connection.send_command("UNWATCH")
+        assert await pipe.connection.read_response() in (b"OK", "OK")
+        await redis_client.hdel(staging, "raw:1:heap")
+        return await execute()
+
+    patch_first_commit(store, monkeypatch, unwatched_and_short)
+    raw = bodies(3, 30_000)
+    await store.save(snap, raw)
+    assert [s.id for s in await store.list(SERVICE, 0)] == [snap.id]
+    assert await store.raw_profiles(SERVICE, snap.id) == [(i, raw[(i, "heap")])
+                                                           for i in range(3)]
+
+
 async def test_readers_never_see_a_partial_snapshot_while_saves_run(
         store: SnapshotStore, redis_url: str) -> None:
     """History, get and raw_profiles read concurrently with ten 8-instance saves: every
