@@ -245,13 +245,22 @@ class PiecewiseSend:
 
     async def _send_packed_command(self, command: Iterable[bytes]) -> None:
         writer = self._writer
+        group: list[bytes] = []  # small parts, written together as redis-py would
+        size = 0
         for part in command:
+            if size + len(part) > SEND_PIECE_BYTES and group:
+                writer.writelines(group)  # one join of at most 1 MiB
+                await writer.drain()
+                group, size = [], 0
             if len(part) <= SEND_PIECE_BYTES:
-                writer.write(part)
+                group.append(part)
+                size += len(part)
                 continue
             for start in range(0, len(part), SEND_PIECE_BYTES):
                 writer.write(part[start:start + SEND_PIECE_BYTES])  # a 1 MiB copy at most
                 await writer.drain()
+        if group:
+            writer.writelines(group)
         await writer.drain()
 
 

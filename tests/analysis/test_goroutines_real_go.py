@@ -221,3 +221,30 @@ def test_cli_says_which_goroutines_go_proved_leaked() -> None:
     assert rows[0].split()[:5] == ["524", "9.0%", "sync.WaitGroup.Wait", "(leaked)",
                                    "main.(*Stopper_cockroach1462).Stop"]
     assert "goker/cockroach1462.go:93" in rows[0] and rows[0].endswith("main.Cockroach1462")
+
+
+def test_leaks_verdict_names_the_real_leaks_goroutineleak_proved() -> None:
+    """/heap leaks over captures whose goroutineleak profile is GoKer's (heap flat): the
+    suspects are the projects' leaking functions, proven, with Go's file:line and state,
+    largest first (Cockroach1462's Stopper: 524 goroutines in sync.WaitGroup.Wait)."""
+    from bot.analysis.leaks import analyze
+    from handlers.leaks import build_reply
+    from tests.analysis.test_leaks_gc import BACKGROUND, EVEN, observed
+
+    real = leaked_groups((FIXTURES / "go_goker_goroutineleak.pb.gz").read_bytes())
+    assert real is not None
+    caps = observed(EVEN, [5 * i + 1 for i in range(20)], {"a:6060": BACKGROUND}, leaked={})
+    for cap in caps:
+        cap.observations[0].leaked = real
+    report = analyze(caps)
+    assert report.verdict == "leak likely"
+    proven = [s for s in report.suspects if s.proven]
+    assert len(proven) == len(real) == 93  # one per leaking stack
+    top = proven[0]
+    assert (top.function, top.state, top.site) == (
+        "main.(*Stopper_cockroach1462).Stop", "sync.WaitGroup.Wait",
+        "goker/cockroach1462.go:93")
+    assert "524 goroutines" in top.evidence[0] and "can ever wake" in top.evidence[0]
+    assert "proven leak" in report.summary
+    rows = build_reply("goker", report).table.rows
+    assert rows[0][:2] == ["main.(*Stopper_cockroach1462).Stop", "goroutines (proven)"]

@@ -19,7 +19,7 @@ from bot.analysis.goroutines import Frame, engine_stacks, parse_goroutines, stac
 from bot.analysis.peek import peek
 from bot.errors import ProfileError
 from bot.pprof import Profile, parse_profile
-from bot.pprof.names import pprof_name
+from bot.pprof.names import pprof_name, pprof_names
 from tests.analysis.test_top_pprof import assert_same, heapbot_report
 from tests.golden.pprof_tool import FIXTURES, Case, go_or_none, parse_top, run_pprof
 from tests.pprof.test_pprof_vs_go import parse_peek
@@ -166,3 +166,16 @@ def test_names_are_demangled_as_pprof_prints_them(name: str, system_name: str,
     """pprof's default demangling (internal/symbolizer): a name equal to its system name
     that holds brackets loses its (...) and <...> groups; a different name is kept."""
     assert pprof_name(name, system_name or name) == shown
+
+
+def test_the_table_pass_equals_the_name_by_name_rule() -> None:
+    """pprof_names only looks at names with brackets (and empty ones): the same result as
+    pprof_name on every name, on the http capture's table and on a mixed one."""
+    http = load("go_http_goroutine.pb.gz")
+    names = ["main.a", "", "f[go.shape.func(int) bool]", "g[x]", "h::k<int>(int)", "plain"]
+    system = ["main.a", "sys.b", "f[go.shape.func(int) bool]", "other", "h::k<int>(int)", "plain"]
+    raw = [(n, s) for n, s in zip(names, system, strict=True)] + [
+        (s, s) for s in http.function_system_names]
+    got = pprof_names([n for n, _ in raw], [s for _, s in raw])
+    assert got == [pprof_name(n, s) if not n or n == s else n for n, s in raw]
+    assert got[:6] == ["main.a", "sys.b", "f[go.shape.func bool]", "g[x]", "h::k", "plain"]

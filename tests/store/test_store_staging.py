@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 import time
@@ -290,3 +291,29 @@ async def test_saving_one_big_profile_holds_it_once(store: SnapshotStore) -> Non
     assert peak / len(raw[(0, "heap")]) < 0.5, f"{peak / len(raw[(0, 'heap')]):.2f}x"
     assert await store.raw_profile(SERVICE, (await store.list(SERVICE, 1))[0].id, 0) == \
         raw[(0, "heap")]
+
+
+async def test_a_pipeline_of_small_and_big_values_arrives_byte_for_byte(
+        redis_url: str) -> None:
+    """PiecewiseSend's grouping: 3,000 small values (3 MB of small parts, sent in groups of
+    at most 1 MiB) around a 3 MiB one (sent in slices) read back exactly, in order."""
+    from bot.redisconn import connect
+
+    connection = connect(redis_url)
+    client = connection.client
+    small = {f"t:{{pw}}:{i}": os.urandom(1000) for i in range(3000)}
+    big = os.urandom(3 << 20)
+    try:
+        async with client.pipeline(transaction=False) as pipe:
+            items = list(small.items())
+            for key, value in items[:1500]:
+                pipe.set(key, value)
+            pipe.set("t:{pw}:big", big)
+            for key, value in items[1500:]:
+                pipe.set(key, value)
+            assert all(await pipe.execute())
+        assert await client.get("t:{pw}:big") == big
+        assert await client.mget(list(small)) == list(small.values())
+    finally:
+        await client.delete("t:{pw}:big", *small)
+        await connection.aclose()
