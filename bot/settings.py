@@ -68,9 +68,11 @@ def find_registry(start: Path | None = None) -> RegistrySearch:
     at $HOME when ``start`` is inside it, so another user's or the machine's file is
     never picked up by accident.
     """
-    here = (start or Path.cwd()).absolute()
+    # Real paths on both sides: the current directory is one already, and a $HOME that
+    # is a symlink (/home -> /var/home) must still stop the walk.
+    here = (start or Path.cwd()).resolve()
     try:
-        home: Path | None = Path.home().absolute()
+        home: Path | None = Path.home().resolve()
     except (RuntimeError, KeyError):  # no $HOME and no passwd entry (some containers)
         home = None
     stop_at_home = home is not None and here.is_relative_to(home)

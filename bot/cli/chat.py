@@ -329,6 +329,8 @@ def _will_answer(runner: asyncio.Runner, runtime: Runtime, line: str) -> bool:
         runner.run(handlers.preflight(runtime, inv))
     except HeapbotError:
         return False
+    except Exception:  # a bug or a bad record: run() answers it with an error id, and
+        return True    # the console goes on (the same error here would end the session)
     return True
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from bot import keys
 from bot.analysis.goroutines import parse_goroutines
 
 pytestmark = pytest.mark.slow
@@ -215,3 +216,27 @@ def test_a_refused_command_prints_no_ack_first(tmp_path: Path, cli_env: dict[str
                      stdin=f"diff demo since {snapshot_id} --force\nexit\n")
     assert "capturing demo to compare (1 instance)…" in forced.stdout, forced.stdout
     assert "demo: inuse_space change since" in forced.stdout, forced.stdout
+
+
+def test_a_bad_record_read_before_the_ack_does_not_end_the_console(
+        tmp_path: Path, cli_env: dict[str, str], redis_url: str) -> None:
+    """The checks before the ack read Redis; a record heapbot cannot read there (here a
+    capture's meta that is not JSON) is answered as run() answers it, with an error id,
+    and the console takes the next command."""
+    import redis
+
+    config = tmp_path / "cooldown.yaml"
+    config.write_text(Path(cli_env["HEAPBOT_CONFIG"]).read_text()
+                      .replace("cooldown_seconds: 0", "cooldown_seconds: 600"))
+    env = {**cli_env, "HEAPBOT_CONFIG": str(config), "REDIS_URL": redis_url}
+    stored = json.loads(heapbot(env, "capture", "demo", "--format", "json").stdout)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.hset(keys.snapshot("demo", stored["snapshot"]["id"]), "meta", "{not json")
+    finally:
+        client.close()
+    done = heapbot(env, "console", stdin="diff demo\nhelp\nexit\n")
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert re.search(r"internal error", done.stdout, re.I), done.stdout
+    assert "/heap top SERVICE" in done.stdout, done.stdout  # help answered after it

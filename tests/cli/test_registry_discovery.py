@@ -79,6 +79,19 @@ def test_the_search_stops_at_home(project: Path, monkeypatch: pytest.MonkeyPatch
                                  f" or a directory above it (up to {home})")
 
 
+def test_the_search_stops_at_home_reached_through_a_symlink(
+        project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """$HOME may be a symlink to the real home (Silverblue's /home -> /var/home) while the
+    current directory is always the real path: the walk still stops at $HOME."""
+    home = project / "deploy"
+    link = project.parents[2] / "home-link"
+    link.symlink_to(home, target_is_directory=True)
+    monkeypatch.setenv("HOME", str(link))
+    monkeypatch.chdir(home / "demo")
+    search = find_registry()
+    assert search.found is None and search.top == home.resolve()
+
+
 def test_services_from_a_subdirectory_names_the_registry_it_used(project: Path) -> None:
     subdir = project / "deploy" / "demo"
     listed = heapbot(subdir, "services")
