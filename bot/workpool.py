@@ -109,10 +109,20 @@ def _ready() -> None:
 
 def warm() -> None:
     """Start the worker processes now (in the background), so a capture's first decode
-    does not wait for them: called when a fleet capture starts fetching."""
+    does not wait for them: called when a fleet capture starts fetching.
+
+    The submits run in a thread: starting a worker waits for the fork server, whose first
+    start imports numpy and the decoder (seconds on a loaded machine), and on the event
+    loop that wait stopped every other request (see :func:`_offload`)."""
     pool = _get_pool()
     if pool is not None:
-        for _ in range(processes()):
+        threading.Thread(target=_submit_ready, args=(pool, processes()),
+                         name="workpool-warm", daemon=True).start()
+
+
+def _submit_ready(pool: concurrent.futures.ProcessPoolExecutor, count: int) -> None:
+    with contextlib.suppress(RuntimeError, concurrent.futures.process.BrokenProcessPool):
+        for _ in range(count):  # RuntimeError: the pool was shut down meanwhile
             pool.submit(_ready)
 
 
@@ -196,9 +206,12 @@ async def _offload(fn: Callable[..., T], *args: Any, pool_ok: bool = True) -> T:
     pool = _get_pool() if pool_ok else None
     if pool is None:
         return await asyncio.to_thread(fn, *args)
-    loop = asyncio.get_running_loop()
     try:
-        return await loop.run_in_executor(pool, fn, *args)
+        # Submitted from a thread: a submit may start a worker, which waits for the fork
+        # server (its first start imports numpy: /healthz stalled 3-4.6 s behind the first
+        # webhook body on a loaded 2-core machine when this ran on the loop).
+        future = await asyncio.to_thread(pool.submit, fn, *args)
+        return await asyncio.wrap_future(future)
     except (concurrent.futures.process.BrokenProcessPool, RuntimeError, OSError) as exc:
         global _broken_until
         _broken_until = time.monotonic() + _RETRY_POOL_AFTER_S

@@ -119,6 +119,9 @@ async def test_drawing_survives_a_killed_drawing_process(monkeypatch: pytest.Mon
     from bot.render.flame import draw_flame
 
     monkeypatch.setenv("HEAPBOT_WORKER_PROCESSES", "1")
+    # The kill below makes later work use threads for 60 s: not beyond this test (a
+    # worker-pool test run after it within the minute found no pool).
+    monkeypatch.setattr(workpool, "_broken_until", 0.0)
     layout = flame(load(HEAP2))
     png, svg = await draw_flame(layout, "demo")
     assert decode(png).size == (picture(layout, "demo").width, picture(layout, "demo").height)
