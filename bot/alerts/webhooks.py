@@ -350,8 +350,10 @@ class Webhooks:
     async def pagerduty(self, request: web.Request) -> web.Response:
         secret = self.settings.pagerduty_secret
         if secret is None:
-            raise WebhookRejected(503, "PagerDuty webhooks are not set up: set "
-                                       "PAGERDUTY_WEBHOOK_SECRET to the subscription's secret.")
+            # 403 like the other hooks, not 5xx: PagerDuty retries a 5xx delivery for good,
+            # and a hook that is off will not turn on by itself.
+            raise WebhookRejected(403, "/hooks/pagerduty is off: set PAGERDUTY_WEBHOOK_SECRET "
+                                       "to the webhook subscription's signing secret.")
         body = await self._body(request)
         header = request.headers.get("X-PagerDuty-Signature", "")
         if not header or not self._pagerduty_signed(body, header, secret.get_secret_value()):

@@ -122,7 +122,7 @@ async def test_empty_or_blank_secrets_mean_unset(tmp_path: Path, redis_url: str,
         body = json.dumps(pagerduty_payload()).encode()
         status, answer = await _post(f"{url}/hooks/pagerduty", body,
                                      {"X-PagerDuty-Signature": pd_signature(body, "")})
-        assert status == 503 and "PAGERDUTY_WEBHOOK_SECRET" in answer["error"]
+        assert status == 403 and "PAGERDUTY_WEBHOOK_SECRET" in answer["error"]
         status, answer = await _post(f"{url}/hooks/alertmanager",
                                      json.dumps(alertmanager_payload()).encode(),
                                      {"Authorization": "Bearer "})
