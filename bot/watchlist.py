@@ -57,13 +57,32 @@ class Watch:
         return records.from_json(cls, text)
 
 
+# A Slack conversation id: public (C…), private (G…) or direct (D…) channel. Channel
+# names are lower-case, so an all-capitals word is an id, never a name.
+_CHANNEL_ID = re.compile(r"[CGD][A-Z0-9]{2,20}")
+
+
 def parse_channel(text: str) -> str:
-    """A channel as typed: a ``#name``, or a channel id (Slack's ``<#C123|name>`` reaches
-    handlers as ``C123``, bot/slack/text.py)."""
+    """The channel id a watch posts into, from what the surface passed on.
+
+    Slack sends a channel picked from its list as ``<#C123|name>`` (the manifests set
+    ``should_escape: true``), which reaches handlers as ``C123`` (bot/slack/text.py).
+    A bare ``#name`` is refused: allow_channels and posts need the id, and heapbot has
+    no ``channels:read`` scope to look names up (conversations.list).
+    """
     name = text.strip()
+    if _CHANNEL_ID.fullmatch(name):
+        return name
     if not re.fullmatch(r"#?[A-Za-z0-9][A-Za-z0-9._-]{0,79}", name):
-        raise UsageError(f"`{name[:40]}` is not a channel.", hint="Write it like #payments-oncall.")
-    return name if name.startswith("#") or (name[:1] in "CGD" and name.isupper()) else "#" + name
+        raise UsageError(f"`{name[:40]}` is not a channel.",
+                         hint="Pick it from Slack's list as you type `#`, or write its id, "
+                              "e.g. C0123ABCD.")
+    shown = name if name.startswith("#") else "#" + name
+    raise UsageError(
+        f"heapbot cannot tell which channel `{shown}` is: Slack sent its name, not its id "
+        f"(a channel Slack knows arrives as a link).",
+        hint="Pick the channel from Slack's list as you type `#` (invite heapbot to a private "
+             "one first), or write its id, e.g. `in C0123ABCD` (channel details → About).")
 
 
 class WatchStore:

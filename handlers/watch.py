@@ -83,7 +83,8 @@ def _post_channel(runtime: Runtime, service: str, channel: str, inv: Invocation)
     configured = runtime.registry.resolve(service).channel
     channel = channel or inv.channel_id or configured or QueueSettings().alert_channel
     if not channel:
-        raise _usage("watch", "Say where to post, e.g. `in #payments-oncall`.")
+        raise _usage("watch", "Say where to post, e.g. `in #payments-oncall` (picked from "
+                             "Slack's list) or `in C0123ABCD` (the channel's id).")
     runtime.registry.resolve(service).check_post_channel(channel)
     return channel
 

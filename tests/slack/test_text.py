@@ -27,3 +27,14 @@ def test_plain_text_is_what_the_user_saw(slack: str, plain: str) -> None:
 def test_a_linked_channel_reaches_the_watch_as_its_id() -> None:
     parsed = parse(plain_text("watch demo every 1h30m in <#C0OPS|ops>"))
     assert parse_watch(parsed.argv, 60) == ("demo", 5400.0, "C0OPS", None)
+
+
+@pytest.mark.parametrize("typed", ["#payments-oncall", "payments-oncall"])
+def test_a_channel_name_without_its_id_is_one_clear_message(typed: str) -> None:
+    from bot.errors import UsageError
+
+    with pytest.raises(UsageError) as refused:
+        parse_watch(parse(plain_text(f"watch demo every 1h in {typed}")).argv, 60)
+    message = refused.value.user_message()
+    assert "heapbot cannot tell which channel `#payments-oncall` is" in message
+    assert "C0123ABCD" in message
