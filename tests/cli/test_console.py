@@ -197,7 +197,8 @@ def test_a_refused_command_prints_no_ack_first(tmp_path: Path, cli_env: dict[str
                  "There is no earlier capture of `demo` to compare with.",  # cooldown: reused
                  "No deploy of `demo` is recorded.",
                  "Every 1s is too often: the shortest interval is 1m.",
-                 "Say where to post, e.g. `in #payments-oncall`."):
+                 "Say where to post, e.g. `in #payments-oncall` (picked from Slack's list) "
+                 "or `in C0123ABCD` (the channel's id)."):
         assert said in out, (said, out)
     assert "20200101-000000-abcd" in out  # the snapshot that is not stored is named
     # one ack in the whole session: the capture that ran
