@@ -163,6 +163,11 @@ class Settings(EnvSettings):
     slack_signing_secret: SecretStr | None = Field(None, validation_alias="SLACK_SIGNING_SECRET")
     slack_app_token: SecretStr | None = Field(None, validation_alias="SLACK_APP_TOKEN")
     slack_api_url: str = Field("https://slack.com/api/", validation_alias="SLACK_API_URL")
+    # How long a /heap command's checks (service, access, options, a `since` base in Redis)
+    # may hold its ack: a refusal then is the ack itself. Slack drops acks after 3 s;
+    # past this budget heapbot acks as usual and the checks run with the command. 0: off.
+    slack_preflight_seconds: float = Field(
+        1.0, ge=0, le=2.5, validation_alias="HEAPBOT_SLACK_PREFLIGHT_SECONDS")
 
     # HTTP server (Slack events in HTTP mode, webhooks, health, metrics)
     host: str = Field("0.0.0.0", validation_alias="HEAPBOT_HOST")

@@ -70,8 +70,8 @@ async def preflight(runtime: Runtime, inv: Invocation) -> None:
     its order: grammar, service and access (:func:`resolve_and_authorize`), the
     module's ``check(argv)``, then its ``precheck(runtime, argv, inv)`` (a `since` base
     or a `--snapshot` that is not stored, a watch with nowhere to post; a StoreError
-    when Redis is down). Slack's ack
-    cannot wait for Redis and uses :func:`ack_text`.
+    when Redis is down). Slack runs it through :func:`refusal` under a time budget
+    (its ack must come within 3 s) and falls back to :func:`ack_text`.
     """
     parsed = parse(inv.text)
     command, argv = parsed.command, parsed.argv
@@ -84,6 +84,36 @@ async def preflight(runtime: Runtime, inv: Invocation) -> None:
     precheck = commands.prechecker_of(module, command)
     if precheck is not None:
         await precheck(runtime, argv, inv)
+
+
+async def refusal(runtime: Runtime, inv: Invocation) -> str | None:
+    """The message :func:`run` would refuse ``inv`` with (:func:`preflight`), or None.
+
+    For a surface that answers a refused command in its ack (Slack): the same text,
+    usage line included, that ``run`` would reply; counted like ``run`` counts it.
+    Unexpected errors propagate: ``run`` answers those with an error id.
+    """
+    command = "?"
+    try:
+        command = parse(inv.text).command
+        await preflight(runtime, inv)
+    except UsageError as err:
+        outcome, message = "usage", _usage_hint(err, command).user_message()
+    except AccessDeniedError as err:
+        outcome, message = "denied", err.user_message()
+    except HeapbotError as err:
+        outcome, message = "error", err.user_message()
+    else:
+        return None
+    _count(command, outcome)
+    log.info("command %s outcome %s before the ack", command, outcome)
+    return message
+
+
+def _count(command: str, outcome: str) -> None:
+    metrics = sys.modules.get("bot.metrics")  # loaded where /metrics is served (the
+    if metrics is not None:                   # server); a CLI call has nothing to count into
+        metrics.COMMANDS.labels(command if command in COMMANDS else "unknown", outcome).inc()
 
 
 def _usage_hint(err: HeapbotError, command: str) -> HeapbotError:
@@ -146,9 +176,7 @@ async def run(runtime: Runtime | None, inv: Invocation) -> Reply:
         outcome = "internal"
     if reply.service is None and service:
         reply.service = service
-    metrics = sys.modules.get("bot.metrics")  # loaded where /metrics is served (the
-    if metrics is not None:                   # server); a CLI call has nothing to count into
-        metrics.COMMANDS.labels(command if command in COMMANDS else "unknown", outcome).inc()
+    _count(command, outcome)
     log.info("command %s outcome %s in %.3fs", command, outcome, time.monotonic() - started)
     return reply
 
@@ -205,6 +233,7 @@ __all__ = [
     "may_use",
     "parse",
     "preflight",
+    "refusal",
     "run",
     "usage_of",
 ]

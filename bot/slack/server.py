@@ -125,7 +125,7 @@ def install_slack(app: web.Application, runtime: Runtime | None, settings: Setti
     threads = ThreadMemory(redis)
     # Without a Runtime (the transport's own tests) only commands that need none answer.
     deps = build_deps(cast("Runtime", runtime), client, threads, channel_interval=channel_interval,
-                      max_running=max_running)
+                      max_running=max_running, preflight_seconds=settings.slack_preflight_seconds)
     bolt = build_bolt_app(deps, settings, socket_mode=socket_mode)
     state = SlackState(deps=deps, bolt=bolt, socket_mode=socket_mode)
     app[SLACK_STATE] = state

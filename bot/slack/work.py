@@ -139,15 +139,29 @@ class CommandRunner:
         REPLY_SECONDS.labels(command_word(text)).observe(time.monotonic() - started)
         return ts
 
-    async def _answer(self, text: str, target: ReplyTarget, source: str) -> Reply:
-        """The handlers' Reply, with the thread's service and the user's groups filled in."""
+    async def _invocation(self, text: str, target: ReplyTarget,
+                          source: str) -> handlers.Invocation:
+        """``text`` with the thread's service and the user's groups filled in."""
         thread_service = await self.threads.service_of(target.channel, target.thread_ts)
         membership = await self.usergroups.membership(self.runtime, target.user_id)
-        invocation = handlers.Invocation(
+        return handlers.Invocation(
             text=text, user_id=target.user_id, channel_id=target.channel,
             user_groups=membership.groups, thread_service=thread_service, source=source,
             unknown_groups=membership.unknown)
-        return await handlers.run(self.runtime, invocation)
+
+    async def _answer(self, text: str, target: ReplyTarget, source: str) -> Reply:
+        """The handlers' Reply for ``text`` from ``target``."""
+        return await handlers.run(self.runtime, await self._invocation(text, target, source))
+
+    async def refusal(self, text: str, target: ReplyTarget, *, source: str = "slack"
+                      ) -> str | None:
+        """What :meth:`run` would refuse ``text`` with before working, or None if it passes.
+
+        For the ack: a command that will be refused is answered by its refusal alone,
+        never by "capturing demo…" first. May read Redis and look up user groups; the
+        caller bounds how long.
+        """
+        return await handlers.refusal(self.runtime, await self._invocation(text, target, source))
 
     async def publish(self, reply: Reply, target: ReplyTarget) -> str:
         """Post ``reply`` and remember which service its thread is about."""

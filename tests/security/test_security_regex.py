@@ -94,10 +94,12 @@ async def test_hostile_regex_in_slack_keeps_healthz_under_100ms(
     poller = asyncio.create_task(poll())
     try:
         started = time.monotonic()
+        acks = []
         for text in commands:
             resp = await secure_bot.sender.slash_command(text, channel_id=ALLOWED_CHANNEL)
             assert resp.status == 200 and resp.elapsed < 3
-        answers = await _answers(secure_bot, count=len(commands), timeout=30)
+            acks.append(resp)
+        answers = await _answers(secure_bot, count=len(commands), timeout=30, acks=acks)
         elapsed = time.monotonic() - started
     finally:
         stop.set()

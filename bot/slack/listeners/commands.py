@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -34,18 +35,46 @@ def ack_text_for(deps: SlackDeps, text: str, channel_id: str = "") -> str:
         return "Working on it…"
 
 
+async def refusal_before_ack(deps: SlackDeps, text: str, target: ReplyTarget) -> str | None:
+    """The refusal ``run`` would answer with, if the checks finish within the budget.
+
+    None when they pass, take longer than ``deps.preflight_seconds`` (Redis or Slack's
+    user-group lookup slow: ack as usual, ``run`` checks again), or fail unexpectedly
+    (``run`` answers that with an error id).
+    """
+    if deps.runtime is None or deps.preflight_seconds <= 0:
+        return None
+    try:
+        async with asyncio.timeout(deps.preflight_seconds):
+            return await deps.runner.refusal(text, target)
+    except TimeoutError:
+        log.info("checks before the ack took over %.1fs; acking as usual",
+                 deps.preflight_seconds)
+    except Exception:
+        log.exception("checks before the ack failed; the command runs and answers it")
+    return None
+
+
 async def on_heap_command(deps: SlackDeps, ack: Ack, command: dict[str, Any]) -> None:
-    """Ack with what heapbot is about to do, then run the command in the background."""
+    """Ack with what heapbot is about to do, then run the command in the background.
+
+    A command that would be refused (unknown service, no access, bad option, a `since`
+    base that is not stored) is answered by the ack alone: no "capturing demo…" first,
+    no job, nothing posted later.
+    """
     started = time.monotonic()
     text = plain_text(str(command.get("text") or ""))
     if not deps.runner.has_room():
         await ack(text=BUSY_TEXT, response_type="ephemeral")
         return
-    await ack(text=ack_text_for(deps, text, str(command.get("channel_id") or "")),
-              response_type="ephemeral")
     target = ReplyTarget(channel=str(command.get("channel_id") or ""),
                          user_id=str(command.get("user_id") or ""),
                          response_url=command.get("response_url"))
+    refused = await refusal_before_ack(deps, text, target)
+    if refused is not None:
+        await ack(text=neutralize_mentions(refused), response_type="ephemeral")
+        return
+    await ack(text=ack_text_for(deps, text, target.channel), response_type="ephemeral")
     deps.runner.submit(text, target, source="slack", started=started)
 
 
