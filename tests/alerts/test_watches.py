@@ -36,8 +36,8 @@ from tests.support.runtime import (
 @pytest.mark.parametrize(("argv", "expected"), [
     (["demo", "every", "15m"], ("demo", 900.0, "", None)),
     (["demo", "every", "1h30m", "in", "C0OPS"], ("demo", 5400.0, "C0OPS", None)),
-    (["demo", "every", "2m", "in", "#payments-oncall", "--goroutines", "5000"],
-     ("demo", 120.0, "#payments-oncall", 5000)),
+    (["demo", "every", "2m", "in", "C0PAYONCALL", "--goroutines", "5000"],
+     ("demo", 120.0, "C0PAYONCALL", 5000)),
 ])
 def test_watch_arguments(argv: list[str], expected: tuple[Any, ...]) -> None:
     assert parse_watch(argv, 60) == expected
@@ -49,6 +49,8 @@ def test_watch_arguments(argv: list[str], expected: tuple[Any, ...]) -> None:
     (["demo", "every", "soon"], "not a duration"),
     (["demo", "every", "5m", "daily"], "Unexpected"),
     (["demo", "every", "5m", "--goroutines", "lots"], "whole number"),
+    # a bare name (Slack sends a channel picked from its list as an id): no id to post to
+    (["demo", "every", "2m", "in", "#payments-oncall"], "Slack sent its name, not its id"),
 ])
 def test_bad_watch_arguments_say_what_to_do(argv: list[str], words: str) -> None:
     with pytest.raises(UsageError) as err:
