@@ -149,6 +149,9 @@ def stable(data: bytes) -> bool:
     """decode→encode→decode gives the same profile, and encoding it again the same bytes."""
     try:
         first = parse_profile(data, LIMITS)
+        # labels are decoded when first used (a merge, an encode): a malformed one is
+        # refused there, with a message; such a profile has no copy to compare
+        first.decode_labels()
     except HeapbotError:
         return False
     encoded = encode_profile(first)
