@@ -339,6 +339,19 @@ async def test_a_profile_redis_cannot_hold_in_one_value_is_one_clear_error(
     assert await all_keys(redis_client, "heapbot:*") == []
 
 
+async def traced_peak_of_save(store: SnapshotStore, snapshot: StoredSnapshot,
+                              raw: dict[tuple[int, str], bytearray]) -> int:
+    """Peak bytes Python allocated while saving ``raw`` (connected first, so the
+    connection's own buffers are not counted), before ``snapshot`` in the history."""
+    await store.save(fleet_snapshot(1, snapshot.taken_at - 1), {(0, "heap"): b"\x1f\x8bwarm"})
+    tracemalloc.start()
+    try:
+        await store.save(snapshot, raw)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 async def test_saving_a_fleet_holds_one_profile_in_flight_not_the_capture(
         store: SnapshotStore) -> None:
     """Python allocations while 24 x 1 MiB profiles are saved, over the profiles' bytes:
@@ -347,13 +360,7 @@ async def test_saving_a_fleet_holds_one_profile_in_flight_not_the_capture(
     bench/fanout/download.py measures the process's RSS)."""
     raw = {k: bytearray(v) for k, v in bodies(24, 1 << 20).items()}  # as downloaded
     total = sum(len(v) for v in raw.values())
-    await store.save(fleet_snapshot(1), {(0, "heap"): b"\x1f\x8bwarm"})  # connect first
-    tracemalloc.start()
-    try:
-        await store.save(fleet_snapshot(24), raw)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    peak = await traced_peak_of_save(store, fleet_snapshot(24), raw)
     assert peak / total < 0.5, f"{peak / total:.2f}x the profiles"
 
 
@@ -362,13 +369,7 @@ async def test_saving_one_big_profile_holds_it_once(store: SnapshotStore) -> Non
     """One 24 MiB profile: the connection sends it 1 MiB at a time (bot.redisconn's
     PiecewiseSend), where asyncio's writelines joined and buffered it (3.0x allocated)."""
     raw = {(0, "heap"): bytearray(bodies(1, 24 << 20)[(0, "heap")])}
-    await store.save(fleet_snapshot(1), {(0, "heap"): b"\x1f\x8bwarm"})  # connect first
-    tracemalloc.start()
-    try:
-        await store.save(fleet_snapshot(1), raw)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    peak = await traced_peak_of_save(store, fleet_snapshot(1), raw)
     assert peak / len(raw[(0, "heap")]) < 0.5, f"{peak / len(raw[(0, 'heap')]):.2f}x"
     assert await store.raw_profile(SERVICE, (await store.list(SERVICE, 1))[0].id, 0) == \
         raw[(0, "heap")]
