@@ -97,17 +97,23 @@ async def refusal(runtime: Runtime, inv: Invocation) -> str | None:
     try:
         command = parse(inv.text).command
         await preflight(runtime, inv)
-    except UsageError as err:
-        outcome, message = "usage", _usage_hint(err, command).user_message()
-    except AccessDeniedError as err:
-        outcome, message = "denied", err.user_message()
     except HeapbotError as err:
-        outcome, message = "error", err.user_message()
+        outcome, message = _refused(err, command)
     else:
         return None
     _count(command, outcome)
     log.info("command %s outcome %s before the ack", command, outcome)
     return message
+
+
+def _refused(err: HeapbotError, command: str) -> tuple[str, str]:
+    """The outcome counted and the message shown for a refusal: one mapping for
+    :func:`run`'s reply and :func:`refusal`'s ack (usage errors carry the usage line)."""
+    if isinstance(err, UsageError):
+        return "usage", _usage_hint(err, command).user_message()
+    if isinstance(err, AccessDeniedError):
+        return "denied", err.user_message()
+    return "error", err.user_message()
 
 
 def _count(command: str, outcome: str) -> None:
@@ -162,15 +168,9 @@ async def run(runtime: Runtime | None, inv: Invocation) -> Reply:
             # outside allow_channels: the asker alone
             reply = keep_private(reply, runtime.registry.resolve(argv[0]), inv)
         outcome = "error" if reply.error else "ok"
-    except UsageError as err:
-        reply = Reply.failure(_usage_hint(err, command).user_message(), service=service)
-        outcome = "usage"
-    except AccessDeniedError as err:
-        reply = Reply.failure(err.user_message(), service=service)
-        outcome = "denied"
     except HeapbotError as err:
-        reply = Reply.failure(err.user_message(), service=service)
-        outcome = "error"
+        outcome, message = _refused(err, command)
+        reply = Reply.failure(message, service=service)
     except Exception:
         reply = _internal_error_reply(command, service)
         outcome = "internal"
