@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import ErrorDetails
 
 from bot.errors import AccessDeniedError, ConfigError, UnknownServiceError
-from bot.settings import DEFAULT_CONFIG, find_registry
+from bot.settings import DEFAULT_CONFIG, default_config_path, find_registry
 
 # Captures that ask for a fresh heap (heap?gc=1: one forced GC on the target) unless
 # the registry says otherwise: leak sampling, watch ticks and alert captures. A
@@ -511,7 +511,7 @@ def parse_registry(data: Any, path: Path) -> Registry:
 def load_registry(path: str | os.PathLike[str] | None = None) -> Registry:
     """Read and validate the registry; a missing file gives an empty registry (not an error)."""
     if path is None:  # as Settings finds it: HEAPBOT_CONFIG, else the nearest one upwards
-        path = os.environ.get("HEAPBOT_CONFIG") or find_registry().found or DEFAULT_CONFIG
+        path = os.environ.get("HEAPBOT_CONFIG") or default_config_path()
     file = Path(path)
     try:
         text = file.read_text(encoding="utf-8")

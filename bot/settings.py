@@ -96,8 +96,9 @@ def _other_device(folder: Path, parent: Path) -> bool:
         return True
 
 
-def _default_config_path() -> Path:
-    """The nearest ``heapbot.yaml`` (or the demo's) from here upwards; else ``heapbot.yaml``."""
+def default_config_path() -> Path:
+    """The nearest ``heapbot.yaml`` (or the demo's) from here upwards; else ``heapbot.yaml``.
+    What HEAPBOT_CONFIG defaults to, for Settings and for :func:`bot.registry.load_registry`."""
     return find_registry().found or DEFAULT_CONFIG
 
 
@@ -153,7 +154,7 @@ class EnvSettings(BaseSettings):
 class Settings(EnvSettings):
 
     # Registry and storage
-    config_path: Path = Field(default_factory=_default_config_path,
+    config_path: Path = Field(default_factory=default_config_path,
                               validation_alias="HEAPBOT_CONFIG")
     data_dir: Path = Field(default_factory=_default_data_dir, validation_alias="HEAPBOT_DATA_DIR")
     redis_url: str | None = Field(None, validation_alias="REDIS_URL")
